@@ -1,0 +1,162 @@
+package main
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/platter-dev/platter/internal/image"
+	"github.com/platter-dev/platter/internal/ui"
+	"github.com/spf13/cobra"
+)
+
+type infoOptions struct {
+	json   bool
+	chunks bool
+}
+
+func newInfoCommand() *cobra.Command {
+	var opts infoOptions
+	cmd := &cobra.Command{
+		Use:   "info [--json] [--chunks] IMAGE",
+		Short: "Describe an image: source, table, partitions, sizes",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runInfo(cmd.OutOrStdout(), opts, args[0])
+		},
+	}
+	cmd.Flags().BoolVar(&opts.json, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&opts.chunks, "chunks", false, "with --json, list every chunk and where its frame is")
+	return cmd
+}
+
+type infoJSON struct {
+	FormatVersion int             `json:"format_version"`
+	ID            string          `json:"id"`
+	Created       time.Time       `json:"created"`
+	Tool          string          `json:"tool"`
+	Source        string          `json:"source"`
+	SourceSize    int64           `json:"source_size"`
+	SectorSize    int64           `json:"sector_size"`
+	Table         string          `json:"table"`
+	DiskID        string          `json:"disk_id,omitempty"`
+	ImageBytes    int64           `json:"image_bytes"`
+	ChunkSize     int64           `json:"chunk_size"`
+	Compression   string          `json:"compression"`
+	Digest        string          `json:"digest"`
+	Warnings      []string        `json:"warnings"`
+	Partitions    []partitionJSON `json:"partitions"`
+	Gaps          []gapJSON       `json:"outside_partitions"`
+	Chunks        []chunkJSON     `json:"chunks,omitempty"`
+}
+
+type partitionJSON struct {
+	Index       int    `json:"index"`
+	Start       int64  `json:"start"`
+	Size        int64  `json:"size"`
+	Type        string `json:"type"`
+	GUID        string `json:"guid,omitempty"`
+	Name        string `json:"name,omitempty"`
+	Bootable    bool   `json:"bootable,omitempty"`
+	Filesystem  string `json:"filesystem"`
+	Note        string `json:"note,omitempty"`
+	UsedBytes   int64  `json:"used_bytes"`
+	StoredBytes int64  `json:"stored_bytes"`
+}
+
+type gapJSON struct {
+	Start       int64 `json:"start"`
+	Size        int64 `json:"size"`
+	UsedBytes   int64 `json:"used_bytes"`
+	StoredBytes int64 `json:"stored_bytes"`
+}
+
+type chunkJSON struct {
+	Partition   int   `json:"partition"`
+	Offset      int64 `json:"offset"`
+	Length      int64 `json:"length"`
+	FrameOffset int64 `json:"frame_offset"`
+	FrameSize   int64 `json:"frame_size"`
+	Zero        bool  `json:"zero"`
+}
+
+func describe(r *image.Reader, chunks bool) *infoJSON {
+	m := r.Metadata()
+	d := r.Digest()
+	out := &infoJSON{
+		FormatVersion: m.FormatVersion, ID: m.ID, Created: m.Created, Tool: m.Tool, Source: m.Source,
+		SourceSize: m.SourceSize, SectorSize: m.SectorSize, Table: m.Table, DiskID: m.DiskID,
+		ImageBytes: r.Size(), ChunkSize: m.ChunkSize, Compression: m.Compression,
+		Digest: hex.EncodeToString(d[:]), Warnings: m.Warnings,
+		Partitions: []partitionJSON{}, Gaps: []gapJSON{},
+	}
+	if out.Warnings == nil {
+		out.Warnings = []string{}
+	}
+	for _, a := range m.Areas {
+		if a.Kind == image.KindGap {
+			out.Gaps = append(out.Gaps, gapJSON{Start: a.Start, Size: a.Size, UsedBytes: a.UsedBytes, StoredBytes: a.StoredBytes})
+			continue
+		}
+		out.Partitions = append(out.Partitions, partitionJSON{
+			Index: a.Index, Start: a.Start, Size: a.Size, Type: a.Type, GUID: a.GUID, Name: a.Name,
+			Bootable: a.Bootable, Filesystem: a.Filesystem, Note: a.Note, UsedBytes: a.UsedBytes, StoredBytes: a.StoredBytes,
+		})
+	}
+	if chunks {
+		for _, e := range r.Entries() {
+			a := &m.Areas[e.Area]
+			c := chunkJSON{Partition: a.Index, Offset: int64(e.Chunk) * m.ChunkSize, Length: int64(e.RawLen), FrameOffset: -1, Zero: e.Zero()}
+			if a.Kind == image.KindGap {
+				c.Offset += a.Start
+			}
+			if !e.Zero() {
+				c.FrameOffset, c.FrameSize = e.FrameOff, 64+int64(e.Stored)
+			}
+			out.Chunks = append(out.Chunks, c)
+		}
+	}
+	return out
+}
+
+func runInfo(w io.Writer, opts infoOptions, path string) error {
+	f, r, err := openImage(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	defer r.Close()
+	info := describe(r, opts.chunks && opts.json)
+	if opts.json {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(info)
+	}
+	fmt.Fprintf(w, "Image:       %s (format %d, %s)\n", path, info.FormatVersion, ui.Bytes(info.ImageBytes))
+	fmt.Fprintf(w, "ID:          %s\n", info.ID)
+	fmt.Fprintf(w, "Created:     %s by %s\n", info.Created.Local().Format(time.RFC3339), info.Tool)
+	fmt.Fprintf(w, "Source:      %s, %s (%d bytes), %d-byte sectors\n", info.Source, ui.Bytes(info.SourceSize), info.SourceSize, info.SectorSize)
+	fmt.Fprintf(w, "Table:       %s\n", info.Table)
+	fmt.Fprintf(w, "Compression: %s, %s chunks\n", info.Compression, ui.Bytes(info.ChunkSize))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nPART\tSTART\tSIZE\tTYPE\tFS\tUSED\tSTORED\t")
+	for _, p := range info.Partitions {
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%s\t\n", p.Index, p.Start, ui.Bytes(p.Size), p.Type, p.Filesystem, ui.Bytes(p.UsedBytes), ui.Bytes(p.StoredBytes))
+	}
+	for _, g := range info.Gaps {
+		fmt.Fprintf(tw, "-\t%d\t%s\t(outside partitions)\traw\t%s\t%s\t\n", g.Start, ui.Bytes(g.Size), ui.Bytes(g.UsedBytes), ui.Bytes(g.StoredBytes))
+	}
+	tw.Flush()
+	for _, p := range info.Partitions {
+		if p.Note != "" {
+			fmt.Fprintf(w, "Note: %s\n", p.Note)
+		}
+	}
+	for _, s := range info.Warnings {
+		fmt.Fprintf(w, "Warning: %s\n", s)
+	}
+	return nil
+}

@@ -1,0 +1,103 @@
+// Command platter makes, checks, describes and restores disk images.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/platter-dev/platter/internal/backup"
+	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/image"
+	"github.com/platter-dev/platter/internal/restore"
+	"github.com/spf13/cobra"
+)
+
+const version = "0.1.0"
+
+// Exit codes, chosen here and nowhere else.
+const (
+	exitOK      = 0
+	exitFailed  = 1
+	exitUsage   = 2
+	exitDamaged = 3
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := newRootCommand()
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	if ctx.Err() != nil {
+		err = errors.New("interrupted; nothing was left half-made")
+	}
+	fmt.Fprintf(os.Stderr, "platter: %s\n", oneLine(err.Error()))
+	return exitCode(err)
+}
+
+func exitCode(err error) int {
+	var ue *usageError
+	var bue *backup.UsageError
+	var pe *restore.PartitionError
+	var ce *block.CorruptError
+	switch {
+	case errors.As(err, &ue), errors.As(err, &bue), errors.As(err, &pe):
+		return exitUsage
+	case errors.Is(err, image.ErrDamaged), errors.As(err, &ce):
+		return exitDamaged
+	case strings.HasPrefix(err.Error(), "unknown command"), strings.HasPrefix(err.Error(), "unknown flag"):
+		return exitUsage
+	}
+	return exitFailed
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// usageError marks a command line that cannot be run as written.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return &usageError{fmt.Errorf(format, args...)}
+}
+
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usagef("%s takes %d arguments, got %d (usage: %s)", cmd.Name(), n, len(args), cmd.UseLine())
+		}
+		return nil
+	}
+}
+
+func newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "platter",
+		Short:         "Make, check, describe and restore disk images",
+		Version:       version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
+	root.AddCommand(newCreateCommand(), newVerifyCommand(), newInfoCommand(), newRestoreCommand())
+	return root
+}
+
+// warn prints a warning to stderr; the CLI is the only place that prints.
+func warn(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "platter: warning: "+format+"\n", args...)
+}

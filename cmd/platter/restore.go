@@ -1,0 +1,149 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/platter-dev/platter/internal/blockdev"
+	"github.com/platter-dev/platter/internal/ptable"
+	"github.com/platter-dev/platter/internal/restore"
+	"github.com/platter-dev/platter/internal/ui"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+)
+
+type restoreOptions struct {
+	partition int
+	yes       bool
+	progress  string
+}
+
+func newRestoreCommand() *cobra.Command {
+	var opts restoreOptions
+	cmd := &cobra.Command{
+		Use:   "restore [flags] IMAGE TARGET",
+		Short: "Write an image back to a disk, a partition or a file",
+		Long: `Restore writes the whole disk held in IMAGE onto TARGET, or with --partition N
+only that partition's contents. TARGET may be a block device (at least as
+large as what is restored; confirmation needed unless --yes) or a file
+(created or cut to size and written sparse).`,
+		Args: exactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runRestore(cmd, opts, args[0], args[1])
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&opts.partition, "partition", 0, "restore only partition N's contents into TARGET")
+	f.BoolVar(&opts.yes, "yes", false, "do not ask before overwriting a block device")
+	f.StringVar(&opts.progress, "progress", "auto", "progress display: auto, json or none")
+	return cmd
+}
+
+func runRestore(cmd *cobra.Command, opts restoreOptions, imagePath, target string) error {
+	mode, err := progressMode(opts.progress)
+	if err != nil {
+		return err
+	}
+	if opts.partition < 0 {
+		return usagef("--partition must be a partition number")
+	}
+	f, img, err := openImage(imagePath)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	defer img.Close()
+	need, err := restore.Size(img, opts.partition)
+	if err != nil {
+		return err
+	}
+	if same(imagePath, target) {
+		return usagef("TARGET %s is the image itself", target)
+	}
+
+	// Every refusal happens here, before the target is opened for writing.
+	exists, isDev, size, err := blockdev.StatTarget(target)
+	if err != nil {
+		return fmt.Errorf("target: %w", err)
+	}
+	if exists {
+		mounts, err := blockdev.Mounts(target)
+		if err != nil {
+			return fmt.Errorf("check whether %s is mounted: %w", target, err)
+		}
+		if len(mounts) > 0 {
+			return fmt.Errorf("target %s is in use: %s is mounted at %s; unmount it first", target, mounts[0].Device, mounts[0].Point)
+		}
+	}
+	if isDev {
+		if size < need {
+			return fmt.Errorf("target %s is %d bytes (%s), smaller than the %d bytes (%s) to restore; nothing was written", target, size, ui.Bytes(size), need, ui.Bytes(need))
+		}
+		if err := confirmOverwrite(cmd, target, opts.yes); err != nil {
+			return err
+		}
+	}
+
+	t, err := blockdev.OpenTarget(target, need)
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	p := ui.NewProgress(mode, os.Stderr, "restore")
+	start := time.Now()
+	err = restore.Run(cmd.Context(), img, t, restore.Options{Partition: opts.partition, Fresh: t.Fresh, Progress: p})
+	p.Finish()
+	if err != nil {
+		return fmt.Errorf("restore stopped: %w", err)
+	}
+	if err := t.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", target, err)
+	}
+	what := "disk"
+	if opts.partition != 0 {
+		what = fmt.Sprintf("partition %d", opts.partition)
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "restored %s of %s to %s (%s) in %.1fs\n", what, imagePath, target, ui.Bytes(need), time.Since(start).Seconds())
+	return nil
+}
+
+// confirmOverwrite shows what the device holds now and asks before it is
+// overwritten; without a terminal it needs --yes.
+func confirmOverwrite(cmd *cobra.Command, target string, yes bool) error {
+	errw := cmd.ErrOrStderr()
+	fmt.Fprintf(errw, "%s will be overwritten. It holds now:\n%s", target, describeDevice(target))
+	if yes {
+		return nil
+	}
+	if !term.IsTerminal(int(os.Stdin.Fd())) {
+		return usagef("refusing to overwrite block device %s without confirmation: pass --yes", target)
+	}
+	fmt.Fprintf(errw, "Type yes to overwrite %s: ", target)
+	line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+	if strings.TrimSpace(line) != "yes" {
+		return fmt.Errorf("not confirmed; %s was not touched", target)
+	}
+	return nil
+}
+
+func describeDevice(path string) string {
+	d, err := blockdev.Open(path)
+	if err != nil {
+		return fmt.Sprintf("  (cannot read it: %v)\n", err)
+	}
+	defer d.Close()
+	t, err := ptable.Read(d, d.Size(), d.SectorSize())
+	if err != nil {
+		return fmt.Sprintf("  %s, partition table unreadable: %v\n", ui.Bytes(d.Size()), err)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "  %s, partition table: %s\n", ui.Bytes(d.Size()), t.Kind)
+	for _, p := range t.Partitions {
+		fmt.Fprintf(&b, "  partition %d: start %d, %s, type %s %s\n", p.Index, p.Start, ui.Bytes(p.Size), p.Type, p.Name)
+	}
+	return b.String()
+}
+

@@ -1,0 +1,394 @@
+// Package backup is the imaging engine: source → layout → used chunks →
+// parallel hash and compress → image.Writer.
+package backup
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/codec"
+	"github.com/platter-dev/platter/internal/image"
+	"github.com/zeebo/blake3"
+)
+
+// DefaultChunkSize is the chunk grid step. See docs/performance.md.
+const DefaultChunkSize = 4 << 20
+
+// Progress receives the engine's progress; ui implements it. Calls come
+// from several goroutines.
+type Progress interface {
+	Start(total int64)
+	Add(n int64)
+}
+
+type noProgress struct{}
+
+func (noProgress) Start(int64) {}
+func (noProgress) Add(int64)   {}
+
+// Options tune an imaging run. The zero value images everything with the
+// default compression.
+type Options struct {
+	SourceName  string // recorded in the metadata
+	Partitions  []int  // only these partition numbers (the table and gaps are always kept)
+	Compression codec.Setting
+	ChunkSize   int64
+	Workers     int
+	Tool        string // "platter VERSION"
+	Progress    Progress
+}
+
+// Run images src into out and returns the metadata it wrote. It writes
+// nothing after an error; the caller discards the partial output.
+func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*image.Metadata, int64, error) {
+	if opts.ChunkSize == 0 {
+		opts.ChunkSize = DefaultChunkSize
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = runtime.GOMAXPROCS(0)
+	}
+	if opts.Compression == (codec.Setting{}) {
+		opts.Compression = codec.DefaultSetting
+	}
+	if opts.Progress == nil {
+		opts.Progress = noProgress{}
+	}
+	l, err := planLayout(src, opts.Partitions)
+	if err != nil {
+		return nil, 0, err
+	}
+	var id image.ID
+	if _, err := rand.Read(id[:]); err != nil {
+		return nil, 0, err
+	}
+	created := time.Now().UTC()
+	w, err := image.NewWriter(out, id, created)
+	if err != nil {
+		return nil, 0, err
+	}
+	enc, err := codec.NewEncoder(opts.Compression, opts.Workers)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer enc.Close()
+
+	var total int64
+	for _, a := range l.areas {
+		if a.used != nil {
+			total += a.meta.UsedBytes
+		} else {
+			total += a.meta.Size
+		}
+	}
+	opts.Progress.Start(total)
+
+	p := &pipeline{src: src, areas: l.areas, cs: opts.ChunkSize, enc: enc, w: w, progress: opts.Progress,
+		frames: map[[32]byte]frameRef{}}
+	if err := p.run(ctx, opts.Workers); err != nil {
+		return nil, 0, err
+	}
+
+	meta := &image.Metadata{
+		Created:     created,
+		Tool:        opts.Tool,
+		Source:      opts.SourceName,
+		SourceSize:  src.Size(),
+		SectorSize:  l.table.SectorSize,
+		Table:       l.table.Kind,
+		DiskID:      l.table.DiskID,
+		ChunkSize:   opts.ChunkSize,
+		Compression: opts.Compression.String(),
+		Warnings:    l.warnings,
+	}
+	for i, a := range l.areas {
+		if a.used != nil {
+			a.meta.Map = a.used.Bytes()
+		} else {
+			a.meta.UsedBytes = p.rawUsed[i]
+		}
+		a.meta.StoredBytes = p.stored[i]
+		meta.Areas = append(meta.Areas, a.meta)
+	}
+	if err := p.resolveDuplicates(); err != nil {
+		return nil, 0, err
+	}
+	if err := w.Finish(p.entries, meta); err != nil {
+		return nil, 0, err
+	}
+	return meta, w.Offset(), nil
+}
+
+// job is one chunk moving through the pipeline.
+type job struct {
+	area  int
+	chunk int64
+	off   int64 // byte offset in the source
+	n     int64 // chunk length
+	used  int64 // bytes the progress counts for it
+
+	buf     []byte // raw chunk
+	cbuf    []byte // compressed
+	payload []byte // what goes into the frame
+	codec   codec.ID
+	hash    [32]byte
+	zero    bool
+	dup     bool
+	err     error
+	done    chan struct{}
+}
+
+type frameRef struct {
+	off    int64
+	stored uint32
+}
+
+type pipeline struct {
+	src      block.Source
+	areas    []area
+	cs       int64
+	enc      *codec.Encoder
+	w        *image.Writer
+	progress Progress
+
+	// frames holds every distinct chunk hash seen: a worker claims a hash
+	// (offset -1) before compressing, the writer fills in the frame.
+	mu     sync.Mutex
+	frames map[[32]byte]frameRef
+
+	// Owned by the writer goroutine.
+	entries []image.Entry
+	stored  map[int]int64
+	rawUsed map[int]int64
+	pool    sync.Pool
+}
+
+func (p *pipeline) run(ctx context.Context, workers int) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	p.stored, p.rawUsed = map[int]int64{}, map[int]int64{}
+	work := make(chan *job)
+	order := make(chan *job, 2*workers)
+
+	go func() { // producer: chunks in disk order, only those with used blocks
+		defer close(work)
+		defer close(order)
+		for i, a := range p.areas {
+			for k := int64(0); k*p.cs < a.meta.Size; k++ {
+				off := k * p.cs
+				n := min(p.cs, a.meta.Size-off)
+				used := n
+				if a.used != nil {
+					if !a.used.Any(off, n) {
+						continue
+					}
+					used = 0
+					a.used.Runs(off, n, func(e block.Extent) { used += e.Len })
+				}
+				j := &job{area: i, chunk: k, off: a.meta.Start + off, n: n, used: used, done: make(chan struct{})}
+				select {
+				case order <- j:
+				case <-ctx.Done():
+					return
+				}
+				select {
+				case work <- j:
+				case <-ctx.Done():
+					j.err = context.Cause(ctx)
+					close(j.done)
+					return
+				}
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range work {
+				p.process(j)
+				close(j.done)
+			}
+		}()
+	}
+	err := p.write(ctx, order)
+	if err != nil {
+		cancel(err)
+	}
+	// Drain so the producer and workers finish before we return.
+	for j := range order {
+		<-j.done
+	}
+	wg.Wait()
+	if err == nil {
+		err = context.Cause(ctx)
+		if errors.Is(err, context.Canceled) && ctx.Err() == nil {
+			err = nil
+		}
+	}
+	return err
+}
+
+func (p *pipeline) buffer() []byte {
+	if b, ok := p.pool.Get().(*[]byte); ok {
+		return *b
+	}
+	return make([]byte, p.cs)
+}
+
+func (p *pipeline) release(b []byte) {
+	if b != nil {
+		p.pool.Put(&b)
+	}
+}
+
+// process reads, checks, hashes and compresses one chunk.
+func (p *pipeline) process(j *job) {
+	a := &p.areas[j.area]
+	j.buf = p.buffer()[:j.n]
+	if err := p.read(a, j); err != nil {
+		j.err = err
+		return
+	}
+	if allZero(j.buf) {
+		j.zero = true
+		return
+	}
+	j.hash = blake3.Sum256(j.buf)
+	p.mu.Lock()
+	_, j.dup = p.frames[j.hash]
+	if !j.dup {
+		p.frames[j.hash] = frameRef{off: -1}
+	}
+	p.mu.Unlock()
+	if j.dup {
+		return
+	}
+	j.cbuf = p.buffer()
+	j.codec, j.payload = p.enc.Encode(j.cbuf[:0], j.buf)
+}
+
+// read fills j.buf with the chunk's used bytes and zeros elsewhere, so
+// free blocks (garbage on a used disk) never reach the image.
+func (p *pipeline) read(a *area, j *job) error {
+	rel := j.off - a.meta.Start
+	if a.used == nil {
+		return p.readAt(j.buf, j.off)
+	}
+	var runs []block.Extent
+	a.used.Runs(rel, j.n, func(e block.Extent) { runs = append(runs, e) })
+	first, last := runs[0].Off, runs[len(runs)-1].End()
+	var used int64
+	for _, r := range runs {
+		used += r.Len
+	}
+	// One large read beats many small ones unless most of the span is free.
+	if used*4 >= last-first {
+		if err := p.readAt(j.buf[first-rel:last-rel], a.meta.Start+first); err != nil {
+			return err
+		}
+		pos := first
+		for _, r := range runs {
+			clear(j.buf[pos-rel : r.Off-rel])
+			pos = r.End()
+		}
+		clear(j.buf[:first-rel])
+		clear(j.buf[last-rel:])
+		return nil
+	}
+	clear(j.buf)
+	for _, r := range runs {
+		if err := p.readAt(j.buf[r.Off-rel:r.End()-rel], a.meta.Start+r.Off); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *pipeline) readAt(b []byte, off int64) error {
+	n, err := p.src.ReadAt(b, off)
+	if n == len(b) {
+		return nil
+	}
+	if err == nil || err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("read source at byte %d: %w", off+int64(n), err)
+}
+
+var zeroChunk = make([]byte, 1<<20)
+
+func allZero(b []byte) bool {
+	for len(b) > 0 {
+		n := min(len(b), len(zeroChunk))
+		if string(b[:n]) != string(zeroChunk[:n]) {
+			return false
+		}
+		b = b[n:]
+	}
+	return true
+}
+
+// write consumes jobs in disk order and writes their frames.
+func (p *pipeline) write(ctx context.Context, order chan *job) error {
+	for j := range order {
+		select {
+		case <-j.done:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+		if j.err != nil {
+			return j.err
+		}
+		e := image.Entry{Area: uint32(j.area), Chunk: uint64(j.chunk), RawLen: uint32(j.n), Hash: j.hash}
+		switch {
+		case j.zero:
+			e.Flags = image.FlagZero
+		case j.dup:
+			e.FrameOff = -1 // resolved once every frame is written
+		default:
+			off, err := p.w.WriteFrame(&image.Frame{Area: e.Area, Chunk: e.Chunk, RawLen: int(j.n), Hash: j.hash, Codec: j.codec, Payload: j.payload})
+			if err != nil {
+				return err
+			}
+			e.FrameOff, e.Stored = off, uint32(len(j.payload))
+			p.mu.Lock()
+			p.frames[j.hash] = frameRef{off: off, stored: e.Stored}
+			p.mu.Unlock()
+			p.stored[j.area] += 64 + int64(len(j.payload))
+		}
+		if p.areas[j.area].used == nil && !j.zero {
+			p.rawUsed[j.area] += j.n
+		}
+		p.entries = append(p.entries, e)
+		p.release(j.buf)
+		p.release(j.cbuf)
+		p.progress.Add(j.used)
+		if err := ctx.Err(); err != nil {
+			return context.Cause(ctx)
+		}
+	}
+	return nil
+}
+
+func (p *pipeline) resolveDuplicates() error {
+	for i := range p.entries {
+		e := &p.entries[i]
+		if e.FrameOff != -1 {
+			continue
+		}
+		f, ok := p.frames[e.Hash]
+		if !ok || f.off < 0 {
+			return fmt.Errorf("backup: internal error: duplicate chunk %d of area %d has no frame", e.Chunk, e.Area)
+		}
+		e.FrameOff, e.Stored = f.off, f.stored
+	}
+	return nil
+}

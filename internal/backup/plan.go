@@ -1,0 +1,137 @@
+package backup
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/fsmap"
+	"github.com/platter-dev/platter/internal/image"
+	"github.com/platter-dev/platter/internal/ptable"
+)
+
+// area is one region of the source to image, with its allocation map
+// (nil: every byte counts, zero chunks are recorded as zero).
+type area struct {
+	meta image.Area
+	used *block.Map
+}
+
+// layout is what create will copy.
+type layout struct {
+	table    *ptable.Table
+	areas    []area
+	warnings []string
+}
+
+// UsageError reports a request that cannot be satisfied as given (a bad
+// flag value); the CLI exits 2 for it.
+type UsageError struct{ Msg string }
+
+func (e *UsageError) Error() string { return e.Msg }
+
+// planLayout reads the partition table and each selected partition's
+// allocation map. Every byte outside the data partitions (table sectors,
+// boot code, the boot-loader gap, EBRs, the GPT backup) is kept as a gap
+// area; partitions not selected are left out entirely.
+func planLayout(src block.Source, only []int) (*layout, error) {
+	size := src.Size()
+	t, err := ptable.Read(src, size, src.SectorSize())
+	if err != nil {
+		return nil, fmt.Errorf("read partition table: %w", err)
+	}
+	l := &layout{table: t, warnings: slices.Clone(t.Warnings)}
+	parts := t.Partitions
+	if t.Kind == "none" {
+		parts = []ptable.Partition{{Index: 1, Start: 0, Size: size}}
+	}
+	if err := checkSelection(parts, only); err != nil {
+		return nil, err
+	}
+	for _, p := range parts {
+		if p.Start < 0 || p.Size <= 0 || p.Start >= size {
+			return nil, &block.CorruptError{What: "partition table", Off: 0, Msg: fmt.Sprintf("partition %d (start %d, %d bytes) lies outside the %d-byte disk", p.Index, p.Start, p.Size, size)}
+		}
+		if p.Start+p.Size > size {
+			l.warnings = append(l.warnings, fmt.Sprintf("partition %d ends %d bytes past the end of the disk; imaging the part that exists", p.Index, p.Start+p.Size-size))
+			p.Size = size - p.Start
+		}
+		if len(only) > 0 && !slices.Contains(only, p.Index) {
+			continue
+		}
+		a, warn, err := planPartition(src, p)
+		if err != nil {
+			return nil, err
+		}
+		if warn != "" {
+			l.warnings = append(l.warnings, warn)
+		}
+		l.areas = append(l.areas, a)
+	}
+	if t.Kind != "none" {
+		l.areas = append(l.areas, gaps(t.Partitions, size)...)
+	}
+	sort.SliceStable(l.areas, func(i, j int) bool { return l.areas[i].meta.Start < l.areas[j].meta.Start })
+	return l, nil
+}
+
+func checkSelection(parts []ptable.Partition, only []int) error {
+	var have []string
+	for _, p := range parts {
+		have = append(have, strconv.Itoa(p.Index))
+	}
+	for _, n := range only {
+		if !slices.ContainsFunc(parts, func(p ptable.Partition) bool { return p.Index == n }) {
+			return &UsageError{Msg: fmt.Sprintf("no partition %d on this disk (it has: %s)", n, strings.Join(have, ", "))}
+		}
+	}
+	return nil
+}
+
+func planPartition(src block.Source, p ptable.Partition) (area, string, error) {
+	a := area{meta: image.Area{
+		Kind: image.KindPartition, Index: p.Index, Start: p.Start, Size: p.Size,
+		Type: p.Type, GUID: p.GUID, Name: p.Name, Attrs: p.Attrs, Bootable: p.Bootable,
+		Filesystem: "raw",
+	}}
+	u, err := fsmap.Detect(io.NewSectionReader(src, p.Start, p.Size), p.Size)
+	if err != nil {
+		note := fmt.Sprintf("partition %d: %v; copying every non-zero block", p.Index, err)
+		a.meta.Note = note
+		return a, note, nil
+	}
+	if u == nil {
+		return a, "", nil
+	}
+	a.used = u.Used
+	a.meta.Filesystem = u.FS
+	a.meta.BlockSize = u.Used.BlockSize()
+	a.meta.UsedBytes = u.Used.UsedBytes()
+	return a, "", nil
+}
+
+// gaps returns the bytes of the disk that no data partition covers.
+func gaps(parts []ptable.Partition, size int64) []area {
+	ext := make([]block.Extent, 0, len(parts))
+	for _, p := range parts {
+		ext = append(ext, block.Extent{Off: p.Start, Len: min(p.Size, size-p.Start)})
+	}
+	sort.Slice(ext, func(i, j int) bool { return ext[i].Off < ext[j].Off })
+	var out []area
+	pos := int64(0)
+	add := func(end int64) {
+		if end > pos {
+			out = append(out, area{meta: image.Area{Kind: image.KindGap, Start: pos, Size: end - pos, Filesystem: "raw"}})
+		}
+	}
+	for _, e := range ext {
+		add(e.Off)
+		pos = max(pos, e.End())
+	}
+	add(size)
+	return out
+}

@@ -1,0 +1,84 @@
+// Package blockdev opens files and block devices as sources and targets,
+// and tells whether they are in use by a mounted filesystem.
+package blockdev
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+// Device is an open file or block device. ReadAt and WriteAt are safe for
+// parallel calls.
+type Device struct {
+	f          *os.File
+	path       string
+	size       int64
+	sectorSize int64 // 0 for a regular file: the caller decides
+	isDevice   bool
+}
+
+// Open opens path read-only, as a source. Platter never writes to a source.
+func Open(path string) (*Device, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	d, err := newDevice(f, path)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func newDevice(f *os.File, path string) (*Device, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	d := &Device{f: f, path: path}
+	switch {
+	case st.Mode().IsRegular():
+		d.size = st.Size()
+	case st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0:
+		d.isDevice = true
+		if d.size, err = f.Seek(0, io.SeekEnd); err != nil {
+			return nil, fmt.Errorf("size of %s: %w", path, err)
+		}
+		if d.sectorSize, err = sectorSize(f); err != nil {
+			return nil, fmt.Errorf("sector size of %s: %w", path, err)
+		}
+	default:
+		return nil, fmt.Errorf("%s is neither a regular file nor a block device", path)
+	}
+	return d, nil
+}
+
+// ReadAt reads from the device.
+func (d *Device) ReadAt(p []byte, off int64) (int, error) { return d.f.ReadAt(p, off) }
+
+// WriteAt writes to the device (targets only).
+func (d *Device) WriteAt(p []byte, off int64) (int, error) { return d.f.WriteAt(p, off) }
+
+// Size is the length in bytes.
+func (d *Device) Size() int64 { return d.size }
+
+// SectorSize is the logical sector size of a block device, or 0 for a
+// regular file (whose sector size is found from its partition table).
+func (d *Device) SectorSize() int64 { return d.sectorSize }
+
+// IsDevice reports whether this is a block device.
+func (d *Device) IsDevice() bool { return d.isDevice }
+
+// Path is the name it was opened by.
+func (d *Device) Path() string { return d.path }
+
+// Sync flushes written data to stable storage.
+func (d *Device) Sync() error { return d.f.Sync() }
+
+// Close closes the device.
+func (d *Device) Close() error { return d.f.Close() }
+
+// File exposes the underlying file (for ioctls and fadvise).
+func (d *Device) File() *os.File { return d.f }

@@ -1,0 +1,41 @@
+package blockdev
+
+import (
+	"os"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+func sectorSize(f *os.File) (int64, error) {
+	n, err := unix.IoctlGetInt(int(f.Fd()), unix.BLKSSZGET)
+	return int64(n), err
+}
+
+// zeroRange asks the device to zero the range (BLKZEROOUT: write-zeroes
+// or discard with zeroing where the device can), writing zeros itself
+// where the ioctl is not supported.
+func zeroRange(d *Device, off, n int64) error {
+	if d.isDevice {
+		r := [2]uint64{uint64(off), uint64(n)}
+		_, _, errno := unix.Syscall(unix.SYS_IOCTL, d.f.Fd(), unix.BLKZEROOUT, uintptr(unsafe.Pointer(&r[0])))
+		if errno == 0 {
+			return nil
+		}
+	}
+	buf := make([]byte, min(n, 1<<20))
+	for n > 0 {
+		k := min(n, int64(len(buf)))
+		if _, err := d.f.WriteAt(buf[:k], off); err != nil {
+			return err
+		}
+		off += k
+		n -= k
+	}
+	return nil
+}
+
+// DropCache tells the kernel we will not read these bytes again soon.
+func (d *Device) DropCache(off, n int64) {
+	unix.Fadvise(int(d.f.Fd()), off, n, unix.FADV_DONTNEED)
+}

@@ -1,0 +1,88 @@
+package blockdev
+
+import (
+	"errors"
+	"fmt"
+	"os"
+)
+
+// Target is a restore destination.
+type Target struct {
+	*Device
+	// Fresh is true when every byte of the target reads as zero before the
+	// restore writes anything (a file created or truncated by
+	// OpenTarget), so zero chunks need not be written.
+	Fresh bool
+}
+
+// StatTarget describes path without opening it for writing: whether it
+// exists, is a block device, and its size.
+func StatTarget(path string) (exists, isDevice bool, size int64, err error) {
+	st, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, false, 0, nil
+	}
+	if err != nil {
+		return false, false, 0, err
+	}
+	if st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0 {
+		d, err := Open(path)
+		if err != nil {
+			return true, true, 0, err
+		}
+		defer d.Close()
+		return true, true, d.Size(), nil
+	}
+	if !st.Mode().IsRegular() {
+		return true, false, 0, fmt.Errorf("%s is neither a regular file nor a block device", path)
+	}
+	return true, false, st.Size(), nil
+}
+
+// OpenTarget opens path for a restore of size bytes. A block device is
+// opened exclusively (the kernel refuses while it is mounted) and must be
+// at least size bytes. A regular file is created if missing and cut to
+// exactly size bytes with no data, so it is written sparse.
+func OpenTarget(path string, size int64) (*Target, error) {
+	exists, isDev, devSize, err := StatTarget(path)
+	if err != nil {
+		return nil, err
+	}
+	if exists && isDev {
+		if devSize < size {
+			return nil, fmt.Errorf("target %s is %d bytes, smaller than the %d bytes to restore", path, devSize, size)
+		}
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_EXCL, 0)
+		if err != nil {
+			return nil, fmt.Errorf("open target: %w (is it in use?)", err)
+		}
+		d, err := newDevice(f, path)
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		return &Target{Device: d}, nil
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open target: %w", err)
+	}
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("size target %s to %d bytes: %w", path, size, err)
+	}
+	d, err := newDevice(f, path)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &Target{Device: d, Fresh: true}, nil
+}
+
+// Zero makes bytes [off, off+n) of the target read as zero.
+func (t *Target) Zero(off, n int64) error {
+	if t.Fresh || n <= 0 {
+		return nil
+	}
+	return zeroRange(t.Device, off, n)
+}

@@ -1,0 +1,196 @@
+// Package codec compresses and decompresses chunks. Each codec has a
+// one-byte id that is written into every frame header, so a reader knows
+// how to decode a frame without any other context.
+package codec
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// ID identifies a codec on disk.
+type ID uint8
+
+const (
+	None ID = 0 // stored as is
+	Zstd ID = 1 // one zstd frame
+)
+
+func (id ID) String() string {
+	switch id {
+	case None:
+		return "none"
+	case Zstd:
+		return "zstd"
+	}
+	return fmt.Sprintf("codec(%d)", uint8(id))
+}
+
+// ErrCorrupt is returned (wrapped) when stored bytes do not decode.
+var ErrCorrupt = errors.New("codec: corrupt data")
+
+// Setting is a user's choice of compression: "none", "zstd" or
+// "zstd:LEVEL" with LEVEL 1..22 as in the zstd command.
+type Setting struct {
+	ID    ID
+	Level int
+}
+
+// DefaultSetting is what create uses without --compress. See
+// docs/performance.md for the measurement behind it.
+var DefaultSetting = Setting{ID: Zstd, Level: 3}
+
+func (s Setting) String() string {
+	if s.ID == Zstd {
+		return "zstd:" + strconv.Itoa(s.Level)
+	}
+	return s.ID.String()
+}
+
+// ParseSetting parses the --compress flag.
+func ParseSetting(s string) (Setting, error) {
+	name, level, hasLevel := strings.Cut(s, ":")
+	switch name {
+	case "none":
+		if hasLevel {
+			return Setting{}, fmt.Errorf("codec: none takes no level: %q", s)
+		}
+		return Setting{ID: None}, nil
+	case "zstd":
+		if !hasLevel {
+			return Setting{ID: Zstd, Level: DefaultSetting.Level}, nil
+		}
+		n, err := strconv.Atoi(level)
+		if err != nil || n < 1 || n > 22 {
+			return Setting{}, fmt.Errorf("codec: zstd level must be 1..22, got %q", level)
+		}
+		return Setting{ID: Zstd, Level: n}, nil
+	}
+	return Setting{}, fmt.Errorf("codec: unknown compression %q (want zstd[:LEVEL] or none)", s)
+}
+
+// Encoder compresses chunks; Encode is safe for concurrent use.
+type Encoder struct {
+	setting Setting
+	zenc    *zstd.Encoder
+}
+
+// NewEncoder returns an encoder for s that serves up to concurrency
+// parallel callers without blocking.
+func NewEncoder(s Setting, concurrency int) (*Encoder, error) {
+	e := &Encoder{setting: s}
+	if s.ID == Zstd {
+		z, err := zstd.NewWriter(nil,
+			zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(s.Level)),
+			zstd.WithEncoderConcurrency(concurrency),
+			zstd.WithEncoderCRC(false), // every chunk carries a BLAKE3 hash already
+			zstd.WithZeroFrames(true),
+		)
+		if err != nil {
+			return nil, fmt.Errorf("codec: %w", err)
+		}
+		e.zenc = z
+	}
+	return e, nil
+}
+
+// Encode compresses src, appending to dst[:0]. It returns the codec
+// actually used: data that does not shrink by at least 1/64 is stored as
+// is (ID None, the returned slice is src) because decompressing it would
+// cost time for nothing.
+func (e *Encoder) Encode(dst, src []byte) (ID, []byte) {
+	if e.zenc == nil {
+		return None, src
+	}
+	out := e.zenc.EncodeAll(src, dst[:0])
+	if len(out) >= len(src)-len(src)/64 {
+		return None, src
+	}
+	return Zstd, out
+}
+
+// Close releases the encoder's resources.
+func (e *Encoder) Close() {
+	if e.zenc != nil {
+		e.zenc.Close()
+	}
+}
+
+// Decoder decompresses chunks; Decode is safe for concurrent use.
+type Decoder struct {
+	zdec *zstd.Decoder
+}
+
+// NewDecoder returns a decoder serving up to concurrency parallel callers.
+func NewDecoder(concurrency int) (*Decoder, error) {
+	z, err := zstd.NewReader(nil,
+		zstd.WithDecoderConcurrency(concurrency),
+		zstd.WithDecodeAllCapLimit(true),
+		zstd.WithDecoderMaxMemory(1<<30),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("codec: %w", err)
+	}
+	return &Decoder{zdec: z}, nil
+}
+
+// Decode decodes src stored with codec id into dst, which must have a
+// capacity of exactly the expected raw length; the result must be that
+// long or the data is reported corrupt.
+func (d *Decoder) Decode(id ID, dst, src []byte) ([]byte, error) {
+	want := cap(dst)
+	switch id {
+	case None:
+		if len(src) != want {
+			return nil, fmt.Errorf("%w: stored chunk is %d bytes, want %d", ErrCorrupt, len(src), want)
+		}
+		return append(dst[:0], src...), nil
+	case Zstd:
+		out, err := d.zdec.DecodeAll(src, dst[:0])
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		if len(out) != want {
+			return nil, fmt.Errorf("%w: chunk decodes to %d bytes, want %d", ErrCorrupt, len(out), want)
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("%w: unknown codec %d", ErrCorrupt, uint8(id))
+}
+
+// Close releases the decoder's resources.
+func (d *Decoder) Close() { d.zdec.Close() }
+
+// DecodeBlock decodes a stored block of unknown trustworthiness whose
+// decoded length must be exactly rawLen. Memory grows only as real data
+// decodes, so a hostile length field cannot make it allocate up front.
+func DecodeBlock(id ID, src []byte, rawLen int64) ([]byte, error) {
+	switch id {
+	case None:
+		if int64(len(src)) != rawLen {
+			return nil, fmt.Errorf("%w: block is %d bytes, want %d", ErrCorrupt, len(src), rawLen)
+		}
+		return src, nil
+	case Zstd:
+		zr, err := zstd.NewReader(bytes.NewReader(src), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(1<<31))
+		if err != nil {
+			return nil, fmt.Errorf("codec: %w", err)
+		}
+		defer zr.Close()
+		out, err := io.ReadAll(io.LimitReader(zr, rawLen+1))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		if int64(len(out)) != rawLen {
+			return nil, fmt.Errorf("%w: block decodes to %d bytes or more, want %d", ErrCorrupt, len(out), rawLen)
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("%w: unknown codec %d", ErrCorrupt, uint8(id))
+}

@@ -1,0 +1,136 @@
+package image
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/codec"
+	"github.com/zeebo/blake3"
+)
+
+// sampleImage writes a small image with one partition area of three
+// chunks: data, zero, and a duplicate of the first.
+func sampleImage(t testing.TB) ([]byte, [][]byte) {
+	const cs = 4096
+	var buf bytes.Buffer
+	w, err := NewWriter(&buf, ID{1, 2, 3}, time.Unix(1700000000, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, _ := codec.NewEncoder(codec.Setting{ID: codec.Zstd, Level: 3}, 1)
+	defer enc.Close()
+	c0 := bytes.Repeat([]byte("chunk zero "), cs/11+1)[:cs]
+	chunks := [][]byte{c0, make([]byte, cs), c0, []byte("tail")}
+	var entries []Entry
+	var first int64
+	for i, c := range chunks {
+		e := Entry{Area: 0, Chunk: uint64(i), RawLen: uint32(len(c)), Hash: blake3.Sum256(c)}
+		switch {
+		case i == 1:
+			e.Flags = FlagZero
+		case i == 2:
+			e.FrameOff, e.Stored = first, entries[0].Stored
+		default:
+			id, p := enc.Encode(nil, c)
+			off, err := w.WriteFrame(&Frame{Area: 0, Chunk: uint64(i), RawLen: len(c), Hash: e.Hash, Codec: id, Payload: p})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.FrameOff, e.Stored = off, uint32(len(p))
+			if i == 0 {
+				first = off
+			}
+		}
+		entries = append(entries, e)
+	}
+	mp, _ := block.NewMap(512, 3*cs+4)
+	mp.SetRange(0, 10)
+	meta := &Metadata{SourceSize: 3*cs + 4, SectorSize: 512, Table: "none", ChunkSize: cs,
+		Areas: []Area{{Kind: KindPartition, Index: 1, Size: 3*cs + 4, Filesystem: "ext4", BlockSize: 512, Map: mp.Bytes()}}}
+	if err := w.Finish(entries, meta); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes(), chunks
+}
+
+func TestRoundTrip(t *testing.T) {
+	img, chunks := sampleImage(t)
+	r, err := NewReader(bytes.NewReader(img), int64(len(img)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if len(r.Entries()) != len(chunks) {
+		t.Fatalf("%d entries, want %d", len(r.Entries()), len(chunks))
+	}
+	for i, e := range r.Entries() {
+		got, err := r.ReadChunk(e, nil)
+		if err != nil || !bytes.Equal(got, chunks[i]) {
+			t.Fatalf("chunk %d: %v", i, err)
+		}
+	}
+	if r.Map(0).Count() != 10 {
+		t.Fatalf("map lost bits: %d", r.Map(0).Count())
+	}
+}
+
+func TestDamage(t *testing.T) {
+	img, _ := sampleImage(t)
+	r, err := NewReader(bytes.NewReader(img), int64(len(img)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := r.Entries()[0]
+	bad := bytes.Clone(img)
+	bad[e.FrameOff+frameHeaderSize+int64(e.Stored)/2] ^= 1
+	r2, err := NewReader(bytes.NewReader(bad), int64(len(bad)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ce *ChunkError
+	if _, err := r2.ReadChunk(r2.Entries()[0], nil); !errors.As(err, &ce) || !errors.Is(err, ErrDamaged) {
+		t.Fatalf("damaged frame read as %v", err)
+	}
+	for name, b := range map[string][]byte{
+		"truncated": img[:len(img)-10],
+		"half":      img[:len(img)/2],
+		"empty":     nil,
+		"foreign":   []byte("#!/bin/sh\necho hello\n"),
+	} {
+		if _, err := NewReader(bytes.NewReader(b), int64(len(b))); !errors.Is(err, ErrDamaged) {
+			t.Errorf("%s: got %v, want a damaged-image error", name, err)
+		}
+	}
+	// Every single-byte flip in the trailer (index, metadata, footer) must
+	// be caught when the image is opened.
+	last := r.Entries()[len(r.Entries())-1]
+	for off := last.FrameOff + 64 + int64(last.Stored); off < int64(len(img)); off++ {
+		b := bytes.Clone(img)
+		b[off] ^= 0x40
+		if _, err := NewReader(bytes.NewReader(b), int64(len(b))); err == nil {
+			t.Fatalf("flip at byte %d not detected", off)
+		}
+	}
+}
+
+func FuzzReader(f *testing.F) {
+	img, _ := sampleImage(f)
+	f.Add(img)
+	f.Add(img[:len(img)-1])
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := NewReader(bytes.NewReader(b), int64(len(b)))
+		if err != nil {
+			if !errors.Is(err, ErrDamaged) {
+				t.Fatalf("error does not say damaged: %v", err)
+			}
+			return
+		}
+		for _, e := range r.Entries() {
+			r.ReadChunk(e, nil)
+		}
+		r.Close()
+	})
+}

@@ -1,0 +1,68 @@
+package image
+
+import (
+	"strconv"
+	"time"
+)
+
+// Metadata describes an image: where it came from and how its areas map
+// onto the source. It is stored as zstd-compressed JSON so that later
+// versions can add fields that older readers ignore.
+type Metadata struct {
+	FormatVersion int       `json:"format_version"`
+	ID            string    `json:"id"`
+	Created       time.Time `json:"created"`
+	Tool          string    `json:"tool"`
+	Source        string    `json:"source"`
+	SourceSize    int64     `json:"source_size"`
+	SectorSize    int64     `json:"sector_size"`
+	Table         string    `json:"table"` // "gpt", "mbr" or "none"
+	DiskID        string    `json:"disk_id,omitempty"`
+	ChunkSize     int64     `json:"chunk_size"`
+	Compression   string    `json:"compression"`
+	// Parent is the id of the image this one is an incremental of;
+	// reserved, empty in version 1.
+	Parent   string   `json:"parent,omitempty"`
+	Areas    []Area   `json:"areas"`
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// Area kinds.
+const (
+	KindPartition = "partition" // a partition (or a bare filesystem)
+	KindGap       = "gap"       // bytes outside every partition: tables, boot code
+)
+
+// Area is a byte range of the source that the image covers with its own
+// chunk grid: chunk k holds bytes [Start+k*ChunkSize, ...).
+type Area struct {
+	Kind  string `json:"kind"`
+	Index int    `json:"index"` // partition number as Linux numbers it; 0 for gaps
+	Start int64  `json:"start"`
+	Size  int64  `json:"size"`
+
+	Type     string `json:"type,omitempty"`
+	GUID     string `json:"guid,omitempty"`
+	Name     string `json:"name,omitempty"`
+	Attrs    uint64 `json:"attrs,omitempty"`
+	Bootable bool   `json:"bootable,omitempty"`
+
+	// Filesystem is "ext2", ..., "ntfs", or "raw" when every non-zero
+	// chunk was copied.
+	Filesystem string `json:"filesystem"`
+	Note       string `json:"note,omitempty"`
+	// BlockSize and Map give the allocation bitmap (block.Map.Bytes form)
+	// of a filesystem area; a raw area has none and all of it is used.
+	BlockSize   int64  `json:"block_size,omitempty"`
+	Map         []byte `json:"map,omitempty"`
+	UsedBytes   int64  `json:"used_bytes"`
+	StoredBytes int64  `json:"stored_bytes"`
+}
+
+// Label names the area in messages: "partition 2" or "gap at byte 0".
+func (a *Area) Label() string {
+	if a.Kind == KindGap {
+		return "area outside partitions at disk byte " + strconv.FormatInt(a.Start, 10)
+	}
+	return "partition " + strconv.Itoa(a.Index)
+}

@@ -1,0 +1,333 @@
+package image
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+
+	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/codec"
+	"github.com/zeebo/blake3"
+)
+
+// Limits that keep a hostile file from making the reader allocate
+// without bound.
+const (
+	maxMetaLen   = 1 << 30
+	minChunkSize = 4 << 10
+	maxChunkSize = 64 << 20
+)
+
+// Reader gives random access to the chunks of an image. Its methods are
+// safe for concurrent use.
+type Reader struct {
+	r       io.ReaderAt
+	size    int64
+	id      ID
+	meta    *Metadata
+	entries []Entry
+	digest  [32]byte
+	dec     *codec.Decoder
+	bufs    sync.Pool
+	maps    []*block.Map
+}
+
+// NewReader opens the image in r (size bytes): it checks the header and
+// footer, and reads and checks the metadata and the whole index. Frames
+// are read on demand.
+func NewReader(r io.ReaderAt, size int64) (*Reader, error) {
+	var hb [headerSize]byte
+	n, err := r.ReadAt(hb[:], 0)
+	if n < 8 || [8]byte(hb[:8]) != headerMagic {
+		if err != nil && err != io.EOF {
+			return nil, fmt.Errorf("image: read header: %w", err)
+		}
+		return nil, &notImageError{"not a Platter image (no Platter header at byte 0)"}
+	}
+	le := binary.LittleEndian
+	if n < headerSize {
+		return nil, &FormatError{Off: int64(n), Msg: "file ends inside the image header (truncated)"}
+	}
+	if le.Uint32(hb[60:]) != crc(hb[:60]) {
+		return nil, &FormatError{Off: 0, Msg: "image header checksum mismatch"}
+	}
+	if v := le.Uint16(hb[8:]); v == 0 || v > Version {
+		return nil, &FormatError{Off: 8, Msg: fmt.Sprintf("image format version %d is not supported (this platter reads 1..%d)", v, Version)}
+	}
+	ir := &Reader{r: r, size: size}
+	copy(ir.id[:], hb[16:32])
+
+	if size < headerSize+footerSize {
+		return nil, &FormatError{Off: size, Msg: "file ends before the footer (truncated or unfinished image)"}
+	}
+	var fb [footerSize]byte
+	if _, err := r.ReadAt(fb[:], size-footerSize); err != nil {
+		return nil, fmt.Errorf("image: read footer at byte %d: %w", size-footerSize, err)
+	}
+	footOff := size - footerSize
+	if [8]byte(fb[:8]) != footerMagic {
+		return nil, &FormatError{Off: footOff, Msg: "no footer (the image is truncated or was never finished)"}
+	}
+	if le.Uint32(fb[76:]) != crc(fb[:76]) {
+		return nil, &FormatError{Off: footOff, Msg: "footer checksum mismatch"}
+	}
+	f := footer{
+		Version:    le.Uint16(fb[8:]),
+		IndexOff:   int64(le.Uint64(fb[32:])),
+		IndexLen:   int64(le.Uint64(fb[40:])),
+		MetaOff:    int64(le.Uint64(fb[48:])),
+		MetaLen:    int64(le.Uint64(fb[56:])),
+		EntryCount: le.Uint64(fb[64:]),
+	}
+	copy(f.ID[:], fb[16:32])
+	if f.ID != ir.id {
+		return nil, &FormatError{Off: footOff + 16, Msg: "footer belongs to another image (id mismatch)"}
+	}
+	if f.IndexOff < headerSize || f.IndexLen < blockHeaderSize || f.MetaLen < blockHeaderSize ||
+		f.IndexOff+f.IndexLen != f.MetaOff || f.MetaOff+f.MetaLen != footOff {
+		return nil, &FormatError{Off: footOff + 32, Msg: "footer points outside the file"}
+	}
+
+	metaRaw, metaHash, err := ir.readBlock(f.MetaOff, f.MetaLen, metaMagic, maxMetaLen)
+	if err != nil {
+		return nil, err
+	}
+	var meta Metadata
+	if err := json.Unmarshal(metaRaw, &meta); err != nil {
+		return nil, &FormatError{Off: f.MetaOff, Msg: "metadata is not valid", Err: err}
+	}
+	if err := ir.checkMeta(&meta, f.MetaOff); err != nil {
+		return nil, err
+	}
+	ir.meta = &meta
+
+	// The index can hold at most one entry per chunk of every area.
+	var maxEntries int64
+	for _, a := range meta.Areas {
+		maxEntries += (a.Size + meta.ChunkSize - 1) / meta.ChunkSize
+	}
+	if f.EntryCount > uint64(maxEntries) {
+		return nil, &FormatError{Off: footOff + 64, Msg: fmt.Sprintf("footer claims %d index entries, the areas have %d chunks", f.EntryCount, maxEntries)}
+	}
+	idxRaw, idxHash, err := ir.readBlock(f.IndexOff, f.IndexLen, indexMagic, int64(f.EntryCount)*entrySize)
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(idxRaw)) != int64(f.EntryCount)*entrySize {
+		return nil, &FormatError{Off: f.IndexOff, Msg: fmt.Sprintf("index holds %d bytes, footer says %d entries", len(idxRaw), f.EntryCount)}
+	}
+	ir.entries = make([]Entry, f.EntryCount)
+	for i := range ir.entries {
+		e := parseEntry(idxRaw[i*entrySize:])
+		if err := ir.checkEntry(e, i, f.IndexOff); err != nil {
+			return nil, err
+		}
+		ir.entries[i] = e
+	}
+	h := blake3.New()
+	h.Write(idxHash[:])
+	h.Write(metaHash[:])
+	copy(ir.digest[:], h.Sum(nil))
+
+	ir.dec, err = codec.NewDecoder(runtime.GOMAXPROCS(0))
+	if err != nil {
+		return nil, err
+	}
+	return ir, nil
+}
+
+// readBlock reads and checks the index or metadata block at off.
+func (ir *Reader) readBlock(off, length int64, magic [4]byte, maxRaw int64) ([]byte, [32]byte, error) {
+	var hb [blockHeaderSize]byte
+	if _, err := ir.r.ReadAt(hb[:], off); err != nil {
+		return nil, [32]byte{}, fmt.Errorf("image: read block header at byte %d: %w", off, err)
+	}
+	h, err := parseBlockHeader(hb[:], magic)
+	if err != nil {
+		return nil, [32]byte{}, &FormatError{Off: off, Msg: err.Error()}
+	}
+	if int64(h.Stored) != length-blockHeaderSize {
+		return nil, h.Hash, &FormatError{Off: off + 16, Msg: fmt.Sprintf("%s block length %d does not match the footer's %d", magic[:], h.Stored, length-blockHeaderSize)}
+	}
+	if int64(h.RawLen) > maxRaw {
+		return nil, h.Hash, &FormatError{Off: off + 8, Msg: fmt.Sprintf("%s block claims %d bytes, more than the %d possible", magic[:], h.RawLen, maxRaw)}
+	}
+	stored := make([]byte, h.Stored)
+	if _, err := ir.r.ReadAt(stored, off+blockHeaderSize); err != nil {
+		return nil, h.Hash, fmt.Errorf("image: read %s block at byte %d: %w", magic[:], off, err)
+	}
+	if crc(stored) != h.StoredCRC {
+		return nil, h.Hash, &FormatError{Off: off + blockHeaderSize, Msg: fmt.Sprintf("%s block checksum mismatch", magic[:])}
+	}
+	raw, err := codec.DecodeBlock(codec.ID(h.Codec), stored, int64(h.RawLen))
+	if err != nil {
+		return nil, h.Hash, &FormatError{Off: off + blockHeaderSize, Msg: fmt.Sprintf("%s block does not decode", magic[:]), Err: err}
+	}
+	if blake3.Sum256(raw) != h.Hash {
+		return nil, h.Hash, &FormatError{Off: off + blockHeaderSize, Msg: fmt.Sprintf("%s block hash mismatch", magic[:])}
+	}
+	return raw, h.Hash, nil
+}
+
+func (ir *Reader) checkMeta(m *Metadata, off int64) error {
+	bad := func(format string, args ...any) error {
+		return &FormatError{Off: off, Msg: "metadata: " + fmt.Sprintf(format, args...)}
+	}
+	if m.FormatVersion < 1 || m.FormatVersion > Version {
+		return bad("format version %d not supported", m.FormatVersion)
+	}
+	if m.ID != ir.id.String() {
+		return bad("image id %q does not match the header's %s", m.ID, ir.id)
+	}
+	if m.ChunkSize < minChunkSize || m.ChunkSize > maxChunkSize || m.ChunkSize&(m.ChunkSize-1) != 0 {
+		return bad("chunk size %d is not a power of two in %d..%d", m.ChunkSize, minChunkSize, maxChunkSize)
+	}
+	if m.SectorSize < 512 || m.SectorSize > 65536 || m.SectorSize&(m.SectorSize-1) != 0 {
+		return bad("sector size %d is impossible", m.SectorSize)
+	}
+	if m.SourceSize < 0 {
+		return bad("source size %d is negative", m.SourceSize)
+	}
+	if m.Parent != "" {
+		return bad("image is an incremental of %s; this platter does not read incremental images", m.Parent)
+	}
+	ir.maps = make([]*block.Map, len(m.Areas))
+	for i := range m.Areas {
+		a := &m.Areas[i]
+		if a.Start < 0 || a.Size <= 0 || a.Start > m.SourceSize || a.Size > m.SourceSize-a.Start {
+			return bad("area %d (%s) lies outside the %d-byte source", i, a.Label(), m.SourceSize)
+		}
+		if a.Kind != KindPartition && a.Kind != KindGap {
+			return bad("area %d has unknown kind %q", i, a.Kind)
+		}
+		if a.Map != nil {
+			mp, err := block.MapFromBytes(a.BlockSize, a.Size, a.Map)
+			if err != nil {
+				return bad("area %d (%s): %v", i, a.Label(), err)
+			}
+			ir.maps[i] = mp
+		}
+	}
+	return nil
+}
+
+func (ir *Reader) checkEntry(e Entry, i int, indexOff int64) error {
+	bad := func(format string, args ...any) error {
+		return &FormatError{Off: indexOff + blockHeaderSize, Msg: fmt.Sprintf("index entry %d: ", i) + fmt.Sprintf(format, args...)}
+	}
+	if int(e.Area) >= len(ir.meta.Areas) {
+		return bad("area %d does not exist", e.Area)
+	}
+	a := &ir.meta.Areas[e.Area]
+	cs := ir.meta.ChunkSize
+	if e.Chunk >= uint64((a.Size+cs-1)/cs) {
+		return bad("chunk %d is past the end of %s", e.Chunk, a.Label())
+	}
+	if want := min(cs, a.Size-int64(e.Chunk)*cs); int64(e.RawLen) != want {
+		return bad("chunk length %d, want %d", e.RawLen, want)
+	}
+	if e.Flags&^FlagZero != 0 {
+		return bad("unsupported flags %#x", e.Flags)
+	}
+	if !e.Zero() {
+		if e.FrameOff < headerSize || int64(e.Stored) > int64(e.RawLen)+1024 || e.FrameOff+frameHeaderSize+int64(e.Stored) > indexOff {
+			return bad("frame at byte %d (%d bytes) lies outside the data area", e.FrameOff, e.Stored)
+		}
+	}
+	if i > 0 {
+		p := ir.entries[i-1]
+		if p.Area > e.Area || (p.Area == e.Area && p.Chunk >= e.Chunk) {
+			return bad("index is not sorted")
+		}
+	}
+	return nil
+}
+
+// ID is the image's identity.
+func (ir *Reader) ID() ID { return ir.id }
+
+// Metadata describes the image. Callers must not modify it.
+func (ir *Reader) Metadata() *Metadata { return ir.meta }
+
+// Entries is the index, sorted by area and chunk. Callers must not modify it.
+func (ir *Reader) Entries() []Entry { return ir.entries }
+
+// Size is the image file's length in bytes.
+func (ir *Reader) Size() int64 { return ir.size }
+
+// Digest identifies the image's content: two copies of an image have the
+// same digest. It covers the index (every chunk's hash) and the metadata.
+func (ir *Reader) Digest() [32]byte { return ir.digest }
+
+// Map is the allocation map of area i, or nil when every byte of the area
+// counts as used (raw areas and gaps).
+func (ir *Reader) Map(i int) *block.Map { return ir.maps[i] }
+
+// Where names the bytes a chunk covers, for messages:
+// "partition 2, bytes 1048576-2097151".
+func (ir *Reader) Where(e Entry) string {
+	a := &ir.meta.Areas[e.Area]
+	off := int64(e.Chunk) * ir.meta.ChunkSize
+	if a.Kind == KindGap {
+		return fmt.Sprintf("area outside partitions, disk bytes %d-%d", a.Start+off, a.Start+off+int64(e.RawLen)-1)
+	}
+	return fmt.Sprintf("partition %d, bytes %d-%d", a.Index, off, off+int64(e.RawLen)-1)
+}
+
+// ReadChunk returns the decoded, verified bytes of chunk e, using buf's
+// storage if its capacity is at least e.RawLen. A chunk that fails any
+// check gives a *ChunkError and no data.
+func (ir *Reader) ReadChunk(e Entry, buf []byte) ([]byte, error) {
+	if cap(buf) < int(e.RawLen) {
+		buf = make([]byte, 0, e.RawLen)
+	}
+	out := buf[:e.RawLen:e.RawLen]
+	if e.Zero() {
+		clear(out)
+		return out, nil
+	}
+	bad := func(format string, args ...any) error {
+		return &ChunkError{Entry: e, Where: ir.Where(e), Msg: fmt.Sprintf(format, args...)}
+	}
+	need := frameHeaderSize + int(e.Stored)
+	sp, _ := ir.bufs.Get().(*[]byte)
+	if sp == nil || cap(*sp) < need {
+		b := make([]byte, need)
+		sp = &b
+	}
+	defer ir.bufs.Put(sp)
+	fb := (*sp)[:need]
+	if _, err := ir.r.ReadAt(fb, e.FrameOff); err != nil {
+		return nil, bad("read frame: %v", err)
+	}
+	h, ok := parseFrameHeader(fb)
+	switch {
+	case !ok:
+		return nil, bad("no frame marker")
+	case h.Stored != e.Stored || h.RawLen != e.RawLen:
+		return nil, bad("frame header lengths (%d stored, %d raw) disagree with the index (%d, %d)", h.Stored, h.RawLen, e.Stored, e.RawLen)
+	case h.Hash != e.Hash:
+		return nil, bad("frame header hash disagrees with the index")
+	case crc(fb[frameHeaderSize:]) != h.Checksum:
+		return nil, bad("stored bytes checksum mismatch")
+	}
+	data, err := ir.dec.Decode(codec.ID(h.Codec), out[:0], fb[frameHeaderSize:])
+	if err != nil {
+		return nil, bad("%v", err)
+	}
+	if blake3.Sum256(data) != e.Hash {
+		return nil, bad("BLAKE3 hash mismatch")
+	}
+	return data, nil
+}
+
+// Close releases the reader's decoder. It does not close the underlying file.
+func (ir *Reader) Close() error {
+	if ir.dec != nil {
+		ir.dec.Close()
+	}
+	return nil
+}
