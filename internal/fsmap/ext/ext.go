@@ -1,0 +1,325 @@
+// Package ext finds the used blocks of an ext2, ext3 or ext4 filesystem
+// from its block-group bitmaps.
+package ext
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+
+	"github.com/platter-dev/platter/internal/block"
+)
+
+const (
+	superOff  = 1024
+	superSize = 1024
+	magic     = 0xef53
+
+	compatHasJournal   = 0x4
+	compatSparseSuper2 = 0x200
+
+	incompatFiletype   = 0x2
+	incompatRecover    = 0x4
+	incompatJournalDev = 0x8
+	incompatMetaBG     = 0x10
+	incompat64Bit      = 0x80
+
+	roCompatSparseSuper = 0x1
+	roCompatLargeFile   = 0x2
+	roCompatBtreeDir    = 0x4
+	roCompatBigalloc    = 0x200
+
+	bgBlockUninit = 0x2
+
+	// Incompat features whose on-disk layout this package understands:
+	// everything mke2fs makes except compression and dirdata, which only
+	// change file contents, not the allocation bitmaps.
+	knownIncompat = 0x1 | 0x2 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x1000 | 0x2000 | 0x4000 | 0x8000 | 0x10000 | 0x20000
+)
+
+// fs holds the superblock fields that locate the allocation structures.
+type fs struct {
+	blockSize      int64
+	clusterSize    int64
+	blocksCount    uint64
+	firstDataBlock uint64
+	blocksPerGroup uint64 // blocks (not clusters) per group
+	clustersPerGrp uint64
+	inodesPerGroup uint64
+	inodeSize      uint64
+	groups         uint64
+	descSize       int64
+	reservedGDT    uint64
+	firstMetaBG    uint64
+	compat         uint32
+	incompat       uint32
+	roCompat       uint32
+	backupBGs      [2]uint64
+}
+
+func corrupt(off int64, format string, args ...any) error {
+	return &block.CorruptError{What: "ext", Off: off, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Detect reads the ext2/3/4 filesystem in r (size bytes) and returns its
+// used blocks. Not ext: an error wrapping block.ErrNotMine.
+func Detect(r io.ReaderAt, size int64) (*block.Usage, error) {
+	sb := make([]byte, superSize)
+	if size < superOff+superSize {
+		return nil, fmt.Errorf("ext: %w", block.ErrNotMine)
+	}
+	if n, err := r.ReadAt(sb, superOff); n != superSize {
+		return nil, fmt.Errorf("ext: read superblock at byte %d: %w", superOff, err)
+	}
+	le := binary.LittleEndian
+	if le.Uint16(sb[0x38:]) != magic {
+		return nil, fmt.Errorf("ext: %w", block.ErrNotMine)
+	}
+	f, err := parseSuper(sb, size)
+	if err != nil {
+		return nil, err
+	}
+	used, err := f.usedClusters(r, size)
+	if err != nil {
+		return nil, err
+	}
+	return &block.Usage{FS: f.name(), Used: used}, nil
+}
+
+func parseSuper(sb []byte, size int64) (*fs, error) {
+	le := binary.LittleEndian
+	f := &fs{
+		blocksCount:    uint64(le.Uint32(sb[0x4:])),
+		firstDataBlock: uint64(le.Uint32(sb[0x14:])),
+		compat:         le.Uint32(sb[0x5c:]),
+		incompat:       le.Uint32(sb[0x60:]),
+		roCompat:       le.Uint32(sb[0x64:]),
+		inodesPerGroup: uint64(le.Uint32(sb[0x28:])),
+		inodeSize:      128,
+		reservedGDT:    uint64(le.Uint16(sb[0xce:])),
+		firstMetaBG:    uint64(le.Uint32(sb[0x104:])),
+		descSize:       32,
+	}
+	logBlock, logCluster := le.Uint32(sb[0x18:]), le.Uint32(sb[0x1c:])
+	if logBlock > 6 {
+		return nil, corrupt(superOff+0x18, "block size 2^(10+%d) is impossible", logBlock)
+	}
+	f.blockSize = 1024 << logBlock
+	f.clusterSize = f.blockSize
+	if f.incompat&incompatJournalDev != 0 {
+		return nil, corrupt(superOff+0x60, "this is an external journal device, not a filesystem")
+	}
+	if unknown := f.incompat &^ knownIncompat; unknown != 0 {
+		return nil, corrupt(superOff+0x60, "unknown incompatible features %#x", unknown)
+	}
+	if le.Uint32(sb[0x4c:]) >= 1 {
+		f.inodeSize = uint64(le.Uint16(sb[0x58:]))
+	}
+	if f.incompat&incompat64Bit != 0 {
+		f.blocksCount |= uint64(le.Uint32(sb[0x150:])) << 32
+		f.descSize = int64(le.Uint16(sb[0xfe:]))
+		if f.descSize < 64 || f.descSize > 1024 || f.descSize&(f.descSize-1) != 0 {
+			return nil, corrupt(superOff+0xfe, "group descriptor size %d is impossible", f.descSize)
+		}
+	}
+	perGroup := uint64(le.Uint32(sb[0x20:]))
+	if f.roCompat&roCompatBigalloc != 0 {
+		if logCluster < logBlock || logCluster > 29 {
+			return nil, corrupt(superOff+0x1c, "cluster size 2^(10+%d) is impossible", logCluster)
+		}
+		f.clusterSize = 1024 << logCluster
+		f.clustersPerGrp = perGroup
+		f.blocksPerGroup = perGroup * uint64(f.clusterSize/f.blockSize)
+	} else {
+		f.blocksPerGroup = perGroup
+		f.clustersPerGrp = perGroup
+	}
+	if f.compat&compatSparseSuper2 != 0 {
+		f.backupBGs = [2]uint64{uint64(le.Uint32(sb[0x24c:])), uint64(le.Uint32(sb[0x250:]))}
+	}
+	switch {
+	case f.blocksPerGroup == 0 || f.clustersPerGrp > uint64(f.blockSize)*8:
+		return nil, corrupt(superOff+0x20, "%d blocks per group is impossible for %d-byte blocks", perGroup, f.blockSize)
+	case f.inodesPerGroup == 0 || f.inodeSize < 128 || f.inodeSize > uint64(f.blockSize) || f.inodeSize&(f.inodeSize-1) != 0:
+		return nil, corrupt(superOff+0x28, "inode geometry (%d per group, %d bytes) is impossible", f.inodesPerGroup, f.inodeSize)
+	case f.firstDataBlock >= f.blocksCount || (f.blockSize > 1024 && f.firstDataBlock != 0) || f.firstDataBlock > 1:
+		return nil, corrupt(superOff+0x14, "first data block %d is impossible", f.firstDataBlock)
+	case f.blocksCount > uint64(size)/uint64(f.blockSize):
+		return nil, corrupt(superOff+0x4, "filesystem of %d blocks of %d bytes does not fit in %d bytes", f.blocksCount, f.blockSize, size)
+	}
+	f.groups = (f.blocksCount - f.firstDataBlock + f.blocksPerGroup - 1) / f.blocksPerGroup
+	return f, nil
+}
+
+// name decides ext2/ext3/ext4 the way blkid does: ext4 once any feature
+// beyond what ext3 supports is on.
+func (f *fs) name() string {
+	const ext3RoCompat = roCompatSparseSuper | roCompatLargeFile | roCompatBtreeDir
+	const ext3Incompat = incompatFiletype | incompatRecover | incompatMetaBG
+	switch {
+	case f.roCompat&^ext3RoCompat != 0 || f.incompat&^ext3Incompat != 0:
+		return "ext4"
+	case f.compat&compatHasJournal != 0:
+		return "ext3"
+	}
+	return "ext2"
+}
+
+func (f *fs) descsPerBlock() uint64 { return uint64(f.blockSize / f.descSize) }
+
+// hasSuper says whether group g holds a superblock backup.
+func (f *fs) hasSuper(g uint64) bool {
+	switch {
+	case g == 0:
+		return true
+	case f.compat&compatSparseSuper2 != 0:
+		return g == f.backupBGs[0] || g == f.backupBGs[1]
+	case g <= 1 || f.roCompat&roCompatSparseSuper == 0:
+		return true
+	case g&1 == 0:
+		return false
+	}
+	return isPower(g, 3) || isPower(g, 5) || isPower(g, 7)
+}
+
+func isPower(n, base uint64) bool {
+	for n%base == 0 {
+		n /= base
+	}
+	return n == 1
+}
+
+func (f *fs) groupFirst(g uint64) uint64 { return f.firstDataBlock + g*f.blocksPerGroup }
+
+// descBlock is the block holding group g's descriptor.
+func (f *fs) descBlock(g uint64) uint64 {
+	dpb := f.descsPerBlock()
+	mg := g / dpb
+	if f.incompat&incompatMetaBG == 0 || mg < f.firstMetaBG {
+		return f.firstDataBlock + 1 + mg
+	}
+	first := mg * dpb
+	b := f.groupFirst(first)
+	if f.hasSuper(first) {
+		b++
+	}
+	return b
+}
+
+// superAndDescBlocks lists the blocks in group g taken by the superblock
+// backup and group descriptor copies (as e2fsprogs computes them for
+// groups whose bitmap was never initialised).
+func (f *fs) superAndDescBlocks(g uint64, mark func(blk, n uint64)) {
+	start := f.groupFirst(g)
+	hasSuper := f.hasSuper(g)
+	if hasSuper {
+		mark(start, 1)
+	}
+	dpb := f.descsPerBlock()
+	oldDesc := (f.groups + dpb - 1) / dpb
+	if f.incompat&incompatMetaBG != 0 {
+		oldDesc = f.firstMetaBG
+	} else {
+		oldDesc += f.reservedGDT
+	}
+	mg := g / dpb
+	if f.incompat&incompatMetaBG == 0 || mg < f.firstMetaBG {
+		if hasSuper {
+			mark(start+1, oldDesc)
+		}
+		return
+	}
+	if r := g % dpb; r == 0 || r == 1 || r == dpb-1 {
+		b := start
+		if hasSuper {
+			b++
+		}
+		mark(b, 1)
+	}
+}
+
+// usedClusters builds the map over all size bytes of the partition;
+// bytes past the filesystem's last block are free.
+func (f *fs) usedClusters(r io.ReaderAt, size int64) (*block.Map, error) {
+	fsBytes := int64(f.blocksCount) * f.blockSize
+	m, err := block.NewMap(f.clusterSize, size)
+	if err != nil {
+		return nil, corrupt(superOff, "%v", err)
+	}
+	markBlocks := func(blk, n uint64) {
+		if blk < f.blocksCount {
+			n = min(n, f.blocksCount-blk)
+			m.SetBytes(int64(blk)*f.blockSize, int64(n)*f.blockSize)
+		}
+	}
+	// The boot block (and with 1 KiB blocks, block 0 before the
+	// superblock) and the superblock itself.
+	m.SetBytes(0, superOff+superSize)
+
+	le := binary.LittleEndian
+	itBlocks := (f.inodesPerGroup*f.inodeSize + uint64(f.blockSize) - 1) / uint64(f.blockSize)
+	descBuf := make([]byte, f.blockSize)
+	bitmap := make([]byte, f.blockSize)
+	curDesc := ^uint64(0)
+	dpb := f.descsPerBlock()
+	for g := uint64(0); g < f.groups; g++ {
+		if db := f.descBlock(g); db != curDesc {
+			if db >= f.blocksCount {
+				return nil, corrupt(int64(db)*f.blockSize, "group descriptor block %d of group %d is past the end", db, g)
+			}
+			if _, err := r.ReadAt(descBuf, int64(db)*f.blockSize); err != nil {
+				return nil, fmt.Errorf("ext: read group descriptors at byte %d: %w", int64(db)*f.blockSize, err)
+			}
+			curDesc = db
+			markBlocks(db, 1)
+		}
+		d := descBuf[int64(g%dpb)*f.descSize:]
+		blockBitmap := uint64(le.Uint32(d[0x0:]))
+		inodeBitmap := uint64(le.Uint32(d[0x4:]))
+		inodeTable := uint64(le.Uint32(d[0x8:]))
+		flags := le.Uint16(d[0x12:])
+		if f.descSize >= 64 {
+			blockBitmap |= uint64(le.Uint32(d[0x20:])) << 32
+			inodeBitmap |= uint64(le.Uint32(d[0x24:])) << 32
+			inodeTable |= uint64(le.Uint32(d[0x28:])) << 32
+		}
+		descOff := int64(curDesc)*f.blockSize + int64(g%dpb)*f.descSize
+		if blockBitmap >= f.blocksCount || inodeBitmap >= f.blocksCount || inodeTable+itBlocks > f.blocksCount {
+			return nil, corrupt(descOff, "group %d points outside the filesystem (bitmaps %d, %d, inode table %d)", g, blockBitmap, inodeBitmap, inodeTable)
+		}
+		markBlocks(blockBitmap, 1)
+		markBlocks(inodeBitmap, 1)
+		markBlocks(inodeTable, itBlocks)
+		f.superAndDescBlocks(g, markBlocks)
+
+		if flags&bgBlockUninit != 0 {
+			continue // nothing but the metadata marked above
+		}
+		if _, err := r.ReadAt(bitmap, int64(blockBitmap)*f.blockSize); err != nil {
+			return nil, fmt.Errorf("ext: read block bitmap of group %d at byte %d: %w", g, int64(blockBitmap)*f.blockSize, err)
+		}
+		firstCluster := int64(f.groupFirst(g)) * f.blockSize / f.clusterSize
+		n := min(f.clustersPerGrp, uint64((fsBytes-firstCluster*f.clusterSize+f.clusterSize-1)/f.clusterSize))
+		setBits(m, bitmap, firstCluster, int64(n))
+	}
+	return m, nil
+}
+
+// setBits marks cluster first+i for each bit i < n set in bitmap.
+func setBits(m *block.Map, bitmap []byte, first, n int64) {
+	for i := int64(0); i < n; {
+		b := bitmap[i/8]
+		switch {
+		case i%8 == 0 && b == 0:
+			i += 8
+		case i%8 == 0 && b == 0xff && i+8 <= n:
+			m.SetRange(first+i, 8)
+			i += 8
+		default:
+			if b&(1<<(i%8)) != 0 {
+				m.Set(first + i)
+			}
+			i++
+		}
+	}
+}

@@ -1,0 +1,128 @@
+// Package fsmaptest holds what the filesystem detectors' tests share:
+// running real tools and comparing a used map with partclone's.
+package fsmaptest
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/platter-dev/platter/internal/block"
+)
+
+// Run runs a real tool and returns its output; a missing tool or a
+// failure fails the test (it never skips).
+func Run(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		for _, dir := range []string{"/usr/sbin", "/sbin"} {
+			if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+				path = filepath.Join(dir, name)
+			}
+		}
+		if path == "" {
+			t.Fatalf("%s is needed for this test and is not installed", name)
+		}
+	}
+	out, err := exec.Command(path, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// Garbage makes a file of size bytes of pseudo-random data, as the free
+// space of a used disk holds.
+func Garbage(t testing.TB, size int64) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "fs.img")
+	b := make([]byte, size)
+	var x uint64 = 0x9e3779b97f4a7c15
+	for i := 0; i+8 <= len(b); i += 8 {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		for k := 0; k < 8; k++ {
+			b[i+k] = byte(x >> (8 * k))
+		}
+	}
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// PartcloneUsed returns the byte ranges partclone.<fs> would copy, from
+// its ddrescue domain log (-D).
+func PartcloneUsed(t testing.TB, tool, image string) []block.Extent {
+	t.Helper()
+	dom := filepath.Join(t.TempDir(), "domain.log")
+	Run(t, tool, "-D", "-s", image, "-o", dom)
+	f, err := os.Open(dom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []block.Extent
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fl := strings.Fields(sc.Text())
+		if len(fl) != 3 || strings.HasPrefix(fl[0], "#") || fl[2] != "+" {
+			continue
+		}
+		pos, err1 := strconv.ParseInt(fl[0], 0, 64)
+		n, err2 := strconv.ParseInt(fl[1], 0, 64)
+		if err1 != nil || err2 != nil {
+			t.Fatalf("bad domain line %q", sc.Text())
+		}
+		out = append(out, block.Extent{Off: pos, Len: n})
+	}
+	return out
+}
+
+// CompareWithPartclone fails the test if m misses any byte partclone
+// copies, and returns how many bytes m marks that partclone does not.
+func CompareWithPartclone(t testing.TB, tool, image string, m *block.Map) (extra int64) {
+	t.Helper()
+	pc := PartcloneUsed(t, tool, image)
+	var pcBytes int64
+	for _, e := range pc {
+		pcBytes += e.Len
+		var covered int64
+		m.Runs(e.Off, e.Len, func(r block.Extent) { covered += r.Len })
+		if covered != e.Len {
+			t.Errorf("partclone copies bytes %d-%d; our map has only %d of those %d bytes", e.Off, e.End()-1, covered, e.Len)
+		}
+	}
+	extra = m.UsedBytes() - pcBytes
+	t.Logf("%s: ours %d bytes, partclone %d bytes, extra %d", filepath.Base(tool), m.UsedBytes(), pcBytes, extra)
+	return extra
+}
+
+// Blkid returns what blkid says of a key (TYPE, VERSION) for image.
+func Blkid(t testing.TB, image, key string) string {
+	return strings.TrimSpace(Run(t, "blkid", "-p", "-o", "value", "-s", key, image))
+}
+
+// Files creates a directory tree with files of many sizes.
+func Files(t testing.TB) string {
+	dir := t.TempDir()
+	sizes := []int{0, 1, 511, 512, 4095, 4096, 4097, 65537, 1<<20 + 3, 3 << 20}
+	for i, n := range sizes {
+		sub := filepath.Join(dir, fmt.Sprintf("d%d", i%3))
+		os.MkdirAll(sub, 0o755)
+		b := bytes.Repeat([]byte{byte(i + 1), 'x', byte(i * 7)}, n/3+1)[:n]
+		if err := os.WriteFile(filepath.Join(sub, fmt.Sprintf("f%d.bin", i)), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.MkdirAll(filepath.Join(dir, "empty", "dir"), 0o755)
+	return dir
+}
