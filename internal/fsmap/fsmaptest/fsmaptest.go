@@ -126,3 +126,66 @@ func Files(t testing.TB) string {
 	os.MkdirAll(filepath.Join(dir, "empty", "dir"), 0o755)
 	return dir
 }
+
+// KeepOnly copies image to a new file in which every byte outside m's
+// used blocks is zero: what a restore from a used-blocks image produces.
+func KeepOnly(t testing.TB, image string, m *block.Map) string {
+	t.Helper()
+	src, err := os.ReadFile(image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]byte, len(src))
+	m.Runs(0, int64(len(src)), func(e block.Extent) { copy(out[e.Off:e.End()], src[e.Off:e.End()]) })
+	p := filepath.Join(t.TempDir(), "kept.img")
+	if err := os.WriteFile(p, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// MtoolsTree copies every file of a FAT image out with mcopy.
+func MtoolsTree(t testing.TB, image string) string {
+	t.Helper()
+	dir := t.TempDir()
+	Run(t, "mcopy", "-s", "-n", "-i", image, "::/", dir)
+	return dir
+}
+
+// SameTree fails the test unless two directory trees hold the same
+// names, file contents and symlink targets.
+func SameTree(t testing.TB, a, b string) {
+	t.Helper()
+	seen := 0
+	filepath.Walk(a, func(p string, info os.FileInfo, err error) error {
+		if err != nil {
+			t.Fatal(err)
+		}
+		rel, _ := filepath.Rel(a, p)
+		q := filepath.Join(b, rel)
+		qi, err := os.Lstat(q)
+		if err != nil {
+			t.Errorf("%s missing: %v", rel, err)
+			return nil
+		}
+		switch {
+		case info.Mode()&os.ModeSymlink != 0:
+			l1, _ := os.Readlink(p)
+			l2, _ := os.Readlink(q)
+			if l1 != l2 {
+				t.Errorf("%s: symlink %q vs %q", rel, l1, l2)
+			}
+		case info.Mode().IsRegular():
+			x, _ := os.ReadFile(p)
+			y, _ := os.ReadFile(q)
+			if !bytes.Equal(x, y) || !qi.Mode().IsRegular() {
+				t.Errorf("%s differs", rel)
+			}
+			seen++
+		}
+		return nil
+	})
+	if seen == 0 {
+		t.Errorf("no files compared in %s", a)
+	}
+}

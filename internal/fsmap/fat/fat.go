@@ -1,0 +1,196 @@
+// Package fat finds the used sectors of a FAT12, FAT16 or FAT32
+// filesystem from its file allocation table.
+package fat
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+
+	"github.com/platter-dev/platter/internal/block"
+)
+
+func corrupt(off int64, format string, args ...any) error {
+	return &block.CorruptError{What: "fat", Off: off, Msg: fmt.Sprintf(format, args...)}
+}
+
+func notMine(why string) error { return fmt.Errorf("fat: %s: %w", why, block.ErrNotMine) }
+
+// bpb is the geometry from the boot sector's BIOS parameter block.
+type bpb struct {
+	bytesPerSector    int64
+	sectorsPerCluster int64
+	reserved          int64
+	fats              int64
+	rootEntries       int64
+	totalSectors      int64
+	fatSectors        int64
+	rootDirSectors    int64
+	dataStart         int64 // first sector of cluster 2
+	clusters          int64 // count of data clusters
+	kind              string
+}
+
+// Detect reads the FAT filesystem in r (size bytes) and returns its used
+// sectors. Not FAT (exFAT and NTFS included): an error wrapping
+// block.ErrNotMine.
+func Detect(r io.ReaderAt, size int64) (*block.Usage, error) {
+	var bs [512]byte
+	if size < 512 {
+		return nil, notMine("too small")
+	}
+	if n, err := r.ReadAt(bs[:], 0); n != len(bs) {
+		return nil, fmt.Errorf("fat: read boot sector: %w", err)
+	}
+	b, err := parseBPB(bs[:], size)
+	if err != nil {
+		return nil, err
+	}
+	m, err := block.NewMap(b.bytesPerSector, size)
+	if err != nil {
+		return nil, corrupt(0, "%v", err)
+	}
+	// Reserved sectors (boot sector, FSInfo, backup boot sector), every
+	// FAT copy and the FAT12/16 root directory are always used.
+	m.SetRange(0, b.dataStart)
+	// Sectors past the last whole cluster belong to no cluster; copy them
+	// as partclone does (some formatters keep data there).
+	tail := b.dataStart + b.clusters*b.sectorsPerCluster
+	m.SetRange(tail, b.totalSectors-tail)
+	if err := b.markClusters(r, m); err != nil {
+		return nil, err
+	}
+	return &block.Usage{FS: b.kind, Used: m}, nil
+}
+
+func parseBPB(s []byte, size int64) (*bpb, error) {
+	if string(s[3:11]) == "NTFS    " || string(s[3:11]) == "EXFAT   " {
+		return nil, notMine("NTFS or exFAT boot sector")
+	}
+	if !(s[0] == 0xeb && s[2] == 0x90) && s[0] != 0xe9 && s[0] != 0xeb {
+		return nil, notMine("no boot jump instruction")
+	}
+	le := binary.LittleEndian
+	b := &bpb{
+		bytesPerSector:    int64(le.Uint16(s[0x0b:])),
+		sectorsPerCluster: int64(s[0x0d]),
+		reserved:          int64(le.Uint16(s[0x0e:])),
+		fats:              int64(s[0x10]),
+		rootEntries:       int64(le.Uint16(s[0x11:])),
+		totalSectors:      int64(le.Uint16(s[0x13:])),
+		fatSectors:        int64(le.Uint16(s[0x16:])),
+	}
+	media := s[0x15]
+	// A BPB that fails these checks is not a FAT boot sector at all (the
+	// kernel's and fsck.fat's test): report "not mine".
+	switch {
+	case b.bytesPerSector < 512 || b.bytesPerSector > 4096 || b.bytesPerSector&(b.bytesPerSector-1) != 0:
+		return nil, notMine("bytes per sector")
+	case b.sectorsPerCluster == 0 || b.sectorsPerCluster&(b.sectorsPerCluster-1) != 0:
+		return nil, notMine("sectors per cluster")
+	case b.reserved == 0 || b.fats == 0:
+		return nil, notMine("reserved sectors or FAT count")
+	case media != 0xf0 && media < 0xf8:
+		return nil, notMine("media byte")
+	}
+	if b.totalSectors == 0 {
+		b.totalSectors = int64(le.Uint32(s[0x20:]))
+	}
+	if b.fatSectors == 0 {
+		b.fatSectors = int64(le.Uint32(s[0x24:]))
+	}
+	if b.totalSectors == 0 || b.fatSectors == 0 {
+		return nil, notMine("no sector count or FAT size")
+	}
+	b.rootDirSectors = (b.rootEntries*32 + b.bytesPerSector - 1) / b.bytesPerSector
+	b.dataStart = b.reserved + b.fats*b.fatSectors + b.rootDirSectors
+	if b.dataStart >= b.totalSectors {
+		return nil, corrupt(0x0e, "metadata (%d sectors) fills the whole %d-sector volume", b.dataStart, b.totalSectors)
+	}
+	b.clusters = (b.totalSectors - b.dataStart) / b.sectorsPerCluster
+	switch {
+	case b.clusters < 4085:
+		b.kind = "fat12"
+	case b.clusters < 65525:
+		b.kind = "fat16"
+	default:
+		b.kind = "fat32"
+	}
+	if b.kind == "fat32" && b.rootEntries != 0 {
+		return nil, corrupt(0x11, "FAT32 with %d root directory entries", b.rootEntries)
+	}
+	if b.totalSectors > size/b.bytesPerSector {
+		return nil, corrupt(0x13, "volume of %d sectors of %d bytes does not fit in %d bytes", b.totalSectors, b.bytesPerSector, size)
+	}
+	if need := (b.clusters + 2) * b.entryBits() / 8; need > b.fatSectors*b.bytesPerSector {
+		return nil, corrupt(0x16, "FAT of %d sectors cannot map %d clusters", b.fatSectors, b.clusters)
+	}
+	return b, nil
+}
+
+func (b *bpb) entryBits() int64 {
+	switch b.kind {
+	case "fat12":
+		return 12
+	case "fat16":
+		return 16
+	}
+	return 32
+}
+
+// bad is the FAT entry that marks a bad cluster. Bad clusters are not
+// copied: they hold no data and reading them fails on a real disk.
+func (b *bpb) bad() uint32 {
+	switch b.kind {
+	case "fat12":
+		return 0xff7
+	case "fat16":
+		return 0xfff7
+	}
+	return 0x0ffffff7
+}
+
+// markClusters reads the first FAT in bounded pieces and marks every
+// cluster with a non-zero, non-bad entry.
+func (b *bpb) markClusters(r io.ReaderAt, m *block.Map) error {
+	// A multiple of every entry size (1.5, 2 and 4 bytes), so each piece
+	// starts on an entry boundary.
+	const piece = 12 << 16
+	bits := b.entryBits()
+	entries := b.clusters + 2
+	fatOff := b.reserved * b.bytesPerSector
+	fatLen := (entries*bits + 7) / 8
+	buf := make([]byte, min(piece, fatLen))
+	bad := b.bad()
+	le := binary.LittleEndian
+	for start := int64(0); start < fatLen; start += piece {
+		chunk := buf[:min(piece, fatLen-start)]
+		if _, err := r.ReadAt(chunk, fatOff+start); err != nil {
+			return fmt.Errorf("fat: read FAT at byte %d: %w", fatOff+start, err)
+		}
+		first := start * 8 / bits
+		count := min(entries-first, int64(len(chunk))*8/bits)
+		for i := int64(0); i < count; i++ {
+			var v uint32
+			switch bits {
+			case 12:
+				w := uint32(le.Uint16(chunk[i*3/2:]))
+				if i&1 == 1 {
+					v = w >> 4
+				} else {
+					v = w & 0xfff
+				}
+			case 16:
+				v = uint32(le.Uint16(chunk[i*2:]))
+			default:
+				v = le.Uint32(chunk[i*4:]) & 0x0fffffff
+			}
+			c := first + i
+			if c < 2 || v == 0 || v == bad {
+				continue
+			}
+			m.SetRange(b.dataStart+(c-2)*b.sectorsPerCluster, b.sectorsPerCluster)
+		}
+	}
+	return nil
+}
