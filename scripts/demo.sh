@@ -19,8 +19,8 @@ seq 1 200000 > "$W/files/numbers.txt"
 ln -s numbers.txt "$W/files/link-to-numbers"
 echo "not really a boot loader" > "$W/efi/EFI/BOOT/BOOTX64.EFI"
 truncate -s 256M "$W/disk.img"
-sgdisk -q -n 1:1M:+40M -t 1:EF00 -c 1:EFI -n 2:0:0 -t 2:8300 -c 2:root "$W/disk.img"
-mkfs.fat -q -F 32 -s 1 -C "$W/p1.img" $((40 * 1024)) >/dev/null
+sgdisk -n 1:1M:+40M -t 1:EF00 -c 1:EFI -n 2:0:0 -t 2:8300 -c 2:root "$W/disk.img" >/dev/null
+mkfs.fat -F 32 -s 1 -C "$W/p1.img" $((40 * 1024)) >/dev/null
 mcopy -s -i "$W/p1.img" "$W/efi/EFI" ::/
 p2_start=$(sgdisk -i 2 "$W/disk.img" | awk '/First sector/ {print $3}')
 p2_end=$(sgdisk -i 2 "$W/disk.img" | awk '/Last sector/ {print $3}')
