@@ -73,7 +73,7 @@ func planLayout(src block.Source, only []int) (*layout, error) {
 		l.areas = append(l.areas, a)
 	}
 	if t.Kind != "none" {
-		l.areas = append(l.areas, gaps(t.Partitions, size)...)
+		l.areas = append(l.areas, gaps(t, size)...)
 	}
 	sort.SliceStable(l.areas, func(i, j int) bool { return l.areas[i].meta.Start < l.areas[j].meta.Start })
 	return l, nil
@@ -114,24 +114,54 @@ func planPartition(src block.Source, p ptable.Partition) (area, string, error) {
 	return a, "", nil
 }
 
-// gaps returns the bytes of the disk that no data partition covers.
-func gaps(parts []ptable.Partition, size int64) []area {
-	ext := make([]block.Extent, 0, len(parts))
-	for _, p := range parts {
-		ext = append(ext, block.Extent{Off: p.Start, Len: min(p.Size, size-p.Start)})
-	}
-	sort.Slice(ext, func(i, j int) bool { return ext[i].Off < ext[j].Off })
-	var out []area
-	pos := int64(0)
-	add := func(end int64) {
-		if end > pos {
-			out = append(out, area{meta: image.Area{Kind: image.KindGap, Start: pos, Size: end - pos, Filesystem: "raw"}})
+// gaps returns the areas outside the data partitions that are kept: the
+// boot area before the first partition (MBR or protective MBR, boot code,
+// primary GPT, the boot-loader gap) and the table structures further on
+// (EBRs, the backup GPT). Other unallocated space belongs to no
+// filesystem and is not imaged, as with Clonezilla and Macrium.
+func gaps(t *ptable.Table, size int64) []area {
+	first := int64(1 << 20)
+	if len(t.Partitions) > 0 {
+		first = size
+		for _, p := range t.Partitions {
+			first = min(first, p.Start)
 		}
 	}
-	for _, e := range ext {
-		add(e.Off)
-		pos = max(pos, e.End())
+	keep := []block.Extent{{Off: 0, Len: min(first, size)}}
+	for _, s := range t.Structures {
+		if s.Off >= first {
+			keep = append(keep, s)
+		}
 	}
-	add(size)
+	// Never overlap a partition: clip each kept range to the bytes no
+	// data partition covers.
+	var out []area
+	for _, k := range keep {
+		for _, e := range uncovered(k, t.Partitions) {
+			out = append(out, area{meta: image.Area{Kind: image.KindGap, Start: e.Off, Size: e.Len, Filesystem: "raw"}})
+		}
+	}
+	return out
+}
+
+// uncovered returns the parts of k that no partition covers.
+func uncovered(k block.Extent, parts []ptable.Partition) []block.Extent {
+	out := []block.Extent{k}
+	for _, p := range parts {
+		var next []block.Extent
+		for _, e := range out {
+			if p.End() <= e.Off || p.Start >= e.End() {
+				next = append(next, e)
+				continue
+			}
+			if p.Start > e.Off {
+				next = append(next, block.Extent{Off: e.Off, Len: p.Start - e.Off})
+			}
+			if p.End() < e.End() {
+				next = append(next, block.Extent{Off: p.End(), Len: e.End() - p.End()})
+			}
+		}
+		out = next
+	}
 	return out
 }

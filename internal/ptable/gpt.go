@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 	"unicode/utf16"
+
+	"github.com/platter-dev/platter/internal/block"
 )
 
 var gptSignature = []byte("EFI PART")
@@ -121,6 +123,15 @@ func readGPT(r io.ReaderAt, size, ss int64, t *Table) (*Table, error) {
 		t.Warnings = append(t.Warnings, fmt.Sprintf("primary GPT at byte %d is damaged (%v); using the backup GPT at byte %d", ss, perr, int64(backupLBA)*ss))
 	default:
 		return nil, corrupt("gpt", ss, "primary GPT damaged (%v) and backup GPT at byte %d damaged (%v)", perr, int64(backupLBA)*ss, berr)
+	}
+	// The backup GPT: from the end of the usable area to the end of the
+	// disk (entries, then the header in the last sector).
+	h := primary.h
+	if perr != nil {
+		h = backup.h
+	}
+	if back := int64(h.LastUsable+1) * ss; back > 0 && back < size {
+		t.Structures = append(t.Structures, block.Extent{Off: back, Len: size - back})
 	}
 	for _, p := range t.Partitions {
 		if p.End() > size {

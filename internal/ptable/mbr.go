@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"sort"
+
+	"github.com/platter-dev/platter/internal/block"
 )
 
 // MBR is a parsed master (or extended) boot record.
@@ -166,6 +168,7 @@ func readLogicals(r io.ReaderAt, size, ss int64, t *Table) error {
 			}
 			return corrupt("mbr", ebr+510, "EBR has no 0x55AA signature")
 		}
+		t.Structures = append(t.Structures, block.Extent{Off: ebr, Len: ss})
 		le := binary.LittleEndian
 		e1 := MBREntry{Status: sector[446], Type: sector[450], StartLBA: le.Uint32(sector[454:]), Sectors: le.Uint32(sector[458:])}
 		e2 := MBREntry{Type: sector[466], StartLBA: le.Uint32(sector[470:]), Sectors: le.Uint32(sector[474:])}

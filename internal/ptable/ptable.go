@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/platter-dev/platter/internal/block"
 )
 
 // Table is a disk's partition table.
@@ -21,6 +23,10 @@ type Table struct {
 	// container is not among them.
 	Partitions []Partition
 	Extended   *Partition // the MBR extended container, if any
+	// Structures are the byte ranges after the first partition's start
+	// that hold the table itself: the EBR sectors of an MBR extended
+	// partition and the backup GPT (entries and header) at the end.
+	Structures []block.Extent
 	Warnings   []string
 }
 
