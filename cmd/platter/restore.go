@@ -146,4 +146,3 @@ func describeDevice(path string) string {
 	}
 	return b.String()
 }
-
