@@ -9,7 +9,7 @@ TOOLS := sgdisk:gdisk sfdisk:fdisk mkfs.fat:dosfstools fsck.fat:dosfstools \
 	partclone.extfs:partclone zstd:zstd qemu-img:qemu-utils \
 	e2fsck:e2fsprogs debugfs:e2fsprogs mkfs.xfs:xfsprogs mkfs.btrfs:btrfs-progs \
 	mkfs.exfat:exfatprogs /usr/bin/time:time blkid:util-linux losetup:mount \
-	fusermount:fuse3 openssl:openssl gcc:gcc
+	fusermount:fuse3 bc:bc gcc:gcc
 
 # Fuzz targets run for FUZZTIME each in `make test`.
 FUZZTIME ?= 10s

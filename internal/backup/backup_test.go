@@ -1,0 +1,76 @@
+package backup
+
+import (
+	"bytes"
+	"context"
+	"math/rand"
+	"testing"
+
+	"github.com/platter-dev/platter/internal/image"
+)
+
+type memSource struct{ *bytes.Reader }
+
+func (m memSource) Size() int64       { return m.Reader.Size() }
+func (m memSource) SectorSize() int64 { return 512 }
+
+// An unknown filesystem is imaged raw: zero chunks get no frame and
+// identical chunks share one.
+func TestZeroAndDuplicateChunks(t *testing.T) {
+	const cs = 64 << 10
+	data := make([]byte, 8*cs+1000)
+	rand.New(rand.NewSource(1)).Read(data[:cs])
+	copy(data[3*cs:], data[:cs]) // chunk 3 duplicates chunk 0
+	copy(data[5*cs:], data[:cs]) // and so does chunk 5
+	data[7*cs+10] = 1            // chunk 7: almost all zero, stored
+	// chunks 1, 2, 4, 6 and the short last one are zero
+	var out bytes.Buffer
+	meta, _, err := Run(context.Background(), memSource{bytes.NewReader(data)}, &out, Options{ChunkSize: cs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if meta.Table != "none" || len(meta.Areas) != 1 || meta.Areas[0].Filesystem != "raw" {
+		t.Fatalf("metadata %+v", meta)
+	}
+	r, err := image.NewReader(bytes.NewReader(out.Bytes()), int64(out.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	frames := map[int64]bool{}
+	zeros := 0
+	for _, e := range r.Entries() {
+		if e.Zero() {
+			zeros++
+			continue
+		}
+		frames[e.FrameOff] = true
+	}
+	if len(r.Entries()) != 9 || zeros != 5 || len(frames) != 2 {
+		t.Fatalf("%d entries, %d zero, %d frames; want 9, 5, 2", len(r.Entries()), zeros, len(frames))
+	}
+	if e := r.Entries(); e[0].FrameOff != e[3].FrameOff || e[3].FrameOff != e[5].FrameOff {
+		t.Fatal("duplicates do not share a frame")
+	}
+	var got []byte
+	for _, e := range r.Entries() {
+		b, err := r.ReadChunk(e, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, b...)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("chunks do not read back as the source")
+	}
+}
+
+func TestCancel(t *testing.T) {
+	data := make([]byte, 64<<20)
+	rand.New(rand.NewSource(2)).Read(data)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var out bytes.Buffer
+	if _, _, err := Run(ctx, memSource{bytes.NewReader(data)}, &out, Options{}); err == nil {
+		t.Fatal("cancelled run succeeded")
+	}
+}

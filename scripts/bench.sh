@@ -1,0 +1,128 @@
+#!/bin/bash
+# make bench: platter against Clonezilla's pipeline on a realistic ext4
+# filesystem, side by side in one run, alternating, median of ROUNDS.
+#
+#   create:  partclone.extfs -c -s FS -o - | zstd -T0 -3 > X
+#            platter create FS IMAGE
+#   restore: zstd -d -T0 < X | partclone.extfs -r -s - -O TARGET
+#            platter restore --yes IMAGE TARGET
+#
+# The filesystem (FS_GIB, default 3 GiB) is about half used by real
+# binaries and libraries, generated text and incompressible random data,
+# with random garbage in its free space. It is built once in BENCH_DIR
+# (default /var/tmp/platter-bench) and reused. Needs root (loop mount).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/sbin:/sbin"
+P=$PWD/bin/platter
+DIR=${BENCH_DIR:-/var/tmp/platter-bench}
+GIB=${FS_GIB:-3}
+ROUNDS=${ROUNDS:-3}
+FS=$DIR/ext4-${GIB}g.img
+mkdir -p "$DIR"
+
+build_fs() {
+	echo "building $FS ($GIB GiB ext4, about half used)..."
+	local mnt
+	head -c $((GIB * 1024 * 1024 * 1024)) /dev/urandom > "$FS.tmp"
+	mkfs.ext4 -q -F -E nodiscard "$FS.tmp"
+	mnt=$(mktemp -d)
+	mount -o loop "$FS.tmp" "$mnt"
+	local budget=$((GIB * 1024 / 6)) # MiB per kind: binaries, text, random
+	mkdir "$mnt/bin" "$mnt/text" "$mnt/random"
+	# Binaries and libraries, as found on a real system.
+	(cd /usr && find lib bin -type f -size +4k 2>/dev/null | head -n 100000) |
+		while read -r f; do
+			echo "/usr/$f"
+		done | head -c 100000000 | tr '\n' '\0' |
+		xargs -0 du -m 2>/dev/null | awk -v max="$budget" '{ s += $1; if (s > max) exit; print $2 }' |
+		while read -r f; do
+			d="$mnt/bin/$(dirname "${f#/usr/}")"
+			mkdir -p "$d" && cp "$f" "$d/" 2>/dev/null || true
+		done
+	# Text: documentation and generated logs.
+	cp -r /usr/share/doc "$mnt/text/" 2>/dev/null || true
+	local i=0
+	while [ "$(du -sm "$mnt/text" | cut -f1)" -lt "$budget" ]; do
+		awk -v i="$i" 'BEGIN { for (n = 0; n < 200000; n++) printf "%s host%d sshd[%d]: Accepted publickey for user%d from 10.%d.%d.%d port %d\n", "2026-11-23T04:00:00Z", n % 17, 1000 + n, n % 97, n % 256, (n * 7) % 256, i, 30000 + n }' > "$mnt/text/log-$i.txt"
+		i=$((i + 1))
+	done
+	# Incompressible: media and archives.
+	for i in $(seq 1 $((budget / 64))); do head -c 64M /dev/urandom > "$mnt/random/blob-$i.bin"; done
+	sync
+	df -h "$mnt" | tail -1
+	umount "$mnt"
+	rmdir "$mnt"
+	mv "$FS.tmp" "$FS"
+}
+
+[ -f "$FS" ] || build_fs
+for t in partclone.extfs zstd e2fsck /usr/bin/time; do command -v "$t" >/dev/null || { echo "bench needs $t" >&2; exit 1; }; done
+
+now() { date +%s.%N; }
+median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+declare -A T
+add() { T[$1]="${T[$1]:-} $2"; }
+med() { echo ${T[$1]} | tr ' ' '\n' | median; }
+
+X=$DIR/clonezilla.pc.zst
+IMG=$DIR/bench.platter
+TGT=$DIR/target.img
+SIZE=$(stat -c %s "$FS")
+cat "$FS" > /dev/null # into the page cache
+
+for r in $(seq 1 "$ROUNDS"); do
+	echo "round $r/$ROUNDS"
+	rm -f "$X"; s=$(now)
+	partclone.extfs -q -c -s "$FS" -o - 2>/dev/null | zstd -q -T0 -3 > "$X"
+	add cz_create "$(echo "$(now) - $s" | bc)"
+	s=$(now)
+	"$P" create --force --progress=none "$FS" "$IMG" > /dev/null
+	add pl_create "$(echo "$(now) - $s" | bc)"
+
+	rm -f "$TGT"; truncate -s "$SIZE" "$TGT"; sync; s=$(now)
+	zstd -q -d -T0 < "$X" | partclone.extfs -q -r -s - -O "$TGT" 2>/dev/null
+	add cz_restore "$(echo "$(now) - $s" | bc)"
+	rm -f "$TGT"; truncate -s "$SIZE" "$TGT"; sync; s=$(now)
+	"$P" restore --yes --progress=none "$IMG" "$TGT" > /dev/null
+	add pl_restore "$(echo "$(now) - $s" | bc)"
+done
+e2fsck -fn "$TGT" > /dev/null 2>&1 && fsck=clean || fsck=DAMAGED
+
+# Peak memory of create, and the ceilings: reading and hashing the used
+# blocks with no compression, and each compression level.
+rss=$( { /usr/bin/time -v "$P" create --force --progress=none "$FS" "$IMG" > /dev/null; } 2>&1 | awk '/Maximum resident/ { print $6 }')
+levels=""
+for c in none zstd:1 zstd:3 zstd:6; do
+	s=$(now)
+	"$P" create --force --progress=none --compress "$c" "$FS" "$DIR/level.platter" > /dev/null
+	t=$(echo "$(now) - $s" | bc)
+	levels="$levels$(printf '| %-7s | %6.2f s | %8.1f MiB |' "$c" "$t" "$(echo "$(stat -c %s "$DIR/level.platter") / 1048576" | bc -l)")"$'\n'
+done
+rm -f "$DIR/level.platter"
+"$P" create --force --progress=none "$FS" "$IMG" > /dev/null
+used=$("$P" info --json "$IMG" | awk -F': ' '/"used_bytes"/ { gsub(",", "", $2); print $2; exit }')
+
+czc=$(med cz_create); plc=$(med pl_create); czr=$(med cz_restore); plr=$(med pl_restore)
+czs=$(stat -c %s "$X"); pls=$(stat -c %s "$IMG")
+cat <<REPORT
+
+Platter benchmark, $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r)
+$(zstd --version | head -1), $(partclone.extfs -v 2>&1 | head -1 | tr -d '\r'), $("$P" --version)
+filesystem: $GIB GiB ext4, $((used / 1048576)) MiB used; median of $ROUNDS alternating rounds
+
+| step    | Clonezilla (partclone + zstd -3) | platter | ratio |
+|---------|----------------------------------|---------|-------|
+| create  | $(printf '%.2f s' "$czc") | $(printf '%.2f s' "$plc") | $(printf '%.2fx faster' "$(echo "$czc / $plc" | bc -l)") |
+| restore | $(printf '%.2f s' "$czr") | $(printf '%.2f s' "$plr") | $(printf '%.2fx faster' "$(echo "$czr / $plr" | bc -l)") |
+| size    | $(printf '%.1f MiB' "$(echo "$czs / 1048576" | bc -l)") | $(printf '%.1f MiB' "$(echo "$pls / 1048576" | bc -l)") | $(printf '%+.1f%%' "$(echo "($pls - $czs) * 100 / $czs" | bc -l)") |
+
+restored filesystem: e2fsck -fn $fsck
+platter create peak memory: $((rss / 1024)) MiB
+create throughput: $(printf '%.0f' "$(echo "$used / 1048576 / $plc" | bc -l)") MiB/s of used data
+
+| compress | create | image size |
+|----------|--------|------------|
+$levels
+REPORT
+[ "$fsck" = clean ]
