@@ -23,23 +23,17 @@ mkdir -p "$DIR"
 
 build_fs() {
 	echo "building $FS ($GIB GiB ext4, about half used)..."
-	local mnt
 	head -c $((GIB * 1024 * 1024 * 1024)) /dev/urandom > "$FS.tmp"
 	mkfs.ext4 -q -F -E nodiscard "$FS.tmp"
 	mnt=$(mktemp -d)
 	mount -o loop "$FS.tmp" "$mnt"
+	trap 'umount "$mnt" 2>/dev/null; rm -f "$FS.tmp"' EXIT
 	local budget=$((GIB * 1024 / 6)) # MiB per kind: binaries, text, random
 	mkdir "$mnt/bin" "$mnt/text" "$mnt/random"
 	# Binaries and libraries, as found on a real system.
-	(cd /usr && find lib bin -type f -size +4k 2>/dev/null | head -n 100000) |
-		while read -r f; do
-			echo "/usr/$f"
-		done | head -c 100000000 | tr '\n' '\0' |
-		xargs -0 du -m 2>/dev/null | awk -v max="$budget" '{ s += $1; if (s > max) exit; print $2 }' |
-		while read -r f; do
-			d="$mnt/bin/$(dirname "${f#/usr/}")"
-			mkdir -p "$d" && cp "$f" "$d/" 2>/dev/null || true
-		done
+	find /usr/bin /usr/lib /usr/local/go -type f -printf '%s %p\n' 2>/dev/null |
+		awk -v max=$((budget * 1048576)) '{ s += $1; if (s <= max) print substr($0, index($0, " ") + 1) }' > "$DIR/binaries.list"
+	tar -cf - -T "$DIR/binaries.list" 2>/dev/null | tar -xf - -C "$mnt/bin"
 	# Text: documentation and generated logs.
 	cp -r /usr/share/doc "$mnt/text/" 2>/dev/null || true
 	local i=0
@@ -52,6 +46,7 @@ build_fs() {
 	sync
 	df -h "$mnt" | tail -1
 	umount "$mnt"
+	trap - EXIT
 	rmdir "$mnt"
 	mv "$FS.tmp" "$FS"
 }

@@ -33,8 +33,8 @@ type noProgress struct{}
 func (noProgress) Start(int64) {}
 func (noProgress) Add(int64)   {}
 
-// Options tune an imaging run. The zero value images everything with the
-// default compression.
+// Options tune an imaging run. The zero value images everything,
+// uncompressed; the CLI passes codec.DefaultSetting unless told otherwise.
 type Options struct {
 	SourceName  string // recorded in the metadata
 	Partitions  []int  // only these partition numbers (the table and gaps are always kept)
@@ -53,9 +53,6 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 	}
 	if opts.Workers <= 0 {
 		opts.Workers = runtime.GOMAXPROCS(0)
-	}
-	if opts.Compression == (codec.Setting{}) {
-		opts.Compression = codec.DefaultSetting
 	}
 	if opts.Progress == nil {
 		opts.Progress = noProgress{}

@@ -6,6 +6,7 @@ import (
 	"math/rand"
 	"testing"
 
+	"github.com/platter-dev/platter/internal/codec"
 	"github.com/platter-dev/platter/internal/image"
 )
 
@@ -72,5 +73,20 @@ func TestCancel(t *testing.T) {
 	var out bytes.Buffer
 	if _, _, err := Run(ctx, memSource{bytes.NewReader(data)}, &out, Options{}); err == nil {
 		t.Fatal("cancelled run succeeded")
+	}
+}
+
+func TestCompressionSetting(t *testing.T) {
+	text := bytes.Repeat([]byte("compressible "), 1<<20)
+	sizes := map[string]int{}
+	for _, s := range []codec.Setting{{ID: codec.None}, {ID: codec.Zstd, Level: 3}} {
+		var out bytes.Buffer
+		if _, _, err := Run(context.Background(), memSource{bytes.NewReader(text)}, &out, Options{Compression: s}); err != nil {
+			t.Fatal(err)
+		}
+		sizes[s.String()] = out.Len()
+	}
+	if sizes["none"] < len(text) || sizes["zstd:3"] > len(text)/10 {
+		t.Fatalf("image sizes %v for %d bytes of text", sizes, len(text))
 	}
 }
