@@ -41,7 +41,7 @@ echo
 echo "== checking the restored disk with real tools =="
 diff <(sfdisk -d "$W/disk.img" | sed "s#$W/disk.img#DISK#") <(sfdisk -d "$W/restored.img" | sed "s#$W/restored.img#DISK#") && echo "sfdisk -d: identical partition tables"
 dd if="$W/restored.img" of="$W/r2.img" bs=512 skip="$p2_start" count=$((p2_end - p2_start + 1)) status=none
-e2fsck -fn "$W/r2.img" >/dev/null && echo "e2fsck -fn: ext4 partition clean"
+e2fsck -fn "$W/r2.img" >/dev/null 2>&1 && echo "e2fsck -fn: ext4 partition clean"
 mkdir "$W/out"
 debugfs -R "rdump / $W/out" "$W/r2.img" >/dev/null 2>&1
 diff -r --no-dereference "$W/files" "$W/out" -x lost+found && echo "every file on the ext4 partition is identical"
