@@ -49,7 +49,7 @@ func run(args []string) int {
 		return exitOK
 	}
 	if ctx.Err() != nil {
-		err = errors.New("interrupted; nothing was left half-made")
+		err = errors.New("interrupted")
 	}
 	fmt.Fprintf(os.Stderr, "platter: %s\n", oneLine(err.Error()))
 	return exitCode(err)

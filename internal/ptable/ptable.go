@@ -45,19 +45,10 @@ type Partition struct {
 // End is the first byte after the partition.
 func (p Partition) End() int64 { return p.Start + p.Size }
 
+// corrupt reports a damaged table ("mbr" or "gpt") with the byte offset
+// on the disk where the damage was found.
 func corrupt(what string, off int64, format string, args ...any) error {
-	return &FormatError{What: what, Off: off, Msg: fmt.Sprintf(format, args...)}
-}
-
-// FormatError reports a damaged table, with the byte offset on the disk.
-type FormatError struct {
-	What string // "mbr", "gpt"
-	Off  int64
-	Msg  string
-}
-
-func (e *FormatError) Error() string {
-	return fmt.Sprintf("ptable: %s: %s at byte %d", e.What, e.Msg, e.Off)
+	return &block.CorruptError{What: "ptable: " + what, Off: off, Msg: fmt.Sprintf(format, args...)}
 }
 
 // Read reads the partition table of a disk of size bytes. sectorSize is
