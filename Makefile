@@ -51,7 +51,7 @@ fuzz: deps
 		$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) $$pkg >/dev/null || { $(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=1s $$pkg; exit 1; }; \
 	done
 
-test: deps vet unit e2e fuzz
+test: deps vet fuzz unit e2e
 
 demo: deps build
 	./scripts/demo.sh
