@@ -9,27 +9,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/platter-dev/platter/internal/tooltest"
 )
 
 // tool runs a real partitioning tool; a missing tool fails the test.
 func tool(t testing.TB, name string, args ...string) string {
 	t.Helper()
-	path, err := exec.LookPath(name)
-	if err != nil {
-		for _, dir := range []string{"/usr/sbin", "/sbin"} {
-			if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
-				path = filepath.Join(dir, name)
-			}
-		}
-		if path == "" {
-			t.Fatalf("%s is needed for this test and is not installed", name)
-		}
-	}
-	out, err := exec.Command(path, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
-	}
-	return string(out)
+	return tooltest.Run(t, name, args...)
 }
 
 func sized(t testing.TB, size int64) string {

@@ -6,21 +6,15 @@ import (
 	"testing"
 
 	"github.com/platter-dev/platter/internal/block"
-	"github.com/platter-dev/platter/internal/fsmap/fsmaptest"
+	"github.com/platter-dev/platter/internal/tooltest"
 )
 
 func detectFile(t testing.TB, p string) (*block.Usage, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, _ := f.Stat()
-	return Detect(f, st.Size())
+	return tooltest.DetectFile(t, p, Detect)
 }
 
 func TestLayoutsAgainstPartclone(t *testing.T) {
-	files := fsmaptest.Files(t)
+	files := tooltest.Files(t)
 	for _, tc := range []struct {
 		name, mkfs string
 		size       int64
@@ -40,17 +34,17 @@ func TestLayoutsAgainstPartclone(t *testing.T) {
 		{"ext2", "mkfs.ext2", 64 << 20, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := fsmaptest.Garbage(t, tc.size)
+			p := tooltest.Garbage(t, tc.size)
 			args := append([]string{"-q", "-F", "-E", "nodiscard", "-d", files}, tc.args...)
-			fsmaptest.Run(t, tc.mkfs, append(args, p)...)
+			tooltest.Run(t, tc.mkfs, append(args, p)...)
 			u, err := detectFile(t, p)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := fsmaptest.Blkid(t, p, "TYPE"); u.FS != want {
+			if want := tooltest.Blkid(t, p, "TYPE"); u.FS != want {
 				t.Errorf("detected %s, blkid says %s", u.FS, want)
 			}
-			if extra := fsmaptest.CompareWithPartclone(t, "partclone.extfs", p, u.Used); extra != 0 {
+			if extra := tooltest.CompareWithPartclone(t, "partclone.extfs", p, u.Used); extra != 0 {
 				// partclone copies exactly the bitmap's blocks (it computes
 				// uninitialised groups with libext2fs as we do): any
 				// difference is a bug on one side worth a look.
@@ -64,11 +58,11 @@ func TestLayoutsAgainstPartclone(t *testing.T) {
 }
 
 func TestNotExt(t *testing.T) {
-	zeros := fsmaptest.Garbage(t, 4<<20)
+	zeros := tooltest.Garbage(t, 4<<20)
 	os.WriteFile(zeros, make([]byte, 4<<20), 0o644)
-	fat := fsmaptest.Garbage(t, 8<<20)
-	fsmaptest.Run(t, "mkfs.fat", fat)
-	for _, p := range []string{zeros, fsmaptest.Garbage(t, 1<<20), fat} {
+	fat := tooltest.Garbage(t, 8<<20)
+	tooltest.Run(t, "mkfs.fat", fat)
+	for _, p := range []string{zeros, tooltest.Garbage(t, 1<<20), fat} {
 		if _, err := detectFile(t, p); !errors.Is(err, block.ErrNotMine) {
 			t.Errorf("%s: %v, want ErrNotMine", p, err)
 		}
@@ -76,15 +70,15 @@ func TestNotExt(t *testing.T) {
 }
 
 func TestDamaged(t *testing.T) {
-	p := fsmaptest.Garbage(t, 32<<20)
-	fsmaptest.Run(t, "mkfs.ext4", "-q", "-F", p)
+	p := tooltest.Garbage(t, 32<<20)
+	tooltest.Run(t, "mkfs.ext4", "-q", "-F", p)
 	b, _ := os.ReadFile(p)
-	trunc := fsmaptest.Garbage(t, 1)
+	trunc := tooltest.Garbage(t, 1)
 	os.WriteFile(trunc, b[:8<<20], 0o644)
 	if _, err := detectFile(t, trunc); err == nil || errors.Is(err, block.ErrNotMine) {
 		t.Errorf("truncated filesystem: %v", err)
 	}
-	bad := fsmaptest.Garbage(t, 1)
+	bad := tooltest.Garbage(t, 1)
 	b[1024+0x18] = 40 // impossible block size
 	os.WriteFile(bad, b, 0o644)
 	var ce *block.CorruptError
@@ -94,31 +88,12 @@ func TestDamaged(t *testing.T) {
 }
 
 func FuzzDetect(f *testing.F) {
-	p := fsmaptest.Garbage(f, 2<<20)
-	fsmaptest.Run(f, "mkfs.ext4", "-q", "-F", "-b", "1024", p)
+	p := tooltest.Garbage(f, 2<<20)
+	tooltest.Run(f, "mkfs.ext4", "-q", "-F", "-b", "1024", p)
 	b, _ := os.ReadFile(p)
 	f.Add(b[:256<<10])
 	f.Fuzz(func(t *testing.T, b []byte) {
-		r := &sparseReader{b: b, size: 2 << 20}
-		Detect(r, r.size)
+		r := &tooltest.SparseReader{B: b, Size: 2 << 20}
+		Detect(r, r.Size)
 	})
-}
-
-// sparseReader serves b and zeros up to size, so a fuzzed prefix can
-// describe a larger filesystem cheaply.
-type sparseReader struct {
-	b    []byte
-	size int64
-}
-
-func (r *sparseReader) ReadAt(p []byte, off int64) (int, error) {
-	if off >= r.size {
-		return 0, errors.New("EOF")
-	}
-	n := copy(p, r.b[min(off, int64(len(r.b))):])
-	clear(p[n:])
-	if off+int64(len(p)) > r.size {
-		return int(r.size - off), errors.New("EOF")
-	}
-	return len(p), nil
 }

@@ -7,21 +7,15 @@ import (
 	"testing"
 
 	"github.com/platter-dev/platter/internal/block"
-	"github.com/platter-dev/platter/internal/fsmap/fsmaptest"
+	"github.com/platter-dev/platter/internal/tooltest"
 )
 
 func detectFile(t testing.TB, p string) (*block.Usage, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, _ := f.Stat()
-	return Detect(f, st.Size())
+	return tooltest.DetectFile(t, p, Detect)
 }
 
 func TestAgainstPartclone(t *testing.T) {
-	files := fsmaptest.Files(t)
+	files := tooltest.Files(t)
 	for _, tc := range []struct {
 		name string
 		size int64
@@ -37,49 +31,49 @@ func TestAgainstPartclone(t *testing.T) {
 		{"fat16-one-fat", 32 << 20, []string{"-F", "16", "-f", "1"}, "fat16"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := fsmaptest.Garbage(t, tc.size)
-			fsmaptest.Run(t, "mkfs.fat", append(tc.args, p)...)
+			p := tooltest.Garbage(t, tc.size)
+			tooltest.Run(t, "mkfs.fat", append(tc.args, p)...)
 			if tc.size > 4<<20 {
-				fsmaptest.Run(t, "mcopy", "-s", "-i", p, files+"/d0", files+"/d1", files+"/empty", "::/")
-				fsmaptest.Run(t, "mcopy", "-i", p, files+"/d2/f2.bin", "::/gone.bin")
-				fsmaptest.Run(t, "mdel", "-i", p, "::/gone.bin")
+				tooltest.Run(t, "mcopy", "-s", "-i", p, files+"/d0", files+"/d1", files+"/empty", "::/")
+				tooltest.Run(t, "mcopy", "-i", p, files+"/d2/f2.bin", "::/gone.bin")
+				tooltest.Run(t, "mdel", "-i", p, "::/gone.bin")
 			} else {
-				fsmaptest.Run(t, "mcopy", "-i", p, files+"/d0/f0.bin", files+"/d1/f4.bin", "::/")
+				tooltest.Run(t, "mcopy", "-i", p, files+"/d0/f0.bin", files+"/d1/f4.bin", "::/")
 			}
 			u, err := detectFile(t, p)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if u.FS != tc.want || !strings.EqualFold(fsmaptest.Blkid(t, p, "VERSION"), u.FS) {
-				t.Errorf("detected %s, want %s (blkid %s)", u.FS, tc.want, fsmaptest.Blkid(t, p, "VERSION"))
+			if u.FS != tc.want || !strings.EqualFold(tooltest.Blkid(t, p, "VERSION"), u.FS) {
+				t.Errorf("detected %s, want %s (blkid %s)", u.FS, tc.want, tooltest.Blkid(t, p, "VERSION"))
 			}
 			if tc.want == "fat12" {
 				// partclone.fat 0.3.23 marks some FAT12 clusters used whose
 				// FAT entries are 0 (a FAT12 decoding bug on its side); the
 				// keep-only-used-sectors check below is the judge there.
 				t.Logf("fat12: partclone comparison skipped")
-			} else if extra := fsmaptest.CompareWithPartclone(t, "partclone.fat", p, u.Used); extra != 0 {
+			} else if extra := tooltest.CompareWithPartclone(t, "partclone.fat", p, u.Used); extra != 0 {
 				t.Errorf("%d bytes more than partclone", extra)
 			}
 			// The real judge: wipe every sector our map calls free; fsck.fat
 			// must find the filesystem clean and mtools every file intact.
-			wiped := fsmaptest.KeepOnly(t, p, u.Used)
-			fsmaptest.Run(t, "fsck.fat", "-n", wiped)
-			fsmaptest.SameTree(t, fsmaptest.MtoolsTree(t, p), fsmaptest.MtoolsTree(t, wiped))
+			wiped := tooltest.KeepOnly(t, p, u.Used)
+			tooltest.Run(t, "fsck.fat", "-n", wiped)
+			tooltest.SameTree(t, tooltest.MtoolsTree(t, p), tooltest.MtoolsTree(t, wiped))
 		})
 	}
 }
 
 func TestNotFAT(t *testing.T) {
-	zeros := fsmaptest.Garbage(t, 4<<20)
+	zeros := tooltest.Garbage(t, 4<<20)
 	os.WriteFile(zeros, make([]byte, 4<<20), 0o644)
-	ext := fsmaptest.Garbage(t, 16<<20)
-	fsmaptest.Run(t, "mkfs.ext4", "-q", "-F", ext)
-	ntfs := fsmaptest.Garbage(t, 16<<20)
-	fsmaptest.Run(t, "mkntfs", "-q", "-F", "-Q", ntfs)
-	exfat := fsmaptest.Garbage(t, 16<<20)
-	fsmaptest.Run(t, "mkfs.exfat", exfat)
-	for name, p := range map[string]string{"zeros": zeros, "random": fsmaptest.Garbage(t, 1<<20), "ext4": ext, "ntfs": ntfs, "exfat": exfat} {
+	ext := tooltest.Garbage(t, 16<<20)
+	tooltest.Run(t, "mkfs.ext4", "-q", "-F", ext)
+	ntfs := tooltest.Garbage(t, 16<<20)
+	tooltest.Run(t, "mkntfs", "-q", "-F", "-Q", ntfs)
+	exfat := tooltest.Garbage(t, 16<<20)
+	tooltest.Run(t, "mkfs.exfat", exfat)
+	for name, p := range map[string]string{"zeros": zeros, "random": tooltest.Garbage(t, 1<<20), "ext4": ext, "ntfs": ntfs, "exfat": exfat} {
 		if _, err := detectFile(t, p); !errors.Is(err, block.ErrNotMine) {
 			t.Errorf("%s: %v, want ErrNotMine", name, err)
 		}
@@ -87,10 +81,10 @@ func TestNotFAT(t *testing.T) {
 }
 
 func TestDamaged(t *testing.T) {
-	p := fsmaptest.Garbage(t, 64<<20)
-	fsmaptest.Run(t, "mkfs.fat", "-F", "32", p)
+	p := tooltest.Garbage(t, 64<<20)
+	tooltest.Run(t, "mkfs.fat", "-F", "32", p)
 	b, _ := os.ReadFile(p)
-	trunc := fsmaptest.Garbage(t, 1)
+	trunc := tooltest.Garbage(t, 1)
 	os.WriteFile(trunc, b[:8<<20], 0o644)
 	var ce *block.CorruptError
 	if _, err := detectFile(t, trunc); !errors.As(err, &ce) {
@@ -100,31 +94,13 @@ func TestDamaged(t *testing.T) {
 
 func FuzzDetect(f *testing.F) {
 	for _, args := range [][]string{{"-F", "12"}, {"-F", "16"}, {"-F", "32"}} {
-		p := fsmaptest.Garbage(f, 40<<20)
-		fsmaptest.Run(f, "mkfs.fat", append(args, p)...)
+		p := tooltest.Garbage(f, 40<<20)
+		tooltest.Run(f, "mkfs.fat", append(args, p)...)
 		b, _ := os.ReadFile(p)
 		f.Add(b[:64<<10])
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		r := &sparseReader{b: b, size: 40 << 20}
-		Detect(r, r.size)
+		r := &tooltest.SparseReader{B: b, Size: 40 << 20}
+		Detect(r, r.Size)
 	})
-}
-
-// sparseReader serves b and zeros up to size.
-type sparseReader struct {
-	b    []byte
-	size int64
-}
-
-func (r *sparseReader) ReadAt(p []byte, off int64) (int, error) {
-	if off >= r.size {
-		return 0, errors.New("EOF")
-	}
-	n := copy(p, r.b[min(off, int64(len(r.b))):])
-	clear(p[n:])
-	if off+int64(len(p)) > r.size {
-		return int(r.size - off), errors.New("EOF")
-	}
-	return len(p), nil
 }

@@ -9,31 +9,25 @@ import (
 	"testing"
 
 	"github.com/platter-dev/platter/internal/block"
-	"github.com/platter-dev/platter/internal/fsmap/fsmaptest"
+	"github.com/platter-dev/platter/internal/tooltest"
 )
 
 func detectFile(t testing.TB, p string) (*block.Usage, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, _ := f.Stat()
-	return Detect(f, st.Size())
+	return tooltest.DetectFile(t, p, Detect)
 }
 
 // populate mounts the volume with ntfs-3g, copies files in (with a
 // symlink and a fragmented file), deletes one, and unmounts.
 func populate(t *testing.T, img, files string) {
 	mnt := t.TempDir()
-	fsmaptest.Run(t, "ntfs-3g", img, mnt)
+	tooltest.Run(t, "ntfs-3g", img, mnt)
 	mounted := true
 	defer func() {
 		if mounted {
 			exec.Command("fusermount", "-u", mnt).Run()
 		}
 	}()
-	fsmaptest.Run(t, "cp", "-r", files+"/.", mnt)
+	tooltest.Run(t, "cp", "-r", files+"/.", mnt)
 	os.Symlink("d0/f0.bin", filepath.Join(mnt, "link"))
 	// Two files written alternately in pieces end up fragmented.
 	a, _ := os.Create(filepath.Join(mnt, "frag-a"))
@@ -52,12 +46,12 @@ func populate(t *testing.T, img, files string) {
 	b.Close()
 	os.WriteFile(filepath.Join(mnt, "gone"), make([]byte, 2<<20), 0o644)
 	os.Remove(filepath.Join(mnt, "gone"))
-	fsmaptest.Run(t, "fusermount", "-u", mnt)
+	tooltest.Run(t, "fusermount", "-u", mnt)
 	mounted = false
 }
 
 func TestAgainstPartclone(t *testing.T) {
-	files := fsmaptest.Files(t)
+	files := tooltest.Files(t)
 	for _, tc := range []struct {
 		size int64
 		args []string
@@ -68,37 +62,37 @@ func TestAgainstPartclone(t *testing.T) {
 		{64 << 20, []string{"-s", "4096", "-c", "4096"}},
 	} {
 		t.Run(fmt.Sprint(tc.args), func(t *testing.T) {
-			p := fsmaptest.Garbage(t, tc.size)
-			fsmaptest.Run(t, "mkntfs", append([]string{"-q", "-F", "-Q"}, append(tc.args, p)...)...)
+			p := tooltest.Garbage(t, tc.size)
+			tooltest.Run(t, "mkntfs", append([]string{"-q", "-F", "-Q"}, append(tc.args, p)...)...)
 			populate(t, p, files)
 			u, err := detectFile(t, p)
 			if err != nil {
 				t.Fatal(err)
 			}
-			extra := fsmaptest.CompareWithPartclone(t, "partclone.ntfs", p, u.Used)
+			extra := tooltest.CompareWithPartclone(t, "partclone.ntfs", p, u.Used)
 			if extra < 0 || extra > int64(u.Used.BlockSize()) {
 				// We also copy the backup boot sector (the volume's last
 				// sector, outside its clusters): at most one block more.
 				t.Errorf("%d bytes more than partclone", extra)
 			}
-			wiped := fsmaptest.KeepOnly(t, p, u.Used)
-			fsmaptest.Run(t, "ntfsfix", "-n", wiped)
+			wiped := tooltest.KeepOnly(t, p, u.Used)
+			tooltest.Run(t, "ntfsfix", "-n", wiped)
 			mnt := t.TempDir()
-			fsmaptest.Run(t, "ntfs-3g", "-o", "ro", wiped, mnt)
+			tooltest.Run(t, "ntfs-3g", "-o", "ro", wiped, mnt)
 			defer exec.Command("fusermount", "-u", mnt).Run()
-			fsmaptest.SameTree(t, files, mnt)
+			tooltest.SameTree(t, files, mnt)
 		})
 	}
 }
 
 func TestNotNTFS(t *testing.T) {
-	zeros := fsmaptest.Garbage(t, 4<<20)
+	zeros := tooltest.Garbage(t, 4<<20)
 	os.WriteFile(zeros, make([]byte, 4<<20), 0o644)
-	fat := fsmaptest.Garbage(t, 16<<20)
-	fsmaptest.Run(t, "mkfs.fat", fat)
-	ext := fsmaptest.Garbage(t, 16<<20)
-	fsmaptest.Run(t, "mkfs.ext4", "-q", "-F", ext)
-	for name, p := range map[string]string{"zeros": zeros, "random": fsmaptest.Garbage(t, 1<<20), "fat": fat, "ext4": ext} {
+	fat := tooltest.Garbage(t, 16<<20)
+	tooltest.Run(t, "mkfs.fat", fat)
+	ext := tooltest.Garbage(t, 16<<20)
+	tooltest.Run(t, "mkfs.ext4", "-q", "-F", ext)
+	for name, p := range map[string]string{"zeros": zeros, "random": tooltest.Garbage(t, 1<<20), "fat": fat, "ext4": ext} {
 		if _, err := detectFile(t, p); !errors.Is(err, block.ErrNotMine) {
 			t.Errorf("%s: %v, want ErrNotMine", name, err)
 		}
@@ -106,8 +100,8 @@ func TestNotNTFS(t *testing.T) {
 }
 
 func TestDamaged(t *testing.T) {
-	p := fsmaptest.Garbage(t, 16<<20)
-	fsmaptest.Run(t, "mkntfs", "-q", "-F", "-Q", p)
+	p := tooltest.Garbage(t, 16<<20)
+	tooltest.Run(t, "mkntfs", "-q", "-F", "-Q", p)
 	u, err := detectFile(t, p)
 	if err != nil {
 		t.Fatal(err)
@@ -124,13 +118,13 @@ func TestDamaged(t *testing.T) {
 	off, _ := v.mftOffset(recBitmap)
 	f.Close()
 	b[off+510] ^= 0xff
-	bad := fsmaptest.Garbage(t, 1)
+	bad := tooltest.Garbage(t, 1)
 	os.WriteFile(bad, b, 0o644)
 	var ce *block.CorruptError
 	if _, err := detectFile(t, bad); !errors.As(err, &ce) {
 		t.Errorf("broken fixup: %v", err)
 	}
-	trunc := fsmaptest.Garbage(t, 1)
+	trunc := tooltest.Garbage(t, 1)
 	os.WriteFile(trunc, b[:1<<20], 0o644)
 	if _, err := detectFile(t, trunc); err == nil {
 		t.Error("truncated volume accepted")
@@ -138,34 +132,14 @@ func TestDamaged(t *testing.T) {
 }
 
 func FuzzDetect(f *testing.F) {
-	p := fsmaptest.Garbage(f, 8<<20)
-	fsmaptest.Run(f, "mkntfs", "-q", "-F", "-Q", "-c", "4096", p)
+	p := tooltest.Garbage(f, 8<<20)
+	tooltest.Run(f, "mkntfs", "-q", "-F", "-Q", "-c", "4096", p)
 	b, _ := os.ReadFile(p)
 	// The boot sector and, separately, the MFT area are what matter; a
 	// sparse reader fills the rest with zeros.
 	f.Add(b[:64<<10])
 	f.Fuzz(func(t *testing.T, data []byte) {
-		r := &sparseReader{b: data, size: 8 << 20}
-		Detect(r, r.size)
+		r := &tooltest.SparseReader{B: data, Size: 8 << 20}
+		Detect(r, r.Size)
 	})
-}
-
-type sparseReader struct {
-	b    []byte
-	size int64
-}
-
-func (r *sparseReader) ReadAt(p []byte, off int64) (int, error) {
-	if off >= r.size || off < 0 {
-		return 0, errors.New("EOF")
-	}
-	n := 0
-	if off < int64(len(r.b)) {
-		n = copy(p, r.b[off:])
-	}
-	clear(p[n:])
-	if off+int64(len(p)) > r.size {
-		return int(r.size - off), errors.New("EOF")
-	}
-	return len(p), nil
 }

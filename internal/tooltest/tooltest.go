@@ -1,11 +1,14 @@
-// Package fsmaptest holds what the filesystem detectors' tests share:
-// running real tools and comparing a used map with partclone's.
-package fsmaptest
+// Package tooltest holds what tests share: running real tools (a missing
+// tool fails the test, never skips it), garbage-filled fixture files,
+// reading filesystems back with their own tools, and comparing a used-block
+// map with partclone's.
+package tooltest
 
 import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -188,4 +191,44 @@ func SameTree(t testing.TB, a, b string) {
 	if seen == 0 {
 		t.Errorf("no files compared in %s", a)
 	}
+}
+
+// Detector is a filesystem detector's signature.
+type Detector func(r io.ReaderAt, size int64) (*block.Usage, error)
+
+// DetectFile runs detect on the file at path.
+func DetectFile(t testing.TB, path string, detect Detector) (*block.Usage, error) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return detect(f, st.Size())
+}
+
+// SparseReader serves B and then zeros up to Size, so a fuzzed prefix can
+// describe a much larger filesystem cheaply.
+type SparseReader struct {
+	B    []byte
+	Size int64
+}
+
+func (r *SparseReader) ReadAt(p []byte, off int64) (int, error) {
+	if off >= r.Size || off < 0 {
+		return 0, io.EOF
+	}
+	n := 0
+	if off < int64(len(r.B)) {
+		n = copy(p, r.B[off:])
+	}
+	clear(p[n:])
+	if off+int64(len(p)) > r.Size {
+		return int(r.Size - off), io.EOF
+	}
+	return len(p), nil
 }
