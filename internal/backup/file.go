@@ -1,7 +1,6 @@
 package backup
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -38,13 +37,11 @@ func ToFile(ctx context.Context, src block.Source, path string, force bool, opts
 			os.Remove(partial)
 		}
 	}()
-	bw := bufio.NewWriterSize(f, 4<<20)
-	meta, n, err := Run(ctx, src, bw, opts)
+	// No buffering: frames are large and go straight to the file; only
+	// the frame headers are small writes.
+	meta, n, err := Run(ctx, src, f, opts)
 	if err != nil {
 		return nil, 0, err
-	}
-	if err := bw.Flush(); err != nil {
-		return nil, 0, fmt.Errorf("write %s: %w", partial, err)
 	}
 	if err := f.Sync(); err != nil {
 		return nil, 0, fmt.Errorf("sync %s: %w", partial, err)
