@@ -183,9 +183,18 @@ func restoreChunk(img *image.Reader, t Target, tk task, buf []byte, fresh bool) 
 	if err != nil {
 		return err
 	}
-	return tk.runs(func(off, n int64) error {
+	err = tk.runs(func(off, n int64) error {
 		return write(t, data[off:off+n], at+off, fresh)
 	})
+	if wb, ok := t.(writebacker); ok && err == nil {
+		wb.StartWriteback(at, int64(tk.e.RawLen))
+	}
+	return err
+}
+
+// writebacker is a target that can start writing data out early.
+type writebacker interface {
+	StartWriteback(off, n int64)
 }
 
 // write writes b at off; on a fresh target it skips 4 KiB blocks that
