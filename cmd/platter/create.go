@@ -38,7 +38,7 @@ complete.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&opts.partitions, "partitions", "", "image only these partition numbers, e.g. 1,2,5 (the table and boot areas are always kept)")
-	f.StringVar(&opts.compress, "compress", codec.DefaultSetting.String(), "compression: zstd[:LEVEL] (1-22) or none")
+	f.StringVar(&opts.compress, "compress", codec.DefaultSetting.String(), "compression: zstd[:LEVEL] (1-22), fast (zstd:1) or none")
 	f.BoolVar(&opts.force, "force", false, "overwrite IMAGE if it exists")
 	f.BoolVar(&opts.allowMounted, "allow-mounted", false, "image a source mounted read-write anyway (the image may be inconsistent)")
 	f.StringVar(&opts.progress, "progress", "auto", "progress display: auto, json or none")

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/blockdev"
 	"github.com/platter-dev/platter/internal/image"
 )
 
@@ -39,7 +40,8 @@ func ToFile(ctx context.Context, src block.Source, path string, force bool, opts
 	}()
 	// No buffering: frames are large and go straight to the file; only
 	// the frame headers are small writes.
-	meta, n, err := Run(ctx, src, f, opts)
+	// Writeback starts as the image grows, so the final sync is short.
+	meta, n, err := Run(ctx, src, blockdev.NewWriteback(f, 16<<20), opts)
 	if err != nil {
 		return nil, 0, err
 	}

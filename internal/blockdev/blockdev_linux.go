@@ -46,3 +46,28 @@ func (d *Device) DropCache(off, n int64) {
 func (d *Device) StartWriteback(off, n int64) {
 	unix.SyncFileRange(int(d.f.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE)
 }
+
+// Writeback wraps a file that is written front to back and starts the
+// writeback of every window bytes as soon as they are written, so a
+// final sync finds little left to do.
+type Writeback struct {
+	f       *os.File
+	off     int64
+	started int64
+	window  int64
+}
+
+// NewWriteback wraps f, which must be written only through the result.
+func NewWriteback(f *os.File, window int64) *Writeback {
+	return &Writeback{f: f, window: window}
+}
+
+func (w *Writeback) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.off += int64(n)
+	if w.off-w.started >= w.window {
+		unix.SyncFileRange(int(w.f.Fd()), w.started, w.off-w.started, unix.SYNC_FILE_RANGE_WRITE)
+		w.started = w.off
+	}
+	return n, err
+}

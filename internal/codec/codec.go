@@ -53,10 +53,20 @@ func (s Setting) String() string {
 	return s.ID.String()
 }
 
-// ParseSetting parses the --compress flag.
+// FastSetting is --compress fast: the quickest level, for when time
+// matters more than the last few percent of size.
+var FastSetting = Setting{ID: Zstd, Level: 1}
+
+// ParseSetting parses the --compress flag: "none", "fast", "zstd" or
+// "zstd:LEVEL".
 func ParseSetting(s string) (Setting, error) {
 	name, level, hasLevel := strings.Cut(s, ":")
 	switch name {
+	case "fast":
+		if hasLevel {
+			return Setting{}, fmt.Errorf("codec: fast takes no level: %q", s)
+		}
+		return FastSetting, nil
 	case "none":
 		if hasLevel {
 			return Setting{}, fmt.Errorf("codec: none takes no level: %q", s)
@@ -72,7 +82,7 @@ func ParseSetting(s string) (Setting, error) {
 		}
 		return Setting{ID: Zstd, Level: n}, nil
 	}
-	return Setting{}, fmt.Errorf("codec: unknown compression %q (want zstd[:LEVEL] or none)", s)
+	return Setting{}, fmt.Errorf("codec: unknown compression %q (want zstd[:LEVEL], fast or none)", s)
 }
 
 // Encoder compresses chunks; Encode is safe for concurrent use.

@@ -48,13 +48,13 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestParseSetting(t *testing.T) {
-	for in, want := range map[string]string{"none": "none", "zstd": "zstd:3", "zstd:1": "zstd:1", "zstd:19": "zstd:19"} {
+	for in, want := range map[string]string{"none": "none", "fast": "zstd:1", "zstd": "zstd:3", "zstd:1": "zstd:1", "zstd:19": "zstd:19"} {
 		s, err := ParseSetting(in)
 		if err != nil || s.String() != want {
 			t.Errorf("ParseSetting(%q) = %v, %v; want %s", in, s, err, want)
 		}
 	}
-	for _, bad := range []string{"", "gzip", "zstd:0", "zstd:23", "zstd:x", "none:1"} {
+	for _, bad := range []string{"", "gzip", "zstd:0", "zstd:23", "zstd:x", "none:1", "fast:2"} {
 		if _, err := ParseSetting(bad); err == nil {
 			t.Errorf("ParseSetting(%q) accepted", bad)
 		}
