@@ -74,6 +74,9 @@ for r in $(seq 1 "$ROUNDS"); do
 	s=$(now)
 	"$P" create --force --progress=none "$FS" "$IMG" > /dev/null
 	add pl_create "$(echo "$(now) - $s" | bc)"
+	s=$(now)
+	"$P" create --force --progress=none --compress fast "$FS" "$DIR/fast.platter" > /dev/null
+	add pl_fast "$(echo "$(now) - $s" | bc)"
 
 	rm -f "$TGT"; truncate -s "$SIZE" "$TGT"; sync; s=$(now)
 	zstd -q -d -T0 < "$X" | partclone.extfs -q -r -s - -O "$TGT" 2>/dev/null
@@ -98,8 +101,8 @@ rm -f "$DIR/level.platter"
 "$P" create --force --progress=none "$FS" "$IMG" > /dev/null
 used=$("$P" info --json "$IMG" | awk -F': ' '/"used_bytes"/ { gsub(",", "", $2); print $2; exit }')
 
-czc=$(med cz_create); plc=$(med pl_create); czr=$(med cz_restore); plr=$(med pl_restore)
-czs=$(stat -c %s "$X"); pls=$(stat -c %s "$IMG")
+czc=$(med cz_create); plc=$(med pl_create); czr=$(med cz_restore); plr=$(med pl_restore); plf=$(med pl_fast)
+czs=$(stat -c %s "$X"); pls=$(stat -c %s "$IMG"); plfs=$(stat -c %s "$DIR/fast.platter")
 cat <<REPORT
 
 Platter benchmark, $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r)
@@ -111,6 +114,8 @@ filesystem: $GIB GiB ext4, $((used / 1048576)) MiB used; median of $ROUNDS alter
 | create  | $(printf '%.2f s' "$czc") | $(printf '%.2f s' "$plc") | $(printf '%.2fx faster' "$(echo "$czc / $plc" | bc -l)") |
 | restore | $(printf '%.2f s' "$czr") | $(printf '%.2f s' "$plr") | $(printf '%.2fx faster' "$(echo "$czr / $plr" | bc -l)") |
 | size    | $(printf '%.1f MiB' "$(echo "$czs / 1048576" | bc -l)") | $(printf '%.1f MiB' "$(echo "$pls / 1048576" | bc -l)") | $(printf '%+.1f%%' "$(echo "($pls - $czs) * 100 / $czs" | bc -l)") |
+| create --compress fast | $(printf '%.2f s' "$czc") | $(printf '%.2f s' "$plf") | $(printf '%.2fx faster' "$(echo "$czc / $plf" | bc -l)") |
+| size, fast | $(printf '%.1f MiB' "$(echo "$czs / 1048576" | bc -l)") | $(printf '%.1f MiB' "$(echo "$plfs / 1048576" | bc -l)") | $(printf '%+.1f%%' "$(echo "($plfs - $czs) * 100 / $czs" | bc -l)") |
 
 restored filesystem: e2fsck -fn $fsck
 platter create peak memory: $((rss / 1024)) MiB
@@ -120,4 +125,5 @@ create throughput: $(printf '%.0f' "$(echo "$used / 1048576 / $plc" | bc -l)") M
 |----------|--------|------------|
 $levels
 REPORT
+rm -f "$DIR/fast.platter"
 [ "$fsck" = clean ]
