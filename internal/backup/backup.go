@@ -104,19 +104,19 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 		Compression: opts.Compression.String(),
 		Warnings:    l.warnings,
 	}
+	maps := make([]*block.Map, len(l.areas))
 	for i, a := range l.areas {
-		if a.used != nil {
-			a.meta.Map = a.used.Bytes()
-		} else {
+		if a.used == nil {
 			a.meta.UsedBytes = p.rawUsed[i]
 		}
 		a.meta.StoredBytes = p.stored[i]
 		meta.Areas = append(meta.Areas, a.meta)
+		maps[i] = a.used
 	}
 	if err := p.resolveDuplicates(); err != nil {
 		return nil, 0, err
 	}
-	if err := w.Finish(p.entries, meta); err != nil {
+	if err := w.Finish(p.entries, maps, meta); err != nil {
 		return nil, 0, err
 	}
 	return meta, w.Offset(), nil

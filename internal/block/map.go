@@ -2,6 +2,7 @@ package block
 
 import (
 	"fmt"
+	"io"
 	"math/bits"
 )
 
@@ -202,6 +203,29 @@ func (m *Map) Bytes() []byte {
 		out[i] = byte(m.words[i/8] >> (uint(i%8) * 8))
 	}
 	return out
+}
+
+// ByteLen is the length of the map's Bytes form.
+func (m *Map) ByteLen() int64 { return (m.Blocks() + 7) / 8 }
+
+// WriteTo writes the Bytes form to w a piece at a time, without making a
+// copy of the whole map.
+func (m *Map) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	buf := make([]byte, 0, 64<<10)
+	n := m.ByteLen()
+	for i := int64(0); i < n; i++ {
+		buf = append(buf, byte(m.words[i/8]>>(uint(i%8)*8)))
+		if len(buf) == cap(buf) || i == n-1 {
+			k, err := w.Write(buf)
+			total += int64(k)
+			if err != nil {
+				return total, err
+			}
+			buf = buf[:0]
+		}
+	}
+	return total, nil
 }
 
 // MapFromBytes rebuilds a map from the form Bytes returns.

@@ -1,6 +1,7 @@
 package block
 
 import (
+	"bytes"
 	"math/rand"
 	"testing"
 )
@@ -57,6 +58,10 @@ func TestMapRunsMatchesBits(t *testing.T) {
 		}
 		if m.Any(off, n) != (prevEnd >= 0) {
 			t.Fatalf("Any(%d,%d) disagrees with Runs", off, n)
+		}
+		var wt bytes.Buffer
+		if _, err := m.WriteTo(&wt); err != nil || !bytes.Equal(wt.Bytes(), m.Bytes()) || int64(wt.Len()) != m.ByteLen() {
+			t.Fatalf("WriteTo differs from Bytes")
 		}
 		back, err := MapFromBytes(bs, length, m.Bytes())
 		if err != nil {

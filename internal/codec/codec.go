@@ -177,6 +177,16 @@ func (d *Decoder) Decode(id ID, dst, src []byte) ([]byte, error) {
 // Close releases the decoder's resources.
 func (d *Decoder) Close() { d.zdec.Close() }
 
+// NewStreamEncoder returns a zstd stream writer into w, for data too
+// large to hold twice in memory. Close flushes it.
+func NewStreamEncoder(w io.Writer) (io.WriteCloser, error) {
+	z, err := zstd.NewWriter(w, zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(false))
+	if err != nil {
+		return nil, fmt.Errorf("codec: %w", err)
+	}
+	return z, nil
+}
+
 // DecodeBlock decodes a stored block of unknown trustworthiness whose
 // decoded length must be exactly rawLen. Memory grows only as real data
 // decodes, so a hostile length field cannot make it allocate up front.

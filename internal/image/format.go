@@ -18,7 +18,7 @@ const Version = 1
 
 const (
 	headerSize      = 64
-	footerSize      = 80
+	footerSize      = 96
 	frameHeaderSize = 64
 	blockHeaderSize = 64
 	entrySize       = 64
@@ -32,6 +32,7 @@ var (
 	frameMagic  = [4]byte{'P', 'L', 'F', 'R'}
 	indexMagic  = [4]byte{'P', 'L', 'I', 'X'}
 	metaMagic   = [4]byte{'P', 'L', 'M', 'D'}
+	mapsMagic   = [4]byte{'P', 'L', 'M', 'P'}
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -178,6 +179,8 @@ type footer struct {
 	ID         ID
 	IndexOff   int64
 	IndexLen   int64 // bytes including the block header
+	MapsOff    int64
+	MapsLen    int64
 	MetaOff    int64
 	MetaLen    int64
 	EntryCount uint64
@@ -192,10 +195,28 @@ func (f *footer) put(b []byte) {
 	copy(b[16:32], f.ID[:])
 	le.PutUint64(b[32:], uint64(f.IndexOff))
 	le.PutUint64(b[40:], uint64(f.IndexLen))
-	le.PutUint64(b[48:], uint64(f.MetaOff))
-	le.PutUint64(b[56:], uint64(f.MetaLen))
-	le.PutUint64(b[64:], f.EntryCount)
-	le.PutUint32(b[76:], crc(b[:76]))
+	le.PutUint64(b[48:], uint64(f.MapsOff))
+	le.PutUint64(b[56:], uint64(f.MapsLen))
+	le.PutUint64(b[64:], uint64(f.MetaOff))
+	le.PutUint64(b[72:], uint64(f.MetaLen))
+	le.PutUint64(b[80:], f.EntryCount)
+	le.PutUint32(b[92:], crc(b[:92]))
+}
+
+func parseFooter(b []byte) footer {
+	le := binary.LittleEndian
+	f := footer{
+		Version:    le.Uint16(b[8:]),
+		IndexOff:   int64(le.Uint64(b[32:])),
+		IndexLen:   int64(le.Uint64(b[40:])),
+		MapsOff:    int64(le.Uint64(b[48:])),
+		MapsLen:    int64(le.Uint64(b[56:])),
+		MetaOff:    int64(le.Uint64(b[64:])),
+		MetaLen:    int64(le.Uint64(b[72:])),
+		EntryCount: le.Uint64(b[80:]),
+	}
+	copy(f.ID[:], b[16:32])
+	return f
 }
 
 func putHeader(b []byte, id ID, created int64) {

@@ -49,8 +49,8 @@ func sampleImage(t testing.TB) ([]byte, [][]byte) {
 	mp, _ := block.NewMap(512, 3*cs+4)
 	mp.SetRange(0, 10)
 	meta := &Metadata{SourceSize: 3*cs + 4, SectorSize: 512, Table: "none", ChunkSize: cs,
-		Areas: []Area{{Kind: KindPartition, Index: 1, Size: 3*cs + 4, Filesystem: "ext4", BlockSize: 512, Map: mp.Bytes()}}}
-	if err := w.Finish(entries, meta); err != nil {
+		Areas: []Area{{Kind: KindPartition, Index: 1, Size: 3*cs + 4, Filesystem: "ext4"}}}
+	if err := w.Finish(entries, []*block.Map{mp}, meta); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes(), chunks

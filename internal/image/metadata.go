@@ -51,12 +51,11 @@ type Area struct {
 	// chunk was copied.
 	Filesystem string `json:"filesystem"`
 	Note       string `json:"note,omitempty"`
-	// BlockSize and Map give the allocation bitmap (block.Map.Bytes form)
-	// of a filesystem area; a raw area has none and all of it is used.
-	BlockSize   int64  `json:"block_size,omitempty"`
-	Map         []byte `json:"map,omitempty"`
-	UsedBytes   int64  `json:"used_bytes"`
-	StoredBytes int64  `json:"stored_bytes"`
+	// BlockSize is the block size of the area's allocation map, which is
+	// stored in the maps block; 0 for a raw area, all of which is used.
+	BlockSize   int64 `json:"block_size,omitempty"`
+	UsedBytes   int64 `json:"used_bytes"`
+	StoredBytes int64 `json:"stored_bytes"`
 }
 
 // Label names the area in messages: "partition 2" or "gap at byte 0".

@@ -71,23 +71,16 @@ func NewReader(r io.ReaderAt, size int64) (*Reader, error) {
 	if [8]byte(fb[:8]) != footerMagic {
 		return nil, &FormatError{Off: footOff, Msg: "no footer (the image is truncated or was never finished)"}
 	}
-	if le.Uint32(fb[76:]) != crc(fb[:76]) {
+	if le.Uint32(fb[92:]) != crc(fb[:92]) {
 		return nil, &FormatError{Off: footOff, Msg: "footer checksum mismatch"}
 	}
-	f := footer{
-		Version:    le.Uint16(fb[8:]),
-		IndexOff:   int64(le.Uint64(fb[32:])),
-		IndexLen:   int64(le.Uint64(fb[40:])),
-		MetaOff:    int64(le.Uint64(fb[48:])),
-		MetaLen:    int64(le.Uint64(fb[56:])),
-		EntryCount: le.Uint64(fb[64:]),
-	}
-	copy(f.ID[:], fb[16:32])
+	f := parseFooter(fb[:])
 	if f.ID != ir.id {
 		return nil, &FormatError{Off: footOff + 16, Msg: "footer belongs to another image (id mismatch)"}
 	}
-	if f.IndexOff < headerSize || f.IndexLen < blockHeaderSize || f.MetaLen < blockHeaderSize ||
-		f.IndexOff+f.IndexLen != f.MetaOff || f.MetaOff+f.MetaLen != footOff {
+	// Index, maps and metadata follow each other, and the footer follows them.
+	if f.IndexOff < headerSize || f.IndexLen < blockHeaderSize || f.MapsLen < blockHeaderSize || f.MetaLen < blockHeaderSize ||
+		f.IndexOff+f.IndexLen != f.MapsOff || f.MapsOff+f.MapsLen != f.MetaOff || f.MetaOff+f.MetaLen != footOff {
 		return nil, &FormatError{Off: footOff + 32, Msg: "footer points outside the file"}
 	}
 
@@ -103,6 +96,10 @@ func NewReader(r io.ReaderAt, size int64) (*Reader, error) {
 		return nil, err
 	}
 	ir.meta = &meta
+	mapsHash, err := ir.readMaps(f.MapsOff, f.MapsLen)
+	if err != nil {
+		return nil, err
+	}
 
 	// The index can hold at most one entry per chunk of every area.
 	var maxEntries int64
@@ -110,7 +107,7 @@ func NewReader(r io.ReaderAt, size int64) (*Reader, error) {
 		maxEntries += (a.Size + meta.ChunkSize - 1) / meta.ChunkSize
 	}
 	if f.EntryCount > uint64(maxEntries) {
-		return nil, &FormatError{Off: footOff + 64, Msg: fmt.Sprintf("footer claims %d index entries, the areas have %d chunks", f.EntryCount, maxEntries)}
+		return nil, &FormatError{Off: footOff + 80, Msg: fmt.Sprintf("footer claims %d index entries, the areas have %d chunks", f.EntryCount, maxEntries)}
 	}
 	idxRaw, idxHash, err := ir.readBlock(f.IndexOff, f.IndexLen, indexMagic, int64(f.EntryCount)*entrySize)
 	if err != nil {
@@ -129,6 +126,7 @@ func NewReader(r io.ReaderAt, size int64) (*Reader, error) {
 	}
 	h := blake3.New()
 	h.Write(idxHash[:])
+	h.Write(mapsHash[:])
 	h.Write(metaHash[:])
 	copy(ir.digest[:], h.Sum(nil))
 
@@ -194,7 +192,6 @@ func (ir *Reader) checkMeta(m *Metadata, off int64) error {
 	if m.Parent != "" {
 		return bad("image is an incremental of %s; this platter does not read incremental images", m.Parent)
 	}
-	ir.maps = make([]*block.Map, len(m.Areas))
 	for i := range m.Areas {
 		a := &m.Areas[i]
 		if a.Start < 0 || a.Size <= 0 || a.Start > m.SourceSize || a.Size > m.SourceSize-a.Start {
@@ -203,15 +200,43 @@ func (ir *Reader) checkMeta(m *Metadata, off int64) error {
 		if a.Kind != KindPartition && a.Kind != KindGap {
 			return bad("area %d has unknown kind %q", i, a.Kind)
 		}
-		if a.Map != nil {
-			mp, err := block.MapFromBytes(a.BlockSize, a.Size, a.Map)
-			if err != nil {
-				return bad("area %d (%s): %v", i, a.Label(), err)
-			}
-			ir.maps[i] = mp
+		if a.BlockSize < 0 || a.BlockSize > maxChunkSize || (a.BlockSize > 0 && a.Size/a.BlockSize > 1<<34) {
+			return bad("area %d (%s) has an impossible map block size %d", i, a.Label(), a.BlockSize)
 		}
 	}
 	return nil
+}
+
+// readMaps reads the maps block and rebuilds the allocation map of every
+// area that has one, in area order.
+func (ir *Reader) readMaps(off, length int64) ([32]byte, error) {
+	var want int64
+	for _, a := range ir.meta.Areas {
+		if a.BlockSize > 0 {
+			want += ((a.Size+a.BlockSize-1)/a.BlockSize + 7) / 8
+		}
+	}
+	raw, hash, err := ir.readBlock(off, length, mapsMagic, want)
+	if err != nil {
+		return hash, err
+	}
+	if int64(len(raw)) != want {
+		return hash, &FormatError{Off: off, Msg: fmt.Sprintf("maps block holds %d bytes, the areas need %d", len(raw), want)}
+	}
+	ir.maps = make([]*block.Map, len(ir.meta.Areas))
+	for i, a := range ir.meta.Areas {
+		if a.BlockSize == 0 {
+			continue
+		}
+		n := ((a.Size+a.BlockSize-1)/a.BlockSize + 7) / 8
+		m, err := block.MapFromBytes(a.BlockSize, a.Size, raw[:n])
+		if err != nil {
+			return hash, &FormatError{Off: off, Msg: fmt.Sprintf("map of %s", a.Label()), Err: err}
+		}
+		ir.maps[i] = m
+		raw = raw[n:]
+	}
+	return hash, nil
 }
 
 func (ir *Reader) checkEntry(e Entry, i int, indexOff int64) error {

@@ -1,12 +1,14 @@
 package image
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
 	"time"
 
+	"github.com/platter-dev/platter/internal/block"
 	"github.com/platter-dev/platter/internal/codec"
 	"github.com/zeebo/blake3"
 )
@@ -78,9 +80,13 @@ func (w *Writer) WriteFrame(f *Frame) (int64, error) {
 }
 
 // Finish writes the index (entries, in any order: they are sorted by
-// area and chunk), the metadata and the footer. The caller then syncs and
+// area and chunk), the allocation maps (maps[i] for meta.Areas[i], nil for
+// a raw area), the metadata and the footer. The caller then syncs and
 // renames the file; until the footer is written the image is not valid.
-func (w *Writer) Finish(entries []Entry, meta *Metadata) error {
+func (w *Writer) Finish(entries []Entry, maps []*block.Map, meta *Metadata) error {
+	if len(maps) != len(meta.Areas) {
+		return fmt.Errorf("image: %d maps for %d areas", len(maps), len(meta.Areas))
+	}
 	sort.Slice(entries, func(i, j int) bool {
 		a, b := entries[i], entries[j]
 		if a.Area != b.Area {
@@ -98,6 +104,18 @@ func (w *Writer) Finish(entries []Entry, meta *Metadata) error {
 	}
 	indexLen := w.off - indexOff
 
+	mapsOff := w.off
+	for i, m := range maps {
+		meta.Areas[i].BlockSize = 0
+		if m != nil {
+			meta.Areas[i].BlockSize = m.BlockSize()
+		}
+	}
+	if err := w.writeMaps(maps); err != nil {
+		return err
+	}
+	mapsLen := w.off - mapsOff
+
 	meta.FormatVersion = Version
 	meta.ID = w.id.String()
 	js, err := json.Marshal(meta)
@@ -113,6 +131,8 @@ func (w *Writer) Finish(entries []Entry, meta *Metadata) error {
 		ID:         w.id,
 		IndexOff:   indexOff,
 		IndexLen:   indexLen,
+		MapsOff:    mapsOff,
+		MapsLen:    mapsLen,
 		MetaOff:    metaOff,
 		MetaLen:    w.off - metaOff,
 		EntryCount: uint64(len(entries)),
@@ -120,6 +140,40 @@ func (w *Writer) Finish(entries []Entry, meta *Metadata) error {
 	var b [footerSize]byte
 	f.put(b[:])
 	return w.write(b[:])
+}
+
+// writeMaps writes the maps block: every map's bitmap, in area order,
+// streamed through the compressor so no whole copy of a large map is
+// ever made (a 16 TiB filesystem of 4 KiB blocks has a 512 MiB map).
+func (w *Writer) writeMaps(maps []*block.Map) error {
+	var stored bytes.Buffer
+	zw, err := codec.NewStreamEncoder(&stored)
+	if err != nil {
+		return err
+	}
+	h := blake3.New()
+	var raw int64
+	for _, m := range maps {
+		if m == nil {
+			continue
+		}
+		n, err := m.WriteTo(io.MultiWriter(h, zw))
+		raw += n
+		if err != nil {
+			return fmt.Errorf("image: encode allocation map: %w", err)
+		}
+	}
+	if err := zw.Close(); err != nil {
+		return fmt.Errorf("image: encode allocation maps: %w", err)
+	}
+	bh := blockHeader{Magic: mapsMagic, Codec: uint8(codec.Zstd), RawLen: uint64(raw), Stored: uint64(stored.Len()), StoredCRC: crc(stored.Bytes())}
+	copy(bh.Hash[:], h.Sum(nil))
+	var b [blockHeaderSize]byte
+	bh.put(b[:])
+	if err := w.write(b[:]); err != nil {
+		return err
+	}
+	return w.write(stored.Bytes())
 }
 
 func (w *Writer) writeBlock(magic [4]byte, raw []byte) error {
