@@ -82,3 +82,55 @@ func (d *Device) Close() error { return d.f.Close() }
 
 // File exposes the underlying file (for ioctls and fadvise).
 func (d *Device) File() *os.File { return d.f }
+
+// StartWriteback asks the kernel to begin writing [off, off+n) out now,
+// without waiting, so the final sync finds little left to do and the
+// disk works while the CPU decompresses the next chunks.
+func (d *Device) StartWriteback(off, n int64) { startWriteback(d.f, off, n) }
+
+// Writeback wraps a file that is written front to back and starts the
+// writeback of every window bytes as soon as they are written, so a
+// final sync finds little left to do.
+type Writeback struct {
+	f       *os.File
+	off     int64
+	started int64
+	window  int64
+}
+
+// NewWriteback wraps f, which must be written only through the result.
+func NewWriteback(f *os.File, window int64) *Writeback {
+	return &Writeback{f: f, window: window}
+}
+
+func (w *Writeback) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.off += int64(n)
+	if w.off-w.started >= w.window {
+		startWriteback(w.f, w.started, w.off-w.started)
+		w.started = w.off
+	}
+	return n, err
+}
+
+// Mount is a mounted filesystem that lives on (part of) a device.
+type Mount struct {
+	Device   string // what the mount table names as the source
+	Point    string // mount point
+	FSType   string
+	ReadOnly bool
+}
+
+// writeZeros writes zero bytes over [off, off+n).
+func writeZeros(d *Device, off, n int64) error {
+	buf := make([]byte, min(n, 1<<20))
+	for n > 0 {
+		k := min(n, int64(len(buf)))
+		if _, err := d.f.WriteAt(buf[:k], off); err != nil {
+			return err
+		}
+		off += k
+		n -= k
+	}
+	return nil
+}

@@ -10,14 +10,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Mount is a mounted filesystem that lives on (part of) a device.
-type Mount struct {
-	Device   string // what mountinfo names as the source
-	Point    string // mount point
-	FSType   string
-	ReadOnly bool
-}
-
 // Mounts lists the mounted filesystems that use path: the device itself,
 // one of its partitions, or — for a regular file — a loop device backed
 // by the file (and that loop device's partitions).
