@@ -237,7 +237,9 @@ func (p *pipeline) buffer() []byte {
 	if b, ok := p.pool.Get().(*[]byte); ok {
 		return *b
 	}
-	return make([]byte, p.cs)
+	// Room for compressed output that is larger than its input (random
+	// data), so the encoder never has to grow and copy the buffer.
+	return make([]byte, p.cs, p.cs+p.cs/64+4096)
 }
 
 func (p *pipeline) release(b []byte) {
