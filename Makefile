@@ -17,16 +17,25 @@ FUZZ := ./internal/ptable:FuzzMBR ./internal/ptable:FuzzGPT \
 	./internal/fsmap/ext:FuzzDetect ./internal/fsmap/fat:FuzzDetect \
 	./internal/fsmap/ntfs:FuzzDetect ./internal/image:FuzzReader
 
-.PHONY: all build deps test unit e2e fuzz vet demo bench clean
+.PHONY: all build build-purego deps test unit e2e fuzz vet demo bench clean
 
 all: build
 
+# One static binary. cgo only compiles the reference C zstd into it (a
+# measured win, docs/performance.md); netgo/osusergo keep libc's resolver
+# out. `make build-purego` builds without any C.
+BUILD_FLAGS := -trimpath -tags netgo,osusergo -ldflags '-extldflags "-static"'
+
 build:
+	CGO_ENABLED=1 $(GO) build $(BUILD_FLAGS) -o $(BIN) ./cmd/platter
+
+build-purego:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/platter
 
 deps:
 	@missing=""; for t in $(TOOLS); do cmd=$${t%%:*}; pkg=$${t##*:}; \
 		command -v $$cmd >/dev/null 2>&1 || [ -x $$cmd ] || [ -x /usr/sbin/$$cmd ] || [ -x /sbin/$$cmd ] || missing="$$missing $$pkg"; done; \
+	ls /usr/lib/*/libc.a >/dev/null 2>&1 || missing="$$missing libc6-dev"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$(echo $$missing | tr ' ' '\n' | sort -u) >/dev/null; \
@@ -41,6 +50,7 @@ vet:
 
 unit: deps
 	CGO_ENABLED=1 $(GO) test -race -count=1 ./internal/... ./cmd/...
+	CGO_ENABLED=0 $(GO) test -count=1 ./internal/codec ./internal/backup ./internal/image ./internal/restore
 
 e2e: deps build
 	$(GO) test -count=1 -timeout 30m ./test/...

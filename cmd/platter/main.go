@@ -13,6 +13,7 @@ import (
 
 	"github.com/platter-dev/platter/internal/backup"
 	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/codec"
 	"github.com/platter-dev/platter/internal/image"
 	"github.com/platter-dev/platter/internal/restore"
 	"github.com/spf13/cobra"
@@ -96,7 +97,7 @@ func newRootCommand() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "platter",
 		Short:         "Make, check, describe and restore disk images",
-		Version:       version,
+		Version:       version + " (zstd encoder: " + codec.EncoderName + ")",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}

@@ -32,9 +32,10 @@ func TestMain(m *testing.M) {
 	shared = filepath.Join(dir, "shared")
 	os.Mkdir(shared, 0o755)
 	platter = filepath.Join(dir, "platter")
-	build := exec.Command("go", "build", "-o", platter, "./cmd/platter")
+	// The same static build as `make build`.
+	build := exec.Command("go", "build", "-trimpath", "-tags", "netgo,osusergo", "-ldflags", `-extldflags "-static"`, "-o", platter, "./cmd/platter")
 	build.Dir = root
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	build.Env = append(os.Environ(), "CGO_ENABLED=1")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build platter: %v\n%s", err, out)
 		os.Exit(1)
