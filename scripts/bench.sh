@@ -117,6 +117,8 @@ filesystem: $GIB GiB ext4, $((used / 1048576)) MiB used; median of $ROUNDS alter
 | create --compress fast | $(printf '%.2f s' "$czc") | $(printf '%.2f s' "$plf") | $(printf '%.2fx faster' "$(echo "$czc / $plf" | bc -l)") |
 | size, fast | $(printf '%.1f MiB' "$(echo "$czs / 1048576" | bc -l)") | $(printf '%.1f MiB' "$(echo "$plfs / 1048576" | bc -l)") | $(printf '%+.1f%%' "$(echo "($plfs - $czs) * 100 / $czs" | bc -l)") |
 
+every run (s): Clonezilla create${T[cz_create]}; platter create${T[pl_create]}; fast${T[pl_fast]}
+               Clonezilla restore${T[cz_restore]}; platter restore${T[pl_restore]}
 restored filesystem: e2fsck -fn $fsck
 platter create peak memory: $((rss / 1024)) MiB
 create throughput: $(printf '%.0f' "$(echo "$used / 1048576 / $plc" | bc -l)") MiB/s of used data
