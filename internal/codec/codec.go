@@ -114,11 +114,38 @@ func (e *Encoder) Encode(dst, src []byte) (ID, []byte) {
 	if e.zenc == nil {
 		return None, src
 	}
+	if !e.worthTrying(dst, src) {
+		return None, src
+	}
 	out, ok := e.zenc.encode(dst, src)
 	if !ok || len(out) >= len(src)-len(src)/64 {
 		return None, src
 	}
 	return Zstd, out
+}
+
+// Probe samples: spread over a chunk, each probeSize bytes.
+const (
+	probes    = 8
+	probeSize = 16 << 10
+)
+
+// worthTrying compresses small samples spread over a large chunk and
+// reports whether any of them shrinks. Media, archives and encrypted data
+// do not, and the C encoder spends as long on them as on text for no gain.
+func (e *Encoder) worthTrying(dst, src []byte) bool {
+	if len(src) < 4*probes*probeSize {
+		return true
+	}
+	step := len(src) / probes
+	for k := range probes {
+		sample := src[k*step : k*step+probeSize]
+		out, ok := e.zenc.encode(dst, sample)
+		if !ok || len(out) < len(sample)-len(sample)/32 {
+			return true
+		}
+	}
+	return false
 }
 
 // Close releases the encoder's resources.
