@@ -8,12 +8,8 @@ import (
 
 	"github.com/platter-dev/platter/internal/codec"
 	"github.com/platter-dev/platter/internal/image"
+	"github.com/platter-dev/platter/internal/tooltest"
 )
-
-type memSource struct{ *bytes.Reader }
-
-func (m memSource) Size() int64       { return m.Reader.Size() }
-func (m memSource) SectorSize() int64 { return 512 }
 
 // An unknown filesystem is imaged raw: zero chunks get no frame and
 // identical chunks share one.
@@ -26,7 +22,7 @@ func TestZeroAndDuplicateChunks(t *testing.T) {
 	data[7*cs+10] = 1            // chunk 7: almost all zero, stored
 	// chunks 1, 2, 4, 6 and the short last one are zero
 	var out bytes.Buffer
-	meta, _, err := Run(context.Background(), memSource{bytes.NewReader(data)}, &out, Options{ChunkSize: cs})
+	meta, _, err := Run(context.Background(), tooltest.NewMemSource(data), &out, Options{ChunkSize: cs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +67,7 @@ func TestCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	var out bytes.Buffer
-	if _, _, err := Run(ctx, memSource{bytes.NewReader(data)}, &out, Options{}); err == nil {
+	if _, _, err := Run(ctx, tooltest.NewMemSource(data), &out, Options{}); err == nil {
 		t.Fatal("cancelled run succeeded")
 	}
 }
@@ -81,7 +77,7 @@ func TestCompressionSetting(t *testing.T) {
 	sizes := map[string]int{}
 	for _, s := range []codec.Setting{{ID: codec.None}, {ID: codec.Zstd, Level: 3}} {
 		var out bytes.Buffer
-		if _, _, err := Run(context.Background(), memSource{bytes.NewReader(text)}, &out, Options{Compression: s}); err != nil {
+		if _, _, err := Run(context.Background(), tooltest.NewMemSource(text), &out, Options{Compression: s}); err != nil {
 			t.Fatal(err)
 		}
 		sizes[s.String()] = out.Len()

@@ -11,12 +11,8 @@ import (
 	"github.com/platter-dev/platter/internal/backup"
 	"github.com/platter-dev/platter/internal/codec"
 	"github.com/platter-dev/platter/internal/image"
+	"github.com/platter-dev/platter/internal/tooltest"
 )
-
-type memSource struct{ *bytes.Reader }
-
-func (m memSource) Size() int64       { return m.Reader.Size() }
-func (m memSource) SectorSize() int64 { return 512 }
 
 // memTarget records what a restore writes and zeroes.
 // Like a file, it takes parallel writes to different ranges.
@@ -39,7 +35,7 @@ func (t *memTarget) Zero(off, n int64) error {
 
 func imageOf(t *testing.T, data []byte) *image.Reader {
 	var out bytes.Buffer
-	_, _, err := backup.Run(context.Background(), memSource{bytes.NewReader(data)}, &out,
+	_, _, err := backup.Run(context.Background(), tooltest.NewMemSource(data), &out,
 		backup.Options{ChunkSize: 64 << 10, Compression: codec.DefaultSetting})
 	if err != nil {
 		t.Fatal(err)

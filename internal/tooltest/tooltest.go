@@ -232,3 +232,12 @@ func (r *SparseReader) ReadAt(p []byte, off int64) (int, error) {
 	}
 	return len(p), nil
 }
+
+// MemSource is a block.Source over bytes in memory, with 512-byte sectors.
+type MemSource struct{ *bytes.Reader }
+
+// NewMemSource serves b as a source.
+func NewMemSource(b []byte) MemSource { return MemSource{bytes.NewReader(b)} }
+
+func (m MemSource) Size() int64       { return m.Reader.Size() }
+func (m MemSource) SectorSize() int64 { return 512 }
