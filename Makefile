@@ -58,7 +58,7 @@ e2e: deps build
 fuzz: deps
 	@set -e; for f in $(FUZZ); do pkg=$${f%%:*}; fn=$${f##*:}; \
 		echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
-		$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) $$pkg >/dev/null || { $(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=1s $$pkg; exit 1; }; \
+		out=$$($(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) $$pkg 2>&1) || { echo "$$out" | tail -40; exit 1; }; \
 	done
 
 test: deps vet fuzz unit e2e
