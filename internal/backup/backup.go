@@ -21,6 +21,12 @@ import (
 // DefaultChunkSize is the chunk grid step. See docs/performance.md.
 const DefaultChunkSize = 4 << 20
 
+// maxDedup bounds the table of chunk hashes that later chunks are
+// deduplicated against (about 100 bytes each): duplicates of the first
+// 512Ki distinct chunks (2 TiB of 4 MiB chunks) are found, and memory
+// stays bounded on any disk.
+const maxDedup = 512 << 10
+
 // Progress receives the engine's progress; ui implements it. Calls come
 // from several goroutines.
 type Progress interface {
@@ -43,6 +49,7 @@ type Options struct {
 	Workers     int
 	Tool        string // "platter VERSION"
 	Progress    Progress
+	TempDir     string // where the index spills once it outgrows memory ("": os.TempDir())
 }
 
 // Run images src into out and returns the metadata it wrote. It writes
@@ -70,6 +77,7 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 	if err != nil {
 		return nil, 0, err
 	}
+	w.TempDir = opts.TempDir
 	enc, err := codec.NewEncoder(opts.Compression, opts.Workers)
 	if err != nil {
 		return nil, 0, err
@@ -104,19 +112,17 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 		Compression: opts.Compression.String(),
 		Warnings:    l.warnings,
 	}
-	maps := make([]*block.Map, len(l.areas))
+	maps := make([]image.Bitmap, len(l.areas))
 	for i, a := range l.areas {
 		if a.used == nil {
 			a.meta.UsedBytes = p.rawUsed[i]
+		} else {
+			maps[i] = a.used
 		}
 		a.meta.StoredBytes = p.stored[i]
 		meta.Areas = append(meta.Areas, a.meta)
-		maps[i] = a.used
 	}
-	if err := p.resolveDuplicates(); err != nil {
-		return nil, 0, err
-	}
-	if err := w.Finish(p.entries, maps, meta); err != nil {
+	if err := w.Finish(maps, meta, p.resolveDuplicate); err != nil {
 		return nil, 0, err
 	}
 	return meta, w.Offset(), nil
@@ -129,6 +135,10 @@ type job struct {
 	off   int64 // byte offset in the source
 	n     int64 // chunk length
 	used  int64 // bytes the progress counts for it
+	// The allocation map of the blocks the chunk overlaps (nil for a raw
+	// area); byte x of the area is byte x-mapBase of it.
+	usedMap *block.Map
+	mapBase int64
 
 	buf     []byte // raw chunk
 	cbuf    []byte // compressed
@@ -154,13 +164,13 @@ type pipeline struct {
 	w        *image.Writer
 	progress Progress
 
-	// frames holds every distinct chunk hash seen: a worker claims a hash
-	// (offset -1) before compressing, the writer fills in the frame.
+	// frames holds distinct chunk hashes seen, up to maxDedup: a worker
+	// claims a hash (offset -1) before compressing, the writer fills in
+	// the frame.
 	mu     sync.Mutex
 	frames map[[32]byte]frameRef
 
 	// Owned by the writer goroutine.
-	entries []image.Entry
 	stored  map[int]int64
 	rawUsed map[int]int64
 	pool    sync.Pool
@@ -180,15 +190,25 @@ func (p *pipeline) run(ctx context.Context, workers int) error {
 			for k := int64(0); k*p.cs < a.meta.Size; k++ {
 				off := k * p.cs
 				n := min(p.cs, a.meta.Size-off)
-				used := n
+				j := &job{area: i, chunk: k, off: a.meta.Start + off, n: n, used: n, done: make(chan struct{})}
 				if a.used != nil {
-					if !a.used.Any(off, n) {
+					m, base, err := a.used.Window(off, n)
+					if err != nil {
+						// The writer stops at this job.
+						j.err = fmt.Errorf("partition %d: read allocation map: %w", a.meta.Index, err)
+						close(j.done)
+						select {
+						case order <- j:
+						case <-ctx.Done():
+						}
+						return
+					}
+					if !m.Any(off-base, n) {
 						continue
 					}
-					used = 0
-					a.used.Runs(off, n, func(e block.Extent) { used += e.Len })
+					j.usedMap, j.mapBase, j.used = m, base, 0
+					m.Runs(off-base, n, func(e block.Extent) { j.used += e.Len })
 				}
-				j := &job{area: i, chunk: k, off: a.meta.Start + off, n: n, used: used, done: make(chan struct{})}
 				select {
 				case order <- j:
 				case <-ctx.Done():
@@ -263,7 +283,7 @@ func (p *pipeline) process(j *job) {
 	j.hash = blake3.Sum256(j.buf)
 	p.mu.Lock()
 	_, j.dup = p.frames[j.hash]
-	if !j.dup {
+	if !j.dup && len(p.frames) < maxDedup {
 		p.frames[j.hash] = frameRef{off: -1}
 	}
 	p.mu.Unlock()
@@ -278,11 +298,13 @@ func (p *pipeline) process(j *job) {
 // free blocks (garbage on a used disk) never reach the image.
 func (p *pipeline) read(a *area, j *job) error {
 	rel := j.off - a.meta.Start
-	if a.used == nil {
+	if j.usedMap == nil {
 		return p.readAt(j.buf, j.off)
 	}
 	var runs []block.Extent
-	a.used.Runs(rel, j.n, func(e block.Extent) { runs = append(runs, e) })
+	j.usedMap.Runs(rel-j.mapBase, j.n, func(e block.Extent) {
+		runs = append(runs, block.Extent{Off: e.Off + j.mapBase, Len: e.Len})
+	})
 	first, last := runs[0].Off, runs[len(runs)-1].End()
 	var used int64
 	for _, r := range runs {
@@ -359,14 +381,18 @@ func (p *pipeline) write(ctx context.Context, order chan *job) error {
 			}
 			e.FrameOff, e.Stored = off, uint32(len(j.payload))
 			p.mu.Lock()
-			p.frames[j.hash] = frameRef{off: off, stored: e.Stored}
+			if _, ok := p.frames[j.hash]; ok {
+				p.frames[j.hash] = frameRef{off: off, stored: e.Stored}
+			}
 			p.mu.Unlock()
 			p.stored[j.area] += 64 + int64(len(j.payload))
 		}
 		if p.areas[j.area].used == nil && !j.zero {
 			p.rawUsed[j.area] += j.n
 		}
-		p.entries = append(p.entries, e)
+		if err := p.w.AddEntry(e); err != nil {
+			return err
+		}
 		p.release(j.buf)
 		p.release(j.cbuf)
 		p.progress.Add(j.used)
@@ -377,17 +403,13 @@ func (p *pipeline) write(ctx context.Context, order chan *job) error {
 	return nil
 }
 
-func (p *pipeline) resolveDuplicates() error {
-	for i := range p.entries {
-		e := &p.entries[i]
-		if e.FrameOff != -1 {
-			continue
-		}
-		f, ok := p.frames[e.Hash]
-		if !ok || f.off < 0 {
-			return fmt.Errorf("backup: internal error: duplicate chunk %d of area %d has no frame", e.Chunk, e.Area)
-		}
-		e.FrameOff, e.Stored = f.off, f.stored
+// resolveDuplicate points a duplicate chunk's entry at the frame of the
+// first chunk with its content, written by now.
+func (p *pipeline) resolveDuplicate(e *image.Entry) error {
+	f, ok := p.frames[e.Hash]
+	if !ok || f.off < 0 {
+		return fmt.Errorf("backup: internal error: duplicate chunk %d of area %d has no frame", e.Chunk, e.Area)
 	}
+	e.FrameOff, e.Stored = f.off, f.stored
 	return nil
 }

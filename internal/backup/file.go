@@ -41,6 +41,7 @@ func ToFile(ctx context.Context, src block.Source, path string, force bool, opts
 	// No buffering: frames are large and go straight to the file; only
 	// the frame headers are small writes.
 	// Writeback starts as the image grows, so the final sync is short.
+	opts.TempDir = filepath.Dir(path)
 	meta, n, err := Run(ctx, src, blockdev.NewWriteback(f, 16<<20), opts)
 	if err != nil {
 		return nil, 0, err

@@ -18,7 +18,7 @@ import (
 // (nil: every byte counts, zero chunks are recorded as zero).
 type area struct {
 	meta image.Area
-	used *block.Map
+	used *block.Usage
 }
 
 // layout is what create will copy.
@@ -107,10 +107,18 @@ func planPartition(src block.Source, p ptable.Partition) (area, string, error) {
 	if u == nil {
 		return a, "", nil
 	}
-	a.used = u.Used
+	used, err := u.UsedBytes()
+	if err != nil {
+		// The bitmap could not be read (a damaged block, an I/O error):
+		// copy the partition raw rather than trust part of a map.
+		note := fmt.Sprintf("partition %d: %s allocation map unreadable (%v); copying every non-zero block", p.Index, u.FS, err)
+		a.meta.Note = note
+		return a, note, nil
+	}
+	a.used = u
 	a.meta.Filesystem = u.FS
-	a.meta.BlockSize = u.Used.BlockSize()
-	a.meta.UsedBytes = u.Used.UsedBytes()
+	a.meta.BlockSize = u.BlockSize()
+	a.meta.UsedBytes = used
 	return a, "", nil
 }
 

@@ -45,15 +45,3 @@ type CorruptError struct {
 func (e *CorruptError) Error() string {
 	return fmt.Sprintf("%s: %s at byte %d", e.What, e.Msg, e.Off)
 }
-
-// Usage is a filesystem detector's answer: which filesystem it found and
-// which of its blocks hold data.
-type Usage struct {
-	// FS names the filesystem: "ext2", "ext3", "ext4", "fat12", "fat16",
-	// "fat32", "ntfs".
-	FS string
-	// Used marks the blocks that must be copied: every block the
-	// filesystem's own structures say is allocated, plus its metadata
-	// areas (boot sectors, superblocks, FATs, ...).
-	Used *Map
-}

@@ -3,6 +3,7 @@ package image
 import (
 	"bytes"
 	"errors"
+	"io"
 	"testing"
 	"time"
 
@@ -32,7 +33,7 @@ func sampleImage(t testing.TB) ([]byte, [][]byte) {
 		case i == 1:
 			e.Flags = FlagZero
 		case i == 2:
-			e.FrameOff, e.Stored = first, entries[0].Stored
+			e.FrameOff = -1 // resolved by Finish
 		default:
 			id, p := enc.Encode(nil, c)
 			off, err := w.WriteFrame(&Frame{Area: 0, Chunk: uint64(i), RawLen: len(c), Hash: e.Hash, Codec: id, Payload: p})
@@ -44,13 +45,26 @@ func sampleImage(t testing.TB) ([]byte, [][]byte) {
 				first = off
 			}
 		}
+		if err := w.AddEntry(e); err != nil {
+			t.Fatal(err)
+		}
 		entries = append(entries, e)
 	}
 	mp, _ := block.NewMap(512, 3*cs+4)
 	mp.SetRange(0, 10)
 	meta := &Metadata{SourceSize: 3*cs + 4, SectorSize: 512, Table: "none", ChunkSize: cs,
 		Areas: []Area{{Kind: KindPartition, Index: 1, Size: 3*cs + 4, Filesystem: "ext4"}}}
-	if err := w.Finish(entries, []*block.Map{mp}, meta); err != nil {
+	resolve := func(e *Entry) error {
+		if e.Chunk != 2 {
+			t.Fatalf("resolve called for chunk %d", e.Chunk)
+		}
+		e.FrameOff, e.Stored = first, entries[0].Stored
+		return nil
+	}
+	if err := w.AddEntry(entries[1]); err == nil {
+		t.Fatal("AddEntry took an entry out of order")
+	}
+	if err := w.Finish([]Bitmap{mp}, meta, resolve); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes(), chunks
@@ -133,4 +147,30 @@ func FuzzReader(f *testing.F) {
 		}
 		r.Close()
 	})
+}
+
+// A spool larger than its memory share moves to a file and reads back
+// every byte in order.
+func TestSpoolSpills(t *testing.T) {
+	s := &spool{dir: t.TempDir()}
+	defer s.Close()
+	var want bytes.Buffer
+	for i := 0; want.Len() <= 3*spoolMemory; i++ {
+		b := bytes.Repeat([]byte{byte(i), byte(i >> 8)}, 1+i%5000)
+		want.Write(b)
+		if _, err := s.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s.f == nil || s.Len() != int64(want.Len()) {
+		t.Fatalf("spool of %d bytes: file %v, Len %d", want.Len(), s.f, s.Len())
+	}
+	r, err := s.reader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(got, want.Bytes()) {
+		t.Fatalf("read back %d bytes (%v), want %d", len(got), err, want.Len())
+	}
 }

@@ -1,14 +1,12 @@
 package image
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
+	"hash/crc32"
 	"io"
-	"sort"
 	"time"
 
-	"github.com/platter-dev/platter/internal/block"
 	"github.com/platter-dev/platter/internal/codec"
 	"github.com/zeebo/blake3"
 )
@@ -18,10 +16,18 @@ import (
 // seeks. It is not safe for concurrent use; the backup engine feeds it
 // from one goroutine.
 type Writer struct {
+	// TempDir is where index entries and compressed blocks spill once
+	// they outgrow memory ("": os.TempDir()). The backup engine points it
+	// beside the image.
+	TempDir string
+
 	w       io.Writer
 	off     int64
 	id      ID
 	scratch [frameHeaderSize]byte
+	index   *spool // entries given to AddEntry
+	entries uint64
+	last    Entry
 }
 
 // NewWriter writes the image header to w.
@@ -79,27 +85,73 @@ func (w *Writer) WriteFrame(f *Frame) (int64, error) {
 	return off, nil
 }
 
-// Finish writes the index (entries, in any order: they are sorted by
-// area and chunk), the allocation maps (maps[i] for meta.Areas[i], nil for
-// a raw area), the metadata and the footer. The caller then syncs and
-// renames the file; until the footer is written the image is not valid.
-func (w *Writer) Finish(entries []Entry, maps []*block.Map, meta *Metadata) error {
+// AddEntry records the index entry of one chunk. Entries come in area
+// order and, within an area, in chunk order. A duplicate chunk whose frame
+// is not known yet may carry FrameOff -1; Finish's resolve fills it in.
+//
+// Entries are spooled (in memory, then in a temporary file) rather than
+// kept: a fully used 16 TiB disk has four million of them.
+func (w *Writer) AddEntry(e Entry) error {
+	if w.entries > 0 && (e.Area < w.last.Area || e.Area == w.last.Area && e.Chunk <= w.last.Chunk) {
+		return fmt.Errorf("image: entry for area %d chunk %d after area %d chunk %d", e.Area, e.Chunk, w.last.Area, w.last.Chunk)
+	}
+	if w.index == nil {
+		w.index = &spool{dir: w.TempDir}
+	}
+	var b [entrySize]byte
+	e.put(b[:])
+	if _, err := w.index.Write(b[:]); err != nil {
+		return err
+	}
+	w.last = e
+	w.entries++
+	return nil
+}
+
+// Bitmap is an allocation map that writes the form Map.Bytes gives:
+// *block.Map and *block.Usage.
+type Bitmap interface {
+	BlockSize() int64
+	WriteTo(w io.Writer) (int64, error)
+}
+
+// Finish writes the index (the entries given to AddEntry, each passed to
+// resolve first when it has FrameOff -1), the allocation maps (maps[i] for
+// meta.Areas[i], nil for a raw area), the metadata and the footer. The
+// caller then syncs and renames the file; until the footer is written the
+// image is not valid.
+func (w *Writer) Finish(maps []Bitmap, meta *Metadata, resolve func(*Entry) error) error {
 	if len(maps) != len(meta.Areas) {
 		return fmt.Errorf("image: %d maps for %d areas", len(maps), len(meta.Areas))
 	}
-	sort.Slice(entries, func(i, j int) bool {
-		a, b := entries[i], entries[j]
-		if a.Area != b.Area {
-			return a.Area < b.Area
-		}
-		return a.Chunk < b.Chunk
-	})
-	raw := make([]byte, len(entries)*entrySize)
-	for i, e := range entries {
-		e.put(raw[i*entrySize:])
+	if w.index == nil {
+		w.index = &spool{dir: w.TempDir}
 	}
+	defer w.index.Close()
 	indexOff := w.off
-	if err := w.writeBlock(indexMagic, raw); err != nil {
+	err := w.writeStream(indexMagic, func(out io.Writer) error {
+		r, err := w.index.reader()
+		if err != nil {
+			return err
+		}
+		var b [entrySize]byte
+		for range w.entries {
+			if _, err := io.ReadFull(r, b[:]); err != nil {
+				return fmt.Errorf("image: read back index entries: %w", err)
+			}
+			if e := parseEntry(b[:]); e.FrameOff == -1 {
+				if err := resolve(&e); err != nil {
+					return err
+				}
+				e.put(b[:])
+			}
+			if _, err := out.Write(b[:]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	indexLen := w.off - indexOff
@@ -111,7 +163,18 @@ func (w *Writer) Finish(entries []Entry, maps []*block.Map, meta *Metadata) erro
 			meta.Areas[i].BlockSize = m.BlockSize()
 		}
 	}
-	if err := w.writeMaps(maps); err != nil {
+	err = w.writeStream(mapsMagic, func(out io.Writer) error {
+		for _, m := range maps {
+			if m == nil {
+				continue
+			}
+			if _, err := m.WriteTo(out); err != nil {
+				return fmt.Errorf("image: encode allocation map: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	mapsLen := w.off - mapsOff
@@ -135,45 +198,68 @@ func (w *Writer) Finish(entries []Entry, maps []*block.Map, meta *Metadata) erro
 		MapsLen:    mapsLen,
 		MetaOff:    metaOff,
 		MetaLen:    w.off - metaOff,
-		EntryCount: uint64(len(entries)),
+		EntryCount: w.entries,
 	}
 	var b [footerSize]byte
 	f.put(b[:])
 	return w.write(b[:])
 }
 
-// writeMaps writes the maps block: every map's bitmap, in area order,
-// streamed through the compressor so no whole copy of a large map is
-// ever made (a 16 TiB filesystem of 4 KiB blocks has a 512 MiB map).
-func (w *Writer) writeMaps(maps []*block.Map) error {
-	var stored bytes.Buffer
-	zw, err := codec.NewStreamEncoder(&stored)
+// writeStream writes a block whose raw bytes fill writes, streamed through
+// the compressor into a spool: the block header, which comes first, needs
+// the stored length and checksum, and the image is never sought back into.
+// Neither the raw nor the stored bytes are ever whole in memory.
+func (w *Writer) writeStream(magic [4]byte, fill func(io.Writer) error) error {
+	stored := &spool{dir: w.TempDir}
+	defer stored.Close()
+	crcw := &crcWriter{w: stored}
+	zw, err := codec.NewStreamEncoder(crcw)
 	if err != nil {
 		return err
 	}
 	h := blake3.New()
-	var raw int64
-	for _, m := range maps {
-		if m == nil {
-			continue
-		}
-		n, err := m.WriteTo(io.MultiWriter(h, zw))
-		raw += n
-		if err != nil {
-			return fmt.Errorf("image: encode allocation map: %w", err)
-		}
+	raw := &countWriter{}
+	if err := fill(io.MultiWriter(h, raw, zw)); err != nil {
+		zw.Close()
+		return err
 	}
 	if err := zw.Close(); err != nil {
-		return fmt.Errorf("image: encode allocation maps: %w", err)
+		return fmt.Errorf("image: compress block: %w", err)
 	}
-	bh := blockHeader{Magic: mapsMagic, Codec: uint8(codec.Zstd), RawLen: uint64(raw), Stored: uint64(stored.Len()), StoredCRC: crc(stored.Bytes())}
+	bh := blockHeader{Magic: magic, Codec: uint8(codec.Zstd), RawLen: uint64(raw.n), Stored: uint64(stored.Len()), StoredCRC: crcw.sum}
 	copy(bh.Hash[:], h.Sum(nil))
 	var b [blockHeaderSize]byte
 	bh.put(b[:])
 	if err := w.write(b[:]); err != nil {
 		return err
 	}
-	return w.write(stored.Bytes())
+	r, err := stored.reader()
+	if err != nil {
+		return err
+	}
+	n, err := io.Copy(w.w, r)
+	w.off += n
+	if err != nil {
+		return fmt.Errorf("image: write at byte %d: %w", w.off, err)
+	}
+	return nil
+}
+
+type countWriter struct{ n int64 }
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	c.n += int64(len(p))
+	return len(p), nil
+}
+
+type crcWriter struct {
+	w   io.Writer
+	sum uint32
+}
+
+func (c *crcWriter) Write(p []byte) (int, error) {
+	c.sum = crc32.Update(c.sum, castagnoli, p)
+	return c.w.Write(p)
 }
 
 func (w *Writer) writeBlock(magic [4]byte, raw []byte) error {

@@ -203,7 +203,8 @@ func DetectFile(t testing.TB, path string, detect Detector) (*block.Usage, error
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	// The map is read later, a window at a time: keep the file open.
+	t.Cleanup(func() { f.Close() })
 	st, err := f.Stat()
 	if err != nil {
 		t.Fatal(err)
@@ -241,3 +242,47 @@ func NewMemSource(b []byte) MemSource { return MemSource{bytes.NewReader(b)} }
 
 func (m MemSource) Size() int64       { return m.Reader.Size() }
 func (m MemSource) SectorSize() int64 { return 512 }
+
+// LoadUsage reads u's whole map and checks that windows at many offsets
+// and of many sizes (every 4 MiB chunk, as the imaging engine asks for
+// them, and odd ones across block-group and FAT-piece boundaries) agree
+// with it bit for bit.
+func LoadUsage(t testing.TB, u *block.Usage) *block.Map {
+	t.Helper()
+	all, err := u.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(off, n int64) {
+		m, base, err := u.Window(off, n)
+		if err != nil {
+			t.Fatalf("window [%d, %d): %v", off, off+n, err)
+		}
+		first := base / u.BlockSize()
+		if base%u.BlockSize() != 0 || base > off || base+m.Len() < off+n {
+			t.Fatalf("window [%d, %d): map at %d of %d bytes", off, off+n, base, m.Len())
+		}
+		for i := int64(0); i < m.Blocks(); i++ {
+			if m.Test(i) != all.Test(first+i) {
+				t.Fatalf("window [%d, %d): block %d is %v, the whole map says %v", off, off+n, first+i, m.Test(i), all.Test(first+i))
+			}
+		}
+	}
+	for off := int64(0); off < u.Len(); off += 4 << 20 {
+		check(off, min(4<<20, u.Len()-off))
+	}
+	for _, n := range []int64{1, 511, 4097, 1<<20 + 3, 7 << 20} {
+		for off := int64(0); off < u.Len(); off += n*3 + 1234567 {
+			check(off, min(n, u.Len()-off))
+		}
+	}
+	return all
+}
+
+// FuzzUsage reads the whole map of a fuzzed filesystem, as imaging it
+// would, for a fuzz target: errors are fine, a panic is not.
+func FuzzUsage(u *block.Usage, err error) {
+	if err == nil {
+		u.Load()
+	}
+}

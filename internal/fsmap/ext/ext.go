@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"sort"
 
 	"github.com/platter-dev/platter/internal/block"
 )
@@ -79,11 +80,7 @@ func Detect(r io.ReaderAt, size int64) (*block.Usage, error) {
 	if err != nil {
 		return nil, err
 	}
-	used, err := f.usedClusters(r, size)
-	if err != nil {
-		return nil, err
-	}
-	return &block.Usage{FS: f.name(), Used: used}, nil
+	return f.usage(r, size)
 }
 
 func parseSuper(sb []byte, size int64) (*fs, error) {
@@ -238,30 +235,28 @@ func (f *fs) superAndDescBlocks(g uint64, mark func(blk, n uint64)) {
 	}
 }
 
-// usedClusters builds the map over all size bytes of the partition;
-// bytes past the filesystem's last block are free.
-func (f *fs) usedClusters(r io.ReaderAt, size int64) (*block.Map, error) {
-	fsBytes := int64(f.blocksCount) * f.blockSize
-	m, err := block.NewMap(f.clusterSize, size)
-	if err != nil {
-		return nil, corrupt(superOff, "%v", err)
-	}
+// usage scans the group descriptors and returns the filesystem's Usage:
+// a map over all size bytes of the partition in clusters, filled a window
+// at a time from the block bitmaps; bytes past the filesystem's last block
+// are free. Memory is a few bytes per block group (a 16 TiB filesystem
+// has 131072 groups), never the bitmap itself.
+func (f *fs) usage(r io.ReaderAt, size int64) (*block.Usage, error) {
+	b := &bitmaps{f: f, r: r, fsBytes: int64(f.blocksCount) * f.blockSize, cached: noBitmap}
+	// The boot block (and with 1 KiB blocks, block 0 before the
+	// superblock) and the superblock itself.
+	b.meta = append(b.meta, block.Extent{Off: 0, Len: superOff + superSize})
 	markBlocks := func(blk, n uint64) {
 		if blk < f.blocksCount {
 			n = min(n, f.blocksCount-blk)
-			m.SetBytes(int64(blk)*f.blockSize, int64(n)*f.blockSize)
+			b.meta = append(b.meta, block.Extent{Off: int64(blk) * f.blockSize, Len: int64(n) * f.blockSize})
 		}
 	}
-	// The boot block (and with 1 KiB blocks, block 0 before the
-	// superblock) and the superblock itself.
-	m.SetBytes(0, superOff+superSize)
-
 	le := binary.LittleEndian
 	itBlocks := (f.inodesPerGroup*f.inodeSize + uint64(f.blockSize) - 1) / uint64(f.blockSize)
 	descBuf := make([]byte, f.blockSize)
-	bitmap := make([]byte, f.blockSize)
 	curDesc := ^uint64(0)
 	dpb := f.descsPerBlock()
+	b.bitmap = make([]uint64, f.groups)
 	for g := uint64(0); g < f.groups; g++ {
 		if db := f.descBlock(g); db != curDesc {
 			if db >= f.blocksCount {
@@ -291,33 +286,102 @@ func (f *fs) usedClusters(r io.ReaderAt, size int64) (*block.Map, error) {
 		markBlocks(inodeBitmap, 1)
 		markBlocks(inodeTable, itBlocks)
 		f.superAndDescBlocks(g, markBlocks)
-
+		b.bitmap[g] = blockBitmap
 		if flags&bgBlockUninit != 0 {
-			continue // nothing but the metadata marked above
+			// Nothing but the metadata marked above.
+			b.bitmap[g] = noBitmap
 		}
-		if _, err := r.ReadAt(bitmap, int64(blockBitmap)*f.blockSize); err != nil {
-			return nil, fmt.Errorf("ext: read block bitmap of group %d at byte %d: %w", g, int64(blockBitmap)*f.blockSize, err)
-		}
-		firstCluster := int64(f.groupFirst(g)) * f.blockSize / f.clusterSize
-		n := min(f.clustersPerGrp, uint64((fsBytes-firstCluster*f.clusterSize+f.clusterSize-1)/f.clusterSize))
-		setBits(m, bitmap, firstCluster, int64(n))
 	}
-	return m, nil
+	b.meta = mergeExtents(b.meta)
+	return block.NewUsage(f.name(), f.clusterSize, size, b.fill)
 }
 
-// setBits marks cluster first+i for each bit i < n set in bitmap.
-func setBits(m *block.Map, bitmap []byte, first, n int64) {
-	for i := int64(0); i < n; {
+// noBitmap marks a group whose block bitmap was never initialised.
+const noBitmap = ^uint64(0)
+
+// bitmaps reads the block bitmaps a group at a time.
+type bitmaps struct {
+	f       *fs
+	r       io.ReaderAt
+	fsBytes int64
+	bitmap  []uint64       // per group: its block bitmap's block, or noBitmap
+	meta    []block.Extent // metadata bytes, sorted and disjoint
+
+	cached uint64 // the group whose bitmap buf holds
+	buf    []byte
+}
+
+// firstCluster is the first cluster of group g.
+func (b *bitmaps) firstCluster(g uint64) int64 {
+	return int64(b.f.groupFirst(g)) * b.f.blockSize / b.f.clusterSize
+}
+
+func (b *bitmaps) fill(first int64, m *block.Map) error {
+	f := b.f
+	cs := f.clusterSize
+	end := first + m.Blocks()
+	fsClusters := (b.fsBytes + cs - 1) / cs
+	g := uint64(0)
+	if blk := uint64(first * cs / f.blockSize); blk > f.firstDataBlock {
+		g = (blk - f.firstDataBlock) / f.blocksPerGroup
+	}
+	for ; g < f.groups && b.firstCluster(g) < end; g++ {
+		if b.bitmap[g] == noBitmap {
+			continue
+		}
+		if b.cached != g {
+			if b.buf == nil {
+				b.buf = make([]byte, f.blockSize)
+			}
+			off := int64(b.bitmap[g]) * f.blockSize
+			if _, err := b.r.ReadAt(b.buf, off); err != nil {
+				b.cached = noBitmap
+				return fmt.Errorf("ext: read block bitmap of group %d at byte %d: %w", g, off, err)
+			}
+			b.cached = g
+		}
+		gFirst := b.firstCluster(g)
+		n := min(int64(f.clustersPerGrp), fsClusters-gFirst)
+		setBits(m, b.buf, max(first, gFirst)-gFirst, min(end, gFirst+n)-gFirst, gFirst-first)
+	}
+	// Metadata extents that overlap the window.
+	lo, hi := first*cs, min(end*cs, m.Len()+first*cs)
+	i := sort.Search(len(b.meta), func(i int) bool { return b.meta[i].End() > lo })
+	for ; i < len(b.meta) && b.meta[i].Off < hi; i++ {
+		s, e := max(b.meta[i].Off, lo), min(b.meta[i].End(), hi)
+		m.SetBytes(s-lo, e-s)
+	}
+	return nil
+}
+
+// mergeExtents sorts extents and joins those that overlap or touch.
+func mergeExtents(es []block.Extent) []block.Extent {
+	sort.Slice(es, func(i, j int) bool { return es[i].Off < es[j].Off })
+	out := es[:0]
+	for _, e := range es {
+		if n := len(out); n > 0 && e.Off <= out[n-1].End() {
+			out[n-1].Len = max(out[n-1].End(), e.End()) - out[n-1].Off
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// setBits marks block i+delta of m for each bit i in [lo, hi) set in
+// bitmap.
+func setBits(m *block.Map, bitmap []byte, lo, hi, delta int64) {
+	for i := lo; i < hi; {
 		b := bitmap[i/8]
 		switch {
 		case i%8 == 0 && b == 0:
 			i += 8
-		case i%8 == 0 && b == 0xff && i+8 <= n:
-			m.SetRange(first+i, 8)
+		case i%8 == 0 && b == 0xff && i+8 <= hi:
+			m.SetRange(i+delta, 8)
 			i += 8
 		default:
 			if b&(1<<(i%8)) != 0 {
-				m.Set(first + i)
+				m.Set(i + delta)
 			}
 			i++
 		}

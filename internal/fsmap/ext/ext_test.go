@@ -44,14 +44,14 @@ func TestLayoutsAgainstPartclone(t *testing.T) {
 			if want := tooltest.Blkid(t, p, "TYPE"); u.FS != want {
 				t.Errorf("detected %s, blkid says %s", u.FS, want)
 			}
-			if extra := tooltest.CompareWithPartclone(t, "partclone.extfs", p, u.Used); extra != 0 {
+			if extra := tooltest.CompareWithPartclone(t, "partclone.extfs", p, tooltest.LoadUsage(t, u)); extra != 0 {
 				// partclone copies exactly the bitmap's blocks (it computes
 				// uninitialised groups with libext2fs as we do): any
 				// difference is a bug on one side worth a look.
 				t.Errorf("%d bytes more than partclone", extra)
 			}
-			if u.Used.Len() != tc.size {
-				t.Errorf("map covers %d bytes, want the whole %d", u.Used.Len(), tc.size)
+			if u.Len() != tc.size {
+				t.Errorf("map covers %d bytes, want the whole %d", u.Len(), tc.size)
 			}
 		})
 	}
@@ -94,6 +94,6 @@ func FuzzDetect(f *testing.F) {
 	f.Add(b[:256<<10])
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r := &tooltest.SparseReader{B: b, Size: 2 << 20}
-		Detect(r, r.Size)
+		tooltest.FuzzUsage(Detect(r, r.Size))
 	})
 }

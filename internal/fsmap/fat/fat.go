@@ -29,6 +29,10 @@ type bpb struct {
 	dataStart         int64 // first sector of cluster 2
 	clusters          int64 // count of data clusters
 	kind              string
+
+	r      io.ReaderAt
+	piece  []byte // a piece of the first FAT, read by fill
+	pieceN int64  // its index (FAT byte offset / len(piece)); -1: none
 }
 
 // Detect reads the FAT filesystem in r (size bytes) and returns its used
@@ -46,21 +50,8 @@ func Detect(r io.ReaderAt, size int64) (*block.Usage, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := block.NewMap(b.bytesPerSector, size)
-	if err != nil {
-		return nil, corrupt(0, "%v", err)
-	}
-	// Reserved sectors (boot sector, FSInfo, backup boot sector), every
-	// FAT copy and the FAT12/16 root directory are always used.
-	m.SetRange(0, b.dataStart)
-	// Sectors past the last whole cluster belong to no cluster; copy them
-	// as partclone does (some formatters keep data there).
-	tail := b.dataStart + b.clusters*b.sectorsPerCluster
-	m.SetRange(tail, b.totalSectors-tail)
-	if err := b.markClusters(r, m); err != nil {
-		return nil, err
-	}
-	return &block.Usage{FS: b.kind, Used: m}, nil
+	b.r = r
+	return block.NewUsage(b.kind, b.bytesPerSector, size, b.fill)
 }
 
 func parseBPB(s []byte, size int64) (*bpb, error) {
@@ -150,47 +141,77 @@ func (b *bpb) bad() uint32 {
 	return 0x0ffffff7
 }
 
-// markClusters reads the first FAT in bounded pieces and marks every
-// cluster with a non-zero, non-bad entry.
-func (b *bpb) markClusters(r io.ReaderAt, m *block.Map) error {
-	// A multiple of every entry size (1.5, 2 and 4 bytes), so each piece
-	// starts on an entry boundary.
-	const piece = 12 << 16
-	bits := b.entryBits()
-	entries := b.clusters + 2
-	fatOff := b.reserved * b.bytesPerSector
-	fatLen := (entries*bits + 7) / 8
-	buf := make([]byte, min(piece, fatLen))
-	bad := b.bad()
-	le := binary.LittleEndian
-	for start := int64(0); start < fatLen; start += piece {
-		chunk := buf[:min(piece, fatLen-start)]
-		if _, err := r.ReadAt(chunk, fatOff+start); err != nil {
-			return fmt.Errorf("fat: read FAT at byte %d: %w", fatOff+start, err)
+// fatPiece is how much of the FAT fill reads at once: a multiple of every
+// entry size (1.5, 2 and 4 bytes), so each piece starts on an entry
+// boundary.
+const fatPiece = 12 << 12
+
+// fill marks the used sectors among sectors [first, first+m.Blocks()):
+// the reserved sectors (boot sector, FSInfo, backup boot sector), every
+// FAT copy and the FAT12/16 root directory; the sectors past the last
+// whole cluster, which belong to no cluster (partclone copies them too:
+// some formatters keep data there); and every cluster whose FAT entry is
+// neither free nor bad.
+func (b *bpb) fill(first int64, m *block.Map) error {
+	end := first + m.Blocks()
+	mark := func(s, e int64) {
+		if s, e = max(s, first), min(e, end); s < e {
+			m.SetRange(s-first, e-s)
 		}
-		first := start * 8 / bits
-		count := min(entries-first, int64(len(chunk))*8/bits)
-		for i := int64(0); i < count; i++ {
-			var v uint32
-			switch bits {
-			case 12:
-				w := uint32(le.Uint16(chunk[i*3/2:]))
-				if i&1 == 1 {
-					v = w >> 4
-				} else {
-					v = w & 0xfff
-				}
-			case 16:
-				v = uint32(le.Uint16(chunk[i*2:]))
-			default:
-				v = le.Uint32(chunk[i*4:]) & 0x0fffffff
-			}
-			c := first + i
-			if c < 2 || v == 0 || v == bad {
-				continue
-			}
-			m.SetRange(b.dataStart+(c-2)*b.sectorsPerCluster, b.sectorsPerCluster)
+	}
+	mark(0, b.dataStart)
+	tail := b.dataStart + b.clusters*b.sectorsPerCluster
+	mark(tail, b.totalSectors)
+	if end <= b.dataStart || first >= tail {
+		return nil
+	}
+	spc := b.sectorsPerCluster
+	c0 := (max(first, b.dataStart)-b.dataStart)/spc + 2
+	c1 := (min(end, tail)-b.dataStart+spc-1)/spc + 2
+	bad := b.bad()
+	for c := c0; c < c1; c++ {
+		v, err := b.entry(c)
+		if err != nil {
+			return err
+		}
+		if v != 0 && v != bad {
+			s := b.dataStart + (c-2)*spc
+			mark(s, s+spc)
 		}
 	}
 	return nil
+}
+
+// entry reads cluster c's entry in the first FAT, through a cached piece.
+func (b *bpb) entry(c int64) (uint32, error) {
+	bits := b.entryBits()
+	at := c * bits / 8 // byte of the entry within the FAT
+	if b.piece == nil {
+		b.piece, b.pieceN = make([]byte, fatPiece), -1
+	}
+	if n := at / fatPiece; n != b.pieceN {
+		fatOff := b.reserved * b.bytesPerSector
+		fatLen := ((b.clusters+2)*bits + 7) / 8
+		piece := b.piece[:min(fatPiece, fatLen-n*fatPiece)]
+		if _, err := b.r.ReadAt(piece, fatOff+n*fatPiece); err != nil {
+			b.pieceN = -1
+			return 0, fmt.Errorf("fat: read FAT at byte %d: %w", fatOff+n*fatPiece, err)
+		}
+		b.pieceN = n
+	}
+	i := at - b.pieceN*fatPiece
+	le := binary.LittleEndian
+	switch bits {
+	case 12:
+		// Entries come in 3-byte pairs and a piece is a multiple of 3
+		// bytes, so both bytes of an entry are in the piece.
+		w := uint32(le.Uint16(b.piece[i:]))
+		if c&1 == 1 {
+			return w >> 4, nil
+		}
+		return w & 0xfff, nil
+	case 16:
+		return uint32(le.Uint16(b.piece[i:])), nil
+	}
+	return le.Uint32(b.piece[i:]) & 0x0fffffff, nil
 }

@@ -52,12 +52,12 @@ func TestAgainstPartclone(t *testing.T) {
 				// FAT entries are 0 (a FAT12 decoding bug on its side); the
 				// keep-only-used-sectors check below is the judge there.
 				t.Logf("fat12: partclone comparison skipped")
-			} else if extra := tooltest.CompareWithPartclone(t, "partclone.fat", p, u.Used); extra != 0 {
+			} else if extra := tooltest.CompareWithPartclone(t, "partclone.fat", p, tooltest.LoadUsage(t, u)); extra != 0 {
 				t.Errorf("%d bytes more than partclone", extra)
 			}
 			// The real judge: wipe every sector our map calls free; fsck.fat
 			// must find the filesystem clean and mtools every file intact.
-			wiped := tooltest.KeepOnly(t, p, u.Used)
+			wiped := tooltest.KeepOnly(t, p, tooltest.LoadUsage(t, u))
 			tooltest.Run(t, "fsck.fat", "-n", wiped)
 			tooltest.SameTree(t, tooltest.MtoolsTree(t, p), tooltest.MtoolsTree(t, wiped))
 		})
@@ -101,6 +101,6 @@ func FuzzDetect(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r := &tooltest.SparseReader{B: b, Size: 40 << 20}
-		Detect(r, r.Size)
+		tooltest.FuzzUsage(Detect(r, r.Size))
 	})
 }

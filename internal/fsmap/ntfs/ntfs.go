@@ -31,6 +31,10 @@ type volume struct {
 	clusters     int64
 	recordSize   int64
 	mft          []run // the $MFT's own data runs
+	bitmap       []run // $Bitmap's data runs
+
+	piece  []byte // a piece of $Bitmap, read by fill
+	pieceN int64  // its index (byte offset / len(piece)); -1: none
 }
 
 // run maps clusters [vcn, vcn+n) of an attribute to [lcn, lcn+n) on the
@@ -76,20 +80,23 @@ func Detect(r io.ReaderAt, size int64) (*block.Usage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ntfs: $Bitmap: %w", err)
 	}
-	m, err := block.NewMap(v.clusterSize, size)
-	if err != nil {
-		return nil, corrupt(0, "%v", err)
+	// Keep the runs that hold the volume's bits; a $Bitmap is allocated
+	// in whole clusters and may run a little longer.
+	need, have := (v.clusters+7)/8, int64(0)
+	for i, r := range bmRuns {
+		if r.vcn != have/v.clusterSize {
+			return nil, corrupt(off, "$Bitmap's runs start at cluster %d, not %d", r.vcn, have/v.clusterSize)
+		}
+		if have += r.n * v.clusterSize; have >= need {
+			bmRuns = bmRuns[:i+1]
+			break
+		}
 	}
-	if err := v.markBitmap(bmRuns, m); err != nil {
-		return nil, err
+	if have < need {
+		return nil, corrupt(off, "$Bitmap holds %d bytes, the volume needs %d", have, need)
 	}
-	m.SetBytes(0, v.sectorSize) // boot sector
-	// The backup boot sector sits in the last sector, just past the
-	// volume's own sectors but inside the partition.
-	if backup := v.totalSectors * v.sectorSize; backup+v.sectorSize <= size {
-		m.SetBytes(backup, v.sectorSize)
-	}
-	return &block.Usage{FS: "ntfs", Used: m}, nil
+	v.bitmap = bmRuns
+	return block.NewUsage("ntfs", v.clusterSize, size, v.fill)
 }
 
 func parseBoot(b []byte, size int64) (*volume, int64, error) {
@@ -258,48 +265,77 @@ func signed(b []byte, isSigned bool) int64 {
 	return int64(v)
 }
 
-// markBitmap reads $Bitmap through its runs, a bounded piece at a time.
-func (v *volume) markBitmap(runs []run, m *block.Map) error {
-	need := (v.clusters + 7) / 8
-	// Whole clusters per piece, so each piece starts on a cluster.
-	buf := make([]byte, min(max(1, (1<<20)/v.clusterSize)*v.clusterSize, need))
-	var done int64 // bitmap bytes consumed
-	for _, r := range runs {
-		for k := int64(0); k < r.n && done < need; {
-			// Bytes of this run still to read, a piece at a time.
-			runBytes := (r.n - k) * v.clusterSize
-			n := min(int64(len(buf)), runBytes, need-done)
-			b := buf[:n]
-			if r.lcn < 0 {
-				clear(b)
-			} else if _, err := v.r.ReadAt(b, (r.lcn+k)*v.clusterSize); err != nil {
-				return fmt.Errorf("ntfs: read $Bitmap at byte %d: %w", (r.lcn+k)*v.clusterSize, err)
-			}
-			setBits(m, b, done*8, v.clusters)
-			done += n
-			k += (n + v.clusterSize - 1) / v.clusterSize
+// bitmapPiece is how much of $Bitmap fill reads at once.
+const bitmapPiece = 64 << 10
+
+// fill marks the used clusters among clusters [first, first+m.Blocks()):
+// those $Bitmap marks, the boot sector and the backup boot sector, which
+// sits in the last sector, just past the volume's own sectors but inside
+// the partition.
+func (v *volume) fill(first int64, m *block.Map) error {
+	end := first + m.Blocks()
+	lo, hi := first*v.clusterSize, first*v.clusterSize+m.Len()
+	markBytes := func(off, n int64) {
+		if s, e := max(off, lo), min(off+n, hi); s < e {
+			m.SetBytes(s-lo, e-s)
 		}
 	}
-	if done < need {
-		return corrupt(0, "$Bitmap holds %d bytes, the volume needs %d", done, need)
+	markBytes(0, v.sectorSize)
+	if backup := v.totalSectors * v.sectorSize; backup+v.sectorSize <= v.size {
+		markBytes(backup, v.sectorSize)
+	}
+	for c := first &^ 7; c < min(end, v.clusters); c += 8 {
+		b, err := v.bitmapByte(c / 8)
+		if err != nil {
+			return err
+		}
+		if b == 0 {
+			continue
+		}
+		for bit := int64(0); bit < 8; bit++ {
+			if k := c + bit; b&(1<<bit) != 0 && k >= first && k < end && k < v.clusters {
+				m.Set(k - first)
+			}
+		}
 	}
 	return nil
 }
 
-// setBits marks cluster first+i for each bit i set in b, below limit.
-func setBits(m *block.Map, b []byte, first, limit int64) {
-	for i, c := range b {
-		base := first + int64(i)*8
-		switch c {
-		case 0:
-		case 0xff:
-			m.SetRange(base, min(8, limit-base))
-		default:
-			for bit := int64(0); bit < 8 && base+bit < limit; bit++ {
-				if c&(1<<bit) != 0 {
-					m.Set(base + bit)
-				}
-			}
+// bitmapByte returns byte i of $Bitmap, read through its runs a piece at a
+// time.
+func (v *volume) bitmapByte(i int64) (byte, error) {
+	if v.piece == nil {
+		v.piece, v.pieceN = make([]byte, bitmapPiece), -1
+	}
+	if n := i / bitmapPiece; n != v.pieceN {
+		v.pieceN = -1
+		need := (v.clusters + 7) / 8
+		piece := v.piece[:min(bitmapPiece, need-n*bitmapPiece)]
+		if err := v.readBitmap(piece, n*bitmapPiece); err != nil {
+			return 0, err
+		}
+		v.pieceN = n
+	}
+	return v.piece[i-v.pieceN*bitmapPiece], nil
+}
+
+// readBitmap reads len(b) bytes of $Bitmap from byte off of its data.
+func (v *volume) readBitmap(b []byte, off int64) error {
+	for _, r := range v.bitmap {
+		rs, re := r.vcn*v.clusterSize, (r.vcn+r.n)*v.clusterSize
+		s, e := max(rs, off), min(re, off+int64(len(b)))
+		if s >= e {
+			continue
+		}
+		dst := b[s-off : e-off]
+		if r.lcn < 0 {
+			clear(dst)
+			continue
+		}
+		at := r.lcn*v.clusterSize + s - rs
+		if _, err := v.r.ReadAt(dst, at); err != nil {
+			return fmt.Errorf("ntfs: read $Bitmap at byte %d: %w", at, err)
 		}
 	}
+	return nil
 }

@@ -69,13 +69,13 @@ func TestAgainstPartclone(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			extra := tooltest.CompareWithPartclone(t, "partclone.ntfs", p, u.Used)
-			if extra < 0 || extra > int64(u.Used.BlockSize()) {
+			extra := tooltest.CompareWithPartclone(t, "partclone.ntfs", p, tooltest.LoadUsage(t, u))
+			if extra < 0 || extra > int64(u.BlockSize()) {
 				// We also copy the backup boot sector (the volume's last
 				// sector, outside its clusters): at most one block more.
 				t.Errorf("%d bytes more than partclone", extra)
 			}
-			wiped := tooltest.KeepOnly(t, p, u.Used)
+			wiped := tooltest.KeepOnly(t, p, tooltest.LoadUsage(t, u))
 			tooltest.Run(t, "ntfsfix", "-n", wiped)
 			mnt := t.TempDir()
 			tooltest.Run(t, "ntfs-3g", "-o", "ro", wiped, mnt)
@@ -140,6 +140,6 @@ func FuzzDetect(f *testing.F) {
 	f.Add(b[:64<<10])
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := &tooltest.SparseReader{B: data, Size: 8 << 20}
-		Detect(r, r.Size)
+		tooltest.FuzzUsage(Detect(r, r.Size))
 	})
 }

@@ -1,0 +1,132 @@
+package block
+
+import (
+	"fmt"
+	"io"
+)
+
+// Usage is a filesystem detector's answer: which filesystem it found and
+// which of its blocks hold data.
+//
+// The allocation map is read from the filesystem a window at a time, when
+// it is asked for, and never held whole: a 16 TiB filesystem of 4 KiB
+// blocks has a 512 MiB bitmap, and imaging it must not need that memory.
+type Usage struct {
+	// FS names the filesystem: "ext2", "ext3", "ext4", "fat12", "fat16",
+	// "fat32", "ntfs".
+	FS string
+
+	blockSize int64
+	length    int64
+	fill      FillFunc
+}
+
+// FillFunc marks in m the used blocks among blocks first, first+1, ...,
+// first+m.Blocks()-1 of a filesystem; m is empty when it is called. Used
+// blocks are every block the filesystem's own structures say is
+// allocated, plus its metadata areas (boot sectors, superblocks, FATs,
+// ...). Calls come one at a time.
+type FillFunc func(first int64, m *Map) error
+
+// NewUsage describes a filesystem whose map has blocks of blockSize bytes
+// over length bytes (the whole partition) and is read by fill.
+func NewUsage(fs string, blockSize, length int64, fill FillFunc) (*Usage, error) {
+	if blockSize <= 0 || length < 0 {
+		return nil, fmt.Errorf("block: bad map geometry: block size %d, length %d", blockSize, length)
+	}
+	return &Usage{FS: fs, blockSize: blockSize, length: length, fill: fill}, nil
+}
+
+// BlockSize is the size of one map block in bytes.
+func (u *Usage) BlockSize() int64 { return u.blockSize }
+
+// Len is the number of bytes the map covers.
+func (u *Usage) Len() int64 { return u.length }
+
+// Blocks is the number of blocks the map covers.
+func (u *Usage) Blocks() int64 { return (u.length + u.blockSize - 1) / u.blockSize }
+
+// window returns the map of blocks [first, first+n), clipped to the end.
+func (u *Usage) window(first, n int64) (*Map, error) {
+	n = min(n, u.Blocks()-first)
+	m, err := NewMap(u.blockSize, min(n*u.blockSize, u.length-first*u.blockSize))
+	if err != nil {
+		return nil, err
+	}
+	if err := u.fill(first, m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Window returns the map of the blocks that overlap bytes [off, off+n)
+// and the byte offset of its first block: byte x of the filesystem is
+// byte x-base of the window.
+func (u *Usage) Window(off, n int64) (m *Map, base int64, err error) {
+	if off < 0 || n <= 0 || off+n > u.length {
+		return nil, 0, fmt.Errorf("block: window [%d, %d) outside the %d-byte map", off, off+n, u.length)
+	}
+	first := off / u.blockSize
+	last := (off + n - 1) / u.blockSize
+	m, err = u.window(first, last-first+1)
+	return m, first * u.blockSize, err
+}
+
+// scanBlocks is the window, in blocks, of the whole-map walks below: a
+// multiple of 8 so each window's bitmap starts on a byte.
+const scanBlocks = 1 << 20
+
+// walk calls fn with each window of the whole map, in order.
+func (u *Usage) walk(fn func(*Map) error) error {
+	for first := int64(0); first < u.Blocks(); first += scanBlocks {
+		m, err := u.window(first, scanBlocks)
+		if err != nil {
+			return err
+		}
+		if err := fn(m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// UsedBytes is the number of bytes in used blocks (the last block counted
+// at its real, possibly short, length). It reads the whole map.
+func (u *Usage) UsedBytes() (int64, error) {
+	var n int64
+	err := u.walk(func(m *Map) error {
+		n += m.UsedBytes()
+		return nil
+	})
+	return n, err
+}
+
+// WriteTo writes the whole map in the form Map.Bytes gives, a window at a
+// time.
+func (u *Usage) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	err := u.walk(func(m *Map) error {
+		n, err := m.WriteTo(w)
+		total += n
+		return err
+	})
+	return total, err
+}
+
+// Load reads the whole map into memory: for tests and tools that look at
+// small filesystems.
+func (u *Usage) Load() (*Map, error) {
+	all, err := NewMap(u.blockSize, u.length)
+	if err != nil {
+		return nil, err
+	}
+	var first int64
+	err = u.walk(func(m *Map) error {
+		m.Runs(0, m.Len(), func(e Extent) {
+			all.SetBytes(first*u.blockSize+e.Off, e.Len)
+		})
+		first += m.Blocks()
+		return nil
+	})
+	return all, err
+}
