@@ -228,17 +228,28 @@ func (m *Map) WriteTo(w io.Writer) (int64, error) {
 	return total, nil
 }
 
-// MapFromBytes rebuilds a map from the form Bytes returns.
-func MapFromBytes(blockSize, length int64, b []byte) (*Map, error) {
+// ReadMap reads a map in the form Bytes returns from r, a piece at a time.
+// Zero bytes are skipped, so the pages of a large, mostly free map are
+// never touched.
+func ReadMap(r io.Reader, blockSize, length int64) (*Map, error) {
 	m, err := NewMap(blockSize, length)
 	if err != nil {
 		return nil, err
 	}
-	if int64(len(b)) != (m.Blocks()+7)/8 {
-		return nil, fmt.Errorf("block: map of %d blocks needs %d bytes, have %d", m.Blocks(), (m.Blocks()+7)/8, len(b))
-	}
-	for i, v := range b {
-		m.words[i/8] |= uint64(v) << (uint(i%8) * 8)
+	buf := make([]byte, 64<<10)
+	n := m.ByteLen()
+	for done := int64(0); done < n; {
+		b := buf[:min(int64(len(buf)), n-done)]
+		if _, err := io.ReadFull(r, b); err != nil {
+			return nil, fmt.Errorf("block: read map: %w", err)
+		}
+		for i, v := range b {
+			if v != 0 {
+				k := done + int64(i)
+				m.words[k/8] |= uint64(v) << (uint(k%8) * 8)
+			}
+		}
+		done += int64(len(b))
 	}
 	// Bits past the last block must not count.
 	if r := m.Blocks() % 64; r != 0 && len(m.words) > 0 {

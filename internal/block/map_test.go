@@ -63,7 +63,7 @@ func TestMapRunsMatchesBits(t *testing.T) {
 		if _, err := m.WriteTo(&wt); err != nil || !bytes.Equal(wt.Bytes(), m.Bytes()) || int64(wt.Len()) != m.ByteLen() {
 			t.Fatalf("WriteTo differs from Bytes")
 		}
-		back, err := MapFromBytes(bs, length, m.Bytes())
+		back, err := ReadMap(bytes.NewReader(m.Bytes()), bs, length)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -214,26 +214,68 @@ func NewStreamEncoder(w io.Writer) (io.WriteCloser, error) {
 // decoded length must be exactly rawLen. Memory grows only as real data
 // decodes, so a hostile length field cannot make it allocate up front.
 func DecodeBlock(id ID, src []byte, rawLen int64) ([]byte, error) {
+	r, err := NewBlockReader(id, src, rawLen)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return io.ReadAll(r)
+}
+
+// NewBlockReader streams the decoded bytes of a stored block whose decoded
+// length must be exactly rawLen: a block that decodes to more or fewer
+// bytes, or does not decode, is an error wrapping ErrCorrupt from Read.
+func NewBlockReader(id ID, src []byte, rawLen int64) (io.ReadCloser, error) {
 	switch id {
 	case None:
 		if int64(len(src)) != rawLen {
 			return nil, fmt.Errorf("%w: block is %d bytes, want %d", ErrCorrupt, len(src), rawLen)
 		}
-		return src, nil
+		return io.NopCloser(bytes.NewReader(src)), nil
 	case Zstd:
 		zr, err := zstd.NewReader(bytes.NewReader(src), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(1<<31))
 		if err != nil {
 			return nil, fmt.Errorf("codec: %w", err)
 		}
-		defer zr.Close()
-		out, err := io.ReadAll(io.LimitReader(zr, rawLen+1))
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
-		}
-		if int64(len(out)) != rawLen {
-			return nil, fmt.Errorf("%w: block decodes to %d bytes or more, want %d", ErrCorrupt, len(out), rawLen)
-		}
-		return out, nil
+		return &blockReader{zr: zr, left: rawLen}, nil
 	}
 	return nil, fmt.Errorf("%w: unknown codec %d", ErrCorrupt, uint8(id))
+}
+
+// blockReader checks a zstd stream's decoded length as it is read.
+type blockReader struct {
+	zr   *zstd.Decoder
+	left int64 // bytes still expected
+}
+
+func (b *blockReader) Read(p []byte) (int, error) {
+	if b.left == 0 {
+		// The stream must end exactly here.
+		var one [1]byte
+		if n, err := b.zr.Read(one[:]); n > 0 {
+			return 0, fmt.Errorf("%w: block decodes to more bytes than its length", ErrCorrupt)
+		} else if err != io.EOF {
+			return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.zr.Read(p)
+	b.left -= int64(n)
+	switch {
+	case err == io.EOF && b.left > 0:
+		return n, fmt.Errorf("%w: block decodes to %d bytes fewer than its length", ErrCorrupt, b.left)
+	case err == io.EOF:
+		err = nil
+	case err != nil:
+		err = fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return n, err
+}
+
+func (b *blockReader) Close() error {
+	b.zr.Close()
+	return nil
 }

@@ -139,35 +139,54 @@ func NewReader(r io.ReaderAt, size int64) (*Reader, error) {
 
 // readBlock reads and checks the index or metadata block at off.
 func (ir *Reader) readBlock(off, length int64, magic [4]byte, maxRaw int64) ([]byte, [32]byte, error) {
+	var raw []byte
+	hash, err := ir.streamBlock(off, length, magic, maxRaw, func(r io.Reader, _ int64) error {
+		var err error
+		raw, err = io.ReadAll(r)
+		return err
+	})
+	return raw, hash, err
+}
+
+// streamBlock reads and checks the block at off and passes its decoded
+// bytes (rawLen of them) to consume as a stream, so a large block is never
+// whole in memory. consume must read to the end; the block's hash is
+// checked after it returns.
+func (ir *Reader) streamBlock(off, length int64, magic [4]byte, maxRaw int64, consume func(r io.Reader, rawLen int64) error) ([32]byte, error) {
 	var hb [blockHeaderSize]byte
 	if _, err := ir.r.ReadAt(hb[:], off); err != nil {
-		return nil, [32]byte{}, fmt.Errorf("image: read block header at byte %d: %w", off, err)
+		return [32]byte{}, fmt.Errorf("image: read block header at byte %d: %w", off, err)
 	}
 	h, err := parseBlockHeader(hb[:], magic)
 	if err != nil {
-		return nil, [32]byte{}, &FormatError{Off: off, Msg: err.Error()}
+		return [32]byte{}, &FormatError{Off: off, Msg: err.Error()}
 	}
 	if int64(h.Stored) != length-blockHeaderSize {
-		return nil, h.Hash, &FormatError{Off: off + 16, Msg: fmt.Sprintf("%s block length %d does not match the footer's %d", magic[:], h.Stored, length-blockHeaderSize)}
+		return h.Hash, &FormatError{Off: off + 16, Msg: fmt.Sprintf("%s block length %d does not match the footer's %d", magic[:], h.Stored, length-blockHeaderSize)}
 	}
 	if int64(h.RawLen) > maxRaw {
-		return nil, h.Hash, &FormatError{Off: off + 8, Msg: fmt.Sprintf("%s block claims %d bytes, more than the %d possible", magic[:], h.RawLen, maxRaw)}
+		return h.Hash, &FormatError{Off: off + 8, Msg: fmt.Sprintf("%s block claims %d bytes, more than the %d possible", magic[:], h.RawLen, maxRaw)}
 	}
 	stored := make([]byte, h.Stored)
 	if _, err := ir.r.ReadAt(stored, off+blockHeaderSize); err != nil {
-		return nil, h.Hash, fmt.Errorf("image: read %s block at byte %d: %w", magic[:], off, err)
+		return h.Hash, fmt.Errorf("image: read %s block at byte %d: %w", magic[:], off, err)
 	}
 	if crc(stored) != h.StoredCRC {
-		return nil, h.Hash, &FormatError{Off: off + blockHeaderSize, Msg: fmt.Sprintf("%s block checksum mismatch", magic[:])}
+		return h.Hash, &FormatError{Off: off + blockHeaderSize, Msg: fmt.Sprintf("%s block checksum mismatch", magic[:])}
 	}
-	raw, err := codec.DecodeBlock(codec.ID(h.Codec), stored, int64(h.RawLen))
+	dec, err := codec.NewBlockReader(codec.ID(h.Codec), stored, int64(h.RawLen))
 	if err != nil {
-		return nil, h.Hash, &FormatError{Off: off + blockHeaderSize, Msg: fmt.Sprintf("%s block does not decode", magic[:]), Err: err}
+		return h.Hash, &FormatError{Off: off + blockHeaderSize, Msg: fmt.Sprintf("%s block does not decode", magic[:]), Err: err}
 	}
-	if blake3.Sum256(raw) != h.Hash {
-		return nil, h.Hash, &FormatError{Off: off + blockHeaderSize, Msg: fmt.Sprintf("%s block hash mismatch", magic[:])}
+	defer dec.Close()
+	hasher := blake3.New()
+	if err := consume(io.TeeReader(dec, hasher), int64(h.RawLen)); err != nil {
+		return h.Hash, &FormatError{Off: off + blockHeaderSize, Msg: fmt.Sprintf("%s block does not decode", magic[:]), Err: err}
 	}
-	return raw, h.Hash, nil
+	if [32]byte(hasher.Sum(nil)) != h.Hash {
+		return h.Hash, &FormatError{Off: off + blockHeaderSize, Msg: fmt.Sprintf("%s block hash mismatch", magic[:])}
+	}
+	return h.Hash, nil
 }
 
 func (ir *Reader) checkMeta(m *Metadata, off int64) error {
@@ -216,27 +235,24 @@ func (ir *Reader) readMaps(off, length int64) ([32]byte, error) {
 			want += ((a.Size+a.BlockSize-1)/a.BlockSize + 7) / 8
 		}
 	}
-	raw, hash, err := ir.readBlock(off, length, mapsMagic, want)
-	if err != nil {
-		return hash, err
-	}
-	if int64(len(raw)) != want {
-		return hash, &FormatError{Off: off, Msg: fmt.Sprintf("maps block holds %d bytes, the areas need %d", len(raw), want)}
-	}
 	ir.maps = make([]*block.Map, len(ir.meta.Areas))
-	for i, a := range ir.meta.Areas {
-		if a.BlockSize == 0 {
-			continue
+	return ir.streamBlock(off, length, mapsMagic, want, func(r io.Reader, rawLen int64) error {
+		if rawLen != want {
+			return fmt.Errorf("maps block holds %d bytes, the areas need %d", rawLen, want)
 		}
-		n := ((a.Size+a.BlockSize-1)/a.BlockSize + 7) / 8
-		m, err := block.MapFromBytes(a.BlockSize, a.Size, raw[:n])
-		if err != nil {
-			return hash, &FormatError{Off: off, Msg: fmt.Sprintf("map of %s", a.Label()), Err: err}
+		for i, a := range ir.meta.Areas {
+			if a.BlockSize == 0 {
+				continue
+			}
+			m, err := block.ReadMap(r, a.BlockSize, a.Size)
+			if err != nil {
+				return fmt.Errorf("map of %s: %w", a.Label(), err)
+			}
+			ir.maps[i] = m
 		}
-		ir.maps[i] = m
-		raw = raw[n:]
-	}
-	return hash, nil
+		_, err := io.Copy(io.Discard, r) // the end check and the last bytes' hash
+		return err
+	})
 }
 
 func (ir *Reader) checkEntry(e Entry, i int, indexOff int64) error {
