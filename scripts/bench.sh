@@ -17,7 +17,7 @@ export PATH="$PATH:/usr/sbin:/sbin"
 P=$PWD/bin/platter
 DIR=${BENCH_DIR:-/var/tmp/platter-bench}
 GIB=${FS_GIB:-3}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 FS=$DIR/ext4-${GIB}g.img
 mkdir -p "$DIR"
 
@@ -68,14 +68,17 @@ cat "$FS" > /dev/null # into the page cache
 
 for r in $(seq 1 "$ROUNDS"); do
 	echo "round $r/$ROUNDS"
-	rm -f "$X"; s=$(now)
+	# Every timed run starts alike: no previous output to delete, no
+	# other run's dirty pages still being written back (the Clonezilla
+	# pipeline does not sync its output; platter syncs its image).
+	rm -f "$X"; sync; s=$(now)
 	partclone.extfs -q -c -s "$FS" -o - 2>/dev/null | zstd -q -T0 -3 > "$X"
 	add cz_create "$(echo "$(now) - $s" | bc)"
-	s=$(now)
-	"$P" create --force --progress=none "$FS" "$IMG" > /dev/null
+	rm -f "$IMG"; sync; s=$(now)
+	"$P" create --progress=none "$FS" "$IMG" > /dev/null
 	add pl_create "$(echo "$(now) - $s" | bc)"
-	s=$(now)
-	"$P" create --force --progress=none --compress fast "$FS" "$DIR/fast.platter" > /dev/null
+	rm -f "$DIR/fast.platter"; sync; s=$(now)
+	"$P" create --progress=none --compress fast "$FS" "$DIR/fast.platter" > /dev/null
 	add pl_fast "$(echo "$(now) - $s" | bc)"
 
 	rm -f "$TGT"; truncate -s "$SIZE" "$TGT"; sync; s=$(now)
@@ -92,7 +95,7 @@ e2fsck -fn "$TGT" > /dev/null 2>&1 && fsck=clean || fsck=DAMAGED
 rss=$( { /usr/bin/time -v "$P" create --force --progress=none "$FS" "$IMG" > /dev/null; } 2>&1 | awk '/Maximum resident/ { print $6 }')
 levels=""
 for c in none zstd:1 zstd:3 zstd:6; do
-	s=$(now)
+	rm -f "$DIR/level.platter"; sync; s=$(now)
 	"$P" create --force --progress=none --compress "$c" "$FS" "$DIR/level.platter" > /dev/null
 	t=$(echo "$(now) - $s" | bc)
 	levels="$levels$(printf '| %-7s | %6.2f s | %8.1f MiB |' "$c" "$t" "$(echo "$(stat -c %s "$DIR/level.platter") / 1048576" | bc -l)")"$'\n'

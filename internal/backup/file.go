@@ -38,11 +38,14 @@ func ToFile(ctx context.Context, src block.Source, path string, force bool, opts
 			os.Remove(partial)
 		}
 	}()
-	// No buffering: frames are large and go straight to the file; only
-	// the frame headers are small writes.
-	// Writeback starts as the image grows, so the final sync is short.
+	// Written around the page cache where the filesystem allows, in 8 MiB
+	// pieces while the next fills, so the final sync is short.
 	opts.TempDir = filepath.Dir(path)
-	meta, n, err := Run(ctx, src, blockdev.NewWriteback(f, 16<<20), opts)
+	out := blockdev.NewSeqWriter(f, 8<<20)
+	meta, n, err := Run(ctx, src, out, opts)
+	if cerr := out.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("write %s: %w", partial, cerr)
+	}
 	if err != nil {
 		return nil, 0, err
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"unsafe"
 )
 
 // Source is something Platter images: a block device or a file holding a
@@ -44,4 +45,23 @@ type CorruptError struct {
 
 func (e *CorruptError) Error() string {
 	return fmt.Sprintf("%s: %s at byte %d", e.What, e.Msg, e.Off)
+}
+
+// DirectAlign is the alignment of buffers, offsets and lengths for
+// O_DIRECT I/O: a 4 KiB page satisfies every logical block size up to
+// 4 KiB.
+const DirectAlign = 4096
+
+// AlignedBuffer returns n bytes whose first byte lies on a DirectAlign
+// boundary, so it can be written with O_DIRECT.
+func AlignedBuffer(n int) []byte {
+	b := make([]byte, n+DirectAlign)
+	skip := int(-uintptr(unsafe.Pointer(&b[0])) & (DirectAlign - 1))
+	return b[skip : skip+n : skip+n]
+}
+
+// Aligned reports whether b starts on a DirectAlign boundary and off and
+// len(b) are multiples of it.
+func Aligned(b []byte, off int64) bool {
+	return len(b) > 0 && off%DirectAlign == 0 && len(b)%DirectAlign == 0 && uintptr(unsafe.Pointer(&b[0]))%DirectAlign == 0
 }

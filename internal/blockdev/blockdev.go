@@ -3,9 +3,13 @@
 package blockdev
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
+
+	"github.com/platter-dev/platter/internal/block"
 )
 
 // Device is an open file or block device. ReadAt and WriteAt are safe for
@@ -16,6 +20,11 @@ type Device struct {
 	size       int64
 	sectorSize int64 // 0 for a regular file: the caller decides
 	isDevice   bool
+
+	// direct is the same file opened with O_DIRECT (targets only, nil
+	// where refused): aligned writes bypass the page cache.
+	direct   *os.File
+	noDirect atomic.Bool // set once a direct write is refused
 }
 
 // Open opens path read-only, as a source. Platter never writes to a source.
@@ -58,8 +67,19 @@ func newDevice(f *os.File, path string) (*Device, error) {
 // ReadAt reads from the device.
 func (d *Device) ReadAt(p []byte, off int64) (int, error) { return d.f.ReadAt(p, off) }
 
-// WriteAt writes to the device (targets only).
-func (d *Device) WriteAt(p []byte, off int64) (int, error) { return d.f.WriteAt(p, off) }
+// WriteAt writes to the device (targets only). Aligned writes (see
+// block.Aligned) bypass the page cache where the file allows it: the
+// kernel neither copies the data nor holds it dirty for a later sync.
+func (d *Device) WriteAt(p []byte, off int64) (int, error) {
+	if d.direct != nil && !d.noDirect.Load() && block.Aligned(p, off) {
+		n, err := d.direct.WriteAt(p, off)
+		if !errors.Is(err, errInvalid) {
+			return n, err
+		}
+		d.noDirect.Store(true) // refused: write through the page cache from now on
+	}
+	return d.f.WriteAt(p, off)
+}
 
 // Size is the length in bytes.
 func (d *Device) Size() int64 { return d.size }
@@ -78,7 +98,12 @@ func (d *Device) Path() string { return d.path }
 func (d *Device) Sync() error { return d.f.Sync() }
 
 // Close closes the device.
-func (d *Device) Close() error { return d.f.Close() }
+func (d *Device) Close() error {
+	if d.direct != nil {
+		d.direct.Close()
+	}
+	return d.f.Close()
+}
 
 // File exposes the underlying file (for ioctls and fadvise).
 func (d *Device) File() *os.File { return d.f }
@@ -87,31 +112,6 @@ func (d *Device) File() *os.File { return d.f }
 // without waiting, so the final sync finds little left to do and the
 // disk works while the CPU decompresses the next chunks.
 func (d *Device) StartWriteback(off, n int64) { startWriteback(d.f, off, n) }
-
-// Writeback wraps a file that is written front to back and starts the
-// writeback of every window bytes as soon as they are written, so a
-// final sync finds little left to do.
-type Writeback struct {
-	f       *os.File
-	off     int64
-	started int64
-	window  int64
-}
-
-// NewWriteback wraps f, which must be written only through the result.
-func NewWriteback(f *os.File, window int64) *Writeback {
-	return &Writeback{f: f, window: window}
-}
-
-func (w *Writeback) Write(p []byte) (int, error) {
-	n, err := w.f.Write(p)
-	w.off += int64(n)
-	if w.off-w.started >= w.window {
-		startWriteback(w.f, w.started, w.off-w.started)
-		w.started = w.off
-	}
-	return n, err
-}
 
 // Mount is a mounted filesystem that lives on (part of) a device.
 type Mount struct {

@@ -31,3 +31,15 @@ func zeroRange(d *Device, off, n int64) error {
 func startWriteback(f *os.File, off, n int64) {
 	unix.SyncFileRange(int(f.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE)
 }
+
+var errInvalid error = unix.EINVAL
+
+// openDirect opens path for O_DIRECT writes, or returns nil where the
+// filesystem refuses them.
+func openDirect(path string) *os.File {
+	f, err := os.OpenFile(path, os.O_WRONLY|unix.O_DIRECT, 0)
+	if err != nil {
+		return nil
+	}
+	return f
+}

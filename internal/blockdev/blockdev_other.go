@@ -16,6 +16,10 @@ func zeroRange(d *Device, off, n int64) error { return writeZeros(d, off, n) }
 
 func startWriteback(*os.File, int64, int64) {}
 
+var errInvalid = errors.New("unused")
+
+func openDirect(string) *os.File { return nil }
+
 // Mounts cannot tell on this system whether a device is in use, so it
 // refuses to answer for devices rather than say "not mounted".
 func Mounts(path string) ([]Mount, error) {

