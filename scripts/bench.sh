@@ -58,6 +58,11 @@ now() { date +%s.%N; }
 median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 declare -A T
 add() { T[$1]="${T[$1]:-} $2"; }
+# settle lets the disk go quiet before a timed run: the previous run's
+# dirty pages written back, and the discards that deleting its output
+# issues (this machine's root filesystem is mounted with -o discard)
+# finished, so no run pays for another's cleanup.
+settle() { sync; sleep "${SETTLE:-3}"; }
 med() { echo ${T[$1]} | tr ' ' '\n' | median; }
 
 X=$DIR/clonezilla.pc.zst
@@ -71,20 +76,20 @@ for r in $(seq 1 "$ROUNDS"); do
 	# Every timed run starts alike: no previous output to delete, no
 	# other run's dirty pages still being written back (the Clonezilla
 	# pipeline does not sync its output; platter syncs its image).
-	rm -f "$X"; sync; s=$(now)
+	rm -f "$X"; settle; s=$(now)
 	partclone.extfs -q -c -s "$FS" -o - 2>/dev/null | zstd -q -T0 -3 > "$X"
 	add cz_create "$(echo "$(now) - $s" | bc)"
-	rm -f "$IMG"; sync; s=$(now)
+	rm -f "$IMG"; settle; s=$(now)
 	"$P" create --progress=none "$FS" "$IMG" > /dev/null
 	add pl_create "$(echo "$(now) - $s" | bc)"
-	rm -f "$DIR/fast.platter"; sync; s=$(now)
+	rm -f "$DIR/fast.platter"; settle; s=$(now)
 	"$P" create --progress=none --compress fast "$FS" "$DIR/fast.platter" > /dev/null
 	add pl_fast "$(echo "$(now) - $s" | bc)"
 
-	rm -f "$TGT"; truncate -s "$SIZE" "$TGT"; sync; s=$(now)
+	rm -f "$TGT"; truncate -s "$SIZE" "$TGT"; settle; s=$(now)
 	zstd -q -d -T0 < "$X" | partclone.extfs -q -r -s - -O "$TGT" 2>/dev/null
 	add cz_restore "$(echo "$(now) - $s" | bc)"
-	rm -f "$TGT"; truncate -s "$SIZE" "$TGT"; sync; s=$(now)
+	rm -f "$TGT"; truncate -s "$SIZE" "$TGT"; settle; s=$(now)
 	"$P" restore --yes --progress=none "$IMG" "$TGT" > /dev/null
 	add pl_restore "$(echo "$(now) - $s" | bc)"
 done
@@ -95,7 +100,7 @@ e2fsck -fn "$TGT" > /dev/null 2>&1 && fsck=clean || fsck=DAMAGED
 rss=$( { /usr/bin/time -v "$P" create --force --progress=none "$FS" "$IMG" > /dev/null; } 2>&1 | awk '/Maximum resident/ { print $6 }')
 levels=""
 for c in none zstd:1 zstd:3 zstd:6; do
-	rm -f "$DIR/level.platter"; sync; s=$(now)
+	rm -f "$DIR/level.platter"; settle; s=$(now)
 	"$P" create --force --progress=none --compress "$c" "$FS" "$DIR/level.platter" > /dev/null
 	t=$(echo "$(now) - $s" | bc)
 	levels="$levels$(printf '| %-7s | %6.2f s | %8.1f MiB |' "$c" "$t" "$(echo "$(stat -c %s "$DIR/level.platter") / 1048576" | bc -l)")"$'\n'

@@ -19,11 +19,11 @@ import (
 )
 
 // DefaultChunkSize is the chunk grid step. See docs/performance.md.
-const DefaultChunkSize = 4 << 20
+const DefaultChunkSize = 8 << 20
 
 // maxDedup bounds the table of chunk hashes that later chunks are
 // deduplicated against (about 100 bytes each): duplicates of the first
-// 512Ki distinct chunks (2 TiB of 4 MiB chunks) are found, and memory
+// 512Ki distinct chunks (4 TiB of 8 MiB chunks) are found, and memory
 // stays bounded on any disk.
 const maxDedup = 512 << 10
 

@@ -43,7 +43,7 @@ type Setting struct {
 }
 
 // DefaultSetting is what create uses without --compress: with the C
-// encoder, the fastest level whose ratio on independent 4 MiB chunks still
+// encoder, the fastest level whose ratio on independent 8 MiB chunks still
 // beats streaming `zstd -3` (docs/performance.md).
 var DefaultSetting = Setting{ID: Zstd, Level: 3}
 

@@ -244,7 +244,7 @@ func (m MemSource) Size() int64       { return m.Reader.Size() }
 func (m MemSource) SectorSize() int64 { return 512 }
 
 // LoadUsage reads u's whole map and checks that windows at many offsets
-// and of many sizes (every 4 MiB chunk, as the imaging engine asks for
+// and of many sizes (every chunk of a 4 and an 8 MiB grid, as the imaging engine asks for
 // them, and odd ones across block-group and FAT-piece boundaries) agree
 // with it bit for bit.
 func LoadUsage(t testing.TB, u *block.Usage) *block.Map {
@@ -268,8 +268,10 @@ func LoadUsage(t testing.TB, u *block.Usage) *block.Map {
 			}
 		}
 	}
-	for off := int64(0); off < u.Len(); off += 4 << 20 {
-		check(off, min(4<<20, u.Len()-off))
+	for _, grid := range []int64{4 << 20, 8 << 20} {
+		for off := int64(0); off < u.Len(); off += grid {
+			check(off, min(grid, u.Len()-off))
+		}
 	}
 	for _, n := range []int64{1, 511, 4097, 1<<20 + 3, 7 << 20} {
 		for off := int64(0); off < u.Len(); off += n*3 + 1234567 {
