@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -48,6 +49,7 @@ type infoJSON struct {
 	Compression   string          `json:"compression"`
 	Digest        string          `json:"digest"`
 	Warnings      []string        `json:"warnings"`
+	Snapshot      *image.Snapshot `json:"snapshot,omitempty"`
 	Partitions    []partitionJSON `json:"partitions"`
 	Gaps          []gapJSON       `json:"outside_partitions"`
 	Chunks        []chunkJSON     `json:"chunks,omitempty"`
@@ -90,7 +92,7 @@ func describe(r *image.Reader, chunks bool) *infoJSON {
 		FormatVersion: m.FormatVersion, ID: m.ID, Created: m.Created, Tool: m.Tool, Source: m.Source,
 		SourceSize: m.SourceSize, SectorSize: m.SectorSize, Table: m.Table, DiskID: m.DiskID,
 		ImageBytes: r.Size(), ChunkSize: m.ChunkSize, Compression: m.Compression,
-		Digest: hex.EncodeToString(d[:]), Warnings: m.Warnings,
+		Digest: hex.EncodeToString(d[:]), Warnings: m.Warnings, Snapshot: m.Snapshot,
 		Partitions: []partitionJSON{}, Gaps: []gapJSON{},
 	}
 	if out.Warnings == nil {
@@ -141,6 +143,14 @@ func runInfo(w io.Writer, opts infoOptions, path string) error {
 	fmt.Fprintf(w, "Source:      %s, %s (%d bytes), %d-byte sectors\n", info.Source, ui.Bytes(info.SourceSize), info.SourceSize, info.SectorSize)
 	fmt.Fprintf(w, "Table:       %s\n", info.Table)
 	fmt.Fprintf(w, "Compression: %s, %s chunks\n", info.Compression, ui.Bytes(info.ChunkSize))
+	if s := info.Snapshot; s != nil {
+		switch s.Method {
+		case "freeze":
+			fmt.Fprintf(w, "Snapshot:    %s frozen at %s for %.2fs\n", strings.Join(s.Filesystems, ", "), s.Instant.Local().Format(time.RFC3339Nano), s.FrozenSeconds)
+		default:
+			fmt.Fprintf(w, "Snapshot:    none: %s copied while mounted read-write (may be inconsistent)\n", strings.Join(s.Filesystems, ", "))
+		}
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nPART\tSTART\tSIZE\tTYPE\tFS\tUSED\tSTORED\t")
 	for _, p := range info.Partitions {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/platter-dev/platter/internal/freeze"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -34,6 +35,14 @@ func main() {
 }
 
 func run(args []string) int {
+	// The thaw guard that --snapshot freeze starts (internal/freeze).
+	if len(args) > 0 && args[0] == freeze.GuardCommand {
+		if err := freeze.RunGuard(args[1:]); err != nil {
+			fmt.Fprintf(os.Stderr, "platter: %v\n", err)
+			return exitFailed
+		}
+		return exitOK
+	}
 	// PLATTER_CPUPROFILE=FILE writes a CPU profile (docs/performance.md).
 	if path := os.Getenv("PLATTER_CPUPROFILE"); path != "" {
 		if f, err := os.Create(path); err == nil {

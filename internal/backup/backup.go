@@ -50,6 +50,11 @@ type Options struct {
 	Tool        string // "platter VERSION"
 	Progress    Progress
 	TempDir     string // where the index spills once it outgrows memory ("": os.TempDir())
+	// Release, if set, is called once every byte has been read from the
+	// source (data and allocation maps), before the image is finished (a
+	// frozen filesystem is thawed there). Its Snapshot is recorded in the metadata; an error
+	// discards the image.
+	Release func() (*image.Snapshot, error)
 }
 
 // Run images src into out and returns the metadata it wrote. It writes
@@ -122,7 +127,17 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 		a.meta.StoredBytes = p.stored[i]
 		meta.Areas = append(meta.Areas, a.meta)
 	}
-	if err := w.Finish(maps, meta, p.resolveDuplicate); err != nil {
+	// The maps are read from the source once more as they are written:
+	// only then is the source let go (a frozen filesystem thawed).
+	release := func(m *image.Metadata) error {
+		if opts.Release == nil {
+			return nil
+		}
+		snap, err := opts.Release()
+		m.Snapshot = snap
+		return err
+	}
+	if err := w.Finish(maps, meta, p.resolveDuplicate, release); err != nil {
 		return nil, 0, err
 	}
 	return meta, w.Offset(), nil
@@ -258,8 +273,9 @@ func (p *pipeline) buffer() []byte {
 		return *b
 	}
 	// Room for compressed output that is larger than its input (random
-	// data), so the encoder never has to grow and copy the buffer.
-	return make([]byte, p.cs, p.cs+p.cs/64+4096)
+	// data), so the encoder never has to grow and copy the buffer;
+	// aligned, so a source opened with O_DIRECT can read into it.
+	return block.AlignedBuffer(int(p.cs + p.cs/64 + 4096))[:p.cs]
 }
 
 func (p *pipeline) release(b []byte) {
@@ -310,26 +326,30 @@ func (p *pipeline) read(a *area, j *job) error {
 	for _, r := range runs {
 		used += r.Len
 	}
-	// One large read beats many small ones unless most of the span is free.
+	// One large read beats many small ones unless most of the span is
+	// free. Each read is widened to whole 4 KiB blocks of the source
+	// (within the chunk) so that a source read with O_DIRECT (a frozen
+	// filesystem's device) takes it directly; what is not a used run is
+	// cleared afterwards.
+	spans := runs
 	if used*4 >= last-first {
-		if err := p.readAt(j.buf[first-rel:last-rel], a.meta.Start+first); err != nil {
+		spans = []block.Extent{{Off: first, Len: last - first}}
+	}
+	const align = block.DirectAlign
+	for _, sp := range spans {
+		abs := a.meta.Start + sp.Off
+		lo := max(rel, abs/align*align-a.meta.Start)
+		hi := min(rel+j.n, (abs+sp.Len+align-1)/align*align-a.meta.Start)
+		if err := p.readAt(j.buf[lo-rel:hi-rel], a.meta.Start+lo); err != nil {
 			return err
 		}
-		pos := first
-		for _, r := range runs {
-			clear(j.buf[pos-rel : r.Off-rel])
-			pos = r.End()
-		}
-		clear(j.buf[:first-rel])
-		clear(j.buf[last-rel:])
-		return nil
 	}
-	clear(j.buf)
+	pos := rel
 	for _, r := range runs {
-		if err := p.readAt(j.buf[r.Off-rel:r.End()-rel], a.meta.Start+r.Off); err != nil {
-			return err
-		}
+		clear(j.buf[pos-rel : r.Off-rel])
+		pos = r.End()
 	}
+	clear(j.buf[pos-rel:])
 	return nil
 }
 

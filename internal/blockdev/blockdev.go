@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/platter-dev/platter/internal/block"
 )
@@ -25,6 +26,9 @@ type Device struct {
 	// where refused): aligned writes bypass the page cache.
 	direct   *os.File
 	noDirect atomic.Bool // set once a direct write is refused
+	// directRead is the device opened with O_DIRECT for aligned reads
+	// (ReadDirect), nil otherwise.
+	directRead *os.File
 }
 
 // Open opens path read-only, as a source. Platter never writes to a source.
@@ -64,8 +68,14 @@ func newDevice(f *os.File, path string) (*Device, error) {
 	return d, nil
 }
 
-// ReadAt reads from the device.
-func (d *Device) ReadAt(p []byte, off int64) (int, error) { return d.f.ReadAt(p, off) }
+// ReadAt reads from the device; aligned reads go around the page cache
+// after ReadDirect.
+func (d *Device) ReadAt(p []byte, off int64) (int, error) {
+	if d.directRead != nil && d.readAligned(p, off) {
+		return d.directRead.ReadAt(p, off)
+	}
+	return d.f.ReadAt(p, off)
+}
 
 // WriteAt writes to the device (targets only). Aligned writes (see
 // block.Aligned) bypass the page cache where the file allows it: the
@@ -79,6 +89,16 @@ func (d *Device) WriteAt(p []byte, off int64) (int, error) {
 		d.noDirect.Store(true) // refused: write through the page cache from now on
 	}
 	return d.f.WriteAt(p, off)
+}
+
+// readAligned reports whether a read can be direct: offset and length in
+// whole logical sectors, the buffer on a 512-byte boundary.
+func (d *Device) readAligned(p []byte, off int64) bool {
+	ss := d.sectorSize
+	if ss == 0 {
+		ss = block.DirectAlign // a file: the filesystem's block
+	}
+	return len(p) > 0 && off%ss == 0 && int64(len(p))%ss == 0 && uintptr(unsafe.Pointer(&p[0]))%512 == 0
 }
 
 // Size is the length in bytes.
@@ -101,6 +121,9 @@ func (d *Device) Sync() error { return d.f.Sync() }
 func (d *Device) Close() error {
 	if d.direct != nil {
 		d.direct.Close()
+	}
+	if d.directRead != nil {
+		d.directRead.Close()
 	}
 	return d.f.Close()
 }

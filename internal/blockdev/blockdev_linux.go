@@ -43,3 +43,19 @@ func openDirect(path string) *os.File {
 	}
 	return f
 }
+
+// ReadDirect makes aligned reads (see block.Aligned) bypass the page
+// cache with O_DIRECT: after a filesystem on the device was frozen, cached
+// pages of the device may still hold blocks from before (a block that
+// shared a page with metadata, or was read earlier), and only the device
+// itself is sure to hold the frozen state. The imaging engine reads chunk
+// data into aligned buffers; small reads of metadata stay cached, and the
+// filesystem's own metadata buffers are that cache.
+func (d *Device) ReadDirect() error {
+	f, err := os.OpenFile(d.path, os.O_RDONLY|unix.O_DIRECT, 0)
+	if err != nil {
+		return err
+	}
+	d.directRead = f
+	return nil
+}

@@ -32,3 +32,6 @@ func Mounts(path string) ([]Mount, error) {
 	}
 	return nil, nil
 }
+
+// ReadDirect is Linux-only.
+func (d *Device) ReadDirect() error { return errors.New("direct reads are supported on Linux only") }

@@ -64,7 +64,7 @@ func sampleImage(t testing.TB) ([]byte, [][]byte) {
 	if err := w.AddEntry(entries[1]); err == nil {
 		t.Fatal("AddEntry took an entry out of order")
 	}
-	if err := w.Finish([]Bitmap{mp}, meta, resolve); err != nil {
+	if err := w.Finish([]Bitmap{mp}, meta, resolve, nil); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes(), chunks

@@ -25,6 +25,22 @@ type Metadata struct {
 	Parent   string   `json:"parent,omitempty"`
 	Areas    []Area   `json:"areas"`
 	Warnings []string `json:"warnings,omitempty"`
+	// Snapshot says how a mounted source was held still; nil when it
+	// was not mounted read-write.
+	Snapshot *Snapshot `json:"snapshot,omitempty"`
+}
+
+// Snapshot describes how an image of a mounted, writable source was made
+// to hold one instant.
+type Snapshot struct {
+	// Method is "freeze" (the filesystems were frozen for the whole
+	// copy) or "none" (copied while mounted: --allow-mounted).
+	Method string `json:"method"`
+	// Instant is the moment the image shows: when the freeze began.
+	Instant time.Time `json:"instant"`
+	// FrozenSeconds is how long writers were held.
+	FrozenSeconds float64  `json:"frozen_seconds"`
+	Filesystems   []string `json:"filesystems"` // mount points
 }
 
 // Area kinds.

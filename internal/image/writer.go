@@ -119,8 +119,9 @@ type Bitmap interface {
 // resolve first when it has FrameOff -1), the allocation maps (maps[i] for
 // meta.Areas[i], nil for a raw area), the metadata and the footer. The
 // caller then syncs and renames the file; until the footer is written the
-// image is not valid.
-func (w *Writer) Finish(maps []Bitmap, meta *Metadata, resolve func(*Entry) error) error {
+// image is not valid. complete, if not nil, is called once the maps are
+// written (the last read of the source) and may add to the metadata.
+func (w *Writer) Finish(maps []Bitmap, meta *Metadata, resolve func(*Entry) error, complete func(*Metadata) error) error {
 	if len(maps) != len(meta.Areas) {
 		return fmt.Errorf("image: %d maps for %d areas", len(maps), len(meta.Areas))
 	}
@@ -178,6 +179,11 @@ func (w *Writer) Finish(maps []Bitmap, meta *Metadata, resolve func(*Entry) erro
 		return err
 	}
 	mapsLen := w.off - mapsOff
+	if complete != nil {
+		if err := complete(meta); err != nil {
+			return err
+		}
+	}
 
 	meta.FormatVersion = Version
 	meta.ID = w.id.String()

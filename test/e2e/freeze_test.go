@@ -1,0 +1,263 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// mountedExt4 makes an ext4 filesystem of size MiB on a loop device, fills
+// it from files (if not ""), mounts it read-write and returns the device
+// and the mount point.
+func mountedExt4(t *testing.T, sizeMiB int, files string) (dev, mnt string) {
+	t.Helper()
+	dir := t.TempDir()
+	img := filepath.Join(dir, "fs.img")
+	if err := os.Truncate(img, 0); err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	f, err := os.Create(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(int64(sizeMiB) << 20)
+	f.Close()
+	args := []string{"-q", "-F", "-E", "nodiscard"}
+	if files != "" {
+		args = append(args, "-d", files)
+	}
+	sh(t, "mkfs.ext4", append(args, img)...)
+	dev = strings.TrimSpace(sh(t, "losetup", "-f", "--show", img))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	mnt = filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	sh(t, "mount", dev, mnt)
+	t.Cleanup(func() {
+		// Never leave a test's filesystem frozen, whatever failed.
+		exec.Command("fsfreeze", "-u", mnt).Run()
+		exec.Command("umount", mnt).Run()
+	})
+	return dev, mnt
+}
+
+// writable reports whether a file can be written on mnt within limit (a
+// frozen filesystem blocks the write).
+func writable(mnt string, limit time.Duration) bool {
+	done := make(chan error, 1)
+	go func() {
+		done <- os.WriteFile(filepath.Join(mnt, "probe-"+strconv.FormatInt(time.Now().UnixNano(), 10)), []byte("x"), 0o644)
+	}()
+	select {
+	case err := <-done:
+		return err == nil
+	case <-time.After(limit):
+		return false
+	}
+}
+
+// An image of a busy, mounted filesystem taken with --snapshot freeze is
+// that filesystem at one instant: a log appended (and fsynced) record by
+// record comes back as a whole prefix, and a state file rewritten after
+// each record agrees with it. (This test caught the allocation maps being
+// read again after the thaw: a block freed meanwhile came back as zeros.)
+func TestSnapshotFreeze(t *testing.T) {
+	dev, mnt := mountedExt4(t, 128, "")
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var written atomic.Int64
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		log, err := os.OpenFile(filepath.Join(mnt, "log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer log.Close()
+		for n := 0; ctx.Err() == nil; n++ {
+			rec := fmt.Sprintf("record %08d %s\n", n, strings.Repeat("x", n%300))
+			if _, err := log.Write([]byte(rec)); err != nil {
+				t.Error(err)
+				return
+			}
+			log.Sync()
+			os.WriteFile(filepath.Join(mnt, "state"), []byte(strconv.Itoa(n)), 0o644)
+			written.Store(int64(n + 1))
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	img := filepath.Join(t.TempDir(), "live.platter")
+	_, stderr, code := run(t, "create", "--snapshot", "freeze", "--progress", "json", dev, img)
+	stop()
+	wg.Wait()
+	if code != 0 {
+		t.Fatalf("create --snapshot freeze: exit %d\n%s", code, stderr)
+	}
+	if !strings.Contains(stderr, `"snapshot":"frozen"`) || !strings.Contains(stderr, `"snapshot":"thawed"`) {
+		t.Errorf("progress shows no freeze and thaw:\n%s", stderr)
+	}
+	if !writable(mnt, 2*time.Second) {
+		t.Fatal("the filesystem is still frozen after create")
+	}
+	out := ok(t, "info", img)
+	if !strings.Contains(out, "Snapshot:    "+mnt+" frozen at") {
+		t.Errorf("info does not show the freeze:\n%s", out)
+	}
+	var js struct {
+		Snapshot struct {
+			Method        string  `json:"method"`
+			FrozenSeconds float64 `json:"frozen_seconds"`
+		} `json:"snapshot"`
+	}
+	jsonOut(t, img, &js)
+	if js.Snapshot.Method != "freeze" || js.Snapshot.FrozenSeconds <= 0 || js.Snapshot.FrozenSeconds > 10 {
+		t.Errorf("info --json snapshot = %+v", js.Snapshot)
+	}
+
+	back := filepath.Join(t.TempDir(), "back.img")
+	ok(t, "restore", "--yes", "--progress", "none", img, back)
+	// A frozen filesystem has its journal flushed: clean as it is.
+	sh(t, "e2fsck", "-fn", back)
+	logText := debugfsCat(t, back, "/log")
+	state := strings.TrimSpace(debugfsCat(t, back, "/state"))
+	lines := strings.SplitAfter(logText, "\n")
+	if lines[len(lines)-1] == "" {
+		lines = lines[:len(lines)-1]
+	}
+	if len(lines) == 0 {
+		t.Fatal("the log is empty in the image")
+	}
+	for n, l := range lines {
+		if want := fmt.Sprintf("record %08d %s\n", n, strings.Repeat("x", n%300)); l != want {
+			t.Fatalf("log line %d in the image is %q, want %q (a torn or reordered log)", n, l, want)
+		}
+	}
+	k := len(lines)
+	// The writer appends record n, then truncates the state file and
+	// writes n: at the freeze it holds n, nothing (truncated, not yet
+	// written) or n-1.
+	if s, err := strconv.Atoi(state); state != "" && (err != nil || s != k-1 && s != k-2) {
+		t.Errorf("state file holds %q with %d log records: not one instant", state, k)
+	}
+	if int64(k) >= written.Load() {
+		t.Errorf("the image holds %d records, the writer wrote %d: the freeze came after the writer stopped?", k, written.Load())
+	}
+	t.Logf("image holds %d of %d records", k, written.Load())
+}
+
+func jsonOut(t *testing.T, img string, v any) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(ok(t, "info", "--json", img)), v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The image may not be written to a filesystem that would be frozen.
+func TestSnapshotFreezeRefusesImageOnSource(t *testing.T) {
+	dev, mnt := mountedExt4(t, 64, "")
+	_, stderr, code := run(t, "create", "--snapshot", "freeze", dev, filepath.Join(mnt, "self.platter"))
+	if code != 2 || !strings.Contains(stderr, "would freeze") {
+		t.Fatalf("exit %d, want 2 and a refusal:\n%s", code, stderr)
+	}
+	if !writable(mnt, 2*time.Second) {
+		t.Fatal("the filesystem is frozen after a refusal")
+	}
+	// Without --snapshot the refusal names the way out.
+	if _, stderr, code := run(t, "create", dev, filepath.Join(t.TempDir(), "x.platter")); code == 0 || !strings.Contains(stderr, "--snapshot freeze") {
+		t.Fatalf("exit %d, want a refusal naming --snapshot freeze:\n%s", code, stderr)
+	}
+}
+
+// slowFS is a mounted filesystem full of compressible text, so that
+// create --compress zstd:19 takes seconds while it is frozen.
+func slowFS(t *testing.T) (dev, mnt string) {
+	files := t.TempDir()
+	var b bytes.Buffer
+	for i := 0; b.Len() < 48<<20; i++ {
+		fmt.Fprintf(&b, "%d host%d sshd[%d]: Accepted publickey for user%d from 10.%d.%d.%d port %d\n", i, i%17, 1000+i, i%97, i%256, (i*7)%256, i%13, 30000+i%5000)
+	}
+	os.WriteFile(filepath.Join(files, "log.txt"), b.Bytes(), 0o644)
+	return mountedExt4(t, 128, files)
+}
+
+// kill -9 during the freeze: the guard process thaws the filesystem
+// within a second.
+func TestSnapshotFreezeKilled(t *testing.T) {
+	dev, mnt := slowFS(t)
+	img := filepath.Join(t.TempDir(), "killed.platter")
+	cmd := exec.Command(platter, "create", "--snapshot", "freeze", "--max-freeze", "120s", "--compress", "zstd:19", "--progress", "json", dev, img)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	frozen := false
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), `"snapshot":"frozen"`) {
+			frozen = true
+			break
+		}
+	}
+	if !frozen {
+		cmd.Wait()
+		t.Fatal("create never reported the freeze")
+	}
+	time.Sleep(200 * time.Millisecond)
+	if writable(mnt, 300*time.Millisecond) {
+		t.Fatal("the filesystem is not frozen during the copy")
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	killed := time.Now()
+	go func() { io.Copy(io.Discard, stderr); cmd.Wait() }()
+	if !writable(mnt, time.Second) {
+		t.Fatal("the filesystem is still frozen a second after platter was killed")
+	}
+	t.Logf("writable %v after kill -9", time.Since(killed).Round(time.Millisecond))
+	if _, err := os.Stat(img); err == nil {
+		t.Error("a killed create left an image under the final name")
+	}
+}
+
+// A copy that outlasts --max-freeze is thawed by the watchdog and fails:
+// no image, a filesystem that takes writes again.
+func TestSnapshotFreezeLimit(t *testing.T) {
+	dev, mnt := slowFS(t)
+	img := filepath.Join(t.TempDir(), "late.platter")
+	start := time.Now()
+	_, stderr, code := run(t, "create", "--snapshot", "freeze", "--max-freeze", "1s", "--compress", "zstd:19", "--progress", "none", dev, img)
+	if code == 0 || !strings.Contains(stderr, "max-freeze") {
+		t.Fatalf("exit %d after %v, want a failure naming --max-freeze:\n%s", code, time.Since(start), stderr)
+	}
+	if _, err := os.Stat(img); err == nil {
+		t.Error("an image was written although the freeze ended early")
+	}
+	if !writable(mnt, time.Second) {
+		t.Fatal("the filesystem is still frozen")
+	}
+}
+
+// debugfsCat returns a file's contents from an ext filesystem image.
+func debugfsCat(t *testing.T, img, path string) string {
+	t.Helper()
+	out, err := exec.Command("debugfs", "-R", "cat "+path, img).Output()
+	if err != nil {
+		t.Fatalf("debugfs cat %s: %v", path, err)
+	}
+	return string(out)
+}
