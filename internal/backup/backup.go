@@ -196,7 +196,9 @@ func (p *pipeline) run(ctx context.Context, workers int) error {
 	defer cancel(nil)
 	p.stored, p.rawUsed = map[int]int64{}, map[int]int64{}
 	work := make(chan *job)
-	order := make(chan *job, 2*workers)
+	// Chunks finished out of turn wait here for the writer; deep enough
+	// that a slow (compressible) chunk does not leave workers idle.
+	order := make(chan *job, 4*workers)
 
 	go func() { // producer: chunks in disk order, only those with used blocks
 		defer close(work)
@@ -294,6 +296,7 @@ func (p *pipeline) process(j *job) {
 	}
 	if allZero(j.buf) {
 		j.zero = true
+		p.releaseBuf(j)
 		return
 	}
 	j.hash = blake3.Sum256(j.buf)
@@ -304,10 +307,25 @@ func (p *pipeline) process(j *job) {
 	}
 	p.mu.Unlock()
 	if j.dup {
+		p.releaseBuf(j)
 		return
 	}
 	j.cbuf = p.buffer()
 	j.codec, j.payload = p.enc.Encode(j.cbuf[:0], j.buf)
+	// A job waiting for its turn to be written holds only its payload,
+	// so more of them fit in memory while a slow chunk holds the line.
+	if j.codec == codec.None {
+		p.release(j.cbuf)
+		j.cbuf = nil
+	} else {
+		p.releaseBuf(j)
+	}
+}
+
+// releaseBuf returns the job's raw chunk buffer to the pool.
+func (p *pipeline) releaseBuf(j *job) {
+	p.release(j.buf)
+	j.buf = nil
 }
 
 // read fills j.buf with the chunk's used bytes and zeros elsewhere, so
