@@ -217,7 +217,7 @@ func (f *Frozen) startGuard(limit time.Duration) error {
 // mount point. Signals that would end it before that are ignored.
 func RunGuard(args []string) error {
 	if len(args) < 2 {
-		return fmt.Errorf("usage: %s SECONDS MOUNTPOINT...", GuardCommand)
+		return fmt.Errorf("usage: %s SECONDS MOUNTPOINT [MOUNTPOINT ...]", GuardCommand)
 	}
 	secs, err := strconv.ParseFloat(args[0], 64)
 	if err != nil {
