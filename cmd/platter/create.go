@@ -110,7 +110,8 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 		go func() {
 			select {
 			case <-fr.Expired():
-				cancel(fmt.Errorf("%w after --max-freeze %s: no image was written; raise --max-freeze or image fewer partitions", freeze.ErrThawedEarly, opts.maxFreeze))
+				_, err := fr.Thaw()
+				cancel(fmt.Errorf("%w (--max-freeze is %s): no image was written", err, opts.maxFreeze))
 			case <-ctx.Done():
 			}
 		}()

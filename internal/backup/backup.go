@@ -247,7 +247,12 @@ func (p *pipeline) run(ctx context.Context, workers int) error {
 		go func() {
 			defer wg.Done()
 			for j := range work {
-				p.process(j)
+				if ctx.Err() != nil {
+					// Stopping: do not compress what will not be written.
+					j.err = context.Cause(ctx)
+				} else {
+					p.process(j)
+				}
 				close(j.done)
 			}
 		}()

@@ -48,7 +48,8 @@ type Frozen struct {
 
 	mu      sync.Mutex
 	thawed  bool // by Thaw or the watchdog
-	expired bool // the watchdog fired
+	expired bool   // the watchdog fired, or something else thawed
+	why     string // which
 	done    bool // Thaw was called
 	expire  chan struct{}
 	held    time.Duration
@@ -89,17 +90,44 @@ func Freeze(points []string, limit time.Duration) (*Frozen, error) {
 	f.timer = time.AfterFunc(limit, func() {
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		if !f.thawed {
-			f.expired = true
+		if !f.thawed && !f.expired {
+			f.expired, f.why = true, "the time limit passed"
 			f.thawLocked()
 			close(f.expire)
 		}
 	})
+	go f.watch()
 	return f, nil
 }
 
-// Expired is closed when the watchdog thawed the filesystems because the
-// time limit passed: the copy should stop.
+// watch notices, within a tenth of a second, a filesystem that something
+// else thawed: freezing it again fails with EBUSY while it is still
+// frozen, and succeeds (freezing it back, harmlessly: the copy is lost
+// anyway) once it was thawed. The copy then stops at once.
+func (f *Frozen) watch() {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for range t.C {
+		f.mu.Lock()
+		if f.thawed || f.expired {
+			f.mu.Unlock()
+			return
+		}
+		for i, d := range f.files {
+			if err := ioctl(d, ioctlFreeze); err == nil {
+				f.expired, f.why = true, fmt.Sprintf("%s was thawed by something else", f.points[i])
+				f.thawLocked()
+				close(f.expire)
+				break
+			}
+		}
+		f.mu.Unlock()
+	}
+}
+
+// Expired is closed when the filesystems were thawed before the copy
+// ended (the time limit passed, or something else thawed one): the copy
+// should stop.
 func (f *Frozen) Expired() <-chan struct{} { return f.expire }
 
 // Start is when the freeze began.
@@ -121,7 +149,7 @@ func (f *Frozen) Thaw() (time.Duration, error) {
 	f.timer.Stop()
 	if f.expired {
 		f.release()
-		return held, fmt.Errorf("%w: the time limit passed", ErrThawedEarly)
+		return held, fmt.Errorf("%w: %s", ErrThawedEarly, f.why)
 	}
 	var early []string
 	for i, d := range f.files {

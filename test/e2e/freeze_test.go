@@ -338,3 +338,31 @@ func TestSnapshotFreezeWholeDisk(t *testing.T) {
 		}
 	}
 }
+
+// Something else thaws the filesystem during the copy (a negative
+// control: the image would mix moments): create notices and fails.
+func TestSnapshotFreezeExternalThaw(t *testing.T) {
+	dev, mnt := slowFS(t)
+	img := filepath.Join(t.TempDir(), "thawed.platter")
+	cmd := exec.Command(platter, "create", "--snapshot", "freeze", "--max-freeze", "120s", "--compress", "zstd:19", "--progress", "json", dev, img)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() && !strings.Contains(sc.Text(), `"snapshot":"frozen"`) {
+	}
+	sh(t, "fsfreeze", "-u", mnt)
+	var rest bytes.Buffer
+	io.Copy(&rest, stderr)
+	err = cmd.Wait()
+	if err == nil || !strings.Contains(rest.String(), "thawed by something else") {
+		t.Fatalf("create after an external thaw: %v\n%s", err, rest.String())
+	}
+	if _, err := os.Stat(img); err == nil {
+		t.Error("an image was written although the filesystem was thawed during the copy")
+	}
+}
