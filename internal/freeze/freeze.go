@@ -47,10 +47,10 @@ type Frozen struct {
 	start  time.Time
 
 	mu      sync.Mutex
-	thawed  bool // by Thaw or the watchdog
+	thawed  bool   // by Thaw or the watchdog
 	expired bool   // the watchdog fired, or something else thawed
 	why     string // which
-	done    bool // Thaw was called
+	done    bool   // Thaw was called
 	expire  chan struct{}
 	held    time.Duration
 	timer   *time.Timer
