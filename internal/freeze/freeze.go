@@ -51,6 +51,7 @@ type Frozen struct {
 	expired bool   // the watchdog fired, or something else thawed
 	why     string // which
 	done    bool   // Thaw was called
+	err     error  // and what it returned
 	expire  chan struct{}
 	held    time.Duration
 	timer   *time.Timer
@@ -134,14 +135,14 @@ func (f *Frozen) Expired() <-chan struct{} { return f.expire }
 func (f *Frozen) Start() time.Time { return f.start }
 
 // Thaw thaws every filesystem and returns how long they were frozen; a
-// second call does nothing. It
+// second call does nothing but answer the same. It
 // returns ErrThawedEarly (wrapped) if the watchdog or anything else thawed
 // a filesystem first: the copy made while frozen is then not one instant.
 func (f *Frozen) Thaw() (time.Duration, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.done {
-		return f.held, nil
+		return f.held, f.err
 	}
 	f.done = true
 	held := time.Since(f.start)
@@ -149,7 +150,8 @@ func (f *Frozen) Thaw() (time.Duration, error) {
 	f.timer.Stop()
 	if f.expired {
 		f.release()
-		return held, fmt.Errorf("%w: %s", ErrThawedEarly, f.why)
+		f.err = fmt.Errorf("%w: %s", ErrThawedEarly, f.why)
+		return held, f.err
 	}
 	var early []string
 	for i, d := range f.files {
@@ -162,9 +164,9 @@ func (f *Frozen) Thaw() (time.Duration, error) {
 	f.thawed = true
 	f.release()
 	if len(early) > 0 {
-		return held, fmt.Errorf("%w: %v was thawed by something else", ErrThawedEarly, early)
+		f.err = fmt.Errorf("%w: %v was thawed by something else", ErrThawedEarly, early)
 	}
-	return held, nil
+	return held, f.err
 }
 
 func (f *Frozen) thawLocked() {
