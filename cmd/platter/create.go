@@ -120,8 +120,8 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 			if err != nil {
 				return nil, fmt.Errorf("%w (frozen for %.1fs; --max-freeze is %s): no image was written; raise --max-freeze or image fewer partitions", err, held.Seconds(), opts.maxFreeze)
 			}
-			snapshotEvent(mode, "thawed", mounted, held)
-			return &image.Snapshot{Method: "freeze", Instant: fr.Start().UTC(), FrozenSeconds: held.Seconds(), Filesystems: mountPoints(mounted)}, nil
+			snapshotEvent(mode, "thawed", fr.Frozen(), held)
+			return &image.Snapshot{Method: "freeze", Instant: fr.Start().UTC(), FrozenSeconds: held.Seconds(), Filesystems: fr.Frozen(), Synced: fr.Synced()}, nil
 		}
 	} else if len(mounted) > 0 {
 		bopts.Release = func() (*image.Snapshot, error) {
@@ -218,7 +218,10 @@ func freezeSource(src *blockdev.Device, mounted []blockdev.Mount, imagePath stri
 	if err != nil {
 		return nil, err
 	}
-	snapshotEvent(mode, "frozen", mounted, 0)
+	for _, p := range fr.Synced() {
+		warn("%s cannot be frozen: it was synced and is copied as it is (writes to it during the copy may be missed)", p)
+	}
+	snapshotEvent(mode, "frozen", fr.Frozen(), 0)
 	return fr, nil
 }
 
@@ -232,17 +235,17 @@ func mountPoints(ms []blockdev.Mount) []string {
 
 // snapshotEvent tells the user (or, with --progress json, a script) that
 // the filesystems were frozen or thawed.
-func snapshotEvent(mode ui.Mode, what string, mounted []blockdev.Mount, held time.Duration) {
+func snapshotEvent(mode ui.Mode, what string, points []string, held time.Duration) {
 	switch mode {
 	case ui.JSON:
-		b, _ := json.Marshal(map[string]any{"op": "create", "snapshot": what, "filesystems": mountPoints(mounted), "frozen_seconds": held.Seconds()})
+		b, _ := json.Marshal(map[string]any{"op": "create", "snapshot": what, "filesystems": points, "frozen_seconds": held.Seconds()})
 		fmt.Fprintf(os.Stderr, "%s\n", b)
 	case ui.Off:
 	default:
 		if what == "frozen" {
-			fmt.Fprintf(os.Stderr, "froze %s for the copy\n", strings.Join(mountPoints(mounted), ", "))
+			fmt.Fprintf(os.Stderr, "froze %s for the copy\n", strings.Join(points, ", "))
 		} else {
-			fmt.Fprintf(os.Stderr, "thawed %s after %.2fs\n", strings.Join(mountPoints(mounted), ", "), held.Seconds())
+			fmt.Fprintf(os.Stderr, "thawed %s after %.2fs\n", strings.Join(points, ", "), held.Seconds())
 		}
 	}
 }

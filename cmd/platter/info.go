@@ -146,7 +146,12 @@ func runInfo(w io.Writer, opts infoOptions, path string) error {
 	if s := info.Snapshot; s != nil {
 		switch s.Method {
 		case "freeze":
-			fmt.Fprintf(w, "Snapshot:    %s frozen at %s for %.2fs\n", strings.Join(s.Filesystems, ", "), s.Instant.Local().Format(time.RFC3339Nano), s.FrozenSeconds)
+			if len(s.Filesystems) > 0 {
+				fmt.Fprintf(w, "Snapshot:    %s frozen at %s for %.2fs\n", strings.Join(s.Filesystems, ", "), s.Instant.Local().Format(time.RFC3339Nano), s.FrozenSeconds)
+			}
+			if len(s.Synced) > 0 {
+				fmt.Fprintf(w, "Snapshot:    %s could not be frozen: synced and copied as it was\n", strings.Join(s.Synced, ", "))
+			}
 		default:
 			fmt.Fprintf(w, "Snapshot:    none: %s copied while mounted read-write (may be inconsistent)\n", strings.Join(s.Filesystems, ", "))
 		}

@@ -53,13 +53,15 @@ type Frozen struct {
 	done    bool   // Thaw was called
 	err     error  // and what it returned
 	expire  chan struct{}
+	synced  []string // mount points that cannot freeze: synced only
 	held    time.Duration
 	timer   *time.Timer
 }
 
 // Freeze freezes the filesystems mounted at points, together, for at most
 // limit. It first starts the guard (self, the running executable, with
-// GuardCommand), so no filesystem is ever frozen without one. On error
+// GuardCommand), so no filesystem is ever frozen without one. A
+// filesystem that has no freeze is synced instead (see Synced). On error
 // nothing is left frozen.
 func Freeze(points []string, limit time.Duration) (*Frozen, error) {
 	f := &Frozen{points: points, expire: make(chan struct{})}
@@ -76,18 +78,33 @@ func Freeze(points []string, limit time.Duration) (*Frozen, error) {
 		return nil, err
 	}
 	f.start = time.Now()
+	var frozen []*os.File
+	var frozenPoints []string
 	for i, d := range f.files {
-		if err := ioctl(d, ioctlFreeze); err != nil {
-			for _, e := range f.files[:i] {
-				ioctl(e, ioctlThaw)
+		err := ioctl(d, ioctlFreeze)
+		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOTTY) {
+			// The filesystem has no freeze (FUSE mounts such as ntfs-3g,
+			// FAT on some kernels): write out what it holds and copy it
+			// as it is. It is rarely written (an EFI partition, a
+			// Windows volume seen from Linux); the image says so.
+			if err := unix.Syncfs(int(d.Fd())); err != nil {
+				f.thawList(frozen)
+				f.release()
+				return nil, fmt.Errorf("sync %s, which cannot be frozen: %w", points[i], err)
 			}
+			f.synced = append(f.synced, points[i])
+			d.Close()
+			continue
+		}
+		if err != nil {
+			f.thawList(frozen)
 			f.release()
-			if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOTTY) || errors.Is(err, unix.EINVAL) {
-				return nil, fmt.Errorf("freeze %s: this filesystem cannot be frozen (%v)", points[i], err)
-			}
 			return nil, fmt.Errorf("freeze %s: %w", points[i], err)
 		}
+		frozen = append(frozen, d)
+		frozenPoints = append(frozenPoints, points[i])
 	}
+	f.files, f.points = frozen, frozenPoints
 	f.timer = time.AfterFunc(limit, func() {
 		f.mu.Lock()
 		defer f.mu.Unlock()
@@ -168,6 +185,19 @@ func (f *Frozen) Thaw() (time.Duration, error) {
 	}
 	return held, f.err
 }
+
+func (f *Frozen) thawList(files []*os.File) {
+	for _, d := range files {
+		ioctl(d, ioctlThaw)
+	}
+}
+
+// Frozen lists the mount points that are frozen; Synced those that could
+// not be frozen and were only synced before the copy.
+func (f *Frozen) Frozen() []string { return f.points }
+
+// Synced lists the mount points that could not be frozen and were synced.
+func (f *Frozen) Synced() []string { return f.synced }
 
 func (f *Frozen) thawLocked() {
 	for _, d := range f.files {

@@ -24,6 +24,12 @@ func Freeze([]string, time.Duration) (*Frozen, error) { return nil, errUnsupport
 // Expired is never closed here.
 func (*Frozen) Expired() <-chan struct{} { return nil }
 
+// Frozen is Linux-only.
+func (*Frozen) Frozen() []string { return nil }
+
+// Synced is Linux-only.
+func (*Frozen) Synced() []string { return nil }
+
 // Start is when the freeze began.
 func (*Frozen) Start() time.Time { return time.Time{} }
 

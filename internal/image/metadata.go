@@ -40,7 +40,11 @@ type Snapshot struct {
 	Instant time.Time `json:"instant"`
 	// FrozenSeconds is how long writers were held.
 	FrozenSeconds float64  `json:"frozen_seconds"`
-	Filesystems   []string `json:"filesystems"` // mount points
+	Filesystems   []string `json:"filesystems"` // mount points frozen (or, for "none", copied as they changed)
+	// Synced are mount points that cannot be frozen (FUSE, some FAT):
+	// they were synced and copied as they were, and may have changed
+	// during the copy.
+	Synced []string `json:"synced,omitempty"`
 }
 
 // Area kinds.

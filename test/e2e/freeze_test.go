@@ -366,3 +366,51 @@ func TestSnapshotFreezeExternalThaw(t *testing.T) {
 		t.Error("an image was written although the filesystem was thawed during the copy")
 	}
 }
+
+// A filesystem that has no freeze (NTFS through ntfs-3g, a FUSE mount) is
+// synced and copied as it is, and the image says so.
+func TestSnapshotFreezeUnfreezable(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "ntfs.img")
+	f, err := os.Create(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(64 << 20)
+	f.Close()
+	sh(t, "mkntfs", "-q", "-F", "-Q", img)
+	dev := strings.TrimSpace(sh(t, "losetup", "-f", "--show", img))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	mnt := filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	sh(t, "ntfs-3g", dev, mnt)
+	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+	want := bytes.Repeat([]byte("written before the image\n"), 50000)
+	os.WriteFile(filepath.Join(mnt, "file.txt"), want, 0o644)
+
+	out := filepath.Join(dir, "ntfs.platter")
+	_, stderr, code := run(t, "create", "--snapshot", "freeze", "--progress", "none", dev, out)
+	if code != 0 || !strings.Contains(stderr, "cannot be frozen") {
+		t.Fatalf("create: exit %d, want success with a warning:\n%s", code, stderr)
+	}
+	var js struct {
+		Snapshot struct {
+			Method string   `json:"method"`
+			Synced []string `json:"synced"`
+		} `json:"snapshot"`
+	}
+	jsonOut(t, out, &js)
+	if js.Snapshot.Method != "freeze" || len(js.Snapshot.Synced) != 1 || js.Snapshot.Synced[0] != mnt {
+		t.Fatalf("snapshot = %+v, want %s listed as synced", js.Snapshot, mnt)
+	}
+	if o := ok(t, "info", out); !strings.Contains(o, "could not be frozen") {
+		t.Errorf("info does not say the filesystem was only synced:\n%s", o)
+	}
+	back := filepath.Join(dir, "back.img")
+	ok(t, "restore", "--yes", "--progress", "none", out, back)
+	sh(t, "ntfsfix", "-n", back)
+	got := filepath.Join(ntfsTree(t, back), "file.txt")
+	if b, err := os.ReadFile(got); err != nil || !bytes.Equal(b, want) {
+		t.Fatalf("file.txt after restore: %d bytes, %v; want the %d bytes written", len(b), err, len(want))
+	}
+}
