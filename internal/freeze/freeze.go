@@ -105,6 +105,9 @@ func Freeze(points []string, limit time.Duration) (*Frozen, error) {
 		frozenPoints = append(frozenPoints, points[i])
 	}
 	f.files, f.points = frozen, frozenPoints
+	if len(frozen) == 0 {
+		limit = 1<<63 - 1 // nothing held: no time limit to keep
+	}
 	f.timer = time.AfterFunc(limit, func() {
 		f.mu.Lock()
 		defer f.mu.Unlock()
