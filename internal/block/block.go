@@ -4,6 +4,7 @@
 package block
 
 import (
+	"sort"
 	"errors"
 	"fmt"
 	"io"
@@ -28,6 +29,21 @@ type Extent struct {
 
 // End is the first byte after the extent.
 func (e Extent) End() int64 { return e.Off + e.Len }
+
+// MergeExtents sorts extents and joins those that overlap or touch, in
+// place.
+func MergeExtents(es []Extent) []Extent {
+	sort.Slice(es, func(i, j int) bool { return es[i].Off < es[j].Off })
+	out := es[:0]
+	for _, e := range es {
+		if n := len(out); n > 0 && e.Off <= out[n-1].End() {
+			out[n-1].Len = max(out[n-1].End(), e.End()) - out[n-1].Off
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
 
 // ErrNotMine is returned (wrapped) by a filesystem detector when the bytes
 // it was given do not hold its filesystem. A detector that recognises its
@@ -58,10 +74,4 @@ func AlignedBuffer(n int) []byte {
 	b := make([]byte, n+DirectAlign)
 	skip := int(-uintptr(unsafe.Pointer(&b[0])) & (DirectAlign - 1))
 	return b[skip : skip+n : skip+n]
-}
-
-// Aligned reports whether b starts on a DirectAlign boundary and off and
-// len(b) are multiples of it.
-func Aligned(b []byte, off int64) bool {
-	return len(b) > 0 && off%DirectAlign == 0 && len(b)%DirectAlign == 0 && uintptr(unsafe.Pointer(&b[0]))%DirectAlign == 0
 }

@@ -71,17 +71,18 @@ func newDevice(f *os.File, path string) (*Device, error) {
 // ReadAt reads from the device; aligned reads go around the page cache
 // after ReadDirect.
 func (d *Device) ReadAt(p []byte, off int64) (int, error) {
-	if d.directRead != nil && d.readAligned(p, off) {
+	if d.directRead != nil && aligned(p, off, d.readAlign()) {
 		return d.directRead.ReadAt(p, off)
 	}
 	return d.f.ReadAt(p, off)
 }
 
-// WriteAt writes to the device (targets only). Aligned writes (see
-// block.Aligned) bypass the page cache where the file allows it: the
-// kernel neither copies the data nor holds it dirty for a later sync.
+// WriteAt writes to the device (targets only). Writes of whole 4 KiB
+// blocks from an aligned buffer bypass the page cache where the file
+// allows it: the kernel neither copies the data nor holds it dirty for a
+// later sync.
 func (d *Device) WriteAt(p []byte, off int64) (int, error) {
-	if d.direct != nil && !d.noDirect.Load() && block.Aligned(p, off) {
+	if d.direct != nil && !d.noDirect.Load() && aligned(p, off, block.DirectAlign) {
 		n, err := d.direct.WriteAt(p, off)
 		if !errors.Is(err, errInvalid) {
 			return n, err
@@ -91,14 +92,21 @@ func (d *Device) WriteAt(p []byte, off int64) (int, error) {
 	return d.f.WriteAt(p, off)
 }
 
-// readAligned reports whether a read can be direct: offset and length in
-// whole logical sectors, the buffer on a 512-byte boundary.
-func (d *Device) readAligned(p []byte, off int64) bool {
-	ss := d.sectorSize
-	if ss == 0 {
-		ss = block.DirectAlign // a file: the filesystem's block
+// readAlign is the granularity of direct reads: whole logical sectors of
+// a device, whole 4 KiB blocks of a file.
+func (d *Device) readAlign() int64 {
+	if d.sectorSize == 0 {
+		return block.DirectAlign
 	}
-	return len(p) > 0 && off%ss == 0 && int64(len(p))%ss == 0 && uintptr(unsafe.Pointer(&p[0]))%512 == 0
+	return d.sectorSize
+}
+
+// aligned reports whether I/O of p at off can be direct: offset and length
+// in whole units of align, the buffer on a boundary of align (at most
+// 4 KiB, which AlignedBuffer and its sector-aligned slices keep).
+func aligned(p []byte, off, align int64) bool {
+	mem := min(align, block.DirectAlign)
+	return len(p) > 0 && off%align == 0 && int64(len(p))%align == 0 && int64(uintptr(unsafe.Pointer(&p[0])))%mem == 0
 }
 
 // Size is the length in bytes.

@@ -44,7 +44,7 @@ func openDirect(path string) *os.File {
 	return f
 }
 
-// ReadDirect makes aligned reads (see block.Aligned) bypass the page
+// ReadDirect makes aligned reads (whole sectors, aligned buffer) bypass the page
 // cache with O_DIRECT: after a filesystem on the device was frozen, cached
 // pages of the device may still hold blocks from before (a block that
 // shared a page with metadata, or was read earlier), and only the device

@@ -210,18 +210,6 @@ func NewStreamEncoder(w io.Writer) (io.WriteCloser, error) {
 	return z, nil
 }
 
-// DecodeBlock decodes a stored block of unknown trustworthiness whose
-// decoded length must be exactly rawLen. Memory grows only as real data
-// decodes, so a hostile length field cannot make it allocate up front.
-func DecodeBlock(id ID, src []byte, rawLen int64) ([]byte, error) {
-	r, err := NewBlockReader(id, src, rawLen)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	return io.ReadAll(r)
-}
-
 // NewBlockReader streams the decoded bytes of a stored block whose decoded
 // length must be exactly rawLen: a block that decodes to more or fewer
 // bytes, or does not decode, is an error wrapping ErrCorrupt from Read.

@@ -192,7 +192,11 @@ func (w *Writer) Finish(maps []Bitmap, meta *Metadata, resolve func(*Entry) erro
 		return fmt.Errorf("image: encode metadata: %w", err)
 	}
 	metaOff := w.off
-	if err := w.writeBlock(metaMagic, js); err != nil {
+	err = w.writeStream(metaMagic, func(out io.Writer) error {
+		_, err := out.Write(js)
+		return err
+	})
+	if err != nil {
 		return err
 	}
 	f := footer{
@@ -266,20 +270,4 @@ type crcWriter struct {
 func (c *crcWriter) Write(p []byte) (int, error) {
 	c.sum = crc32.Update(c.sum, castagnoli, p)
 	return c.w.Write(p)
-}
-
-func (w *Writer) writeBlock(magic [4]byte, raw []byte) error {
-	enc, err := codec.NewEncoder(codec.Setting{ID: codec.Zstd, Level: 3}, 1)
-	if err != nil {
-		return err
-	}
-	defer enc.Close()
-	id, stored := enc.Encode(nil, raw)
-	h := blockHeader{Magic: magic, Codec: uint8(id), RawLen: uint64(len(raw)), Stored: uint64(len(stored)), Hash: blake3.Sum256(raw), StoredCRC: crc(stored)}
-	var b [blockHeaderSize]byte
-	h.put(b[:])
-	if err := w.write(b[:]); err != nil {
-		return err
-	}
-	return w.write(stored)
 }

@@ -233,7 +233,7 @@ func readMBR(r io.ReaderAt, size, ss int64, m *MBR, t *Table) error {
 			}
 		}
 	}
-	t.Structures = mergeExtents(append(t.Structures, block.Extent{Off: 0, Len: ss}))
+	t.Structures = block.MergeExtents(append(t.Structures, block.Extent{Off: 0, Len: ss}))
 	sortByIndex(t.Partitions)
 	return nil
 }

@@ -111,7 +111,7 @@ func Read(r io.ReaderAt, size int64, sectorSize int64) (*Table, error) {
 		if err := readGPT(r, size, sectorSize, t); err != nil {
 			return nil, fmt.Errorf("ptable: %w", err)
 		}
-		t.Structures = mergeExtents(t.Structures)
+		t.Structures = block.MergeExtents(t.Structures)
 		return t, nil
 	}
 	if err := readMBR(r, size, sectorSize, m, t); err != nil {
@@ -185,16 +185,3 @@ func sortByIndex(parts []Partition) {
 	sort.Slice(parts, func(i, j int) bool { return parts[i].Index < parts[j].Index })
 }
 
-// mergeExtents sorts extents and joins those that overlap or touch.
-func mergeExtents(es []block.Extent) []block.Extent {
-	sort.Slice(es, func(i, j int) bool { return es[i].Off < es[j].Off })
-	var out []block.Extent
-	for _, e := range es {
-		if n := len(out); n > 0 && e.Off <= out[n-1].End() {
-			out[n-1].Len = max(out[n-1].End(), e.End()) - out[n-1].Off
-			continue
-		}
-		out = append(out, e)
-	}
-	return out
-}

@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -307,15 +306,7 @@ func (t *Tracefs) lost() error {
 // mergeSectors sorts sector extents, joins those that touch, and returns
 // them in bytes.
 func mergeSectors(es []block.Extent) []block.Extent {
-	sort.Slice(es, func(i, j int) bool { return es[i].Off < es[j].Off })
-	var out []block.Extent
-	for _, e := range es {
-		if n := len(out); n > 0 && e.Off <= out[n-1].End() {
-			out[n-1].Len = max(out[n-1].End(), e.End()) - out[n-1].Off
-			continue
-		}
-		out = append(out, e)
-	}
+	out := block.MergeExtents(es)
 	for i := range out {
 		out[i].Off *= 512
 		out[i].Len *= 512

@@ -292,7 +292,7 @@ func (f *fs) usage(r io.ReaderAt, size int64) (*block.Usage, error) {
 			b.bitmap[g] = noBitmap
 		}
 	}
-	b.meta = mergeExtents(b.meta)
+	b.meta = block.MergeExtents(b.meta)
 	return block.NewUsage(f.name(), f.clusterSize, size, b.fill)
 }
 
@@ -354,19 +354,6 @@ func (b *bitmaps) fill(first int64, m *block.Map) error {
 	return nil
 }
 
-// mergeExtents sorts extents and joins those that overlap or touch.
-func mergeExtents(es []block.Extent) []block.Extent {
-	sort.Slice(es, func(i, j int) bool { return es[i].Off < es[j].Off })
-	out := es[:0]
-	for _, e := range es {
-		if n := len(out); n > 0 && e.Off <= out[n-1].End() {
-			out[n-1].Len = max(out[n-1].End(), e.End()) - out[n-1].Off
-			continue
-		}
-		out = append(out, e)
-	}
-	return out
-}
 
 // setBits marks block i+delta of m for each bit i in [lo, hi) set in
 // bitmap.
