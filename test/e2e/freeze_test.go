@@ -25,23 +25,13 @@ import (
 func mountedExt4(t *testing.T, sizeMiB int, files string) (dev, mnt string) {
 	t.Helper()
 	dir := t.TempDir()
-	img := filepath.Join(dir, "fs.img")
-	if err := os.Truncate(img, 0); err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
-	}
-	f, err := os.Create(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Truncate(int64(sizeMiB) << 20)
-	f.Close()
+	img := sparseFile(t, filepath.Join(dir, "fs.img"), int64(sizeMiB)<<20)
 	args := []string{"-q", "-F", "-E", "nodiscard"}
 	if files != "" {
 		args = append(args, "-d", files)
 	}
 	sh(t, "mkfs.ext4", append(args, img)...)
-	dev = strings.TrimSpace(sh(t, "losetup", "-f", "--show", img))
-	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	dev = loop(t, img)
 	mnt = filepath.Join(dir, "mnt")
 	os.Mkdir(mnt, 0o755)
 	sh(t, "mount", dev, mnt)
@@ -51,6 +41,46 @@ func mountedExt4(t *testing.T, sizeMiB int, files string) (dev, mnt string) {
 		exec.Command("umount", mnt).Run()
 	})
 	return dev, mnt
+}
+
+// sparseFile makes a file of size bytes that holds no data.
+func sparseFile(t *testing.T, path string, size int64) string {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		t.Fatalf("make a %d-byte sparse file %s: %v", size, path, err)
+	}
+	return path
+}
+
+// startFrozen starts a create --snapshot freeze of dev that takes seconds
+// (zstd:19 on slowFS) and returns once it reports the freeze, with the
+// rest of its progress output.
+func startFrozen(t *testing.T, dev, img string) (*exec.Cmd, io.Reader) {
+	t.Helper()
+	cmd := exec.Command(platter, "create", "--snapshot", "freeze", "--max-freeze", "120s", "--compress", "zstd:19", "--progress", "json", dev, img)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(stderr)
+	for {
+		line, err := r.ReadString('\n')
+		if strings.Contains(line, `"snapshot":"frozen"`) {
+			return cmd, r
+		}
+		if err != nil {
+			cmd.Wait()
+			t.Fatal("create never reported the freeze")
+		}
+	}
 }
 
 // writable reports whether a file can be written on mnt within limit (a
@@ -198,26 +228,7 @@ func slowFS(t *testing.T) (dev, mnt string) {
 func TestSnapshotFreezeKilled(t *testing.T) {
 	dev, mnt := slowFS(t)
 	img := filepath.Join(t.TempDir(), "killed.platter")
-	cmd := exec.Command(platter, "create", "--snapshot", "freeze", "--max-freeze", "120s", "--compress", "zstd:19", "--progress", "json", dev, img)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	frozen := false
-	sc := bufio.NewScanner(stderr)
-	for sc.Scan() {
-		if strings.Contains(sc.Text(), `"snapshot":"frozen"`) {
-			frozen = true
-			break
-		}
-	}
-	if !frozen {
-		cmd.Wait()
-		t.Fatal("create never reported the freeze")
-	}
+	cmd, stderr := startFrozen(t, dev, img)
 	time.Sleep(200 * time.Millisecond)
 	if writable(mnt, 300*time.Millisecond) {
 		t.Fatal("the filesystem is not frozen during the copy")
@@ -266,20 +277,9 @@ func debugfsCat(t *testing.T, img, path string) string {
 // the image holds both at one instant, and both come back.
 func TestSnapshotFreezeWholeDisk(t *testing.T) {
 	dir := t.TempDir()
-	disk := filepath.Join(dir, "disk.img")
-	f, err := os.Create(disk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Truncate(160 << 20)
-	f.Close()
+	disk := sparseFile(t, filepath.Join(dir, "disk.img"), 160<<20)
 	sh(t, "sgdisk", "-n", "1:1M:+64M", "-t", "1:8300", "-n", "2:0:+64M", "-t", "2:8300", disk)
-	dev := strings.TrimSpace(sh(t, "losetup", "-f", "--show", disk))
-	t.Cleanup(func() {
-		exec.Command("delpart", dev, "1").Run()
-		exec.Command("delpart", dev, "2").Run()
-		exec.Command("losetup", "-d", dev).Run()
-	})
+	dev := loop(t, disk)
 	// This kernel parses no partition tables on loop devices: add them.
 	for _, p := range []struct{ n, start, size string }{{"1", "2048", "131072"}, {"2", "133120", "131072"}} {
 		exec.Command("delpart", dev, p.n).Run()
@@ -344,21 +344,11 @@ func TestSnapshotFreezeWholeDisk(t *testing.T) {
 func TestSnapshotFreezeExternalThaw(t *testing.T) {
 	dev, mnt := slowFS(t)
 	img := filepath.Join(t.TempDir(), "thawed.platter")
-	cmd := exec.Command(platter, "create", "--snapshot", "freeze", "--max-freeze", "120s", "--compress", "zstd:19", "--progress", "json", dev, img)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(stderr)
-	for sc.Scan() && !strings.Contains(sc.Text(), `"snapshot":"frozen"`) {
-	}
+	cmd, stderr := startFrozen(t, dev, img)
 	sh(t, "fsfreeze", "-u", mnt)
 	var rest bytes.Buffer
 	io.Copy(&rest, stderr)
-	err = cmd.Wait()
+	err := cmd.Wait()
 	if err == nil || !strings.Contains(rest.String(), "thawed by something else") {
 		t.Fatalf("create after an external thaw: %v\n%s", err, rest.String())
 	}
@@ -371,16 +361,9 @@ func TestSnapshotFreezeExternalThaw(t *testing.T) {
 // synced and copied as it is, and the image says so.
 func TestSnapshotFreezeUnfreezable(t *testing.T) {
 	dir := t.TempDir()
-	img := filepath.Join(dir, "ntfs.img")
-	f, err := os.Create(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Truncate(64 << 20)
-	f.Close()
+	img := sparseFile(t, filepath.Join(dir, "ntfs.img"), 64<<20)
 	sh(t, "mkntfs", "-q", "-F", "-Q", img)
-	dev := strings.TrimSpace(sh(t, "losetup", "-f", "--show", img))
-	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	dev := loop(t, img)
 	mnt := filepath.Join(dir, "mnt")
 	os.Mkdir(mnt, 0o755)
 	sh(t, "ntfs-3g", dev, mnt)

@@ -19,16 +19,8 @@ import (
 // filesystem counts, and every file must come back.
 func TestHugeFilesystemBoundedMemory(t *testing.T) {
 	dir := t.TempDir()
-	src := filepath.Join(dir, "huge.img")
-	f, err := os.Create(src)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const size = 16<<40 - 1<<20
-	if err := f.Truncate(size); err != nil {
-		t.Fatalf("make a %d-byte sparse file in %s: %v", int64(size), dir, err)
-	}
-	f.Close()
+	src := sparseFile(t, filepath.Join(dir, "huge.img"), size)
 
 	// Files of several sizes, one big enough to span chunks. -N keeps
 	// the inode tables small: they are all "used" and would take minutes

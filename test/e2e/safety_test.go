@@ -158,10 +158,15 @@ func TestFullDisk(t *testing.T) {
 	}
 }
 
-// loop attaches a loop device to file and detaches it when the test ends.
+// loop attaches a loop device to file and detaches it when the test ends,
+// deleting the partitions 1 and 2 a test may have added to it first.
 func loop(t *testing.T, file string, args ...string) string {
 	dev := strings.TrimSpace(sh(t, "losetup", append(append([]string{"-f", "--show"}, args...), file)...))
-	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	t.Cleanup(func() {
+		exec.Command("delpart", dev, "1").Run()
+		exec.Command("delpart", dev, "2").Run()
+		exec.Command("losetup", "-d", dev).Run()
+	})
 	return dev
 }
 
