@@ -4,10 +4,10 @@
 package block
 
 import (
-	"sort"
 	"errors"
 	"fmt"
 	"io"
+	"sort"
 	"unsafe"
 )
 

@@ -184,4 +184,3 @@ func checkOverlap(what string, parts []Partition, entryOff func(Partition) int64
 func sortByIndex(parts []Partition) {
 	sort.Slice(parts, func(i, j int) bool { return parts[i].Index < parts[j].Index })
 }
-

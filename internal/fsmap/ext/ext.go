@@ -354,7 +354,6 @@ func (b *bitmaps) fill(first int64, m *block.Map) error {
 	return nil
 }
 
-
 // setBits marks block i+delta of m for each bit i in [lo, hi) set in
 // bitmap.
 func setBits(m *block.Map, bitmap []byte, lo, hi, delta int64) {
