@@ -26,6 +26,7 @@ type createOptions struct {
 	allowMounted bool
 	progress     string
 	snapshot     string
+	tracker      string
 	maxFreeze    time.Duration
 }
 
@@ -49,8 +50,9 @@ complete.`,
 	f.BoolVar(&opts.force, "force", false, "overwrite IMAGE if it exists")
 	f.BoolVar(&opts.allowMounted, "allow-mounted", false, "image a source mounted read-write anyway (the image may be inconsistent)")
 	f.StringVar(&opts.progress, "progress", "auto", "progress display: auto, json or none")
-	f.StringVar(&opts.snapshot, "snapshot", "auto", "how to image a mounted, writable source: freeze (hold its filesystems frozen for the whole copy: for small volumes), none (refuse unless --allow-mounted), auto (refuse and say which to use)")
-	f.DurationVar(&opts.maxFreeze, "max-freeze", 10*time.Second, "with --snapshot freeze: thaw and fail if the copy takes longer")
+	f.StringVar(&opts.snapshot, "snapshot", "auto", "how to image a mounted, writable source: track (copy it live, tracking writes, then freeze it briefly for the last changes), freeze (hold it frozen for the whole copy: small volumes), none (refuse unless --allow-mounted); auto is track")
+	f.StringVar(&opts.tracker, "tracker", "auto", "write tracker for --snapshot track: bpf, tracefs or auto (bpf where it loads)")
+	f.DurationVar(&opts.maxFreeze, "max-freeze", 10*time.Second, "thaw and fail if the filesystems stay frozen longer (the whole copy with --snapshot freeze, the last pass with track)")
 	return cmd
 }
 
@@ -67,18 +69,28 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 	if err != nil {
 		return err
 	}
+	switch opts.snapshot {
+	case "auto", "none", "freeze", "track":
+	default:
+		return usagef("--snapshot takes auto, track, freeze or none, not %q", opts.snapshot)
+	}
+	switch opts.tracker {
+	case "auto", "bpf", "tracefs":
+	default:
+		return usagef("--tracker takes auto, bpf or tracefs, not %q", opts.tracker)
+	}
 	mounted, err := writableMounts(source)
 	if err != nil {
 		return err
 	}
-	switch opts.snapshot {
-	case "auto", "none", "freeze":
-	case "track":
-		return usagef("--snapshot track (live imaging with write tracking) is not available yet; use --snapshot freeze for a small volume, or unmount the filesystem")
-	default:
-		return usagef("--snapshot takes auto, freeze or none, not %q", opts.snapshot)
+	method := opts.snapshot
+	switch {
+	case method == "auto" && opts.allowMounted:
+		method = "none" // copied as it changes, with a warning
+	case method == "auto":
+		method = "track"
 	}
-	if len(mounted) > 0 && opts.snapshot != "freeze" {
+	if len(mounted) > 0 && method == "none" {
 		if err := allowMounted(mounted, source, opts); err != nil {
 			return err
 		}
@@ -91,41 +103,58 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 	if same(source, imagePath) {
 		return usagef("IMAGE %s is the source itself", imagePath)
 	}
-	ctx := cmd.Context()
+	ctx, cancel := context.WithCancelCause(cmd.Context())
+	defer cancel(nil)
 	bopts := backup.Options{
 		SourceName:  source,
 		Partitions:  parts,
 		Compression: setting,
 		Tool:        "platter " + version,
 	}
-	if len(mounted) > 0 && opts.snapshot == "freeze" {
-		fr, err := freezeSource(src, mounted, imagePath, opts.maxFreeze, mode)
-		if err != nil {
+	h := &holder{points: mountPoints(mounted), limit: opts.maxFreeze, mode: mode, ctx: ctx, cancel: cancel, method: method}
+	defer h.thaw() // on every error path; a no-op once thawed
+	switch {
+	case len(mounted) == 0:
+	case method == "none":
+		bopts.Release = func() (*image.Snapshot, error) {
+			return &image.Snapshot{Method: "none", Instant: time.Now().UTC(), Filesystems: h.points}, nil
+		}
+	default:
+		if err := checkImageOutside(mounted, imagePath, method); err != nil {
 			return err
 		}
-		defer fr.Thaw() // on every error path; a no-op after Release
-		var cancel context.CancelCauseFunc
-		ctx, cancel = context.WithCancelCause(ctx)
-		defer cancel(nil)
-		go func() {
-			select {
-			case <-fr.Expired():
-				_, err := fr.Thaw()
-				cancel(fmt.Errorf("%w (--max-freeze is %s): no image was written", err, opts.maxFreeze))
-			case <-ctx.Done():
-			}
-		}()
-		bopts.Release = func() (*image.Snapshot, error) {
-			held, err := fr.Thaw()
-			if err != nil {
-				return nil, fmt.Errorf("%w (frozen for %.1fs; --max-freeze is %s): no image was written; raise --max-freeze or image fewer partitions", err, held.Seconds(), opts.maxFreeze)
-			}
-			snapshotEvent(mode, "thawed", fr.Frozen(), held)
-			return &image.Snapshot{Method: "freeze", Instant: fr.Start().UTC(), FrozenSeconds: held.Seconds(), Filesystems: fr.Frozen(), Synced: fr.Synced()}, nil
+		// The page cache may hold blocks from before they were written
+		// again, or (frozen) from before the freeze: data is read around it.
+		if err := src.ReadDirect(); err != nil {
+			return fmt.Errorf("open %s for direct reads: %w", src.Path(), err)
 		}
-	} else if len(mounted) > 0 {
-		bopts.Release = func() (*image.Snapshot, error) {
-			return &image.Snapshot{Method: "none", Instant: time.Now().UTC(), Filesystems: mountPoints(mounted)}, nil
+		bopts.Release = h.release
+		if method == "freeze" {
+			if err := h.freeze(); err != nil {
+				return err
+			}
+			break
+		}
+		if !src.IsDevice() {
+			m := mounted[0]
+			return fmt.Errorf("%s is mounted read-write at %s through %s: image %s instead to copy it live (writes are tracked on the device), or pass --snapshot none --allow-mounted to copy the file as it changes", source, m.Point, m.Device, m.Device)
+		}
+		tr, kind, err := startTracker(src, opts.tracker)
+		if err != nil {
+			hint := "pass --snapshot freeze to hold the filesystems frozen for the whole copy (small volumes), or unmount them"
+			return fmt.Errorf("%s is mounted read-write at %s and cannot be imaged live: %w; %s", mounted[0].Device, mounted[0].Point, err, hint)
+		}
+		defer tr.Close()
+		h.tracker = kind
+		if mode != ui.JSON && mode != ui.Off {
+			fmt.Fprintf(os.Stderr, "imaging %s live: copying while it is in use, tracking writes (%s), then freezing it briefly\n", strings.Join(h.points, ", "), kind)
+		}
+		bopts.MapSource = src.Cached()
+		bopts.Live = &backup.Live{
+			Tracker: tr,
+			Sync:    func() error { return freeze.Sync(h.points) },
+			Freeze:  h.freeze,
+			Event:   func(p image.Pass) { passEvent(mode, p) },
 		}
 	}
 	progress := ui.NewProgress(mode, os.Stderr, "create")
@@ -147,6 +176,58 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 	fmt.Fprintf(cmd.OutOrStdout(), "created %s: %s used of %s, image %s, in %.1fs (%s/s)\n",
 		imagePath, ui.Bytes(used), ui.Bytes(meta.SourceSize), ui.Bytes(size), secs, ui.Bytes(int64(float64(used)/max(secs, 1e-9))))
 	return nil
+}
+
+// holder freezes the filesystems mounted from the source, together, when
+// asked (before the copy with --snapshot freeze, for the last pass with
+// track), and thaws them.
+type holder struct {
+	points  []string
+	limit   time.Duration
+	mode    ui.Mode
+	ctx     context.Context
+	cancel  context.CancelCauseFunc // stops the copy when the freeze ends early
+	method  string
+	tracker string
+
+	fr *freeze.Frozen
+}
+
+func (h *holder) freeze() error {
+	fr, err := freeze.Freeze(h.points, h.limit)
+	if err != nil {
+		return err
+	}
+	h.fr = fr
+	for _, p := range fr.Synced() {
+		warn("%s cannot be frozen: it was synced and is copied as it is (writes to it during the copy may be missed)", p)
+	}
+	snapshotEvent(h.mode, "frozen", fr.Frozen(), fr.Start(), 0)
+	go func() {
+		select {
+		case <-fr.Expired():
+			_, err := fr.Thaw()
+			h.cancel(fmt.Errorf("%w (--max-freeze is %s): no image was written", err, h.limit))
+		case <-h.ctx.Done():
+		}
+	}()
+	return nil
+}
+
+// release thaws and describes the snapshot for the image's metadata.
+func (h *holder) release() (*image.Snapshot, error) {
+	held, err := h.fr.Thaw()
+	if err != nil {
+		return nil, fmt.Errorf("%w (frozen for %.2fs; --max-freeze is %s): no image was written", err, held.Seconds(), h.limit)
+	}
+	snapshotEvent(h.mode, "thawed", h.fr.Frozen(), time.Now(), held)
+	return &image.Snapshot{Method: h.method, Tracker: h.tracker, Instant: h.fr.Start().UTC(), FrozenSeconds: held.Seconds(), Filesystems: h.fr.Frozen(), Synced: h.fr.Synced()}, nil
+}
+
+func (h *holder) thaw() {
+	if h.fr != nil {
+		h.fr.Thaw()
+	}
 }
 
 func parsePartitions(s string) ([]int, error) {
@@ -185,7 +266,7 @@ func writableMounts(source string) ([]blockdev.Mount, error) {
 func allowMounted(mounted []blockdev.Mount, source string, opts createOptions) error {
 	m := mounted[0]
 	if !opts.allowMounted {
-		return fmt.Errorf("%s is mounted read-write at %s (%s): an image taken while it changes may be inconsistent; pass --snapshot freeze to hold it still while it is copied (writers wait; for small volumes), unmount it or remount it read-only, or pass --allow-mounted to image it anyway", m.Device, m.Point, source)
+		return fmt.Errorf("%s is mounted read-write at %s (%s): an image taken while it changes may be inconsistent; pass --snapshot track to image it live (a brief freeze at the end) or --snapshot freeze to hold it still while it is copied, unmount it or remount it read-only, or pass --allow-mounted to image it anyway", m.Device, m.Point, source)
 	}
 	for _, m := range mounted {
 		warn("%s is mounted read-write at %s: the image may be inconsistent", m.Device, m.Point)
@@ -193,36 +274,24 @@ func allowMounted(mounted []blockdev.Mount, source string, opts createOptions) e
 	return nil
 }
 
-// freezeSource freezes every filesystem mounted from the source, together,
-// after checking that the image is not written to one of them. The source
-// is then read with O_DIRECT: its page cache may hold blocks from before
-// the freeze.
-func freezeSource(src *blockdev.Device, mounted []blockdev.Mount, imagePath string, limit time.Duration, mode ui.Mode) (*freeze.Frozen, error) {
+// checkImageOutside refuses an image written to a filesystem of the
+// source: it would be frozen (and the copy could never finish), and its
+// writes would make the source change as fast as it is copied.
+func checkImageOutside(mounted []blockdev.Mount, imagePath, method string) error {
 	dir, err := filepath.Abs(filepath.Dir(imagePath))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	ds, err := os.Stat(dir)
 	if err != nil {
-		return nil, fmt.Errorf("image directory: %w", err)
+		return fmt.Errorf("image directory: %w", err)
 	}
 	for _, m := range mounted {
 		if ms, err := os.Stat(m.Point); err == nil && sameDevice(ds, ms) {
-			return nil, usagef("IMAGE %s is on %s, which --snapshot freeze would freeze: write the image to another filesystem", imagePath, m.Point)
+			return usagef("IMAGE %s is on %s, which --snapshot %s would freeze: write the image to another filesystem", imagePath, m.Point, method)
 		}
 	}
-	if err := src.ReadDirect(); err != nil {
-		return nil, fmt.Errorf("open %s for direct reads: %w", src.Path(), err)
-	}
-	fr, err := freeze.Freeze(mountPoints(mounted), limit)
-	if err != nil {
-		return nil, err
-	}
-	for _, p := range fr.Synced() {
-		warn("%s cannot be frozen: it was synced and is copied as it is (writes to it during the copy may be missed)", p)
-	}
-	snapshotEvent(mode, "frozen", fr.Frozen(), 0)
-	return fr, nil
+	return nil
 }
 
 func mountPoints(ms []blockdev.Mount) []string {
@@ -234,19 +303,31 @@ func mountPoints(ms []blockdev.Mount) []string {
 }
 
 // snapshotEvent tells the user (or, with --progress json, a script) that
-// the filesystems were frozen or thawed.
-func snapshotEvent(mode ui.Mode, what string, points []string, held time.Duration) {
+// the filesystems were frozen or thawed, and when.
+func snapshotEvent(mode ui.Mode, what string, points []string, at time.Time, held time.Duration) {
 	switch mode {
 	case ui.JSON:
-		b, _ := json.Marshal(map[string]any{"op": "create", "snapshot": what, "filesystems": points, "frozen_seconds": held.Seconds()})
+		b, _ := json.Marshal(map[string]any{"op": "create", "snapshot": what, "filesystems": points, "at": at.UTC().Format(time.RFC3339Nano), "frozen_seconds": held.Seconds()})
 		fmt.Fprintf(os.Stderr, "%s\n", b)
 	case ui.Off:
 	default:
 		if what == "frozen" {
-			fmt.Fprintf(os.Stderr, "froze %s for the copy\n", strings.Join(points, ", "))
+			fmt.Fprintf(os.Stderr, "froze %s\n", strings.Join(points, ", "))
 		} else {
-			fmt.Fprintf(os.Stderr, "thawed %s after %.2fs\n", strings.Join(points, ", "), held.Seconds())
+			fmt.Fprintf(os.Stderr, "thawed %s after %.3fs\n", strings.Join(points, ", "), held.Seconds())
 		}
+	}
+}
+
+// passEvent reports one pass of live imaging.
+func passEvent(mode ui.Mode, p image.Pass) {
+	switch mode {
+	case ui.JSON:
+		b, _ := json.Marshal(map[string]any{"op": "create", "pass": p.Kind, "dirty_bytes": p.DirtyBytes, "chunks": p.Chunks, "seconds": p.Seconds})
+		fmt.Fprintf(os.Stderr, "%s\n", b)
+	case ui.Off:
+	default:
+		fmt.Fprintf(os.Stderr, "%s pass: %s written meanwhile, %d chunks copied again in %.2fs\n", p.Kind, ui.Bytes(p.DirtyBytes), p.Chunks, p.Seconds)
 	}
 }
 

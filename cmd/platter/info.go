@@ -145,9 +145,16 @@ func runInfo(w io.Writer, opts infoOptions, path string) error {
 	fmt.Fprintf(w, "Compression: %s, %s chunks\n", info.Compression, ui.Bytes(info.ChunkSize))
 	if s := info.Snapshot; s != nil {
 		switch s.Method {
-		case "freeze":
+		case "freeze", "track":
+			if s.Method == "track" {
+				var copies []string
+				for _, p := range s.Passes {
+					copies = append(copies, fmt.Sprintf("%s %s/%d chunks", p.Kind, ui.Bytes(p.DirtyBytes), p.Chunks))
+				}
+				fmt.Fprintf(w, "Snapshot:    live, writes tracked (%s); copied again: %s\n", s.Tracker, strings.Join(copies, ", "))
+			}
 			if len(s.Filesystems) > 0 {
-				fmt.Fprintf(w, "Snapshot:    %s frozen at %s for %.2fs\n", strings.Join(s.Filesystems, ", "), s.Instant.Local().Format(time.RFC3339Nano), s.FrozenSeconds)
+				fmt.Fprintf(w, "Snapshot:    %s frozen at %s for %.3fs\n", strings.Join(s.Filesystems, ", "), s.Instant.Local().Format(time.RFC3339Nano), s.FrozenSeconds)
 			}
 			if len(s.Synced) > 0 {
 				fmt.Fprintf(w, "Snapshot:    %s could not be frozen: synced and copied as it was\n", strings.Join(s.Synced, ", "))

@@ -3,13 +3,16 @@
 package backup
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/platter-dev/platter/internal/block"
@@ -55,6 +58,13 @@ type Options struct {
 	// frozen filesystem is thawed there). Its Snapshot is recorded in the metadata; an error
 	// discards the image.
 	Release func() (*image.Snapshot, error)
+	// Live, if set, images a source that is written while it is read: see
+	// live.go.
+	Live *Live
+	// MapSource is where the partition table and allocation maps are read
+	// (nil: the source itself). Live imaging reads them through the page
+	// cache and the data around it.
+	MapSource block.Source
 }
 
 // Run images src into out and returns the metadata it wrote. It writes
@@ -69,7 +79,11 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 	if opts.Progress == nil {
 		opts.Progress = noProgress{}
 	}
-	l, err := planLayout(src, opts.Partitions)
+	mapSrc := opts.MapSource
+	if mapSrc == nil {
+		mapSrc = src
+	}
+	l, err := planLayout(mapSrc, opts.Partitions)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -99,10 +113,23 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 	}
 	opts.Progress.Start(total)
 
-	p := &pipeline{src: src, areas: l.areas, cs: opts.ChunkSize, enc: enc, w: w, progress: opts.Progress,
-		frames: map[[32]byte]frameRef{}}
-	if err := p.run(ctx, opts.Workers); err != nil {
+	p := newPipeline(src, mapSrc, l.areas, opts.ChunkSize, enc, w, opts.Progress)
+	if err := p.run(ctx, opts.Workers, &pass{all: true}); err != nil {
 		return nil, 0, err
+	}
+	var snap *image.Snapshot
+	if opts.Live != nil {
+		// Copies again what was written meanwhile, freezes, copies the
+		// rest, thaws (opts.Release) and keeps the maps read while frozen.
+		closeMaps, s, err := p.live(ctx, opts.Workers, opts.Live, opts.Release, opts.TempDir)
+		if closeMaps != nil {
+			defer closeMaps()
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		snap = s
+		opts.Release = func() (*image.Snapshot, error) { return snap, nil }
 	}
 
 	meta := &image.Metadata{
@@ -118,9 +145,9 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 		Warnings:    l.warnings,
 	}
 	maps := make([]image.Bitmap, len(l.areas))
-	for i, a := range l.areas {
+	for i, a := range p.areas {
 		if a.used == nil {
-			a.meta.UsedBytes = p.rawUsed[i]
+			a.meta.UsedBytes = p.rawUsed(i)
 		} else {
 			maps[i] = a.used
 		}
@@ -162,6 +189,7 @@ type job struct {
 	hash    [32]byte
 	zero    bool
 	dup     bool
+	held    bool // read while frozen, processed after the thaw
 	err     error
 	done    chan struct{}
 }
@@ -173,6 +201,7 @@ type frameRef struct {
 
 type pipeline struct {
 	src      block.Source
+	mapSrc   block.Source
 	areas    []area
 	cs       int64
 	enc      *codec.Encoder
@@ -185,16 +214,74 @@ type pipeline struct {
 	mu     sync.Mutex
 	frames map[[32]byte]frameRef
 
+	// masks[area][chunk] identifies the allocation map of the chunk when
+	// it was last copied (0: no used block; nil for a raw area): live
+	// imaging copies a chunk again when its map changed.
+	masks [][]uint64
+	// nonzero[area][chunk] says a chunk of a raw area was last copied
+	// with data (nil for an area with a map).
+	nonzero [][]bool
+
 	// Owned by the writer goroutine.
-	stored  map[int]int64
-	rawUsed map[int]int64
-	pool    sync.Pool
+	stored map[int]int64
+	held   []*job // pass.hold: chunks read, to be processed after the thaw
+	pool   sync.Pool
+
+	holding atomic.Int32 // chunks held so far (pass.hold)
 }
 
-func (p *pipeline) run(ctx context.Context, workers int) error {
+// maxHeld bounds the raw chunks a frozen pass holds in memory (256 MiB of
+// 8 MiB chunks); beyond it, chunks are compressed while frozen.
+const maxHeld = 32
+
+func (p *pipeline) holdSlot() bool { return p.holding.Add(1) <= maxHeld }
+
+func newPipeline(src, mapSrc block.Source, areas []area, cs int64, enc *codec.Encoder, w *image.Writer, progress Progress) *pipeline {
+	p := &pipeline{src: src, mapSrc: mapSrc, areas: areas, cs: cs, enc: enc, w: w, progress: progress,
+		frames: map[[32]byte]frameRef{}, stored: map[int]int64{}}
+	for _, a := range areas {
+		n := (a.meta.Size + cs - 1) / cs
+		if a.used != nil {
+			p.masks = append(p.masks, make([]uint64, n))
+			p.nonzero = append(p.nonzero, nil)
+		} else {
+			p.masks = append(p.masks, nil)
+			p.nonzero = append(p.nonzero, make([]bool, n))
+		}
+	}
+	return p
+}
+
+// rawUsed is the number of bytes in chunks of raw area i that hold data.
+func (p *pipeline) rawUsed(i int) int64 {
+	var n int64
+	for k, nz := range p.nonzero[i] {
+		if nz {
+			n += min(p.cs, p.areas[i].meta.Size-int64(k)*p.cs)
+		}
+	}
+	return n
+}
+
+// pass says which chunks one run of the pipeline copies.
+type pass struct {
+	all   bool              // every chunk: the first copy
+	dirty map[chunkRef]bool // chunks written since they were copied
+	scan  bool              // and every chunk whose allocation map changed
+	hold  bool              // read now (frozen), compress later: see p.held
+	jobs  []*job            // instead: these jobs, read already
+	first bool              // entries are the first of their chunks (else they replace)
+}
+
+type chunkRef struct {
+	area  int
+	chunk int64
+}
+
+func (p *pipeline) run(ctx context.Context, workers int, ps *pass) error {
+	ps.first = ps.all
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	p.stored, p.rawUsed = map[int]int64{}, map[int]int64{}
 	work := make(chan *job)
 	// Chunks finished out of turn wait here for the writer; deep enough
 	// that a slow (compressible) chunk does not leave workers idle.
@@ -203,43 +290,29 @@ func (p *pipeline) run(ctx context.Context, workers int) error {
 	go func() { // producer: chunks in disk order, only those with used blocks
 		defer close(work)
 		defer close(order)
-		for i, a := range p.areas {
-			for k := int64(0); k*p.cs < a.meta.Size; k++ {
-				off := k * p.cs
-				n := min(p.cs, a.meta.Size-off)
-				j := &job{area: i, chunk: k, off: a.meta.Start + off, n: n, used: n, done: make(chan struct{})}
-				if a.used != nil {
-					m, base, err := a.used.Window(off, n)
-					if err != nil {
-						// The writer stops at this job.
-						j.err = fmt.Errorf("partition %d: read allocation map: %w", a.meta.Index, err)
-						close(j.done)
-						select {
-						case order <- j:
-						case <-ctx.Done():
-						}
-						return
-					}
-					if !m.Any(off-base, n) {
-						continue
-					}
-					j.usedMap, j.mapBase, j.used = m, base, 0
-					m.Runs(off-base, n, func(e block.Extent) { j.used += e.Len })
-				}
+		p.produce(ps, func(j *job) bool {
+			if j.err != nil { // the writer stops at this job
+				close(j.done)
 				select {
 				case order <- j:
 				case <-ctx.Done():
-					return
 				}
-				select {
-				case work <- j:
-				case <-ctx.Done():
-					j.err = context.Cause(ctx)
-					close(j.done)
-					return
-				}
+				return false
 			}
-		}
+			select {
+			case order <- j:
+			case <-ctx.Done():
+				return false
+			}
+			select {
+			case work <- j:
+			case <-ctx.Done():
+				j.err = context.Cause(ctx)
+				close(j.done)
+				return false
+			}
+			return true
+		})
 	}()
 	var wg sync.WaitGroup
 	for range workers {
@@ -247,17 +320,22 @@ func (p *pipeline) run(ctx context.Context, workers int) error {
 		go func() {
 			defer wg.Done()
 			for j := range work {
-				if ctx.Err() != nil {
+				switch {
+				case ctx.Err() != nil:
 					// Stopping: do not compress what will not be written.
 					j.err = context.Cause(ctx)
-				} else {
+				case ps.hold && len(ps.jobs) == 0 && p.holdSlot():
+					j.held = true
+					j.buf = p.buffer()[:j.n]
+					j.err = p.read(&p.areas[j.area], j)
+				default:
 					p.process(j)
 				}
 				close(j.done)
 			}
 		}()
 	}
-	err := p.write(ctx, order)
+	err := p.write(ctx, order, ps)
 	if err != nil {
 		cancel(err)
 	}
@@ -273,6 +351,92 @@ func (p *pipeline) run(ctx context.Context, workers int) error {
 		}
 	}
 	return err
+}
+
+// produce makes the jobs of a pass in disk order and hands each to emit
+// until it returns false. A job that carries an error stops the pass.
+func (p *pipeline) produce(ps *pass, emit func(*job) bool) {
+	if ps.jobs != nil {
+		for _, j := range ps.jobs {
+			j.held, j.done = false, make(chan struct{})
+			if !emit(j) {
+				return
+			}
+		}
+		return
+	}
+	visit := func(i int, k int64) bool {
+		a := &p.areas[i]
+		off := k * p.cs
+		n := min(p.cs, a.meta.Size-off)
+		j := &job{area: i, chunk: k, off: a.meta.Start + off, n: n, used: n, done: make(chan struct{})}
+		copyIt := ps.all || ps.dirty[chunkRef{i, k}]
+		if a.used == nil {
+			return !copyIt || emit(j)
+		}
+		m, base, err := a.used.Window(off, n)
+		if err != nil {
+			j.err = fmt.Errorf("partition %d: read allocation map: %w", a.meta.Index, err)
+			return emit(j)
+		}
+		// What the chunk's map looks like, and how many bytes it uses.
+		h, used := uint64(fnvOffset), int64(0)
+		m.Runs(off-base, n, func(e block.Extent) {
+			used += e.Len
+			h = fnvAdd(fnvAdd(h, uint64(e.Off-(off-base))), uint64(e.Len))
+		})
+		if used == 0 {
+			h = 0
+		}
+		if ps.scan && h != p.masks[i][k] {
+			copyIt = true
+		}
+		if !copyIt {
+			return true
+		}
+		p.masks[i][k] = h
+		if used == 0 {
+			return true // no used block: nothing to copy
+		}
+		j.usedMap, j.mapBase, j.used = m, base, used
+		return emit(j)
+	}
+	if ps.all || ps.scan {
+		for i, a := range p.areas {
+			for k := int64(0); k*p.cs < a.meta.Size; k++ {
+				if !visit(i, k) {
+					return
+				}
+			}
+		}
+		return
+	}
+	refs := make([]chunkRef, 0, len(ps.dirty))
+	for r := range ps.dirty {
+		refs = append(refs, r)
+	}
+	slices.SortFunc(refs, func(a, b chunkRef) int {
+		if a.area != b.area {
+			return cmp.Compare(a.area, b.area)
+		}
+		return cmp.Compare(a.chunk, b.chunk)
+	})
+	for _, r := range refs {
+		if !visit(r.area, r.chunk) {
+			return
+		}
+	}
+}
+
+// FNV-1a over 64-bit words, for fingerprints of a chunk's map.
+const fnvOffset, fnvPrime = 14695981039346656037, 1099511628211
+
+func fnvAdd(h, v uint64) uint64 {
+	for range 8 {
+		h = (h ^ v&0xff) * fnvPrime
+		v >>= 8
+	}
+	return h
 }
 
 func (p *pipeline) buffer() []byte {
@@ -293,11 +457,12 @@ func (p *pipeline) release(b []byte) {
 
 // process reads, checks, hashes and compresses one chunk.
 func (p *pipeline) process(j *job) {
-	a := &p.areas[j.area]
-	j.buf = p.buffer()[:j.n]
-	if err := p.read(a, j); err != nil {
-		j.err = err
-		return
+	if j.buf == nil { // else read while frozen
+		j.buf = p.buffer()[:j.n]
+		if err := p.read(&p.areas[j.area], j); err != nil {
+			j.err = err
+			return
+		}
 	}
 	if allZero(j.buf) {
 		j.zero = true
@@ -401,7 +566,7 @@ func allZero(b []byte) bool {
 }
 
 // write consumes jobs in disk order and writes their frames.
-func (p *pipeline) write(ctx context.Context, order chan *job) error {
+func (p *pipeline) write(ctx context.Context, order chan *job, ps *pass) error {
 	for j := range order {
 		select {
 		case <-j.done:
@@ -410,6 +575,10 @@ func (p *pipeline) write(ctx context.Context, order chan *job) error {
 		}
 		if j.err != nil {
 			return j.err
+		}
+		if j.held {
+			p.held = append(p.held, j)
+			continue
 		}
 		e := image.Entry{Area: uint32(j.area), Chunk: uint64(j.chunk), RawLen: uint32(j.n), Hash: j.hash}
 		switch {
@@ -430,15 +599,20 @@ func (p *pipeline) write(ctx context.Context, order chan *job) error {
 			p.mu.Unlock()
 			p.stored[j.area] += 64 + int64(len(j.payload))
 		}
-		if p.areas[j.area].used == nil && !j.zero {
-			p.rawUsed[j.area] += j.n
+		if nz := p.nonzero[j.area]; nz != nil {
+			nz[j.chunk] = !j.zero
 		}
-		if err := p.w.AddEntry(e); err != nil {
-			return err
+		if ps.first {
+			if err := p.w.AddEntry(e); err != nil {
+				return err
+			}
+			p.progress.Add(j.used)
+		} else {
+			p.w.Replace(e)
 		}
 		p.release(j.buf)
 		p.release(j.cbuf)
-		p.progress.Add(j.used)
+		j.buf, j.cbuf = nil, nil
 		if err := ctx.Err(); err != nil {
 			return context.Cause(ctx)
 		}

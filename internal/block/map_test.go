@@ -72,3 +72,56 @@ func TestMapRunsMatchesBits(t *testing.T) {
 		}
 	}
 }
+
+// A kept map answers every window as the map it was read from did then,
+// and not as the filesystem answers later.
+func TestUsageKeep(t *testing.T) {
+	const bs, n = 4096, 5000
+	src, _ := NewMap(bs, n*bs-100)
+	rng := rand.New(rand.NewSource(3))
+	for i := int64(0); i < n; i++ {
+		if rng.Intn(3) == 0 {
+			src.SetRange(i, int64(rng.Intn(20)))
+		}
+	}
+	live, _ := NewMap(bs, src.Len())
+	live.words = append([]uint64(nil), src.words...)
+	u, err := NewUsage("test", bs, src.Len(), func(first int64, m *Map) error {
+		for i := int64(0); i < m.Blocks(); i++ {
+			if live.Test(first + i) {
+				m.Set(i)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, closeKept, err := u.Keep(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeKept()
+	clear(live.words) // the filesystem changes after the map was kept
+	for _, w := range [][2]int64{{0, n*bs - 100}, {3 * bs, 17 * bs}, {13*bs + 5, 4000 * bs}, {(n - 9) * bs, 9*bs - 100}} {
+		got, base, err := kept.Window(w[0], w[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for off := w[0] / bs * bs; off < w[0]+w[1]; off += bs {
+			if got.Test((off-base)/bs) != src.Test(off/bs) {
+				t.Fatalf("window %v: block %d is %v, kept map says %v", w, off/bs, got.Test((off-base)/bs), src.Test(off/bs))
+			}
+		}
+	}
+	if a, b := must(kept.UsedBytes()), src.UsedBytes(); a != b {
+		t.Fatalf("kept map uses %d bytes, the map %d", a, b)
+	}
+}
+
+func must(n int64, err error) int64 {
+	if err != nil {
+		panic(err)
+	}
+	return n
+}

@@ -1,8 +1,11 @@
 package block
 
 import (
+	"bufio"
 	"fmt"
 	"io"
+	"math/bits"
+	"os"
 )
 
 // Usage is a filesystem detector's answer: which filesystem it found and
@@ -129,4 +132,45 @@ func (u *Usage) Load() (*Map, error) {
 		return nil
 	})
 	return all, err
+}
+
+// Keep reads the whole map now and returns a Usage that answers from that
+// copy, held in an unlinked temporary file in dir ("": os.TempDir()), not
+// from the filesystem. Live imaging keeps the map read while the
+// filesystem is frozen: read again after the thaw, it would describe a
+// later filesystem than the image holds. Close the returned Usage's file
+// with the func returned.
+func (u *Usage) Keep(dir string) (*Usage, func() error, error) {
+	f, err := os.CreateTemp(dir, ".platter-map-*")
+	if err != nil {
+		return nil, nil, fmt.Errorf("block: keep allocation map: %w", err)
+	}
+	os.Remove(f.Name()) // gone when closed, even after a crash
+	bw := bufio.NewWriterSize(f, 1<<20)
+	_, err = u.WriteTo(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("block: keep allocation map: %w", err)
+	}
+	kept := &Usage{FS: u.FS, blockSize: u.blockSize, length: u.length}
+	kept.fill = func(first int64, m *Map) error {
+		lo, hi := first/8, (first+m.Blocks()+7)/8
+		b := make([]byte, hi-lo)
+		if _, err := f.ReadAt(b, lo); err != nil {
+			return fmt.Errorf("block: read kept allocation map: %w", err)
+		}
+		shift := first % 8
+		for k, v := range b {
+			for v != 0 {
+				bit := int64(bits.TrailingZeros8(v))
+				v &= v - 1
+				m.Set(int64(k)*8 + bit - shift)
+			}
+		}
+		return nil
+	}
+	return kept, f.Close, nil
 }

@@ -165,3 +165,16 @@ func writeZeros(d *Device, off, n int64) error {
 	}
 	return nil
 }
+
+// Cached returns the device read through the page cache, even after
+// ReadDirect. A mounted filesystem keeps its current metadata there (ext4's
+// block bitmaps are buffers of the device's page cache, written to their
+// home on the disk only at a journal checkpoint), so allocation maps of a
+// live filesystem are read this way while its data is read direct.
+func (d *Device) Cached() block.Source { return cached{d} }
+
+type cached struct{ d *Device }
+
+func (c cached) ReadAt(p []byte, off int64) (int, error) { return c.d.f.ReadAt(p, off) }
+func (c cached) Size() int64                             { return c.d.Size() }
+func (c cached) SectorSize() int64                       { return c.d.SectorSize() }

@@ -319,3 +319,20 @@ func ioctl(f *os.File, req uint) error {
 	}
 	return nil
 }
+
+// Sync writes back what the filesystems mounted at points hold in memory
+// (syncfs), so that a freeze that follows has little left to write.
+func Sync(points []string) error {
+	for _, p := range points {
+		d, err := os.Open(p)
+		if err != nil {
+			return fmt.Errorf("open %s to sync it: %w", p, err)
+		}
+		err = unix.Syncfs(int(d.Fd()))
+		d.Close()
+		if err != nil {
+			return fmt.Errorf("sync %s: %w", p, err)
+		}
+	}
+	return nil
+}

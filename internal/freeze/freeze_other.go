@@ -38,3 +38,6 @@ func (*Frozen) Thaw() (time.Duration, error) { return 0, errUnsupported }
 
 // RunGuard is Linux-only.
 func RunGuard([]string) error { return errUnsupported }
+
+// Sync is Linux-only.
+func Sync([]string) error { return errUnsupported }

@@ -45,6 +45,11 @@ type Snapshot struct {
 	// they were synced and copied as they were, and may have changed
 	// during the copy.
 	Synced []string `json:"synced,omitempty"`
+	// Tracker is the write tracker of a "track" snapshot: "bpf" or
+	// "tracefs".
+	Tracker string `json:"tracker,omitempty"`
+	// Passes are the copies of a "track" snapshot after the first.
+	Passes []Pass `json:"passes,omitempty"`
 }
 
 // Area kinds.
@@ -84,4 +89,17 @@ func (a *Area) Label() string {
 		return "area outside partitions at disk byte " + strconv.FormatInt(a.Start, 10)
 	}
 	return "partition " + strconv.Itoa(a.Index)
+}
+
+// Pass is one copy of the chunks written since the previous one, in live
+// imaging.
+type Pass struct {
+	// Kind is "copy" (while mounted and written), "sync" (after syncfs;
+	// it also copies chunks whose allocation changed) or "frozen".
+	Kind string `json:"kind"`
+	// DirtyBytes is how much of the source the tracker saw written since
+	// the previous pass; Chunks how many chunks that touched.
+	DirtyBytes int64   `json:"dirty_bytes"`
+	Chunks     int     `json:"chunks"`
+	Seconds    float64 `json:"seconds"`
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/platter-dev/platter/internal/codec"
@@ -28,6 +29,18 @@ type Writer struct {
 	index   *spool // entries given to AddEntry
 	entries uint64
 	last    Entry
+	// Entries given to Replace, by chunk: they replace the spooled entry
+	// of their chunk, or join the index where the chunk has none.
+	replaced map[chunkKey]Entry
+}
+
+type chunkKey struct {
+	area  uint32
+	chunk uint64
+}
+
+func (k chunkKey) less(o chunkKey) bool {
+	return k.area < o.area || k.area == o.area && k.chunk < o.chunk
 }
 
 // NewWriter writes the image header to w.
@@ -108,6 +121,19 @@ func (w *Writer) AddEntry(e Entry) error {
 	return nil
 }
 
+// Replace records a later entry for a chunk, in any order: it takes the
+// place of the chunk's entry given to AddEntry (or to an earlier Replace),
+// or is added if the chunk has none. Live imaging copies chunks written
+// during the copy again; the frames they replace stay in the file,
+// unreferenced. Replaced entries are kept in memory: there are as many as
+// chunks copied again.
+func (w *Writer) Replace(e Entry) {
+	if w.replaced == nil {
+		w.replaced = map[chunkKey]Entry{}
+	}
+	w.replaced[chunkKey{e.Area, e.Chunk}] = e
+}
+
 // Bitmap is an allocation map that writes the form Map.Bytes gives:
 // *block.Map and *block.Usage.
 type Bitmap interface {
@@ -130,23 +156,59 @@ func (w *Writer) Finish(maps []Bitmap, meta *Metadata, resolve func(*Entry) erro
 	}
 	defer w.index.Close()
 	indexOff := w.off
+	var count uint64
 	err := w.writeStream(indexMagic, func(out io.Writer) error {
 		r, err := w.index.reader()
 		if err != nil {
 			return err
 		}
+		put := func(e Entry) error {
+			if e.FrameOff == -1 {
+				if err := resolve(&e); err != nil {
+					return err
+				}
+			}
+			var b [entrySize]byte
+			e.put(b[:])
+			count++
+			_, err := out.Write(b[:])
+			return err
+		}
+		// Merge the spooled entries (in order) with the replacements
+		// (sorted here), the replacement winning for a chunk in both.
+		keys := make([]chunkKey, 0, len(w.replaced))
+		for k := range w.replaced {
+			keys = append(keys, k)
+		}
+		slices.SortFunc(keys, func(a, b chunkKey) int {
+			if a.less(b) {
+				return -1
+			}
+			return 1
+		})
 		var b [entrySize]byte
 		for range w.entries {
 			if _, err := io.ReadFull(r, b[:]); err != nil {
 				return fmt.Errorf("image: read back index entries: %w", err)
 			}
-			if e := parseEntry(b[:]); e.FrameOff == -1 {
-				if err := resolve(&e); err != nil {
+			e := parseEntry(b[:])
+			k := chunkKey{e.Area, e.Chunk}
+			for len(keys) > 0 && keys[0].less(k) {
+				if err := put(w.replaced[keys[0]]); err != nil {
 					return err
 				}
-				e.put(b[:])
+				keys = keys[1:]
 			}
-			if _, err := out.Write(b[:]); err != nil {
+			if len(keys) > 0 && keys[0] == k {
+				e = w.replaced[k]
+				keys = keys[1:]
+			}
+			if err := put(e); err != nil {
+				return err
+			}
+		}
+		for _, k := range keys {
+			if err := put(w.replaced[k]); err != nil {
 				return err
 			}
 		}
@@ -208,7 +270,7 @@ func (w *Writer) Finish(maps []Bitmap, meta *Metadata, resolve func(*Entry) erro
 		MapsLen:    mapsLen,
 		MetaOff:    metaOff,
 		MetaLen:    w.off - metaOff,
-		EntryCount: w.entries,
+		EntryCount: count,
 	}
 	var b [footerSize]byte
 	f.put(b[:])

@@ -1,0 +1,19 @@
+//go:build !linux
+
+package main
+
+import (
+	"errors"
+
+	"github.com/platter-dev/platter/internal/backup"
+	"github.com/platter-dev/platter/internal/blockdev"
+)
+
+type tracker interface {
+	backup.Tracker
+	Close() error
+}
+
+func startTracker(*blockdev.Device, string) (tracker, string, error) {
+	return nil, "", errors.New("write tracking is supported on Linux only")
+}
