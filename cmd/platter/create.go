@@ -128,6 +128,13 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 		if err := src.ReadDirect(); err != nil {
 			return fmt.Errorf("open %s for direct reads: %w", src.Path(), err)
 		}
+		// Allocation maps as the mounted filesystems hold them.
+		view, err := src.MountedView(mountDevices(mounted))
+		if err != nil {
+			return fmt.Errorf("open the mounted filesystems of %s: %w", source, err)
+		}
+		defer view.Close()
+		bopts.MapSource = view
 		bopts.Release = h.release
 		if method == "freeze" {
 			if err := h.freeze(); err != nil {
@@ -149,7 +156,6 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 		if mode != ui.JSON && mode != ui.Off {
 			fmt.Fprintf(os.Stderr, "imaging %s live: copying while it is in use, tracking writes (%s), then freezing it briefly\n", strings.Join(h.points, ", "), kind)
 		}
-		bopts.MapSource = src.Cached()
 		bopts.Live = &backup.Live{
 			Tracker: tr,
 			Sync:    func() error { return freeze.Sync(h.points) },
@@ -292,6 +298,14 @@ func checkImageOutside(mounted []blockdev.Mount, imagePath, method string) error
 		}
 	}
 	return nil
+}
+
+func mountDevices(ms []blockdev.Mount) []string {
+	var out []string
+	for _, m := range ms {
+		out = append(out, m.Device)
+	}
+	return out
 }
 
 func mountPoints(ms []blockdev.Mount) []string {

@@ -166,15 +166,34 @@ func writeZeros(d *Device, off, n int64) error {
 	return nil
 }
 
-// Cached returns the device read through the page cache, even after
-// ReadDirect. A mounted filesystem keeps its current metadata there (ext4's
-// block bitmaps are buffers of the device's page cache, written to their
-// home on the disk only at a journal checkpoint), so allocation maps of a
-// live filesystem are read this way while its data is read direct.
-func (d *Device) Cached() block.Source { return cached{d} }
+// View is a device read partly through other devices: see MountedView.
+type View struct {
+	d     *Device
+	parts []viewPart
+}
 
-type cached struct{ d *Device }
+type viewPart struct {
+	f          *os.File
+	start, end int64 // bytes of the device it covers
+}
 
-func (c cached) ReadAt(p []byte, off int64) (int, error) { return c.d.f.ReadAt(p, off) }
-func (c cached) Size() int64                             { return c.d.Size() }
-func (c cached) SectorSize() int64                       { return c.d.SectorSize() }
+func (v *View) ReadAt(p []byte, off int64) (int, error) {
+	for _, pt := range v.parts {
+		if off >= pt.start && off+int64(len(p)) <= pt.end {
+			return pt.f.ReadAt(p, off-pt.start)
+		}
+	}
+	return v.d.ReadAt(p, off)
+}
+
+func (v *View) Size() int64       { return v.d.Size() }
+func (v *View) SectorSize() int64 { return v.d.SectorSize() }
+
+// Close closes the devices opened for the view (not the device).
+func (v *View) Close() error {
+	for _, pt := range v.parts {
+		pt.f.Close()
+	}
+	v.parts = nil
+	return nil
+}

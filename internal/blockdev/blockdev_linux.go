@@ -1,7 +1,12 @@
 package blockdev
 
 import (
+	"fmt"
+	"io"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -58,4 +63,61 @@ func (d *Device) ReadDirect() error {
 	}
 	d.directRead = f
 	return nil
+}
+
+// MountedView returns the device as the filesystems mounted from it see
+// it: the bytes of each of devices (the device itself or one of its
+// partitions, as mountinfo names them) are read through that device's
+// page cache, the rest from the device (direct where aligned, after
+// ReadDirect). A mounted filesystem keeps its current metadata in its own
+// device's page cache — ext4's block bitmaps are buffers there, written
+// home only at a journal checkpoint — so allocation maps of a live
+// filesystem are read this way; the whole disk's page cache is another
+// one, and may hold pages from before the filesystem wrote them.
+// Close the view when done.
+func (d *Device) MountedView(devices []string) (*View, error) {
+	v := &View{d: d}
+	var dst unix.Stat_t
+	if err := unix.Fstat(int(d.f.Fd()), &dst); err != nil {
+		return nil, err
+	}
+	for _, path := range devices {
+		var st unix.Stat_t
+		if err := unix.Stat(path, &st); err != nil {
+			v.Close()
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		var start int64
+		if st.Rdev != dst.Rdev {
+			sys := fmt.Sprintf("/sys/dev/block/%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+			parent, err := os.ReadFile(filepath.Join(sys, "..", "dev"))
+			if err != nil || strings.TrimSpace(string(parent)) != fmt.Sprintf("%d:%d", unix.Major(dst.Rdev), unix.Minor(dst.Rdev)) {
+				continue // not a partition of this device
+			}
+			b, err := os.ReadFile(filepath.Join(sys, "start"))
+			if err != nil {
+				v.Close()
+				return nil, fmt.Errorf("start of %s: %w", path, err)
+			}
+			sectors, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+			if err != nil {
+				v.Close()
+				return nil, fmt.Errorf("start of %s: %q", path, b)
+			}
+			start = sectors * 512
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			v.Close()
+			return nil, err
+		}
+		size, err := f.Seek(0, io.SeekEnd)
+		if err != nil {
+			f.Close()
+			v.Close()
+			return nil, fmt.Errorf("size of %s: %w", path, err)
+		}
+		v.parts = append(v.parts, viewPart{f: f, start: start, end: start + size})
+	}
+	return v, nil
 }

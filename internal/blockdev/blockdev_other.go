@@ -35,3 +35,8 @@ func Mounts(path string) ([]Mount, error) {
 
 // ReadDirect is Linux-only.
 func (d *Device) ReadDirect() error { return errors.New("direct reads are supported on Linux only") }
+
+// MountedView is Linux-only.
+func (d *Device) MountedView([]string) (*View, error) {
+	return nil, errors.New("mounted views are supported on Linux only")
+}

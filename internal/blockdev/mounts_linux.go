@@ -26,12 +26,12 @@ func Mounts(path string) ([]Mount, error) {
 	names := map[string]bool{real: true}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFBLK:
-		addWithPartitions(devs, unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev)))
+		addWithPartitions(devs, names, unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev)))
 	case unix.S_IFREG:
 		for _, loop := range loopsBackedBy(real) {
 			var ls unix.Stat_t
 			if unix.Stat(loop, &ls) == nil {
-				addWithPartitions(devs, unix.Major(uint64(ls.Rdev)), unix.Minor(uint64(ls.Rdev)))
+				addWithPartitions(devs, names, unix.Major(uint64(ls.Rdev)), unix.Minor(uint64(ls.Rdev)))
 				names[loop] = true
 			}
 		}
@@ -72,7 +72,10 @@ func Mounts(path string) ([]Mount, error) {
 	return out, sc.Err()
 }
 
-func addWithPartitions(devs map[string]bool, major, minor uint32) {
+// addWithPartitions adds the device and its partitions, by number and by
+// name: btrfs mounts show an anonymous device number in mountinfo, and
+// only their source names the device.
+func addWithPartitions(devs, names map[string]bool, major, minor uint32) {
 	id := fmt.Sprintf("%d:%d", major, minor)
 	devs[id] = true
 	sys := "/sys/dev/block/" + id
@@ -84,6 +87,7 @@ func addWithPartitions(devs map[string]bool, major, minor uint32) {
 		if b, err := os.ReadFile(filepath.Join(sys, e.Name(), "dev")); err == nil {
 			if _, err := os.Stat(filepath.Join(sys, e.Name(), "partition")); err == nil {
 				devs[strings.TrimSpace(string(b))] = true
+				names["/dev/"+e.Name()] = true
 			}
 		}
 	}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/platter-dev/platter/internal/image"
 )
 
 var (
@@ -133,6 +135,7 @@ type infoJSON struct {
 		FrameSize   int64 `json:"frame_size"`
 		Zero        bool  `json:"zero"`
 	} `json:"chunks"`
+	Snapshot *image.Snapshot `json:"snapshot"`
 }
 
 func info(t testing.TB, img string, extra ...string) infoJSON {
