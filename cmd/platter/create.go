@@ -28,6 +28,7 @@ type createOptions struct {
 	snapshot     string
 	tracker      string
 	maxFreeze    time.Duration
+	fault        string // hidden: a fault injected so tests can prove they catch it
 }
 
 func newCreateCommand() *cobra.Command {
@@ -52,6 +53,8 @@ complete.`,
 	f.StringVar(&opts.progress, "progress", "auto", "progress display: auto, json or none")
 	f.StringVar(&opts.snapshot, "snapshot", "auto", "how to image a mounted, writable source: track (copy it live, tracking writes, then freeze it briefly for the last changes), freeze (hold it frozen for the whole copy: small volumes), none (refuse unless --allow-mounted); auto is track")
 	f.StringVar(&opts.tracker, "tracker", "auto", "write tracker for --snapshot track: bpf, tracefs or auto (bpf where it loads)")
+	f.StringVar(&opts.fault, "test-fault", "", "for tests: drop-writes, tracefs-overrun or pause-frozen")
+	f.MarkHidden("test-fault")
 	f.DurationVar(&opts.maxFreeze, "max-freeze", 10*time.Second, "thaw and fail if the filesystems stay frozen longer (the whole copy with --snapshot freeze, the last pass with track)")
 	return cmd
 }
@@ -146,7 +149,7 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 			m := mounted[0]
 			return fmt.Errorf("%s is mounted read-write at %s through %s: image %s instead to copy it live (writes are tracked on the device), or pass --snapshot none --allow-mounted to copy the file as it changes", source, m.Point, m.Device, m.Device)
 		}
-		tr, kind, err := startTracker(src, opts.tracker)
+		tr, kind, err := startTracker(src, opts.tracker, opts.fault)
 		if err != nil {
 			hint := "pass --snapshot freeze to hold the filesystems frozen for the whole copy (small volumes), or unmount them"
 			return fmt.Errorf("%s is mounted read-write at %s and cannot be imaged live: %w; %s", mounted[0].Device, mounted[0].Point, err, hint)
@@ -161,6 +164,13 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 			Sync:    func() error { return freeze.Sync(h.points) },
 			Freeze:  h.freeze,
 			Event:   func(p image.Pass) { passEvent(mode, p) },
+		}
+		if opts.fault == "pause-frozen" { // time for a test to thaw it
+			bopts.Live.Freeze = func() error {
+				err := h.freeze()
+				time.Sleep(2 * time.Second)
+				return err
+			}
 		}
 	}
 	progress := ui.NewProgress(mode, os.Stderr, "create")

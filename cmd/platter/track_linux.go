@@ -4,6 +4,7 @@ package main
 
 import (
 	"github.com/platter-dev/platter/internal/backup"
+	"github.com/platter-dev/platter/internal/block"
 	"github.com/platter-dev/platter/internal/blockdev"
 	"github.com/platter-dev/platter/internal/track"
 )
@@ -16,10 +17,34 @@ type tracker interface {
 
 // startTracker starts tracking writes to the source device with the
 // tracker kind asks for ("auto": BPF where it loads, else tracefs) and
-// says which one runs.
-func startTracker(src *blockdev.Device, kind string) (tracker, string, error) {
+// says which one runs. fault, for tests, breaks it on purpose:
+// "drop-writes" forgets every other range written, "tracefs-overrun"
+// gives tracefs a buffer too small to keep up.
+func startTracker(src *blockdev.Device, kind, fault string) (tracker, string, error) {
+	var opts track.Options
 	if kind == "auto" {
 		kind = ""
 	}
-	return track.Start(src.Path(), kind, track.Options{})
+	if fault == "tracefs-overrun" {
+		kind, opts.BufferKB = "tracefs", 4
+	}
+	t, name, err := track.Start(src.Path(), kind, opts)
+	if err == nil && fault == "drop-writes" {
+		t = dropping{t}
+	}
+	return t, name, err
+}
+
+// dropping is a tracker that misses writes.
+type dropping struct{ track.Tracker }
+
+func (d dropping) Take() ([]block.Extent, error) {
+	es, err := d.Tracker.Take()
+	var kept []block.Extent
+	for i, e := range es {
+		if i%2 == 0 {
+			kept = append(kept, e)
+		}
+	}
+	return kept, err
 }

@@ -14,6 +14,6 @@ type tracker interface {
 	Close() error
 }
 
-func startTracker(*blockdev.Device, string) (tracker, string, error) {
+func startTracker(*blockdev.Device, string, string) (tracker, string, error) {
 	return nil, "", errors.New("write tracking is supported on Linux only")
 }

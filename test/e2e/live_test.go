@@ -8,8 +8,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/platter-dev/platter/internal/block"
 )
 
 // liveDisk is a GPT disk on a loop device: a small raw partition 1 and
@@ -160,4 +163,109 @@ func TestLiveImaging(t *testing.T) {
 		}
 	}
 	t.Logf("freezes: %s", strings.Join(freezes, ", "))
+}
+
+// The live tests have teeth: faults that would give a wrong image are
+// either caught by the verifier or refused by create.
+func TestLiveNegativeControls(t *testing.T) {
+	// A tracker that misses writes gives an image the verifier rejects.
+	t.Run("dropped writes", func(t *testing.T) {
+		for attempt := range 3 {
+			d := newLiveDisk(t, "ext4")
+			w := startLiveWriter(t, filepath.Join(d.mnt, "live"), 25_000_000, int64(100+attempt))
+			time.Sleep(1500 * time.Millisecond)
+			img := filepath.Join(t.TempDir(), "live.platter")
+			frozen, thawed := liveImage(t, d.part, img, "--test-fault", "drop-writes")
+			ops := w.Stop()
+			back := filepath.Join(t.TempDir(), "back.img")
+			ok(t, "restore", "--yes", "--progress", "none", img, back)
+			root, err := mountImage(t, back, "ro,noload")
+			if err != nil {
+				t.Logf("attempt %d: the image does not mount (caught): %v", attempt, err)
+				return
+			}
+			if diffs := diffAtFreeze(filepath.Join(root, "live"), ops, frozen, thawed); diffs != nil {
+				t.Logf("attempt %d caught: %s", attempt, diffs[min(1, len(diffs)-1)])
+				return
+			}
+		}
+		t.Error("three images made with a tracker that drops writes all passed the verifier")
+	})
+
+	// fails runs create on a busy filesystem with args and wants it to
+	// fail with a message containing want, leave no image and leave the
+	// filesystem writable. before, if set, runs before create; during
+	// once create has frozen.
+	fails := func(t *testing.T, want string, before, during func(d liveDisk), args ...string) {
+		d := newLiveDisk(t, "ext4")
+		w := startLiveWriter(t, filepath.Join(d.mnt, "live"), 25_000_000, 7)
+		defer w.Stop()
+		time.Sleep(time.Second)
+		if before != nil {
+			before(d)
+		}
+		img := filepath.Join(t.TempDir(), "live.platter")
+		cmd := exec.Command(platter, append(append([]string{"create", "--snapshot", "track", "--progress", "json"}, args...), d.part, img)...)
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		var out strings.Builder
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			out.WriteString(sc.Text() + "\n")
+			if during != nil && strings.Contains(sc.Text(), `"snapshot":"frozen"`) {
+				during(d)
+				during = nil
+			}
+		}
+		err = cmd.Wait()
+		if err == nil || !strings.Contains(out.String(), want) {
+			t.Fatalf("create: %v, want a failure saying %q:\n%s", err, want, out.String())
+		}
+		if _, err := os.Stat(img); err == nil {
+			t.Error("a failed create left an image")
+		}
+		if !writable(d.mnt, 2*time.Second) {
+			t.Error("the filesystem is still frozen")
+		}
+	}
+	// A tracefs buffer that overruns loses events: create fails. A storm
+	// of small direct writes beside the writer makes sure it overruns.
+	t.Run("tracefs overrun", func(t *testing.T) {
+		storm := func(d liveDisk) {
+			f, err := os.OpenFile(filepath.Join(d.mnt, "storm"), os.O_CREATE|os.O_WRONLY|syscall.O_DIRECT, 0o644)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stop := make(chan struct{})
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				b := block.AlignedBuffer(4096)
+				for i := int64(0); ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					f.WriteAt(b, i%4096*4096)
+				}
+			}()
+			t.Cleanup(func() { close(stop); <-done; f.Close() })
+		}
+		fails(t, "lost events", storm, nil, "--test-fault", "tracefs-overrun")
+	})
+	// Thawed by something else while frozen: the writes that follow are
+	// seen, and create fails.
+	t.Run("external thaw", func(t *testing.T) {
+		fails(t, "thawed", nil, func(d liveDisk) { sh(t, "fsfreeze", "-u", d.mnt) }, "--test-fault", "pause-frozen")
+	})
+	// A freeze longer than --max-freeze is ended by the watchdog.
+	t.Run("max freeze", func(t *testing.T) {
+		fails(t, "--max-freeze is 1ms", nil, nil, "--max-freeze", "1ms")
+	})
 }
