@@ -150,3 +150,30 @@ $levels
 REPORT
 rm -f "$DIR/fast.platter"
 [ "$fsck" = clean ]
+
+# Live imaging: the same files on ext4, XFS and btrfs, imaged unmounted and
+# live under a 25 MB/s writer (test/e2e/live_bench_test.go).
+build_copy() { # build_copy FSTYPE: the ext4 bench filesystem's files on FSTYPE
+	local out=$DIR/$1-bench.img src dst
+	[ -f "$out" ] && return
+	echo "building $out ($GIB GiB $1, the same files)..."
+	truncate -s "${GIB}G" "$out.tmp"
+	case $1 in
+	xfs) mkfs.xfs -q -f -K "$out.tmp" ;;
+	btrfs) mkfs.btrfs -q -f --nodiscard "$out.tmp" ;;
+	esac
+	src=$(mktemp -d); dst=$(mktemp -d)
+	mount -o ro,loop "$FS" "$src"
+	mount -o loop "$out.tmp" "$dst"
+	cp -a "$src/." "$dst/"
+	umount "$src" "$dst"
+	rmdir "$src" "$dst"
+	mv "$out.tmp" "$out"
+}
+if [ "${LIVE:-1}" = 1 ]; then
+	ln -f "$FS" "$DIR/ext4-bench.img"
+	build_copy xfs
+	build_copy btrfs
+	BENCH_DIR=$DIR ROUNDS=$ROUNDS go test -tags bench -count=1 -timeout 60m -run '^TestBenchLive$' -v ./test/e2e |
+		grep -v -e '^=== RUN' -e '^--- PASS' -e '^PASS' -e '^ok '
+fi

@@ -106,6 +106,13 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 	if same(source, imagePath) {
 		return usagef("IMAGE %s is the source itself", imagePath)
 	}
+	if src.IsDevice() {
+		// Chunks are read around the page cache: faster on a device, and
+		// what is read once is not kept (docs/performance.md).
+		if err := src.ReadDirect(); err != nil {
+			return fmt.Errorf("open %s for direct reads: %w", src.Path(), err)
+		}
+	}
 	ctx, cancel := context.WithCancelCause(cmd.Context())
 	defer cancel(nil)
 	bopts := backup.Options{
@@ -114,7 +121,9 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 		Compression: setting,
 		Tool:        "platter " + version,
 	}
-	h := &holder{points: mountPoints(mounted), limit: opts.maxFreeze, mode: mode, ctx: ctx, cancel: cancel, method: method}
+	progress := ui.NewProgress(mode, os.Stderr, "create")
+	bopts.Progress = progress
+	h := &holder{points: mountPoints(mounted), limit: opts.maxFreeze, mode: mode, progress: progress, ctx: ctx, cancel: cancel, method: method}
 	defer h.thaw() // on every error path; a no-op once thawed
 	switch {
 	case len(mounted) == 0:
@@ -126,10 +135,13 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 		if err := checkImageOutside(mounted, imagePath, method); err != nil {
 			return err
 		}
-		// The page cache may hold blocks from before they were written
-		// again, or (frozen) from before the freeze: data is read around it.
-		if err := src.ReadDirect(); err != nil {
-			return fmt.Errorf("open %s for direct reads: %w", src.Path(), err)
+		// Data is read around the page cache, which may hold blocks from
+		// before they were written again, or (frozen) from before the
+		// freeze; a device already is (above).
+		if !src.IsDevice() {
+			if err := src.ReadDirect(); err != nil {
+				return fmt.Errorf("open %s for direct reads: %w", src.Path(), err)
+			}
 		}
 		// Allocation maps as the mounted filesystems hold them.
 		view, err := src.MountedView(mountDevices(mounted))
@@ -156,14 +168,14 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 		}
 		defer tr.Close()
 		h.tracker = kind
-		if mode != ui.JSON && mode != ui.Off {
-			fmt.Fprintf(os.Stderr, "imaging %s live: copying while it is in use, tracking writes (%s), then freezing it briefly\n", strings.Join(h.points, ", "), kind)
+		if mode == ui.Bar {
+			progress.Note(fmt.Sprintf("imaging %s live: copying while in use, tracking writes (%s), then freezing briefly", strings.Join(h.points, ", "), kind))
 		}
 		bopts.Live = &backup.Live{
 			Tracker: tr,
 			Sync:    func() error { return freeze.Sync(h.points) },
 			Freeze:  h.freeze,
-			Event:   func(p image.Pass) { passEvent(mode, p) },
+			Event:   func(p image.Pass) { passEvent(progress, mode, p) },
 		}
 		if opts.fault == "pause-frozen" { // time for a test to thaw it
 			bopts.Live.Freeze = func() error {
@@ -173,8 +185,6 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 			}
 		}
 	}
-	progress := ui.NewProgress(mode, os.Stderr, "create")
-	bopts.Progress = progress
 	start := time.Now()
 	meta, size, err := backup.ToFile(ctx, src, imagePath, opts.force, bopts)
 	progress.Finish()
@@ -189,8 +199,12 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 		used += a.UsedBytes
 	}
 	secs := time.Since(start).Seconds()
-	fmt.Fprintf(cmd.OutOrStdout(), "created %s: %s used of %s, image %s, in %.1fs (%s/s)\n",
-		imagePath, ui.Bytes(used), ui.Bytes(meta.SourceSize), ui.Bytes(size), secs, ui.Bytes(int64(float64(used)/max(secs, 1e-9))))
+	how := ""
+	if s := meta.Snapshot; s != nil && s.Method != "none" {
+		how = fmt.Sprintf(", %s at %s (writers held %.3fs)", map[string]string{"track": "live", "freeze": "frozen"}[s.Method], s.Instant.Local().Format("15:04:05.000"), s.FrozenSeconds)
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "created %s: %s used of %s, image %s, in %.1fs (%s/s)%s\n",
+		imagePath, ui.Bytes(used), ui.Bytes(meta.SourceSize), ui.Bytes(size), secs, ui.Bytes(int64(float64(used)/max(secs, 1e-9))), how)
 	return nil
 }
 
@@ -198,13 +212,14 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 // asked (before the copy with --snapshot freeze, for the last pass with
 // track), and thaws them.
 type holder struct {
-	points  []string
-	limit   time.Duration
-	mode    ui.Mode
-	ctx     context.Context
-	cancel  context.CancelCauseFunc // stops the copy when the freeze ends early
-	method  string
-	tracker string
+	points   []string
+	limit    time.Duration
+	mode     ui.Mode
+	progress *ui.Progress
+	ctx      context.Context
+	cancel   context.CancelCauseFunc // stops the copy when the freeze ends early
+	method   string
+	tracker  string
 
 	fr *freeze.Frozen
 }
@@ -218,7 +233,7 @@ func (h *holder) freeze() error {
 	for _, p := range fr.Synced() {
 		warn("%s cannot be frozen: it was synced and is copied as it is (writes to it during the copy may be missed)", p)
 	}
-	snapshotEvent(h.mode, "frozen", fr.Frozen(), fr.Start(), 0)
+	snapshotEvent(h.progress, h.mode, "frozen", fr.Frozen(), fr.Start(), 0)
 	go func() {
 		select {
 		case <-fr.Expired():
@@ -236,7 +251,7 @@ func (h *holder) release() (*image.Snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w (frozen for %.2fs; --max-freeze is %s): no image was written", err, held.Seconds(), h.limit)
 	}
-	snapshotEvent(h.mode, "thawed", h.fr.Frozen(), time.Now(), held)
+	snapshotEvent(h.progress, h.mode, "thawed", h.fr.Frozen(), time.Now(), held)
 	return &image.Snapshot{Method: h.method, Tracker: h.tracker, Instant: h.fr.Start().UTC(), FrozenSeconds: held.Seconds(), Filesystems: h.fr.Frozen(), Synced: h.fr.Synced()}, nil
 }
 
@@ -328,31 +343,26 @@ func mountPoints(ms []blockdev.Mount) []string {
 
 // snapshotEvent tells the user (or, with --progress json, a script) that
 // the filesystems were frozen or thawed, and when.
-func snapshotEvent(mode ui.Mode, what string, points []string, at time.Time, held time.Duration) {
-	switch mode {
-	case ui.JSON:
+func snapshotEvent(progress *ui.Progress, mode ui.Mode, what string, points []string, at time.Time, held time.Duration) {
+	switch {
+	case mode == ui.JSON:
 		b, _ := json.Marshal(map[string]any{"op": "create", "snapshot": what, "filesystems": points, "at": at.UTC().Format(time.RFC3339Nano), "frozen_seconds": held.Seconds()})
-		fmt.Fprintf(os.Stderr, "%s\n", b)
-	case ui.Off:
+		progress.Note(string(b))
+	case what == "frozen":
+		progress.Note(fmt.Sprintf("froze %s", strings.Join(points, ", ")))
 	default:
-		if what == "frozen" {
-			fmt.Fprintf(os.Stderr, "froze %s\n", strings.Join(points, ", "))
-		} else {
-			fmt.Fprintf(os.Stderr, "thawed %s after %.3fs\n", strings.Join(points, ", "), held.Seconds())
-		}
+		progress.Note(fmt.Sprintf("thawed %s after %.3fs", strings.Join(points, ", "), held.Seconds()))
 	}
 }
 
 // passEvent reports one pass of live imaging.
-func passEvent(mode ui.Mode, p image.Pass) {
-	switch mode {
-	case ui.JSON:
+func passEvent(progress *ui.Progress, mode ui.Mode, p image.Pass) {
+	if mode == ui.JSON {
 		b, _ := json.Marshal(map[string]any{"op": "create", "pass": p.Kind, "dirty_bytes": p.DirtyBytes, "chunks": p.Chunks, "seconds": p.Seconds})
-		fmt.Fprintf(os.Stderr, "%s\n", b)
-	case ui.Off:
-	default:
-		fmt.Fprintf(os.Stderr, "%s pass: %s written meanwhile, %d chunks copied again in %.2fs\n", p.Kind, ui.Bytes(p.DirtyBytes), p.Chunks, p.Seconds)
+		progress.Note(string(b))
+		return
 	}
+	progress.Note(fmt.Sprintf("%s pass: %s written meanwhile, %d chunks copied again in %.2fs", p.Kind, ui.Bytes(p.DirtyBytes), p.Chunks, p.Seconds))
 }
 
 // same reports whether two paths name the same file.

@@ -142,7 +142,21 @@ func locate(path string) (disk uint32, start, end uint64, err error) {
 	if strings.HasPrefix(base, "dm-") || strings.HasPrefix(base, "md") {
 		return 0, 0, 0, fmt.Errorf("track: %s is a %s device, whose writes complete no requests the tracker can see", path, strings.TrimRight(base[:2], "-"))
 	}
+	// Only devices with a request queue (blk-mq) complete requests; zram,
+	// pmem, brd and other bio-based drivers do not.
+	diskDir := sys
+	if fileExists(filepath.Join(sys, "partition")) {
+		diskDir = filepath.Dir(sys)
+	}
+	if !fileExists(filepath.Join(diskDir, "mq")) {
+		return 0, 0, 0, fmt.Errorf("track: %s is on %s, a bio-based device (no request queue): its writes complete no requests the tracker can see", path, filepath.Base(diskDir))
+	}
 	return maj<<20 | min, start, start + size, nil
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 func readUint(path string) (uint64, error) {

@@ -169,3 +169,29 @@ func sameExtents(a, b []block.Extent) bool {
 	}
 	return true
 }
+
+// A bio-based device (zram here; device-mapper and md alike) completes no
+// requests: both trackers refuse it rather than watch nothing.
+func TestRefusesBioBased(t *testing.T) {
+	const zram = "/sys/block/zram0"
+	size, err := os.ReadFile(zram + "/disksize")
+	if err != nil {
+		t.Fatalf("this test needs the kernel's zram0 device: %v", err)
+	}
+	if strings.TrimSpace(string(size)) == "0" {
+		if err := os.WriteFile(zram+"/disksize", []byte("16M"), 0); err != nil {
+			t.Fatal(err)
+		}
+		defer os.WriteFile(zram+"/reset", []byte("1"), 0)
+	}
+	for _, kind := range []string{"", "bpf", "tracefs"} {
+		tr, _, err := Start("/dev/zram0", kind, Options{})
+		if err == nil {
+			tr.Close()
+			t.Fatalf("tracker %q started on zram", kind)
+		}
+		if !strings.Contains(err.Error(), "bio-based") {
+			t.Errorf("tracker %q: %v, want a refusal naming a bio-based device", kind, err)
+		}
+	}
+}

@@ -32,6 +32,7 @@ type Progress struct {
 	started time.Time
 	stop    chan struct{}
 	wg      sync.WaitGroup
+	mu      sync.Mutex // one line at a time
 }
 
 // NewProgress returns a progress display for an operation named label
@@ -94,7 +95,23 @@ type jsonProgress struct {
 	Finished   bool    `json:"finished"`
 }
 
+// Note prints a line of news (a JSON object in JSON mode) between the
+// progress lines: on a terminal the bar is cleared first and drawn again
+// at the next tick. Nothing is printed when the display is off.
+func (p *Progress) Note(line string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch p.mode {
+	case Bar:
+		fmt.Fprintf(p.w, "\r\033[K%s\n", line)
+	case JSON:
+		fmt.Fprintf(p.w, "%s\n", line)
+	}
+}
+
 func (p *Progress) draw(final bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	done, total := p.done.Load(), p.total.Load()
 	secs := time.Since(p.started).Seconds()
 	rate := 0.0

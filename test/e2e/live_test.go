@@ -269,3 +269,25 @@ func TestLiveNegativeControls(t *testing.T) {
 		fails(t, "--max-freeze is 1ms", nil, nil, "--max-freeze", "1ms")
 	})
 }
+
+// Writers faster than the copy: the dirty set stops shrinking, the passes
+// stop, and the freeze is longer but within --max-freeze; the image is
+// still the filesystem at the freeze, and the passes and freeze are
+// reported.
+func TestLiveFasterWriter(t *testing.T) {
+	d := newLiveDisk(t, "ext4")
+	w := startLiveWriter(t, filepath.Join(d.mnt, "live"), 1<<40, 11) // as fast as it can
+	time.Sleep(1500 * time.Millisecond)
+	img := filepath.Join(t.TempDir(), "live.platter")
+	frozen, thawed := liveImage(t, d.part, img, "--compress", "zstd:9")
+	ops := w.Stop()
+	s := info(t, img).Snapshot
+	var passes []string
+	for _, p := range s.Passes {
+		passes = append(passes, fmt.Sprintf("%s %d chunks", p.Kind, p.Chunks))
+	}
+	t.Logf("%d ops; passes: %s; frozen %.0f ms", len(ops), strings.Join(passes, ", "), s.FrozenSeconds*1000)
+	back := filepath.Join(t.TempDir(), "back.img")
+	ok(t, "restore", "--yes", "--progress", "none", img, back)
+	verifyAtFreeze(t, filepath.Join(checkedMount(t, "ext4", back), "live"), ops, frozen, thawed)
+}
