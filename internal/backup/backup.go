@@ -230,9 +230,10 @@ type pipeline struct {
 	holding atomic.Int32 // chunks held so far (pass.hold)
 }
 
-// maxHeld bounds the raw chunks a frozen pass holds in memory (256 MiB of
-// 8 MiB chunks); beyond it, chunks are compressed while frozen.
-const maxHeld = 32
+// maxHeld bounds the raw chunks a frozen pass holds in memory (128 MiB of
+// 8 MiB chunks, so create stays within about 300 MiB); beyond it, chunks
+// are compressed while frozen.
+const maxHeld = 16
 
 func (p *pipeline) holdSlot() bool { return p.holding.Add(1) <= maxHeld }
 

@@ -41,6 +41,9 @@ type Tracker interface {
 // and freeze: about what two cores copy in a few tens of milliseconds.
 const fewDirty = 4
 
+// maxSyncPasses bounds the passes after syncfs.
+const maxSyncPasses = 4
+
 // live runs the passes after the first copy, the freeze and the frozen
 // pass, and releases the source (thaws) with release. It returns the
 // snapshot release gave, with the passes recorded, and a func that frees
@@ -101,15 +104,25 @@ func (p *pipeline) live(ctx context.Context, workers int, lv *Live, release func
 		}
 	}
 	// What writers left in memory goes to the disk now, not during the
-	// freeze; the pass also copies chunks whose allocation changed.
-	if err := lv.Sync(); err != nil {
-		return nil, nil, fmt.Errorf("live imaging: sync the filesystems: %w", err)
-	}
-	if err := take(); err != nil {
-		return nil, nil, err
-	}
-	if err := copyPass("sync", &pass{scan: true}); err != nil {
-		return nil, nil, err
+	// freeze (buffered writes reach the device only at writeback, so the
+	// passes above may have seen little of them); each pass also copies
+	// chunks whose allocation changed. Again while that shrinks.
+	prev = -1
+	for n := 0; n < maxSyncPasses; n++ {
+		if err := lv.Sync(); err != nil {
+			return nil, nil, fmt.Errorf("live imaging: sync the filesystems: %w", err)
+		}
+		if err := take(); err != nil {
+			return nil, nil, err
+		}
+		chunks := len(pending)
+		if err := copyPass("sync", &pass{scan: true}); err != nil {
+			return nil, nil, err
+		}
+		if chunks <= fewDirty || prev >= 0 && chunks >= prev {
+			break
+		}
+		prev = chunks
 	}
 
 	// Frozen: the last writes and the allocation maps are read, and
