@@ -362,6 +362,10 @@ func passEvent(progress *ui.Progress, mode ui.Mode, p image.Pass) {
 		progress.Note(string(b))
 		return
 	}
+	if p.Kind == "full" {
+		progress.Note(fmt.Sprintf("first copy: %d chunks in %.2fs", p.Chunks, p.Seconds))
+		return
+	}
 	progress.Note(fmt.Sprintf("%s pass: %s written meanwhile, %d chunks copied again in %.2fs", p.Kind, ui.Bytes(p.DirtyBytes), p.Chunks, p.Seconds))
 }
 

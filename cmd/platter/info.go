@@ -149,7 +149,9 @@ func runInfo(w io.Writer, opts infoOptions, path string) error {
 			if s.Method == "track" {
 				var copies []string
 				for _, p := range s.Passes {
-					copies = append(copies, fmt.Sprintf("%s %s/%d chunks", p.Kind, ui.Bytes(p.DirtyBytes), p.Chunks))
+					if p.Kind != "full" {
+						copies = append(copies, fmt.Sprintf("%s %s/%d chunks", p.Kind, ui.Bytes(p.DirtyBytes), p.Chunks))
+					}
 				}
 				fmt.Fprintf(w, "Snapshot:    live, writes tracked (%s); copied again: %s\n", s.Tracker, strings.Join(copies, ", "))
 			}

@@ -114,14 +114,16 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 	opts.Progress.Start(total)
 
 	p := newPipeline(src, mapSrc, l.areas, opts.ChunkSize, enc, w, opts.Progress)
+	first := time.Now()
 	if err := p.run(ctx, opts.Workers, &pass{all: true}); err != nil {
 		return nil, 0, err
 	}
+	full := image.Pass{Kind: "full", Chunks: p.written, Seconds: time.Since(first).Seconds()}
 	var snap *image.Snapshot
 	if opts.Live != nil {
 		// Copies again what was written meanwhile, freezes, copies the
 		// rest, thaws (opts.Release) and keeps the maps read while frozen.
-		closeMaps, s, err := p.live(ctx, opts.Workers, opts.Live, opts.Release, opts.TempDir)
+		closeMaps, s, err := p.live(ctx, opts.Workers, opts.Live, opts.Release, opts.TempDir, full)
 		if closeMaps != nil {
 			defer closeMaps()
 		}
@@ -224,7 +226,8 @@ type pipeline struct {
 
 	// Owned by the writer goroutine.
 	stored map[int]int64
-	held   []*job // pass.hold: chunks read, to be processed after the thaw
+	held    []*job // pass.hold: chunks read, to be processed after the thaw
+	written int    // chunks written by the last run
 	pool   sync.Pool
 
 	holding atomic.Int32 // chunks held so far (pass.hold)
@@ -568,6 +571,7 @@ func allZero(b []byte) bool {
 
 // write consumes jobs in disk order and writes their frames.
 func (p *pipeline) write(ctx context.Context, order chan *job, ps *pass) error {
+	p.written = 0
 	for j := range order {
 		select {
 		case <-j.done:
@@ -614,6 +618,7 @@ func (p *pipeline) write(ctx context.Context, order chan *job, ps *pass) error {
 		p.release(j.buf)
 		p.release(j.cbuf)
 		j.buf, j.cbuf = nil, nil
+		p.written++
 		if err := ctx.Err(); err != nil {
 			return context.Cause(ctx)
 		}

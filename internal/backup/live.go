@@ -37,9 +37,11 @@ type Tracker interface {
 	Take() ([]block.Extent, error)
 }
 
-// fewDirty is the dirty set, in chunks, small enough to stop the passes
-// and freeze: about what two cores copy in a few tens of milliseconds.
-const fewDirty = 4
+// fewDirty is a dirty set small enough to stop the passes and freeze:
+// the frozen pass reads that many chunks into memory (maxHeld) in tens of
+// milliseconds and compresses them after the thaw. Copying them again
+// before the freeze would only take longer.
+const fewDirty = maxHeld
 
 // maxSyncPasses bounds the passes after syncfs.
 const maxSyncPasses = 4
@@ -48,12 +50,15 @@ const maxSyncPasses = 4
 // pass, and releases the source (thaws) with release. It returns the
 // snapshot release gave, with the passes recorded, and a func that frees
 // the allocation maps kept while frozen (the areas' maps from then on).
-func (p *pipeline) live(ctx context.Context, workers int, lv *Live, release func() (*image.Snapshot, error), tempDir string) (func() error, *image.Snapshot, error) {
+func (p *pipeline) live(ctx context.Context, workers int, lv *Live, release func() (*image.Snapshot, error), tempDir string, full image.Pass) (func() error, *image.Snapshot, error) {
 	maxPasses := lv.MaxPasses
 	if maxPasses <= 0 {
 		maxPasses = 8
 	}
-	var passes []image.Pass
+	passes := []image.Pass{full}
+	if lv.Event != nil {
+		lv.Event(full)
+	}
 	record := func(kind string, dirty []block.Extent, chunks int, start time.Time) {
 		ps := image.Pass{Kind: kind, DirtyBytes: extentBytes(dirty), Chunks: chunks, Seconds: time.Since(start).Seconds()}
 		passes = append(passes, ps)

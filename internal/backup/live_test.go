@@ -91,6 +91,7 @@ func liveRun(t *testing.T, src *liveSource, frozenWrite func()) ([]byte, []byte,
 			src.write(rng, 1*cs+10, 100)   // copied already: copy again
 			src.write(rng, 14*cs-50, 100)  // straddles two chunks
 			src.write(rng, 3*cs, 2*cs+512) // several whole chunks
+			src.write(rng, 0, src.Size())  // and all of it: more than a frozen pass holds
 		}},
 		Release: func() (*image.Snapshot, error) {
 			released = true
@@ -149,10 +150,10 @@ func TestLivePasses(t *testing.T) {
 	for _, p := range meta.Snapshot.Passes {
 		kinds = append(kinds, p.Kind)
 	}
-	if got := strings.Join(kinds, " "); got != "copy sync frozen" {
-		t.Fatalf("passes %q, want copy sync frozen", got)
+	if got := strings.Join(kinds, " "); got != "full copy sync frozen" {
+		t.Fatalf("passes %q, want full copy sync frozen", got)
 	}
-	if p := meta.Snapshot.Passes[2]; p.DirtyBytes != 4096 || p.Chunks != 1 {
+	if p := meta.Snapshot.Passes[3]; p.DirtyBytes != 4096 || p.Chunks != 1 {
 		t.Fatalf("frozen pass %+v, want 4096 bytes in 1 chunk", p)
 	}
 }

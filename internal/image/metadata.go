@@ -48,7 +48,7 @@ type Snapshot struct {
 	// Tracker is the write tracker of a "track" snapshot: "bpf" or
 	// "tracefs".
 	Tracker string `json:"tracker,omitempty"`
-	// Passes are the copies of a "track" snapshot after the first.
+	// Passes are the copies of a "track" snapshot, the first included.
 	Passes []Pass `json:"passes,omitempty"`
 }
 
@@ -94,11 +94,13 @@ func (a *Area) Label() string {
 // Pass is one copy of the chunks written since the previous one, in live
 // imaging.
 type Pass struct {
-	// Kind is "copy" (while mounted and written), "sync" (after syncfs;
-	// it also copies chunks whose allocation changed) or "frozen".
+	// Kind is "full" (the first copy, of every chunk in use), "copy"
+	// (while mounted and written), "sync" (after syncfs; it also copies
+	// chunks whose allocation changed) or "frozen".
 	Kind string `json:"kind"`
 	// DirtyBytes is how much of the source the tracker saw written since
-	// the previous pass; Chunks how many chunks that touched.
+	// the previous pass; Chunks how many chunks that touched (for
+	// "full": every chunk written to the image, zero ones included).
 	DirtyBytes int64   `json:"dirty_bytes"`
 	Chunks     int     `json:"chunks"`
 	Seconds    float64 `json:"seconds"`

@@ -36,7 +36,7 @@ func TestBenchLive(t *testing.T) {
 		s := slices.Sorted(slices.Values(v))
 		return s[(len(s)-1)/2]
 	}
-	var report []string
+	var report, passLog []string
 	for _, fs := range []struct {
 		name        string
 		freezeLimit float64 // ms
@@ -52,7 +52,11 @@ func TestBenchLive(t *testing.T) {
 		dev := loop(t, work)
 		mnt := t.TempDir()
 		img := filepath.Join(dir, "live.platter")
+		if only := os.Getenv("BENCH_FS"); only != "" && only != fs.name {
+			continue
+		}
 		var offline, live, frozen []float64
+		var passes []string
 		for r := range rounds {
 			os.Remove(img)
 			settle()
@@ -77,6 +81,11 @@ func TestBenchLive(t *testing.T) {
 			w.Stop()
 			j := info(t, img)
 			frozen = append(frozen, j.Snapshot.FrozenSeconds*1000)
+			var ps []string
+			for _, p := range j.Snapshot.Passes {
+				ps = append(ps, fmt.Sprintf("%s %d/%.2fs", p.Kind, p.Chunks, p.Seconds))
+			}
+			passes = append(passes, strings.Join(ps, ", "))
 			os.RemoveAll(wdir)
 			sh(t, "umount", mnt)
 			os.Remove(img)
@@ -91,11 +100,14 @@ func TestBenchLive(t *testing.T) {
 		report = append(report, fmt.Sprintf("| %-5s | %5.0f ms (target ≤ %.0f: %s) | %.2f s | %.2f s | %.2fx (target ≤ 1.3x: %s) |",
 			fs.name, fz, fs.freezeLimit, verdict(fz <= fs.freezeLimit), off, lv, lv/off, verdict(lv/off <= 1.3)))
 		report = append(report, fmt.Sprintf("|       | every run: freeze %s ms; unmounted %s s; live %s s | | | |", join(frozen, "%.0f"), join(offline, "%.2f"), join(live, "%.2f")))
+		passLog = append(passLog, fmt.Sprintf("%s passes (chunks/seconds), each run: %s", fs.name, strings.Join(passes, "; ")))
 	}
 	fmt.Printf("\nLive imaging under a 25 MB/s writer, median of %d alternating rounds\n\n", rounds)
 	fmt.Println("| fs    | freeze (median) | unmounted create | live create | live / unmounted |")
 	fmt.Println("|-------|-----------------|------------------|-------------|------------------|")
 	fmt.Println(strings.Join(report, "\n"))
+	fmt.Println()
+	fmt.Println(strings.Join(passLog, "\n"))
 }
 
 func join(v []float64, format string) string {
