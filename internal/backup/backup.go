@@ -225,10 +225,10 @@ type pipeline struct {
 	nonzero [][]bool
 
 	// Owned by the writer goroutine.
-	stored map[int]int64
+	stored  map[int]int64
 	held    []*job // pass.hold: chunks read, to be processed after the thaw
 	written int    // chunks written by the last run
-	pool   sync.Pool
+	pool    sync.Pool
 
 	holding atomic.Int32 // chunks held so far (pass.hold)
 }
