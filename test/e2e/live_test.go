@@ -15,46 +15,53 @@ import (
 	"github.com/platter-dev/platter/internal/block"
 )
 
-// liveDisk is a GPT disk on a loop device: a small raw partition 1 and
-// partition 2 holding a mounted filesystem of kind fs with a directory
+// liveDisk is a GPT disk on a loop device: partition 1 (192 MiB, left
+// raw) and partition 2 holding a mounted filesystem of kind fs with a directory
 // "live" for a writer.
 type liveDisk struct {
 	dev, part, mnt string
 	p2             part // partition 2's bytes on the disk
+	p1             part
 }
 
 func newLiveDisk(t *testing.T, fs string) liveDisk {
 	t.Helper()
-	dir := t.TempDir()
-	disk := sparseFile(t, filepath.Join(dir, "disk.img"), 448<<20)
-	sh(t, "sgdisk", "-n", "1:1M:+16M", "-t", "1:8300", "-n", "2:0:0", "-t", "2:8300", disk)
+	disk := sparseFile(t, filepath.Join(t.TempDir(), "disk.img"), 704<<20)
+	sh(t, "sgdisk", "-n", "1:1M:+192M", "-t", "1:8300", "-n", "2:0:0", "-t", "2:8300", disk)
 	parts := sfdiskParts(t, disk)
-	d := liveDisk{dev: loop(t, disk), p2: parts[2]}
+	d := liveDisk{dev: loop(t, disk), p1: parts[1], p2: parts[2]}
 	// This kernel parses no partition tables on loop devices: add them.
 	for n, p := range map[int]part{1: parts[1], 2: parts[2]} {
 		exec.Command("delpart", d.dev, fmt.Sprint(n)).Run()
 		sh(t, "addpart", d.dev, fmt.Sprint(n), fmt.Sprint(p.start/512), fmt.Sprint(p.size/512))
 	}
 	d.part = d.dev + "p2"
+	d.mnt = mountNew(t, fs, d.part)
+	return d
+}
+
+// mountNew makes a filesystem of kind fs on dev, mounts it with a
+// directory "live" for a writer, and returns the mount point.
+func mountNew(t *testing.T, fs, dev string) string {
+	t.Helper()
 	switch fs {
 	case "ext4":
-		sh(t, "mkfs.ext4", "-q", "-F", "-E", "nodiscard", d.part)
+		sh(t, "mkfs.ext4", "-q", "-F", "-E", "nodiscard", dev)
 	case "xfs":
-		sh(t, "mkfs.xfs", "-q", "-f", "-K", d.part)
+		sh(t, "mkfs.xfs", "-q", "-f", "-K", dev)
 	case "btrfs":
-		sh(t, "mkfs.btrfs", "-q", "-f", "--nodiscard", d.part)
+		sh(t, "mkfs.btrfs", "-q", "-f", "--nodiscard", dev)
 	}
-	d.mnt = filepath.Join(dir, "mnt")
-	os.Mkdir(d.mnt, 0o755)
-	sh(t, "mount", d.part, d.mnt)
+	mnt := t.TempDir()
+	sh(t, "mount", dev, mnt)
 	t.Cleanup(func() {
-		exec.Command("fsfreeze", "-u", d.mnt).Run()
-		exec.Command("umount", d.mnt).Run()
+		exec.Command("fsfreeze", "-u", mnt).Run()
+		exec.Command("umount", mnt).Run()
 	})
-	if err := os.Mkdir(filepath.Join(d.mnt, "live"), 0o755); err != nil {
+	if err := os.Mkdir(filepath.Join(mnt, "live"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return d
+	return mnt
 }
 
 // liveImage images src with --snapshot track and returns when the
@@ -290,4 +297,24 @@ func TestLiveFasterWriter(t *testing.T) {
 	back := filepath.Join(t.TempDir(), "back.img")
 	ok(t, "restore", "--yes", "--progress", "none", img, back)
 	verifyAtFreeze(t, filepath.Join(checkedMount(t, "ext4", back), "live"), ops, frozen, thawed)
+}
+
+// A whole disk with two busy filesystems is imaged live at one instant:
+// both are frozen together, and each comes back as it was at the freeze.
+func TestLiveWholeDiskTwoFilesystems(t *testing.T) {
+	d := newLiveDisk(t, "xfs")
+	mnt1 := mountNew(t, "ext4", d.dev+"p1")
+	w1 := startLiveWriter(t, filepath.Join(mnt1, "live"), 5_000_000, 21)
+	w2 := startLiveWriter(t, filepath.Join(d.mnt, "live"), 25_000_000, 22)
+	time.Sleep(1500 * time.Millisecond)
+	img := filepath.Join(t.TempDir(), "live.platter")
+	frozen, thawed := liveImage(t, d.dev, img)
+	ops1, ops2 := w1.Stop(), w2.Stop()
+	if s := info(t, img).Snapshot; len(s.Filesystems) != 2 {
+		t.Fatalf("frozen %v, want both filesystems", s.Filesystems)
+	}
+	back := filepath.Join(t.TempDir(), "back.img")
+	ok(t, "restore", "--yes", "--progress", "none", img, back)
+	verifyAtFreeze(t, filepath.Join(checkedMount(t, "ext4", extract(t, back, d.p1)), "live"), ops1, frozen, thawed)
+	verifyAtFreeze(t, filepath.Join(checkedMount(t, "xfs", extract(t, back, d.p2)), "live"), ops2, frozen, thawed)
 }
