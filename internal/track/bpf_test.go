@@ -104,15 +104,7 @@ func TestBPFSeesWrites(t *testing.T) {
 // A partition's writes are found on its disk's events and reported
 // relative to the partition; writes to the rest of the disk are not.
 func TestBPFPartition(t *testing.T) {
-	dev := loopDevice(t, 64<<20)
-	exec.Command("delpart", dev, "1").Run() // left by an earlier user of this loop device
-	if out, err := exec.Command("addpart", dev, "1", "2048", "32768").CombinedOutput(); err != nil {
-		t.Fatalf("addpart: %v: %s", err, out)
-	}
-	part := dev + "p1"
-	if _, err := os.Stat(part); err != nil {
-		t.Fatalf("partition device %s: %v", part, err)
-	}
+	dev, part := loopPartition(t)
 	tr, err := StartBPF(part, Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -103,17 +103,7 @@ func TestTracefsSeesWrites(t *testing.T) {
 // A partition's writes are found on its disk's events and reported
 // relative to the partition; writes to the rest of the disk are not.
 func TestTracefsPartition(t *testing.T) {
-	dev := loopDevice(t, 64<<20)
-	// Partition 1: sectors 2048..(2048+32768), added as the kernel here
-	// parses no tables on loop devices.
-	exec.Command("delpart", dev, "1").Run() // left by an earlier user of this loop device
-	if out, err := exec.Command("addpart", dev, "1", "2048", "32768").CombinedOutput(); err != nil {
-		t.Fatalf("addpart: %v: %s", err, out)
-	}
-	part := dev + "p1"
-	if _, err := os.Stat(part); err != nil {
-		t.Fatalf("partition device %s: %v", part, err)
-	}
+	dev, part := loopPartition(t)
 	tr, err := StartTracefs(part, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -156,6 +146,22 @@ func TestTracefsLossIsAnError(t *testing.T) {
 	if _, err := tr.Take(); !errors.Is(err, ErrLost) {
 		t.Fatalf("Take after an overrun: %v, want ErrLost", err)
 	}
+}
+
+// loopPartition makes a 64 MiB loop device with partition 1 at sectors
+// 2048..(2048+32768), added as the kernel here parses no tables on loop
+// devices.
+func loopPartition(t *testing.T) (dev, part string) {
+	dev = loopDevice(t, 64<<20)
+	exec.Command("delpart", dev, "1").Run() // left by an earlier user of this loop device
+	if out, err := exec.Command("addpart", dev, "1", "2048", "32768").CombinedOutput(); err != nil {
+		t.Fatalf("addpart: %v: %s", err, out)
+	}
+	part = dev + "p1"
+	if _, err := os.Stat(part); err != nil {
+		t.Fatalf("partition device %s: %v", part, err)
+	}
+	return dev, part
 }
 
 func sameExtents(a, b []block.Extent) bool {
