@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -29,6 +30,8 @@ type createOptions struct {
 	tracker      string
 	maxFreeze    time.Duration
 	fault        string // hidden: a fault injected so tests can prove they catch it
+	incremental  string
+	differential string
 }
 
 func newCreateCommand() *cobra.Command {
@@ -53,6 +56,8 @@ complete.`,
 	f.StringVar(&opts.progress, "progress", "auto", "progress display: auto, json or none")
 	f.StringVar(&opts.snapshot, "snapshot", "auto", "how to image a mounted, writable source: track (copy it live, tracking writes, then freeze it briefly for the last changes), freeze (hold it frozen for the whole copy: small volumes), none (refuse unless --allow-mounted); auto is track")
 	f.StringVar(&opts.tracker, "tracker", "auto", "write tracker for --snapshot track: bpf, tracefs or auto (bpf where it loads)")
+	f.StringVar(&opts.incremental, "incremental", "", "store only the chunks that differ from the image chain ending at PARENT (the newest image of the set)")
+	f.StringVar(&opts.differential, "differential", "", "store only the chunks that differ from the full image FULL")
 	f.StringVar(&opts.fault, "test-fault", "", "for tests: drop-writes, tracefs-overrun or pause-frozen")
 	f.MarkHidden("test-fault")
 	f.DurationVar(&opts.maxFreeze, "max-freeze", 10*time.Second, "thaw and fail if the filesystems stay frozen longer (the whole copy with --snapshot freeze, the last pass with track)")
@@ -120,6 +125,14 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 		Partitions:  parts,
 		Compression: setting,
 		Tool:        "platter " + version,
+	}
+	parentFiles, err := openParent(&bopts, opts)
+	if err != nil {
+		return err
+	}
+	if parentFiles != nil {
+		defer parentFiles.Close()
+		defer bopts.Parent.Close()
 	}
 	progress := ui.NewProgress(mode, os.Stderr, "create")
 	bopts.Progress = progress
@@ -259,6 +272,31 @@ func (h *holder) thaw() {
 	if h.fr != nil {
 		h.fr.Thaw()
 	}
+}
+
+// openParent opens the image an incremental or differential is made
+// against, with its whole chain (every parent found and checked now,
+// before anything is read or written).
+func openParent(bopts *backup.Options, opts createOptions) (io.Closer, error) {
+	path, typ := opts.incremental, "incremental"
+	switch {
+	case opts.incremental != "" && opts.differential != "":
+		return nil, usagef("--incremental and --differential exclude each other")
+	case opts.differential != "":
+		path, typ = opts.differential, "differential"
+	case path == "":
+		return nil, nil
+	}
+	files, r, err := openImage(path)
+	if err != nil {
+		return nil, err
+	}
+	if typ == "differential" && r.Metadata().Parent != "" {
+		files.Close()
+		return nil, usagef("%s is %s image: a differential is made against a full image (the one its set starts with)", path, article(r.Metadata().Type))
+	}
+	bopts.Parent, bopts.Type = r, typ
+	return files, nil
 }
 
 func parsePartitions(s string) ([]int, error) {

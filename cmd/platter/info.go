@@ -50,9 +50,20 @@ type infoJSON struct {
 	Digest        string          `json:"digest"`
 	Warnings      []string        `json:"warnings"`
 	Snapshot      *image.Snapshot `json:"snapshot,omitempty"`
-	Partitions    []partitionJSON `json:"partitions"`
+	Type          string          `json:"type"`
+	// Chain is the image and the images it depends on, newest first.
+	Chain      []chainJSON     `json:"chain"`
+	Partitions []partitionJSON `json:"partitions"`
 	Gaps          []gapJSON       `json:"outside_partitions"`
 	Chunks        []chunkJSON     `json:"chunks,omitempty"`
+}
+
+type chainJSON struct {
+	ID         string    `json:"id"`
+	Type       string    `json:"type"`
+	Created    time.Time `json:"created"`
+	File       string    `json:"file"`
+	ImageBytes int64     `json:"image_bytes"`
 }
 
 type partitionJSON struct {
@@ -83,6 +94,7 @@ type chunkJSON struct {
 	FrameOffset int64 `json:"frame_offset"`
 	FrameSize   int64 `json:"frame_size"`
 	Zero        bool  `json:"zero"`
+	InParent    bool  `json:"in_parent,omitempty"` // stored in a parent image
 }
 
 func describe(r *image.Reader, chunks bool) *infoJSON {
@@ -93,7 +105,10 @@ func describe(r *image.Reader, chunks bool) *infoJSON {
 		SourceSize: m.SourceSize, SectorSize: m.SectorSize, Table: m.Table, DiskID: m.DiskID,
 		ImageBytes: r.Size(), ChunkSize: m.ChunkSize, Compression: m.Compression,
 		Digest: hex.EncodeToString(d[:]), Warnings: m.Warnings, Snapshot: m.Snapshot,
-		Partitions: []partitionJSON{}, Gaps: []gapJSON{},
+		Partitions: []partitionJSON{}, Gaps: []gapJSON{}, Type: imageType(m),
+	}
+	for c := r; c != nil; c = c.Parent() {
+		out.Chain = append(out.Chain, chainJSON{ID: c.ID().String(), Type: imageType(c.Metadata()), Created: c.Metadata().Created, File: c.Name(), ImageBytes: c.Size()})
 	}
 	if out.Warnings == nil {
 		out.Warnings = []string{}
@@ -115,13 +130,25 @@ func describe(r *image.Reader, chunks bool) *infoJSON {
 			if a.Kind == image.KindGap {
 				c.Offset += a.Start
 			}
-			if !e.Zero() {
+			switch {
+			case e.InParent():
+				c.InParent = true
+			case !e.Zero():
 				c.FrameOffset, c.FrameSize = e.FrameOff, 64+int64(e.Stored)
 			}
 			out.Chunks = append(out.Chunks, c)
 		}
 	}
 	return out
+}
+
+// imageType is "full", "incremental" or "differential" (images made
+// before incrementals have no type: full).
+func imageType(m *image.Metadata) string {
+	if m.Type == "" {
+		return "full"
+	}
+	return m.Type
 }
 
 func runInfo(w io.Writer, opts infoOptions, path string) error {
@@ -143,6 +170,12 @@ func runInfo(w io.Writer, opts infoOptions, path string) error {
 	fmt.Fprintf(w, "Source:      %s, %s (%d bytes), %d-byte sectors\n", info.Source, ui.Bytes(info.SourceSize), info.SourceSize, info.SectorSize)
 	fmt.Fprintf(w, "Table:       %s\n", info.Table)
 	fmt.Fprintf(w, "Compression: %s, %s chunks\n", info.Compression, ui.Bytes(info.ChunkSize))
+	if len(info.Chain) > 1 {
+		fmt.Fprintf(w, "Chain:       %s image; restores with:\n", info.Type)
+		for _, c := range info.Chain {
+			fmt.Fprintf(w, "             %-12s %s  %s  %s  %s\n", c.Type, c.ID, c.Created.Local().Format(time.RFC3339), ui.Bytes(c.ImageBytes), c.File)
+		}
+	}
 	if s := info.Snapshot; s != nil {
 		switch s.Method {
 		case "freeze", "track":

@@ -6,6 +6,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -65,6 +66,12 @@ type Options struct {
 	// (nil: the source itself). Live imaging reads them through the page
 	// cache and the data around it.
 	MapSource block.Source
+	// Parent, if set, makes the image an incremental or differential of
+	// it (Type says which): chunks whose content the parent's chain holds
+	// are recorded by hash, not stored. The parent's chain must be
+	// attached. The source's layout must be the parent's.
+	Parent *image.Reader
+	Type   string // "incremental" or "differential" with Parent
 }
 
 // Run images src into out and returns the metadata it wrote. It writes
@@ -86,6 +93,12 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 	l, err := planLayout(mapSrc, opts.Partitions)
 	if err != nil {
 		return nil, 0, err
+	}
+	if opts.Parent != nil {
+		if err := sameLayout(opts.Parent, l, src); err != nil {
+			return nil, 0, err
+		}
+		opts.ChunkSize = opts.Parent.Metadata().ChunkSize
 	}
 	var id image.ID
 	if _, err := rand.Read(id[:]); err != nil {
@@ -114,6 +127,7 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 	opts.Progress.Start(total)
 
 	p := newPipeline(src, mapSrc, l.areas, opts.ChunkSize, enc, w, opts.Progress)
+	p.parent = opts.Parent
 	first := time.Now()
 	if err := p.run(ctx, opts.Workers, &pass{all: true}); err != nil {
 		return nil, 0, err
@@ -145,6 +159,11 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 		ChunkSize:   opts.ChunkSize,
 		Compression: opts.Compression.String(),
 		Warnings:    l.warnings,
+		Type:        "full",
+	}
+	if pr := opts.Parent; pr != nil {
+		d := pr.Digest()
+		meta.Type, meta.Parent, meta.ParentDigest = opts.Type, pr.ID().String(), hex.EncodeToString(d[:])
 	}
 	maps := make([]image.Bitmap, len(l.areas))
 	for i, a := range p.areas {
@@ -184,16 +203,17 @@ type job struct {
 	usedMap *block.Map
 	mapBase int64
 
-	buf     []byte // raw chunk
-	cbuf    []byte // compressed
-	payload []byte // what goes into the frame
-	codec   codec.ID
-	hash    [32]byte
-	zero    bool
-	dup     bool
-	held    bool // read while frozen, processed after the thaw
-	err     error
-	done    chan struct{}
+	buf      []byte // raw chunk
+	cbuf     []byte // compressed
+	payload  []byte // what goes into the frame
+	codec    codec.ID
+	hash     [32]byte
+	zero     bool
+	dup      bool
+	inParent bool // the parent's chain holds the chunk as it is
+	held     bool // read while frozen, processed after the thaw
+	err      error
+	done     chan struct{}
 }
 
 type frameRef struct {
@@ -202,6 +222,7 @@ type frameRef struct {
 }
 
 type pipeline struct {
+	parent   *image.Reader // of an incremental or differential
 	src      block.Source
 	mapSrc   block.Source
 	areas    []area
@@ -474,6 +495,13 @@ func (p *pipeline) process(j *job) {
 		return
 	}
 	j.hash = blake3.Sum256(j.buf)
+	if p.parent != nil {
+		if pe, ok := p.parent.Lookup(uint32(j.area), uint64(j.chunk)); ok && pe.Hash == j.hash {
+			j.inParent = true
+			p.releaseBuf(j)
+			return
+		}
+	}
 	p.mu.Lock()
 	_, j.dup = p.frames[j.hash]
 	if !j.dup && len(p.frames) < maxDedup {
@@ -589,6 +617,8 @@ func (p *pipeline) write(ctx context.Context, order chan *job, ps *pass) error {
 		switch {
 		case j.zero:
 			e.Flags = image.FlagZero
+		case j.inParent:
+			e.Flags = image.FlagParent
 		case j.dup:
 			e.FrameOff = -1 // resolved once every frame is written
 		default:
@@ -624,6 +654,31 @@ func (p *pipeline) write(ctx context.Context, order chan *job, ps *pass) error {
 		}
 	}
 	return nil
+}
+
+// sameLayout refuses an incremental of a source whose layout is not its
+// parent's: the chunk grid would not line up.
+func sameLayout(parent *image.Reader, l *layout, src block.Source) error {
+	m := &image.Metadata{SourceSize: src.Size(), SectorSize: l.table.SectorSize, Table: l.table.Kind, DiskID: l.table.DiskID, ChunkSize: parent.Metadata().ChunkSize}
+	for _, a := range l.areas {
+		am := a.meta
+		if a.used != nil {
+			am.BlockSize = a.used.BlockSize()
+		}
+		m.Areas = append(m.Areas, am)
+	}
+	if err := image.SameLayout(parent.Metadata(), m); err != nil {
+		return &LayoutError{Parent: parent.Name(), Msg: err.Error()}
+	}
+	return nil
+}
+
+// LayoutError refuses an incremental of a source laid out differently
+// from its parent.
+type LayoutError struct{ Parent, Msg string }
+
+func (e *LayoutError) Error() string {
+	return fmt.Sprintf("the source is not laid out as it was for %s: %s; make a new full image", e.Parent, e.Msg)
 }
 
 // resolveDuplicate points a duplicate chunk's entry at the frame of the

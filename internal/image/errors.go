@@ -36,12 +36,17 @@ func (e *FormatError) Is(target error) bool { return target == ErrDamaged }
 // ChunkError reports a chunk whose stored bytes fail a check.
 type ChunkError struct {
 	Entry Entry
+	File  string // the image file the frame is in ("" if not known)
 	Where string // e.g. "partition 2, bytes 1048576-2097151"
 	Msg   string
 }
 
 func (e *ChunkError) Error() string {
-	return fmt.Sprintf("bad chunk: %s (frame at image byte %d): %s", e.Where, e.Entry.FrameOff, e.Msg)
+	in := ""
+	if e.File != "" {
+		in = " in " + e.File
+	}
+	return fmt.Sprintf("bad chunk%s: %s (frame at image byte %d): %s", in, e.Where, e.Entry.FrameOff, e.Msg)
 }
 
 func (e *ChunkError) Is(target error) bool { return target == ErrDamaged }

@@ -20,9 +20,16 @@ type Metadata struct {
 	DiskID        string    `json:"disk_id,omitempty"`
 	ChunkSize     int64     `json:"chunk_size"`
 	Compression   string    `json:"compression"`
-	// Parent is the id of the image this one is an incremental of;
-	// reserved, empty in version 1.
-	Parent   string   `json:"parent,omitempty"`
+	// Type is "full" (or empty, in images made before incrementals),
+	// "incremental" (the chunks that differ from Parent's chain) or
+	// "differential" (those that differ from Parent, a full image).
+	Type string `json:"type,omitempty"`
+	// Parent is the id of the image this one depends on, and
+	// ParentDigest that image's Reader.Digest when this one was made: a
+	// parent whose index or metadata changed since is refused.
+	Parent       string `json:"parent,omitempty"`
+	ParentDigest string `json:"parent_digest,omitempty"`
+
 	Areas    []Area   `json:"areas"`
 	Warnings []string `json:"warnings,omitempty"`
 	// Snapshot says how a mounted source was held still; nil when it

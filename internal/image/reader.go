@@ -33,6 +33,8 @@ type Reader struct {
 	dec     *codec.Decoder
 	bufs    sync.Pool
 	maps    []*block.Map
+	name    string  // the file, for messages
+	parent  *Reader // AttachParent
 }
 
 // NewReader opens the image in r (size bytes): it checks the header and
@@ -208,8 +210,11 @@ func (ir *Reader) checkMeta(m *Metadata, off int64) error {
 	if m.SourceSize < 0 {
 		return bad("source size %d is negative", m.SourceSize)
 	}
-	if m.Parent != "" {
-		return bad("image is an incremental of %s; this platter does not read incremental images", m.Parent)
+	switch {
+	case m.Type != "" && m.Type != "full" && m.Type != "incremental" && m.Type != "differential":
+		return bad("unknown image type %q", m.Type)
+	case (m.Parent == "") != (m.Type == "" || m.Type == "full"):
+		return bad("a %q image with parent %q", m.Type, m.Parent)
 	}
 	for i := range m.Areas {
 		a := &m.Areas[i]
@@ -270,10 +275,13 @@ func (ir *Reader) checkEntry(e Entry, i int, indexOff int64) error {
 	if want := min(cs, a.Size-int64(e.Chunk)*cs); int64(e.RawLen) != want {
 		return bad("chunk length %d, want %d", e.RawLen, want)
 	}
-	if e.Flags&^FlagZero != 0 {
+	if e.Flags&^(FlagZero|FlagParent) != 0 || e.Flags == FlagZero|FlagParent {
 		return bad("unsupported flags %#x", e.Flags)
 	}
-	if !e.Zero() {
+	if e.InParent() && ir.meta.Parent == "" {
+		return bad("chunk is in a parent, but the image has none")
+	}
+	if !e.Zero() && !e.InParent() {
 		if e.FrameOff < headerSize || int64(e.Stored) > int64(e.RawLen)+1024 || e.FrameOff+frameHeaderSize+int64(e.Stored) > indexOff {
 			return bad("frame at byte %d (%d bytes) lies outside the data area", e.FrameOff, e.Stored)
 		}
@@ -322,6 +330,13 @@ func (ir *Reader) Where(e Entry) string {
 // storage if its capacity is at least e.RawLen. A chunk that fails any
 // check gives a *ChunkError and no data.
 func (ir *Reader) ReadChunk(e Entry, buf []byte) ([]byte, error) {
+	if e.InParent() {
+		r, pe, err := ir.resolve(e)
+		if err != nil {
+			return nil, err
+		}
+		return r.ReadChunk(pe, buf)
+	}
 	if cap(buf) < int(e.RawLen) {
 		buf = make([]byte, 0, e.RawLen)
 	}
@@ -331,7 +346,7 @@ func (ir *Reader) ReadChunk(e Entry, buf []byte) ([]byte, error) {
 		return out, nil
 	}
 	bad := func(format string, args ...any) error {
-		return &ChunkError{Entry: e, Where: ir.Where(e), Msg: fmt.Sprintf(format, args...)}
+		return &ChunkError{Entry: e, File: ir.name, Where: ir.Where(e), Msg: fmt.Sprintf(format, args...)}
 	}
 	need := frameHeaderSize + int(e.Stored)
 	sp, _ := ir.bufs.Get().(*[]byte)

@@ -12,8 +12,13 @@ import (
 // are not damage (cancellation). progress, if not nil, is called with the
 // decoded bytes of each chunk checked.
 func (ir *Reader) Verify(ctx context.Context, workers int, progress func(n int64)) ([]*ChunkError, error) {
-	// Duplicate chunks share a frame: check each frame once.
-	frameResult := map[int64]error{}
+	// Duplicate chunks share a frame, and the images of a chain share
+	// their parents' frames: check each frame once.
+	type frame struct {
+		r   *Reader
+		off int64
+	}
+	frameResult := map[frame]error{}
 	var mu sync.Mutex
 	var bad []*ChunkError
 	ch := make(chan int)
@@ -26,16 +31,21 @@ func (ir *Reader) Verify(ctx context.Context, workers int, progress func(n int64
 			for i := range ch {
 				e := ir.entries[i]
 				var err error
-				if !e.Zero() {
+				r, fe, rerr := ir.resolve(e)
+				switch {
+				case rerr != nil:
+					err = rerr
+				case !fe.Zero():
+					key := frame{r, fe.FrameOff}
 					mu.Lock()
-					prev, seen := frameResult[e.FrameOff]
+					prev, seen := frameResult[key]
 					mu.Unlock()
 					if seen {
 						err = prev
 					} else {
-						_, err = ir.ReadChunk(e, buf)
+						_, err = r.ReadChunk(fe, buf)
 						mu.Lock()
-						frameResult[e.FrameOff] = err
+						frameResult[key] = err
 						mu.Unlock()
 					}
 				}
@@ -44,7 +54,7 @@ func (ir *Reader) Verify(ctx context.Context, workers int, progress func(n int64
 					if !errors.As(err, &ce) {
 						ce = &ChunkError{Entry: e, Where: ir.Where(e), Msg: err.Error()}
 					}
-					ce = &ChunkError{Entry: e, Where: ir.Where(e), Msg: ce.Msg}
+					ce = &ChunkError{Entry: e, File: ce.File, Where: ir.Where(e), Msg: ce.Msg}
 					mu.Lock()
 					bad = append(bad, ce)
 					mu.Unlock()

@@ -134,8 +134,15 @@ type infoJSON struct {
 		FrameOffset int64 `json:"frame_offset"`
 		FrameSize   int64 `json:"frame_size"`
 		Zero        bool  `json:"zero"`
+		InParent    bool  `json:"in_parent"`
 	} `json:"chunks"`
 	Snapshot *image.Snapshot `json:"snapshot"`
+	Type     string          `json:"type"`
+	Chain    []struct {
+		ID   string `json:"id"`
+		Type string `json:"type"`
+		File string `json:"file"`
+	} `json:"chain"`
 }
 
 func info(t testing.TB, img string, extra ...string) infoJSON {
