@@ -54,8 +54,8 @@ type infoJSON struct {
 	// Chain is the image and the images it depends on, newest first.
 	Chain      []chainJSON     `json:"chain"`
 	Partitions []partitionJSON `json:"partitions"`
-	Gaps          []gapJSON       `json:"outside_partitions"`
-	Chunks        []chunkJSON     `json:"chunks,omitempty"`
+	Gaps       []gapJSON       `json:"outside_partitions"`
+	Chunks     []chunkJSON     `json:"chunks,omitempty"`
 }
 
 type chainJSON struct {

@@ -276,4 +276,3 @@ func (j infoJSON) fromParent(offset int64) bool {
 	}
 	return false
 }
-
