@@ -32,6 +32,7 @@ type createOptions struct {
 	fault        string // hidden: a fault injected so tests can prove they catch it
 	incremental  string
 	differential string
+	created      string // hidden, for tests of retention rules
 }
 
 func newCreateCommand() *cobra.Command {
@@ -58,6 +59,8 @@ complete.`,
 	f.StringVar(&opts.tracker, "tracker", "auto", "write tracker for --snapshot track: bpf, tracefs or auto (bpf where it loads)")
 	f.StringVar(&opts.incremental, "incremental", "", "store only the chunks that differ from the image chain ending at PARENT (the newest image of the set)")
 	f.StringVar(&opts.differential, "differential", "", "store only the chunks that differ from the full image FULL")
+	f.StringVar(&opts.created, "test-created", "", "for tests: the creation time to record (RFC 3339)")
+	f.MarkHidden("test-created")
 	f.StringVar(&opts.fault, "test-fault", "", "for tests: drop-writes, tracefs-overrun or pause-frozen")
 	f.MarkHidden("test-fault")
 	f.DurationVar(&opts.maxFreeze, "max-freeze", 10*time.Second, "thaw and fail if the filesystems stay frozen longer (the whole copy with --snapshot freeze, the last pass with track)")
@@ -125,6 +128,11 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 		Partitions:  parts,
 		Compression: setting,
 		Tool:        "platter " + version,
+	}
+	if opts.created != "" {
+		if bopts.Created, err = time.Parse(time.RFC3339, opts.created); err != nil {
+			return usagef("--test-created: %v", err)
+		}
 	}
 	parentFiles, err := openParent(&bopts, opts)
 	if err != nil {

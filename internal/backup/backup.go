@@ -72,6 +72,8 @@ type Options struct {
 	// attached. The source's layout must be the parent's.
 	Parent *image.Reader
 	Type   string // "incremental" or "differential" with Parent
+	// Created is the time recorded as the image's (zero: now).
+	Created time.Time
 }
 
 // Run images src into out and returns the metadata it wrote. It writes
@@ -104,7 +106,10 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 	if _, err := rand.Read(id[:]); err != nil {
 		return nil, 0, err
 	}
-	created := time.Now().UTC()
+	created := opts.Created
+	if created.IsZero() {
+		created = time.Now().UTC()
+	}
 	w, err := image.NewWriter(out, id, created)
 	if err != nil {
 		return nil, 0, err
@@ -162,7 +167,7 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 		Type:        "full",
 	}
 	if pr := opts.Parent; pr != nil {
-		d := pr.Digest()
+		d := pr.ContentDigest()
 		meta.Type, meta.Parent, meta.ParentDigest = opts.Type, pr.ID().String(), hex.EncodeToString(d[:])
 	}
 	maps := make([]image.Bitmap, len(l.areas))

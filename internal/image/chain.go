@@ -3,10 +3,14 @@ package image
 import (
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"sort"
+
+	"github.com/platter-dev/platter/internal/codec"
+	"github.com/zeebo/blake3"
 )
 
 // An incremental or differential image stores only the chunks that
@@ -65,8 +69,8 @@ func (ir *Reader) AttachParent(p *Reader) error {
 		return bad("it is a full image")
 	case p.id.String() != m.Parent:
 		return bad("it is image %s, not %s", p.id, m.Parent)
-	case m.ParentDigest != hex.EncodeToString(p.digest[:]):
-		return bad("its index or metadata changed since this image was made from it (digest %x, expected %s)", p.digest, m.ParentDigest)
+	case m.ParentDigest != hex.EncodeToString(p.content[:]):
+		return bad("its content changed since this image was made from it (content digest %x, expected %s)", p.content, m.ParentDigest)
 	case pm.Parent != "" && p.parent == nil:
 		return bad("its own parent %s is not attached", pm.Parent)
 	}
@@ -145,4 +149,135 @@ func ReadID(path string) (ID, error) {
 		return ID{}, ErrNotImage
 	}
 	return ID(hb[16:32]), nil
+}
+
+// ContentDigest identifies what the image restores to, not how it is
+// stored: every chunk's area, number, length and hash, the allocation
+// maps, and the metadata that describes the disk. An incremental and the
+// same image consolidated into a full one have the same content digest,
+// so the images made from it still find their parent: a child records
+// its parent's content digest.
+func (ir *Reader) ContentDigest() [32]byte { return ir.content }
+
+func (ir *Reader) contentDigest(mapsHash [32]byte) ([32]byte, error) {
+	h := blake3.New()
+	var b [48]byte
+	le := binary.LittleEndian
+	for _, e := range ir.entries {
+		le.PutUint32(b[0:], e.Area)
+		le.PutUint64(b[4:], e.Chunk)
+		le.PutUint32(b[12:], e.RawLen)
+		copy(b[16:], e.Hash[:])
+		h.Write(b[:])
+	}
+	h.Write(mapsHash[:])
+	m := *ir.meta
+	m.Type, m.Parent, m.ParentDigest, m.Compression = "", "", "", ""
+	m.Areas = append([]Area(nil), m.Areas...)
+	for i := range m.Areas {
+		m.Areas[i].StoredBytes = 0
+	}
+	js, err := json.Marshal(&m)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	h.Write(js)
+	return [32]byte(h.Sum(nil)), nil
+}
+
+// CopyFrame returns chunk e's frame as stored, from whichever file of the
+// chain holds it, after checking it whole (decoded and hashed): for
+// copying into another image without compressing again.
+func (ir *Reader) CopyFrame(e Entry) (*Frame, error) {
+	r, fe, err := ir.resolve(e)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := r.ReadChunk(fe, nil); err != nil {
+		return nil, err
+	}
+	fb := make([]byte, frameHeaderSize+int(fe.Stored))
+	if _, err := r.r.ReadAt(fb, fe.FrameOff); err != nil {
+		return nil, &ChunkError{Entry: fe, File: r.name, Where: r.Where(fe), Msg: fmt.Sprintf("read frame: %v", err)}
+	}
+	h, ok := parseFrameHeader(fb)
+	if !ok || h.Hash != e.Hash || crc(fb[frameHeaderSize:]) != h.Checksum {
+		return nil, &ChunkError{Entry: fe, File: r.name, Where: r.Where(fe), Msg: "the frame changed while it was copied"}
+	}
+	return &Frame{Area: e.Area, Chunk: e.Chunk, RawLen: int(e.RawLen), Hash: e.Hash, Codec: codec.ID(h.Codec), Payload: fb[frameHeaderSize:]}, nil
+}
+
+// Fold writes to w the image child with the same id and content, but
+// newParent as its parent (nil: a full image). A chunk newParent's chain
+// holds as it is is recorded as in the parent; every other chunk's frame
+// is copied in from the file of child's chain that holds it. It returns
+// how many frames it copied.
+func Fold(w io.Writer, child, newParent *Reader, tempDir string) (int, error) {
+	iw, err := NewWriter(w, child.id, child.meta.Created)
+	if err != nil {
+		return 0, err
+	}
+	iw.TempDir = tempDir
+	meta := *child.meta
+	meta.Areas = append([]Area(nil), meta.Areas...)
+	for i := range meta.Areas {
+		meta.Areas[i].StoredBytes = 0
+	}
+	meta.Type, meta.Parent, meta.ParentDigest = "full", "", ""
+	if newParent != nil {
+		d := newParent.ContentDigest()
+		meta.Parent, meta.ParentDigest = newParent.id.String(), hex.EncodeToString(d[:])
+		if meta.Type = child.meta.Type; meta.Type == "full" || meta.Type == "" {
+			meta.Type = "incremental"
+		}
+	}
+	type where struct {
+		r   *Reader
+		off int64
+	}
+	written := map[where]Entry{} // frames copied, for chunks that share one
+	copied := 0
+	for _, e := range child.entries {
+		out := Entry{Area: e.Area, Chunk: e.Chunk, RawLen: e.RawLen, Hash: e.Hash}
+		if newParent != nil {
+			if pe, ok := newParent.Lookup(e.Area, e.Chunk); ok && pe.Hash == e.Hash {
+				out.Flags = FlagParent
+			}
+		}
+		switch {
+		case out.Flags == FlagParent:
+		case e.Zero():
+			out.Flags = FlagZero
+		default:
+			r, fe, err := child.resolve(e)
+			if err != nil {
+				return copied, err
+			}
+			if prev, ok := written[where{r, fe.FrameOff}]; ok {
+				out.FrameOff, out.Stored = prev.FrameOff, prev.Stored
+				break
+			}
+			f, err := child.CopyFrame(e)
+			if err != nil {
+				return copied, err
+			}
+			if out.FrameOff, err = iw.WriteFrame(f); err != nil {
+				return copied, err
+			}
+			out.Stored = uint32(len(f.Payload))
+			written[where{r, fe.FrameOff}] = out
+			meta.Areas[e.Area].StoredBytes += frameHeaderSize + int64(out.Stored)
+			copied++
+		}
+		if err := iw.AddEntry(out); err != nil {
+			return copied, err
+		}
+	}
+	maps := make([]Bitmap, len(child.maps))
+	for i, m := range child.maps {
+		if m != nil {
+			maps[i] = m
+		}
+	}
+	return copied, iw.Finish(maps, &meta, nil, nil)
 }

@@ -42,7 +42,7 @@ func chainImage(t *testing.T, id ID, chunks [][]byte, parent *Reader) *Reader {
 	meta := &Metadata{SourceSize: int64(len(chunks)) * cs, SectorSize: 512, Table: "none", ChunkSize: cs, Type: "full",
 		Areas: []Area{{Kind: KindPartition, Index: 1, Size: int64(len(chunks)) * cs, Filesystem: "raw"}}}
 	if parent != nil {
-		d := parent.Digest()
+		d := parent.ContentDigest()
 		meta.Type, meta.Parent, meta.ParentDigest = "incremental", parent.ID().String(), hex.EncodeToString(d[:])
 	}
 	if err := w.Finish([]Bitmap{nil}, meta, nil, nil); err != nil {
@@ -99,5 +99,40 @@ func TestChain(t *testing.T) {
 	other := chainImage(t, ID{9}, base, nil)
 	if err := inc2.AttachParent(other); err == nil || !strings.Contains(err.Error(), "is image") {
 		t.Fatalf("attach another image: %v", err)
+	}
+}
+
+// Folding an incremental into a full image keeps its id and content: it
+// reads the same, and an image made from it still takes it as parent.
+func TestFold(t *testing.T) {
+	full := chainImage(t, ID{1}, [][]byte{chunk("a"), chunk("b"), chunk("c")}, nil)
+	inc := chainImage(t, ID{2}, [][]byte{chunk("a"), chunk("B!"), chunk("c")}, full)
+	if err := inc.AttachParent(full); err != nil {
+		t.Fatal(err)
+	}
+	child := chainImage(t, ID{3}, [][]byte{chunk("a"), chunk("B!"), chunk("C?")}, inc)
+	var buf bytes.Buffer
+	copied, err := Fold(&buf, inc, nil, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	folded, err := NewReader(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if copied != 3 || folded.ID() != inc.ID() || folded.ContentDigest() != inc.ContentDigest() || folded.Metadata().Parent != "" || folded.Metadata().Type != "full" {
+		t.Fatalf("folded: %d frames copied, id %s, type %s, parent %q", copied, folded.ID(), folded.Metadata().Type, folded.Metadata().Parent)
+	}
+	for i, e := range folded.Entries() {
+		want, _ := inc.ReadChunk(inc.Entries()[i], nil)
+		if got, err := folded.ReadChunk(e, nil); err != nil || !bytes.Equal(got, want) || e.InParent() {
+			t.Fatalf("chunk %d: %v", i, err)
+		}
+	}
+	if err := child.AttachParent(folded); err != nil {
+		t.Fatalf("a child of the incremental refuses it folded: %v", err)
+	}
+	if got, err := child.ReadChunk(child.Entries()[0], nil); err != nil || !bytes.Equal(got, chunk("a")) {
+		t.Fatalf("child chunk 0 through the folded parent: %v", err)
 	}
 }

@@ -25,8 +25,9 @@ type Metadata struct {
 	// "differential" (those that differ from Parent, a full image).
 	Type string `json:"type,omitempty"`
 	// Parent is the id of the image this one depends on, and
-	// ParentDigest that image's Reader.Digest when this one was made: a
-	// parent whose index or metadata changed since is refused.
+	// ParentDigest that image's Reader.ContentDigest when this one was
+	// made: a parent whose content changed since is refused (one folded
+	// into a full image by consolidation keeps its content).
 	Parent       string `json:"parent,omitempty"`
 	ParentDigest string `json:"parent_digest,omitempty"`
 

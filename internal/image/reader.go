@@ -35,6 +35,7 @@ type Reader struct {
 	maps    []*block.Map
 	name    string  // the file, for messages
 	parent  *Reader // AttachParent
+	content [32]byte
 }
 
 // NewReader opens the image in r (size bytes): it checks the header and
@@ -131,6 +132,9 @@ func NewReader(r io.ReaderAt, size int64) (*Reader, error) {
 	h.Write(mapsHash[:])
 	h.Write(metaHash[:])
 	copy(ir.digest[:], h.Sum(nil))
+	if ir.content, err = ir.contentDigest(mapsHash); err != nil {
+		return nil, err
+	}
 
 	ir.dec, err = codec.NewDecoder(runtime.GOMAXPROCS(0))
 	if err != nil {

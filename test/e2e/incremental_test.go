@@ -276,3 +276,110 @@ func (j infoJSON) fromParent(offset int64) bool {
 	}
 	return false
 }
+
+// Consolidating an incremental makes it a full image of the same restore
+// point; the images made from it still restore, without its old parents.
+func TestConsolidate(t *testing.T) {
+	fs := newIncFS(t)
+	set := t.TempDir()
+	full := filepath.Join(set, "full.platter")
+	ok(t, "create", "--progress", "none", fs.file, full)
+	var imgs, trees []string
+	prev := full
+	for i := range 3 {
+		fs.change(func(root string) {
+			writeRandom(t, filepath.Join(root, fmt.Sprintf("new%d", i)), 2<<20)
+			overwrite(t, filepath.Join(root, "dir", "big"), int64(i)<<20, 1<<20)
+		})
+		img := filepath.Join(set, fmt.Sprintf("inc%d.platter", i+1))
+		ok(t, "create", "--progress", "none", "--incremental", prev, fs.file, img)
+		imgs, trees, prev = append(imgs, img), append(trees, fs.keep()), img
+	}
+	before := info(t, imgs[1])
+	out := ok(t, "consolidate", imgs[1])
+	if !strings.Contains(out, "a full image now") {
+		t.Errorf("consolidate said %q", out)
+	}
+	after := info(t, imgs[1])
+	if after.Type != "full" || after.ID != before.ID || len(after.Chain) != 1 {
+		t.Fatalf("consolidated: type %s, id %s (was %s), chain %d", after.Type, after.ID, before.ID, len(after.Chain))
+	}
+	// Its old parents go; it and the image made from it still restore.
+	away := t.TempDir()
+	for _, p := range []string{full, imgs[0]} {
+		os.Rename(p, filepath.Join(away, filepath.Base(p)))
+	}
+	checkRestores(t, imgs[1], trees[1])
+	checkRestores(t, imgs[2], trees[2])
+	if _, stderr, code := run(t, "consolidate", imgs[1]); code != 2 || !strings.Contains(stderr, "full image already") {
+		t.Errorf("consolidate of a full image: exit %d, %s", code, stderr)
+	}
+}
+
+// prune keeps what each rule selects, merges kept images whose parents go
+// onto their nearest kept ancestor, and every kept image still restores
+// to exactly its files; --dry-run changes nothing.
+func TestPrune(t *testing.T) {
+	fs := newIncFS(t)
+	set := t.TempDir()
+	dates := []struct{ name, at string }{
+		{"full", "2026-01-01T09:00:00Z"}, {"inc1", "2026-01-01T12:00:00Z"}, {"inc2", "2026-01-02T12:00:00Z"},
+		{"inc3", "2026-01-09T12:00:00Z"}, {"inc4", "2026-01-10T12:00:00Z"}, {"inc5", "2026-02-03T09:00:00Z"},
+		{"inc6", "2026-02-03T12:00:00Z"},
+	}
+	trees := map[string]string{}
+	prev := ""
+	for i, d := range dates {
+		img := filepath.Join(set, d.name+".platter")
+		args := []string{"create", "--progress", "none", "--test-created", d.at}
+		if prev != "" {
+			fs.change(func(root string) {
+				writeRandom(t, filepath.Join(root, d.name), int64(i)<<19)
+				os.Remove(filepath.Join(root, fmt.Sprintf("f%02d", 30+i)))
+			})
+			args = append(args, "--incremental", prev)
+		}
+		ok(t, append(args, fs.file, img)...)
+		trees[d.name], prev = fs.keep(), img
+	}
+	for _, c := range []struct {
+		rules []string
+		keep  string
+	}{
+		{[]string{"--keep-last", "2"}, "inc5 inc6"},
+		{[]string{"--keep-daily", "3"}, "inc3 inc4 inc6"},
+		{[]string{"--keep-weekly", "2"}, "inc4 inc6"},
+		{[]string{"--keep-monthly", "2"}, "inc4 inc6"},
+		{[]string{"--keep-last", "1", "--keep-weekly", "3"}, "inc2 inc4 inc6"},
+	} {
+		t.Run(strings.Join(c.rules, " "), func(t *testing.T) {
+			dir := t.TempDir()
+			sh(t, "cp", "-a", set+"/.", dir)
+			sums := sh(t, "sh", "-c", "cd "+dir+" && sha256sum *")
+			ok(t, append(append([]string{"prune", "--dry-run"}, c.rules...), dir)...)
+			if sh(t, "sh", "-c", "cd "+dir+" && sha256sum *") != sums {
+				t.Fatal("prune --dry-run changed the set")
+			}
+			out := ok(t, append(append([]string{"prune"}, c.rules...), dir)...)
+			var left []string
+			ents, _ := os.ReadDir(dir)
+			for _, e := range ents {
+				left = append(left, strings.TrimSuffix(e.Name(), ".platter"))
+			}
+			if got := strings.Join(left, " "); got != c.keep {
+				t.Fatalf("kept %q, want %q; plan:\n%s", got, c.keep, out)
+			}
+			for _, name := range left {
+				img := filepath.Join(dir, name+".platter")
+				ok(t, "verify", img)
+				checkRestores(t, img, trees[name])
+			}
+			if oldest := info(t, filepath.Join(dir, left[0]+".platter")); oldest.Type != "full" {
+				t.Errorf("%s, the oldest kept, is %s: its parents are gone", left[0], oldest.Type)
+			}
+		})
+	}
+	if _, stderr, code := run(t, "prune", set); code != 2 || !strings.Contains(stderr, "needs a rule") {
+		t.Errorf("prune without rules: exit %d, %s", code, stderr)
+	}
+}
