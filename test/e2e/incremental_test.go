@@ -383,3 +383,70 @@ func TestPrune(t *testing.T) {
 		t.Errorf("prune without rules: exit %d, %s", code, stderr)
 	}
 }
+
+// An incremental of a disk holding FAT32, ext4 and NTFS, each changed with
+// its own tools, restores every filesystem to exactly its changed files.
+func TestIncrementalEveryFilesystem(t *testing.T) {
+	disk := filepath.Join(t.TempDir(), "disk.img")
+	sh(t, "cp", "--sparse=always", fixture(t, "gpt-disk.sh"), disk)
+	set := t.TempDir()
+	full := filepath.Join(set, "full.platter")
+	ok(t, "create", "--progress", "none", disk, full)
+
+	parts := sfdiskParts(t, disk)
+	extra := filepath.Join(t.TempDir(), "extra.bin")
+	writeRandom(t, extra, 3<<20)
+	trees := map[int]string{}
+	for n, fs := range map[int]string{1: "fat32", 2: "ext4", 3: "ntfs"} {
+		p := extract(t, disk, parts[n])
+		switch fs {
+		case "fat32":
+			sh(t, "mcopy", "-i", p, extra, "::/extra.bin")
+			sh(t, "mdel", "-i", p, "::/"+firstFile(t, fatTree(t, p)))
+		case "ext4":
+			mnt := t.TempDir()
+			sh(t, "mount", "-o", "loop", p, mnt)
+			sh(t, "cp", extra, filepath.Join(mnt, "extra.bin"))
+			os.Remove(filepath.Join(mnt, firstFile(t, mnt)))
+			sh(t, "umount", mnt)
+		case "ntfs":
+			mnt := t.TempDir()
+			sh(t, "ntfs-3g", p, mnt)
+			sh(t, "cp", extra, filepath.Join(mnt, "extra.bin"))
+			os.Remove(filepath.Join(mnt, firstFile(t, mnt)))
+			sh(t, "fusermount", "-u", mnt)
+		}
+		sh(t, "dd", "if="+p, "of="+disk, "bs=512", fmt.Sprint("seek=", parts[n].start/512), "conv=notrunc", "status=none")
+		switch fs {
+		case "fat32":
+			trees[n] = fatTree(t, p)
+		case "ext4":
+			trees[n] = extTree(t, p)
+		case "ntfs":
+			trees[n] = ntfsTree(t, p)
+		}
+	}
+	inc := filepath.Join(set, "inc.platter")
+	ok(t, "create", "--progress", "none", "--incremental", full, disk, inc)
+	if a, b := info(t, inc).ImageBytes, info(t, full).ImageBytes; a >= b {
+		t.Errorf("the incremental is %d bytes, the full image %d", a, b)
+	}
+	back := filepath.Join(t.TempDir(), "back.img")
+	ok(t, "restore", "--yes", "--progress", "none", inc, back)
+	for n, fs := range map[int]string{1: "fat32", 2: "ext4", 3: "ntfs"} {
+		checkPartition(t, extract(t, back, parts[n]), fs, trees[n])
+	}
+	sameBytes(t, disk, back, parts[4].start, parts[4].size, "raw partition")
+}
+
+// firstFile names a regular file at the top of a tree.
+func firstFile(t *testing.T, dir string) string {
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if e.Type().IsRegular() {
+			return e.Name()
+		}
+	}
+	t.Fatalf("no file in %s", dir)
+	return ""
+}
