@@ -1,0 +1,152 @@
+// Package view reads an image as the disk it holds, at random: what
+// restore would write to a fresh target, byte for byte, without writing
+// it. mount, serve and ls read through it.
+package view
+
+import (
+	"container/list"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/image"
+)
+
+// Disk is the whole source disk of an image (with its parents attached):
+// each chunk decoded and verified when first read, free blocks and
+// unimaged space as zeros. ReadAt is safe for parallel calls; chunks in
+// use by several readers are decoded once.
+type Disk struct {
+	r     *image.Reader
+	size  int64
+	cs    int64
+	cache *cache
+}
+
+// New returns the disk of r, keeping up to cacheChunks decoded chunks.
+func New(r *image.Reader, cacheChunks int) *Disk {
+	m := r.Metadata()
+	return &Disk{r: r, size: m.SourceSize, cs: m.ChunkSize, cache: newCache(max(cacheChunks, 1))}
+}
+
+// Size is the disk's length in bytes.
+func (d *Disk) Size() int64 { return d.size }
+
+// ReadAt reads the disk. A damaged chunk gives a *image.ChunkError naming
+// it, and no data for its range.
+func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("view: negative offset %d", off)
+	}
+	if off >= d.size {
+		return 0, io.EOF
+	}
+	want := len(p)
+	if rest := d.size - off; int64(len(p)) > rest {
+		p = p[:rest]
+	}
+	clear(p)
+	m := d.r.Metadata()
+	for i, a := range m.Areas {
+		lo, hi := max(off, a.Start), min(off+int64(len(p)), a.Start+a.Size)
+		for pos := lo; pos < hi; {
+			k := (pos - a.Start) / d.cs
+			chunkStart := a.Start + k*d.cs
+			end := min(hi, chunkStart+d.cs)
+			data, err := d.chunk(i, k)
+			if err != nil {
+				return int(pos - off), err
+			}
+			if data != nil {
+				copy(p[pos-off:end-off], data[pos-chunkStart:end-chunkStart])
+			}
+			pos = end
+		}
+	}
+	if len(p) < want {
+		return len(p), io.EOF
+	}
+	return len(p), nil
+}
+
+// chunk returns chunk k of area i as restore would write it (nil: all
+// zeros).
+func (d *Disk) chunk(i int, k int64) ([]byte, error) {
+	return d.cache.get(key{i, k}, func() ([]byte, error) {
+		e, ok := d.r.Lookup(uint32(i), uint64(k))
+		if !ok || e.Zero() {
+			return nil, nil // no used block, or all zeros
+		}
+		data, err := d.r.ReadChunk(e, nil)
+		if err != nil {
+			return nil, err
+		}
+		if m := d.r.Map(i); m != nil {
+			// Free blocks are not restored: zeros, as on a fresh target.
+			rel := k * d.cs
+			pos := rel
+			m.Runs(rel, int64(len(data)), func(u block.Extent) {
+				clear(data[pos-rel : u.Off-rel])
+				pos = u.End()
+			})
+			clear(data[pos-rel:])
+		}
+		return data, nil
+	})
+}
+
+type key struct {
+	area  int
+	chunk int64
+}
+
+// cache keeps the most recently used decoded chunks; a chunk being
+// decoded is waited for, not decoded twice. Errors are not kept.
+type cache struct {
+	mu    sync.Mutex
+	max   int
+	lru   *list.List // of *slot, most recent first
+	slots map[key]*list.Element
+}
+
+type slot struct {
+	k    key
+	done chan struct{}
+	data []byte
+	err  error
+}
+
+func newCache(n int) *cache {
+	return &cache{max: n, lru: list.New(), slots: map[key]*list.Element{}}
+}
+
+func (c *cache) get(k key, load func() ([]byte, error)) ([]byte, error) {
+	c.mu.Lock()
+	if el, ok := c.slots[k]; ok {
+		c.lru.MoveToFront(el)
+		s := el.Value.(*slot)
+		c.mu.Unlock()
+		<-s.done
+		return s.data, s.err
+	}
+	s := &slot{k: k, done: make(chan struct{})}
+	c.slots[k] = c.lru.PushFront(s)
+	for c.lru.Len() > c.max {
+		old := c.lru.Back()
+		c.lru.Remove(old)
+		delete(c.slots, old.Value.(*slot).k)
+	}
+	c.mu.Unlock()
+	s.data, s.err = load()
+	close(s.done)
+	if s.err != nil {
+		c.mu.Lock()
+		if el, ok := c.slots[k]; ok && el.Value.(*slot) == s {
+			c.lru.Remove(el)
+			delete(c.slots, k)
+		}
+		c.mu.Unlock()
+	}
+	return s.data, s.err
+}

@@ -1,0 +1,165 @@
+package view
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Device is a disk that can be read at random.
+type Device interface {
+	io.ReaderAt
+	Size() int64
+}
+
+const overlayBlock = 4096
+
+// Overlay is a disk whose writes go to a separate, sparse file: a block
+// (4 KiB) once written is read from it, every other from the base, which
+// is never written. The file holds data exactly in the blocks written, so
+// an overlay reopened later knows them again (SEEK_DATA).
+type Overlay struct {
+	base    Device
+	f       *os.File
+	mu      sync.RWMutex
+	written map[int64]bool // block numbers
+}
+
+// OpenOverlay opens (or creates) the overlay file at path over base.
+func OpenOverlay(path string, base Device) (*Overlay, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	switch {
+	case st.Size() == 0:
+		if err := f.Truncate(base.Size()); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("overlay %s: %w", path, err)
+		}
+	case st.Size() != base.Size():
+		f.Close()
+		return nil, fmt.Errorf("overlay %s is %d bytes, the image's disk %d: it belongs to another image", path, st.Size(), base.Size())
+	}
+	o := &Overlay{base: base, f: f, written: map[int64]bool{}}
+	// The blocks written before: the file's data.
+	for off := int64(0); off < base.Size(); {
+		data, err := unix.Seek(int(f.Fd()), off, unix.SEEK_DATA)
+		if err != nil {
+			break // ENXIO: no data past off
+		}
+		hole, err := unix.Seek(int(f.Fd()), data, unix.SEEK_HOLE)
+		if err != nil {
+			hole = base.Size()
+		}
+		for b := data / overlayBlock; b*overlayBlock < hole; b++ {
+			o.written[b] = true
+		}
+		off = hole
+	}
+	return o, nil
+}
+
+// Size is the disk's length.
+func (o *Overlay) Size() int64 { return o.base.Size() }
+
+// ReadAt reads written blocks from the overlay, the rest from the base.
+func (o *Overlay) ReadAt(p []byte, off int64) (int, error) {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	return o.readAt(p, off)
+}
+
+func (o *Overlay) readAt(p []byte, off int64) (int, error) {
+	done := 0
+	for done < len(p) {
+		pos := off + int64(done)
+		b := pos / overlayBlock
+		n := min(len(p)-done, int((b+1)*overlayBlock-pos))
+		var src io.ReaderAt = o.base
+		if o.written[b] {
+			src = o.f
+		}
+		k, err := src.ReadAt(p[done:done+n], pos)
+		done += k
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+// WriteAt writes to the overlay file, whole blocks: a block written in
+// part is completed from what the disk held.
+func (o *Overlay) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > o.Size() {
+		return 0, errors.New("overlay: write past the end of the disk")
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	first, last := off/overlayBlock, (off+int64(len(p))-1)/overlayBlock
+	lo := first * overlayBlock
+	buf := make([]byte, min((last+1)*overlayBlock, o.Size())-lo)
+	if _, err := o.readAt(buf, lo); err != nil && !errors.Is(err, io.EOF) {
+		return 0, err
+	}
+	copy(buf[off-lo:], p)
+	if _, err := o.f.WriteAt(buf, lo); err != nil {
+		return 0, err
+	}
+	for b := first; b <= last; b++ {
+		o.written[b] = true
+	}
+	return len(p), nil
+}
+
+// Sync makes the overlay's writes durable.
+func (o *Overlay) Sync() error { return o.f.Sync() }
+
+// Close closes the overlay file.
+func (o *Overlay) Close() error { return o.f.Close() }
+
+// Section is bytes [off, off+size) of a disk: a partition.
+type Section struct {
+	Dev      Device
+	Off, Len int64
+}
+
+func (s *Section) Size() int64 { return s.Len }
+
+func (s *Section) ReadAt(p []byte, off int64) (int, error) {
+	if off >= s.Len {
+		return 0, io.EOF
+	}
+	want := len(p)
+	p = p[:min(int64(len(p)), s.Len-off)]
+	n, err := s.Dev.ReadAt(p, s.Off+off)
+	if err == nil && n < want {
+		err = io.EOF
+	}
+	return n, err
+}
+
+// OverlaySection is a Section of an overlay: writes go to the overlay.
+type OverlaySection struct {
+	Section
+	O *Overlay
+}
+
+func (s *OverlaySection) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > s.Len {
+		return 0, errors.New("overlay: write past the end of the partition")
+	}
+	return s.O.WriteAt(p, s.Off+off)
+}
+
+func (s *OverlaySection) Sync() error { return s.O.Sync() }
