@@ -1,0 +1,127 @@
+//go:build linux
+
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/platter-dev/platter/internal/image"
+	"github.com/platter-dev/platter/internal/mount"
+	"github.com/platter-dev/platter/internal/view"
+	"github.com/spf13/cobra"
+)
+
+func newMountCommand() *cobra.Command {
+	var daemon bool
+	var cache int
+	cmd := &cobra.Command{
+		Use:   "mount [--daemon] IMAGE DIR",
+		Short: "Show an image's disk and partitions as files, without restoring it",
+		Long: `Mount shows the disk an image holds as read-only files in DIR (FUSE):
+DIR/disk.img, the whole disk, and DIR/pN.img for each partition, readable by
+any tool ("mount -o loop,ro DIR/p2.img /mnt/x" gives the filesystem). It runs
+until unmounted (platter umount DIR) or interrupted; --daemon returns once
+mounted and leaves it running.`,
+		Args: exactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if daemon {
+				return mountDaemon(args[0], args[1], cache)
+			}
+			return runMount(cmd, args[0], args[1], cache)
+		},
+	}
+	cmd.Flags().BoolVar(&daemon, "daemon", false, "return once mounted, leaving the mount running")
+	cmd.Flags().IntVar(&cache, "cache", 32, "decoded chunks to keep in memory (8 MiB each by default)")
+	return cmd
+}
+
+func newUmountCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "umount DIR",
+		Short: "End a platter mount",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return mount.Unmount(args[0])
+		},
+	}
+}
+
+func runMount(cmd *cobra.Command, path, dir string, cache int) error {
+	// Started by --daemon, whose stderr goes away once it returns: a
+	// warning written then must not kill the mount (SIGPIPE).
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	files, r, err := openImage(path)
+	if err != nil {
+		return err
+	}
+	defer files.Close()
+	defer r.Close()
+	disk := view.New(r, cache)
+	logf := func(format string, args ...any) { warn(format, args...) }
+	made := r.Metadata().Created
+	fl := []mount.File{{Name: "disk.img", Dev: disk, Log: logf, ModTime: made}}
+	for _, a := range r.Metadata().Areas {
+		if a.Kind == image.KindPartition {
+			fl = append(fl, mount.File{Name: fmt.Sprintf("p%d.img", a.Index), Dev: &view.Section{Dev: disk, Off: a.Start, Len: a.Size}, Log: logf, ModTime: made})
+		}
+	}
+	abs, _ := filepath.Abs(path)
+	srv, err := mount.Mount(dir, fl, abs)
+	if err != nil {
+		return err
+	}
+	var names []string
+	for _, f := range fl {
+		names = append(names, f.Name)
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "mounted %s at %s: %s (platter umount %s to end)\n", path, dir, strings.Join(names, ", "), dir)
+	go func() {
+		<-cmd.Context().Done()
+		srv.Unmount()
+	}()
+	srv.Wait()
+	return nil
+}
+
+// mountDaemon runs the mount in a child of its own session and returns
+// once DIR shows it (or the child fails, with its message).
+func mountDaemon(path, dir string, cache int) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	args := []string{"mount", fmt.Sprintf("--cache=%d", cache)}
+	for _, d := range searchDirs {
+		args = append(args, "--search", d)
+	}
+	c := exec.Command(self, append(args, path, dir)...)
+	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	var stderr strings.Builder
+	c.Stderr = &stderr
+	if err := c.Start(); err != nil {
+		return err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- c.Wait() }()
+	deadline := time.After(30 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "disk.img")); err == nil {
+			fmt.Printf("mounted %s at %s (process %d; platter umount %s to end)\n", path, dir, c.Process.Pid, dir)
+			return nil
+		}
+		select {
+		case err := <-exited:
+			return fmt.Errorf("mount: %v: %s", err, strings.TrimSpace(strings.TrimPrefix(stderr.String(), "platter: ")))
+		case <-deadline:
+			return fmt.Errorf("mount: %s did not appear at %s within 30s", path, dir)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}

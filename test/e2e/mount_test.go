@@ -1,0 +1,89 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// mountDaemon mounts img at a new directory and unmounts it when the
+// test ends.
+func mountDaemon(t *testing.T, img string) string {
+	t.Helper()
+	dir := t.TempDir()
+	ok(t, "mount", "--daemon", img, dir)
+	t.Cleanup(func() { run(t, "umount", dir) })
+	return dir
+}
+
+// The FUSE view of an image: disk.img is the restored disk (qemu-img
+// compare), each pN.img a partition that checks clean with every file,
+// loop-mountable; a damaged chunk is an I/O error for its range only; bad
+// mount points are refused.
+func TestMount(t *testing.T) {
+	disk := fixture(t, "gpt-disk.sh")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.platter")
+	ok(t, "create", "--progress", "none", disk, img)
+	back := filepath.Join(dir, "back.img")
+	ok(t, "restore", "--yes", "--progress", "none", img, back)
+	mnt := mountDaemon(t, img)
+
+	if out := sh(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", filepath.Join(mnt, "disk.img"), back); !strings.Contains(out, "identical") {
+		t.Errorf("qemu-img compare: %s", out)
+	}
+	for n, fs := range map[int]string{1: "fat32", 2: "ext4", 3: "ntfs"} {
+		t.Run(fs, func(t *testing.T) {
+			checkPartition(t, filepath.Join(mnt, fmt.Sprintf("p%d.img", n)), fs, disk+".files/p"+fmt.Sprint(n))
+		})
+	}
+	// The kernel mounts the ext4 partition from the FUSE file.
+	x := t.TempDir()
+	sh(t, "mount", "-o", "loop,ro", filepath.Join(mnt, "p2.img"), x)
+	t.Cleanup(func() { exec.Command("umount", x).Run() })
+	got := t.TempDir()
+	sh(t, "cp", "-a", x+"/.", got)
+	os.RemoveAll(filepath.Join(got, "lost+found"))
+	sameTree(t, disk+".files/p2", got)
+	sh(t, "umount", x)
+
+	// Busy, not a directory, not empty.
+	for _, c := range []struct{ dir, want string }{
+		{mnt, "busy"}, {img, "not a directory"}, {dir, "not empty"},
+	} {
+		if _, stderr, code := run(t, "mount", img, c.dir); code == 0 || !strings.Contains(stderr, c.want) {
+			t.Errorf("mount at %s: exit %d, %s", c.dir, code, stderr)
+		}
+	}
+}
+
+func TestMountDamagedChunk(t *testing.T) {
+	dir := t.TempDir()
+	fs := sparseFile(t, filepath.Join(dir, "fs.img"), 64<<20)
+	sh(t, "mkfs.ext4", "-q", "-F", "-E", "nodiscard", "-d", fixtures, fs)
+	img := filepath.Join(dir, "fs.platter")
+	ok(t, "create", "--progress", "none", "--compress", "none", fs, img)
+	var bad int64 = -1
+	for _, c := range infoChunks(t, img).Chunks {
+		if c.FrameOffset > 0 {
+			bad = c.Offset
+			corrupt(t, img, c.FrameOffset+64+100)
+			break
+		}
+	}
+	mnt := mountDaemon(t, img)
+	out, err := exec.Command("dd", "if="+filepath.Join(mnt, "disk.img"), "of=/dev/null", "bs=4096", "count=1", fmt.Sprint("skip=", bad/4096), "iflag=direct").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "Input/output error") {
+		t.Errorf("read of a damaged chunk: %v %s", err, out)
+	}
+	other := int64(32 << 20)
+	if bad == other {
+		other = 0
+	}
+	if out, err := exec.Command("dd", "if="+filepath.Join(mnt, "disk.img"), "of=/dev/null", "bs=4096", "count=1", fmt.Sprint("skip=", other/4096), "iflag=direct").CombinedOutput(); err != nil {
+		t.Errorf("read elsewhere: %v %s", err, out)
+	}
+}
