@@ -206,6 +206,11 @@ build_copy() { # build_copy FSTYPE: the ext4 bench filesystem's files on FSTYPE
 	rmdir "$src" "$dst"
 	mv "$out.tmp" "$out"
 }
+# Opening an image without restoring it: FUSE and NBD against the
+# restored disk file (test/e2e/open_bench_test.go).
+BENCH_DIR=$DIR go test -tags bench -count=1 -timeout 30m -run '^TestBenchOpen$' -v ./test/e2e |
+	grep -v -e '^=== RUN' -e '^--- PASS' -e '^PASS' -e '^ok '
+
 if [ "${LIVE:-1}" = 1 ]; then
 	ln -f "$FS" "$DIR/ext4-bench.img"
 	build_copy xfs

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/platter-dev/platter/internal/block"
 	"github.com/platter-dev/platter/internal/image"
@@ -22,7 +23,12 @@ type Disk struct {
 	size  int64
 	cs    int64
 	cache *cache
+	last  atomic.Int64 // the last chunk read, as area<<40 | chunk, for readahead
 }
+
+// readahead is how many chunks past a sequential reader's are decoded
+// before it asks for them.
+const readahead = 2
 
 // New returns the disk of r, keeping up to cacheChunks decoded chunks.
 func New(r *image.Reader, cacheChunks int) *Disk {
@@ -58,6 +64,7 @@ func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
 			if err != nil {
 				return int(pos - off), err
 			}
+			d.ahead(i, k)
 			if data != nil {
 				copy(p[pos-off:end-off], data[pos-chunkStart:end-chunkStart])
 			}
@@ -68,6 +75,23 @@ func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
 		return len(p), io.EOF
 	}
 	return len(p), nil
+}
+
+// ahead decodes the chunks after k in the background when the reads
+// before were of k or the chunk before it: a sequential reader then finds
+// them decoded.
+func (d *Disk) ahead(i int, k int64) {
+	cur := int64(i)<<40 | k
+	prev := d.last.Swap(cur)
+	if prev != cur && prev != cur-1 {
+		return
+	}
+	n := (d.r.Metadata().Areas[i].Size + d.cs - 1) / d.cs
+	for a := k + 1; a <= k+readahead && a < n; a++ {
+		if !d.cache.has(key{i, a}) {
+			go d.chunk(i, a)
+		}
+	}
 }
 
 // chunk returns chunk k of area i as restore would write it (nil: all
@@ -119,6 +143,13 @@ type slot struct {
 
 func newCache(n int) *cache {
 	return &cache{max: n, lru: list.New(), slots: map[key]*list.Element{}}
+}
+
+func (c *cache) has(k key) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.slots[k]
+	return ok
 }
 
 func (c *cache) get(k key, load func() ([]byte, error)) ([]byte, error) {
