@@ -112,7 +112,7 @@ func newRootCommand() *cobra.Command {
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	root.PersistentFlags().StringArrayVar(&searchDirs, "search", nil, "where to look for the parent images of an incremental or differential image, after its own directory (repeatable)")
-	root.AddCommand(newCreateCommand(), newVerifyCommand(), newInfoCommand(), newRestoreCommand(), newConsolidateCommand(), newPruneCommand(), newServeCommand(), newMountCommand(), newUmountCommand())
+	root.AddCommand(newCreateCommand(), newVerifyCommand(), newInfoCommand(), newRestoreCommand(), newConsolidateCommand(), newPruneCommand(), newServeCommand(), newMountCommand(), newUmountCommand(), newLsCommand(), newExtractCommand())
 	return root
 }
 

@@ -1,0 +1,130 @@
+package fsread
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	iofs "io/fs"
+	"path"
+	"strings"
+
+	ntfs "www.velocidex.com/golang/go-ntfs/parser"
+)
+
+type ntfsFS struct {
+	ctx *ntfs.NTFSContext
+}
+
+func openNTFS(r io.ReaderAt) (FS, error) {
+	pr, err := ntfs.NewPagedReader(r, 4096, 1024)
+	if err != nil {
+		return nil, err
+	}
+	ctx, err := ntfs.GetNTFSContext(pr, 0)
+	if err != nil {
+		return nil, fmt.Errorf("read the ntfs filesystem: %w", err)
+	}
+	return &ntfsFS{ctx: ctx}, nil
+}
+
+// list returns a directory's entries (files and directories; no streams,
+// no slack, no system files of the root).
+func (n *ntfsFS) list(dir string) ([]*ntfs.FileInfo, error) {
+	id := int64(5) // the root
+	for _, part := range strings.Split(strings.Trim(path.Clean("/"+dir), "/"), "/") {
+		if part == "" {
+			continue
+		}
+		fi, err := n.find(id, part)
+		if err != nil {
+			return nil, err
+		}
+		if !fi.IsDir {
+			return nil, fmt.Errorf("%s is not a directory", dir)
+		}
+		if id, _, _, _, err = ntfs.ParseMFTId(fi.MFTId); err != nil {
+			return nil, err
+		}
+	}
+	entry, err := n.ctx.GetMFT(id)
+	if err != nil {
+		return nil, err
+	}
+	var out []*ntfs.FileInfo
+	for _, fi := range ntfs.ListDir(n.ctx, entry) {
+		if fi.IsSlack || strings.Contains(fi.Name, ":") || fi.Name == "." || (id == 5 && strings.HasPrefix(fi.Name, "$")) {
+			continue
+		}
+		out = append(out, fi)
+	}
+	return out, nil
+}
+
+func (n *ntfsFS) find(dirID int64, name string) (*ntfs.FileInfo, error) {
+	entry, err := n.ctx.GetMFT(dirID)
+	if err != nil {
+		return nil, err
+	}
+	for _, fi := range ntfs.ListDir(n.ctx, entry) {
+		if !fi.IsSlack && strings.EqualFold(fi.Name, name) {
+			return fi, nil
+		}
+	}
+	return nil, fmt.Errorf("%s: %w", name, iofs.ErrNotExist)
+}
+
+func ntfsEntry(fi *ntfs.FileInfo) Entry {
+	e := Entry{Name: fi.Name, Size: fi.Size, ModTime: fi.Mtime, Mode: 0o644}
+	if fi.IsDir {
+		e.Mode, e.Size = iofs.ModeDir|0o755, 0
+	}
+	return e
+}
+
+func (n *ntfsFS) ReadDir(dir string) ([]Entry, error) {
+	fis, err := n.list(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []Entry
+	for _, fi := range fis {
+		out = append(out, ntfsEntry(fi))
+	}
+	return out, nil
+}
+
+func (n *ntfsFS) Stat(name string) (Entry, error) {
+	name = strings.Trim(path.Clean("/"+name), "/")
+	if name == "" {
+		return Entry{Name: "/", Mode: iofs.ModeDir | 0o755}, nil
+	}
+	fis, err := n.list(path.Dir(name))
+	if err != nil {
+		return Entry{}, err
+	}
+	for _, fi := range fis {
+		if strings.EqualFold(fi.Name, path.Base(name)) {
+			return ntfsEntry(fi), nil
+		}
+	}
+	return Entry{}, fmt.Errorf("%s: %w", name, iofs.ErrNotExist)
+}
+
+func (n *ntfsFS) Open(name string) (io.ReadCloser, error) {
+	e, err := n.Stat(name)
+	if err != nil {
+		return nil, err
+	}
+	if e.Mode.IsDir() {
+		return nil, errors.New(name + " is a directory")
+	}
+	rng, err := ntfs.GetDataForPath(n.ctx, strings.Trim(path.Clean("/"+name), "/"))
+	if err != nil {
+		return nil, err
+	}
+	return io.NopCloser(io.NewSectionReader(readerAt{rng}, 0, e.Size)), nil
+}
+
+type readerAt struct{ r ntfs.RangeReaderAt }
+
+func (r readerAt) ReadAt(p []byte, off int64) (int, error) { return r.r.ReadAt(p, off) }
