@@ -24,12 +24,8 @@ func mountDaemon(t *testing.T, img string) string {
 // loop-mountable; a damaged chunk is an I/O error for its range only; bad
 // mount points are refused.
 func TestMount(t *testing.T) {
-	disk := fixture(t, "gpt-disk.sh")
-	dir := t.TempDir()
-	img := filepath.Join(dir, "disk.platter")
-	ok(t, "create", "--progress", "none", disk, img)
-	back := filepath.Join(dir, "back.img")
-	ok(t, "restore", "--yes", "--progress", "none", img, back)
+	disk, img, back := imagedFixture(t, "gpt-disk.sh")
+	dir := filepath.Dir(img)
 	mnt := mountDaemon(t, img)
 
 	if out := sh(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", filepath.Join(mnt, "disk.img"), back); !strings.Contains(out, "identical") {
@@ -61,19 +57,7 @@ func TestMount(t *testing.T) {
 }
 
 func TestMountDamagedChunk(t *testing.T) {
-	dir := t.TempDir()
-	fs := sparseFile(t, filepath.Join(dir, "fs.img"), 64<<20)
-	sh(t, "mkfs.ext4", "-q", "-F", "-E", "nodiscard", "-d", fixtures, fs)
-	img := filepath.Join(dir, "fs.platter")
-	ok(t, "create", "--progress", "none", "--compress", "none", fs, img)
-	var bad int64 = -1
-	for _, c := range infoChunks(t, img).Chunks {
-		if c.FrameOffset > 0 {
-			bad = c.Offset
-			corrupt(t, img, c.FrameOffset+64+100)
-			break
-		}
-	}
+	img, bad := damagedImage(t)
 	mnt := mountDaemon(t, img)
 	out, err := exec.Command("dd", "if="+filepath.Join(mnt, "disk.img"), "of=/dev/null", "bs=4096", "count=1", fmt.Sprint("skip=", bad/4096), "iflag=direct").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "Input/output error") {

@@ -44,6 +44,36 @@ func startServe(t *testing.T, args ...string) (addr string, log *strings.Builder
 	return "", nil
 }
 
+// imagedFixture makes the fixture disk, its image and the image restored
+// to a file.
+func imagedFixture(t *testing.T, script string) (disk, img, back string) {
+	disk = fixture(t, script)
+	dir := t.TempDir()
+	img = filepath.Join(dir, "disk.platter")
+	ok(t, "create", "--progress", "none", disk, img)
+	back = filepath.Join(dir, "back.img")
+	ok(t, "restore", "--yes", "--progress", "none", img, back)
+	return disk, img, back
+}
+
+// damagedImage is an image of a small ext4 with one chunk's frame broken;
+// bad is the chunk's offset on the disk.
+func damagedImage(t *testing.T) (img string, bad int64) {
+	dir := t.TempDir()
+	fs := sparseFile(t, filepath.Join(dir, "fs.img"), 64<<20)
+	sh(t, "mkfs.ext4", "-q", "-F", "-E", "nodiscard", "-d", fixtures, fs)
+	img = filepath.Join(dir, "fs.platter")
+	ok(t, "create", "--progress", "none", "--compress", "none", fs, img)
+	for _, c := range infoChunks(t, img).Chunks {
+		if c.FrameOffset > 0 {
+			corrupt(t, img, c.FrameOffset+64+100)
+			return img, c.Offset
+		}
+	}
+	t.Fatal("no stored chunk to damage")
+	return "", 0
+}
+
 // nbdRaw speaks the protocol by hand, for requests stock clients will not
 // send: it opens export name and returns the connection.
 func nbdRaw(t *testing.T, addr, name string) net.Conn {
@@ -96,12 +126,8 @@ func nbdRead(t *testing.T, c net.Conn, off uint64, n uint32) uint32 {
 // bad requests get errors and the server goes on; --overlay takes writes
 // and never changes the image.
 func TestServeNBD(t *testing.T) {
-	disk := fixture(t, "gpt-disk.sh")
-	dir := t.TempDir()
-	img := filepath.Join(dir, "disk.platter")
-	ok(t, "create", "--progress", "none", disk, img)
-	back := filepath.Join(dir, "back.img")
-	ok(t, "restore", "--yes", "--progress", "none", img, back)
+	disk, img, back := imagedFixture(t, "gpt-disk.sh")
+	dir := filepath.Dir(img)
 	addr, log := startServe(t, img)
 
 	if out := sh(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", "nbd://"+addr+"/disk", back); !strings.Contains(out, "identical") {
@@ -146,20 +172,7 @@ func TestServeNBD(t *testing.T) {
 // A damaged chunk gives an I/O error for its range only, and the server
 // names it.
 func TestServeDamagedChunk(t *testing.T) {
-	dir := t.TempDir()
-	fs := sparseFile(t, filepath.Join(dir, "fs.img"), 64<<20)
-	sh(t, "mkfs.ext4", "-q", "-F", "-E", "nodiscard", "-d", fixtures, fs)
-	img := filepath.Join(dir, "fs.platter")
-	ok(t, "create", "--progress", "none", "--compress", "none", fs, img)
-	j := infoChunks(t, img)
-	var bad int64 = -1
-	for _, c := range j.Chunks {
-		if c.FrameOffset > 0 {
-			bad = c.Offset
-			corrupt(t, img, c.FrameOffset+64+100)
-			break
-		}
-	}
+	img, bad := damagedImage(t)
 	addr, log := startServe(t, img)
 	out, err := exec.Command("qemu-io", "-r", "-f", "raw", "-c", fmt.Sprintf("read %d 4096", bad), "nbd://"+addr+"/disk").CombinedOutput()
 	if err == nil && !strings.Contains(string(out), "Input/output error") {
