@@ -71,3 +71,41 @@ func TestMountDamagedChunk(t *testing.T) {
 		t.Errorf("read elsewhere: %v %s", err, out)
 	}
 }
+
+// mount, serve and extract follow an incremental's chain, and say what is
+// missing when a parent is.
+func TestOpenChain(t *testing.T) {
+	fs := newIncFS(t)
+	set := t.TempDir()
+	full := filepath.Join(set, "full.platter")
+	ok(t, "create", "--progress", "none", fs.file, full)
+	fs.change(func(root string) { writeRandom(t, filepath.Join(root, "after"), 3<<20) })
+	inc := filepath.Join(set, "inc.platter")
+	ok(t, "create", "--progress", "none", "--incremental", full, fs.file, inc)
+	want := fs.keep()
+
+	mnt := mountDaemon(t, inc)
+	x := t.TempDir()
+	sh(t, "mount", "-o", "loop,ro", filepath.Join(mnt, "disk.img"), x)
+	got := t.TempDir()
+	sh(t, "cp", "-a", x+"/.", got)
+	sh(t, "umount", x)
+	os.RemoveAll(filepath.Join(got, "lost+found"))
+	sameTree(t, want, got)
+	dest := t.TempDir()
+	ok(t, "extract", inc, "/after", dest)
+	sameBytes(t, filepath.Join(want, "after"), filepath.Join(dest, "after"), 0, 3<<20, "after")
+
+	away := t.TempDir()
+	os.Rename(full, filepath.Join(away, "full.platter"))
+	for _, args := range [][]string{
+		{"mount", inc, t.TempDir()},
+		{"serve", "--nbd", "127.0.0.1:0", inc},
+		{"ls", inc},
+	} {
+		if _, stderr, code := run(t, args...); code != 3 || !strings.Contains(stderr, "no image with id") {
+			t.Errorf("%s without the parent: exit %d, %s", args[0], code, stderr)
+		}
+	}
+	ok(t, "--search", away, "ls", inc, "/after")
+}
