@@ -193,16 +193,13 @@ func (ir *Reader) CopyFrame(e Entry) (*Frame, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := r.ReadChunk(fe, nil); err != nil {
+	fb := make([]byte, frameHeaderSize+int(fe.Stored))
+	h, err := r.readFrame(fe, fb)
+	if err != nil {
 		return nil, err
 	}
-	fb := make([]byte, frameHeaderSize+int(fe.Stored))
-	if _, err := r.r.ReadAt(fb, fe.FrameOff); err != nil {
-		return nil, &ChunkError{Entry: fe, File: r.name, Where: r.Where(fe), Msg: fmt.Sprintf("read frame: %v", err)}
-	}
-	h, ok := parseFrameHeader(fb)
-	if !ok || h.Hash != e.Hash || crc(fb[frameHeaderSize:]) != h.Checksum {
-		return nil, &ChunkError{Entry: fe, File: r.name, Where: r.Where(fe), Msg: "the frame changed while it was copied"}
+	if _, err := r.decodeFrame(fe, h, fb[frameHeaderSize:], make([]byte, fe.RawLen)); err != nil {
+		return nil, err
 	}
 	return &Frame{Area: e.Area, Chunk: e.Chunk, RawLen: int(e.RawLen), Hash: e.Hash, Codec: codec.ID(h.Codec), Payload: fb[frameHeaderSize:]}, nil
 }

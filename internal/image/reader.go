@@ -349,9 +349,6 @@ func (ir *Reader) ReadChunk(e Entry, buf []byte) ([]byte, error) {
 		clear(out)
 		return out, nil
 	}
-	bad := func(format string, args ...any) error {
-		return &ChunkError{Entry: e, File: ir.name, Where: ir.Where(e), Msg: fmt.Sprintf(format, args...)}
-	}
 	need := frameHeaderSize + int(e.Stored)
 	sp, _ := ir.bufs.Get().(*[]byte)
 	if sp == nil || cap(*sp) < need {
@@ -360,26 +357,47 @@ func (ir *Reader) ReadChunk(e Entry, buf []byte) ([]byte, error) {
 	}
 	defer ir.bufs.Put(sp)
 	fb := (*sp)[:need]
+	h, err := ir.readFrame(e, fb)
+	if err != nil {
+		return nil, err
+	}
+	return ir.decodeFrame(e, h, fb[frameHeaderSize:], out)
+}
+
+func (ir *Reader) chunkError(e Entry, format string, args ...any) error {
+	return &ChunkError{Entry: e, File: ir.name, Where: ir.Where(e), Msg: fmt.Sprintf(format, args...)}
+}
+
+// readFrame reads chunk e's frame (header and payload) into fb, which is
+// frameHeaderSize+e.Stored long, and checks it against the index and its
+// CRC.
+func (ir *Reader) readFrame(e Entry, fb []byte) (frameHeader, error) {
 	if _, err := ir.r.ReadAt(fb, e.FrameOff); err != nil {
-		return nil, bad("read frame: %v", err)
+		return frameHeader{}, ir.chunkError(e, "read frame: %v", err)
 	}
 	h, ok := parseFrameHeader(fb)
 	switch {
 	case !ok:
-		return nil, bad("no frame marker")
+		return h, ir.chunkError(e, "no frame marker")
 	case h.Stored != e.Stored || h.RawLen != e.RawLen:
-		return nil, bad("frame header lengths (%d stored, %d raw) disagree with the index (%d, %d)", h.Stored, h.RawLen, e.Stored, e.RawLen)
+		return h, ir.chunkError(e, "frame header lengths (%d stored, %d raw) disagree with the index (%d, %d)", h.Stored, h.RawLen, e.Stored, e.RawLen)
 	case h.Hash != e.Hash:
-		return nil, bad("frame header hash disagrees with the index")
+		return h, ir.chunkError(e, "frame header hash disagrees with the index")
 	case crc(fb[frameHeaderSize:]) != h.Checksum:
-		return nil, bad("stored bytes checksum mismatch")
+		return h, ir.chunkError(e, "stored bytes checksum mismatch")
 	}
-	data, err := ir.dec.Decode(codec.ID(h.Codec), out[:0], fb[frameHeaderSize:])
+	return h, nil
+}
+
+// decodeFrame decodes a checked frame's payload into out (e.RawLen long)
+// and checks the chunk's BLAKE3.
+func (ir *Reader) decodeFrame(e Entry, h frameHeader, payload, out []byte) ([]byte, error) {
+	data, err := ir.dec.Decode(codec.ID(h.Codec), out[:0], payload)
 	if err != nil {
-		return nil, bad("%v", err)
+		return nil, ir.chunkError(e, "%v", err)
 	}
 	if blake3.Sum256(data) != e.Hash {
-		return nil, bad("BLAKE3 hash mismatch")
+		return nil, ir.chunkError(e, "BLAKE3 hash mismatch")
 	}
 	return data, nil
 }
