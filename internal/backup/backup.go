@@ -295,12 +295,11 @@ func (p *pipeline) rawUsed(i int) int64 {
 
 // pass says which chunks one run of the pipeline copies.
 type pass struct {
-	all   bool              // every chunk: the first copy
+	all   bool              // every chunk: the first copy (its entries are added, later passes' replace)
 	dirty map[chunkRef]bool // chunks written since they were copied
 	scan  bool              // and every chunk whose allocation map changed
 	hold  bool              // read now (frozen), compress later: see p.held
 	jobs  []*job            // instead: these jobs, read already
-	first bool              // entries are the first of their chunks (else they replace)
 }
 
 type chunkRef struct {
@@ -309,7 +308,6 @@ type chunkRef struct {
 }
 
 func (p *pipeline) run(ctx context.Context, workers int, ps *pass) error {
-	ps.first = ps.all
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	work := make(chan *job)
@@ -642,7 +640,7 @@ func (p *pipeline) write(ctx context.Context, order chan *job, ps *pass) error {
 		if nz := p.nonzero[j.area]; nz != nil {
 			nz[j.chunk] = !j.zero
 		}
-		if ps.first {
+		if ps.all {
 			if err := p.w.AddEntry(e); err != nil {
 				return err
 			}
