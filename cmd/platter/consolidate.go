@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/platter-dev/platter/internal/blockdev"
 	"github.com/platter-dev/platter/internal/image"
 	"github.com/platter-dev/platter/internal/ui"
 	"github.com/spf13/cobra"
@@ -95,10 +96,7 @@ func fold(ctx context.Context, path string, r, newParent *image.Reader) (int, er
 		return 0, err
 	}
 	ok = true
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		d.Sync()
-		d.Close()
-	}
+	blockdev.SyncDir(filepath.Dir(path))
 	return n, nil
 }
 

@@ -74,9 +74,6 @@ func ToFile(ctx context.Context, src block.Source, path string, force bool, opts
 		return nil, 0, err
 	}
 	ok = true
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		d.Sync()
-		d.Close()
-	}
+	blockdev.SyncDir(filepath.Dir(path))
 	return meta, n, nil
 }

@@ -19,11 +19,17 @@ import (
 	"time"
 )
 
-func TestBenchLive(t *testing.T) {
+// benchDir is where scripts/bench.sh keeps its filesystems.
+func benchDir(t *testing.T) string {
 	dir := os.Getenv("BENCH_DIR")
 	if dir == "" {
 		t.Fatal("BENCH_DIR is not set: run make bench")
 	}
+	return dir
+}
+
+func TestBenchLive(t *testing.T) {
+	dir := benchDir(t)
 	rounds, _ := strconv.Atoi(os.Getenv("ROUNDS"))
 	if rounds == 0 {
 		rounds = 5

@@ -20,10 +20,7 @@ import (
 )
 
 func TestBenchOpen(t *testing.T) {
-	dir := os.Getenv("BENCH_DIR")
-	if dir == "" {
-		t.Fatal("BENCH_DIR is not set: run make bench")
-	}
+	dir := benchDir(t)
 	src := filepath.Join(dir, "ext4-3g.img")
 	img := filepath.Join(dir, "open.platter")
 	ok(t, "create", "--force", "--progress", "none", src, img)
