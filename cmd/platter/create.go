@@ -114,9 +114,12 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 	if same(source, imagePath) {
 		return usagef("IMAGE %s is the source itself", imagePath)
 	}
-	if src.IsDevice() {
-		// Chunks are read around the page cache: faster on a device, and
-		// what is read once is not kept (docs/performance.md).
+	// Chunks are read around the page cache: on a device because it is
+	// faster and what is read once need not be kept (docs/performance.md);
+	// from a mounted source (frozen or tracked) because the cache may hold
+	// blocks from before they were written again, or from before the
+	// freeze.
+	if src.IsDevice() || len(mounted) > 0 && method != "none" {
 		if err := src.ReadDirect(); err != nil {
 			return fmt.Errorf("open %s for direct reads: %w", src.Path(), err)
 		}
@@ -155,14 +158,6 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 	default:
 		if err := checkImageOutside(mounted, imagePath, method); err != nil {
 			return err
-		}
-		// Data is read around the page cache, which may hold blocks from
-		// before they were written again, or (frozen) from before the
-		// freeze; a device already is (above).
-		if !src.IsDevice() {
-			if err := src.ReadDirect(); err != nil {
-				return fmt.Errorf("open %s for direct reads: %w", src.Path(), err)
-			}
 		}
 		// Allocation maps as the mounted filesystems hold them.
 		view, err := src.MountedView(mountDevices(mounted))
