@@ -9,7 +9,8 @@ TOOLS := sgdisk:gdisk sfdisk:fdisk mkfs.fat:dosfstools fsck.fat:dosfstools \
 	partclone.extfs:partclone zstd:zstd qemu-img:qemu-utils \
 	e2fsck:e2fsprogs debugfs:e2fsprogs mkfs.xfs:xfsprogs mkfs.btrfs:btrfs-progs \
 	mkfs.exfat:exfatprogs /usr/bin/time:time blkid:util-linux losetup:mount \
-	fusermount:fuse3 bc:bc gcc:gcc
+	fusermount:fuse3 bc:bc gcc:gcc qemu-system-x86_64:qemu-system-x86 \
+	nbd-client:nbd-client as:binutils setfattr:attr
 
 # Fuzz targets run for FUZZTIME each in `make test`.
 FUZZTIME ?= 10s

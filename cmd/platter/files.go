@@ -16,6 +16,7 @@ import (
 	"github.com/platter-dev/platter/internal/ui"
 	"github.com/platter-dev/platter/internal/view"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 )
 
 func newLsCommand() *cobra.Command {
@@ -59,7 +60,50 @@ func printEntry(w io.Writer, e fsread.Entry) {
 	if e.Target != "" {
 		name += " -> " + e.Target
 	}
-	fmt.Fprintf(w, "%s %10d %s %s\n", e.Mode, e.Size, e.ModTime.Local().Format("2006-01-02 15:04"), name)
+	fmt.Fprintf(w, "%s %10d %s %s\n", lsMode(e.Mode), e.Size, e.ModTime.Local().Format("2006-01-02 15:04"), name)
+}
+
+// lsMode writes a mode as ls -l does ("lrwxrwxrwx", "-rwsr-xr-x"), not
+// as io/fs does ("Lrwxrwxrwx", "u-rwxr-xr-x").
+func lsMode(m iofs.FileMode) string {
+	b := []byte("-rwxrwxrwx")
+	switch {
+	case m.IsDir():
+		b[0] = 'd'
+	case m&iofs.ModeSymlink != 0:
+		b[0] = 'l'
+	case m&iofs.ModeCharDevice != 0:
+		b[0] = 'c'
+	case m&iofs.ModeDevice != 0:
+		b[0] = 'b'
+	case m&iofs.ModeNamedPipe != 0:
+		b[0] = 'p'
+	case m&iofs.ModeSocket != 0:
+		b[0] = 's'
+	}
+	for i := 0; i < 9; i++ {
+		if m&(1<<(8-i)) == 0 {
+			b[i+1] = '-'
+		}
+	}
+	special := func(bit iofs.FileMode, at int, c byte) {
+		if m&bit != 0 {
+			if b[at] == '-' {
+				c -= 'a' - 'A' // set without execute: upper case
+			}
+			b[at] = c
+		}
+	}
+	special(iofs.ModeSetuid, 3, 's')
+	special(iofs.ModeSetgid, 6, 's')
+	special(iofs.ModeSticky, 9, 't')
+	return string(b)
+}
+
+// keptMode is what extract gives a file: permissions and the setuid,
+// setgid and sticky bits.
+func keptMode(m iofs.FileMode) iofs.FileMode {
+	return m & (iofs.ModePerm | iofs.ModeSetuid | iofs.ModeSetgid | iofs.ModeSticky)
 }
 
 func newExtractCommand() *cobra.Command {
@@ -112,13 +156,12 @@ func extract(fsys fsread.FS, src string, e fsread.Entry, dest string, files, byt
 				return err
 			}
 		}
-		os.Chmod(dest, e.Mode.Perm())
+		os.Chmod(dest, keptMode(e.Mode))
 	case e.Mode&iofs.ModeSymlink != 0:
 		os.Remove(dest)
 		if err := os.Symlink(e.Target, dest); err != nil {
 			return err
 		}
-		return nil
 	case e.Mode.IsRegular():
 		r, err := fsys.Open(src)
 		if err != nil {
@@ -141,12 +184,14 @@ func extract(fsys fsread.FS, src string, e fsread.Entry, dest string, files, byt
 			return fmt.Errorf("%s: %w", src, err)
 		}
 		*files, *bytes = *files+1, *bytes+n
-		os.Chmod(dest, e.Mode.Perm())
+		os.Chmod(dest, keptMode(e.Mode))
 	default:
 		return nil // devices, fifos: not copied
 	}
 	if !e.ModTime.IsZero() {
-		os.Chtimes(dest, time.Now(), e.ModTime)
+		// A symlink's own time, not its target's.
+		ts := []unix.Timespec{unix.NsecToTimespec(time.Now().UnixNano()), unix.NsecToTimespec(e.ModTime.UnixNano())}
+		unix.UtimesNanoAt(unix.AT_FDCWD, dest, ts, unix.AT_SYMLINK_NOFOLLOW)
 	}
 	return nil
 }

@@ -1,7 +1,6 @@
 package fsread
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	iofs "io/fs"
@@ -73,12 +72,21 @@ func (n *ntfsFS) find(dirID int64, name string) (*ntfs.FileInfo, error) {
 	return nil, fmt.Errorf("%s: %w", name, iofs.ErrNotExist)
 }
 
-func ntfsEntry(fi *ntfs.FileInfo) Entry {
+// entry describes fi, found in directory dir. A symlink (a reparse point
+// or an Interix link as ntfs-3g makes them) gets its target.
+func (n *ntfsFS) entry(dir string, fi *ntfs.FileInfo) (Entry, error) {
 	e := Entry{Name: fi.Name, Size: fi.Size, ModTime: fi.Mtime, Mode: 0o644}
 	if fi.IsDir {
 		e.Mode, e.Size = iofs.ModeDir|0o755, 0
 	}
-	return e
+	target, err := n.link(dir, fi)
+	if err != nil {
+		return Entry{}, fmt.Errorf("%s: %w", path.Join("/", dir, fi.Name), err)
+	}
+	if target != "" {
+		e.Mode, e.Size, e.Target = iofs.ModeSymlink|0o777, int64(len(target)), target
+	}
+	return e, nil
 }
 
 func (n *ntfsFS) ReadDir(dir string) ([]Entry, error) {
@@ -88,7 +96,11 @@ func (n *ntfsFS) ReadDir(dir string) ([]Entry, error) {
 	}
 	var out []Entry
 	for _, fi := range fis {
-		out = append(out, ntfsEntry(fi))
+		e, err := n.entry(dir, fi)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
 	}
 	return out, nil
 }
@@ -104,7 +116,7 @@ func (n *ntfsFS) Stat(name string) (Entry, error) {
 	}
 	for _, fi := range fis {
 		if strings.EqualFold(fi.Name, path.Base(name)) {
-			return ntfsEntry(fi), nil
+			return n.entry(path.Dir(name), fi)
 		}
 	}
 	return Entry{}, fmt.Errorf("%s: %w", name, iofs.ErrNotExist)
@@ -115,8 +127,8 @@ func (n *ntfsFS) Open(name string) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	if e.Mode.IsDir() {
-		return nil, errors.New(name + " is a directory")
+	if !e.Mode.IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", name)
 	}
 	rng, err := ntfs.GetDataForPath(n.ctx, strings.Trim(path.Clean("/"+name), "/"))
 	if err != nil {

@@ -1,11 +1,14 @@
 package e2e
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"unicode/utf16"
 )
 
 // ls and extract read files straight out of images, for every filesystem
@@ -33,12 +36,6 @@ func TestLsExtract(t *testing.T) {
 					dest := filepath.Join(t.TempDir(), "out")
 					ok(t, "extract", fmt.Sprintf("%s:%d", img, n), "/", dest)
 					os.RemoveAll(filepath.Join(dest, "lost+found")) // as extTree leaves it out
-					if fs == "ntfs" {
-						// NTFS symlinks are reparse points, which go-ntfs
-						// does not read: not compared (docs/usage.md).
-						want = withoutLinks(t, want)
-						os.Remove(filepath.Join(dest, "link-to-numbers"))
-					}
 					sameTree(t, want, dest)
 					if fs == "ext4" { // modes and times kept
 						for _, f := range []string{"docs/numbers.txt", "bin/size-1.bin", "docs"} {
@@ -60,14 +57,6 @@ func TestLsExtract(t *testing.T) {
 			}
 		})
 	}
-}
-
-// withoutLinks copies a tree without its symlinks.
-func withoutLinks(t *testing.T, dir string) string {
-	out := t.TempDir()
-	sh(t, "cp", "-a", dir+"/.", out)
-	sh(t, "find", out, "-type", "l", "-delete")
-	return out
 }
 
 // A FAT12 floppy, one file extracted into an existing directory, and
@@ -100,4 +89,134 @@ func TestExtractFAT12(t *testing.T) {
 			t.Errorf("%v: exit %d, %s", c.args, code, stderr)
 		}
 	}
+}
+
+// NTFS symlinks in both forms extract as symlinks to the same files
+// ntfs-3g shows them pointing at: Interix links (ntfs-3g's ln -s) and
+// reparse points as Windows makes them (mklink, mklink /D, mklink /J),
+// relative and absolute, written here through ntfs-3g's reparse data
+// attribute.
+func TestExtractNTFSLinks(t *testing.T) {
+	dir := t.TempDir()
+	fs := sparseFile(t, filepath.Join(dir, "ntfs.img"), 32<<20)
+	sh(t, "mkntfs", "-q", "-F", "-Q", fs)
+	mnt := filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	sh(t, "ntfs-3g", fs, mnt)
+	mounted := true
+	defer func() {
+		if mounted {
+			exec.Command("fusermount", "-u", mnt).Run()
+		}
+	}()
+	os.MkdirAll(filepath.Join(mnt, "a/b"), 0o755)
+	os.WriteFile(filepath.Join(mnt, "a/b/f.txt"), []byte("through the link\n"), 0o644)
+	os.Symlink("a/b/f.txt", filepath.Join(mnt, "interix"))
+	os.Symlink("../a/b", filepath.Join(mnt, "a/interix-dir"))
+	reparse := map[string][]byte{
+		"rel":        ntfsSymlink(`b\f.txt`, true),
+		"abs":        ntfsSymlink(`\??\C:\a\b\f.txt`, false),
+		"a/b/up":     ntfsSymlink(`..\..\a\b\f.txt`, true),
+		"a/b/absdir": ntfsSymlink(`\??\C:\a`, false),
+		"junction":   ntfsJunction(`\??\C:\a\b`),
+	}
+	for name, data := range reparse {
+		p := filepath.Join(mnt, name)
+		if name == "rel" {
+			p = filepath.Join(mnt, "a", name) // relative to a/
+		}
+		if strings.HasSuffix(name, "dir") || name == "junction" {
+			os.Mkdir(p, 0o755)
+		} else {
+			os.WriteFile(p, nil, 0o644)
+		}
+		sh(t, "setfattr", "-n", "system.ntfs_reparse_data", "-v", fmt.Sprintf("0x%x", data), p)
+	}
+	sh(t, "fusermount", "-u", mnt)
+	mounted = false
+
+	img := filepath.Join(dir, "ntfs.platter")
+	ok(t, "create", "--progress", "none", fs, img)
+	dest := filepath.Join(dir, "out")
+	ok(t, "extract", img, "/", dest)
+	want := ntfsTree(t, fs)
+	links := 0
+	filepath.Walk(want, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || fi.Mode()&os.ModeSymlink == 0 {
+			return err
+		}
+		links++
+		rel, _ := filepath.Rel(want, p)
+		// ntfs-3g resolves absolute targets under its mount point; the
+		// extracted link must reach the same file under dest.
+		wantTo, err := filepath.EvalSymlinks(p)
+		if err != nil {
+			t.Fatalf("ntfs-3g's %s: %v", rel, err)
+		}
+		wantTo, _ = filepath.Rel(want, wantTo)
+		gotTo, err := filepath.EvalSymlinks(filepath.Join(dest, rel))
+		if err != nil {
+			t.Errorf("extracted %s: %v", rel, err)
+			return nil
+		}
+		gotTo, _ = filepath.Rel(dest, gotTo)
+		if gotTo != wantTo {
+			l, _ := os.Readlink(filepath.Join(dest, rel))
+			t.Errorf("%s -> %s reaches %s, want %s", rel, l, gotTo, wantTo)
+		}
+		return nil
+	})
+	if links != 2+len(reparse) {
+		t.Errorf("ntfs-3g shows %d links, want %d", links, 2+len(reparse))
+	}
+	out := ok(t, "ls", img, "/a")
+	if !strings.Contains(out, "lrwxrwxrwx") || !strings.Contains(out, "rel -> b/f.txt") {
+		t.Errorf("ls /a:\n%s", out)
+	}
+}
+
+// ntfsSymlink is a symlink reparse point's data (tag, length, offsets of
+// the substitute and print names, flags, names in UTF-16).
+func ntfsSymlink(target string, relative bool) []byte {
+	name := utf16le(target)
+	le := binary.LittleEndian
+	body := le.AppendUint16(nil, 0)
+	body = le.AppendUint16(body, uint16(len(name)))
+	body = le.AppendUint16(body, uint16(len(name)))
+	body = le.AppendUint16(body, uint16(len(name)))
+	flags := uint32(0)
+	if relative {
+		flags = 1
+	}
+	body = le.AppendUint32(body, flags)
+	body = append(append(body, name...), name...)
+	return reparsePoint(0xa000000c, body)
+}
+
+// ntfsJunction is a mount point reparse point's data (names end in NUL).
+func ntfsJunction(target string) []byte {
+	name := append(utf16le(target), 0, 0)
+	le := binary.LittleEndian
+	body := le.AppendUint16(nil, 0)
+	body = le.AppendUint16(body, uint16(len(name)-2))
+	body = le.AppendUint16(body, uint16(len(name)))
+	body = le.AppendUint16(body, uint16(len(name)-2))
+	body = append(append(body, name...), name...)
+	return reparsePoint(0xa0000003, body)
+}
+
+func reparsePoint(tag uint32, body []byte) []byte {
+	le := binary.LittleEndian
+	b := le.AppendUint32(nil, tag)
+	b = le.AppendUint16(b, uint16(len(body)))
+	b = le.AppendUint16(b, 0)
+	return append(b, body...)
+}
+
+func utf16le(s string) []byte {
+	var b []byte
+	for _, u := range utf16.Encode([]rune(s)) {
+		b = binary.LittleEndian.AppendUint16(b, u)
+	}
+	return b
 }
