@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/platter-dev/platter/internal/fsread"
-	"github.com/platter-dev/platter/internal/image"
 	"github.com/platter-dev/platter/internal/ui"
 	"github.com/platter-dev/platter/internal/view"
 	"github.com/spf13/cobra"
@@ -218,22 +217,19 @@ func withFS(spec string, fn func(fsread.FS, string) error) error {
 		return strings.HasPrefix(fs, "ext") || strings.HasPrefix(fs, "fat") || fs == "ntfs"
 	}
 	var have []string
-	for _, a := range r.Metadata().Areas {
-		if a.Kind != image.KindPartition {
+	for _, p := range view.Partitions(r, disk) {
+		have = append(have, fmt.Sprintf("%d (%s)", p.Index, p.Filesystem))
+		if part != 0 && p.Index != part || part == 0 && !readable(p.Filesystem) {
 			continue
 		}
-		have = append(have, fmt.Sprintf("%d (%s)", a.Index, a.Filesystem))
-		if part != 0 && a.Index != part || part == 0 && !readable(a.Filesystem) {
-			continue
+		if !readable(p.Filesystem) {
+			return usagef("partition %d of %s holds %s: platter reads files of ext2/3/4, FAT and NTFS", p.Index, imgPath, p.Filesystem)
 		}
-		if !readable(a.Filesystem) {
-			return usagef("partition %d of %s holds %s: platter reads files of ext2/3/4, FAT and NTFS", a.Index, imgPath, a.Filesystem)
-		}
-		fsys, err := fsread.Open(&view.Section{Dev: disk, Off: a.Start, Len: a.Size}, a.Size, a.Filesystem)
+		fsys, err := fsread.Open(&p.Section, p.Len, p.Filesystem)
 		if err != nil {
-			return fmt.Errorf("%s, partition %d: %w", imgPath, a.Index, err)
+			return fmt.Errorf("%s, partition %d: %w", imgPath, p.Index, err)
 		}
-		return fn(fsys, fmt.Sprintf("%s:%d", imgPath, a.Index))
+		return fn(fsys, fmt.Sprintf("%s:%d", imgPath, p.Index))
 	}
 	if part != 0 {
 		return usagef("%s has no partition %d (it has: %s)", imgPath, part, strings.Join(have, ", "))

@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/platter-dev/platter/internal/image"
 	"github.com/platter-dev/platter/internal/mount"
 	"github.com/platter-dev/platter/internal/view"
 	"github.com/spf13/cobra"
@@ -67,10 +66,8 @@ func runMount(cmd *cobra.Command, path, dir string, cache int) error {
 	logf := func(format string, args ...any) { warn(format, args...) }
 	made := r.Metadata().Created
 	fl := []mount.File{{Name: "disk.img", Dev: disk, Log: logf, ModTime: made}}
-	for _, a := range r.Metadata().Areas {
-		if a.Kind == image.KindPartition {
-			fl = append(fl, mount.File{Name: fmt.Sprintf("p%d.img", a.Index), Dev: &view.Section{Dev: disk, Off: a.Start, Len: a.Size}, Log: logf, ModTime: made})
-		}
+	for _, p := range view.Partitions(r, disk) {
+		fl = append(fl, mount.File{Name: fmt.Sprintf("p%d.img", p.Index), Dev: &p.Section, Log: logf, ModTime: made})
 	}
 	abs, _ := filepath.Abs(path)
 	srv, err := mount.Mount(dir, fl, abs)

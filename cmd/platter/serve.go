@@ -7,7 +7,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/platter-dev/platter/internal/image"
 	"github.com/platter-dev/platter/internal/nbd"
 	"github.com/platter-dev/platter/internal/view"
 	"github.com/spf13/cobra"
@@ -66,16 +65,12 @@ func runServe(cmd *cobra.Command, opts serveOptions, path string) error {
 		dev = ov
 	}
 	exports := []nbd.Export{{Name: "disk", Description: "the whole disk of " + path, Dev: dev}}
-	for _, a := range r.Metadata().Areas {
-		if a.Kind != image.KindPartition {
-			continue
-		}
-		sec := view.Section{Dev: dev, Off: a.Start, Len: a.Size}
-		var pd nbd.Device = &sec
+	for _, p := range view.Partitions(r, dev) {
+		var pd nbd.Device = &p.Section
 		if ov != nil {
-			pd = &view.OverlaySection{Section: sec, O: ov}
+			pd = &view.OverlaySection{Section: p.Section, O: ov}
 		}
-		exports = append(exports, nbd.Export{Name: fmt.Sprintf("p%d", a.Index), Description: fmt.Sprintf("partition %d (%s)", a.Index, a.Filesystem), Dev: pd})
+		exports = append(exports, nbd.Export{Name: fmt.Sprintf("p%d", p.Index), Description: fmt.Sprintf("partition %d (%s)", p.Index, p.Filesystem), Dev: pd})
 	}
 	network := "tcp"
 	if strings.HasPrefix(opts.nbd, "/") {

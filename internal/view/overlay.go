@@ -1,6 +1,8 @@
 package view
 
 import (
+	"github.com/platter-dev/platter/internal/image"
+
 	"errors"
 	"fmt"
 	"io"
@@ -132,6 +134,25 @@ func (o *Overlay) Close() error { return o.f.Close() }
 type Section struct {
 	Dev      Device
 	Off, Len int64
+}
+
+// Partition is one partition of an image's disk.
+type Partition struct {
+	Index      int
+	Filesystem string // as the image's metadata names it
+	Section
+}
+
+// Partitions lists the partitions of r's disk, in the image's order, as
+// sections of dev (the disk, or an overlay on it).
+func Partitions(r *image.Reader, dev Device) []Partition {
+	var out []Partition
+	for _, a := range r.Metadata().Areas {
+		if a.Kind == image.KindPartition {
+			out = append(out, Partition{Index: a.Index, Filesystem: a.Filesystem, Section: Section{Dev: dev, Off: a.Start, Len: a.Size}})
+		}
+	}
+	return out
 }
 
 func (s *Section) Size() int64 { return s.Len }
