@@ -33,6 +33,7 @@ type createOptions struct {
 	incremental  string
 	differential string
 	created      string // hidden, for tests of retention rules
+	sectors      bool
 }
 
 func newCreateCommand() *cobra.Command {
@@ -59,6 +60,7 @@ complete.`,
 	f.StringVar(&opts.tracker, "tracker", "auto", "write tracker for --snapshot track: bpf, tracefs or auto (bpf where it loads)")
 	f.StringVar(&opts.incremental, "incremental", "", "store only the chunks that differ from the image chain ending at PARENT (the newest image of the set)")
 	f.StringVar(&opts.differential, "differential", "", "store only the chunks that differ from the full image FULL")
+	f.BoolVar(&opts.sectors, "sector-by-sector", false, "image every byte of the disk, free space and unpartitioned space included (forensics, deleted files): larger and slower; an incremental follows its parent")
 	f.StringVar(&opts.created, "test-created", "", "for tests: the creation time to record (RFC 3339)")
 	f.MarkHidden("test-created")
 	f.StringVar(&opts.fault, "test-fault", "", "for tests: drop-writes, tracefs-overrun or pause-frozen")
@@ -131,6 +133,8 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 		Partitions:  parts,
 		Compression: setting,
 		Tool:        "platter " + version,
+
+		SectorBySector: opts.sectors,
 	}
 	if opts.created != "" {
 		if bopts.Created, err = time.Parse(time.RFC3339, opts.created); err != nil {
@@ -297,6 +301,10 @@ func openParent(bopts *backup.Options, opts createOptions) (io.Closer, error) {
 	if typ == "differential" && r.Metadata().Parent != "" {
 		files.Close()
 		return nil, usagef("%s is %s image: a differential is made against a full image (the one its set starts with)", path, article(r.Metadata().Type))
+	}
+	if opts.sectors && !r.Metadata().SectorBySector {
+		files.Close()
+		return nil, usagef("%s was not made sector by sector: an incremental or differential follows its parent (leave out --sector-by-sector, or make a new full image)", path)
 	}
 	bopts.Parent, bopts.Type = r, typ
 	return files, nil

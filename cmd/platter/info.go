@@ -51,6 +51,8 @@ type infoJSON struct {
 	Warnings      []string        `json:"warnings"`
 	Snapshot      *image.Snapshot `json:"snapshot,omitempty"`
 	Type          string          `json:"type"`
+	// SectorBySector: every byte of the disk is in the image.
+	SectorBySector bool `json:"sector_by_sector"`
 	// Chain is the image and the images it depends on, newest first.
 	Chain      []chainJSON     `json:"chain"`
 	Partitions []partitionJSON `json:"partitions"`
@@ -106,6 +108,7 @@ func describe(r *image.Reader, chunks bool) *infoJSON {
 		ImageBytes: r.Size(), ChunkSize: m.ChunkSize, Compression: m.Compression,
 		Digest: hex.EncodeToString(d[:]), Warnings: m.Warnings, Snapshot: m.Snapshot,
 		Partitions: []partitionJSON{}, Gaps: []gapJSON{}, Type: imageType(m),
+		SectorBySector: m.SectorBySector,
 	}
 	for c := r; c != nil; c = c.Parent() {
 		out.Chain = append(out.Chain, chainJSON{ID: c.ID().String(), Type: imageType(c.Metadata()), Created: c.Metadata().Created, File: c.Name(), ImageBytes: c.Size()})
@@ -169,6 +172,9 @@ func runInfo(w io.Writer, opts infoOptions, path string) error {
 	fmt.Fprintf(w, "Created:     %s by %s\n", info.Created.Local().Format(time.RFC3339), info.Tool)
 	fmt.Fprintf(w, "Source:      %s, %s (%d bytes), %d-byte sectors\n", info.Source, ui.Bytes(info.SourceSize), info.SourceSize, info.SectorSize)
 	fmt.Fprintf(w, "Table:       %s\n", info.Table)
+	if info.SectorBySector {
+		fmt.Fprintf(w, "Contents:    sector by sector (every byte of the disk, free space included)\n")
+	}
 	fmt.Fprintf(w, "Compression: %s, %s chunks\n", info.Compression, ui.Bytes(info.ChunkSize))
 	if len(info.Chain) > 1 {
 		fmt.Fprintf(w, "Chain:       %s image; restores with:\n", info.Type)

@@ -74,6 +74,10 @@ type Options struct {
 	Type   string // "incremental" or "differential" with Parent
 	// Created is the time recorded as the image's (zero: now).
 	Created time.Time
+	// SectorBySector images every byte of the disk, free blocks and
+	// unpartitioned space included (every non-zero chunk). An incremental
+	// or differential takes its parent's choice.
+	SectorBySector bool
 }
 
 // Run images src into out and returns the metadata it wrote. It writes
@@ -92,12 +96,15 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 	if mapSrc == nil {
 		mapSrc = src
 	}
-	l, err := planLayout(mapSrc, opts.Partitions)
+	if opts.Parent != nil {
+		opts.SectorBySector = opts.Parent.Metadata().SectorBySector
+	}
+	l, err := planLayout(mapSrc, opts.Partitions, opts.SectorBySector)
 	if err != nil {
 		return nil, 0, err
 	}
 	if opts.Parent != nil {
-		if err := sameLayout(opts.Parent, l, src); err != nil {
+		if err := sameLayout(opts.Parent, l, src, opts.SectorBySector); err != nil {
 			return nil, 0, err
 		}
 		opts.ChunkSize = opts.Parent.Metadata().ChunkSize
@@ -165,6 +172,8 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 		Compression: opts.Compression.String(),
 		Warnings:    l.warnings,
 		Type:        "full",
+
+		SectorBySector: opts.SectorBySector,
 	}
 	if pr := opts.Parent; pr != nil {
 		d := pr.ContentDigest()
@@ -661,8 +670,8 @@ func (p *pipeline) write(ctx context.Context, order chan *job, ps *pass) error {
 
 // sameLayout refuses an incremental of a source whose layout is not its
 // parent's: the chunk grid would not line up.
-func sameLayout(parent *image.Reader, l *layout, src block.Source) error {
-	m := &image.Metadata{SourceSize: src.Size(), SectorSize: l.table.SectorSize, Table: l.table.Kind, DiskID: l.table.DiskID, ChunkSize: parent.Metadata().ChunkSize}
+func sameLayout(parent *image.Reader, l *layout, src block.Source, all bool) error {
+	m := &image.Metadata{SourceSize: src.Size(), SectorSize: l.table.SectorSize, Table: l.table.Kind, DiskID: l.table.DiskID, ChunkSize: parent.Metadata().ChunkSize, SectorBySector: all}
 	for _, a := range l.areas {
 		am := a.meta
 		if a.used != nil {

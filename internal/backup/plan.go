@@ -37,8 +37,10 @@ func (e *UsageError) Error() string { return e.Msg }
 // planLayout reads the partition table and each selected partition's
 // allocation map. Every byte outside the data partitions (table sectors,
 // boot code, the boot-loader gap, EBRs, the GPT backup) is kept as a gap
-// area; partitions not selected are left out entirely.
-func planLayout(src block.Source, only []int) (*layout, error) {
+// area; partitions not selected are left out entirely. With all (sector
+// by sector), no map is used and every byte outside the partitions is
+// kept.
+func planLayout(src block.Source, only []int, all bool) (*layout, error) {
 	size := src.Size()
 	t, err := ptable.Read(src, size, src.SectorSize())
 	if err != nil {
@@ -63,7 +65,7 @@ func planLayout(src block.Source, only []int) (*layout, error) {
 		if len(only) > 0 && !slices.Contains(only, p.Index) {
 			continue
 		}
-		a, warn, err := planPartition(src, p)
+		a, warn, err := planPartition(src, p, all)
 		if err != nil {
 			return nil, err
 		}
@@ -73,7 +75,7 @@ func planLayout(src block.Source, only []int) (*layout, error) {
 		l.areas = append(l.areas, a)
 	}
 	if t.Kind != "none" {
-		l.areas = append(l.areas, gaps(t, size)...)
+		l.areas = append(l.areas, gaps(t, size, all)...)
 	}
 	sort.SliceStable(l.areas, func(i, j int) bool { return l.areas[i].meta.Start < l.areas[j].meta.Start })
 	return l, nil
@@ -92,7 +94,7 @@ func checkSelection(parts []ptable.Partition, only []int) error {
 	return nil
 }
 
-func planPartition(src block.Source, p ptable.Partition) (area, string, error) {
+func planPartition(src block.Source, p ptable.Partition, all bool) (area, string, error) {
 	a := area{meta: image.Area{
 		Kind: image.KindPartition, Index: p.Index, Start: p.Start, Size: p.Size,
 		Type: p.Type, GUID: p.GUID, Name: p.Name, Attrs: p.Attrs, Bootable: p.Bootable,
@@ -115,8 +117,12 @@ func planPartition(src block.Source, p ptable.Partition) (area, string, error) {
 		a.meta.Note = note
 		return a, note, nil
 	}
-	a.used = u
 	a.meta.Filesystem = u.FS
+	if all {
+		// Named, so that ls and extract read it, but copied whole.
+		return a, "", nil
+	}
+	a.used = u
 	a.meta.BlockSize = u.BlockSize()
 	a.meta.UsedBytes = used
 	return a, "", nil
@@ -126,8 +132,9 @@ func planPartition(src block.Source, p ptable.Partition) (area, string, error) {
 // boot area before the first partition (MBR or protective MBR, boot code,
 // primary GPT, the boot-loader gap) and the table structures further on
 // (EBRs, the backup GPT). Other unallocated space belongs to no
-// filesystem and is not imaged, as with Clonezilla and Macrium.
-func gaps(t *ptable.Table, size int64) []area {
+// filesystem and is not imaged, as with Clonezilla and Macrium, unless
+// all (sector by sector) keeps every byte.
+func gaps(t *ptable.Table, size int64, all bool) []area {
 	first := int64(1 << 20)
 	if len(t.Partitions) > 0 {
 		first = size
@@ -140,6 +147,9 @@ func gaps(t *ptable.Table, size int64) []area {
 		if s.Off >= first {
 			keep = append(keep, s)
 		}
+	}
+	if all {
+		keep = []block.Extent{{Off: 0, Len: size}}
 	}
 	// Never overlap a partition: clip each kept range to the bytes no
 	// data partition covers.

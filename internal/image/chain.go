@@ -102,6 +102,8 @@ func SameLayout(parent, m *Metadata) error {
 		return fmt.Errorf("the disk has %d-byte sectors, the parent's had %d", m.SectorSize, parent.SectorSize)
 	case parent.Table != m.Table || parent.DiskID != m.DiskID:
 		return fmt.Errorf("the partition table is %s %s, the parent's was %s %s (another disk?)", m.Table, m.DiskID, parent.Table, parent.DiskID)
+	case parent.SectorBySector != m.SectorBySector:
+		return fmt.Errorf("sector-by-sector is %v, the parent's was %v", m.SectorBySector, parent.SectorBySector)
 	case parent.ChunkSize != m.ChunkSize:
 		return fmt.Errorf("chunks are %d bytes, the parent's were %d", m.ChunkSize, parent.ChunkSize)
 	case len(parent.Areas) != len(m.Areas):

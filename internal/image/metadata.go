@@ -30,6 +30,10 @@ type Metadata struct {
 	// into a full image by consolidation keeps its content).
 	Parent       string `json:"parent,omitempty"`
 	ParentDigest string `json:"parent_digest,omitempty"`
+	// SectorBySector says every byte of the disk was imaged, free blocks
+	// and unpartitioned space included (create --sector-by-sector): a
+	// restore, mount or serve of it equals the source disk byte for byte.
+	SectorBySector bool `json:"sector_by_sector,omitempty"`
 
 	Areas    []Area   `json:"areas"`
 	Warnings []string `json:"warnings,omitempty"`
@@ -80,8 +84,10 @@ type Area struct {
 	Attrs    uint64 `json:"attrs,omitempty"`
 	Bootable bool   `json:"bootable,omitempty"`
 
-	// Filesystem is "ext2", ..., "ntfs", or "raw" when every non-zero
-	// chunk was copied.
+	// Filesystem is "ext2", ..., "ntfs", or "raw" when none was found.
+	// Every non-zero chunk of an area without an allocation map
+	// (BlockSize 0: a raw area, or any area of a sector-by-sector image)
+	// was copied.
 	Filesystem string `json:"filesystem"`
 	Note       string `json:"note,omitempty"`
 	// BlockSize is the block size of the area's allocation map, which is

@@ -136,9 +136,10 @@ type infoJSON struct {
 		Zero        bool  `json:"zero"`
 		InParent    bool  `json:"in_parent"`
 	} `json:"chunks"`
-	Snapshot *image.Snapshot `json:"snapshot"`
-	Type     string          `json:"type"`
-	Chain    []struct {
+	Snapshot       *image.Snapshot `json:"snapshot"`
+	Type           string          `json:"type"`
+	SectorBySector bool            `json:"sector_by_sector"`
+	Chain          []struct {
 		ID   string `json:"id"`
 		Type string `json:"type"`
 		File string `json:"file"`
