@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -59,12 +58,7 @@ func TestSectorBySector(t *testing.T) {
 
 	// A change in unpartitioned space (past the last partition) is caught
 	// by an incremental, which follows its parent's mode.
-	f, err := os.OpenFile(disk, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.WriteAt([]byte(strings.Repeat("changed in free space ", 1000)), 200<<20)
-	f.Close()
+	writeAt(t, disk, []byte(strings.Repeat("changed in free space ", 1000)), 200<<20)
 	inc := filepath.Join(dir, "inc.platter")
 	ok(t, "create", "--progress", "none", "--incremental", img, disk, inc)
 	if !info(t, inc).SectorBySector {
