@@ -1,5 +1,6 @@
-// Package ext finds the used blocks of an ext2, ext3 or ext4 filesystem
-// from its block-group bitmaps.
+// Package ext reads ext2, ext3 and ext4 filesystems: their used blocks,
+// from the block-group bitmaps (Detect), and their files (OpenFiles,
+// files.go).
 package ext
 
 import (
@@ -121,12 +122,17 @@ func parseSuper(sb []byte, size int64) (*fs, error) {
 	}
 	perGroup := uint64(le.Uint32(sb[0x20:]))
 	if f.roCompat&roCompatBigalloc != 0 {
+		// s_blocks_per_group counts blocks, s_clusters_per_group (where
+		// s_frags_per_group was) the bitmap's bits.
 		if logCluster < logBlock || logCluster > 29 {
 			return nil, corrupt(superOff+0x1c, "cluster size 2^(10+%d) is impossible", logCluster)
 		}
 		f.clusterSize = 1024 << logCluster
-		f.clustersPerGrp = perGroup
-		f.blocksPerGroup = perGroup * uint64(f.clusterSize/f.blockSize)
+		f.blocksPerGroup = perGroup
+		f.clustersPerGrp = uint64(le.Uint32(sb[0x24:]))
+		if f.clustersPerGrp*uint64(f.clusterSize/f.blockSize) != perGroup {
+			return nil, corrupt(superOff+0x24, "%d clusters per group of %d bytes do not make %d blocks of %d bytes", f.clustersPerGrp, f.clusterSize, perGroup, f.blockSize)
+		}
 	} else {
 		f.blocksPerGroup = perGroup
 		f.clustersPerGrp = perGroup
@@ -188,17 +194,23 @@ func isPower(n, base uint64) bool {
 
 func (f *fs) groupFirst(g uint64) uint64 { return f.firstDataBlock + g*f.blocksPerGroup }
 
-// descBlock is the block holding group g's descriptor.
+// descBlock is the block holding group g's descriptor. The primary
+// descriptors follow the block holding the superblock, which is block 1
+// with 1 KiB blocks even when a bigalloc filesystem's first data block
+// is 0 (as the kernel's descriptor_loc counts).
 func (f *fs) descBlock(g uint64) uint64 {
 	dpb := f.descsPerBlock()
 	mg := g / dpb
 	if f.incompat&incompatMetaBG == 0 || mg < f.firstMetaBG {
-		return f.firstDataBlock + 1 + mg
+		return uint64(superOff/f.blockSize) + 1 + mg
 	}
 	first := mg * dpb
 	b := f.groupFirst(first)
 	if f.hasSuper(first) {
 		b++
+		if first == 0 && f.firstDataBlock == 0 && f.blockSize == 1024 {
+			b++ // the boot block, then the superblock
+		}
 	}
 	return b
 }
@@ -251,49 +263,81 @@ func (f *fs) usage(r io.ReaderAt, size int64) (*block.Usage, error) {
 			b.meta = append(b.meta, block.Extent{Off: int64(blk) * f.blockSize, Len: int64(n) * f.blockSize})
 		}
 	}
-	le := binary.LittleEndian
-	itBlocks := (f.inodesPerGroup*f.inodeSize + uint64(f.blockSize) - 1) / uint64(f.blockSize)
-	descBuf := make([]byte, f.blockSize)
-	curDesc := ^uint64(0)
-	dpb := f.descsPerBlock()
 	b.bitmap = make([]uint64, f.groups)
-	for g := uint64(0); g < f.groups; g++ {
-		if db := f.descBlock(g); db != curDesc {
-			if db >= f.blocksCount {
-				return nil, corrupt(int64(db)*f.blockSize, "group descriptor block %d of group %d is past the end", db, g)
-			}
-			if _, err := r.ReadAt(descBuf, int64(db)*f.blockSize); err != nil {
-				return nil, fmt.Errorf("ext: read group descriptors at byte %d: %w", int64(db)*f.blockSize, err)
-			}
-			curDesc = db
-			markBlocks(db, 1)
+	err := f.descriptors(r, func(g uint64, d groupDesc) {
+		if d.first {
+			markBlocks(d.block, 1)
 		}
-		d := descBuf[int64(g%dpb)*f.descSize:]
-		blockBitmap := uint64(le.Uint32(d[0x0:]))
-		inodeBitmap := uint64(le.Uint32(d[0x4:]))
-		inodeTable := uint64(le.Uint32(d[0x8:]))
-		flags := le.Uint16(d[0x12:])
-		if f.descSize >= 64 {
-			blockBitmap |= uint64(le.Uint32(d[0x20:])) << 32
-			inodeBitmap |= uint64(le.Uint32(d[0x24:])) << 32
-			inodeTable |= uint64(le.Uint32(d[0x28:])) << 32
-		}
-		descOff := int64(curDesc)*f.blockSize + int64(g%dpb)*f.descSize
-		if blockBitmap >= f.blocksCount || inodeBitmap >= f.blocksCount || inodeTable+itBlocks > f.blocksCount {
-			return nil, corrupt(descOff, "group %d points outside the filesystem (bitmaps %d, %d, inode table %d)", g, blockBitmap, inodeBitmap, inodeTable)
-		}
-		markBlocks(blockBitmap, 1)
-		markBlocks(inodeBitmap, 1)
-		markBlocks(inodeTable, itBlocks)
+		markBlocks(d.blockBitmap, 1)
+		markBlocks(d.inodeBitmap, 1)
+		markBlocks(d.inodeTable, f.inodeTableBlocks())
 		f.superAndDescBlocks(g, markBlocks)
-		b.bitmap[g] = blockBitmap
-		if flags&bgBlockUninit != 0 {
+		b.bitmap[g] = d.blockBitmap
+		if d.flags&bgBlockUninit != 0 {
 			// Nothing but the metadata marked above.
 			b.bitmap[g] = noBitmap
 		}
+	})
+	if err != nil {
+		return nil, err
 	}
 	b.meta = block.MergeExtents(b.meta)
 	return block.NewUsage(f.name(), f.clusterSize, size, b.fill)
+}
+
+// groupDesc is what a group descriptor says.
+type groupDesc struct {
+	blockBitmap, inodeBitmap, inodeTable uint64
+	flags                                uint16
+	block                                uint64 // the block holding the descriptor
+	first                                bool   // the first descriptor read from that block
+}
+
+func (f *fs) inodeTableBlocks() uint64 {
+	return (f.inodesPerGroup*f.inodeSize + uint64(f.blockSize) - 1) / uint64(f.blockSize)
+}
+
+// descriptors reads every group's descriptor in order, a block at a time,
+// checks that what it points at lies inside the filesystem, and calls fn
+// with it.
+func (f *fs) descriptors(r io.ReaderAt, fn func(g uint64, d groupDesc)) error {
+	le := binary.LittleEndian
+	itBlocks := f.inodeTableBlocks()
+	buf := make([]byte, f.blockSize)
+	cur := ^uint64(0)
+	dpb := f.descsPerBlock()
+	for g := uint64(0); g < f.groups; g++ {
+		db := f.descBlock(g)
+		if db != cur {
+			if db >= f.blocksCount {
+				return corrupt(int64(db)*f.blockSize, "group descriptor block %d of group %d is past the end", db, g)
+			}
+			if _, err := r.ReadAt(buf, int64(db)*f.blockSize); err != nil {
+				return fmt.Errorf("ext: read group descriptors at byte %d: %w", int64(db)*f.blockSize, err)
+			}
+		}
+		raw := buf[int64(g%dpb)*f.descSize:]
+		d := groupDesc{
+			blockBitmap: uint64(le.Uint32(raw[0x0:])),
+			inodeBitmap: uint64(le.Uint32(raw[0x4:])),
+			inodeTable:  uint64(le.Uint32(raw[0x8:])),
+			flags:       le.Uint16(raw[0x12:]),
+			block:       db,
+			first:       db != cur,
+		}
+		cur = db
+		if f.descSize >= 64 {
+			d.blockBitmap |= uint64(le.Uint32(raw[0x20:])) << 32
+			d.inodeBitmap |= uint64(le.Uint32(raw[0x24:])) << 32
+			d.inodeTable |= uint64(le.Uint32(raw[0x28:])) << 32
+		}
+		if d.blockBitmap >= f.blocksCount || d.inodeBitmap >= f.blocksCount || d.inodeTable == 0 || d.inodeTable+itBlocks > f.blocksCount {
+			off := int64(db)*f.blockSize + int64(g%dpb)*f.descSize
+			return corrupt(off, "group %d points outside the filesystem (bitmaps %d, %d, inode table %d)", g, d.blockBitmap, d.inodeBitmap, d.inodeTable)
+		}
+		fn(g, d)
+	}
+	return nil
 }
 
 // noBitmap marks a group whose block bitmap was never initialised.
