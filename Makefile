@@ -15,7 +15,7 @@ TOOLS := sgdisk:gdisk sfdisk:fdisk mkfs.fat:dosfstools fsck.fat:dosfstools \
 # Fuzz targets run for FUZZTIME each in `make test`.
 FUZZTIME ?= 10s
 FUZZ := ./internal/ptable:FuzzMBR ./internal/ptable:FuzzGPT \
-	./internal/fsmap/ext:FuzzDetect ./internal/fsmap/fat:FuzzDetect \
+	./internal/fsmap/ext:FuzzDetect ./internal/fsmap/ext:FuzzFiles ./internal/fsmap/fat:FuzzDetect \
 	./internal/fsmap/ntfs:FuzzDetect ./internal/image:FuzzReader
 
 .PHONY: all build build-purego deps test unit e2e fuzz vet demo bench clean

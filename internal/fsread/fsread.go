@@ -1,6 +1,7 @@
 // Package fsread lists and reads the files of a filesystem inside an
-// image, without mounting it: ext2/3/4 and FAT12/16/32 through
-// github.com/diskfs/go-diskfs, NTFS through www.velocidex.com/golang/go-ntfs.
+// image, without mounting it: ext2/3/4 through Platter's own reader
+// (internal/fsmap/ext), FAT12/16/32 through github.com/diskfs/go-diskfs,
+// NTFS through www.velocidex.com/golang/go-ntfs.
 package fsread
 
 import (
@@ -14,10 +15,10 @@ import (
 	"time"
 
 	"github.com/diskfs/go-diskfs/backend"
-	"github.com/diskfs/go-diskfs/filesystem/ext4"
 	"github.com/diskfs/go-diskfs/filesystem/fat12"
 	"github.com/diskfs/go-diskfs/filesystem/fat16"
 	"github.com/diskfs/go-diskfs/filesystem/fat32"
+	"github.com/platter-dev/platter/internal/fsmap/ext"
 )
 
 // Entry is a file, directory or symlink.
@@ -46,14 +47,11 @@ func Open(r io.ReaderAt, size int64, fs string) (FS, error) {
 	var d diskfs
 	switch fs {
 	case "ext2", "ext3", "ext4":
-		var e *ext4.FileSystem
-		if e, err = ext4.Read(st, size, 0, 512); err == nil {
-			return &diskfsFS{fs: e, links: e}, nil
+		f, err := ext.OpenFiles(r, size)
+		if err != nil {
+			return nil, fmt.Errorf("read the %s filesystem: %w", fs, err)
 		}
-		if fs != "ext4" {
-			// go-diskfs v1.9.4 reads only ext4 with metadata checksums.
-			return nil, fmt.Errorf("reading files of %s is not supported yet (%v)", fs, err)
-		}
+		return extFS{f}, nil
 	case "fat12":
 		d, err = fat12.Read(st, size, 0, 512)
 	case "fat16":
@@ -86,12 +84,12 @@ type diskfs interface {
 	Stat(string) (iofs.FileInfo, error)
 }
 
+// diskfsFS is a go-diskfs FAT filesystem: no symlinks, no permissions.
 type diskfsFS struct {
-	fs    diskfs
-	links interface{ ReadLink(string) (string, error) }
+	fs diskfs
 }
 
-func (d *diskfsFS) entry(dir string, fi iofs.FileInfo) Entry {
+func (d *diskfsFS) entry(fi iofs.FileInfo) Entry {
 	e := Entry{Name: fi.Name(), Mode: fi.Mode(), Size: fi.Size(), ModTime: fi.ModTime()}
 	if fi.IsDir() {
 		e.Mode |= iofs.ModeDir // go-diskfs's FAT sets IsDir but not the mode bit
@@ -100,9 +98,6 @@ func (d *diskfsFS) entry(dir string, fi iofs.FileInfo) Entry {
 		}
 	} else if e.Mode.Perm() == 0 {
 		e.Mode |= 0o644 // FAT has no permissions
-	}
-	if e.Mode&iofs.ModeSymlink != 0 && d.links != nil {
-		e.Target, _ = d.links.ReadLink(clean(path.Join(dir, e.Name)))
 	}
 	if e.Mode.IsDir() {
 		e.Size = 0
@@ -124,7 +119,7 @@ func (d *diskfsFS) ReadDir(dir string) ([]Entry, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, d.entry(dir, fi))
+		out = append(out, d.entry(fi))
 	}
 	return out, nil
 }
@@ -137,7 +132,7 @@ func (d *diskfsFS) Stat(name string) (Entry, error) {
 	if err != nil {
 		return Entry{}, err
 	}
-	return d.entry(path.Dir(clean(name)), fi), nil
+	return d.entry(fi), nil
 }
 
 func (d *diskfsFS) Open(name string) (io.ReadCloser, error) {

@@ -12,50 +12,71 @@ import (
 )
 
 // ls and extract read files straight out of images, for every filesystem
-// the fixtures hold: what extract copies out is every file, byte for byte.
+// the fixtures hold, and for ext in every flavour: what extract copies out
+// is every file, byte for byte, with its mode and time.
 func TestLsExtract(t *testing.T) {
+	// Bare ext filesystems of each kind, beside the fixtures' disks.
+	bare := t.TempDir()
+	tree := filepath.Join(bare, "tree")
+	sh(t, filepath.Join(fixtures, "files.sh"), tree)
+	for _, c := range []struct {
+		name string
+		mkfs []string
+	}{
+		{"ext2-1k", []string{"mkfs.ext2", "-b", "1024"}},
+		{"ext3", []string{"mkfs.ext3"}},
+		{"ext4-nocsum", []string{"mkfs.ext4", "-O", "^metadata_csum,^64bit"}},
+		{"ext4-inline", []string{"mkfs.ext4", "-O", "inline_data"}},
+	} {
+		fs := sparseFile(t, filepath.Join(bare, c.name+".img"), 64<<20)
+		sh(t, c.mkfs[0], append(c.mkfs[1:], "-q", "-F", "-d", tree, fs)...)
+		img := filepath.Join(bare, c.name+".platter")
+		ok(t, "create", "--progress", "none", fs, img)
+		t.Run(c.name, func(t *testing.T) { checkExtract(t, img, 1, "ext", tree) })
+	}
 	for _, c := range []struct {
 		fixture string
 		fs      map[int]string
 	}{
 		{"gpt-disk.sh", map[int]string{1: "fat32", 2: "ext4", 3: "ntfs"}},
-		{"mbr-disk.sh", map[int]string{1: "fat16", 2: "ext4", 6: "ntfs"}},
+		{"mbr-disk.sh", map[int]string{1: "fat16", 2: "ext4", 5: "ext2", 6: "ntfs"}},
 	} {
 		t.Run(c.fixture, func(t *testing.T) {
 			disk := fixture(t, c.fixture)
 			img := filepath.Join(t.TempDir(), "disk.platter")
 			ok(t, "create", "--progress", "none", disk, img)
-			if c.fixture == "mbr-disk.sh" { // ext2: not yet, and says so
-				if _, stderr, code := run(t, "ls", img+":5"); code == 0 || !strings.Contains(stderr, "not supported yet") {
-					t.Errorf("ls of ext2: exit %d, %s", code, stderr)
-				}
-			}
 			for n, fs := range c.fs {
 				t.Run(fmt.Sprint(fs, "-", n), func(t *testing.T) {
-					want := disk + ".files/p" + fmt.Sprint(n)
-					dest := filepath.Join(t.TempDir(), "out")
-					ok(t, "extract", fmt.Sprintf("%s:%d", img, n), "/", dest)
-					os.RemoveAll(filepath.Join(dest, "lost+found")) // as extTree leaves it out
-					sameTree(t, want, dest)
-					if fs == "ext4" { // modes and times kept
-						for _, f := range []string{"docs/numbers.txt", "bin/size-1.bin", "docs"} {
-							a, _ := os.Lstat(filepath.Join(want, f))
-							b, err := os.Lstat(filepath.Join(dest, f))
-							if err != nil || a.Mode() != b.Mode() || a.ModTime().Unix() != b.ModTime().Unix() {
-								t.Errorf("%s: mode %v time %v, want %v %v (%v)", f, b.Mode(), b.ModTime(), a.Mode(), a.ModTime(), err)
-							}
-						}
-					}
-					ents, _ := os.ReadDir(want)
-					out := ok(t, "ls", fmt.Sprintf("%s:%d", img, n))
-					for _, e := range ents {
-						if !strings.Contains(out, e.Name()) {
-							t.Errorf("ls does not list %s:\n%s", e.Name(), out)
-						}
-					}
+					checkExtract(t, img, n, fs, disk+".files/p"+fmt.Sprint(n))
 				})
 			}
 		})
+	}
+}
+
+// checkExtract extracts partition n of img whole and compares it with
+// the tree want (for ext also modes and times), and checks ls lists the
+// root.
+func checkExtract(t *testing.T, img string, n int, fs, want string) {
+	dest := filepath.Join(t.TempDir(), "out")
+	ok(t, "extract", fmt.Sprintf("%s:%d", img, n), "/", dest)
+	os.RemoveAll(filepath.Join(dest, "lost+found")) // as extTree leaves it out
+	sameTree(t, want, dest)
+	if strings.HasPrefix(fs, "ext") { // modes and times kept
+		for _, f := range []string{"docs/numbers.txt", "bin/size-1.bin", "docs", "link-to-numbers"} {
+			a, _ := os.Lstat(filepath.Join(want, f))
+			b, err := os.Lstat(filepath.Join(dest, f))
+			if err != nil || a.Mode() != b.Mode() || a.ModTime().Unix() != b.ModTime().Unix() {
+				t.Errorf("%s: mode %v time %v, want %v %v (%v)", f, b.Mode(), b.ModTime(), a.Mode(), a.ModTime(), err)
+			}
+		}
+	}
+	ents, _ := os.ReadDir(want)
+	out := ok(t, "ls", fmt.Sprintf("%s:%d", img, n))
+	for _, e := range ents {
+		if !strings.Contains(out, e.Name()) {
+			t.Errorf("ls does not list %s:\n%s", e.Name(), out)
+		}
 	}
 }
 
