@@ -213,6 +213,7 @@ func withFS(spec string, fn func(fsread.FS, string) error) error {
 	defer files.Close()
 	defer r.Close()
 	disk := view.New(r, 32)
+	defer disk.Close() // before the reader: readahead may be decoding
 	readable := func(fs string) bool {
 		return strings.HasPrefix(fs, "ext") || strings.HasPrefix(fs, "fat") || fs == "ntfs"
 	}

@@ -63,6 +63,7 @@ func runMount(cmd *cobra.Command, path, dir string, cache int) error {
 	defer files.Close()
 	defer r.Close()
 	disk := view.New(r, cache)
+	defer disk.Close() // before the reader: readahead may be decoding
 	logf := func(format string, args ...any) { warn(format, args...) }
 	made := r.Metadata().Created
 	fl := []mount.File{{Name: "disk.img", Dev: disk, Log: logf, ModTime: made}}

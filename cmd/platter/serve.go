@@ -52,6 +52,7 @@ func runServe(cmd *cobra.Command, opts serveOptions, path string) error {
 	defer files.Close()
 	defer r.Close()
 	disk := view.New(r, opts.cache)
+	defer disk.Close() // before the reader: readahead may be decoding
 	var dev view.Device = disk
 	var ov *view.Overlay
 	if opts.overlay != "" {

@@ -24,6 +24,10 @@ type Disk struct {
 	cs    int64
 	cache *cache
 	last  atomic.Int64 // the last chunk read, as area<<40 | chunk, for readahead
+
+	mu     sync.Mutex // guards closed against readahead starting
+	closed bool
+	bg     sync.WaitGroup // readahead decodes in flight
 }
 
 // readahead is how many chunks past a sequential reader's are decoded
@@ -34,6 +38,16 @@ const readahead = 2
 func New(r *image.Reader, cacheChunks int) *Disk {
 	m := r.Metadata()
 	return &Disk{r: r, size: m.SourceSize, cs: m.ChunkSize, cache: newCache(max(cacheChunks, 1))}
+}
+
+// Close waits for the readahead decodes in flight and starts no more:
+// the image reader may be closed after it.
+func (d *Disk) Close() error {
+	d.mu.Lock()
+	d.closed = true
+	d.mu.Unlock()
+	d.bg.Wait()
+	return nil
 }
 
 // Size is the disk's length in bytes.
@@ -87,9 +101,14 @@ func (d *Disk) ahead(i int, k int64) {
 		return
 	}
 	n := (d.r.Metadata().Areas[i].Size + d.cs - 1) / d.cs
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return
+	}
 	for a := k + 1; a <= k+readahead && a < n; a++ {
 		if !d.cache.has(key{i, a}) {
-			go d.chunk(i, a)
+			d.bg.Go(func() { d.chunk(i, a) })
 		}
 	}
 }
