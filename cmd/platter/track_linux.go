@@ -3,6 +3,8 @@
 package main
 
 import (
+	"time"
+
 	"github.com/platter-dev/platter/internal/backup"
 	"github.com/platter-dev/platter/internal/block"
 	"github.com/platter-dev/platter/internal/blockdev"
@@ -19,14 +21,14 @@ type tracker interface {
 // tracker kind asks for ("auto": BPF where it loads, else tracefs) and
 // says which one runs. fault, for tests, breaks it on purpose:
 // "drop-writes" forgets every other range written, "tracefs-overrun"
-// gives tracefs a buffer too small to keep up.
+// gives tracefs a buffer too small to keep up and a reader too slow.
 func startTracker(src *blockdev.Device, kind, fault string) (tracker, string, error) {
 	var opts track.Options
 	if kind == "auto" {
 		kind = ""
 	}
 	if fault == "tracefs-overrun" {
-		kind, opts.BufferKB = "tracefs", 4
+		kind, opts.BufferKB, opts.EventDelay = "tracefs", 4, time.Millisecond
 	}
 	t, name, err := track.Start(src.Path(), kind, opts)
 	if err == nil && fault == "drop-writes" {

@@ -49,11 +49,16 @@ type Tracefs struct {
 	seq     int
 	done    chan struct{}
 	closing atomic.Bool
+
+	eventDelay time.Duration
 }
 
 // Options tune a tracker; the zero value is the default.
 type Options struct {
 	BufferKB int // ring buffer per CPU (default 8192)
+	// EventDelay, for tests, slows the reader of tracefs events by this
+	// much per event, so that a small buffer surely overruns.
+	EventDelay time.Duration
 }
 
 // StartTracefs starts tracking writes to the block device at path (a
@@ -72,6 +77,8 @@ func StartTracefs(path string, opts Options) (*Tracefs, error) {
 		start: start, end: end,
 		markers: map[string]chan struct{}{},
 		done:    make(chan struct{}),
+
+		eventDelay: opts.EventDelay,
 	}
 	if err := os.Mkdir(t.inst, 0o700); err != nil {
 		return nil, fmt.Errorf("track: create tracing instance: %w", err)
@@ -185,6 +192,9 @@ func (t *Tracefs) read() {
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		t.handle(sc.Text())
+		if t.eventDelay > 0 {
+			time.Sleep(t.eventDelay)
+		}
 		if t.closing.Load() {
 			return
 		}
