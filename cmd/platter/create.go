@@ -34,6 +34,7 @@ type createOptions struct {
 	differential string
 	created      string // hidden, for tests of retention rules
 	sectors      bool
+	chunkSize    string
 }
 
 func newCreateCommand() *cobra.Command {
@@ -60,6 +61,7 @@ complete.`,
 	f.StringVar(&opts.tracker, "tracker", "auto", "write tracker for --snapshot track: bpf, tracefs or auto (bpf where it loads)")
 	f.StringVar(&opts.incremental, "incremental", "", "store only the chunks that differ from the image chain ending at PARENT (the newest image of the set)")
 	f.StringVar(&opts.differential, "differential", "", "store only the chunks that differ from the full image FULL")
+	f.StringVar(&opts.chunkSize, "chunk-size", "8M", "the unit of compression and random reads: a power of two from 64K to 64M; smaller chunks make reads of a mounted or served image faster (1M: about 8x) and images a little larger (1M: about 2 %)")
 	f.BoolVar(&opts.sectors, "sector-by-sector", false, "image every byte of the disk, free space and unpartitioned space included (forensics, deleted files): larger and slower; an incremental follows its parent")
 	f.StringVar(&opts.created, "test-created", "", "for tests: the creation time to record (RFC 3339)")
 	f.MarkHidden("test-created")
@@ -77,6 +79,13 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 	parts, err := parsePartitions(opts.partitions)
 	if err != nil {
 		return err
+	}
+	chunkSize, err := parseChunkSize(opts.chunkSize)
+	if err != nil {
+		return err
+	}
+	if cmd.Flags().Changed("chunk-size") && (opts.incremental != "" || opts.differential != "") {
+		return usagef("an incremental or differential image has its parent's chunk size: leave out --chunk-size")
 	}
 	mode, err := progressMode(opts.progress)
 	if err != nil {
@@ -132,6 +141,7 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 		SourceName:  source,
 		Partitions:  parts,
 		Compression: setting,
+		ChunkSize:   chunkSize,
 		Tool:        "platter " + version,
 
 		SectorBySector: opts.sectors,
@@ -308,6 +318,25 @@ func openParent(bopts *backup.Options, opts createOptions) (io.Closer, error) {
 	}
 	bopts.Parent, bopts.Type = r, typ
 	return files, nil
+}
+
+// parseChunkSize reads --chunk-size: bytes, or a number with K, M (and
+// optional iB), a power of two from 64 KiB to 64 MiB.
+func parseChunkSize(s string) (int64, error) {
+	num := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "IB"), "B")
+	mul := int64(1)
+	switch {
+	case strings.HasSuffix(num, "K"):
+		mul, num = 1<<10, strings.TrimSuffix(num, "K")
+	case strings.HasSuffix(num, "M"):
+		mul, num = 1<<20, strings.TrimSuffix(num, "M")
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	size := n * mul
+	if err != nil || n <= 0 || size < 64<<10 || size > 64<<20 || size&(size-1) != 0 {
+		return 0, usagef("--chunk-size takes a power of two from 64K to 64M (like 1M or 8M); %q is not one", s)
+	}
+	return size, nil
 }
 
 func parsePartitions(s string) ([]int, error) {

@@ -30,9 +30,12 @@ type Disk struct {
 	bg     sync.WaitGroup // readahead decodes in flight
 }
 
-// readahead is how many chunks past a sequential reader's are decoded
-// before it asks for them.
-const readahead = 2
+// readahead is how far past a sequential reader's chunk the chunks are
+// decoded before it asks for them: two chunks, or 4 MiB of small ones
+// (more only competes with the chunk being read for the CPU).
+const readahead = 4 << 20
+
+func (d *Disk) aheadChunks() int64 { return max(2, readahead/d.cs) }
 
 // New returns the disk of r, keeping up to cacheChunks decoded chunks.
 func New(r *image.Reader, cacheChunks int) *Disk {
@@ -106,7 +109,7 @@ func (d *Disk) ahead(i int, k int64) {
 	if d.closed {
 		return
 	}
-	for a := k + 1; a <= k+readahead && a < n; a++ {
+	for a := k + 1; a <= k+d.aheadChunks() && a < n; a++ {
 		if !d.cache.has(key{i, a}) {
 			d.bg.Go(func() { d.chunk(i, a) })
 		}
