@@ -187,6 +187,16 @@ func extract(fsys fsread.FS, src string, e fsread.Entry, dest string, files, byt
 	default:
 		return nil // devices, fifos: not copied
 	}
+	if e.Owner && os.Geteuid() == 0 {
+		// As tar does for root: the files keep their owners (before
+		// the times; chown clears setuid and setgid, so the mode again).
+		if err := os.Lchown(dest, int(e.Uid), int(e.Gid)); err != nil {
+			return fmt.Errorf("%s: %w", dest, err)
+		}
+		if e.Mode&iofs.ModeSymlink == 0 {
+			os.Chmod(dest, keptMode(e.Mode))
+		}
+	}
 	if !e.ModTime.IsZero() {
 		// A symlink's own time, not its target's.
 		ts := []unix.Timespec{unix.NsecToTimespec(time.Now().UnixNano()), unix.NsecToTimespec(e.ModTime.UnixNano())}

@@ -11,7 +11,7 @@ import (
 type extFS struct{ f *ext.Files }
 
 func extEntry(f ext.File) Entry {
-	e := Entry{Name: f.Name, Mode: f.Mode, Size: f.Size, ModTime: f.ModTime, Target: f.Target}
+	e := Entry{Name: f.Name, Mode: f.Mode, Size: f.Size, ModTime: f.ModTime, Target: f.Target, Owner: true, Uid: f.Uid, Gid: f.Gid}
 	if e.Mode.IsDir() {
 		e.Size = 0
 	}

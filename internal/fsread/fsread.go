@@ -28,6 +28,10 @@ type Entry struct {
 	Size    int64
 	ModTime time.Time
 	Target  string // of a symlink
+	// Owner says Uid and Gid hold the file's owner (ext only: FAT has
+	// none, NTFS's are Windows SIDs).
+	Owner    bool
+	Uid, Gid uint32
 }
 
 // FS is a filesystem read in place. Paths are slash-separated, relative

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"unicode/utf16"
 )
@@ -19,6 +20,10 @@ func TestLsExtract(t *testing.T) {
 	bare := t.TempDir()
 	tree := filepath.Join(bare, "tree")
 	sh(t, filepath.Join(fixtures, "files.sh"), tree)
+	// Owners beyond 16 bits too (ext keeps the high halves apart).
+	sh(t, "chown", "1234:5678", filepath.Join(tree, "docs/numbers.txt"))
+	sh(t, "chown", "100000:200000", filepath.Join(tree, "bin"))
+	sh(t, "chown", "-h", "4321:8765", filepath.Join(tree, "link-to-numbers"))
 	for _, c := range []struct {
 		name string
 		mkfs []string
@@ -62,12 +67,17 @@ func checkExtract(t *testing.T, img string, n int, fs, want string) {
 	ok(t, "extract", fmt.Sprintf("%s:%d", img, n), "/", dest)
 	os.RemoveAll(filepath.Join(dest, "lost+found")) // as extTree leaves it out
 	sameTree(t, want, dest)
-	if strings.HasPrefix(fs, "ext") { // modes and times kept
-		for _, f := range []string{"docs/numbers.txt", "bin/size-1.bin", "docs", "link-to-numbers"} {
+	if strings.HasPrefix(fs, "ext") { // modes, times and owners kept
+		for _, f := range []string{"docs/numbers.txt", "bin/size-1.bin", "bin", "docs", "link-to-numbers"} {
 			a, _ := os.Lstat(filepath.Join(want, f))
 			b, err := os.Lstat(filepath.Join(dest, f))
 			if err != nil || a.Mode() != b.Mode() || a.ModTime().Unix() != b.ModTime().Unix() {
 				t.Errorf("%s: mode %v time %v, want %v %v (%v)", f, b.Mode(), b.ModTime(), a.Mode(), a.ModTime(), err)
+				continue
+			}
+			as, bs := a.Sys().(*syscall.Stat_t), b.Sys().(*syscall.Stat_t)
+			if as.Uid != bs.Uid || as.Gid != bs.Gid {
+				t.Errorf("%s: owner %d:%d, want %d:%d", f, bs.Uid, bs.Gid, as.Uid, as.Gid)
 			}
 		}
 	}

@@ -86,6 +86,9 @@ type File struct {
 	ModTime time.Time
 	Target  string // a symlink's target
 	Inode   uint32
+	// Uid and Gid own the file (32 bits: the high halves are in
+	// osd2, as Linux writes them).
+	Uid, Gid uint32
 }
 
 // OpenFiles reads the superblock and group descriptors of the filesystem
@@ -246,7 +249,11 @@ func (f *Files) file(name string, n *inode) (File, error) {
 	if err != nil {
 		return File{}, err
 	}
-	out := File{Name: name, Mode: mode, Size: n.size, ModTime: n.modTime(), Inode: n.num}
+	le := binary.LittleEndian
+	out := File{Name: name, Mode: mode, Size: n.size, ModTime: n.modTime(), Inode: n.num,
+		Uid: uint32(le.Uint16(n.raw[0x2:])) | uint32(le.Uint16(n.raw[0x78:]))<<16,
+		Gid: uint32(le.Uint16(n.raw[0x18:])) | uint32(le.Uint16(n.raw[0x7a:]))<<16,
+	}
 	if n.typ() == modeLink {
 		if out.Target, err = f.symlinkTarget(n); err != nil {
 			return File{}, err
