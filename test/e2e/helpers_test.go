@@ -211,21 +211,37 @@ func extract(t testing.TB, disk string, p part) string {
 
 func sameBytes(t testing.TB, a, b string, off, n int64, what string) {
 	t.Helper()
-	read := func(p string) []byte {
-		f, err := os.Open(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		buf := make([]byte, n)
-		if _, err := f.ReadAt(buf, off); err != nil {
-			t.Fatalf("read %s: %v", p, err)
-		}
-		return buf
-	}
-	if !bytes.Equal(read(a), read(b)) {
+	if !bytes.Equal(readAt(t, a, int(n), off), readAt(t, b, int(n), off)) {
 		t.Errorf("%s differ (bytes %d-%d)", what, off, off+n-1)
 	}
+}
+
+// writeAt writes b into the file at path at byte off.
+func writeAt(t testing.TB, path string, b []byte, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatalf("write %s at byte %d: %v", path, off, err)
+	}
+}
+
+// readAt reads n bytes of the file at path from byte off.
+func readAt(t testing.TB, path string, n int, off int64) []byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, n)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatalf("read %s at byte %d: %v", path, off, err)
+	}
+	return b
 }
 
 // Filesystem readers: each copies every file of a partition image out

@@ -342,31 +342,3 @@ func TestNBDClients(t *testing.T) {
 		t.Errorf("nbd-client -l lists %q, want %q", got, want)
 	}
 }
-
-// writeAt writes b into the file at path at byte off.
-func writeAt(t *testing.T, path string, b []byte, off int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.WriteAt(b, off); err != nil {
-		t.Fatalf("write %s at byte %d: %v", path, off, err)
-	}
-}
-
-// readAt reads n bytes of the file at path from byte off.
-func readAt(t *testing.T, path string, n int, off int64) []byte {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := make([]byte, n)
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatalf("read %s at byte %d: %v", path, off, err)
-	}
-	return b
-}
