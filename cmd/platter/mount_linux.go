@@ -12,31 +12,40 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/platter-dev/platter/internal/fsread"
 	"github.com/platter-dev/platter/internal/mount"
 	"github.com/platter-dev/platter/internal/view"
 	"github.com/spf13/cobra"
 )
 
 func newMountCommand() *cobra.Command {
-	var daemon bool
+	var daemon, files bool
 	var cache int
 	cmd := &cobra.Command{
-		Use:   "mount [--daemon] IMAGE DIR",
-		Short: "Show an image's disk and partitions as files, without restoring it",
+		Use:   "mount [--daemon] [--files] IMAGE[:N] DIR",
+		Short: "Show an image's disk and partitions, or a partition's files, without restoring it",
 		Long: `Mount shows the disk an image holds as read-only files in DIR (FUSE):
 DIR/disk.img, the whole disk, and DIR/pN.img for each partition, readable by
-any tool ("mount -o loop,ro DIR/p2.img /mnt/x" gives the filesystem). It runs
-until unmounted (platter umount DIR) or interrupted; --daemon returns once
-mounted and leaves it running.`,
+any tool ("mount -o loop,ro DIR/p2.img /mnt/x" gives the filesystem).
+With --files, DIR shows the files of the filesystem in partition N (ext2/3/4,
+FAT, NTFS; without :N the first platter reads), read in place: no root, no
+loop device, no kernel driver for the filesystem. It runs until unmounted
+(platter umount DIR) or interrupted; --daemon returns once mounted and
+leaves it running.`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if daemon {
-				return mountDaemon(args[0], args[1], cache)
+				return mountDaemon(args[0], args[1], cache, files)
+			}
+			if files {
+				return runMountFiles(cmd, args[0], args[1])
 			}
 			return runMount(cmd, args[0], args[1], cache)
 		},
 	}
 	cmd.Flags().BoolVar(&daemon, "daemon", false, "return once mounted, leaving the mount running")
+	cmd.Flags().BoolVar(&files, "files", false, "show the files of partition N's filesystem instead of disk and partition images")
 	cmd.Flags().IntVar(&cache, "cache", 32, "decoded chunks to keep in memory (8 MiB each by default)")
 	return cmd
 }
@@ -80,22 +89,46 @@ func runMount(cmd *cobra.Command, path, dir string, cache int) error {
 		names = append(names, f.Name)
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "mounted %s at %s: %s (platter umount %s to end)\n", path, dir, strings.Join(names, ", "), dir)
+	serveMount(cmd, srv)
+	return nil
+}
+
+// runMountFiles mounts the files of IMAGE[:N]'s filesystem at dir.
+func runMountFiles(cmd *cobra.Command, spec, dir string) error {
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE) // as runMount
+	return withFS(spec, func(fsys fsread.FS, label string) error {
+		srv, err := mount.MountFiles(dir, fsys, label, func(format string, args ...any) { warn(format, args...) })
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "mounted the files of %s at %s (platter umount %s to end)\n", label, dir, dir)
+		serveMount(cmd, srv)
+		return nil
+	})
+}
+
+// serveMount runs a mounted FUSE server until it is unmounted or the
+// command is interrupted.
+func serveMount(cmd *cobra.Command, srv *fuse.Server) {
 	go func() {
 		<-cmd.Context().Done()
 		srv.Unmount()
 	}()
 	srv.Wait()
-	return nil
 }
 
 // mountDaemon runs the mount in a child of its own session and returns
 // once DIR shows it (or the child fails, with its message).
-func mountDaemon(path, dir string, cache int) error {
+func mountDaemon(path, dir string, cache int, files bool) error {
+	// Refused here, before the child: a busy DIR would look mounted.
+	if err := mount.CheckMountPoint(dir); err != nil {
+		return err
+	}
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	args := []string{"mount", fmt.Sprintf("--cache=%d", cache)}
+	args := []string{"mount", fmt.Sprintf("--cache=%d", cache), fmt.Sprintf("--files=%v", files)}
 	for _, d := range searchDirs {
 		args = append(args, "--search", d)
 	}
@@ -110,7 +143,7 @@ func mountDaemon(path, dir string, cache int) error {
 	go func() { exited <- c.Wait() }()
 	deadline := time.After(30 * time.Second)
 	for {
-		if _, err := os.Stat(filepath.Join(dir, "disk.img")); err == nil {
+		if mount.IsMountPoint(dir) {
 			fmt.Printf("mounted %s at %s (process %d; platter umount %s to end)\n", path, dir, c.Process.Pid, dir)
 			return nil
 		}

@@ -134,8 +134,13 @@ func (n *ntfsFS) Open(name string) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	return io.NopCloser(io.NewSectionReader(readerAt{rng}, 0, e.Size)), nil
+	return sectionCloser{io.NewSectionReader(readerAt{rng}, 0, e.Size)}, nil
 }
+
+// sectionCloser is a file's reader: sequential, ReaderAt and Seeker.
+type sectionCloser struct{ *io.SectionReader }
+
+func (sectionCloser) Close() error { return nil }
 
 type readerAt struct{ r ntfs.RangeReaderAt }
 

@@ -1,8 +1,9 @@
 //go:build linux
 
-// Package mount shows an image's disk as files in a read-only FUSE
-// filesystem: disk.img (the whole disk) and pN.img (each partition),
-// readable by any tool, loop-mountable.
+// Package mount shows an image in a read-only FUSE filesystem: its disk
+// as files, disk.img (the whole disk) and pN.img (each partition),
+// readable by any tool, loop-mountable (Mount); or the files of a
+// filesystem inside it (MountFiles).
 package mount
 
 import (
@@ -35,7 +36,7 @@ type File struct {
 // (Wait for it; Unmount ends it). dir must be an empty directory that is
 // not a mount point already.
 func Mount(dir string, files []File, source string) (*fuse.Server, error) {
-	if err := checkMountPoint(dir); err != nil {
+	if err := CheckMountPoint(dir); err != nil {
 		return nil, err
 	}
 	root := &rootNode{files: files}
@@ -55,9 +56,9 @@ func Mount(dir string, files []File, source string) (*fuse.Server, error) {
 	return srv, nil
 }
 
-// checkMountPoint refuses what is not an empty directory, or is a mount
+// CheckMountPoint refuses what is not an empty directory, or is a mount
 // point already (busy).
-func checkMountPoint(dir string) error {
+func CheckMountPoint(dir string) error {
 	st, err := os.Stat(dir)
 	if err != nil {
 		return fmt.Errorf("mount point: %w", err)
@@ -65,8 +66,7 @@ func checkMountPoint(dir string) error {
 	if !st.IsDir() {
 		return fmt.Errorf("mount point %s is not a directory", dir)
 	}
-	var s, p unix.Stat_t
-	if err := unix.Stat(dir, &s); err == nil && unix.Stat(filepath.Join(dir, ".."), &p) == nil && s.Dev != p.Dev {
+	if IsMountPoint(dir) {
 		return fmt.Errorf("mount point %s is busy: something is mounted there already (platter umount %s?)", dir, dir)
 	}
 	ents, err := os.ReadDir(dir)
@@ -77,6 +77,13 @@ func checkMountPoint(dir string) error {
 		return fmt.Errorf("mount point %s is not empty", dir)
 	}
 	return nil
+}
+
+// IsMountPoint says whether something is mounted at dir (its device is
+// not its parent's).
+func IsMountPoint(dir string) bool {
+	var s, p unix.Stat_t
+	return unix.Stat(dir, &s) == nil && unix.Stat(filepath.Join(dir, ".."), &p) == nil && s.Dev != p.Dev
 }
 
 // Unmount unmounts dir (a platter mount).
