@@ -19,6 +19,7 @@ import (
 	"github.com/diskfs/go-diskfs/filesystem/fat16"
 	"github.com/diskfs/go-diskfs/filesystem/fat32"
 	"github.com/platter-dev/platter/internal/fsmap/ext"
+	"github.com/platter-dev/platter/internal/fsmap/fat"
 )
 
 // Entry is a file, directory or symlink.
@@ -46,9 +47,6 @@ type FS interface {
 // "fat16", "fat32", "ntfs", as image metadata names them) in the size
 // bytes of r.
 func Open(r io.ReaderAt, size int64, fs string) (FS, error) {
-	st := &storage{r: r, size: size}
-	var err error
-	var d diskfs
 	switch fs {
 	case "ext2", "ext3", "ext4":
 		f, err := ext.OpenFiles(r, size)
@@ -56,21 +54,36 @@ func Open(r io.ReaderAt, size int64, fs string) (FS, error) {
 			return nil, fmt.Errorf("read the %s filesystem: %w", fs, err)
 		}
 		return extFS{f}, nil
-	case "fat12":
-		d, err = fat12.Read(st, size, 0, 512)
-	case "fat16":
-		d, err = fat16.Read(st, size, 0, 512)
-	case "fat32":
-		d, err = fat32.Read(st, size, 0, 512)
+	case "fat12", "fat16", "fat32":
+		// go-diskfs follows a looping cluster chain until memory runs out.
+		if err := fat.CheckChains(r, size); err != nil {
+			return nil, fmt.Errorf("read the %s filesystem: %w", fs, err)
+		}
+		d, err := safely("go-diskfs", "read", "the "+fs+" filesystem", func() (diskfs, error) { return openFAT(r, size, fs) })
+		if err != nil {
+			return nil, fmt.Errorf("read the %s filesystem: %w", fs, err)
+		}
+		return guarded{&diskfsFS{fs: d}, "go-diskfs"}, nil
 	case "ntfs":
-		return openNTFS(r)
-	default:
-		return nil, fmt.Errorf("cannot read files of a %s filesystem", fs)
+		f, err := safely("go-ntfs", "read", "the ntfs filesystem", func() (FS, error) { return openNTFS(r) })
+		if err != nil {
+			return nil, err
+		}
+		return guarded{f, "go-ntfs"}, nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("read the %s filesystem: %w", fs, err)
+	return nil, fmt.Errorf("cannot read files of a %s filesystem", fs)
+}
+
+// openFAT reads a FAT filesystem with go-diskfs.
+func openFAT(r io.ReaderAt, size int64, fs string) (diskfs, error) {
+	st := &storage{r: r, size: size}
+	switch fs {
+	case "fat12":
+		return fat12.Read(st, size, 0, 512)
+	case "fat16":
+		return fat16.Read(st, size, 0, 512)
 	}
-	return &diskfsFS{fs: d}, nil
+	return fat32.Read(st, size, 0, 512)
 }
 
 // clean turns a user's path into go-diskfs's form ("." for the root).

@@ -33,6 +33,7 @@ type bpb struct {
 	r      io.ReaderAt
 	piece  []byte // a piece of the first FAT, read by fill
 	pieceN int64  // its index (FAT byte offset / len(piece)); -1: none
+	whole  []byte // the whole first FAT, when CheckChains read it
 }
 
 // Detect reads the FAT filesystem in r (size bytes) and returns its used
@@ -186,6 +187,9 @@ func (b *bpb) fill(first int64, m *block.Map) error {
 func (b *bpb) entry(c int64) (uint32, error) {
 	bits := b.entryBits()
 	at := c * bits / 8 // byte of the entry within the FAT
+	if b.whole != nil {
+		return decodeEntry(b.whole[at:], bits, c), nil
+	}
 	if b.piece == nil {
 		b.piece, b.pieceN = make([]byte, fatPiece), -1
 	}
@@ -199,19 +203,23 @@ func (b *bpb) entry(c int64) (uint32, error) {
 		}
 		b.pieceN = n
 	}
-	i := at - b.pieceN*fatPiece
+	// Entries of FAT12 come in 3-byte pairs and a piece is a multiple
+	// of 3 bytes, so both bytes of an entry are in the piece.
+	return decodeEntry(b.piece[at-b.pieceN*fatPiece:], bits, c), nil
+}
+
+// decodeEntry decodes cluster c's entry at the start of p.
+func decodeEntry(p []byte, bits, c int64) uint32 {
 	le := binary.LittleEndian
 	switch bits {
 	case 12:
-		// Entries come in 3-byte pairs and a piece is a multiple of 3
-		// bytes, so both bytes of an entry are in the piece.
-		w := uint32(le.Uint16(b.piece[i:]))
+		w := uint32(le.Uint16(p))
 		if c&1 == 1 {
-			return w >> 4, nil
+			return w >> 4
 		}
-		return w & 0xfff, nil
+		return w & 0xfff
 	case 16:
-		return uint32(le.Uint16(b.piece[i:])), nil
+		return uint32(le.Uint16(p))
 	}
-	return le.Uint32(b.piece[i:]) & 0x0fffffff, nil
+	return le.Uint32(p) & 0x0fffffff
 }
