@@ -87,6 +87,9 @@ type node struct {
 	t    *tree
 	path string // relative to the root, "" for the root
 	e    fsread.Entry
+
+	mu       sync.Mutex
+	children map[string]fsread.Entry // a directory's listing, once read
 }
 
 var (
@@ -147,11 +150,38 @@ func (n *node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 	return 0
 }
 
+// list returns a directory's entries by name, reading them once: ls -l
+// of a large directory looks every entry up, and a lookup by path scans
+// the directory.
+func (n *node) list() (map[string]fsread.Entry, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.children == nil {
+		ents, err := n.t.readDir(n.path)
+		if err != nil {
+			return nil, err
+		}
+		n.children = make(map[string]fsread.Entry, len(ents))
+		for _, e := range ents {
+			n.children[e.Name] = e
+		}
+	}
+	return n.children, nil
+}
+
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	p := path.Join(n.path, name)
-	e, err := n.t.stat(p)
+	kids, err := n.list()
 	if err != nil {
-		return nil, n.t.errno("stat", p, err)
+		return nil, n.t.errno("list", n.path, err)
+	}
+	e, ok := kids[name]
+	if !ok {
+		// Not by its exact name: FAT and NTFS match names without
+		// regard to case, which the reader knows.
+		if e, err = n.t.stat(p); err != nil {
+			return nil, n.t.errno("stat", p, err)
+		}
 	}
 	fill(&out.Attr, e)
 	child := &node{t: n.t, path: p, e: e}
@@ -159,7 +189,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 }
 
 func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	ents, err := n.t.readDir(n.path)
+	ents, err := n.t.readDir(n.path) // in the filesystem's order
 	if err != nil {
 		return nil, n.t.errno("list", n.path, err)
 	}
