@@ -11,7 +11,6 @@ import (
 	"path"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -32,21 +31,7 @@ func MountFiles(dir string, fsys fsread.FS, source string, log func(format strin
 	if err != nil {
 		return nil, fmt.Errorf("read the root directory: %w", err)
 	}
-	timeout := time.Hour // the image never changes
-	srv, err := fs.Mount(dir, &node{t: t, path: "", e: root}, &fs.Options{
-		MountOptions: fuse.MountOptions{
-			FsName:  source,
-			Name:    "platter",
-			Options: []string{"ro"},
-		},
-		EntryTimeout:    &timeout,
-		AttrTimeout:     &timeout,
-		NegativeTimeout: &timeout,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("mount at %s: %w", dir, err)
-	}
-	return srv, nil
+	return mountRoot(dir, &node{t: t, path: "", e: root}, source)
 }
 
 // tree serialises calls into the filesystem reader: not every reader

@@ -39,16 +39,22 @@ func Mount(dir string, files []File, source string) (*fuse.Server, error) {
 	if err := CheckMountPoint(dir); err != nil {
 		return nil, err
 	}
-	root := &rootNode{files: files}
-	timeout := time.Hour // the image never changes
+	return mountRoot(dir, &rootNode{files: files}, source)
+}
+
+// mountRoot mounts root read-only at dir, letting the kernel keep names
+// and attributes (the image never changes).
+func mountRoot(dir string, root fs.InodeEmbedder, source string) (*fuse.Server, error) {
+	timeout := time.Hour
 	srv, err := fs.Mount(dir, root, &fs.Options{
 		MountOptions: fuse.MountOptions{
 			FsName:  source,
 			Name:    "platter",
 			Options: []string{"ro"},
 		},
-		EntryTimeout: &timeout,
-		AttrTimeout:  &timeout,
+		EntryTimeout:    &timeout,
+		AttrTimeout:     &timeout,
+		NegativeTimeout: &timeout,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("mount at %s: %w", dir, err)
