@@ -71,7 +71,16 @@ type Files struct {
 	r      io.ReaderAt
 	sb     *fs
 	itable []uint64 // per group: first block of its inode table
+
+	// The names of the directories looked in last (up to maxDirs):
+	// extracting the files of a large directory looks each up by path,
+	// and a scan per name would make that quadratic.
+	mu    sync.Mutex
+	dirs  map[uint32]map[string]uint32
+	order []uint32 // oldest first
 }
+
+const maxDirs = 16
 
 // File is an inode found by path.
 type File struct {
@@ -315,14 +324,7 @@ func (f *Files) lookup(op, name string) (*inode, string, error) {
 		if n.typ() != modeDir {
 			return nil, "", &iofs.PathError{Op: "ext: " + op, Path: strings.Join(elems[:i], "/"), Err: errNotDir}
 		}
-		var found uint32
-		err := f.dirEntries(n, func(ent []byte, ino uint32) bool {
-			if string(ent) == e {
-				found = ino
-				return false
-			}
-			return true
-		})
+		found, err := f.find(n, e)
 		if err != nil {
 			return nil, "", err
 		}
@@ -334,6 +336,41 @@ func (f *Files) lookup(op, name string) (*inode, string, error) {
 		}
 	}
 	return n, clean, nil
+}
+
+// find returns the inode of name in directory n (0: none), reading the
+// directory's names once while it stays among the last looked in.
+func (f *Files) find(n *inode, name string) (uint32, error) {
+	f.mu.Lock()
+	if names, ok := f.dirs[n.num]; ok {
+		f.mu.Unlock()
+		return names[name], nil
+	}
+	f.mu.Unlock()
+	names := map[string]uint32{}
+	err := f.dirEntries(n, func(ent []byte, ino uint32) bool {
+		if _, dup := names[string(ent)]; !dup {
+			names[string(ent)] = ino // the first of a damaged duplicate, as a scan finds it
+		}
+		return true
+	})
+	if err != nil {
+		return 0, err
+	}
+	f.mu.Lock()
+	if f.dirs == nil {
+		f.dirs = map[uint32]map[string]uint32{}
+	}
+	if _, ok := f.dirs[n.num]; !ok {
+		if len(f.order) == maxDirs {
+			delete(f.dirs, f.order[0])
+			f.order = f.order[1:]
+		}
+		f.dirs[n.num] = names
+		f.order = append(f.order, n.num)
+	}
+	f.mu.Unlock()
+	return names[name], nil
 }
 
 // Stat finds name: a slash-separated path relative to the root ("", "."
