@@ -355,6 +355,11 @@ func (f *Files) find(n *inode, name string) (uint32, error) {
 		return true
 	})
 	if err != nil {
+		// A damaged directory is not kept; a name before the damage
+		// is still found.
+		if ino := names[name]; ino != 0 {
+			return ino, nil
+		}
 		return 0, err
 	}
 	f.mu.Lock()
