@@ -155,7 +155,6 @@ func extract(fsys fsread.FS, src string, e fsread.Entry, dest string, files, byt
 				return err
 			}
 		}
-		os.Chmod(dest, keptMode(e.Mode))
 	case e.Mode&iofs.ModeSymlink != 0:
 		os.Remove(dest)
 		if err := os.Symlink(e.Target, dest); err != nil {
@@ -183,19 +182,19 @@ func extract(fsys fsread.FS, src string, e fsread.Entry, dest string, files, byt
 			return fmt.Errorf("%s: %w", src, err)
 		}
 		*files, *bytes = *files+1, *bytes+n
-		os.Chmod(dest, keptMode(e.Mode))
 	default:
 		return nil // devices, fifos: not copied
 	}
+	// Owner, then mode (chown clears setuid and setgid), then times,
+	// once a directory's children are written.
 	if e.Owner && os.Geteuid() == 0 {
-		// As tar does for root: the files keep their owners (before
-		// the times; chown clears setuid and setgid, so the mode again).
+		// As tar does for root: the files keep their owners.
 		if err := os.Lchown(dest, int(e.Uid), int(e.Gid)); err != nil {
 			return fmt.Errorf("%s: %w", dest, err)
 		}
-		if e.Mode&iofs.ModeSymlink == 0 {
-			os.Chmod(dest, keptMode(e.Mode))
-		}
+	}
+	if e.Mode&iofs.ModeSymlink == 0 {
+		os.Chmod(dest, keptMode(e.Mode))
 	}
 	if !e.ModTime.IsZero() {
 		// A symlink's own time, not its target's.
