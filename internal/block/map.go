@@ -228,32 +228,20 @@ func (m *Map) WriteTo(w io.Writer) (int64, error) {
 	return total, nil
 }
 
-// ReadMap reads a map in the form Bytes returns from r, a piece at a time.
-// Zero bytes are skipped, so the pages of a large, mostly free map are
-// never touched.
-func ReadMap(r io.Reader, blockSize, length int64) (*Map, error) {
-	m, err := NewMap(blockSize, length)
-	if err != nil {
-		return nil, err
+// Load replaces the map's bits with b, in the form Bytes returns; b must
+// be ByteLen bytes. Bits past the last block are ignored.
+func (m *Map) Load(b []byte) error {
+	if int64(len(b)) != m.ByteLen() {
+		return fmt.Errorf("block: %d bytes of map for %d blocks", len(b), m.Blocks())
 	}
-	buf := make([]byte, 64<<10)
-	n := m.ByteLen()
-	for done := int64(0); done < n; {
-		b := buf[:min(int64(len(buf)), n-done)]
-		if _, err := io.ReadFull(r, b); err != nil {
-			return nil, fmt.Errorf("block: read map: %w", err)
+	clear(m.words)
+	for i, v := range b {
+		if v != 0 {
+			m.words[i/8] |= uint64(v) << (uint(i%8) * 8)
 		}
-		for i, v := range b {
-			if v != 0 {
-				k := done + int64(i)
-				m.words[k/8] |= uint64(v) << (uint(k%8) * 8)
-			}
-		}
-		done += int64(len(b))
 	}
-	// Bits past the last block must not count.
 	if r := m.Blocks() % 64; r != 0 && len(m.words) > 0 {
 		m.words[len(m.words)-1] &= (1 << uint(r)) - 1
 	}
-	return m, nil
+	return nil
 }

@@ -4,7 +4,6 @@
 package codec
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -210,18 +209,20 @@ func NewStreamEncoder(w io.Writer) (io.WriteCloser, error) {
 	return z, nil
 }
 
-// NewBlockReader streams the decoded bytes of a stored block whose decoded
-// length must be exactly rawLen: a block that decodes to more or fewer
-// bytes, or does not decode, is an error wrapping ErrCorrupt from Read.
-func NewBlockReader(id ID, src []byte, rawLen int64) (io.ReadCloser, error) {
+// NewBlockReader streams the decoded bytes of a stored block (stored
+// bytes read from src) whose decoded length must be exactly rawLen: a
+// block that decodes to more or fewer bytes, or does not decode, is an
+// error wrapping ErrCorrupt from Read. The decoder's memory is bounded
+// (a window of at most MaxWindow) whatever the block claims.
+func NewBlockReader(id ID, src io.Reader, stored, rawLen int64) (io.ReadCloser, error) {
 	switch id {
 	case None:
-		if int64(len(src)) != rawLen {
-			return nil, fmt.Errorf("%w: block is %d bytes, want %d", ErrCorrupt, len(src), rawLen)
+		if stored != rawLen {
+			return nil, fmt.Errorf("%w: block is %d bytes, want %d", ErrCorrupt, stored, rawLen)
 		}
-		return io.NopCloser(bytes.NewReader(src)), nil
+		return io.NopCloser(io.LimitReader(src, stored)), nil
 	case Zstd:
-		zr, err := zstd.NewReader(bytes.NewReader(src), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(1<<31))
+		zr, err := zstd.NewReader(src, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(MaxWindow), zstd.WithDecoderMaxMemory(uint64(max(rawLen, MaxWindow))))
 		if err != nil {
 			return nil, fmt.Errorf("codec: %w", err)
 		}
@@ -229,6 +230,10 @@ func NewBlockReader(id ID, src []byte, rawLen int64) (io.ReadCloser, error) {
 	}
 	return nil, fmt.Errorf("%w: unknown codec %d", ErrCorrupt, uint8(id))
 }
+
+// MaxWindow is the largest zstd window a block reader accepts: blocks are
+// written by NewStreamEncoder, whose window is 8 MiB.
+const MaxWindow = 16 << 20
 
 // blockReader checks a zstd stream's decoded length as it is read.
 type blockReader struct {

@@ -86,8 +86,8 @@ func TestRoundTrip(t *testing.T) {
 			t.Fatalf("chunk %d: %v", i, err)
 		}
 	}
-	if r.Map(0).Count() != 10 {
-		t.Fatalf("map lost bits: %d", r.Map(0).Count())
+	if got := r.Map(0).UsedBytes(); got != 10*512 {
+		t.Fatalf("map lost bits: %d used bytes", got)
 	}
 }
 

@@ -1,24 +1,33 @@
 package image
 
 import (
+	"bufio"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"runtime"
 	"sync"
 
-	"github.com/platter-dev/platter/internal/block"
 	"github.com/platter-dev/platter/internal/codec"
 	"github.com/zeebo/blake3"
 )
 
-// Limits that keep a hostile file from making the reader allocate
-// without bound.
+// Limits that keep a hostile file from making the reader allocate or
+// decode without bound: every length is checked against what the file can
+// hold before anything is allocated.
 const (
-	maxMetaLen   = 1 << 30
+	// maxMetaLen bounds the decoded metadata (JSON): an honest one is a
+	// few KB even with every partition a GPT can hold.
+	maxMetaLen   = 4 << 20
 	minChunkSize = 4 << 10
 	maxChunkSize = 64 << 20
+	// An index entry holds a 32-byte hash; an honest index compresses
+	// about 55 times at most (a large empty raw area: all zero chunks).
+	// Anything that claims more than this per stored byte is a lie.
+	maxIndexExpansion = 1024
 )
 
 // Reader gives random access to the chunks of an image. Its methods are
@@ -32,7 +41,7 @@ type Reader struct {
 	digest  [32]byte
 	dec     *codec.Decoder
 	bufs    sync.Pool
-	maps    []*block.Map
+	maps    []*AreaMap
 	name    string  // the file, for messages
 	parent  *Reader // AttachParent
 	content [32]byte
@@ -99,12 +108,9 @@ func NewReader(r io.ReaderAt, size int64) (*Reader, error) {
 		return nil, err
 	}
 	ir.meta = &meta
-	mapsHash, err := ir.readMaps(f.MapsOff, f.MapsLen)
-	if err != nil {
-		return nil, err
-	}
 
-	// The index can hold at most one entry per chunk of every area.
+	// The index can hold at most one entry per chunk of every area, and
+	// no more than its stored bytes can describe.
 	var maxEntries int64
 	for _, a := range meta.Areas {
 		maxEntries += (a.Size + meta.ChunkSize - 1) / meta.ChunkSize
@@ -112,20 +118,16 @@ func NewReader(r io.ReaderAt, size int64) (*Reader, error) {
 	if f.EntryCount > uint64(maxEntries) {
 		return nil, &FormatError{Off: footOff + 80, Msg: fmt.Sprintf("footer claims %d index entries, the areas have %d chunks", f.EntryCount, maxEntries)}
 	}
-	idxRaw, idxHash, err := ir.readBlock(f.IndexOff, f.IndexLen, indexMagic, int64(f.EntryCount)*entrySize)
+	if limit := maxIndexExpansion * (f.IndexLen - blockHeaderSize); f.EntryCount > uint64(limit+(1<<20))/entrySize {
+		return nil, &FormatError{Off: footOff + 80, Msg: fmt.Sprintf("footer claims %d index entries, more than the %d stored bytes of the index can describe", f.EntryCount, f.IndexLen-blockHeaderSize)}
+	}
+	idxHash, err := ir.readIndex(f.IndexOff, f.IndexLen, int64(f.EntryCount))
 	if err != nil {
 		return nil, err
 	}
-	if int64(len(idxRaw)) != int64(f.EntryCount)*entrySize {
-		return nil, &FormatError{Off: f.IndexOff, Msg: fmt.Sprintf("index holds %d bytes, footer says %d entries", len(idxRaw), f.EntryCount)}
-	}
-	ir.entries = make([]Entry, f.EntryCount)
-	for i := range ir.entries {
-		e := parseEntry(idxRaw[i*entrySize:])
-		if err := ir.checkEntry(e, i, f.IndexOff); err != nil {
-			return nil, err
-		}
-		ir.entries[i] = e
+	mapsHash, err := ir.readMaps(f.MapsOff, f.MapsLen)
+	if err != nil {
+		return nil, err
 	}
 	h := blake3.New()
 	h.Write(idxHash[:])
@@ -143,21 +145,46 @@ func NewReader(r io.ReaderAt, size int64) (*Reader, error) {
 	return ir, nil
 }
 
-// readBlock reads and checks the index or metadata block at off.
+// readBlock reads and checks the metadata block at off.
 func (ir *Reader) readBlock(off, length int64, magic [4]byte, maxRaw int64) ([]byte, [32]byte, error) {
 	var raw []byte
-	hash, err := ir.streamBlock(off, length, magic, maxRaw, func(r io.Reader, _ int64) error {
-		var err error
-		raw, err = io.ReadAll(r)
+	hash, err := ir.streamBlock(off, length, magic, maxRaw, func(r io.Reader, rawLen int64) error {
+		raw = make([]byte, rawLen)
+		_, err := io.ReadFull(r, raw)
 		return err
 	})
 	return raw, hash, err
 }
 
+// readIndex reads the index block at off, which must hold count entries,
+// checking each entry as it is decoded: memory grows only with entries
+// that are really there and right.
+func (ir *Reader) readIndex(off, length, count int64) ([32]byte, error) {
+	return ir.streamBlock(off, length, indexMagic, count*entrySize, func(r io.Reader, rawLen int64) error {
+		if rawLen != count*entrySize {
+			return fmt.Errorf("index holds %d bytes, the footer says %d entries", rawLen, count)
+		}
+		br := bufio.NewReaderSize(r, 64<<10)
+		var b [entrySize]byte
+		for i := int64(0); i < count; i++ {
+			if _, err := io.ReadFull(br, b[:]); err != nil {
+				return err
+			}
+			e := parseEntry(b[:])
+			if err := ir.checkEntry(e, int(i), off); err != nil {
+				return err
+			}
+			ir.entries = append(ir.entries, e)
+		}
+		return nil
+	})
+}
+
 // streamBlock reads and checks the block at off and passes its decoded
-// bytes (rawLen of them) to consume as a stream, so a large block is never
-// whole in memory. consume must read to the end; the block's hash is
-// checked after it returns.
+// bytes (rawLen of them, at most maxRaw) to consume as a stream: neither
+// the stored nor the decoded bytes are ever whole in memory. consume must
+// read to the end; the stored bytes' checksum and the decoded bytes' hash
+// are checked after it returns.
 func (ir *Reader) streamBlock(off, length int64, magic [4]byte, maxRaw int64, consume func(r io.Reader, rawLen int64) error) ([32]byte, error) {
 	var hb [blockHeaderSize]byte
 	if _, err := ir.r.ReadAt(hb[:], off); err != nil {
@@ -170,29 +197,59 @@ func (ir *Reader) streamBlock(off, length int64, magic [4]byte, maxRaw int64, co
 	if int64(h.Stored) != length-blockHeaderSize {
 		return h.Hash, &FormatError{Off: off + 16, Msg: fmt.Sprintf("%s block length %d does not match the footer's %d", magic[:], h.Stored, length-blockHeaderSize)}
 	}
-	if int64(h.RawLen) > maxRaw {
+	if int64(h.RawLen) > maxRaw || h.RawLen > 1<<62 {
 		return h.Hash, &FormatError{Off: off + 8, Msg: fmt.Sprintf("%s block claims %d bytes, more than the %d possible", magic[:], h.RawLen, maxRaw)}
 	}
-	stored := make([]byte, h.Stored)
-	if _, err := ir.r.ReadAt(stored, off+blockHeaderSize); err != nil {
-		return h.Hash, fmt.Errorf("image: read %s block at byte %d: %w", magic[:], off, err)
-	}
-	if crc(stored) != h.StoredCRC {
-		return h.Hash, &FormatError{Off: off + blockHeaderSize, Msg: fmt.Sprintf("%s block checksum mismatch", magic[:])}
-	}
-	dec, err := codec.NewBlockReader(codec.ID(h.Codec), stored, int64(h.RawLen))
+	crcr := &crcReader{r: io.NewSectionReader(ir.r, off+blockHeaderSize, int64(h.Stored))}
+	dec, err := codec.NewBlockReader(codec.ID(h.Codec), crcr, int64(h.Stored), int64(h.RawLen))
 	if err != nil {
 		return h.Hash, &FormatError{Off: off + blockHeaderSize, Msg: fmt.Sprintf("%s block does not decode", magic[:]), Err: err}
 	}
 	defer dec.Close()
 	hasher := blake3.New()
 	if err := consume(io.TeeReader(dec, hasher), int64(h.RawLen)); err != nil {
+		var fe *FormatError
+		if errors.As(err, &fe) {
+			return h.Hash, err
+		}
+		if crcr.drain() == nil && crcr.sum != h.StoredCRC {
+			return h.Hash, &FormatError{Off: off + blockHeaderSize, Msg: fmt.Sprintf("%s block checksum mismatch", magic[:])}
+		}
 		return h.Hash, &FormatError{Off: off + blockHeaderSize, Msg: fmt.Sprintf("%s block does not decode", magic[:]), Err: err}
+	}
+	// The decoder says whether more follows than the header claims.
+	if _, err := io.Copy(io.Discard, dec); err != nil {
+		return h.Hash, &FormatError{Off: off + blockHeaderSize, Msg: fmt.Sprintf("%s block does not decode", magic[:]), Err: err}
+	}
+	if err := crcr.drain(); err != nil {
+		return h.Hash, fmt.Errorf("image: read %s block at byte %d: %w", magic[:], off, err)
+	}
+	if crcr.sum != h.StoredCRC {
+		return h.Hash, &FormatError{Off: off + blockHeaderSize, Msg: fmt.Sprintf("%s block checksum mismatch", magic[:])}
 	}
 	if [32]byte(hasher.Sum(nil)) != h.Hash {
 		return h.Hash, &FormatError{Off: off + blockHeaderSize, Msg: fmt.Sprintf("%s block hash mismatch", magic[:])}
 	}
 	return h.Hash, nil
+}
+
+// crcReader computes the CRC-32C of what is read through it.
+type crcReader struct {
+	r   io.Reader
+	sum uint32
+}
+
+func (c *crcReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.sum = crc32.Update(c.sum, castagnoli, p[:n])
+	return n, err
+}
+
+// drain reads what the decoder left, so the checksum covers every
+// stored byte.
+func (c *crcReader) drain() error {
+	_, err := io.Copy(io.Discard, c)
+	return err
 }
 
 func (ir *Reader) checkMeta(m *Metadata, off int64) error {
@@ -228,15 +285,15 @@ func (ir *Reader) checkMeta(m *Metadata, off int64) error {
 		if a.Kind != KindPartition && a.Kind != KindGap {
 			return bad("area %d has unknown kind %q", i, a.Kind)
 		}
-		if a.BlockSize < 0 || a.BlockSize > maxChunkSize || (a.BlockSize > 0 && a.Size/a.BlockSize > 1<<34) {
+		if a.BlockSize < 0 || a.BlockSize > maxChunkSize || a.BlockSize&(a.BlockSize-1) != 0 || (a.BlockSize > 0 && a.Size/a.BlockSize > 1<<34) {
 			return bad("area %d (%s) has an impossible map block size %d", i, a.Label(), a.BlockSize)
 		}
 	}
 	return nil
 }
 
-// readMaps reads the maps block and rebuilds the allocation map of every
-// area that has one, in area order.
+// readMaps reads the maps block and keeps, for every area that has a
+// map, the used blocks of its chunks (which all have index entries).
 func (ir *Reader) readMaps(off, length int64) ([32]byte, error) {
 	var want int64
 	for _, a := range ir.meta.Areas {
@@ -244,7 +301,11 @@ func (ir *Reader) readMaps(off, length int64) ([32]byte, error) {
 			want += ((a.Size+a.BlockSize-1)/a.BlockSize + 7) / 8
 		}
 	}
-	ir.maps = make([]*block.Map, len(ir.meta.Areas))
+	if want > maxMapsBytes {
+		return [32]byte{}, &FormatError{Off: off, Msg: fmt.Sprintf("the metadata calls for allocation maps of %d bytes, more than the %d a reader decodes", want, int64(maxMapsBytes))}
+	}
+	ir.maps = make([]*AreaMap, len(ir.meta.Areas))
+	mr := &mapsReader{ir: ir, budget: mapBudget(ir.size)}
 	return ir.streamBlock(off, length, mapsMagic, want, func(r io.Reader, rawLen int64) error {
 		if rawLen != want {
 			return fmt.Errorf("maps block holds %d bytes, the areas need %d", rawLen, want)
@@ -253,9 +314,9 @@ func (ir *Reader) readMaps(off, length int64) ([32]byte, error) {
 			if a.BlockSize == 0 {
 				continue
 			}
-			m, err := block.ReadMap(r, a.BlockSize, a.Size)
+			m, err := mr.readArea(r, i)
 			if err != nil {
-				return fmt.Errorf("map of %s: %w", a.Label(), err)
+				return &FormatError{Off: off + blockHeaderSize, Msg: "maps block: " + err.Error()}
 			}
 			ir.maps[i] = m
 		}
@@ -317,7 +378,7 @@ func (ir *Reader) Digest() [32]byte { return ir.digest }
 
 // Map is the allocation map of area i, or nil when every byte of the area
 // counts as used (raw areas and gaps).
-func (ir *Reader) Map(i int) *block.Map { return ir.maps[i] }
+func (ir *Reader) Map(i int) *AreaMap { return ir.maps[i] }
 
 // Where names the bytes a chunk covers, for messages:
 // "partition 2, bytes 1048576-2097151".

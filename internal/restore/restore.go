@@ -86,7 +86,7 @@ func Size(img *image.Reader, partition int) (int64, error) {
 type task struct {
 	e    image.Entry
 	base int64 // target offset of the chunk's area
-	used *block.Map
+	used *image.AreaMap
 	rel  int64 // chunk offset inside its area
 }
 
