@@ -11,8 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/platter-dev/platter/internal/blockdev"
 	"github.com/platter-dev/platter/internal/image"
+	"github.com/platter-dev/platter/internal/outfile"
 	"github.com/platter-dev/platter/internal/ui"
 	"github.com/spf13/cobra"
 )
@@ -52,34 +52,28 @@ The file is replaced atomically.`,
 // writes path.partial, syncs it, checks it (same id and content, attaches
 // to newParent, every chunk verified) and renames it over path.
 func fold(ctx context.Context, path string, r, newParent *image.Reader) (int, error) {
-	partial := path + ".partial"
-	f, err := os.OpenFile(partial, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	p, err := outfile.NewPartial(path)
 	if err != nil {
 		return 0, err
 	}
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(partial)
-		}
-	}()
-	n, err := image.Fold(f, r, newParent, filepath.Dir(path))
+	defer p.Abort() // a no-op once committed
+	n, err := image.Fold(p.File(), r, newParent, filepath.Dir(path))
 	if err != nil {
 		return 0, fmt.Errorf("consolidate %s: %w", path, err)
 	}
-	if err := f.Sync(); err != nil {
-		return 0, err
-	}
-	if err := f.Close(); err != nil {
+	if err := p.File().Sync(); err != nil {
 		return 0, err
 	}
 	// Check the new file before it takes the old one's place.
-	nf, nr, err := openOne(partial)
+	st, err := p.File().Stat()
+	if err != nil {
+		return 0, err
+	}
+	nr, err := image.NewReader(p.File(), st.Size())
 	if err != nil {
 		return 0, fmt.Errorf("consolidate %s: the new image does not read back: %w", path, err)
 	}
-	defer nf.Close()
+	nr.SetName(p.Name())
 	defer nr.Close()
 	if nr.ID() != r.ID() || nr.ContentDigest() != r.ContentDigest() {
 		return 0, fmt.Errorf("consolidate %s: the new image has other contents (internal error); nothing was changed", path)
@@ -92,12 +86,7 @@ func fold(ctx context.Context, path string, r, newParent *image.Reader) (int, er
 	if bad, err := nr.Verify(ctx, runtime.GOMAXPROCS(0), nil); err != nil || len(bad) > 0 {
 		return 0, fmt.Errorf("consolidate %s: the new image does not verify (%v %v); nothing was changed", path, err, bad)
 	}
-	if err := os.Rename(partial, path); err != nil {
-		return 0, err
-	}
-	ok = true
-	blockdev.SyncDir(filepath.Dir(path))
-	return n, nil
+	return n, p.Commit(true)
 }
 
 type pruneOptions struct {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -158,6 +157,9 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 	if parentFiles != nil {
 		defer parentFiles.Close()
 		defer bopts.Parent.Close()
+		if held := parentFiles.holding(imagePath); held != "" {
+			return usagef("IMAGE %s is %s, a file of the parent's chain: the new image needs it", imagePath, held)
+		}
 	}
 	progress := ui.NewProgress(mode, os.Stderr, "create")
 	bopts.Progress = progress
@@ -294,7 +296,7 @@ func (h *holder) thaw() {
 // openParent opens the image an incremental or differential is made
 // against, with its whole chain (every parent found and checked now,
 // before anything is read or written).
-func openParent(bopts *backup.Options, opts createOptions) (io.Closer, error) {
+func openParent(bopts *backup.Options, opts createOptions) (chainFiles, error) {
 	path, typ := opts.incremental, "incremental"
 	switch {
 	case opts.incremental != "" && opts.differential != "":

@@ -10,7 +10,9 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"strings"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/platter-dev/platter/internal/backup"
 	"github.com/platter-dev/platter/internal/block"
@@ -50,19 +52,46 @@ func run(args []string) int {
 			defer func() { pprof.StopCPUProfile(); f.Close() }()
 		}
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, interrupted := onSignal()
 	root := newRootCommand()
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
+	if code := interrupted(); code != 0 {
+		fmt.Fprintf(os.Stderr, "platter: interrupted\n")
+		return code
+	}
 	if err == nil {
 		return exitOK
 	}
-	if ctx.Err() != nil {
-		err = errors.New("interrupted")
-	}
 	fmt.Fprintf(os.Stderr, "platter: %s\n", oneLine(err.Error()))
 	return exitCode(err)
+}
+
+// signalGrace is how long a command has to stop cleanly (remove what it
+// half-made, thaw what it froze) after SIGINT or SIGTERM before platter
+// exits anyway; a second signal exits at once.
+const signalGrace = 3 * time.Second
+
+// onSignal returns a context that SIGINT and SIGTERM cancel, and a
+// function that gives the exit code for the signal received (128 + its
+// number, as shells report it), or 0 if none came.
+func onSignal() (context.Context, func() int) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	var got atomic.Int32
+	go func() {
+		s := <-sigs
+		got.Store(int32(128 + s.(syscall.Signal)))
+		cancel()
+		select {
+		case <-sigs:
+		case <-time.After(signalGrace):
+		}
+		fmt.Fprintf(os.Stderr, "platter: interrupted\n")
+		os.Exit(int(got.Load()))
+	}()
+	return ctx, func() int { return int(got.Load()) }
 }
 
 func exitCode(err error) int {

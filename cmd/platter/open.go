@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 
@@ -14,7 +13,7 @@ import (
 // directory (--search).
 var searchDirs []string
 
-// chainFiles closes the files of an image and its parents.
+// chainFiles are the open files of an image and its parents.
 type chainFiles []*os.File
 
 func (c chainFiles) Close() error {
@@ -25,12 +24,27 @@ func (c chainFiles) Close() error {
 	return err
 }
 
+// holding returns the file of the chain that path names (the same file,
+// by device and inode, whatever the name), or "".
+func (c chainFiles) holding(path string) string {
+	st, err := os.Stat(path)
+	if err != nil {
+		return ""
+	}
+	for _, f := range c {
+		if fs, err := f.Stat(); err == nil && os.SameFile(st, fs) {
+			return f.Name()
+		}
+	}
+	return ""
+}
+
 // openImage opens and checks an image file and, for an incremental or
 // differential, its parents (found by id beside it, then in searchDirs),
 // checked to be the images it was made from; the caller closes both.
-func openImage(path string) (io.Closer, *image.Reader, error) {
+func openImage(path string) (chainFiles, *image.Reader, error) {
 	var files chainFiles
-	fail := func(err error) (io.Closer, *image.Reader, error) {
+	fail := func(err error) (chainFiles, *image.Reader, error) {
 		files.Close()
 		return nil, nil, err
 	}
@@ -45,7 +59,7 @@ func openImage(path string) (io.Closer, *image.Reader, error) {
 	for cur := r; cur.Metadata().Parent != ""; {
 		id := cur.Metadata().Parent
 		if seen[id] {
-			return fail(fmt.Errorf("%s: the chain of parents loops back to image %s", path, id))
+			return fail(fmt.Errorf("%w: %s: the chain of parents loops back to image %s", image.ErrDamaged, path, id))
 		}
 		seen[id] = true
 		ppath, err := findImage(id, path)

@@ -60,8 +60,8 @@ func runRestore(cmd *cobra.Command, opts restoreOptions, imagePath, target strin
 	if err != nil {
 		return err
 	}
-	if same(imagePath, target) {
-		return usagef("TARGET %s is the image itself", target)
+	if held := f.holding(target); held != "" {
+		return usagef("TARGET %s is %s, a file of the image's chain: restoring onto it would destroy the image being read", target, held)
 	}
 
 	// Every refusal happens here, before the target is opened for writing.
@@ -75,7 +75,11 @@ func runRestore(cmd *cobra.Command, opts restoreOptions, imagePath, target strin
 			return fmt.Errorf("check whether %s is mounted: %w", target, err)
 		}
 		if len(mounts) > 0 {
-			return fmt.Errorf("target %s is in use: %s is mounted at %s; unmount it first", target, mounts[0].Device, mounts[0].Point)
+			via := ""
+			if !isDev {
+				via = " (the file backs " + mounts[0].Device + ")"
+			}
+			return fmt.Errorf("target %s is in use: %s is mounted at %s%s; unmount it first", target, mounts[0].Device, mounts[0].Point, via)
 		}
 	}
 	if isDev {

@@ -56,8 +56,8 @@ func runServe(cmd *cobra.Command, opts serveOptions, path string) error {
 	var dev view.Device = disk
 	var ov *view.Overlay
 	if opts.overlay != "" {
-		if same(opts.overlay, path) {
-			return usagef("--overlay %s is the image itself", opts.overlay)
+		if held := files.holding(opts.overlay); held != "" {
+			return usagef("--overlay %s is %s, a file of the image's chain: the image is never written", opts.overlay, held)
 		}
 		if ov, err = view.OpenOverlay(opts.overlay, disk); err != nil {
 			return err

@@ -197,12 +197,3 @@ func (v *View) Close() error {
 	v.parts = nil
 	return nil
 }
-
-// SyncDir makes a rename or link in dir durable (best effort: some
-// filesystems cannot sync a directory).
-func SyncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-}

@@ -28,7 +28,11 @@ func Mounts(path string) ([]Mount, error) {
 	case unix.S_IFBLK:
 		addWithPartitions(devs, names, unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev)))
 	case unix.S_IFREG:
-		for _, loop := range loopsBackedBy(real) {
+		fi, err := os.Stat(real)
+		if err != nil {
+			return nil, err
+		}
+		for _, loop := range loopsBackedBy(fi) {
 			var ls unix.Stat_t
 			if unix.Stat(loop, &ls) == nil {
 				addWithPartitions(devs, names, unix.Major(uint64(ls.Rdev)), unix.Minor(uint64(ls.Rdev)))
@@ -93,8 +97,11 @@ func addWithPartitions(devs, names map[string]bool, major, minor uint32) {
 	}
 }
 
-// loopsBackedBy lists the loop devices whose backing file is file.
-func loopsBackedBy(file string) []string {
+// loopsBackedBy lists the loop devices whose backing file is file: the
+// same file (device and inode), however it was named — relative, through
+// a symlink or a hard link, or renamed since the loop device was set up
+// (sysfs shows the backing file's current path).
+func loopsBackedBy(file os.FileInfo) []string {
 	ents, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
 	var out []string
 	for _, p := range ents {
@@ -102,7 +109,8 @@ func loopsBackedBy(file string) []string {
 		if err != nil {
 			continue
 		}
-		if strings.TrimSuffix(strings.TrimSpace(string(b)), " (deleted)") == file {
+		st, err := os.Stat(strings.TrimSuffix(strings.TrimSpace(string(b)), " (deleted)"))
+		if err == nil && os.SameFile(st, file) {
 			out = append(out, "/dev/"+filepath.Base(filepath.Dir(filepath.Dir(p))))
 		}
 	}

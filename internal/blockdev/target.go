@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+
+	"github.com/platter-dev/platter/internal/outfile"
 )
 
 // Target is a restore destination.
@@ -64,7 +66,12 @@ func OpenTarget(path string, size int64) (*Target, error) {
 		d.direct = openDirect(path)
 		return &Target{Device: d}, nil
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	// A new file is private (it holds a whole disk); an existing one
+	// keeps its mode.
+	f, err := outfile.Create(path)
+	if errors.Is(err, os.ErrExist) {
+		f, err = os.OpenFile(path, os.O_RDWR|os.O_TRUNC, 0)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open target: %w", err)
 	}

@@ -2,6 +2,7 @@ package view
 
 import (
 	"github.com/platter-dev/platter/internal/image"
+	"github.com/platter-dev/platter/internal/outfile"
 
 	"errors"
 	"fmt"
@@ -33,7 +34,7 @@ type Overlay struct {
 
 // OpenOverlay opens (or creates) the overlay file at path over base.
 func OpenOverlay(path string, base Device) (*Overlay, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, _, err := outfile.OpenOrCreate(path)
 	if err != nil {
 		return nil, err
 	}
