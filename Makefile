@@ -10,7 +10,8 @@ TOOLS := sgdisk:gdisk sfdisk:fdisk mkfs.fat:dosfstools fsck.fat:dosfstools \
 	e2fsck:e2fsprogs debugfs:e2fsprogs mkfs.xfs:xfsprogs mkfs.btrfs:btrfs-progs \
 	mkfs.exfat:exfatprogs /usr/bin/time:time blkid:util-linux losetup:mount \
 	fusermount:fuse3 bc:bc gcc:gcc qemu-system-x86_64:qemu-system-x86 \
-	nbd-client:nbd-client as:binutils setfattr:attr
+	nbd-client:nbd-client as:binutils setfattr:attr ip:iproute2 \
+	unshare:util-linux nsenter:util-linux
 
 # Fuzz targets run for FUZZTIME each in `make test`.
 FUZZTIME ?= 10s

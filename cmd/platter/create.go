@@ -322,20 +322,11 @@ func openParent(bopts *backup.Options, opts createOptions) (chainFiles, error) {
 	return files, nil
 }
 
-// parseChunkSize reads --chunk-size: bytes, or a number with K, M (and
-// optional iB), a power of two from 64 KiB to 64 MiB.
+// parseChunkSize reads --chunk-size: a size (parseBytes), a power of two
+// from 64 KiB to 64 MiB.
 func parseChunkSize(s string) (int64, error) {
-	num := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "IB"), "B")
-	mul := int64(1)
-	switch {
-	case strings.HasSuffix(num, "K"):
-		mul, num = 1<<10, strings.TrimSuffix(num, "K")
-	case strings.HasSuffix(num, "M"):
-		mul, num = 1<<20, strings.TrimSuffix(num, "M")
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	size := n * mul
-	if err != nil || n <= 0 || size < 64<<10 || size > 64<<20 || size&(size-1) != 0 {
+	size, err := parseBytes("--chunk-size", s)
+	if err != nil || size < 64<<10 || size > 64<<20 || size&(size-1) != 0 {
 		return 0, usagef("--chunk-size takes a power of two from 64K to 64M (like 1M or 8M); %q is not one", s)
 	}
 	return size, nil
