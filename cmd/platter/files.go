@@ -9,13 +9,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/platter-dev/platter/internal/fsread"
 	"github.com/platter-dev/platter/internal/ui"
 	"github.com/platter-dev/platter/internal/view"
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 )
 
 func newLsCommand() *cobra.Command {
@@ -99,12 +97,6 @@ func lsMode(m iofs.FileMode) string {
 	return string(b)
 }
 
-// keptMode is what extract gives a file: permissions and the setuid,
-// setgid and sticky bits.
-func keptMode(m iofs.FileMode) iofs.FileMode {
-	return m & (iofs.ModePerm | iofs.ModeSetuid | iofs.ModeSetgid | iofs.ModeSticky)
-}
-
 func newExtractCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "extract IMAGE[:N] PATH DEST",
@@ -112,101 +104,113 @@ func newExtractCommand() *cobra.Command {
 		Long: `Extract copies PATH (a file, or a directory with everything below it) out
 of the filesystem in partition N of IMAGE to DEST, keeping modes, times and
 symlinks where the filesystem has them. As cp -r: if DEST is a directory,
-PATH is copied into it. Every chunk read is verified.`,
+PATH is copied into it. Every chunk read is verified.
+
+Nothing is written outside DEST: names from the image that are not plain
+names (with "/", "\" or NUL, ".", "..") are skipped, and no symlink already
+in DEST is followed. DEST itself must not be a symlink, unless named as
+DEST/. to extract into the directory it points to. An entry the image cannot
+give is skipped and named, the rest extracted, and the exit code is 3.`,
 		Args: exactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			src, dest := args[1], args[2]
-			return withFS(args[0], func(fsys fsread.FS, label string) error {
+			dir, name, err := extractTarget(src, dest)
+			if err != nil {
+				return err
+			}
+			return withFSSkips(args[0], func(fsys fsread.FS, label string, s *skips) error {
 				e, err := fsys.Stat(src)
 				if err != nil {
 					return fmt.Errorf("%s: %s: %w", label, src, err)
 				}
-				if st, err := os.Stat(dest); err == nil && st.IsDir() {
-					name := path.Base(path.Clean("/" + src))
-					if name == "/" {
-						name = ""
+				if e.Mode.IsDir() && name != "" {
+					// As cp -r: DEST, named, is not replaced by a directory.
+					if fi, err := os.Lstat(filepath.Join(dir, name)); err == nil && !fi.IsDir() {
+						return usagef("%s exists and is not a directory", filepath.Join(dir, name))
 					}
-					dest = filepath.Join(dest, name)
+					if err := os.MkdirAll(dir, 0o755); err != nil {
+						return err
+					}
 				}
-				var files, bytes int64
-				if err := extract(fsys, src, e, dest, &files, &bytes); err != nil {
+				x := fsread.Extractor{Skipped: s.note, Owners: os.Geteuid() == 0}
+				n, err := x.Extract(cmd.Context(), fsys, src, dir, name)
+				if err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "extracted %d files (%s) from %s to %s\n", files, ui.Bytes(bytes), label, dest)
+				msg := fmt.Sprintf("extracted %d files (%s) from %s to %s", n.Files, ui.Bytes(n.Bytes), label, filepath.Join(dir, name))
+				if s.n > 0 {
+					msg += fmt.Sprintf("; %s skipped", entries(s.n))
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), msg)
 				return nil
 			})
 		},
 	}
 }
 
-// extract copies entry e (at src) to dest, recursively.
-func extract(fsys fsread.FS, src string, e fsread.Entry, dest string, files, bytes *int64) error {
-	switch {
-	case e.Mode.IsDir():
-		if err := os.MkdirAll(dest, 0o755); err != nil {
-			return err
-		}
-		ents, err := fsys.ReadDir(src)
-		if err != nil {
-			return fmt.Errorf("%s: %w", src, err)
-		}
-		for _, c := range ents {
-			if err := extract(fsys, path.Join(src, c.Name), c, filepath.Join(dest, c.Name), files, bytes); err != nil {
-				return err
-			}
-		}
-	case e.Mode&iofs.ModeSymlink != 0:
-		os.Remove(dest)
-		if err := os.Symlink(e.Target, dest); err != nil {
-			return err
-		}
-	case e.Mode.IsRegular():
-		r, err := fsys.Open(src)
-		if err != nil {
-			return fmt.Errorf("%s: %w", src, err)
-		}
-		defer r.Close()
-		f, err := os.OpenFile(dest, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-		if err != nil {
-			return err
-		}
-		n, err := io.Copy(f, io.LimitReader(r, e.Size))
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil && n != e.Size {
-			err = fmt.Errorf("%s: %d bytes read of %d", src, n, e.Size)
-		}
-		if err != nil {
-			os.Remove(dest)
-			return fmt.Errorf("%s: %w", src, err)
-		}
-		*files, *bytes = *files+1, *bytes+n
-	default:
-		return nil // devices, fifos: not copied
+// extractTarget applies cp -r's rule to DEST: an existing directory
+// receives PATH under its own name ("" for the root: its entries go
+// into DEST); anything else is the name PATH is given. DEST must not be
+// a symlink, which extract would follow out of where the user looked,
+// unless named DEST/. to mean the directory it points to.
+func extractTarget(src, dest string) (dir, name string, err error) {
+	follow := dest == "." || strings.HasSuffix(dest, "/.")
+	if fi, err := os.Lstat(strings.TrimRight(dest, "/")); err == nil && fi.Mode()&os.ModeSymlink != 0 && !follow {
+		return "", "", usagef("%s is a symlink: extract writes only into a real directory (name it %s/. to extract into the directory it points to)", dest, strings.TrimRight(dest, "/"))
 	}
-	// Owner, then mode (chown clears setuid and setgid), then times,
-	// once a directory's children are written.
-	if e.Owner && os.Geteuid() == 0 {
-		// As tar does for root: the files keep their owners.
-		if err := os.Lchown(dest, int(e.Uid), int(e.Gid)); err != nil {
-			return fmt.Errorf("%s: %w", dest, err)
+	if fi, err := os.Stat(dest); err == nil && fi.IsDir() {
+		name := path.Base(path.Clean("/" + src))
+		if name == "/" {
+			name = ""
 		}
+		return dest, name, nil
 	}
-	if e.Mode&iofs.ModeSymlink == 0 {
-		os.Chmod(dest, keptMode(e.Mode))
+	if follow {
+		return "", "", usagef("%s is not a directory", dest)
 	}
-	if !e.ModTime.IsZero() {
-		// A symlink's own time, not its target's.
-		ts := []unix.Timespec{unix.NsecToTimespec(time.Now().UnixNano()), unix.NsecToTimespec(e.ModTime.UnixNano())}
-		unix.UtimesNanoAt(unix.AT_FDCWD, dest, ts, unix.AT_SYMLINK_NOFOLLOW)
+	dest = strings.TrimRight(dest, "/")
+	return filepath.Dir(dest), filepath.Base(dest), nil
+}
+
+// skips counts the entries of an image's filesystem left out (by its
+// reader or by extract) and names each on stderr as it goes.
+type skips struct {
+	label string
+	n     int
+}
+
+func (s *skips) note(e *fsread.SkipError) {
+	s.n++
+	warn("%s: %v", s.label, e)
+}
+
+// skippedError ends a command that left entries out; each was named.
+type skippedError struct {
+	label string
+	n     int
+}
+
+func (e *skippedError) Error() string {
+	return fmt.Sprintf("%s: %s skipped (named above): the filesystem is damaged or hostile", e.label, entries(e.n))
+}
+
+func entries(n int) string {
+	if n == 1 {
+		return "1 entry"
 	}
-	return nil
+	return fmt.Sprintf("%d entries", n)
 }
 
 // withFS opens IMAGE[:N]'s filesystem and calls fn with it and a label
-// naming it.
+// naming it. Each entry its directories leave out is named on stderr; if
+// any was, withFS ends with a *skippedError once fn is done.
 func withFS(spec string, fn func(fsread.FS, string) error) error {
+	return withFSSkips(spec, func(fsys fsread.FS, label string, _ *skips) error { return fn(fsys, label) })
+}
+
+// withFSSkips is withFS for a command that skips entries of its own,
+// counted with the reader's.
+func withFSSkips(spec string, fn func(fsread.FS, string, *skips) error) error {
 	imgPath, part := spec, 0
 	if i := strings.LastIndex(spec, ":"); i > 0 {
 		if n, err := strconv.Atoi(spec[i+1:]); err == nil && n > 0 {
@@ -235,11 +239,18 @@ func withFS(spec string, fn func(fsread.FS, string) error) error {
 		if !readable(p.Filesystem) {
 			return usagef("partition %d of %s holds %s: platter reads files of ext2/3/4, FAT and NTFS", p.Index, imgPath, p.Filesystem)
 		}
-		fsys, err := fsread.Open(&p.Section, p.Len, p.Filesystem)
+		s := &skips{label: fmt.Sprintf("%s:%d", imgPath, p.Index)}
+		fsys, err := fsread.Opener{Skipped: s.note}.Open(&p.Section, p.Len, p.Filesystem)
 		if err != nil {
 			return fmt.Errorf("%s, partition %d: %w", imgPath, p.Index, err)
 		}
-		return fn(fsys, fmt.Sprintf("%s:%d", imgPath, p.Index))
+		if err := fn(fsys, s.label, s); err != nil {
+			return err
+		}
+		if s.n > 0 {
+			return &skippedError{label: s.label, n: s.n}
+		}
+		return nil
 	}
 	if part != 0 {
 		return usagef("%s has no partition %d (it has: %s)", imgPath, part, strings.Join(have, ", "))

@@ -99,10 +99,11 @@ func exitCode(err error) int {
 	var bue *backup.UsageError
 	var pe *restore.PartitionError
 	var ce *block.CorruptError
+	var se *skippedError
 	switch {
 	case errors.As(err, &ue), errors.As(err, &bue), errors.As(err, &pe):
 		return exitUsage
-	case errors.Is(err, image.ErrDamaged), errors.As(err, &ce):
+	case errors.Is(err, image.ErrDamaged), errors.As(err, &ce), errors.As(err, &se):
 		return exitDamaged
 	case strings.HasPrefix(err.Error(), "unknown command"), strings.HasPrefix(err.Error(), "unknown flag"):
 		return exitUsage

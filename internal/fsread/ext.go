@@ -18,19 +18,22 @@ func extEntry(f ext.File) Entry {
 	return e
 }
 
-func (x extFS) ReadDir(dir string) ([]Entry, error) {
+// readDir lists a directory. Platter's ext reader hands every name up
+// as the directory holds it (a slash or NUL included) for checked to
+// judge; an entry whose inode cannot be read still fails the directory.
+func (x extFS) readDir(dir string) ([]dirent, error) {
 	fs, err := x.f.ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Entry, 0, len(fs))
+	out := make([]dirent, 0, len(fs))
 	for _, f := range fs {
-		out = append(out, extEntry(f))
+		out = append(out, dirent{Entry: extEntry(f)})
 	}
 	return out, nil
 }
 
-func (x extFS) Stat(name string) (Entry, error) {
+func (x extFS) stat(name string) (Entry, error) {
 	f, err := x.f.Stat(name)
 	if err != nil {
 		return Entry{}, err
@@ -38,4 +41,4 @@ func (x extFS) Stat(name string) (Entry, error) {
 	return extEntry(f), nil
 }
 
-func (x extFS) Open(name string) (io.ReadCloser, error) { return x.f.Open(name) }
+func (x extFS) open(name string) (io.ReadCloser, error) { return x.f.Open(name) }

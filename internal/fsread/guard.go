@@ -11,7 +11,7 @@ import (
 // the operation, not a crash of ls, extract or a mount. Platter's own
 // readers return errors and are fuzzed instead.
 type guarded struct {
-	fs  FS
+	r   reader
 	lib string
 }
 
@@ -25,20 +25,20 @@ func safely[T any](lib, op, name string, f func() (T, error)) (v T, err error) {
 	return f()
 }
 
-func (g guarded) ReadDir(dir string) ([]Entry, error) {
-	return safely(g.lib, "list", dir, func() ([]Entry, error) { return g.fs.ReadDir(dir) })
+func (g guarded) readDir(dir string) ([]dirent, error) {
+	return safely(g.lib, "list", "/"+dir, func() ([]dirent, error) { return g.r.readDir(dir) })
 }
 
-func (g guarded) Stat(name string) (Entry, error) {
-	return safely(g.lib, "stat", name, func() (Entry, error) { return g.fs.Stat(name) })
+func (g guarded) stat(name string) (Entry, error) {
+	return safely(g.lib, "stat", "/"+name, func() (Entry, error) { return g.r.stat(name) })
 }
 
-func (g guarded) Open(name string) (io.ReadCloser, error) {
-	r, err := safely(g.lib, "open", name, func() (io.ReadCloser, error) { return g.fs.Open(name) })
+func (g guarded) open(name string) (io.ReadCloser, error) {
+	r, err := safely(g.lib, "open", "/"+name, func() (io.ReadCloser, error) { return g.r.open(name) })
 	if err != nil {
 		return nil, err
 	}
-	gr := &guardedReader{r: r, lib: g.lib, name: name}
+	gr := &guardedReader{r: r, lib: g.lib, name: "/" + name}
 	if _, ok := r.(io.ReaderAt); ok {
 		return guardedReaderAt{gr}, nil
 	}

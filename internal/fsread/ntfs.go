@@ -14,7 +14,7 @@ type ntfsFS struct {
 	ctx *ntfs.NTFSContext
 }
 
-func openNTFS(r io.ReaderAt) (FS, error) {
+func openNTFS(r io.ReaderAt) (*ntfsFS, error) {
 	pr, err := ntfs.NewPagedReader(r, 4096, 1024)
 	if err != nil {
 		return nil, err
@@ -27,7 +27,8 @@ func openNTFS(r io.ReaderAt) (FS, error) {
 }
 
 // list returns a directory's entries (files and directories; no streams,
-// no slack, no system files of the root).
+// no slack, no system files of the root, not the root's entry for
+// itself). Other names are handed up as they are, for checked to judge.
 func (n *ntfsFS) list(dir string) ([]*ntfs.FileInfo, error) {
 	id := int64(5) // the root
 	for _, part := range strings.Split(strings.Trim(path.Clean("/"+dir), "/"), "/") {
@@ -51,7 +52,7 @@ func (n *ntfsFS) list(dir string) ([]*ntfs.FileInfo, error) {
 	}
 	var out []*ntfs.FileInfo
 	for _, fi := range ntfs.ListDir(n.ctx, entry) {
-		if fi.IsSlack || strings.Contains(fi.Name, ":") || fi.Name == "." || (id == 5 && strings.HasPrefix(fi.Name, "$")) {
+		if fi.IsSlack || strings.Contains(fi.Name, ":") || (id == 5 && (fi.Name == "." || strings.HasPrefix(fi.Name, "$"))) {
 			continue
 		}
 		out = append(out, fi)
@@ -81,7 +82,7 @@ func (n *ntfsFS) entry(dir string, fi *ntfs.FileInfo) (Entry, error) {
 	}
 	target, err := n.link(dir, fi)
 	if err != nil {
-		return Entry{}, fmt.Errorf("%s: %w", path.Join("/", dir, fi.Name), err)
+		return Entry{Name: fi.Name}, fmt.Errorf("read its link: %w", err)
 	}
 	if target != "" {
 		e.Mode, e.Size, e.Target = iofs.ModeSymlink|0o777, int64(len(target)), target
@@ -89,23 +90,22 @@ func (n *ntfsFS) entry(dir string, fi *ntfs.FileInfo) (Entry, error) {
 	return e, nil
 }
 
-func (n *ntfsFS) ReadDir(dir string) ([]Entry, error) {
+// readDir lists a directory; an entry whose link cannot be read comes
+// with the error, and the others are listed.
+func (n *ntfsFS) readDir(dir string) ([]dirent, error) {
 	fis, err := n.list(dir)
 	if err != nil {
 		return nil, err
 	}
-	var out []Entry
+	out := make([]dirent, 0, len(fis))
 	for _, fi := range fis {
 		e, err := n.entry(dir, fi)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, e)
+		out = append(out, dirent{Entry: e, err: err})
 	}
 	return out, nil
 }
 
-func (n *ntfsFS) Stat(name string) (Entry, error) {
+func (n *ntfsFS) stat(name string) (Entry, error) {
 	name = strings.Trim(path.Clean("/"+name), "/")
 	if name == "" {
 		return Entry{Name: "/", Mode: iofs.ModeDir | 0o755}, nil
@@ -122,8 +122,8 @@ func (n *ntfsFS) Stat(name string) (Entry, error) {
 	return Entry{}, fmt.Errorf("%s: %w", name, iofs.ErrNotExist)
 }
 
-func (n *ntfsFS) Open(name string) (io.ReadCloser, error) {
-	e, err := n.Stat(name)
+func (n *ntfsFS) open(name string) (io.ReadCloser, error) {
+	e, err := n.stat(name)
 	if err != nil {
 		return nil, err
 	}

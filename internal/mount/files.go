@@ -22,6 +22,10 @@ import (
 // read-only at dir, as Macrium shows an image as a drive: no loop device,
 // no kernel driver for the filesystem. log, if set, is told about
 // operations that fail (a damaged chunk). dir is checked as for Mount.
+// What fsys's directories leave out (a name that is not a plain name, a
+// second entry of one name: see fsread.FS) is never shown, and the rest
+// of its directory is: the kernel turns a whole directory into I/O
+// errors for one name holding a slash.
 func MountFiles(dir string, fsys fsread.FS, source string, log func(format string, args ...any)) (*fuse.Server, error) {
 	if err := CheckMountPoint(dir); err != nil {
 		return nil, err

@@ -10,7 +10,6 @@ package ext
 // loop. Memory is one block per tree level per open reader.
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -526,10 +525,10 @@ func (f *Files) dirBlock(n *inode, b []byte, off int64, fn func(name []byte, ino
 			if nameLen == 0 || nameLen > rec-8 {
 				return false, corrupt(off+int64(p), "inode %d: directory entry name of %d bytes does not fit its %d-byte entry", n.num, nameLen, rec)
 			}
+			// The name goes up as the block holds it, a slash or NUL
+			// included: fsread.CheckName judges every name, and one
+			// bad name must not hide its directory's other entries.
 			name := b[p+8 : p+8+nameLen]
-			if bytes.IndexByte(name, '/') >= 0 || bytes.IndexByte(name, 0) >= 0 {
-				return false, corrupt(off+int64(p), "inode %d: directory entry name %q holds a slash or NUL", n.num, name)
-			}
 			if !fn(name, ino) {
 				return false, nil
 			}
