@@ -142,9 +142,11 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 		Compression: setting,
 		ChunkSize:   chunkSize,
 		Tool:        "platter " + version,
+		Host:        hostname(),
 
 		SectorBySector: opts.sectors,
 	}
+	bopts.DiskModel, bopts.DiskSerial = blockdev.Identity(source)
 	if opts.created != "" {
 		if bopts.Created, err = time.Parse(time.RFC3339, opts.created); err != nil {
 			return usagef("--test-created: %v", err)
@@ -445,4 +447,10 @@ func same(a, b string) bool {
 	sa, err1 := os.Stat(a)
 	sb, err2 := os.Stat(b)
 	return err1 == nil && err2 == nil && os.SameFile(sa, sb)
+}
+
+// hostname is the machine's name, or "" if it has none.
+func hostname() string {
+	h, _ := os.Hostname()
+	return h
 }

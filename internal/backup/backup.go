@@ -46,14 +46,17 @@ func (noProgress) Add(int64)   {}
 // Options tune an imaging run. The zero value images everything,
 // uncompressed; the CLI passes codec.DefaultSetting unless told otherwise.
 type Options struct {
-	SourceName  string // recorded in the metadata
-	Partitions  []int  // only these partition numbers (the table and gaps are always kept)
-	Compression codec.Setting
-	ChunkSize   int64
-	Workers     int
-	Tool        string // "platter VERSION"
-	Progress    Progress
-	TempDir     string // where the index spills once it outgrows memory ("": os.TempDir())
+	SourceName string // recorded in the metadata
+	// Host, DiskModel and DiskSerial are recorded in the metadata: where
+	// the image was made, and of which device.
+	Host, DiskModel, DiskSerial string
+	Partitions                  []int // only these partition numbers (the table and gaps are always kept)
+	Compression                 codec.Setting
+	ChunkSize                   int64
+	Workers                     int
+	Tool                        string // "platter VERSION"
+	Progress                    Progress
+	TempDir                     string // where the index spills once it outgrows memory ("": os.TempDir())
 	// Release, if set, is called once every byte has been read from the
 	// source (data and allocation maps), before the image is finished (a
 	// frozen filesystem is thawed there). Its Snapshot is recorded in the metadata; an error
@@ -164,6 +167,9 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 		Created:     created,
 		Tool:        opts.Tool,
 		Source:      opts.SourceName,
+		Host:        opts.Host,
+		DiskModel:   opts.DiskModel,
+		DiskSerial:  opts.DiskSerial,
 		SourceSize:  src.Size(),
 		SectorSize:  l.table.SectorSize,
 		Table:       l.table.Kind,

@@ -121,3 +121,30 @@ func (d *Device) MountedView(devices []string) (*View, error) {
 	}
 	return v, nil
 }
+
+// Identity returns the model and serial number a block device reports in
+// sysfs (empty where it reports none: loop devices, files). A partition
+// answers for its disk.
+func Identity(path string) (model, serial string) {
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFBLK {
+		return "", ""
+	}
+	sys := fmt.Sprintf("/sys/dev/block/%d:%d", unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev)))
+	if _, err := os.Stat(filepath.Join(sys, "partition")); err == nil {
+		sys = filepath.Join(sys, "..")
+	}
+	read := func(name string) string {
+		b, _ := os.ReadFile(filepath.Join(sys, "device", name))
+		return strings.TrimSpace(string(b))
+	}
+	model, serial = read("model"), read("serial")
+	if serial == "" {
+		// SCSI and SATA disks: the unit serial number VPD page (0x80):
+		// a 4-byte header, then the serial.
+		if b, err := os.ReadFile(filepath.Join(sys, "device", "vpd_pg80")); err == nil && len(b) > 4 {
+			serial = strings.TrimSpace(string(b[4:]))
+		}
+	}
+	return model, serial
+}

@@ -40,3 +40,6 @@ func (d *Device) ReadDirect() error { return errors.New("direct reads are suppor
 func (d *Device) MountedView([]string) (*View, error) {
 	return nil, errors.New("mounted views are supported on Linux only")
 }
+
+// Identity is Linux-only.
+func Identity(string) (model, serial string) { return "", "" }

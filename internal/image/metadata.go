@@ -14,12 +14,17 @@ type Metadata struct {
 	Created       time.Time `json:"created"`
 	Tool          string    `json:"tool"`
 	Source        string    `json:"source"`
-	SourceSize    int64     `json:"source_size"`
-	SectorSize    int64     `json:"sector_size"`
-	Table         string    `json:"table"` // "gpt", "mbr" or "none"
-	DiskID        string    `json:"disk_id,omitempty"`
-	ChunkSize     int64     `json:"chunk_size"`
-	Compression   string    `json:"compression"`
+	// Host is the machine the image was made on; DiskModel and
+	// DiskSerial the source device's, where it reports them.
+	Host        string `json:"host,omitempty"`
+	DiskModel   string `json:"disk_model,omitempty"`
+	DiskSerial  string `json:"disk_serial,omitempty"`
+	SourceSize  int64  `json:"source_size"`
+	SectorSize  int64  `json:"sector_size"`
+	Table       string `json:"table"` // "gpt", "mbr" or "none"
+	DiskID      string `json:"disk_id,omitempty"`
+	ChunkSize   int64  `json:"chunk_size"`
+	Compression string `json:"compression"`
 	// Type is "full" (or empty, in images made before incrementals),
 	// "incremental" (the chunks that differ from Parent's chain) or
 	// "differential" (those that differ from Parent, a full image).
@@ -118,4 +123,19 @@ type Pass struct {
 	DirtyBytes int64   `json:"dirty_bytes"`
 	Chunks     int     `json:"chunks"`
 	Seconds    float64 `json:"seconds"`
+}
+
+// SourceKey identifies the disk an image is of, for telling the sets of
+// images in one directory apart: its serial number where the device
+// reported one, else its partition table's id, else the host and the
+// source's name; and its size.
+func (m *Metadata) SourceKey() string {
+	size := strconv.FormatInt(m.SourceSize, 10)
+	switch {
+	case m.DiskSerial != "":
+		return "serial " + m.DiskSerial + " " + size
+	case m.DiskID != "":
+		return m.Table + " " + m.DiskID + " " + size
+	}
+	return "source " + m.Host + ":" + m.Source + " " + size
 }
