@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -25,6 +26,7 @@ type createOptions struct {
 	force        bool
 	allowMounted bool
 	progress     string
+	json         bool
 	snapshot     string
 	tracker      string
 	maxFreeze    time.Duration
@@ -56,6 +58,7 @@ complete.`,
 	f.BoolVar(&opts.force, "force", false, "overwrite IMAGE if it exists")
 	f.BoolVar(&opts.allowMounted, "allow-mounted", false, "image a source mounted read-write anyway (the image may be inconsistent)")
 	f.StringVar(&opts.progress, "progress", "auto", "progress display: auto, json or none")
+	f.BoolVar(&opts.json, "json", false, "print the result as JSON on stdout")
 	f.StringVar(&opts.snapshot, "snapshot", "auto", "how to image a mounted, writable source: track (copy it live, tracking writes, then freeze it briefly for the last changes), freeze (hold it frozen for the whole copy: small volumes), none (refuse unless --allow-mounted); auto is track")
 	f.StringVar(&opts.tracker, "tracker", "auto", "write tracker for --snapshot track: bpf, tracefs or auto (bpf where it loads)")
 	f.StringVar(&opts.incremental, "incremental", "", "store only the chunks that differ from the image chain ending at PARENT (the newest image of the set)")
@@ -86,7 +89,7 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 	if cmd.Flags().Changed("chunk-size") && (opts.incremental != "" || opts.differential != "") {
 		return usagef("an incremental or differential image has its parent's chunk size: leave out --chunk-size")
 	}
-	mode, err := progressMode(opts.progress)
+	mode, err := displayMode(opts.progress)
 	if err != nil {
 		return err
 	}
@@ -99,6 +102,9 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 	case "auto", "bpf", "tracefs":
 	default:
 		return usagef("--tracker takes auto, bpf or tracefs, not %q", opts.tracker)
+	}
+	if err := checkCreateArgs(source, imagePath); err != nil {
+		return err
 	}
 	mounted, err := writableMounts(source)
 	if err != nil {
@@ -163,7 +169,7 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 			return usagef("IMAGE %s is %s, a file of the parent's chain: the new image needs it", imagePath, held)
 		}
 	}
-	progress := ui.NewProgress(mode, os.Stderr, "create")
+	progress := newProgress(mode, "create")
 	bopts.Progress = progress
 	h := &holder{points: mountPoints(mounted), limit: opts.maxFreeze, mode: mode, progress: progress, ctx: ctx, cancel: cancel, method: method}
 	defer h.thaw() // on every error path; a no-op once thawed
@@ -228,18 +234,77 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 	for _, w := range meta.Warnings {
 		warn("%s", w)
 	}
-	var used int64
+	sum := createSummary{Image: imagePath, ID: meta.ID, Type: imageType(meta), Parent: meta.Parent, Source: source,
+		SourceBytes: meta.SourceSize, ImageBytes: size, Seconds: time.Since(start).Seconds(), Snapshot: meta.Snapshot}
 	for _, a := range meta.Areas {
-		used += a.UsedBytes
+		sum.UsedBytes += a.UsedBytes
 	}
-	secs := time.Since(start).Seconds()
 	how := ""
 	if s := meta.Snapshot; s != nil && s.Method != "none" {
 		how = fmt.Sprintf(", %s at %s (writers held %.3fs)", map[string]string{"track": "live", "freeze": "frozen"}[s.Method], s.Instant.Local().Format("15:04:05.000"), s.FrozenSeconds)
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "created %s: %s used of %s, image %s, in %.1fs (%s/s)%s\n",
-		imagePath, ui.Bytes(used), ui.Bytes(meta.SourceSize), ui.Bytes(size), secs, ui.Bytes(int64(float64(used)/max(secs, 1e-9))), how)
-	return nil
+	if meta.Parent != "" {
+		changed, total, err := changedChunks(imagePath)
+		if err != nil {
+			return err
+		}
+		sum.ChangedChunks, sum.Chunks = &changed, total
+		how += fmt.Sprintf(", %d of %d chunks changed since the parent", changed, total)
+	}
+	lines := []string{fmt.Sprintf("created %s: %s used of %s, image %s, in %.1fs (%s/s)%s",
+		imagePath, ui.Bytes(sum.UsedBytes), ui.Bytes(meta.SourceSize), ui.Bytes(size), sum.Seconds, ui.Bytes(int64(float64(sum.UsedBytes)/max(sum.Seconds, 1e-9))), how)}
+	if verbose {
+		lines = append(lines, areaLines(meta)...)
+	}
+	return report(cmd, opts.json, sum, lines...)
+}
+
+// createSummary is create's result for --json.
+type createSummary struct {
+	Image       string  `json:"image"`
+	ID          string  `json:"id"`
+	Type        string  `json:"type"`
+	Parent      string  `json:"parent,omitempty"`
+	Source      string  `json:"source"`
+	SourceBytes int64   `json:"source_bytes"`
+	UsedBytes   int64   `json:"used_bytes"`
+	ImageBytes  int64   `json:"image_bytes"`
+	Seconds     float64 `json:"seconds"`
+	// ChangedChunks (of Chunks in use) are the chunks an incremental or
+	// differential stores itself rather than takes from its parent.
+	ChangedChunks *int            `json:"changed_chunks,omitempty"`
+	Chunks        int             `json:"chunks,omitempty"`
+	Snapshot      *image.Snapshot `json:"snapshot,omitempty"`
+}
+
+// changedChunks counts the chunks of the image at path that are not its
+// parent's, and its chunks.
+func changedChunks(path string) (changed, total int, err error) {
+	f, r, err := openOne(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	defer r.Close()
+	for _, e := range r.Entries() {
+		if !e.InParent() {
+			changed++
+		}
+	}
+	return changed, len(r.Entries()), nil
+}
+
+// areaLines describes each area of an image for --verbose.
+func areaLines(m *image.Metadata) []string {
+	var out []string
+	for _, a := range m.Areas {
+		what := a.Label()
+		if a.Kind == image.KindPartition {
+			what += " (" + a.Filesystem + ")"
+		}
+		out = append(out, fmt.Sprintf("  %s: %s used, %s stored%s", what, ui.Bytes(a.UsedBytes), ui.Bytes(a.StoredBytes), map[bool]string{true: "; " + a.Note, false: ""}[a.Note != ""]))
+	}
+	return out
 }
 
 // holder freezes the filesystems mounted from the source, together, when
@@ -453,4 +518,27 @@ func same(a, b string) bool {
 func hostname() string {
 	h, _ := os.Hostname()
 	return h
+}
+
+// checkCreateArgs refuses the swapped arguments that would destroy what
+// they name: IMAGE must be a regular file or not exist (a device node
+// renamed over is gone), and SOURCE must not be a Platter image.
+func checkCreateArgs(source, imagePath string) error {
+	if _, err := os.Stat(source); errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("SOURCE %s: no such file or device", source)
+	}
+	if st, err := os.Stat(imagePath); err == nil && !st.Mode().IsRegular() {
+		what := "not a regular file"
+		switch {
+		case st.Mode()&os.ModeDevice != 0:
+			what = "a device"
+		case st.IsDir():
+			return usagef("IMAGE %s is a directory: name the image file to write, like %s", imagePath, filepath.Join(imagePath, "disk.platter"))
+		}
+		return usagef("IMAGE %s is %s, not an image file: did you swap SOURCE and IMAGE? (platter create SOURCE IMAGE)", imagePath, what)
+	}
+	if _, err := image.ReadID(source); err == nil {
+		return usagef("SOURCE %s is a Platter image, not a disk: did you swap SOURCE and IMAGE? (platter create SOURCE IMAGE; to write an image back to a disk: platter restore IMAGE TARGET)", source)
+	}
+	return nil
 }

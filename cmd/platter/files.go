@@ -1,14 +1,16 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	iofs "io/fs"
 	"os"
 	"path"
 	"path/filepath"
-	"strconv"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/platter-dev/platter/internal/fsread"
 	"github.com/platter-dev/platter/internal/ui"
@@ -16,13 +18,24 @@ import (
 	"github.com/spf13/cobra"
 )
 
+type lsOptions struct {
+	long, recursive, json bool
+}
+
 func newLsCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "ls IMAGE[:N] [PATH]",
+	var opts lsOptions
+	cmd := &cobra.Command{
+		Use:   "ls [-l] [-R] [--json] IMAGE[:N] [PATH]",
 		Short: "List files in an image, without restoring or mounting it",
 		Long: `Ls lists a directory (or describes a file) of the filesystem in partition N
 of IMAGE (ext2/3/4, FAT12/16/32, NTFS); without :N, the first partition
-with a filesystem platter can read. Needs no root and no mount.`,
+with a filesystem platter can read. Needs no root and no mount. Names are
+sorted byte by byte (as LC_ALL=C ls sorts them); -l adds the mode, owner
+(ext only: uid and gid as numbers; "-" where the filesystem has none),
+size and modification time; -R lists every directory below PATH too.`,
+		Example: `  platter ls disk.platter:2 /home/ann
+  platter ls -l disk.platter:2 /etc/ssh
+  platter ls -R --json disk.platter:1 / > efi-files.json`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p := "/"
@@ -30,34 +43,131 @@ with a filesystem platter can read. Needs no root and no mount.`,
 				p = args[1]
 			}
 			return withFS(args[0], func(fsys fsread.FS, label string) error {
-				e, err := fsys.Stat(p)
-				if err != nil {
-					return fmt.Errorf("%s: %s: %w", label, p, err)
-				}
-				out := cmd.OutOrStdout()
-				if !e.Mode.IsDir() {
-					printEntry(out, e)
-					return nil
-				}
-				ents, err := fsys.ReadDir(p)
-				if err != nil {
-					return fmt.Errorf("%s: %s: %w", label, p, err)
-				}
-				for _, e := range ents {
-					printEntry(out, e)
-				}
-				return nil
+				return runLs(cmd, opts, fsys, label, p)
 			})
 		},
 	}
+	f := cmd.Flags()
+	f.BoolVarP(&opts.long, "long", "l", false, "long listing: mode, owner, size, time")
+	f.BoolVarP(&opts.recursive, "recursive", "R", false, "list the directories below too")
+	f.BoolVar(&opts.json, "json", false, "print the entries as a JSON array (with their paths)")
+	return cmd
 }
 
-func printEntry(w io.Writer, e fsread.Entry) {
+// lsEntry is an entry for ls --json.
+type lsEntry struct {
+	Path    string    `json:"path"`
+	Name    string    `json:"name"`
+	Type    string    `json:"type"` // file, dir, symlink, device, fifo, socket
+	Mode    string    `json:"mode"` // as ls -l shows it
+	Size    int64     `json:"size"`
+	ModTime time.Time `json:"mtime"`
+	UID     *uint32   `json:"uid,omitempty"`
+	GID     *uint32   `json:"gid,omitempty"`
+	Target  string    `json:"target,omitempty"`
+}
+
+func runLs(cmd *cobra.Command, opts lsOptions, fsys fsread.FS, label, p string) error {
+	out := cmd.OutOrStdout()
+	e, err := fsys.Stat(p)
+	if err != nil {
+		return fmt.Errorf("%s: %s: %w", label, p, err)
+	}
+	var all []lsEntry
+	emit := func(dir string, e fsread.Entry) {
+		if opts.json {
+			all = append(all, jsonEntry(dir, e))
+		} else {
+			printEntry(out, e, opts.long)
+		}
+	}
+	if !e.Mode.IsDir() {
+		emit(path.Dir(path.Clean("/"+p)), e)
+	} else {
+		var list func(dir string, header bool) error
+		list = func(dir string, header bool) error {
+			ents, err := fsys.ReadDir(dir)
+			if err != nil {
+				return fmt.Errorf("%s: %s: %w", label, dir, err)
+			}
+			slices.SortFunc(ents, func(a, b fsread.Entry) int { return strings.Compare(a.Name, b.Name) })
+			if header && !opts.json {
+				fmt.Fprintf(out, "\n%s:\n", dir)
+			}
+			for _, c := range ents {
+				emit(dir, c)
+			}
+			if opts.recursive {
+				for _, c := range ents {
+					if c.Mode.IsDir() {
+						if err := list(path.Join(dir, c.Name), true); err != nil {
+							return err
+						}
+					}
+				}
+			}
+			return nil
+		}
+		dir := path.Clean("/" + p)
+		if opts.recursive && !opts.json {
+			fmt.Fprintf(out, "%s:\n", dir)
+		}
+		if err := list(dir, false); err != nil {
+			return err
+		}
+	}
+	if opts.json {
+		if all == nil {
+			all = []lsEntry{}
+		}
+		b, err := json.MarshalIndent(all, "", "  ")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "%s\n", b)
+	}
+	return nil
+}
+
+func jsonEntry(dir string, e fsread.Entry) lsEntry {
+	j := lsEntry{Path: path.Join(dir, e.Name), Name: e.Name, Type: entryType(e.Mode), Mode: lsMode(e.Mode), Size: e.Size, ModTime: e.ModTime, Target: e.Target}
+	if e.Owner {
+		uid, gid := e.Uid, e.Gid
+		j.UID, j.GID = &uid, &gid
+	}
+	return j
+}
+
+func entryType(m iofs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "dir"
+	case m&iofs.ModeSymlink != 0:
+		return "symlink"
+	case m&iofs.ModeNamedPipe != 0:
+		return "fifo"
+	case m&iofs.ModeSocket != 0:
+		return "socket"
+	case m&iofs.ModeDevice != 0:
+		return "device"
+	}
+	return "file"
+}
+
+func printEntry(w io.Writer, e fsread.Entry, long bool) {
+	if !long {
+		fmt.Fprintln(w, e.Name)
+		return
+	}
 	name := e.Name
 	if e.Target != "" {
 		name += " -> " + e.Target
 	}
-	fmt.Fprintf(w, "%s %10d %s %s\n", lsMode(e.Mode), e.Size, e.ModTime.Local().Format("2006-01-02 15:04"), name)
+	owner := "-     -    "
+	if e.Owner {
+		owner = fmt.Sprintf("%-5d %-5d", e.Uid, e.Gid)
+	}
+	fmt.Fprintf(w, "%s %s %10d %s %s\n", lsMode(e.Mode), owner, e.Size, e.ModTime.Local().Format("2006-01-02 15:04"), name)
 }
 
 // lsMode writes a mode as ls -l does ("lrwxrwxrwx", "-rwsr-xr-x"), not
@@ -211,14 +321,7 @@ func withFS(spec string, fn func(fsread.FS, string) error) error {
 // withFSSkips is withFS for a command that skips entries of its own,
 // counted with the reader's.
 func withFSSkips(spec string, fn func(fsread.FS, string, *skips) error) error {
-	imgPath, part := spec, 0
-	if i := strings.LastIndex(spec, ":"); i > 0 {
-		if n, err := strconv.Atoi(spec[i+1:]); err == nil && n > 0 {
-			if _, err := os.Stat(spec); err != nil {
-				imgPath, part = spec[:i], n
-			}
-		}
-	}
+	imgPath, part := splitSpec(spec)
 	files, r, err := openImage(imgPath)
 	if err != nil {
 		return err

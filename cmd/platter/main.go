@@ -94,14 +94,28 @@ func onSignal() (context.Context, func() int) {
 	return ctx, func() int { return int(got.Load()) }
 }
 
+// childError is the failure of a platter process this one started (a
+// mount --daemon child): its message and exit code are this one's.
+type childError struct {
+	code int
+	msg  string
+}
+
+func (e *childError) Error() string { return e.msg }
+
 func exitCode(err error) int {
+	var child *childError
+	if errors.As(err, &child) && child.code > 0 {
+		return child.code
+	}
 	var ue *usageError
 	var bue *backup.UsageError
 	var pe *restore.PartitionError
 	var ce *block.CorruptError
 	var se *skippedError
 	switch {
-	case errors.As(err, &ue), errors.As(err, &bue), errors.As(err, &pe):
+	case errors.As(err, &ue), errors.As(err, &bue), errors.As(err, &pe), errors.Is(err, image.ErrNotImage):
+		// A file that is not an image at all was named by mistake.
 		return exitUsage
 	case errors.Is(err, image.ErrDamaged), errors.As(err, &ce), errors.As(err, &se):
 		return exitDamaged
@@ -140,8 +154,11 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
+	root.SetFlagErrorFunc(flagError)
 	root.PersistentFlags().StringArrayVar(&searchDirs, "search", nil, "where to look for the parent images of an incremental or differential image, after its own directory (repeatable)")
+	root.PersistentFlags().BoolVarP(&quiet, "quiet", "q", false, "print only warnings and errors (no progress, no summary)")
+	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "print more: each partition of what was made, written or checked")
+	root.AddCommand(newVersionCommand())
 	root.AddCommand(newCreateCommand(), newVerifyCommand(), newInfoCommand(), newRestoreCommand(), newConsolidateCommand(), newPruneCommand(), newServeCommand(), newMountCommand(), newUmountCommand(), newLsCommand(), newExtractCommand())
 	return root
 }

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -28,6 +29,7 @@ func newMountCommand() *cobra.Command {
 		Long: `Mount shows the disk an image holds as read-only files in DIR (FUSE):
 DIR/disk.img, the whole disk, and DIR/pN.img for each partition, readable by
 any tool ("mount -o loop,ro DIR/p2.img /mnt/x" gives the filesystem).
+With IMAGE:N, DIR shows only pN.img, partition N.
 With --files, DIR shows the files of the filesystem in partition N (ext2/3/4,
 FAT, NTFS; without :N the first platter reads), read in place: no root, no
 loop device, no kernel driver for the filesystem. It runs until unmounted
@@ -61,10 +63,11 @@ func newUmountCommand() *cobra.Command {
 	}
 }
 
-func runMount(cmd *cobra.Command, path, dir string, cache int) error {
+func runMount(cmd *cobra.Command, spec, dir string, cache int) error {
 	// Started by --daemon, whose stderr goes away once it returns: a
 	// warning written then must not kill the mount (SIGPIPE).
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	path, part := splitSpec(spec)
 	files, r, err := openImage(path)
 	if err != nil {
 		return err
@@ -75,9 +78,20 @@ func runMount(cmd *cobra.Command, path, dir string, cache int) error {
 	defer disk.Close() // before the reader: readahead may be decoding
 	logf := func(format string, args ...any) { warn(format, args...) }
 	made := r.Metadata().Created
-	fl := []mount.File{{Name: "disk.img", Dev: disk, Log: logf, ModTime: made}}
+	// IMAGE:N shows partition N alone; IMAGE the disk and every partition.
+	var fl []mount.File
+	if part == 0 {
+		fl = append(fl, mount.File{Name: "disk.img", Dev: disk, Log: logf, ModTime: made})
+	}
+	var have []string
 	for _, p := range view.Partitions(r, disk) {
-		fl = append(fl, mount.File{Name: fmt.Sprintf("p%d.img", p.Index), Dev: &p.Section, Log: logf, ModTime: made})
+		have = append(have, strconv.Itoa(p.Index))
+		if part == 0 || p.Index == part {
+			fl = append(fl, mount.File{Name: fmt.Sprintf("p%d.img", p.Index), Dev: &p.Section, Log: logf, ModTime: made})
+		}
+	}
+	if len(fl) == 0 {
+		return usagef("%s has no partition %d (it has: %s)", path, part, strings.Join(have, ", "))
 	}
 	abs, _ := filepath.Abs(path)
 	srv, err := mount.Mount(dir, fl, abs)
@@ -88,7 +102,11 @@ func runMount(cmd *cobra.Command, path, dir string, cache int) error {
 	for _, f := range fl {
 		names = append(names, f.Name)
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "mounted %s at %s: %s (platter umount %s to end)\n", path, dir, strings.Join(names, ", "), dir)
+	hint := ""
+	if part != 0 {
+		hint = "; --files shows its files"
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "mounted %s at %s: %s (platter umount %s to end%s)\n", spec, dir, strings.Join(names, ", "), dir, hint)
 	serveMount(cmd, srv)
 	return nil
 }
@@ -149,7 +167,12 @@ func mountDaemon(path, dir string, cache int, files bool) error {
 		}
 		select {
 		case err := <-exited:
-			return fmt.Errorf("mount: %v: %s", err, strings.TrimSpace(strings.TrimPrefix(stderr.String(), "platter: ")))
+			// The child said why; say it as ours, with its exit code.
+			msg := strings.TrimSpace(strings.TrimPrefix(stderr.String(), "platter: "))
+			if msg == "" {
+				msg = fmt.Sprintf("the mount of %s at %s ended at once (%v)", path, dir, err)
+			}
+			return &childError{code: c.ProcessState.ExitCode(), msg: msg}
 		case <-deadline:
 			return fmt.Errorf("mount: %s did not appear at %s within 30s", path, dir)
 		case <-time.After(20 * time.Millisecond):

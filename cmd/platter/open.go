@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	"github.com/platter-dev/platter/internal/image"
 )
@@ -145,4 +147,17 @@ func findImage(id, child string) (string, error) {
 		}
 	}
 	return "", &MissingParentError{ID: id, Dirs: dirs}
+}
+
+// splitSpec reads IMAGE[:N]: the image file and partition N (0: none
+// named). A file whose name ends in :N is taken whole.
+func splitSpec(spec string) (path string, part int) {
+	if i := strings.LastIndex(spec, ":"); i > 0 {
+		if n, err := strconv.Atoi(spec[i+1:]); err == nil && n > 0 {
+			if _, err := os.Stat(spec); err != nil {
+				return spec[:i], n
+			}
+		}
+	}
+	return spec, 0
 }

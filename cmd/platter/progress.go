@@ -23,3 +23,17 @@ func progressMode(flag string) (ui.Mode, error) {
 	}
 	return ui.Off, usagef("--progress must be auto, json or none, not %q", flag)
 }
+
+// newProgress is the display of an operation (label) on stderr; a bar
+// follows the terminal's width as it changes.
+func newProgress(mode ui.Mode, label string) *ui.Progress {
+	p := ui.NewProgress(mode, os.Stderr, label)
+	p.Width = func() int {
+		w, _, err := term.GetSize(int(os.Stderr.Fd()))
+		if err != nil {
+			return 0
+		}
+		return w
+	}
+	return p
+}

@@ -2,12 +2,15 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/platter-dev/platter/internal/blockdev"
+	"github.com/platter-dev/platter/internal/image"
 	"github.com/platter-dev/platter/internal/ptable"
 	"github.com/platter-dev/platter/internal/restore"
 	"github.com/platter-dev/platter/internal/ui"
@@ -19,6 +22,7 @@ type restoreOptions struct {
 	partition int
 	yes       bool
 	progress  string
+	json      bool
 }
 
 func newRestoreCommand() *cobra.Command {
@@ -39,11 +43,12 @@ large as what is restored; confirmation needed unless --yes) or a file
 	f.IntVar(&opts.partition, "partition", 0, "restore only partition N's contents into TARGET")
 	f.BoolVar(&opts.yes, "yes", false, "do not ask before overwriting a block device")
 	f.StringVar(&opts.progress, "progress", "auto", "progress display: auto, json or none")
+	f.BoolVar(&opts.json, "json", false, "print the result as JSON on stdout")
 	return cmd
 }
 
 func runRestore(cmd *cobra.Command, opts restoreOptions, imagePath, target string) error {
-	mode, err := progressMode(opts.progress)
+	mode, err := displayMode(opts.progress)
 	if err != nil {
 		return err
 	}
@@ -51,6 +56,11 @@ func runRestore(cmd *cobra.Command, opts restoreOptions, imagePath, target strin
 		return usagef("--partition must be a partition number")
 	}
 	f, img, err := openImage(imagePath)
+	if errors.Is(err, image.ErrNotImage) {
+		if _, terr := image.ReadID(target); terr == nil {
+			return usagef("%s is not a Platter image, but %s is: did you swap IMAGE and TARGET? (platter restore IMAGE TARGET)", imagePath, target)
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -91,27 +101,51 @@ func runRestore(cmd *cobra.Command, opts restoreOptions, imagePath, target strin
 		}
 	}
 
+	if m := img.Metadata(); opts.partition == 0 && len(m.NotImaged) > 0 {
+		warn("partitions %s of the disk's table were not imaged (create --partitions): they are not restored, and %s keeps what it held there (zeros in a new file)", joinInts(m.NotImaged), target)
+	}
 	t, err := blockdev.OpenTarget(target, need)
 	if err != nil {
 		return err
 	}
-	defer t.Close()
-	p := ui.NewProgress(mode, os.Stderr, "restore")
+	p := newProgress(mode, "restore")
 	start := time.Now()
 	err = restore.Run(cmd.Context(), img, t, restore.Options{Partition: opts.partition, Fresh: t.Fresh, Progress: p})
 	p.Finish()
-	if err != nil {
-		return fmt.Errorf("restore stopped: %w", err)
+	if err == nil {
+		err = t.Sync()
 	}
-	if err := t.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", target, err)
+	if cerr := t.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		// Never leave a disk that looks whole and is not.
+		if t.Created {
+			os.Remove(target)
+			return fmt.Errorf("restore stopped, %s removed: %w", target, err)
+		}
+		return fmt.Errorf("restore stopped: %s is incomplete and does not hold a usable disk: %w", target, err)
 	}
 	what := "disk"
 	if opts.partition != 0 {
 		what = fmt.Sprintf("partition %d", opts.partition)
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "restored %s of %s to %s (%s) in %.1fs\n", what, imagePath, target, ui.Bytes(need), time.Since(start).Seconds())
-	return nil
+	secs := time.Since(start).Seconds()
+	lines := []string{fmt.Sprintf("restored %s of %s to %s (%s) in %.1fs", what, imagePath, target, ui.Bytes(need), secs)}
+	if verbose {
+		lines = append(lines, areaLines(img.Metadata())...)
+	}
+	return report(cmd, opts.json, restoreSummary{Image: imagePath, Target: target, Partition: opts.partition, Bytes: need, Seconds: secs, NotImaged: img.Metadata().NotImaged}, lines...)
+}
+
+// restoreSummary is restore's result for --json.
+type restoreSummary struct {
+	Image     string  `json:"image"`
+	Target    string  `json:"target"`
+	Partition int     `json:"partition,omitempty"` // 0: the whole disk
+	Bytes     int64   `json:"bytes"`
+	Seconds   float64 `json:"seconds"`
+	NotImaged []int   `json:"not_imaged,omitempty"` // partitions of the table left as they were
 }
 
 // confirmOverwrite shows what the device holds now and asks before it is
@@ -149,4 +183,13 @@ func describeDevice(path string) string {
 		fmt.Fprintf(&b, "  partition %d: start %d, %s, type %s %s\n", p.Index, p.Start, ui.Bytes(p.Size), p.Type, p.Name)
 	}
 	return b.String()
+}
+
+// joinInts writes numbers as "3, 4".
+func joinInts(ns []int) string {
+	s := make([]string, len(ns))
+	for i, n := range ns {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ", ")
 }

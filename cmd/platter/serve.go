@@ -30,11 +30,11 @@ type serveOptions struct {
 func newServeCommand() *cobra.Command {
 	var opts serveOptions
 	cmd := &cobra.Command{
-		Use:   "serve --nbd ADDRESS [--overlay FILE] [--tls-cert FILE --tls-key FILE] IMAGE",
+		Use:   "serve --nbd ADDRESS [--overlay FILE] [--tls-cert FILE --tls-key FILE] IMAGE[:N]",
 		Short: "Serve an image's disk over NBD, without restoring it",
 		Long: `Serve exports the disk an image holds over the Network Block Device protocol:
 the whole disk as export "disk" (also the default export) and each partition
-as "pN". Read-only unless --overlay FILE is given: writes then go to FILE
+as "pN"; IMAGE:N serves partition N alone, as the default export "pN". Read-only unless --overlay FILE is given: writes then go to FILE
 (sparse, copy-on-write, kept for the next run) and the image is never
 written. Runs until interrupted.
 
@@ -147,7 +147,8 @@ func parseBytes(flag, s string) (int64, error) {
 	return n * mul, nil
 }
 
-func runServe(cmd *cobra.Command, opts serveOptions, path string) error {
+func runServe(cmd *cobra.Command, opts serveOptions, spec string) error {
+	path, part := splitSpec(spec)
 	if opts.nbd == "" {
 		return usagef("serve needs --nbd ADDRESS (host:port, :port or a unix socket path)")
 	}
@@ -179,13 +180,26 @@ func runServe(cmd *cobra.Command, opts serveOptions, path string) error {
 		defer ov.Close()
 		dev = ov
 	}
-	exports := []nbd.Export{{Name: "disk", Description: "the whole disk of " + path, Dev: dev}}
+	// IMAGE:N serves partition N alone (the default export); IMAGE the
+	// whole disk and every partition.
+	var exports []nbd.Export
+	if part == 0 {
+		exports = append(exports, nbd.Export{Name: "disk", Description: "the whole disk of " + path, Dev: dev})
+	}
+	var have []string
 	for _, p := range view.Partitions(r, dev) {
+		have = append(have, strconv.Itoa(p.Index))
+		if part != 0 && p.Index != part {
+			continue
+		}
 		var pd nbd.Device = &p.Section
 		if ov != nil {
 			pd = &view.OverlaySection{Section: p.Section, O: ov}
 		}
 		exports = append(exports, nbd.Export{Name: fmt.Sprintf("p%d", p.Index), Description: fmt.Sprintf("partition %d (%s)", p.Index, p.Filesystem), Dev: pd})
+	}
+	if len(exports) == 0 {
+		return usagef("%s has no partition %d (it has: %s)", path, part, strings.Join(have, ", "))
 	}
 	ln, err := nbd.Listen(opts.nbd)
 	if err != nil {
@@ -219,7 +233,7 @@ func runServe(cmd *cobra.Command, opts serveOptions, path string) error {
 			warn("listening on %s, not only this machine, without authentication or encryption: anyone who can reach this port can %s; use an ssh -L tunnel to a 127.0.0.1 port, or --tls-cert/--tls-key", ln.Addr(), what)
 		}
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "serving %s on %s (%s); exports: %s\n", path, ln.Addr(), mode, strings.Join(names, ", "))
+	fmt.Fprintf(cmd.OutOrStdout(), "serving %s on %s (%s); exports: %s\n", spec, ln.Addr(), mode, strings.Join(names, ", "))
 	softMemoryLimit(limits.InFlight, int64(opts.cache), r.Metadata().ChunkSize)
 	srv := &nbd.Server{Exports: exports, TLS: tlsConfig, Limits: limits, Log: func(format string, args ...any) { warn(format, args...) }}
 	err = srv.Serve(cmd.Context(), ln)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"runtime"
 
 	"github.com/platter-dev/platter/internal/image"
@@ -12,15 +11,17 @@ import (
 
 func newVerifyCommand() *cobra.Command {
 	var progress string
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "verify IMAGE",
 		Short: "Read every chunk of an image and check its hash",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runVerify(cmd, progress, args[0])
+			return runVerify(cmd, progress, asJSON, args[0])
 		},
 	}
 	cmd.Flags().StringVar(&progress, "progress", "auto", "progress display: auto, json or none")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON on stdout")
 	return cmd
 }
 
@@ -32,8 +33,8 @@ func (e *damagedError) Error() string {
 }
 func (e *damagedError) Is(target error) bool { return target == image.ErrDamaged }
 
-func runVerify(cmd *cobra.Command, progressFlag, path string) error {
-	mode, err := progressMode(progressFlag)
+func runVerify(cmd *cobra.Command, progressFlag string, asJSON bool, path string) error {
+	mode, err := displayMode(progressFlag)
 	if err != nil {
 		return err
 	}
@@ -43,24 +44,67 @@ func runVerify(cmd *cobra.Command, progressFlag, path string) error {
 	}
 	defer f.Close()
 	defer r.Close()
-	var total int64
+	var total, used int64
 	for _, e := range r.Entries() {
 		total += int64(e.RawLen)
 	}
-	p := ui.NewProgress(mode, os.Stderr, "verify")
+	for i, a := range r.Metadata().Areas {
+		if m := r.Map(i); m != nil {
+			used += m.UsedBytes()
+		} else {
+			used += a.UsedBytes
+		}
+	}
+	p := newProgress(mode, "verify")
 	p.Start(total)
 	bad, err := r.Verify(cmd.Context(), runtime.GOMAXPROCS(0), p.Add)
 	p.Finish()
 	if err != nil {
 		return err
 	}
-	out := cmd.OutOrStdout()
+	sum := verifySummary{Image: path, OK: len(bad) == 0, Chunks: len(r.Entries()), ChunkBytes: total, UsedBytes: used, Damaged: []string{}}
+	for c := r; c != nil; c = c.Parent() {
+		sum.ImageBytes += c.Size()
+		sum.Files = append(sum.Files, c.Name())
+	}
+	var lines []string
 	for _, b := range bad {
-		fmt.Fprintln(out, b.Error())
+		sum.Damaged = append(sum.Damaged, b.Error())
+		lines = append(lines, b.Error())
+	}
+	in := ""
+	if len(sum.Files) > 1 {
+		in = fmt.Sprintf(" in %d files", len(sum.Files))
+	}
+	if len(bad) == 0 {
+		lines = append(lines, fmt.Sprintf("%s: OK, %d chunks verified: %s in use on the disk, %s of image%s", path, len(r.Entries()), ui.Bytes(used), ui.Bytes(sum.ImageBytes), in))
+	}
+	if verbose {
+		lines = append(lines, areaLines(r.Metadata())...)
+	}
+	// Damaged chunks are named even with --quiet: they are the errors.
+	if quiet && !asJSON {
+		for _, l := range lines[:len(bad)] {
+			fmt.Fprintln(cmd.OutOrStdout(), l)
+		}
+	}
+	if err := report(cmd, asJSON, sum, lines...); err != nil {
+		return err
 	}
 	if len(bad) > 0 {
 		return &damagedError{bad: len(bad), total: len(r.Entries())}
 	}
-	fmt.Fprintf(out, "%s: OK, %d chunks (%s) verified\n", path, len(r.Entries()), ui.Bytes(total))
 	return nil
+}
+
+// verifySummary is verify's result for --json.
+type verifySummary struct {
+	Image      string   `json:"image"`
+	OK         bool     `json:"ok"`
+	Chunks     int      `json:"chunks"`
+	ChunkBytes int64    `json:"chunk_bytes"` // decoded bytes checked
+	UsedBytes  int64    `json:"used_bytes"`  // bytes in use on the disk the image holds
+	ImageBytes int64    `json:"image_bytes"` // the files read (the chain's)
+	Files      []string `json:"files"`
+	Damaged    []string `json:"damaged"`
 }

@@ -177,6 +177,7 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 		ChunkSize:   opts.ChunkSize,
 		Compression: opts.Compression.String(),
 		Warnings:    l.warnings,
+		NotImaged:   l.notImaged,
 		Type:        "full",
 
 		SectorBySector: opts.SectorBySector,
@@ -659,7 +660,11 @@ func (p *pipeline) write(ctx context.Context, order chan *job, ps *pass) error {
 			if err := p.w.AddEntry(e); err != nil {
 				return err
 			}
-			p.progress.Add(j.used)
+			if !(j.zero && p.areas[j.area].used == nil) {
+				// A raw area's zero chunks are not in use: the
+				// total counted them, Finish corrects it.
+				p.progress.Add(j.used)
+			}
 		} else {
 			p.w.Replace(e)
 		}

@@ -39,9 +39,14 @@ func ToFile(ctx context.Context, src block.Source, path string, force bool, opts
 	out := blockdev.NewSeqWriter(p.File(), 8<<20)
 	meta, n, err := Run(ctx, src, out, opts)
 	if cerr := out.Close(); err == nil && cerr != nil {
-		err = fmt.Errorf("write %s: %w", p.Name(), cerr)
+		err = cerr
 	}
 	if err != nil {
+		// The user named the image, not its .partial.
+		var pe *os.PathError
+		if errors.As(err, &pe) && pe.Path == p.Name() {
+			pe.Path = path
+		}
 		return nil, 0, err
 	}
 	if err := ctx.Err(); err != nil {

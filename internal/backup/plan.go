@@ -26,6 +26,8 @@ type layout struct {
 	table    *ptable.Table
 	areas    []area
 	warnings []string
+	// notImaged are the partitions of the table left out (--partitions).
+	notImaged []int
 }
 
 // UsageError reports a request that cannot be satisfied as given (a bad
@@ -63,6 +65,7 @@ func planLayout(src block.Source, only []int, all bool) (*layout, error) {
 			p.Size = size - p.Start
 		}
 		if len(only) > 0 && !slices.Contains(only, p.Index) {
+			l.notImaged = append(l.notImaged, p.Index)
 			continue
 		}
 		a, warn, err := planPartition(src, p, all)

@@ -35,7 +35,7 @@ type Device struct {
 func Open(path string) (*Device, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY, 0)
 	if err != nil {
-		return nil, err
+		return nil, needRoot(path, err)
 	}
 	d, err := newDevice(f, path)
 	if err != nil {
@@ -196,4 +196,16 @@ func (v *View) Close() error {
 	}
 	v.parts = nil
 	return nil
+}
+
+// needRoot adds a hint to a permission error on a device: disks belong
+// to root.
+func needRoot(path string, err error) error {
+	if !errors.Is(err, os.ErrPermission) {
+		return err
+	}
+	if st, serr := os.Stat(path); serr == nil && st.Mode()&os.ModeDevice != 0 {
+		return fmt.Errorf("%w (disk devices belong to root: run platter as root, or with sudo)", err)
+	}
+	return err
 }

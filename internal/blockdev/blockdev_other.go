@@ -43,3 +43,8 @@ func (d *Device) MountedView([]string) (*View, error) {
 
 // Identity is Linux-only.
 func Identity(string) (model, serial string) { return "", "" }
+
+// MountAt is Linux-only.
+func MountAt(string) (Mount, bool, error) {
+	return Mount{}, false, errors.New("mount points are read on Linux only")
+}

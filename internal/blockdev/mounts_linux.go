@@ -76,6 +76,33 @@ func Mounts(path string) ([]Mount, error) {
 	return out, sc.Err()
 }
 
+// MountAt returns the filesystem mounted at dir (the last one, if
+// several are stacked there).
+func MountAt(dir string) (Mount, bool, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return Mount{}, false, err
+	}
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = real
+	}
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return Mount{}, false, err
+	}
+	var found Mount
+	ok := false
+	for _, line := range strings.Split(string(b), "\n") {
+		pre, post, cut := strings.Cut(line, " - ")
+		a, f := strings.Fields(pre), strings.Fields(post)
+		if !cut || len(a) < 5 || len(f) < 2 || unescape(a[4]) != abs {
+			continue
+		}
+		found, ok = Mount{Device: f[1], Point: abs, FSType: f[0]}, true
+	}
+	return found, ok, nil
+}
+
 // addWithPartitions adds the device and its partitions, by number and by
 // name: btrfs mounts show an anonymous device number in mountinfo, and
 // only their source names the device.

@@ -15,6 +15,9 @@ type Target struct {
 	// restore writes anything (a file created or truncated by
 	// OpenTarget), so zero chunks need not be written.
 	Fresh bool
+	// Created is true when OpenTarget made the file: a restore that
+	// fails removes it rather than leave a disk that is not one.
+	Created bool
 }
 
 // StatTarget describes path without opening it for writing: whether it
@@ -55,6 +58,9 @@ func OpenTarget(path string, size int64) (*Target, error) {
 			return nil, fmt.Errorf("target %s is %d bytes, smaller than the %d bytes to restore", path, devSize, size)
 		}
 		f, err := os.OpenFile(path, os.O_RDWR|os.O_EXCL, 0)
+		if errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("open target: %w", needRoot(path, err))
+		}
 		if err != nil {
 			return nil, fmt.Errorf("open target: %w (is it in use?)", err)
 		}
@@ -69,6 +75,7 @@ func OpenTarget(path string, size int64) (*Target, error) {
 	// A new file is private (it holds a whole disk); an existing one
 	// keeps its mode.
 	f, err := outfile.Create(path)
+	created := err == nil
 	if errors.Is(err, os.ErrExist) {
 		f, err = os.OpenFile(path, os.O_RDWR|os.O_TRUNC, 0)
 	}
@@ -85,7 +92,7 @@ func OpenTarget(path string, size int64) (*Target, error) {
 		return nil, err
 	}
 	d.direct = openDirect(path)
-	return &Target{Device: d, Fresh: true}, nil
+	return &Target{Device: d, Fresh: true, Created: created}, nil
 }
 
 // Zero makes bytes [off, off+n) of the target read as zero.

@@ -32,7 +32,7 @@ func (id ID) String() string {
 }
 
 // ErrCorrupt is returned (wrapped) when stored bytes do not decode.
-var ErrCorrupt = errors.New("codec: corrupt data")
+var ErrCorrupt = errors.New("the stored bytes do not decode")
 
 // Setting is a user's choice of compression: "none", "zstd" or
 // "zstd:LEVEL" with LEVEL 1..22 as in the zstd command.
@@ -64,12 +64,12 @@ func ParseSetting(s string) (Setting, error) {
 	switch name {
 	case "fast":
 		if hasLevel {
-			return Setting{}, fmt.Errorf("codec: fast takes no level: %q", s)
+			return Setting{}, fmt.Errorf("compression fast takes no level: %q", s)
 		}
 		return FastSetting, nil
 	case "none":
 		if hasLevel {
-			return Setting{}, fmt.Errorf("codec: none takes no level: %q", s)
+			return Setting{}, fmt.Errorf("compression none takes no level: %q", s)
 		}
 		return Setting{ID: None}, nil
 	case "zstd":
@@ -78,11 +78,11 @@ func ParseSetting(s string) (Setting, error) {
 		}
 		n, err := strconv.Atoi(level)
 		if err != nil || n < 1 || n > 22 {
-			return Setting{}, fmt.Errorf("codec: zstd level must be 1..22, got %q", level)
+			return Setting{}, fmt.Errorf("zstd level must be 1..22, got %q", level)
 		}
 		return Setting{ID: Zstd, Level: n}, nil
 	}
-	return Setting{}, fmt.Errorf("codec: unknown compression %q (want zstd[:LEVEL], fast or none)", s)
+	return Setting{}, fmt.Errorf("unknown compression %q (want zstd[:LEVEL], fast or none)", s)
 }
 
 // Encoder compresses chunks; Encode is safe for concurrent use.

@@ -40,8 +40,12 @@ type Metadata struct {
 	// restore, mount or serve of it equals the source disk byte for byte.
 	SectorBySector bool `json:"sector_by_sector,omitempty"`
 
-	Areas    []Area   `json:"areas"`
-	Warnings []string `json:"warnings,omitempty"`
+	Areas []Area `json:"areas"`
+	// NotImaged are the partitions of the table that were left out
+	// (create --partitions): a restore of the whole disk leaves them
+	// zero.
+	NotImaged []int    `json:"not_imaged,omitempty"`
+	Warnings  []string `json:"warnings,omitempty"`
 	// Snapshot says how a mounted source was held still; nil when it
 	// was not mounted read-write.
 	Snapshot *Snapshot `json:"snapshot,omitempty"`

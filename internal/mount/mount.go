@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/platter-dev/platter/internal/blockdev"
 	"io"
 	"os"
 	"path/filepath"
@@ -94,7 +95,16 @@ func IsMountPoint(dir string) bool {
 
 // Unmount unmounts dir (a platter mount).
 func Unmount(dir string) error {
-	err := unix.Unmount(dir, 0)
+	m, ok, err := blockdev.MountAt(dir)
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		return fmt.Errorf("%s is not mounted", dir)
+	case m.FSType != "fuse.platter":
+		return fmt.Errorf("%s is not a platter mount: %s of %s is mounted there (use umount)", dir, m.FSType, m.Device)
+	}
+	err = unix.Unmount(dir, 0)
 	if errors.Is(err, unix.EPERM) {
 		if out, ferr := exec("fusermount3", "-u", dir); ferr != nil {
 			return fmt.Errorf("unmount %s: %v: %s", dir, ferr, out)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,9 @@ type Progress struct {
 	mode  Mode
 	w     io.Writer
 	label string
+	// Width, if set, gives the terminal's width in columns at each
+	// redraw (it may change): the bar never wraps onto a new line.
+	Width func() int
 
 	total   atomic.Int64
 	done    atomic.Int64
@@ -72,7 +76,9 @@ func (p *Progress) Start(total int64) {
 // Add counts n more bytes done.
 func (p *Progress) Add(n int64) { p.done.Add(n) }
 
-// Finish draws the final state and ends the display.
+// Finish draws the final state and ends the display. The total becomes
+// what was done: a total known only as an upper bound at Start (raw
+// areas, whose zero chunks are not counted) ends as the real figure.
 func (p *Progress) Finish() {
 	if p.stop == nil {
 		return
@@ -80,6 +86,7 @@ func (p *Progress) Finish() {
 	close(p.stop)
 	p.wg.Wait()
 	p.stop = nil
+	p.total.Store(p.done.Load())
 	p.draw(true)
 	if p.mode == Bar {
 		fmt.Fprintln(p.w)
@@ -87,12 +94,12 @@ func (p *Progress) Finish() {
 }
 
 type jsonProgress struct {
-	Op         string  `json:"op"`
-	Done       int64   `json:"bytes_done"`
-	Total      int64   `json:"bytes_total"`
-	Rate       float64 `json:"bytes_per_second"`
-	ETASeconds float64 `json:"eta_seconds"`
-	Finished   bool    `json:"finished"`
+	Op         string   `json:"op"`
+	Done       int64    `json:"bytes_done"`
+	Total      int64    `json:"bytes_total"`
+	Rate       float64  `json:"bytes_per_second"`
+	ETASeconds *float64 `json:"eta_seconds"` // null while unknown
+	Finished   bool     `json:"finished"`
 }
 
 // Note prints a line of news (a JSON object in JSON mode) between the
@@ -118,32 +125,64 @@ func (p *Progress) draw(final bool) {
 	if secs > 0 {
 		rate = float64(done) / secs
 	}
-	eta := 0.0
-	if rate > 0 && total > done {
+	// An ETA from less than a second of work, or none, is a guess.
+	eta, known := 0.0, rate > 0 && secs >= 1
+	if known && total > done {
 		eta = float64(total-done) / rate
 	}
 	switch p.mode {
 	case JSON:
-		b, _ := json.Marshal(jsonProgress{Op: p.label, Done: done, Total: total, Rate: rate, ETASeconds: eta, Finished: final})
+		jp := jsonProgress{Op: p.label, Done: done, Total: total, Rate: rate, Finished: final}
+		if known || final {
+			jp.ETASeconds = &eta
+		}
+		b, _ := json.Marshal(jp)
 		fmt.Fprintf(p.w, "%s\n", b)
 	case Bar:
-		pct := 100.0
-		if total > 0 {
-			pct = 100 * float64(done) / float64(total)
-		}
-		const width = 30
-		fill := int(pct / 100 * width)
-		bar := make([]byte, width)
-		for i := range bar {
-			if i < fill {
-				bar[i] = '#'
-			} else {
-				bar[i] = '.'
+		width := 80
+		if p.Width != nil {
+			if w := p.Width(); w > 0 {
+				width = w
 			}
 		}
-		fmt.Fprintf(p.w, "\r%-8s [%s] %5.1f%%  %s / %s  %s/s  ETA %s  ", p.label, bar, pct,
-			Bytes(done), Bytes(total), Bytes(int64(rate)), clock(eta))
+		fmt.Fprintf(p.w, "\r%s\033[K", barLine(p.label, done, total, rate, eta, known, final, secs, width))
 	}
+}
+
+// barLine lays out one line of the bar in fewer than width columns,
+// dropping the least useful parts first when it is narrow.
+func barLine(label string, done, total int64, rate, eta float64, known, final bool, secs float64, width int) string {
+	pct := 100.0
+	if total > 0 {
+		pct = min(100, 100*float64(done)/float64(total))
+	}
+	when := "ETA unknown"
+	switch {
+	case final:
+		when = "in " + clock(secs)
+	case known:
+		when = "ETA " + clock(eta)
+	}
+	parts := []string{
+		fmt.Sprintf("%5.1f%%", pct),
+		Bytes(done) + " / " + Bytes(total),
+		when,
+		Bytes(int64(rate)) + "/s",
+	}
+	room := width - 1 // never the last column: some terminals wrap there
+	for n := len(parts); n > 0; n-- {
+		text := label + " " + strings.Join(parts[:n], "  ")
+		if len(text) > room {
+			continue
+		}
+		if bar := room - len(text) - 3; bar >= 10 {
+			bar = min(bar, 40)
+			fill := int(pct / 100 * float64(bar))
+			return label + " [" + strings.Repeat("#", fill) + strings.Repeat(".", bar-fill) + "] " + strings.Join(parts[:n], "  ")
+		}
+		return text
+	}
+	return label[:min(len(label), room)]
 }
 
 // Bytes formats n with a binary unit: "1.5 GiB".

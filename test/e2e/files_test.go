@@ -200,7 +200,7 @@ func TestExtractNTFSLinks(t *testing.T) {
 	if links != 2+len(reparse) {
 		t.Errorf("ntfs-3g shows %d links, want %d", links, 2+len(reparse))
 	}
-	out := ok(t, "ls", img, "/a")
+	out := ok(t, "ls", "-l", img, "/a")
 	if !strings.Contains(out, "lrwxrwxrwx") || !strings.Contains(out, "rel -> b/f.txt") {
 		t.Errorf("ls /a:\n%s", out)
 	}

@@ -1,0 +1,206 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// platter version, and a misspelt flag answered with the flag meant.
+func TestVersionAndFlagHints(t *testing.T) {
+	if out := ok(t, "version"); !strings.HasPrefix(out, "platter 0.") || !strings.Contains(out, "image format 1") {
+		t.Errorf("version: %q", out)
+	}
+	var v struct {
+		Version string `json:"version"`
+		Format  int    `json:"image_format"`
+	}
+	if err := json.Unmarshal([]byte(ok(t, "version", "--json")), &v); err != nil || v.Version == "" || v.Format != 1 {
+		t.Errorf("version --json: %v %+v", err, v)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"create", "--partitons", "1", "a", "b"}, "did you mean --partitions?"},
+		{[]string{"restore", "--partiton", "2", "a", "b"}, "did you mean --partition?"},
+		{[]string{"ls", "--jsn", "a"}, "did you mean --json?"},
+	} {
+		_, errOut, code := run(t, c.args...)
+		if code != 2 || !strings.Contains(errOut, c.want) {
+			t.Errorf("platter %s: exit %d, want 2 and %q: %s", strings.Join(c.args, " "), code, c.want, errOut)
+		}
+	}
+}
+
+// --json on create, verify and restore gives their results, consistent
+// with info; --quiet prints nothing but errors; --verbose each area.
+func TestSummaries(t *testing.T) {
+	disk := fixture(t, "gpt-disk.sh")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "d.platter")
+	var c struct {
+		Image       string `json:"image"`
+		ID          string `json:"id"`
+		UsedBytes   int64  `json:"used_bytes"`
+		ImageBytes  int64  `json:"image_bytes"`
+		SourceBytes int64  `json:"source_bytes"`
+	}
+	if err := json.Unmarshal([]byte(ok(t, "create", "--json", "--progress", "none", disk, img)), &c); err != nil {
+		t.Fatal(err)
+	}
+	j := info(t, img)
+	var used int64
+	for _, p := range j.Partitions {
+		used += p.UsedBytes
+	}
+	st, _ := os.Stat(img)
+	if c.ID != j.ID || c.ImageBytes != st.Size() || c.SourceBytes != j.SourceSize || c.UsedBytes < used {
+		t.Errorf("create --json %+v, info says id %s, %d bytes, partitions use %d", c, j.ID, st.Size(), used)
+	}
+	var v struct {
+		OK        bool  `json:"ok"`
+		Chunks    int   `json:"chunks"`
+		UsedBytes int64 `json:"used_bytes"`
+	}
+	if err := json.Unmarshal([]byte(ok(t, "verify", "--json", "--progress", "none", img)), &v); err != nil || !v.OK || v.Chunks == 0 || v.UsedBytes != c.UsedBytes {
+		t.Errorf("verify --json: %v %+v (create said %d used)", err, v, c.UsedBytes)
+	}
+	var r struct {
+		Target string `json:"target"`
+		Bytes  int64  `json:"bytes"`
+	}
+	back := filepath.Join(dir, "back.img")
+	if err := json.Unmarshal([]byte(ok(t, "restore", "--json", "--progress", "none", img, back)), &r); err != nil || r.Target != back || r.Bytes != j.SourceSize {
+		t.Errorf("restore --json: %v %+v", err, r)
+	}
+	for _, args := range [][]string{
+		{"-q", "create", "--force", disk, img},
+		{"verify", "-q", img},
+		{"restore", "--quiet", img, filepath.Join(dir, "back2.img")},
+	} {
+		if o, e, code := run(t, args...); code != 0 || o != "" || e != "" {
+			t.Errorf("platter %s: exit %d, printed %q %q", strings.Join(args, " "), code, o, e)
+		}
+	}
+	if o := ok(t, "verify", "-v", img); !strings.Contains(o, "partition 2 (ext4)") || !strings.Contains(o, "partition 3 (ntfs)") {
+		t.Errorf("verify -v names no partitions:\n%s", o)
+	}
+}
+
+// On a terminal of 60 columns the bar never reaches the last column, and
+// it says "ETA unknown" rather than a made-up 0:00:00.
+func TestProgressFitsTerminal(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src.raw")
+	writeRandom(t, src, 48<<20)
+	img := filepath.Join(dir, "s.platter")
+	cmd := exec.Command("script", "-qfec", "stty cols 60 rows 20; "+platter+" create --compress zstd:12 "+src+" "+img, "/dev/null")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("script: %v\n%s", err, out)
+	}
+	ansi := regexp.MustCompile(`\x1b\[[0-9;]*[A-Za-z]`)
+	var bars int
+	for _, l := range strings.FieldsFunc(string(out), func(r rune) bool { return r == '\r' || r == '\n' }) {
+		l = ansi.ReplaceAllString(l, "")
+		if !strings.HasPrefix(l, "create ") {
+			continue
+		}
+		bars++
+		if len(l) >= 60 {
+			t.Errorf("a %d-column line on a 60-column terminal: %q", len(l), l)
+		}
+		if strings.Contains(l, "ETA 0:00:00") {
+			t.Errorf("a made-up ETA: %q", l)
+		}
+	}
+	if bars == 0 {
+		t.Fatalf("no bar drawn:\n%q", out)
+	}
+}
+
+// ls sorts, -l adds owners, -R descends, --json gives every entry with
+// its path.
+func TestLsListings(t *testing.T) {
+	disk := fixture(t, "bare-ext4.sh")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "fs.platter")
+	ok(t, "create", "--progress", "none", disk, img)
+	names := strings.Split(strings.TrimSpace(ok(t, "ls", img)), "\n")
+	if !sort.StringsAreSorted(names) || len(names) < 3 {
+		t.Errorf("ls is not sorted: %q", names)
+	}
+	long := ok(t, "ls", "-l", img)
+	if !regexp.MustCompile(`(?m)^d[rwx-]{9} 0 +0 +`).MatchString(long) {
+		t.Errorf("ls -l shows no owners:\n%s", long)
+	}
+	var ents []struct {
+		Path string `json:"path"`
+		Type string `json:"type"`
+		Size int64  `json:"size"`
+	}
+	if err := json.Unmarshal([]byte(ok(t, "ls", "-R", "--json", img)), &ents); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int64{}
+	filepath.Walk(disk+".files/p1", func(p string, fi os.FileInfo, err error) error {
+		if rel, _ := filepath.Rel(disk+".files/p1", p); rel != "." && fi.Mode().IsRegular() {
+			want["/"+rel] = fi.Size()
+		}
+		return nil
+	})
+	got := map[string]int64{}
+	for _, e := range ents {
+		if e.Type == "file" {
+			got[e.Path] = e.Size
+		}
+	}
+	for p, n := range want {
+		if got[p] != n {
+			t.Errorf("ls -R --json: %s is %d bytes, want %d", p, got[p], n)
+		}
+	}
+	if rec := ok(t, "ls", "-R", img); strings.Count(rec, ":\n") < 2 {
+		t.Errorf("ls -R shows no directory headers:\n%s", rec)
+	}
+}
+
+// serve and mount take IMAGE:N like ls and extract; umount says when a
+// directory is not a platter mount.
+func TestPartitionSpecs(t *testing.T) {
+	disk, img, _ := imagedFixture(t, "gpt-disk.sh")
+	dir := t.TempDir()
+	p2 := filepath.Join(dir, "p2.img")
+	ok(t, "restore", "--progress", "none", "--partition", "2", img, p2)
+	addr, _ := startServe(t, img+":2")
+	if out := sh(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", "nbd://"+addr, p2); !strings.Contains(out, "identical") {
+		t.Errorf("serve IMAGE:2, default export: %s", out)
+	}
+	mnt := t.TempDir()
+	ok(t, "mount", "--daemon", img+":2", mnt)
+	t.Cleanup(func() { run(t, "umount", mnt) })
+	ents, _ := os.ReadDir(mnt)
+	if len(ents) != 1 || ents[0].Name() != "p2.img" {
+		t.Errorf("mount IMAGE:2 shows %v, want p2.img alone", ents)
+	}
+	checkPartition(t, filepath.Join(mnt, "p2.img"), "ext4", disk+".files/p2")
+	ok(t, "umount", mnt)
+	if _, errOut, code := run(t, "umount", mnt); code == 0 || !strings.Contains(errOut, "is not mounted") {
+		t.Errorf("umount of a directory not mounted: exit %d, %s", code, errOut)
+	}
+	other := t.TempDir()
+	sh(t, "mount", "-t", "tmpfs", "none", other)
+	defer exec.Command("umount", other).Run()
+	if _, errOut, code := run(t, "umount", other); code == 0 || !strings.Contains(errOut, "is not a platter mount") {
+		t.Errorf("umount of a tmpfs: exit %d, %s", code, errOut)
+	}
+	if _, errOut, code := run(t, "serve", "--nbd", "127.0.0.1:0", img+":9"); code != 2 || !strings.Contains(errOut, "no partition 9") {
+		t.Errorf("serve IMAGE:9: exit %d, %s", code, errOut)
+	}
+}

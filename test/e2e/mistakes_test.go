@@ -1,0 +1,143 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Swapped arguments are refused before anything is written: a device (or
+// anything but a regular file) as IMAGE, a Platter image as SOURCE, an
+// image as restore's TARGET with a non-image as IMAGE.
+func TestSwappedArguments(t *testing.T) {
+	disk := fixture(t, "bare-ext4.sh")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "fs.platter")
+	ok(t, "create", "--progress", "none", disk, img)
+	before := readFile(t, img)
+
+	back := filepath.Join(dir, "loop-backing")
+	sh(t, "truncate", "-s", "64M", back)
+	loop := strings.TrimSpace(sh(t, "losetup", "--find", "--show", back))
+	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
+
+	for _, args := range [][]string{
+		{"create", "--force", img, loop}, // image and device swapped
+		{"create", img, loop},
+		{"create", "--force", img, filepath.Join(dir, "new.platter")}, // an image as SOURCE
+		{"create", disk, dir},                                         // a directory as IMAGE
+	} {
+		_, errOut, code := run(t, args...)
+		if code != 2 || !(strings.Contains(errOut, "did you swap") || strings.Contains(errOut, "is a directory")) {
+			t.Errorf("platter %s: exit %d, want 2 and a hint\n%s", strings.Join(args, " "), code, errOut)
+		}
+	}
+	if st, err := os.Lstat(loop); err != nil || st.Mode()&os.ModeDevice == 0 {
+		t.Fatalf("%s is no longer a device node: %v", loop, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "new.platter")); err == nil {
+		t.Error("an image was made of an image")
+	}
+	_, errOut, code := run(t, "restore", "--progress", "none", disk, img)
+	if code != 2 || !strings.Contains(errOut, "did you swap IMAGE and TARGET") {
+		t.Errorf("restore with IMAGE and TARGET swapped: exit %d\n%s", code, errOut)
+	}
+	if !bytes.Equal(readFile(t, img), before) {
+		t.Error("the image was changed")
+	}
+}
+
+// A restore that stops (interrupted, or at a damaged chunk) removes a
+// target file it created, and says a target that existed is incomplete.
+func TestStoppedRestore(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src.raw")
+	b := make([]byte, 384<<20)
+	rand.Read(b)
+	if err := os.WriteFile(src, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(dir, "src.platter")
+	ok(t, "create", "--progress", "none", src, img)
+
+	// Interrupted: held when its target appears, then sent SIGINT.
+	target := filepath.Join(dir, "new.img")
+	cmd := exec.Command(platter, "restore", "--progress", "none", img, target)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		if _, err := os.Stat(target); err == nil {
+			break
+		}
+		if i == 1000 {
+			cmd.Process.Kill()
+			t.Fatalf("restore made no target:\n%s", out.String())
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGSTOP)
+	cmd.Process.Signal(syscall.SIGINT)
+	cmd.Process.Signal(syscall.SIGCONT)
+	cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != 130 {
+		t.Errorf("interrupted restore: exit %d, want 130\n%s", code, out.String())
+	}
+	if _, err := os.Stat(target); err == nil {
+		t.Errorf("an interrupted restore left %s (%d bytes)", target, len(readFile(t, target)))
+	}
+
+	// A damaged chunk: a new target is removed, an existing one is said
+	// to be incomplete.
+	j := infoChunks(t, img)
+	var bad int64 = -1
+	for _, c := range j.Chunks {
+		if !c.Zero && c.FrameSize > 4096 {
+			bad = c.FrameOffset + 64 + 100
+		}
+	}
+	if bad < 0 {
+		t.Fatal("no chunk to damage")
+	}
+	damaged := filepath.Join(dir, "damaged.platter")
+	dmg := readFile(t, img)
+	dmg[bad] ^= 0xff
+	os.WriteFile(damaged, dmg, 0o600)
+	_, errOut, code := run(t, "restore", "--progress", "none", damaged, target)
+	if code != 3 || !strings.Contains(errOut, "removed") {
+		t.Errorf("restore of a damaged image to a new file: exit %d\n%s", code, errOut)
+	}
+	if _, err := os.Stat(target); err == nil {
+		t.Error("a failed restore left its new target")
+	}
+	existing := filepath.Join(dir, "existing.img")
+	os.WriteFile(existing, []byte("old"), 0o600)
+	_, errOut, code = run(t, "restore", "--progress", "none", damaged, existing)
+	if code != 3 || !strings.Contains(errOut, "incomplete") {
+		t.Errorf("restore of a damaged image over a file: exit %d\n%s", code, errOut)
+	}
+}
+
+// Restoring the whole disk of an image of some partitions says which
+// partitions of the table it does not hold.
+func TestSomePartitionsRestored(t *testing.T) {
+	disk := fixture(t, "gpt-disk.sh")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "p1.platter")
+	ok(t, "create", "--progress", "none", "--partitions", "1", disk, img)
+	_, errOut, code := run(t, "restore", "--progress", "none", img, filepath.Join(dir, "back.img"))
+	if code != 0 || !strings.Contains(errOut, "partitions 2, 3, 4 of the disk's table were not imaged") {
+		t.Errorf("restore: exit %d\n%s", code, errOut)
+	}
+	if o := ok(t, "info", img); !strings.Contains(o, "not imaged") {
+		t.Errorf("info does not say which partitions were not imaged:\n%s", o)
+	}
+}
