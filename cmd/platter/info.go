@@ -5,12 +5,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/platter-dev/platter/internal/fsread"
 	"github.com/platter-dev/platter/internal/image"
+	"github.com/platter-dev/platter/internal/ptable"
 	"github.com/platter-dev/platter/internal/ui"
+	"github.com/platter-dev/platter/internal/view"
 	"github.com/spf13/cobra"
 )
 
@@ -40,6 +44,9 @@ type infoJSON struct {
 	Created       time.Time       `json:"created"`
 	Tool          string          `json:"tool"`
 	Source        string          `json:"source"`
+	Host          string          `json:"host,omitempty"`
+	DiskModel     string          `json:"disk_model,omitempty"`
+	DiskSerial    string          `json:"disk_serial,omitempty"`
 	SourceSize    int64           `json:"source_size"`
 	SectorSize    int64           `json:"sector_size"`
 	Table         string          `json:"table"`
@@ -53,6 +60,12 @@ type infoJSON struct {
 	Type          string          `json:"type"`
 	// SectorBySector: every byte of the disk is in the image.
 	SectorBySector bool `json:"sector_by_sector"`
+	// ChangedChunks (of Chunks) are those an incremental or
+	// differential holds itself rather than takes from its parent.
+	ChangedChunks *int `json:"changed_chunks,omitempty"`
+	ChunkCount    int  `json:"chunk_count"`
+	// NotImaged are the partitions of the table left out of the image.
+	NotImaged []int `json:"not_imaged,omitempty"`
 	// Chain is the image and the images it depends on, newest first.
 	Chain      []chainJSON     `json:"chain"`
 	Partitions []partitionJSON `json:"partitions"`
@@ -73,10 +86,13 @@ type partitionJSON struct {
 	Start       int64  `json:"start"`
 	Size        int64  `json:"size"`
 	Type        string `json:"type"`
+	TypeName    string `json:"type_name,omitempty"` // "EFI System", "Linux filesystem", ...
 	GUID        string `json:"guid,omitempty"`
 	Name        string `json:"name,omitempty"`
 	Bootable    bool   `json:"bootable,omitempty"`
 	Filesystem  string `json:"filesystem"`
+	Label       string `json:"label,omitempty"` // the filesystem's
+	UUID        string `json:"uuid,omitempty"`  // the filesystem's, as blkid shows it
 	Note        string `json:"note,omitempty"`
 	UsedBytes   int64  `json:"used_bytes"`
 	StoredBytes int64  `json:"stored_bytes"`
@@ -104,12 +120,23 @@ func describe(r *image.Reader, chunks bool) *infoJSON {
 	d := r.Digest()
 	out := &infoJSON{
 		FormatVersion: m.FormatVersion, ID: m.ID, Created: m.Created, Tool: m.Tool, Source: m.Source,
+		Host: m.Host, DiskModel: m.DiskModel, DiskSerial: m.DiskSerial, NotImaged: m.NotImaged, ChunkCount: len(r.Entries()),
 		SourceSize: m.SourceSize, SectorSize: m.SectorSize, Table: m.Table, DiskID: m.DiskID,
 		ImageBytes: r.Size(), ChunkSize: m.ChunkSize, Compression: m.Compression,
 		Digest: hex.EncodeToString(d[:]), Warnings: m.Warnings, Snapshot: m.Snapshot,
 		Partitions: []partitionJSON{}, Gaps: []gapJSON{}, Type: imageType(m),
 		SectorBySector: m.SectorBySector,
 	}
+	if m.Parent != "" {
+		n := 0
+		for _, e := range r.Entries() {
+			if !e.InParent() {
+				n++
+			}
+		}
+		out.ChangedChunks = &n
+	}
+	ids := identities(r)
 	for c := r; c != nil; c = c.Parent() {
 		out.Chain = append(out.Chain, chainJSON{ID: c.ID().String(), Type: imageType(c.Metadata()), Created: c.Metadata().Created, File: c.Name(), ImageBytes: c.Size()})
 	}
@@ -122,8 +149,9 @@ func describe(r *image.Reader, chunks bool) *infoJSON {
 			continue
 		}
 		out.Partitions = append(out.Partitions, partitionJSON{
-			Index: a.Index, Start: a.Start, Size: a.Size, Type: a.Type, GUID: a.GUID, Name: a.Name,
+			Index: a.Index, Start: a.Start, Size: a.Size, Type: a.Type, TypeName: ptable.TypeName(a.Type), GUID: a.GUID, Name: a.Name,
 			Bootable: a.Bootable, Filesystem: a.Filesystem, Note: a.Note, UsedBytes: a.UsedBytes, StoredBytes: a.StoredBytes,
+			Label: ids[a.Index].Label, UUID: ids[a.Index].UUID,
 		})
 	}
 	if chunks {
@@ -141,6 +169,18 @@ func describe(r *image.Reader, chunks bool) *infoJSON {
 			}
 			out.Chunks = append(out.Chunks, c)
 		}
+	}
+	return out
+}
+
+// identities reads the label and UUID of each partition's filesystem
+// from the image (a chunk or two each), by partition number.
+func identities(r *image.Reader) map[int]fsread.Identity {
+	disk := view.New(r, 4)
+	defer disk.Close()
+	out := map[int]fsread.Identity{}
+	for _, p := range view.Partitions(r, disk) {
+		out[p.Index] = fsread.Identify(&p.Section, p.Len, p.Filesystem)
 	}
 	return out
 }
@@ -171,13 +211,35 @@ func runInfo(w io.Writer, opts infoOptions, path string) error {
 	fmt.Fprintf(w, "ID:          %s\n", info.ID)
 	fmt.Fprintf(w, "Created:     %s by %s\n", info.Created.Local().Format(time.RFC3339), info.Tool)
 	fmt.Fprintf(w, "Source:      %s, %s (%d bytes), %d-byte sectors\n", info.Source, ui.Bytes(info.SourceSize), info.SourceSize, info.SectorSize)
-	fmt.Fprintf(w, "Table:       %s\n", info.Table)
+	var disk []string
+	if info.DiskModel != "" {
+		disk = append(disk, info.DiskModel)
+	}
+	if info.DiskSerial != "" {
+		disk = append(disk, "serial "+info.DiskSerial)
+	}
+	if info.Host != "" {
+		disk = append(disk, "on host "+info.Host)
+	}
+	if len(disk) > 0 {
+		fmt.Fprintf(w, "Disk:        %s\n", strings.Join(disk, ", "))
+	}
+	table := info.Table
+	if info.DiskID != "" {
+		table += ", disk id " + info.DiskID
+	}
+	fmt.Fprintf(w, "Table:       %s\n", table)
+	fmt.Fprintf(w, "Digest:      %s\n", info.Digest)
 	if info.SectorBySector {
 		fmt.Fprintf(w, "Contents:    sector by sector (every byte of the disk, free space included)\n")
 	}
 	fmt.Fprintf(w, "Compression: %s, %s chunks\n", info.Compression, ui.Bytes(info.ChunkSize))
 	if len(info.Chain) > 1 {
-		fmt.Fprintf(w, "Chain:       %s image; restores with:\n", info.Type)
+		changed := ""
+		if info.ChangedChunks != nil {
+			changed = fmt.Sprintf(" (%d of its %d chunks changed since its parent)", *info.ChangedChunks, info.ChunkCount)
+		}
+		fmt.Fprintf(w, "Chain:       %s image%s; restores with:\n", info.Type, changed)
 		for _, c := range info.Chain {
 			fmt.Fprintf(w, "             %-12s %s  %s  %s  %s\n", c.Type, c.ID, c.Created.Local().Format(time.RFC3339), ui.Bytes(c.ImageBytes), c.File)
 		}
@@ -205,16 +267,29 @@ func runInfo(w io.Writer, opts infoOptions, path string) error {
 		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nPART\tSTART\tSIZE\tTYPE\tFS\tUSED\tSTORED\t")
+	fmt.Fprintln(tw, "\nPART\tSTART\tSIZE\tTYPE\tNAME\tFS\tLABEL\tUSED\tSTORED")
 	for _, p := range info.Partitions {
-		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%s\t\n", p.Index, p.Start, ui.Bytes(p.Size), p.Type, p.Filesystem, ui.Bytes(p.UsedBytes), ui.Bytes(p.StoredBytes))
+		typ := p.TypeName
+		if typ == "" {
+			typ = p.Type
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Index, ui.Bytes(p.Start), ui.Bytes(p.Size), typ, dash(p.Name), p.Filesystem, dash(p.Label), ui.Bytes(p.UsedBytes), ui.Bytes(p.StoredBytes))
 	}
 	for _, g := range info.Gaps {
-		fmt.Fprintf(tw, "-\t%d\t%s\t(outside partitions)\traw\t%s\t%s\t\n", g.Start, ui.Bytes(g.Size), ui.Bytes(g.UsedBytes), ui.Bytes(g.StoredBytes))
+		fmt.Fprintf(tw, "-\t%s\t%s\t(outside partitions)\t-\traw\t-\t%s\t%s\n", ui.Bytes(g.Start), ui.Bytes(g.Size), ui.Bytes(g.UsedBytes), ui.Bytes(g.StoredBytes))
 	}
 	tw.Flush()
+	if len(info.NotImaged) > 0 {
+		fmt.Fprintf(w, "Not imaged:  partitions %s of the table (create --partitions)\n", joinInts(info.NotImaged))
+	}
 	for _, p := range info.Partitions {
-		if p.Note != "" {
+		if p.UUID != "" || verbose {
+			fmt.Fprintf(w, "Partition %d: starts at byte %d, %d bytes; %s UUID %s\n", p.Index, p.Start, p.Size, p.Filesystem, dash(p.UUID))
+		}
+	}
+	for _, p := range info.Partitions {
+		// A note that is also a warning is said once, as a warning.
+		if p.Note != "" && !slices.Contains(info.Warnings, p.Note) {
 			fmt.Fprintf(w, "Note: %s\n", p.Note)
 		}
 	}
@@ -222,4 +297,11 @@ func runInfo(w io.Writer, opts infoOptions, path string) error {
 		fmt.Fprintf(w, "Warning: %s\n", s)
 	}
 	return nil
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

@@ -204,3 +204,72 @@ func TestPartitionSpecs(t *testing.T) {
 		t.Errorf("serve IMAGE:9: exit %d, %s", code, errOut)
 	}
 }
+
+// info names partition types as fdisk does, and filesystems by the label
+// and UUID blkid gives them; it shows the digest, the host, and for an
+// incremental how many chunks changed.
+func TestInfoReadable(t *testing.T) {
+	dir := t.TempDir()
+	disk := sparseFile(t, filepath.Join(dir, "disk.img"), 128<<20)
+	sh(t, "sgdisk", "-n", "1:1M:+32M", "-t", "1:EF00", "-c", "1:ESP",
+		"-n", "2:0:+48M", "-t", "2:8300", "-c", "2:root",
+		"-n", "3:0:+32M", "-t", "3:0700", "-c", "3:data", disk)
+	parts := sfdiskParts(t, disk)
+	make := func(n int, mkfs ...string) string {
+		p := sparseFile(t, filepath.Join(dir, "p"+mkfs[0]), parts[n].size)
+		sh(t, mkfs[0], append(mkfs[1:], p)...)
+		sh(t, "dd", "if="+p, "of="+disk, "bs=1M", "oflag=seek_bytes", "seek="+itoa(parts[n].start), "conv=notrunc", "status=none")
+		return p
+	}
+	files := map[int]string{
+		1: make(1, "mkfs.fat", "-F", "32", "-n", "MYESP"),
+		2: make(2, "mkfs.ext4", "-q", "-L", "rootfs"),
+		3: make(3, "mkntfs", "-q", "-f", "-F", "-L", "Data Disk"),
+	}
+	img := filepath.Join(dir, "d.platter")
+	ok(t, "create", "--progress", "none", disk, img)
+	j := info(t, img)
+	var got struct {
+		Digest     string `json:"digest"`
+		Host       string `json:"host"`
+		Partitions []struct {
+			Index    int    `json:"index"`
+			TypeName string `json:"type_name"`
+			Label    string `json:"label"`
+			UUID     string `json:"uuid"`
+		} `json:"partitions"`
+	}
+	json.Unmarshal([]byte(ok(t, "info", "--json", img)), &got)
+	host, _ := os.Hostname()
+	if got.Digest == "" || got.Host != host {
+		t.Errorf("info --json: digest %q, host %q (want %q)", got.Digest, got.Host, host)
+	}
+	fdisk := sh(t, "sfdisk", "-l", disk)
+	for _, p := range got.Partitions {
+		f := files[p.Index]
+		label := strings.TrimSpace(sh(t, "blkid", "-p", "-o", "value", "-s", "LABEL", f))
+		uuid := strings.TrimSpace(sh(t, "blkid", "-p", "-o", "value", "-s", "UUID", f))
+		if p.Label != label || !strings.EqualFold(p.UUID, uuid) {
+			t.Errorf("partition %d: label %q uuid %q, blkid says %q %q", p.Index, p.Label, p.UUID, label, uuid)
+		}
+		if p.TypeName == "" || !strings.Contains(fdisk, " "+p.TypeName+"\n") {
+			t.Errorf("partition %d: type %q, not as sfdisk names it:\n%s", p.Index, p.TypeName, fdisk)
+		}
+	}
+	text := ok(t, "info", img)
+	for _, want := range []string{"EFI System", "Linux filesystem", "Microsoft basic data", "MYESP", "rootfs", "Data Disk", got.Digest, "on host " + host} {
+		if !strings.Contains(text, want) {
+			t.Errorf("info does not show %q:\n%s", want, text)
+		}
+	}
+	_ = j
+	// An incremental after one file changed: a few chunks changed.
+	inc := filepath.Join(dir, "inc.platter")
+	o := ok(t, "create", "--progress", "none", "--incremental", img, disk, inc)
+	if !strings.Contains(o, "0 of ") || !strings.Contains(o, "chunks changed since the parent") {
+		t.Errorf("create of an unchanged disk's incremental: %s", o)
+	}
+	if text := ok(t, "info", inc); !strings.Contains(text, "0 of its") {
+		t.Errorf("info of an incremental does not say how many chunks changed:\n%s", text)
+	}
+}

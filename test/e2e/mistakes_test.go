@@ -137,7 +137,7 @@ func TestSomePartitionsRestored(t *testing.T) {
 	if code != 0 || !strings.Contains(errOut, "partitions 2, 3, 4 of the disk's table were not imaged") {
 		t.Errorf("restore: exit %d\n%s", code, errOut)
 	}
-	if o := ok(t, "info", img); !strings.Contains(o, "not imaged") {
+	if o := ok(t, "info", img); !strings.Contains(o, "Not imaged:  partitions 2, 3, 4") {
 		t.Errorf("info does not say which partitions were not imaged:\n%s", o)
 	}
 }
