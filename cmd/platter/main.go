@@ -159,7 +159,7 @@ func newRootCommand() *cobra.Command {
 	root.PersistentFlags().BoolVarP(&quiet, "quiet", "q", false, "print only warnings and errors (no progress, no summary)")
 	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "print more: each partition of what was made, written or checked")
 	root.AddCommand(newVersionCommand())
-	root.AddCommand(newCreateCommand(), newVerifyCommand(), newInfoCommand(), newRestoreCommand(), newConsolidateCommand(), newPruneCommand(), newServeCommand(), newMountCommand(), newUmountCommand(), newLsCommand(), newExtractCommand())
+	root.AddCommand(newCreateCommand(), newVerifyCommand(), newInfoCommand(), newRestoreCommand(), newConsolidateCommand(), newPruneCommand(), newListCommand(), newServeCommand(), newMountCommand(), newUmountCommand(), newLsCommand(), newExtractCommand())
 	return root
 }
 

@@ -206,12 +206,103 @@ func (ir *Reader) CopyFrame(e Entry) (*Frame, error) {
 	return &Frame{Area: e.Area, Chunk: e.Chunk, RawLen: int(e.RawLen), Hash: e.Hash, Codec: codec.ID(h.Codec), Payload: fb[frameHeaderSize:]}, nil
 }
 
+// foldStep is what folding does with one of the child's entries: the
+// entry written, and for a chunk whose frame is copied, the file of the
+// chain that holds it and its entry there (copy: the first chunk of
+// that frame, which copies it; later ones share it).
+type foldStep struct {
+	in   Entry // the child's
+	out  Entry
+	from *Reader
+	fe   Entry
+	copy bool
+}
+
+// planFold decides, entry by entry, what Fold writes: a chunk newParent's
+// chain holds as it is becomes a reference; a zero chunk has no frame;
+// every other chunk's frame is copied once from the file that holds it.
+func planFold(child, newParent *Reader) ([]foldStep, error) {
+	type where struct {
+		r   *Reader
+		off int64
+	}
+	seen := map[where]bool{}
+	steps := make([]foldStep, 0, len(child.entries))
+	for _, e := range child.entries {
+		st := foldStep{in: e, out: Entry{Area: e.Area, Chunk: e.Chunk, RawLen: e.RawLen, Hash: e.Hash}}
+		if newParent != nil {
+			if pe, ok := newParent.Lookup(e.Area, e.Chunk); ok && pe.Hash == e.Hash {
+				st.out.Flags = FlagParent
+			}
+		}
+		switch {
+		case st.out.Flags == FlagParent:
+		case e.Zero():
+			st.out.Flags = FlagZero
+		default:
+			r, fe, err := child.resolve(e)
+			if err != nil {
+				return nil, err
+			}
+			st.from, st.fe = r, fe
+			st.copy = !seen[where{r, fe.FrameOff}]
+			seen[where{r, fe.FrameOff}] = true
+		}
+		steps = append(steps, st)
+	}
+	return steps, nil
+}
+
+// FoldCost is what Fold would write, without writing it.
+type FoldCost struct {
+	// FrameBytes are the frames (headers included) the new file holds;
+	// CopiedFrames and CopiedBytes those of them that come from the
+	// other files of the chain (the rest are the child's own).
+	FrameBytes   int64
+	CopiedFrames int
+	CopiedBytes  int64
+	// OwnBytes are the frames the child's file holds now.
+	OwnBytes int64
+}
+
+// PlanFold returns what Fold(w, child, newParent) would write.
+func PlanFold(child, newParent *Reader) (FoldCost, error) {
+	steps, err := planFold(child, newParent)
+	if err != nil {
+		return FoldCost{}, err
+	}
+	var c FoldCost
+	own := map[int64]bool{}
+	for _, e := range child.entries {
+		if !e.InParent() && !e.Zero() && !own[e.FrameOff] {
+			own[e.FrameOff] = true
+			c.OwnBytes += frameHeaderSize + int64(e.Stored)
+		}
+	}
+	for _, st := range steps {
+		if !st.copy {
+			continue
+		}
+		n := frameHeaderSize + int64(st.fe.Stored)
+		c.FrameBytes += n
+		if st.from != child {
+			c.CopiedFrames++
+			c.CopiedBytes += n
+		}
+	}
+	return c, nil
+}
+
 // Fold writes to w the image child with the same id and content, but
 // newParent as its parent (nil: a full image). A chunk newParent's chain
 // holds as it is is recorded as in the parent; every other chunk's frame
 // is copied in from the file of child's chain that holds it. It returns
 // how many frames it copied.
 func Fold(w io.Writer, child, newParent *Reader, tempDir string) (int, error) {
+	steps, err := planFold(child, newParent)
+	if err != nil {
+		return 0, err
+	}
 	iw, err := NewWriter(w, child.id, child.meta.Created)
 	if err != nil {
 		return 0, err
@@ -236,37 +327,25 @@ func Fold(w io.Writer, child, newParent *Reader, tempDir string) (int, error) {
 	}
 	written := map[where]Entry{} // frames copied, for chunks that share one
 	copied := 0
-	for _, e := range child.entries {
-		out := Entry{Area: e.Area, Chunk: e.Chunk, RawLen: e.RawLen, Hash: e.Hash}
-		if newParent != nil {
-			if pe, ok := newParent.Lookup(e.Area, e.Chunk); ok && pe.Hash == e.Hash {
-				out.Flags = FlagParent
-			}
-		}
-		switch {
-		case out.Flags == FlagParent:
-		case e.Zero():
-			out.Flags = FlagZero
-		default:
-			r, fe, err := child.resolve(e)
-			if err != nil {
-				return copied, err
-			}
-			if prev, ok := written[where{r, fe.FrameOff}]; ok {
+	for _, st := range steps {
+		out := st.out
+		if st.from != nil {
+			if st.copy {
+				f, err := child.CopyFrame(st.in)
+				if err != nil {
+					return copied, err
+				}
+				if out.FrameOff, err = iw.WriteFrame(f); err != nil {
+					return copied, err
+				}
+				out.Stored = uint32(len(f.Payload))
+				written[where{st.from, st.fe.FrameOff}] = out
+				meta.Areas[out.Area].StoredBytes += frameHeaderSize + int64(out.Stored)
+				copied++
+			} else {
+				prev := written[where{st.from, st.fe.FrameOff}]
 				out.FrameOff, out.Stored = prev.FrameOff, prev.Stored
-				break
 			}
-			f, err := child.CopyFrame(e)
-			if err != nil {
-				return copied, err
-			}
-			if out.FrameOff, err = iw.WriteFrame(f); err != nil {
-				return copied, err
-			}
-			out.Stored = uint32(len(f.Payload))
-			written[where{r, fe.FrameOff}] = out
-			meta.Areas[e.Area].StoredBytes += frameHeaderSize + int64(out.Stored)
-			copied++
 		}
 		if err := iw.AddEntry(out); err != nil {
 			return copied, err
