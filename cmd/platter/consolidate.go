@@ -20,7 +20,8 @@ image of the same restore point: every chunk it takes from its parents is
 copied in (checked, not compressed again). It keeps its id and content, so
 images made from it still use it; its parents are no longer needed by it.
 The file is replaced atomically.`,
-		Args: exactArgs(1),
+		Example: `  platter consolidate set/thu.platter   # a full image now; images made from it still work`,
+		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			files, r, err := openImage(args[0])
 			if err != nil {

@@ -47,6 +47,11 @@ func newCreateCommand() *cobra.Command {
 filesystem) read-only and writes IMAGE: the partition table and boot areas,
 and each partition's used blocks, compressed. IMAGE appears only when it is
 complete.`,
+		Example: `  platter create /dev/nvme0n1 /backup/laptop.platter        # a whole disk, live if mounted
+  platter create /dev/sda2 /backup/root.platter              # one partition
+  platter create --partitions 1,2 disk.img two.platter       # some partitions of a disk file
+  platter create --incremental /backup/laptop.platter /dev/nvme0n1 /backup/laptop-1.platter
+  platter create --json --progress none /dev/sdb usb.platter # for scripts`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runCreate(cmd, opts, args[0], args[1])

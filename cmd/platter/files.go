@@ -221,6 +221,9 @@ names (with "/", "\" or NUL, ".", "..") are skipped, and no symlink already
 in DEST is followed. DEST itself must not be a symlink, unless named as
 DEST/. to extract into the directory it points to. An entry the image cannot
 give is skipped and named, the rest extracted, and the exit code is 3.`,
+		Example: `  platter extract set/wed.platter:2 /home/ann/thesis.tex ~/recovered/
+  platter extract disk.platter:1 / ./efi-partition/     # a whole partition's files
+  platter extract disk.platter:3 "/Users/Ann/My Documents" /srv/restore/.`,
 		Args: exactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			src, dest := args[1], args[2]

@@ -28,7 +28,10 @@ func newInfoCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "info [--json] [--chunks] IMAGE",
 		Short: "Describe an image: source, table, partitions, sizes",
-		Args:  exactArgs(1),
+		Example: `  platter info disk.platter
+  platter info --json disk.platter | jq '.partitions[] | {index, filesystem, label, used_bytes}'
+  platter info --json --chunks disk.platter   # where every chunk's frame is`,
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runInfo(cmd.OutOrStdout(), opts, args[0])
 		},

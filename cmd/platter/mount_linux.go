@@ -35,6 +35,9 @@ FAT, NTFS; without :N the first platter reads), read in place: no root, no
 loop device, no kernel driver for the filesystem. It runs until unmounted
 (platter umount DIR) or interrupted; --daemon returns once mounted and
 leaves it running.`,
+		Example: `  platter mount --daemon disk.platter /mnt/img && mount -o loop,ro /mnt/img/p2.img /mnt/root
+  platter mount --daemon --files disk.platter:3 /mnt/data   # NTFS or FAT files, no kernel driver
+  platter umount /mnt/img`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if daemon {
@@ -54,9 +57,10 @@ leaves it running.`,
 
 func newUmountCommand() *cobra.Command {
 	return &cobra.Command{
-		Use:   "umount DIR",
-		Short: "End a platter mount",
-		Args:  exactArgs(1),
+		Use:     "umount DIR",
+		Short:   "End a platter mount",
+		Example: "  platter umount /mnt/img",
+		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return mount.Unmount(args[0])
 		},

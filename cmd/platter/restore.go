@@ -34,6 +34,9 @@ func newRestoreCommand() *cobra.Command {
 only that partition's contents. TARGET may be a block device (at least as
 large as what is restored; confirmation needed unless --yes) or a file
 (created or cut to size and written sparse).`,
+		Example: `  platter restore laptop.platter /dev/sdb --yes    # onto a disk (shows what it overwrites)
+  platter restore laptop.platter disk.img          # into a sparse file
+  platter restore --partition 2 laptop.platter /dev/sdb2`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runRestore(cmd, opts, args[0], args[1])

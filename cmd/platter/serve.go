@@ -52,6 +52,10 @@ requests and replies, nor more than --max-connections connections; a
 client that does not take a reply within --reply-timeout is dropped, one
 that connects and does not negotiate within 30 s too. A client idle
 between requests is never dropped. Requests are at most 32 MiB.`,
+		Example: `  platter serve --nbd :10809 disk.platter &
+  qemu-img convert nbd://127.0.0.1:10809/p2 p2.img
+  qemu-system-x86_64 -drive file=nbd://127.0.0.1:10809/disk,format=raw,snapshot=on
+  platter serve --nbd /run/disk.sock --overlay changes.ovl disk.platter:2`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runServe(cmd, opts, args[0])

@@ -15,7 +15,9 @@ func newVerifyCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "verify IMAGE",
 		Short: "Read every chunk of an image and check its hash",
-		Args:  exactArgs(1),
+		Example: `  platter verify /backup/laptop-1.platter    # the whole chain, every chunk
+  platter verify --json -q set/wed.platter`,
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runVerify(cmd, progress, asJSON, args[0])
 		},
