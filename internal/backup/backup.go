@@ -176,7 +176,7 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 		DiskID:      l.table.DiskID,
 		ChunkSize:   opts.ChunkSize,
 		Compression: opts.Compression.String(),
-		Warnings:    l.warnings,
+		Warnings:    slices.Clone(l.warnings),
 		NotImaged:   l.notImaged,
 		Type:        "full",
 
@@ -195,6 +195,12 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 		}
 		a.meta.StoredBytes = p.stored[i]
 		meta.Areas = append(meta.Areas, a.meta)
+		// A partition not imaged as its filesystem says (damaged, a
+		// journal to replay, unreadable) is a warning too, as it
+		// stood when the image was made (for a live image, the freeze).
+		if a.meta.Note != "" {
+			meta.Warnings = append(meta.Warnings, a.meta.Note)
+		}
 	}
 	// The maps are read from the source once more as they are written:
 	// only then is the source let go (a frozen filesystem thawed).

@@ -219,7 +219,11 @@ func (p *pipeline) refreshMaps() error {
 		if err != nil {
 			return fmt.Errorf("partition %d: read its %s filesystem again during live imaging: %w", a.meta.Index, a.used.FS, err)
 		}
+		// An untrusted filesystem's map counts every block; the note
+		// says what the filesystem says of itself now (at the freeze,
+		// what the image holds).
 		a.used = u
+		a.meta.Note = detectNote(a.meta.Index, u)
 	}
 	return nil
 }

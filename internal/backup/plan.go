@@ -68,12 +68,9 @@ func planLayout(src block.Source, only []int, all bool) (*layout, error) {
 			l.notImaged = append(l.notImaged, p.Index)
 			continue
 		}
-		a, warn, err := planPartition(src, p, all)
+		a, err := planPartition(src, p, all)
 		if err != nil {
 			return nil, err
-		}
-		if warn != "" {
-			l.warnings = append(l.warnings, warn)
 		}
 		l.areas = append(l.areas, a)
 	}
@@ -97,7 +94,12 @@ func checkSelection(parts []ptable.Partition, only []int) error {
 	return nil
 }
 
-func planPartition(src block.Source, p ptable.Partition, all bool) (area, string, error) {
+// planPartition reads a partition's filesystem and allocation map. What
+// makes the map less than the filesystem's own word (damage, a journal to
+// replay, a filesystem not read at all) is the area's note; the image's
+// warnings are made of the final notes (backup.go), since a live image
+// reads the maps again at the freeze.
+func planPartition(src block.Source, p ptable.Partition, all bool) (area, error) {
 	a := area{meta: image.Area{
 		Kind: image.KindPartition, Index: p.Index, Start: p.Start, Size: p.Size,
 		Type: p.Type, GUID: p.GUID, Name: p.Name, Attrs: p.Attrs, Bootable: p.Bootable,
@@ -107,10 +109,10 @@ func planPartition(src block.Source, p ptable.Partition, all bool) (area, string
 	if err != nil {
 		note := fmt.Sprintf("partition %d: %v; copying every non-zero block", p.Index, err)
 		a.meta.Note = note
-		return a, note, nil
+		return a, nil
 	}
 	if u == nil {
-		return a, "", nil
+		return a, nil
 	}
 	used, err := u.UsedBytes()
 	if err != nil {
@@ -118,17 +120,32 @@ func planPartition(src block.Source, p ptable.Partition, all bool) (area, string
 		// copy the partition raw rather than trust part of a map.
 		note := fmt.Sprintf("partition %d: %s allocation map unreadable (%v); copying every non-zero block", p.Index, u.FS, err)
 		a.meta.Note = note
-		return a, note, nil
+		return a, nil
 	}
 	a.meta.Filesystem = u.FS
+	a.meta.Note = detectNote(p.Index, u)
 	if all {
 		// Named, so that ls and extract read it, but copied whole.
-		return a, "", nil
+		return a, nil
 	}
 	a.used = u
 	a.meta.BlockSize = u.BlockSize()
 	a.meta.UsedBytes = used
-	return a, "", nil
+	return a, nil
+}
+
+// detectNote says why a filesystem's allocation data was not taken as it
+// stands ("" when it was). An untrusted filesystem keeps its name, so
+// its files can be read, and a map that counts every block: it is copied
+// whole, and an incremental of it still matches its parent's layout.
+func detectNote(index int, u *block.Usage) string {
+	switch {
+	case u.Warning == "":
+		return ""
+	case u.Untrusted:
+		return fmt.Sprintf("partition %d: %s; copying every block of it", index, u.Warning)
+	}
+	return fmt.Sprintf("partition %d: %s", index, u.Warning)
 }
 
 // gaps returns the areas outside the data partitions that are kept: the

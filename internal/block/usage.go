@@ -18,6 +18,18 @@ type Usage struct {
 	// FS names the filesystem: "ext2", "ext3", "ext4", "fat12", "fat16",
 	// "fat32", "ntfs".
 	FS string
+	// Warning, when set, says why the filesystem's own allocation data
+	// was not taken as it stands: a crash it has not recovered from, or
+	// damage its checker would repair. The map already allows for it:
+	// the detector widened it to every block the filesystem may need
+	// after its own recovery (the blocks its journal names, say), or,
+	// when Untrusted, it counts every block as used.
+	Warning string
+	// Untrusted says the allocation data could not be made safe to
+	// follow (Warning says why): every block counts as used. An imager
+	// copies such a filesystem whole, and keeps it named so that its
+	// files can still be read.
+	Untrusted bool
 
 	blockSize int64
 	length    int64
@@ -38,6 +50,16 @@ func NewUsage(fs string, blockSize, length int64, fill FillFunc) (*Usage, error)
 		return nil, fmt.Errorf("block: bad map geometry: block size %d, length %d", blockSize, length)
 	}
 	return &Usage{FS: fs, blockSize: blockSize, length: length, fill: fill}, nil
+}
+
+// Distrust marks u untrusted for reason: from then on every block of it
+// counts as used.
+func (u *Usage) Distrust(reason string) {
+	u.Warning, u.Untrusted = reason, true
+	u.fill = func(_ int64, m *Map) error {
+		m.SetRange(0, m.Blocks())
+		return nil
+	}
 }
 
 // BlockSize is the size of one map block in bytes.
@@ -155,7 +177,7 @@ func (u *Usage) Keep(dir string) (*Usage, func() error, error) {
 		f.Close()
 		return nil, nil, fmt.Errorf("block: keep allocation map: %w", err)
 	}
-	kept := &Usage{FS: u.FS, blockSize: u.blockSize, length: u.length}
+	kept := &Usage{FS: u.FS, Warning: u.Warning, Untrusted: u.Untrusted, blockSize: u.blockSize, length: u.length}
 	kept.fill = func(first int64, m *Map) error {
 		lo, hi := first/8, (first+m.Blocks()+7)/8
 		b := make([]byte, hi-lo)

@@ -20,7 +20,11 @@ var detectors = []detector{ntfs.Detect, fat.Detect, ext.Detect}
 
 // Detect returns the used blocks of the filesystem in r. It returns
 // (nil, nil) when no detector recognises the bytes, and (nil, err) when
-// one recognises its filesystem but finds it damaged.
+// one recognises its filesystem but cannot read it. A filesystem whose
+// allocation data cannot be taken as it stands (a journal to replay,
+// damage its checker would repair) comes back with Usage.Warning saying
+// why: its map widened to what the repair or replay may need, or, when
+// Usage.Untrusted, counting every block.
 func Detect(r io.ReaderAt, size int64) (*block.Usage, error) {
 	for _, d := range detectors {
 		u, err := d(r, size)

@@ -110,6 +110,12 @@ func (o Opener) Open(r io.ReaderAt, size int64, fs string) (FS, error) {
 // openFAT reads a FAT filesystem with go-diskfs.
 func openFAT(r io.ReaderAt, size int64, fs string) (diskfs, error) {
 	st := &storage{r: r, size: size}
+	// The boot sector decides the FAT type, not the name an image
+	// recorded: images made before small FAT32 volumes were told from
+	// FAT16 name them fat12 or fat16.
+	if kind, err := fat.Kind(r, size); err == nil {
+		fs = kind
+	}
 	switch fs {
 	case "fat12":
 		return fat12.Read(st, size, 0, 512)

@@ -1,5 +1,6 @@
 // Package ext reads ext2, ext3 and ext4 filesystems: their used blocks,
-// from the block-group bitmaps (Detect), and their files (OpenFiles,
+// from the block-group bitmaps (Detect) as far as the filesystem says
+// they can be trusted (trust.go, journal.go), and their files (OpenFiles,
 // files.go).
 package ext
 
@@ -26,10 +27,13 @@ const (
 	incompatMetaBG     = 0x10
 	incompat64Bit      = 0x80
 
-	roCompatSparseSuper = 0x1
-	roCompatLargeFile   = 0x2
-	roCompatBtreeDir    = 0x4
-	roCompatBigalloc    = 0x200
+	roCompatSparseSuper  = 0x1
+	roCompatLargeFile    = 0x2
+	roCompatBtreeDir     = 0x4
+	roCompatHugeFile     = 0x8
+	roCompatGdtCsum      = 0x10
+	roCompatBigalloc     = 0x200
+	roCompatMetadataCsum = 0x400
 
 	bgBlockUninit = 0x2
 
@@ -64,7 +68,10 @@ func corrupt(off int64, format string, args ...any) error {
 }
 
 // Detect reads the ext2/3/4 filesystem in r (size bytes) and returns its
-// used blocks. Not ext: an error wrapping block.ErrNotMine.
+// used blocks. Not ext: an error wrapping block.ErrNotMine. When the
+// filesystem says its bitmaps cannot be taken as they stand (its journal
+// needs recovery, it records errors, its counts disagree), the Usage
+// carries a Warning and allows for it: see trust.go.
 func Detect(r io.ReaderAt, size int64) (*block.Usage, error) {
 	sb := make([]byte, superSize)
 	if size < superOff+superSize {
@@ -81,7 +88,7 @@ func Detect(r io.ReaderAt, size int64) (*block.Usage, error) {
 	if err != nil {
 		return nil, err
 	}
-	return f.usage(r, size)
+	return f.detect(r, size, sb)
 }
 
 func parseSuper(sb []byte, size int64) (*fs, error) {
@@ -247,12 +254,16 @@ func (f *fs) superAndDescBlocks(g uint64, mark func(blk, n uint64)) {
 	}
 }
 
-// usage scans the group descriptors and returns the filesystem's Usage:
-// a map over all size bytes of the partition in clusters, filled a window
-// at a time from the block bitmaps; bytes past the filesystem's last block
-// are free. Memory is a few bytes per block group (a 16 TiB filesystem
-// has 131072 groups), never the bitmap itself.
-func (f *fs) usage(r io.ReaderAt, size int64) (*block.Usage, error) {
+// hasGroupCsum says whether the group descriptors carry checksums; only
+// then does the kernel believe their BLOCK_UNINIT flags.
+func (f *fs) hasGroupCsum() bool { return f.roCompat&(roCompatGdtCsum|roCompatMetadataCsum) != 0 }
+
+// readBitmaps scans the group descriptors in r and returns what fills the
+// filesystem's map over all size bytes of the partition in clusters, a
+// window at a time, from the block bitmaps; bytes past the filesystem's
+// last block are free. Memory is a few bytes per block group (a 16 TiB
+// filesystem has 131072 groups), never the bitmap itself.
+func (f *fs) readBitmaps(r io.ReaderAt) (*bitmaps, error) {
 	b := &bitmaps{f: f, r: r, fsBytes: int64(f.blocksCount) * f.blockSize, cached: noBitmap}
 	// The boot block (and with 1 KiB blocks, block 0 before the
 	// superblock) and the superblock itself.
@@ -273,7 +284,7 @@ func (f *fs) usage(r io.ReaderAt, size int64) (*block.Usage, error) {
 		markBlocks(d.inodeTable, f.inodeTableBlocks())
 		f.superAndDescBlocks(g, markBlocks)
 		b.bitmap[g] = d.blockBitmap
-		if d.flags&bgBlockUninit != 0 {
+		if d.uninit(f) {
 			// Nothing but the metadata marked above.
 			b.bitmap[g] = noBitmap
 		}
@@ -282,16 +293,23 @@ func (f *fs) usage(r io.ReaderAt, size int64) (*block.Usage, error) {
 		return nil, err
 	}
 	b.meta = block.MergeExtents(b.meta)
-	return block.NewUsage(f.name(), f.clusterSize, size, b.fill)
+	return b, nil
 }
 
 // groupDesc is what a group descriptor says.
 type groupDesc struct {
 	blockBitmap, inodeBitmap, inodeTable uint64
 	flags                                uint16
+	free                                 uint64 // free clusters, as counted by the descriptor
 	block                                uint64 // the block holding the descriptor
 	first                                bool   // the first descriptor read from that block
+	// raw is the descriptor's bytes, valid only during the callback.
+	raw []byte
 }
+
+// uninit says the group's block bitmap was never initialised: the kernel
+// believes the flag only when descriptors carry checksums.
+func (d *groupDesc) uninit(f *fs) bool { return d.flags&bgBlockUninit != 0 && f.hasGroupCsum() }
 
 func (f *fs) inodeTableBlocks() uint64 {
 	return (f.inodesPerGroup*f.inodeSize + uint64(f.blockSize) - 1) / uint64(f.blockSize)
@@ -322,14 +340,17 @@ func (f *fs) descriptors(r io.ReaderAt, fn func(g uint64, d groupDesc)) error {
 			inodeBitmap: uint64(le.Uint32(raw[0x4:])),
 			inodeTable:  uint64(le.Uint32(raw[0x8:])),
 			flags:       le.Uint16(raw[0x12:]),
+			free:        uint64(le.Uint16(raw[0xc:])),
 			block:       db,
 			first:       db != cur,
+			raw:         raw[:f.descSize],
 		}
 		cur = db
 		if f.descSize >= 64 {
 			d.blockBitmap |= uint64(le.Uint32(raw[0x20:])) << 32
 			d.inodeBitmap |= uint64(le.Uint32(raw[0x24:])) << 32
 			d.inodeTable |= uint64(le.Uint32(raw[0x28:])) << 32
+			d.free |= uint64(le.Uint16(raw[0x2c:])) << 16
 		}
 		if d.blockBitmap >= f.blocksCount || d.inodeBitmap >= f.blocksCount || d.inodeTable == 0 || d.inodeTable+itBlocks > f.blocksCount {
 			off := int64(db)*f.blockSize + int64(g%dpb)*f.descSize
@@ -349,10 +370,16 @@ type bitmaps struct {
 	r       io.ReaderAt
 	fsBytes int64
 	bitmap  []uint64       // per group: its block bitmap's block, or noBitmap
-	meta    []block.Extent // metadata bytes, sorted and disjoint
+	meta    []block.Extent // metadata bytes (and blocks a journal names), sorted and disjoint
+
+	// Copies of block bitmaps in the journal, OR-ed into their groups'
+	// bits: every copy, so the map holds whatever a replay writes.
+	jr    io.ReaderAt
+	extra map[uint64][]jcopy // by group
 
 	cached uint64 // the group whose bitmap buf holds
 	buf    []byte
+	jbuf   []byte
 }
 
 // firstCluster is the first cluster of group g.
@@ -370,6 +397,18 @@ func (b *bitmaps) fill(first int64, m *block.Map) error {
 		g = (blk - f.firstDataBlock) / f.blocksPerGroup
 	}
 	for ; g < f.groups && b.firstCluster(g) < end; g++ {
+		gFirst := b.firstCluster(g)
+		n := min(int64(f.clustersPerGrp), fsClusters-gFirst)
+		lo, hi := max(first, gFirst)-gFirst, min(end, gFirst+n)-gFirst
+		for _, c := range b.extra[g] {
+			if b.jbuf == nil {
+				b.jbuf = make([]byte, f.blockSize)
+			}
+			if err := c.read(b.jr, b.jbuf); err != nil {
+				return fmt.Errorf("ext: read the journal's copy of the block bitmap of group %d: %w", g, err)
+			}
+			setBits(m, b.jbuf, lo, hi, gFirst-first)
+		}
 		if b.bitmap[g] == noBitmap {
 			continue
 		}
@@ -384,9 +423,7 @@ func (b *bitmaps) fill(first int64, m *block.Map) error {
 			}
 			b.cached = g
 		}
-		gFirst := b.firstCluster(g)
-		n := min(int64(f.clustersPerGrp), fsClusters-gFirst)
-		setBits(m, b.buf, max(first, gFirst)-gFirst, min(end, gFirst+n)-gFirst, gFirst-first)
+		setBits(m, b.buf, lo, hi, gFirst-first)
 	}
 	// Metadata extents that overlap the window.
 	lo, hi := first*cs, min(end*cs, m.Len()+first*cs)

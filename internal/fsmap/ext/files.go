@@ -279,7 +279,7 @@ func (f *Files) symlinkTarget(n *inode) (string, error) {
 	if n.size >= f.sb.blockSize || n.size > 1<<16 {
 		return "", corrupt(n.off+0x4, "inode %d: symlink of %d bytes is too long", n.num, n.size)
 	}
-	if !n.isInline() && n.size < iBlockSize && n.fastSymlink(f.sb.blockSize) {
+	if !n.isInline() && n.size < iBlockSize && n.fastSymlink(f.sb) {
 		return string(n.iblock()[:n.size]), nil
 	}
 	c, err := f.content(n)
@@ -294,13 +294,31 @@ func (f *Files) symlinkTarget(n *inode) (string, error) {
 }
 
 // fastSymlink tells a symlink whose target sits in i_block from one with
-// a data block, as the kernel does: a fast one owns no blocks but perhaps
-// an extended attribute block.
-func (n *inode) fastSymlink(blockSize int64) bool {
+// a data block, as the kernel's ext4_inode_is_fast_symlink does: a fast
+// one owns no blocks but perhaps an extended attribute block, which
+// i_blocks counts as a whole cluster on a bigalloc filesystem; an inode
+// holding an attribute's value (EA_INODE) is fast when its size fits
+// i_block.
+func (n *inode) fastSymlink(sb *fs) bool {
 	le := binary.LittleEndian
-	blocks := uint64(le.Uint32(n.raw[0x1c:])) | uint64(le.Uint16(n.raw[0x74:]))<<32
-	acl := uint64(le.Uint32(n.raw[0x68:])) | uint64(le.Uint16(n.raw[0x76:]))<<32
-	return blocks == 0 || (acl != 0 && blocks == uint64(blockSize/512))
+	if n.flags&flagEAInode != 0 {
+		return n.size > 0 && n.size < iBlockSize
+	}
+	if n.flags&flagInlineData != 0 {
+		return false
+	}
+	blocks := uint64(le.Uint32(n.raw[0x1c:]))
+	if sb.roCompat&roCompatHugeFile != 0 {
+		blocks |= uint64(le.Uint16(n.raw[0x74:])) << 32
+		if n.flags&flagHugeFile != 0 {
+			blocks *= uint64(sb.blockSize / 512) // counted in filesystem blocks
+		}
+	}
+	var ea uint64
+	if acl := uint64(le.Uint32(n.raw[0x68:])) | uint64(le.Uint16(n.raw[0x76:]))<<32; acl != 0 {
+		ea = uint64(sb.clusterSize / 512)
+	}
+	return blocks == ea
 }
 
 // lookup resolves name to an inode; it returns the cleaned path too.

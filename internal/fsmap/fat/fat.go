@@ -1,5 +1,12 @@
 // Package fat finds the used sectors of a FAT12, FAT16 or FAT32
-// filesystem from its file allocation table.
+// filesystem from its file allocation tables.
+//
+// The FAT type is decided as the Linux kernel (fs/fat/inode.c) and
+// dosfstools (boot.c) decide it for every boot sector they accept: FAT32
+// when the BPB's 16-bit FAT size is 0 and its 32-bit one is set, whatever
+// the cluster count (mkfs.fat -F 32 makes such volumes with fewer than
+// 65525 clusters); otherwise FAT12 below 4085 clusters and FAT16 up to
+// 65524, and a FAT12/16 BPB with more clusters is refused.
 package fat
 
 import (
@@ -31,8 +38,10 @@ type bpb struct {
 	kind              string
 
 	r      io.ReaderAt
-	piece  []byte // a piece of the first FAT, read by fill
+	copies int64  // FAT copies fill reads: 1, or all of them when they disagree
+	piece  []byte // a piece of FAT copy pieceC, read by fill
 	pieceN int64  // its index (FAT byte offset / len(piece)); -1: none
+	pieceC int64
 	whole  []byte // the whole first FAT, when CheckChains read it
 }
 
@@ -51,8 +60,78 @@ func Detect(r io.ReaderAt, size int64) (*block.Usage, error) {
 	if err != nil {
 		return nil, err
 	}
-	b.r = r
-	return block.NewUsage(b.kind, b.bytesPerSector, size, b.fill)
+	b.r, b.copies = r, 1
+	differ, err := b.copiesDiffer()
+	if err != nil {
+		return nil, err
+	}
+	if differ >= 0 {
+		b.copies = b.fats
+	}
+	u, err := block.NewUsage(b.kind, b.bytesPerSector, size, b.fill)
+	if err != nil {
+		return nil, err
+	}
+	if differ >= 0 {
+		u.Warning = fmt.Sprintf("%s: its %d FAT copies disagree (first at cluster %d); fsck.fat would keep one of them: the clusters any copy calls used are stored", b.kind, b.fats, differ)
+	}
+	return u, nil
+}
+
+// Kind reads the boot sector of the FAT filesystem in r (size bytes) and
+// returns "fat12", "fat16" or "fat32". Not FAT: an error wrapping
+// block.ErrNotMine.
+func Kind(r io.ReaderAt, size int64) (string, error) {
+	var bs [512]byte
+	if size < 512 {
+		return "", notMine("too small")
+	}
+	if n, err := r.ReadAt(bs[:], 0); n != len(bs) {
+		return "", fmt.Errorf("fat: read boot sector: %w", err)
+	}
+	b, err := parseBPB(bs[:], size)
+	if err != nil {
+		return "", err
+	}
+	return b.kind, nil
+}
+
+// copiesDiffer compares the entries of every FAT copy with the first's,
+// a piece at a time, and returns the first cluster whose entries differ
+// (-1: none). Entries 0 and 1 (media byte, dirty flags) are not compared.
+func (b *bpb) copiesDiffer() (int64, error) {
+	if b.fats < 2 {
+		return -1, nil
+	}
+	bits := b.entryBits()
+	fatOff := b.reserved * b.bytesPerSector
+	from, to := 2*bits/8, ((b.clusters+2)*bits+7)/8 // bytes of entries 2 and on
+	first, other := make([]byte, fatPiece), make([]byte, fatPiece)
+	for off := from; off < to; off += fatPiece {
+		n := min(fatPiece, to-off)
+		if _, err := b.r.ReadAt(first[:n], fatOff+off); err != nil {
+			return 0, fmt.Errorf("fat: read FAT at byte %d: %w", fatOff+off, err)
+		}
+		for k := int64(1); k < b.fats; k++ {
+			at := fatOff + k*b.fatSectors*b.bytesPerSector + off
+			if _, err := b.r.ReadAt(other[:n], at); err != nil {
+				return 0, fmt.Errorf("fat: read FAT copy %d at byte %d: %w", k+1, at, err)
+			}
+			if i := firstDiff(first[:n], other[:n]); i >= 0 {
+				return (off + int64(i)) * 8 / bits, nil
+			}
+		}
+	}
+	return -1, nil
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range a {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return -1
 }
 
 func parseBPB(s []byte, size int64) (*bpb, error) {
@@ -85,14 +164,22 @@ func parseBPB(s []byte, size int64) (*bpb, error) {
 	case media != 0xf0 && media < 0xf8:
 		return nil, notMine("media byte")
 	}
+	// From here on the boot sector is a FAT BPB: what is wrong with it
+	// is damage, not another filesystem.
 	if b.totalSectors == 0 {
 		b.totalSectors = int64(le.Uint32(s[0x20:]))
 	}
-	if b.fatSectors == 0 {
+	if b.totalSectors == 0 {
+		return nil, corrupt(0x13, "the BPB gives no sector count (both its 16- and 32-bit counts are 0)")
+	}
+	// FAT32 when the 16-bit FAT size is 0 and the 32-bit one is set, as
+	// the kernel and dosfstools decide, whatever the cluster count.
+	fat32 := b.fatSectors == 0
+	if fat32 {
 		b.fatSectors = int64(le.Uint32(s[0x24:]))
 	}
-	if b.totalSectors == 0 || b.fatSectors == 0 {
-		return nil, notMine("no sector count or FAT size")
+	if b.fatSectors == 0 {
+		return nil, corrupt(0x16, "the BPB gives no FAT size (both its 16- and 32-bit sizes are 0)")
 	}
 	b.rootDirSectors = (b.rootEntries*32 + b.bytesPerSector - 1) / b.bytesPerSector
 	b.dataStart = b.reserved + b.fats*b.fatSectors + b.rootDirSectors
@@ -101,15 +188,20 @@ func parseBPB(s []byte, size int64) (*bpb, error) {
 	}
 	b.clusters = (b.totalSectors - b.dataStart) / b.sectorsPerCluster
 	switch {
+	case fat32:
+		b.kind = "fat32"
+		if b.clusters > 0x0ffffff5 {
+			return nil, corrupt(0x20, "FAT32 of %d clusters, more than its entries can number", b.clusters)
+		}
+		if b.rootEntries != 0 {
+			return nil, corrupt(0x11, "FAT32 with %d root directory entries", b.rootEntries)
+		}
 	case b.clusters < 4085:
 		b.kind = "fat12"
 	case b.clusters < 65525:
 		b.kind = "fat16"
 	default:
-		b.kind = "fat32"
-	}
-	if b.kind == "fat32" && b.rootEntries != 0 {
-		return nil, corrupt(0x11, "FAT32 with %d root directory entries", b.rootEntries)
+		return nil, corrupt(0x16, "a FAT12/16 BPB (16-bit FAT size %d) for %d clusters, more than FAT16 can number", b.fatSectors, b.clusters)
 	}
 	if b.totalSectors > size/b.bytesPerSector {
 		return nil, corrupt(0x13, "volume of %d sectors of %d bytes does not fit in %d bytes", b.totalSectors, b.bytesPerSector, size)
@@ -152,7 +244,7 @@ const fatPiece = 12 << 12
 // FAT copy and the FAT12/16 root directory; the sectors past the last
 // whole cluster, which belong to no cluster (partclone copies them too:
 // some formatters keep data there); and every cluster whose FAT entry is
-// neither free nor bad.
+// neither free nor bad, in any of the copies read.
 func (b *bpb) fill(first int64, m *block.Map) error {
 	end := first + m.Blocks()
 	mark := func(s, e int64) {
@@ -170,38 +262,43 @@ func (b *bpb) fill(first int64, m *block.Map) error {
 	c0 := (max(first, b.dataStart)-b.dataStart)/spc + 2
 	c1 := (min(end, tail)-b.dataStart+spc-1)/spc + 2
 	bad := b.bad()
-	for c := c0; c < c1; c++ {
-		v, err := b.entry(c)
-		if err != nil {
-			return err
-		}
-		if v != 0 && v != bad {
-			s := b.dataStart + (c-2)*spc
-			mark(s, s+spc)
+	for k := int64(0); k < max(b.copies, 1); k++ {
+		for c := c0; c < c1; c++ {
+			v, err := b.entryIn(k, c)
+			if err != nil {
+				return err
+			}
+			if v != 0 && v != bad {
+				s := b.dataStart + (c-2)*spc
+				mark(s, s+spc)
+			}
 		}
 	}
 	return nil
 }
 
 // entry reads cluster c's entry in the first FAT, through a cached piece.
-func (b *bpb) entry(c int64) (uint32, error) {
+func (b *bpb) entry(c int64) (uint32, error) { return b.entryIn(0, c) }
+
+// entryIn reads cluster c's entry in FAT copy k, through a cached piece.
+func (b *bpb) entryIn(k, c int64) (uint32, error) {
 	bits := b.entryBits()
 	at := c * bits / 8 // byte of the entry within the FAT
-	if b.whole != nil {
+	if b.whole != nil && k == 0 {
 		return decodeEntry(b.whole[at:], bits, c), nil
 	}
 	if b.piece == nil {
 		b.piece, b.pieceN = make([]byte, fatPiece), -1
 	}
-	if n := at / fatPiece; n != b.pieceN {
-		fatOff := b.reserved * b.bytesPerSector
+	if n := at / fatPiece; n != b.pieceN || k != b.pieceC {
+		fatOff := b.reserved*b.bytesPerSector + k*b.fatSectors*b.bytesPerSector
 		fatLen := ((b.clusters+2)*bits + 7) / 8
 		piece := b.piece[:min(fatPiece, fatLen-n*fatPiece)]
 		if _, err := b.r.ReadAt(piece, fatOff+n*fatPiece); err != nil {
 			b.pieceN = -1
-			return 0, fmt.Errorf("fat: read FAT at byte %d: %w", fatOff+n*fatPiece, err)
+			return 0, fmt.Errorf("fat: read FAT copy %d at byte %d: %w", k+1, fatOff+n*fatPiece, err)
 		}
-		b.pieceN = n
+		b.pieceN, b.pieceC = n, k
 	}
 	// Entries of FAT12 come in 3-byte pairs and a piece is a multiple
 	// of 3 bytes, so both bytes of an entry are in the piece.

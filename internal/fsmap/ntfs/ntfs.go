@@ -1,5 +1,6 @@
 // Package ntfs finds the used clusters of an NTFS volume from its
-// $Bitmap metadata file.
+// $Bitmap metadata file, as far as the volume says it can be trusted
+// (trust.go).
 package ntfs
 
 import (
@@ -42,7 +43,9 @@ type volume struct {
 type run struct{ vcn, lcn, n int64 }
 
 // Detect reads the NTFS volume in r (size bytes) and returns its used
-// clusters. Not NTFS: an error wrapping block.ErrNotMine.
+// clusters. Not NTFS: an error wrapping block.ErrNotMine. A volume
+// marked dirty, with a $LogFile to replay, or whose $Bitmap misses
+// clusters its MFT records use, is untrusted: every cluster counts.
 func Detect(r io.ReaderAt, size int64) (*block.Usage, error) {
 	var bs [512]byte
 	if size < 512 {
@@ -96,7 +99,18 @@ func Detect(r io.ReaderAt, size int64) (*block.Usage, error) {
 		return nil, corrupt(off, "$Bitmap holds %d bytes, the volume needs %d", have, need)
 	}
 	v.bitmap = bmRuns
-	return block.NewUsage("ntfs", v.clusterSize, size, v.fill)
+	u, err := block.NewUsage("ntfs", v.clusterSize, size, v.fill)
+	if err != nil {
+		return nil, err
+	}
+	why, err := v.distrust()
+	if err != nil {
+		return nil, err
+	}
+	if why != "" {
+		u.Distrust("ntfs " + why)
+	}
+	return u, nil
 }
 
 func parseBoot(b []byte, size int64) (*volume, int64, error) {
@@ -154,20 +168,30 @@ func (v *volume) readRecordAt(off int64) ([]byte, error) {
 	if string(rec[:4]) != "FILE" {
 		return nil, corrupt(off, "MFT record has no FILE signature")
 	}
+	if err := fixup(rec, off); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// fixup checks and undoes the update-sequence protection of a multi-sector
+// record (an MFT record, a $LogFile restart page) read at byte off.
+func fixup(rec []byte, off int64) error {
 	le := binary.LittleEndian
+	size := int64(len(rec))
 	usaOff, usaCount := int64(le.Uint16(rec[4:])), int64(le.Uint16(rec[6:]))
-	if usaCount-1 != v.recordSize/fixupBlock || usaOff+2*usaCount > v.recordSize {
-		return nil, corrupt(off+4, "update sequence array (%d entries at %d) does not fit the record", usaCount, usaOff)
+	if usaCount-1 != size/fixupBlock || usaOff+2*usaCount > size {
+		return corrupt(off+4, "update sequence array (%d entries at %d) does not fit the record", usaCount, usaOff)
 	}
 	usn := rec[usaOff : usaOff+2]
 	for i := int64(1); i < usaCount; i++ {
 		end := i*fixupBlock - 2
 		if rec[end] != usn[0] || rec[end+1] != usn[1] {
-			return nil, corrupt(off+end, "MFT record fixup mismatch (torn write or damage)")
+			return corrupt(off+end, "%s record fixup mismatch (torn write or damage)", rec[:4])
 		}
 		copy(rec[end:end+2], rec[usaOff+2*i:usaOff+2*i+2])
 	}
-	return rec, nil
+	return nil
 }
 
 // mftOffset returns the volume byte offset of MFT record n.
