@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	iofs "io/fs"
@@ -71,7 +72,7 @@ func runLs(cmd *cobra.Command, opts lsOptions, fsys fsread.FS, label, p string) 
 	out := cmd.OutOrStdout()
 	e, err := fsys.Stat(p)
 	if err != nil {
-		return fmt.Errorf("%s: %s: %w", label, p, err)
+		return pathError(label, p, err)
 	}
 	var all []lsEntry
 	emit := func(dir string, e fsread.Entry) {
@@ -88,7 +89,7 @@ func runLs(cmd *cobra.Command, opts lsOptions, fsys fsread.FS, label, p string) 
 		list = func(dir string, header bool) error {
 			ents, err := fsys.ReadDir(dir)
 			if err != nil {
-				return fmt.Errorf("%s: %s: %w", label, dir, err)
+				return pathError(label, dir, err)
 			}
 			slices.SortFunc(ents, func(a, b fsread.Entry) int { return strings.Compare(a.Name, b.Name) })
 			if header && !opts.json {
@@ -234,7 +235,7 @@ give is skipped and named, the rest extracted, and the exit code is 3.`,
 			return withFSSkips(args[0], func(fsys fsread.FS, label string, s *skips) error {
 				e, err := fsys.Stat(src)
 				if err != nil {
-					return fmt.Errorf("%s: %s: %w", label, src, err)
+					return pathError(label, src, err)
 				}
 				if e.Mode.IsDir() && name != "" {
 					// As cp -r: DEST, named, is not replaced by a directory.
@@ -362,4 +363,14 @@ func withFSSkips(spec string, fn func(fsread.FS, string, *skips) error) error {
 		return usagef("%s has no partition %d (it has: %s)", imgPath, part, strings.Join(have, ", "))
 	}
 	return usagef("%s has no partition with a filesystem platter reads files of (it has: %s)", imgPath, strings.Join(have, ", "))
+}
+
+// pathError says what went wrong with path p of filesystem label, in
+// words: "no such file or directory" rather than Go's "file does not
+// exist".
+func pathError(label, p string, err error) error {
+	if errors.Is(err, iofs.ErrNotExist) {
+		return fmt.Errorf("%s: %s: no such file or directory", label, p)
+	}
+	return fmt.Errorf("%s: %s: %w", label, p, err)
 }

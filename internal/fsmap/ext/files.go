@@ -324,7 +324,7 @@ func (n *inode) fastSymlink(sb *fs) bool {
 // lookup resolves name to an inode; it returns the cleaned path too.
 // Symlinks in the path are not followed: every element but the last must
 // be a directory.
-func (f *Files) lookup(op, name string) (*inode, string, error) {
+func (f *Files) lookup(name string) (*inode, string, error) {
 	clean := strings.TrimPrefix(path.Clean("/"+name), "/")
 	n, err := f.readInode(rootIno)
 	if err != nil {
@@ -339,14 +339,14 @@ func (f *Files) lookup(op, name string) (*inode, string, error) {
 	elems := strings.Split(clean, "/")
 	for i, e := range elems {
 		if n.typ() != modeDir {
-			return nil, "", &iofs.PathError{Op: "ext: " + op, Path: strings.Join(elems[:i], "/"), Err: errNotDir}
+			return nil, "", fmt.Errorf("%s: %w", strings.Join(elems[:i], "/"), errNotDir)
 		}
 		found, err := f.find(n, e)
 		if err != nil {
 			return nil, "", err
 		}
 		if found == 0 {
-			return nil, "", &iofs.PathError{Op: "ext: " + op, Path: name, Err: iofs.ErrNotExist}
+			return nil, "", fmt.Errorf("%s: %w", name, iofs.ErrNotExist)
 		}
 		if n, err = f.readInode(found); err != nil {
 			return nil, "", err
@@ -398,7 +398,7 @@ func (f *Files) find(n *inode, name string) (uint32, error) {
 // Stat finds name: a slash-separated path relative to the root ("", "."
 // and "/" are the root). Symlinks in the path are not followed.
 func (f *Files) Stat(name string) (File, error) {
-	n, clean, err := f.lookup("stat", name)
+	n, clean, err := f.lookup(name)
 	if err != nil {
 		return File{}, err
 	}
@@ -409,12 +409,12 @@ func (f *Files) Stat(name string) (File, error) {
 // ReadDir lists a directory's entries, without "." and "..", in on-disk
 // order.
 func (f *Files) ReadDir(name string) ([]File, error) {
-	n, clean, err := f.lookup("readdir", name)
+	n, clean, err := f.lookup(name)
 	if err != nil {
 		return nil, err
 	}
 	if n.typ() != modeDir {
-		return nil, &iofs.PathError{Op: "ext: readdir", Path: clean, Err: errNotDir}
+		return nil, fmt.Errorf("%s: %w", clean, errNotDir)
 	}
 	var out []File
 	var inner error
@@ -446,12 +446,12 @@ func (f *Files) ReadDir(name string) ([]File, error) {
 // extents read as zeros. The reader also implements io.ReaderAt (safe for
 // parallel calls) and io.Seeker.
 func (f *Files) Open(name string) (io.ReadCloser, error) {
-	n, clean, err := f.lookup("open", name)
+	n, clean, err := f.lookup(name)
 	if err != nil {
 		return nil, err
 	}
 	if n.typ() != modeReg {
-		return nil, &iofs.PathError{Op: "ext: open", Path: clean, Err: errNotRegular}
+		return nil, fmt.Errorf("%s: %w", clean, errNotRegular)
 	}
 	c, err := f.content(n)
 	if err != nil {
