@@ -206,13 +206,13 @@ func (v *volume) mftOffset(n int64) (int64, error) {
 	return 0, corrupt(0, "MFT record %d is not mapped by the $MFT's data runs", n)
 }
 
-// dataRuns finds the unnamed non-resident $DATA attribute of a record
-// and decodes its run list.
-func (v *volume) dataRuns(rec []byte, recOff int64) ([]run, error) {
+// attributes calls fn with each attribute of an MFT record (its type,
+// its bytes and their volume offset) until fn says stop; an attribute
+// whose length runs past the record is damage.
+func attributes(rec []byte, recOff int64, fn func(typ uint32, a []byte, off int64) (more bool)) error {
 	le := binary.LittleEndian
 	pos := int64(le.Uint16(rec[0x14:]))
 	used := min(int64(le.Uint32(rec[0x18:])), int64(len(rec)))
-	hasList := false
 	for pos+16 <= used {
 		typ := le.Uint32(rec[pos:])
 		if typ == attrEnd {
@@ -220,31 +220,50 @@ func (v *volume) dataRuns(rec []byte, recOff int64) ([]run, error) {
 		}
 		length := int64(le.Uint32(rec[pos+4:]))
 		if length < 16 || pos+length > used {
-			return nil, corrupt(recOff+pos, "attribute length %d runs past the record", length)
+			return corrupt(recOff+pos, "attribute length %d runs past the record", length)
 		}
-		a := rec[pos : pos+length]
+		if !fn(typ, rec[pos:pos+length], recOff+pos) {
+			break
+		}
+		pos += length
+	}
+	return nil
+}
+
+// dataRuns finds the unnamed non-resident $DATA attribute of a record
+// and decodes its run list.
+func (v *volume) dataRuns(rec []byte, recOff int64) ([]run, error) {
+	le := binary.LittleEndian
+	hasList := false
+	var data []byte
+	var dataOff int64
+	err := attributes(rec, recOff, func(typ uint32, a []byte, off int64) bool {
 		if typ == attrList {
 			hasList = true
 		}
 		if typ == attrData && a[9] == 0 { // unnamed
-			if a[8] == 0 {
-				return nil, corrupt(recOff+pos, "$DATA is resident")
-			}
-			if length < 0x40 {
-				return nil, corrupt(recOff+pos, "non-resident attribute header too short")
-			}
-			runsOff := int64(le.Uint16(a[0x20:]))
-			if runsOff >= length {
-				return nil, corrupt(recOff+pos+0x20, "run list offset %d outside the attribute", runsOff)
-			}
-			return v.decodeRuns(a[runsOff:], int64(le.Uint64(a[0x10:])), recOff+pos+runsOff)
+			data, dataOff = a, off
+			return false
 		}
-		pos += length
-	}
-	if hasList {
+		return true
+	})
+	switch {
+	case err != nil:
+		return nil, err
+	case data == nil && hasList:
 		return nil, corrupt(recOff, "$DATA is in an attribute list extension, which is not supported")
+	case data == nil:
+		return nil, corrupt(recOff, "no unnamed $DATA attribute")
+	case data[8] == 0:
+		return nil, corrupt(dataOff, "$DATA is resident")
+	case len(data) < 0x40:
+		return nil, corrupt(dataOff, "non-resident attribute header too short")
 	}
-	return nil, corrupt(recOff, "no unnamed $DATA attribute")
+	runsOff := int64(le.Uint16(data[0x20:]))
+	if runsOff >= int64(len(data)) {
+		return nil, corrupt(dataOff+0x20, "run list offset %d outside the attribute", runsOff)
+	}
+	return v.decodeRuns(data[runsOff:], int64(le.Uint64(data[0x10:])), dataOff+runsOff)
 }
 
 func (v *volume) decodeRuns(b []byte, vcn int64, off int64) ([]run, error) {

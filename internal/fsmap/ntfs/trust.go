@@ -76,25 +76,15 @@ func (v *volume) dirty() (string, error) {
 
 // attribute returns the first attribute of type typ in an MFT record
 // (nil: none) and its byte offset.
-func attribute(rec []byte, recOff int64, typ uint32) ([]byte, int64, error) {
-	le := binary.LittleEndian
-	pos := int64(le.Uint16(rec[0x14:]))
-	used := min(int64(le.Uint32(rec[0x18:])), int64(len(rec)))
-	for pos+16 <= used {
-		t := le.Uint32(rec[pos:])
-		if t == attrEnd {
-			break
-		}
-		length := int64(le.Uint32(rec[pos+4:]))
-		if length < 16 || pos+length > used {
-			return nil, 0, corrupt(recOff+pos, "attribute length %d runs past the record", length)
-		}
+func attribute(rec []byte, recOff int64, typ uint32) (found []byte, at int64, err error) {
+	err = attributes(rec, recOff, func(t uint32, a []byte, off int64) bool {
 		if t == typ {
-			return rec[pos : pos+length], recOff + pos, nil
+			found, at = a, off
+			return false
 		}
-		pos += length
-	}
-	return nil, 0, nil
+		return true
+	})
+	return found, at, err
 }
 
 // logFile reads $LogFile's restart pages as ntfs-3g does before it
@@ -257,34 +247,33 @@ func (v *volume) checkRecords() (string, error) {
 			if err := fixup(rec, off); err != nil {
 				continue // a torn record: chkdsk's business, not a map to follow
 			}
-			pos := int64(le.Uint16(rec[0x14:]))
-			used := min(int64(le.Uint32(rec[0x18:])), int64(len(rec)))
-			for pos+16 <= used {
-				typ := le.Uint32(rec[pos:])
-				if typ == attrEnd {
-					break
+			why := ""
+			err := attributes(rec, off, func(_ uint32, a []byte, aoff int64) bool {
+				if a[8] == 0 || len(a) < 0x40 {
+					return true
 				}
-				length := int64(le.Uint32(rec[pos+4:]))
-				if length < 16 || pos+length > used {
-					return fmt.Sprintf("has a damaged MFT record %d (attribute length %d); chkdsk would repair it", num, length), nil
+				runsOff := int64(le.Uint16(a[0x20:]))
+				if runsOff >= int64(len(a)) {
+					why = fmt.Sprintf("has a damaged MFT record %d (run list outside its attribute); chkdsk would repair it", num)
+					return false
 				}
-				a := rec[pos : pos+length]
-				if a[8] != 0 && length >= 0x40 {
-					runsOff := int64(le.Uint16(a[0x20:]))
-					if runsOff >= length {
-						return fmt.Sprintf("has a damaged MFT record %d (run list outside its attribute); chkdsk would repair it", num), nil
-					}
-					rs, err := v.decodeRuns(a[runsOff:], int64(le.Uint64(a[0x10:])), off+pos+runsOff)
-					if err != nil {
-						return fmt.Sprintf("has a damaged MFT record %d: %v; chkdsk would repair it", num, err), nil
-					}
-					for _, r := range rs {
-						if r.lcn >= 0 {
-							uses = append(uses, use{r, num})
-						}
+				rs, err := v.decodeRuns(a[runsOff:], int64(le.Uint64(a[0x10:])), aoff+runsOff)
+				if err != nil {
+					why = fmt.Sprintf("has a damaged MFT record %d: %v; chkdsk would repair it", num, err)
+					return false
+				}
+				for _, r := range rs {
+					if r.lcn >= 0 {
+						uses = append(uses, use{r, num})
 					}
 				}
-				pos += length
+				return true
+			})
+			if err != nil {
+				return fmt.Sprintf("has a damaged MFT record %d (%v); chkdsk would repair it", num, err), nil
+			}
+			if why != "" {
+				return why, nil
 			}
 			if len(uses) >= checkBatch {
 				if why, err := check(); why != "" || err != nil {
