@@ -11,15 +11,17 @@ TOOLS := sgdisk:gdisk sfdisk:fdisk mkfs.fat:dosfstools fsck.fat:dosfstools \
 	mkfs.exfat:exfatprogs /usr/bin/time:time blkid:util-linux losetup:mount \
 	fusermount:fuse3 bc:bc gcc:gcc qemu-system-x86_64:qemu-system-x86 \
 	nbd-client:nbd-client as:binutils setfattr:attr ip:iproute2 \
-	unshare:util-linux nsenter:util-linux
+	unshare:util-linux nsenter:util-linux man:man-db groff:groff-base \
+	/usr/share/bash-completion/bash_completion:bash-completion zsh:zsh fish:fish
 
 # Fuzz targets run for FUZZTIME each in `make test`.
 FUZZTIME ?= 10s
 FUZZ := ./internal/ptable:FuzzMBR ./internal/ptable:FuzzGPT \
 	./internal/fsmap/ext:FuzzDetect ./internal/fsmap/ext:FuzzFiles ./internal/fsmap/fat:FuzzDetect \
+	./internal/fsmap/ext:FuzzJournal ./internal/fsmap/ext:FuzzDetectJournal \
 	./internal/fsmap/ntfs:FuzzDetect ./internal/image:FuzzReader
 
-.PHONY: all build build-purego deps test unit e2e fuzz vet demo bench clean
+.PHONY: all build build-purego deps test unit e2e fuzz vet demo bench clean install uninstall
 
 all: build
 
@@ -35,8 +37,9 @@ build-purego:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/platter
 
 deps:
+	@echo "==> deps"
 	@missing=""; for t in $(TOOLS); do cmd=$${t%%:*}; pkg=$${t##*:}; \
-		command -v $$cmd >/dev/null 2>&1 || [ -x $$cmd ] || [ -x /usr/sbin/$$cmd ] || [ -x /sbin/$$cmd ] || missing="$$missing $$pkg"; done; \
+		command -v $$cmd >/dev/null 2>&1 || [ -e $$cmd ] || [ -x /usr/sbin/$$cmd ] || [ -x /sbin/$$cmd ] || missing="$$missing $$pkg"; done; \
 	ls /usr/lib/*/libc.a >/dev/null 2>&1 || missing="$$missing libc6-dev"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
@@ -45,22 +48,39 @@ deps:
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
+# Each phase prints its name first, so a long silent one (staticcheck's
+# first run, the race build) is seen to be working, not hung.
 vet:
+	@echo "==> vet"
 	$(GO) vet ./...
+	@echo "==> staticcheck"
 	$(GO) run $(STATICCHECK) ./...
+	@echo "==> gofmt"
 	@out=$$(gofmt -l cmd internal test); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
+# Every `go test` has its own -timeout (per package), well above what a
+# busy 2-core machine takes (the slowest race package, internal/fsmap/ext,
+# about 2.5 minutes; e2e about 6), so a slow machine does not hit Go's
+# default of 10 minutes and a hang still fails, with every goroutine's
+# stack, long before CI's 90.
+UNIT_TIMEOUT ?= 20m
+E2E_TIMEOUT ?= 30m
+FUZZ_TIMEOUT ?= 10m
+
 unit: deps
-	CGO_ENABLED=1 $(GO) test -race -count=1 ./internal/... ./cmd/...
-	CGO_ENABLED=0 $(GO) test -count=1 ./internal/codec ./internal/backup ./internal/image ./internal/restore
+	@echo "==> unit (race)"
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout $(UNIT_TIMEOUT) ./internal/... ./cmd/...
+	@echo "==> unit (pure Go)"
+	CGO_ENABLED=0 $(GO) test -count=1 -timeout $(UNIT_TIMEOUT) ./internal/codec ./internal/backup ./internal/image ./internal/restore
 
 e2e: deps build
-	$(GO) test -count=1 -timeout 30m ./test/...
+	@echo "==> e2e"
+	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) ./test/...
 
 fuzz: deps
 	@set -e; for f in $(FUZZ); do pkg=$${f%%:*}; fn=$${f##*:}; \
-		echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
-		out=$$($(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) $$pkg 2>&1) || { echo "$$out" | tail -40; exit 1; }; \
+		echo "==> fuzz $$pkg $$fn ($(FUZZTIME))"; \
+		out=$$($(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) -timeout $(FUZZ_TIMEOUT) $$pkg 2>&1) || { echo "$$out" | tail -40; exit 1; }; \
 	done
 
 test: deps vet fuzz unit e2e
@@ -70,6 +90,34 @@ demo: deps build
 
 bench: deps build
 	./scripts/bench.sh
+
+# make install [PREFIX=/usr/local] [DESTDIR=]: the binary, a man page per
+# command (written by the binary itself, from the same command tree as
+# --help) and the bash, zsh and fish completions where each shell looks.
+PREFIX ?= /usr/local
+BINDIR = $(DESTDIR)$(PREFIX)/bin
+MANDIR = $(DESTDIR)$(PREFIX)/share/man/man1
+BASHCOMPDIR = $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR = $(DESTDIR)$(PREFIX)/share/zsh/site-functions
+FISHCOMPDIR = $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+
+install: build
+	@echo "==> install into $(DESTDIR)$(PREFIX)"
+	@set -e; stage=$$(mktemp -d); trap 'rm -rf "$$stage"' EXIT; \
+	$(BIN) __docs --man "$$stage"; \
+	for sh in bash zsh fish; do $(BIN) completion $$sh > "$$stage/$$sh"; done; \
+	set -x; \
+	install -d $(BINDIR) $(MANDIR) $(BASHCOMPDIR) $(ZSHCOMPDIR) $(FISHCOMPDIR); \
+	install -m 0755 $(BIN) $(BINDIR)/platter; \
+	install -m 0644 "$$stage"/*.1 $(MANDIR)/; \
+	install -m 0644 "$$stage/bash" $(BASHCOMPDIR)/platter; \
+	install -m 0644 "$$stage/zsh" $(ZSHCOMPDIR)/_platter; \
+	install -m 0644 "$$stage/fish" $(FISHCOMPDIR)/platter.fish
+
+uninstall:
+	@echo "==> uninstall from $(DESTDIR)$(PREFIX)"
+	rm -f $(BINDIR)/platter $(MANDIR)/platter.1 $(MANDIR)/platter-*.1 \
+		$(BASHCOMPDIR)/platter $(ZSHCOMPDIR)/_platter $(FISHCOMPDIR)/platter.fish
 
 clean:
 	rm -rf bin

@@ -58,9 +58,16 @@ func TestSwappedArguments(t *testing.T) {
 func TestStoppedRestore(t *testing.T) {
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src.raw")
-	b := make([]byte, 384<<20)
-	rand.Read(b)
-	if err := os.WriteFile(src, b, 0o600); err != nil {
+	f, err := os.Create(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 4<<20)
+	for range 96 { // 384 MiB that does not compress
+		rand.Read(b)
+		f.Write(b)
+	}
+	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
 	img := filepath.Join(dir, "src.platter")

@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -122,7 +123,10 @@ func debugfs(t testing.TB, img string, write bool, cmds ...string) map[string]st
 func q(p string) string { return `"/` + strings.TrimPrefix(p, "/") + `"` }
 
 // pattern is n bytes that differ at every offset, so a misplaced block
-// shows.
+// shows. The race detector does not watch it (go:norace): it only makes
+// test data, up to 100 MiB of it.
+//
+//go:norace
 func pattern(n int, seed uint64) []byte {
 	b := make([]byte, n)
 	x := seed*0x9e3779b97f4a7c15 | 1
@@ -295,7 +299,7 @@ type fixture struct {
 
 func buildImage(t *testing.T, lay layout, src string) *fixture {
 	t.Helper()
-	fx := &fixture{lay: lay, src: src, img: tooltest.Garbage(t, 160<<20), extra: map[string]string{}}
+	fx := &fixture{lay: lay, src: src, img: garbage(t, 160<<20), extra: map[string]string{}}
 	args := append([]string{"-q", "-F", "-E", "nodiscard", "-d", src}, lay.args...)
 	runCodes(t, []int{0}, lay.mkfs, append(args, fx.img)...)
 
@@ -498,9 +502,16 @@ func unixPerm(m iofs.FileMode) uint32 {
 	return p
 }
 
+// cmpBufs holds sameReader's buffers: two fresh MiB for each of the
+// thousands of files compared cost more under the race detector than
+// the comparisons themselves.
+var cmpBufs = sync.Pool{New: func() any { return &[2][]byte{make([]byte, 1<<20), make([]byte, 1<<20)} }}
+
 // sameReader compares two readers to the end, a MiB at a time.
 func sameReader(a, b io.Reader) (int64, error) {
-	x, y := make([]byte, 1<<20), make([]byte, 1<<20)
+	bufs := cmpBufs.Get().(*[2][]byte)
+	defer cmpBufs.Put(bufs)
+	x, y := bufs[0], bufs[1]
 	var off int64
 	for {
 		n, errA := io.ReadFull(a, x)
@@ -747,6 +758,9 @@ func TestFiles(t *testing.T) {
 	src := makeTree(t)
 	for _, lay := range layouts {
 		t.Run(lay.name, func(t *testing.T) {
+			// Two at a time: one layout's mke2fs, debugfs or partclone
+			// runs while another's Go side reads.
+			t.Parallel()
 			fx := buildImage(t, lay, src)
 			checkExercised(t, fx)
 			compareTree(t, fx)
@@ -841,7 +855,7 @@ func TestSequentialRead(t *testing.T) {
 	want := sha256.Sum256(data)
 	for _, lay := range []layout{layouts[1], layouts[2], layouts[3]} {
 		t.Run(lay.name, func(t *testing.T) {
-			img := tooltest.Garbage(t, 200<<20)
+			img := garbage(t, 200<<20)
 			runCodes(t, []int{0}, lay.mkfs, append(append([]string{"-q", "-F", "-E", "nodiscard", "-d", src}, lay.args...), img)...)
 			f, err := os.Open(img)
 			if err != nil {
@@ -896,7 +910,7 @@ func BenchmarkRead(b *testing.B) {
 	if err := os.WriteFile(filepath.Join(src, "big.bin"), pattern(100<<20, 7), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	img := tooltest.Garbage(b, 200<<20)
+	img := garbage(b, 200<<20)
 	tooltest.Run(b, "mkfs.ext4", "-q", "-F", "-b", "4096", "-d", src, img)
 	fs := openImage(b, img)
 	buf := make([]byte, 1<<20)
