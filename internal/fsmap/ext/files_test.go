@@ -299,7 +299,7 @@ type fixture struct {
 
 func buildImage(t *testing.T, lay layout, src string) *fixture {
 	t.Helper()
-	fx := &fixture{lay: lay, src: src, img: garbage(t, 160<<20), extra: map[string]string{}}
+	fx := &fixture{lay: lay, src: src, img: tooltest.Garbage(t, 160<<20), extra: map[string]string{}}
 	args := append([]string{"-q", "-F", "-E", "nodiscard", "-d", src}, lay.args...)
 	runCodes(t, []int{0}, lay.mkfs, append(args, fx.img)...)
 
@@ -855,7 +855,7 @@ func TestSequentialRead(t *testing.T) {
 	want := sha256.Sum256(data)
 	for _, lay := range []layout{layouts[1], layouts[2], layouts[3]} {
 		t.Run(lay.name, func(t *testing.T) {
-			img := garbage(t, 200<<20)
+			img := tooltest.Garbage(t, 200<<20)
 			runCodes(t, []int{0}, lay.mkfs, append(append([]string{"-q", "-F", "-E", "nodiscard", "-d", src}, lay.args...), img)...)
 			f, err := os.Open(img)
 			if err != nil {
@@ -910,7 +910,7 @@ func BenchmarkRead(b *testing.B) {
 	if err := os.WriteFile(filepath.Join(src, "big.bin"), pattern(100<<20, 7), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	img := garbage(b, 200<<20)
+	img := tooltest.Garbage(b, 200<<20)
 	tooltest.Run(b, "mkfs.ext4", "-q", "-F", "-b", "4096", "-d", src, img)
 	fs := openImage(b, img)
 	buf := make([]byte, 1<<20)

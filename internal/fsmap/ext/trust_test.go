@@ -141,45 +141,31 @@ func dumpTree(t testing.TB, img string) string {
 // cleanly unmounted, are trusted as they are, in every layout.
 func TestTrustHealthy(t *testing.T) {
 	files := tooltest.Files(t)
-	for _, tc := range []struct {
-		name, mkfs string
-		size       int64
-		args       []string
-	}{
-		{"ext4-default", "mkfs.ext4", 64 << 20, nil},
-		{"ext4-64bit", "mkfs.ext4", 300 << 20, []string{"-O", "64bit"}},
-		{"ext4-no64bit", "mkfs.ext4", 128 << 20, []string{"-O", "^64bit"}},
-		{"ext4-meta_bg", "mkfs.ext4", 300 << 20, []string{"-b", "1024", "-O", "meta_bg,^resize_inode"}},
-		{"ext4-no-flex_bg", "mkfs.ext4", 128 << 20, []string{"-O", "^flex_bg"}},
-		{"ext4-no-journal", "mkfs.ext4", 64 << 20, []string{"-O", "^has_journal"}},
-		{"ext4-uninit_bg", "mkfs.ext4", 300 << 20, []string{"-b", "1024", "-O", "^metadata_csum,uninit_bg", "-E", "lazy_itable_init=1"}},
-		{"ext4-sparse_super2", "mkfs.ext4", 128 << 20, []string{"-O", "sparse_super2"}},
-		{"ext4-bigalloc", "mkfs.ext4", 256 << 20, []string{"-O", "bigalloc", "-C", "16384"}},
-		{"ext4-bigalloc-1k", "mkfs.ext4", 256 << 20, []string{"-O", "bigalloc", "-b", "1024", "-C", "65536"}},
-		{"ext3", "mkfs.ext3", 64 << 20, nil},
-		{"ext2", "mkfs.ext2", 64 << 20, nil},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			p := tooltest.Garbage(t, tc.size)
-			tooltest.Run(t, tc.mkfs, append(append([]string{"-q", "-F", "-E", "nodiscard", "-d", files}, tc.args...), p)...)
-			check := func(when string) {
-				u, err := detectFile(t, p)
-				if err != nil {
-					t.Fatal(err)
+	t.Run("layouts", func(t *testing.T) {
+		for _, tc := range mkfsLayouts {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel() // one layout's tools run while another's Go code reads
+				p := tooltest.Garbage(t, tc.size)
+				tooltest.Run(t, tc.mkfs, append(append([]string{"-q", "-F", "-E", "nodiscard", "-d", files}, tc.args...), p)...)
+				check := func(when string) {
+					u, err := detectFile(t, p)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if u.Warning != "" || u.Untrusted {
+						t.Errorf("%s: a healthy filesystem is not trusted: %q", when, u.Warning)
+					}
 				}
-				if u.Warning != "" || u.Untrusted {
-					t.Errorf("%s: a healthy filesystem is not trusted: %q", when, u.Warning)
-				}
-			}
-			check("made by mke2fs")
-			mnt, umount := loopMount(t, p, "")
-			writeFiles(t, mnt, 7)
-			os.RemoveAll(filepath.Join(mnt, "d1"))
-			umount()
-			check("written by the kernel")
-			runCodes(t, []int{0}, "e2fsck", "-fn", p)
-		})
-	}
+				check("made by mke2fs")
+				mnt, umount := loopMount(t, p, "")
+				writeFiles(t, mnt, 7)
+				os.RemoveAll(filepath.Join(mnt, "d1"))
+				umount()
+				check("written by the kernel")
+				runCodes(t, []int{0}, "e2fsck", "-fn", p)
+			})
+		}
+	})
 	// Grown by resize2fs (offline: online resizing needs CAP_SYS_RESOURCE,
 	// which this machine's root may lack), then written by the kernel.
 	t.Run("resized", func(t *testing.T) {
