@@ -19,6 +19,7 @@ FUZZTIME ?= 10s
 FUZZ := ./internal/ptable:FuzzMBR ./internal/ptable:FuzzGPT \
 	./internal/fsmap/ext:FuzzDetect ./internal/fsmap/ext:FuzzFiles ./internal/fsmap/fat:FuzzDetect \
 	./internal/fsmap/ext:FuzzJournal ./internal/fsmap/ext:FuzzDetectJournal \
+	./internal/fsmap/fat:FuzzFiles ./internal/fsread:FuzzNTFS \
 	./internal/fsmap/ntfs:FuzzDetect ./internal/image:FuzzReader
 
 .PHONY: all build build-purego deps test unit e2e fuzz vet demo bench clean install uninstall

@@ -36,8 +36,8 @@ func walk(fsys FS, dir string, depth int) {
 
 // damaged flips bits in [lo, hi) of img (and the same bits mirror bytes
 // further, if mirror is not 0: a second FAT), n at a time, rounds times,
-// and opens and walks each result as kind: the third-party readers
-// (go-ntfs, go-diskfs) must give errors, never panic or run away, on
+// and opens and walks each result as kind: the readers must give
+// errors, never panic or run away, on
 // damaged metadata. It reports how many damaged copies still opened, so
 // the test shows it reached past the superblock.
 func damaged(t *testing.T, img []byte, kind string, lo, hi, mirror, n, rounds int) (opened int) {
@@ -116,8 +116,8 @@ func TestDamagedFAT(t *testing.T) {
 				fatLen = int(le.Uint32(b[0x24:])) * sector
 			}
 			dataStart := fatStart + int(b[0x10])*fatLen
-			// Both FATs alike (go-diskfs refuses FAT32 copies that
-			// differ), then the root directory and the first clusters.
+			// Both FATs alike, then the root directory and the first
+			// clusters.
 			opened := damaged(t, b, c.kind, fatStart, fatStart+min(fatLen, 16<<10), fatLen, 4, 150)
 			opened += damaged(t, b, c.kind, dataStart, dataStart+1<<20, 0, 10, 150)
 			t.Logf("%d of 300 damaged copies opened", opened)

@@ -6,8 +6,7 @@ import (
 	"github.com/platter-dev/platter/internal/fsmap/ext"
 )
 
-// extFS reads ext2/3/4 with Platter's own reader (internal/fsmap/ext):
-// go-diskfs v1.9.4 reads only ext4 with metadata checksums.
+// extFS reads ext2/3/4 with Platter's own reader (internal/fsmap/ext).
 type extFS struct{ f *ext.Files }
 
 func extEntry(f ext.File) Entry {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"unicode/utf16"
 )
 
 // Identity is what a person knows a filesystem by: its label and its
@@ -71,36 +70,16 @@ func fatIdentity(r io.ReaderAt, fat32 bool) Identity {
 
 // ntfsIdentity: the volume serial number (boot sector byte 0x48) as
 // blkid shows it, and the $VOLUME_NAME attribute of $Volume (MFT record
-// 3), read through go-ntfs with its panics guarded.
+// 3).
 func ntfsIdentity(r io.ReaderAt) Identity {
 	bs := make([]byte, 512)
 	if _, err := r.ReadAt(bs, 0); err != nil || string(bs[3:11]) != "NTFS    " {
 		return Identity{}
 	}
 	id := Identity{UUID: fmt.Sprintf("%016X", binary.LittleEndian.Uint64(bs[0x48:]))}
-	id.Label, _ = safely("go-ntfs", "read", "the volume label", func() (string, error) {
-		n, err := openNTFS(r)
-		if err != nil {
-			return "", err
-		}
-		vol, err := n.ctx.GetMFT(3)
-		if err != nil {
-			return "", err
-		}
-		for _, a := range vol.EnumerateAttributes(n.ctx) {
-			if a.Type().Value != 0x60 || a.DataSize() > 512 {
-				continue
-			}
-			b := make([]byte, a.DataSize())
-			k, _ := a.Data(n.ctx).ReadAt(b, 0)
-			u := make([]uint16, k/2)
-			for i := range u {
-				u[i] = binary.LittleEndian.Uint16(b[2*i:])
-			}
-			return string(utf16.Decode(u)), nil
-		}
-		return "", nil
-	})
+	if n, err := openNTFS(r); err == nil {
+		id.Label, _ = n.label()
+	}
 	return id
 }
 

@@ -22,7 +22,7 @@ var errDuplicate = errors.New("a second entry of this name")
 // filesystem holds it, can be one element of a path on this machine: not
 // empty, not "." or "..", and without "/", "\" or NUL. The backslash is
 // refused though Linux allows it: it separates paths on Windows, in
-// NTFS reparse targets and in go-ntfs's own lookups, and no name a
+// NTFS reparse targets and drive paths, and no name a
 // Windows filesystem holds legitimately contains one. Every name fsread
 // hands out has passed it; it is the one place that decides.
 func CheckName(name string) error {

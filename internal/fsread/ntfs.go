@@ -1,108 +1,245 @@
 package fsread
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
 	iofs "io/fs"
 	"path"
 	"strings"
-
-	ntfs "www.velocidex.com/golang/go-ntfs/parser"
+	"sync"
+	"time"
 )
 
+// ntfsFS reads an NTFS volume's files with Platter's own reader
+// (ntfs_volume.go, ntfs_index.go, ntfs_stream.go): each directory lists
+// what ntfs-3g lists, in the same order, and a file's data is read
+// through all its extents, wherever an attribute list puts them.
 type ntfsFS struct {
-	ctx *ntfs.NTFSContext
+	v *ntfsVolume
+
+	mu    sync.Mutex
+	dirs  map[string]*ntfsListing // listings by directory path
+	order []string                // least recently used first
+	held  int                     // entries the listings hold
 }
 
+// ntfsListing is a directory as readDir lists it, with each entry's MFT
+// reference, for lookups by path.
+type ntfsListing struct {
+	ents []dirent
+	refs []uint64
+}
+
+// ntfsCacheEntries bounds the entries of the listings kept: a lookup by
+// path lists each directory on the way (checked.Stat lists the parent of
+// every name), and a mount looks up every entry of a large directory.
+const ntfsCacheEntries = 1 << 17
+
 func openNTFS(r io.ReaderAt) (*ntfsFS, error) {
-	pr, err := ntfs.NewPagedReader(r, 4096, 1024)
-	if err != nil {
-		return nil, err
-	}
-	ctx, err := ntfs.GetNTFSContext(pr, 0)
+	v, err := openNTFSVolume(r)
 	if err != nil {
 		return nil, fmt.Errorf("read the ntfs filesystem: %w", err)
 	}
-	return &ntfsFS{ctx: ctx}, nil
+	return newNTFSFS(v), nil
 }
 
-// list returns a directory's entries (files and directories; no streams,
-// no slack, no system files of the root, not the root's entry for
-// itself). Other names are handed up as they are, for checked to judge.
-func (n *ntfsFS) list(dir string) ([]*ntfs.FileInfo, error) {
-	id := int64(5) // the root
-	for _, part := range strings.Split(strings.Trim(path.Clean("/"+dir), "/"), "/") {
-		if part == "" {
-			continue
+func newNTFSFS(v *ntfsVolume) *ntfsFS {
+	return &ntfsFS{v: v, dirs: map[string]*ntfsListing{}}
+}
+
+// ntfsAttrVolumeName is $Volume's label attribute, $VOLUME_NAME.
+const ntfsAttrVolumeName = 0x60
+
+// label reads the volume label: $VOLUME_NAME of $Volume (MFT record 3).
+func (n *ntfsFS) label() (string, error) {
+	f, err := n.v.file(3)
+	if err != nil {
+		return "", err
+	}
+	b, err := f.value(ntfsAttrVolumeName, "", 512)
+	if isNoAttr(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return ntfsName(b), nil
+}
+
+// listing reads directory dir ("" the root), or finds it read.
+func (n *ntfsFS) listing(dir string) (*ntfsListing, error) {
+	n.mu.Lock()
+	if l, ok := n.dirs[dir]; ok {
+		for i, d := range n.order {
+			if d == dir {
+				n.order = append(append(n.order[:i:i], n.order[i+1:]...), dir)
+				break
+			}
 		}
-		fi, err := n.find(id, part)
+		n.mu.Unlock()
+		return l, nil
+	}
+	n.mu.Unlock()
+
+	ref := uint64(ntfsRoot)
+	if dir != "" {
+		parent, base := path.Split(dir)
+		l, err := n.listing(strings.TrimSuffix(parent, "/"))
 		if err != nil {
 			return nil, err
 		}
-		if !fi.IsDir {
-			return nil, fmt.Errorf("%s is not a directory", dir)
+		i := l.find(base)
+		switch {
+		case i < 0:
+			return nil, fmt.Errorf("/%s: %w", dir, iofs.ErrNotExist)
+		case l.ents[i].err != nil:
+			return nil, fmt.Errorf("/%s: %w", dir, l.ents[i].err)
+		case !l.ents[i].Mode.IsDir():
+			return nil, fmt.Errorf("/%s is not a directory", dir)
 		}
-		if id, _, _, _, err = ntfs.ParseMFTId(fi.MFTId); err != nil {
-			return nil, err
-		}
+		ref = l.refs[i]
 	}
-	entry, err := n.ctx.GetMFT(id)
+	l, err := n.read(dir, ref)
 	if err != nil {
 		return nil, err
 	}
-	var out []*ntfs.FileInfo
-	for _, fi := range ntfs.ListDir(n.ctx, entry) {
-		if fi.IsSlack || strings.Contains(fi.Name, ":") || (id == 5 && (fi.Name == "." || strings.HasPrefix(fi.Name, "$"))) {
+
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, ok := n.dirs[dir]; !ok {
+		n.dirs[dir] = l
+		n.order = append(n.order, dir)
+		n.held += len(l.ents)
+		for n.held > ntfsCacheEntries && len(n.order) > 1 {
+			n.held -= len(n.dirs[n.order[0]].ents)
+			delete(n.dirs, n.order[0])
+			n.order = n.order[1:]
+		}
+	}
+	return l, nil
+}
+
+// find returns the index of the entry name matches, without regard to
+// case (as checked matches names): the first such entry, the one
+// checked keeps. -1 if none.
+func (l *ntfsListing) find(name string) int {
+	for i, d := range l.ents {
+		if strings.EqualFold(d.Name, name) {
+			return i
+		}
+	}
+	return -1
+}
+
+// read lists directory dir, MFT reference ref: every entry ntfs-3g
+// lists (not DOS names beside Win32 ones, not the metadata files below
+// record 16, not the root's entry for itself), each described from its
+// own record.
+func (n *ntfsFS) read(dir string, ref uint64) (*ntfsListing, error) {
+	f, err := n.v.file(ref)
+	if err != nil {
+		return nil, err
+	}
+	if f.rec.flags&ntfsRecordIsDir == 0 {
+		return nil, fmt.Errorf("/%s is not a directory", dir)
+	}
+	entries, err := f.index()
+	if err != nil {
+		return nil, err
+	}
+	l := &ntfsListing{}
+	for _, ie := range entries {
+		rec := int64(ie.ref & ntfsRefMask)
+		if ie.space == ntfsNameDOS || rec == ntfsRoot || rec < ntfsFirstUser {
 			continue
 		}
-		out = append(out, fi)
+		e, err := n.describe(dir, ie)
+		l.ents = append(l.ents, dirent{Entry: e, err: err})
+		l.refs = append(l.refs, ie.ref)
 	}
-	return out, nil
+	return l, nil
 }
 
-func (n *ntfsFS) find(dirID int64, name string) (*ntfs.FileInfo, error) {
-	entry, err := n.ctx.GetMFT(dirID)
-	if err != nil {
-		return nil, err
-	}
-	for _, fi := range ntfs.ListDir(n.ctx, entry) {
-		if !fi.IsSlack && strings.EqualFold(fi.Name, name) {
-			return fi, nil
-		}
-	}
-	return nil, fmt.Errorf("%s: %w", name, iofs.ErrNotExist)
-}
+// File attributes, of $STANDARD_INFORMATION.
+const (
+	ntfsFileHidden = 0x02
+	ntfsFileSystem = 0x04
+)
 
-// entry describes fi, found in directory dir. A symlink (a reparse point
-// or an Interix link as ntfs-3g makes them) gets its target.
-func (n *ntfsFS) entry(dir string, fi *ntfs.FileInfo) (Entry, error) {
-	e := Entry{Name: fi.Name, Size: fi.Size, ModTime: fi.Mtime, Mode: 0o644}
-	if fi.IsDir {
-		e.Mode, e.Size = iofs.ModeDir|0o755, 0
-	}
-	target, err := n.link(dir, fi)
+// describe reads the entry ie of directory dir from its file's record:
+// its type and size as ntfs-3g gives them (a directory by its record's
+// flag; a symlink by its reparse point or Interix data; Interix FIFOs,
+// sockets and devices), its modification time.
+func (n *ntfsFS) describe(dir string, ie ntfsIndexEntry) (Entry, error) {
+	e := Entry{Name: ie.name, Mode: 0o644}
+	f, err := n.v.file(ie.ref)
 	if err != nil {
-		return Entry{Name: fi.Name}, fmt.Errorf("read its link: %w", err)
+		return e, err
 	}
-	if target != "" {
+	si, err := f.value(ntfsAttrStandardInformation, "", ntfsMaxSmallAttr)
+	if err != nil {
+		return e, err
+	}
+	if len(si) < 0x24 {
+		return e, ntfsCorrupt(f.rec.num, f.rec.off, "$STANDARD_INFORMATION of %d bytes is too short", len(si))
+	}
+	e.ModTime = ntfsTime(binary.LittleEndian.Uint64(si[8:]))
+	attrs := binary.LittleEndian.Uint32(si[0x20:])
+	target, err := ntfsReparse(f, dir)
+	if err != nil {
+		return e, fmt.Errorf("read its link: %w", err)
+	}
+	switch {
+	case target != "":
 		e.Mode, e.Size, e.Target = iofs.ModeSymlink|0o777, int64(len(target)), target
+		return e, nil
+	case f.rec.flags&ntfsRecordIsDir != 0:
+		e.Mode = iofs.ModeDir | 0o755
+		return e, nil
+	}
+	data, err := f.stream(ntfsAttrData, "")
+	if err != nil {
+		if isNoAttr(err) {
+			return e, nil // no data: empty
+		}
+		return e, err
+	}
+	e.Size = data.size
+	if attrs&ntfsFileSystem != 0 {
+		return interix(e, data, attrs&ntfsFileHidden != 0)
 	}
 	return e, nil
 }
 
-// readDir lists a directory; an entry whose link cannot be read comes
+// ntfsTime converts an NTFS time (100 ns units since 1601) to a time.
+func ntfsTime(t uint64) time.Time {
+	const epochDiff = 11644473600 // seconds from 1601 to 1970
+	return time.Unix(int64(t/1e7)-epochDiff, int64(t%1e7)*100)
+}
+
+// readDir lists a directory; an entry that could not be described comes
 // with the error, and the others are listed.
 func (n *ntfsFS) readDir(dir string) ([]dirent, error) {
-	fis, err := n.list(dir)
+	l, err := n.listing(dir)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]dirent, 0, len(fis))
-	for _, fi := range fis {
-		e, err := n.entry(dir, fi)
-		out = append(out, dirent{Entry: e, err: err})
+	return append([]dirent(nil), l.ents...), nil
+}
+
+// entry finds name ("a/b/c", not the root) in its directory's listing.
+func (n *ntfsFS) entry(name string) (dirent, uint64, error) {
+	dir, base := path.Split(name)
+	l, err := n.listing(strings.TrimSuffix(dir, "/"))
+	if err != nil {
+		return dirent{}, 0, err
 	}
-	return out, nil
+	i := l.find(base)
+	if i < 0 {
+		return dirent{}, 0, fmt.Errorf("/%s: %w", name, iofs.ErrNotExist)
+	}
+	return l.ents[i], l.refs[i], l.ents[i].err
 }
 
 func (n *ntfsFS) stat(name string) (Entry, error) {
@@ -110,38 +247,34 @@ func (n *ntfsFS) stat(name string) (Entry, error) {
 	if name == "" {
 		return Entry{Name: "/", Mode: iofs.ModeDir | 0o755}, nil
 	}
-	fis, err := n.list(path.Dir(name))
-	if err != nil {
-		return Entry{}, err
-	}
-	for _, fi := range fis {
-		if strings.EqualFold(fi.Name, path.Base(name)) {
-			return n.entry(path.Dir(name), fi)
-		}
-	}
-	return Entry{}, fmt.Errorf("%s: %w", name, iofs.ErrNotExist)
+	d, _, err := n.entry(name)
+	return d.Entry, err
 }
 
 func (n *ntfsFS) open(name string) (io.ReadCloser, error) {
-	e, err := n.stat(name)
+	name = strings.Trim(path.Clean("/"+name), "/")
+	d, ref, err := n.entry(name)
 	if err != nil {
 		return nil, err
 	}
-	if !e.Mode.IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", name)
+	if !d.Mode.IsRegular() {
+		return nil, fmt.Errorf("/%s is not a regular file", name)
 	}
-	rng, err := ntfs.GetDataForPath(n.ctx, strings.Trim(path.Clean("/"+name), "/"))
+	f, err := n.v.file(ref)
 	if err != nil {
 		return nil, err
 	}
-	return sectionCloser{io.NewSectionReader(readerAt{rng}, 0, e.Size)}, nil
+	data, err := f.stream(ntfsAttrData, "")
+	if isNoAttr(err) {
+		return sectionCloser{io.NewSectionReader(strings.NewReader(""), 0, 0)}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return sectionCloser{io.NewSectionReader(data, 0, data.size)}, nil
 }
 
 // sectionCloser is a file's reader: sequential, ReaderAt and Seeker.
 type sectionCloser struct{ *io.SectionReader }
 
 func (sectionCloser) Close() error { return nil }
-
-type readerAt struct{ r ntfs.RangeReaderAt }
-
-func (r readerAt) ReadAt(p []byte, off int64) (int, error) { return r.r.ReadAt(p, off) }

@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"io"
+	iofs "io/fs"
 	"path/filepath"
 	"strings"
 	"unicode/utf16"
-
-	ntfs "www.velocidex.com/golang/go-ntfs/parser"
 )
 
 // NTFS holds symlinks in two forms, both read here as ntfs-3g shows them:
@@ -17,77 +15,65 @@ import (
 //     Windows' mklink makes) or mount point (a junction, mklink /J);
 //   - an Interix symlink: a system file whose data is "IntxLNK\x01" and
 //     the target in UTF-16 (what ntfs-3g makes for ln -s).
+//
+// ntfs-3g also makes FIFOs, sockets and devices as Interix system files
+// (mkfifo, mknod): an empty one is a FIFO, a one-byte one a socket
+// (unless hidden), "IntxCHR\0" or "IntxBLK\0" and two 64-bit numbers a
+// device. They are listed as such, and extract, like ntfs-3g's cp,
+// does not copy them.
 const (
-	attrStandardInformation = 0x10
-	attrData                = 0x80
-	attrReparsePoint        = 0xc0
-
 	tagSymlink      = 0xa000000c
 	tagMountPoint   = 0xa0000003
 	symlinkRelative = 1
 
-	fileAttrSystem = 0x4
-	interixMagic   = "IntxLNK\x01"
-	maxLink        = 16 << 10
+	interixSymlink = "IntxLNK\x01"
+	interixChar    = "IntxCHR\x00"
+	interixBlock   = "IntxBLK\x00"
+	interixDevice  = 24         // bytes of an Interix device: magic, major, minor
+	interixMaxLink = 8 + 2*4096 // ntfs-3g's bound: the magic and PATH_MAX UTF-16 units
+	maxReparse     = 16 << 10   // the largest reparse point NTFS allows
 )
 
-// link returns fi's target if it is a symlink ("" if not), as seen from
-// its directory dir.
-func (n *ntfsFS) link(dir string, fi *ntfs.FileInfo) (string, error) {
-	id, _, _, _, err := ntfs.ParseMFTId(fi.MFTId)
-	if err != nil {
-		return "", err
-	}
-	mft, err := n.ctx.GetMFT(id)
-	if err != nil {
-		return "", err
-	}
-	var system bool
-	var data *ntfs.NTFS_ATTRIBUTE
-	for _, a := range mft.EnumerateAttributes(n.ctx) {
-		switch a.Type().Value {
-		case attrReparsePoint:
-			b, err := attrBytes(n.ctx, a)
-			if err != nil {
-				return "", err
-			}
-			return reparseTarget(dir, b)
-		case attrStandardInformation:
-			b, err := attrBytes(n.ctx, a)
-			if err != nil {
-				return "", err
-			}
-			system = len(b) >= 0x24 && binary.LittleEndian.Uint32(b[0x20:])&fileAttrSystem != 0
-		case attrData:
-			if a.Name() == "" {
-				data = a
-			}
-		}
-	}
-	if !system || data == nil || fi.IsDir || data.DataSize() < int64(len(interixMagic)) || data.DataSize() > maxLink {
+// ntfsReparse returns the target of f, found in directory dir, if it is
+// a symlink or junction reparse point ("" if not).
+func ntfsReparse(f *ntfsFile, dir string) (string, error) {
+	b, err := f.value(ntfsAttrReparsePoint, "", maxReparse)
+	if isNoAttr(err) {
 		return "", nil
 	}
-	b, err := attrBytes(n.ctx, data)
-	if err != nil || !bytes.HasPrefix(b, []byte(interixMagic)) {
+	if err != nil {
 		return "", err
 	}
-	return utf16String(b[len(interixMagic):]), nil
+	return reparseTarget(dir, b)
 }
 
-// attrBytes reads a small attribute's value whole.
-func attrBytes(ctx *ntfs.NTFSContext, a *ntfs.NTFS_ATTRIBUTE) ([]byte, error) {
-	size := a.DataSize()
-	if size > maxLink {
-		return nil, fmt.Errorf("%s attribute of %d bytes is too large", a.Type().Name, size)
+// interix gives e (a system file, its unnamed $DATA data) the type
+// ntfs-3g gives it.
+func interix(e Entry, data *ntfsStream, hidden bool) (Entry, error) {
+	switch {
+	case data.size == 0 && !hidden:
+		e.Mode = iofs.ModeNamedPipe | 0o644
+		return e, nil
+	case data.size == 1 && !hidden:
+		e.Mode = iofs.ModeSocket | 0o644
+		return e, nil
+	case data.size <= int64(len(interixSymlink)) || data.size > interixMaxLink:
+		return e, nil
 	}
-	b := make([]byte, size)
-	if n, err := a.Data(ctx).ReadAt(b, 0); int64(n) != size {
-		if err == nil {
-			err = io.ErrUnexpectedEOF
-		}
-		return nil, fmt.Errorf("read the %s attribute: %w", a.Type().Name, err)
+	b, err := data.all(interixMaxLink)
+	if err != nil {
+		return e, fmt.Errorf("read its Interix data: %w", err)
 	}
-	return b, nil
+	switch {
+	case bytes.HasPrefix(b, []byte(interixSymlink)):
+		target := utf16String(b[len(interixSymlink):])
+		e.Mode, e.Size, e.Target = iofs.ModeSymlink|0o777, int64(len(target)), target
+	case len(b) == interixDevice && bytes.HasPrefix(b, []byte(interixChar)):
+		e.Mode, e.Size = iofs.ModeDevice|iofs.ModeCharDevice|0o644, 0
+	case len(b) == interixDevice && bytes.HasPrefix(b, []byte(interixBlock)):
+		e.Mode, e.Size = iofs.ModeDevice|0o644, 0
+	}
+	return e, nil
 }
 
 // reparseTarget decodes a symlink or mount point reparse buffer; other

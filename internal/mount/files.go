@@ -38,8 +38,8 @@ func MountFiles(dir string, fsys fsread.FS, source string, log func(format strin
 	return mountRoot(dir, &node{t: t, path: "", e: root}, source)
 }
 
-// tree serialises calls into the filesystem reader: not every reader
-// (go-diskfs's FAT, go-ntfs) is safe for concurrent use.
+// tree serialises calls into the filesystem reader: the FS contract
+// does not promise concurrent use.
 type tree struct {
 	mu   sync.Mutex
 	fsys fsread.FS

@@ -42,7 +42,6 @@ type bpb struct {
 	piece  []byte // a piece of FAT copy pieceC, read by fill
 	pieceN int64  // its index (FAT byte offset / len(piece)); -1: none
 	pieceC int64
-	whole  []byte // the whole first FAT, when CheckChains read it
 }
 
 // Detect reads the FAT filesystem in r (size bytes) and returns its used
@@ -76,24 +75,6 @@ func Detect(r io.ReaderAt, size int64) (*block.Usage, error) {
 		u.Warning = fmt.Sprintf("%s: its %d FAT copies disagree (first at cluster %d); fsck.fat would keep one of them: the clusters any copy calls used are stored", b.kind, b.fats, differ)
 	}
 	return u, nil
-}
-
-// Kind reads the boot sector of the FAT filesystem in r (size bytes) and
-// returns "fat12", "fat16" or "fat32". Not FAT: an error wrapping
-// block.ErrNotMine.
-func Kind(r io.ReaderAt, size int64) (string, error) {
-	var bs [512]byte
-	if size < 512 {
-		return "", notMine("too small")
-	}
-	if n, err := r.ReadAt(bs[:], 0); n != len(bs) {
-		return "", fmt.Errorf("fat: read boot sector: %w", err)
-	}
-	b, err := parseBPB(bs[:], size)
-	if err != nil {
-		return "", err
-	}
-	return b.kind, nil
 }
 
 // copiesDiffer compares the entries of every FAT copy with the first's,
@@ -284,9 +265,6 @@ func (b *bpb) entry(c int64) (uint32, error) { return b.entryIn(0, c) }
 func (b *bpb) entryIn(k, c int64) (uint32, error) {
 	bits := b.entryBits()
 	at := c * bits / 8 // byte of the entry within the FAT
-	if b.whole != nil && k == 0 {
-		return decodeEntry(b.whole[at:], bits, c), nil
-	}
 	if b.piece == nil {
 		b.piece, b.pieceN = make([]byte, fatPiece), -1
 	}
