@@ -18,6 +18,7 @@ import (
 	"github.com/platter-dev/platter/internal/image"
 	"github.com/platter-dev/platter/internal/ui"
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 )
 
 type createOptions struct {
@@ -36,6 +37,8 @@ type createOptions struct {
 	created      string // hidden, for tests of retention rules
 	sectors      bool
 	chunkSize    string
+	keyFiles     []string
+	askKey       bool
 }
 
 func newCreateCommand() *cobra.Command {
@@ -69,6 +72,8 @@ complete.`,
 	f.StringVar(&opts.incremental, "incremental", "", "store only the chunks that differ from the image chain ending at PARENT (the newest image of the set)")
 	f.StringVar(&opts.differential, "differential", "", "store only the chunks that differ from the full image FULL")
 	f.StringVar(&opts.chunkSize, "chunk-size", "8M", "the unit of compression and random reads: a power of two from 64K to 64M; smaller chunks make random reads of a mounted or served image faster (1M: about 5x) and images a little larger (1M: about 1 %)")
+	f.StringArrayVar(&opts.keyFiles, "luks-key-file", nil, "unlock LUKS volumes with this key file (as cryptsetup --key-file takes it; repeatable), so only the ciphertext of blocks their filesystems use is stored; the image never holds the key or plaintext")
+	f.BoolVar(&opts.askKey, "luks-passphrase", false, "ask for a LUKS passphrase on the terminal (as --luks-key-file)")
 	f.BoolVar(&opts.sectors, "sector-by-sector", false, "image every byte of the disk, free space and unpartitioned space included (forensics, deleted files): larger and slower; an incremental follows its parent")
 	f.StringVar(&opts.created, "test-created", "", "for tests: the creation time to record (RFC 3339)")
 	f.MarkHidden("test-created")
@@ -158,6 +163,9 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 		SectorBySector: opts.sectors,
 	}
 	bopts.DiskModel, bopts.DiskSerial = blockdev.Identity(source)
+	if bopts.Keys, err = luksKeys(opts); err != nil {
+		return err
+	}
 	if opts.created != "" {
 		if bopts.Created, err = time.Parse(time.RFC3339, opts.created); err != nil {
 			return usagef("--test-created: %v", err)
@@ -546,4 +554,30 @@ func checkCreateArgs(source, imagePath string) error {
 		return usagef("SOURCE %s is a Platter image, not a disk: did you swap SOURCE and IMAGE? (platter create SOURCE IMAGE; to write an image back to a disk: platter restore IMAGE TARGET)", source)
 	}
 	return nil
+}
+
+// luksKeys reads --luks-key-file files whole (as cryptsetup does) and,
+// with --luks-passphrase, a passphrase typed on the terminal.
+func luksKeys(opts createOptions) ([][]byte, error) {
+	var keys [][]byte
+	for _, f := range opts.keyFiles {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("--luks-key-file: %w", err)
+		}
+		keys = append(keys, b)
+	}
+	if opts.askKey {
+		if !term.IsTerminal(int(os.Stdin.Fd())) {
+			return nil, usagef("--luks-passphrase asks on a terminal, and there is none: use --luks-key-file")
+		}
+		fmt.Fprint(os.Stderr, "LUKS passphrase: ")
+		b, err := term.ReadPassword(int(os.Stdin.Fd()))
+		fmt.Fprintln(os.Stderr)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, b)
+	}
+	return keys, nil
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/platter-dev/platter/internal/block"
 	"github.com/platter-dev/platter/internal/codec"
+	"github.com/platter-dev/platter/internal/fsmap"
 	"github.com/platter-dev/platter/internal/image"
 	"github.com/zeebo/blake3"
 )
@@ -50,13 +51,16 @@ type Options struct {
 	// Host, DiskModel and DiskSerial are recorded in the metadata: where
 	// the image was made, and of which device.
 	Host, DiskModel, DiskSerial string
-	Partitions                  []int // only these partition numbers (the table and gaps are always kept)
-	Compression                 codec.Setting
-	ChunkSize                   int64
-	Workers                     int
-	Tool                        string // "platter VERSION"
-	Progress                    Progress
-	TempDir                     string // where the index spills once it outgrows memory ("": os.TempDir())
+	// Keys unlock encrypted volumes (LUKS) so that only the blocks their
+	// filesystems use are stored; never written to the image.
+	Keys        [][]byte
+	Partitions  []int // only these partition numbers (the table and gaps are always kept)
+	Compression codec.Setting
+	ChunkSize   int64
+	Workers     int
+	Tool        string // "platter VERSION"
+	Progress    Progress
+	TempDir     string // where the index spills once it outgrows memory ("": os.TempDir())
 	// Release, if set, is called once every byte has been read from the
 	// source (data and allocation maps), before the image is finished (a
 	// frozen filesystem is thawed there). Its Snapshot is recorded in the metadata; an error
@@ -102,7 +106,7 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 	if opts.Parent != nil {
 		opts.SectorBySector = opts.Parent.Metadata().SectorBySector
 	}
-	l, err := planLayout(mapSrc, opts.Partitions, opts.SectorBySector)
+	l, err := planLayout(mapSrc, opts.Partitions, opts.SectorBySector, fsmap.Options{Keys: opts.Keys})
 	if err != nil {
 		return nil, 0, err
 	}
@@ -142,6 +146,7 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 	opts.Progress.Start(total)
 
 	p := newPipeline(src, mapSrc, l.areas, opts.ChunkSize, enc, w, opts.Progress)
+	p.detect = fsmap.Options{Keys: opts.Keys}
 	p.parent = opts.Parent
 	first := time.Now()
 	if err := p.run(ctx, opts.Workers, &pass{all: true}); err != nil {
@@ -252,6 +257,7 @@ type pipeline struct {
 	parent   *image.Reader // of an incremental or differential
 	src      block.Source
 	mapSrc   block.Source
+	detect   fsmap.Options // keys for encrypted volumes, when maps are read again
 	areas    []area
 	cs       int64
 	enc      *codec.Encoder

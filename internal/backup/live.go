@@ -212,7 +212,7 @@ func (p *pipeline) refreshMaps() error {
 		if a.used == nil {
 			continue
 		}
-		u, err := fsmap.Detect(io.NewSectionReader(p.mapSrc, a.meta.Start, a.meta.Size), a.meta.Size)
+		u, err := fsmap.DetectWith(io.NewSectionReader(p.mapSrc, a.meta.Start, a.meta.Size), a.meta.Size, p.detect)
 		if err == nil && (u == nil || u.FS != a.used.FS || u.BlockSize() != a.used.BlockSize()) {
 			err = fmt.Errorf("it no longer holds the same filesystem")
 		}

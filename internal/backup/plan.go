@@ -42,7 +42,7 @@ func (e *UsageError) Error() string { return e.Msg }
 // area; partitions not selected are left out entirely. With all (sector
 // by sector), no map is used and every byte outside the partitions is
 // kept.
-func planLayout(src block.Source, only []int, all bool) (*layout, error) {
+func planLayout(src block.Source, only []int, all bool, detect fsmap.Options) (*layout, error) {
 	size := src.Size()
 	t, err := ptable.Read(src, size, src.SectorSize())
 	if err != nil {
@@ -68,7 +68,7 @@ func planLayout(src block.Source, only []int, all bool) (*layout, error) {
 			l.notImaged = append(l.notImaged, p.Index)
 			continue
 		}
-		a, err := planPartition(src, p, all)
+		a, err := planPartition(src, p, all, detect)
 		if err != nil {
 			return nil, err
 		}
@@ -99,13 +99,13 @@ func checkSelection(parts []ptable.Partition, only []int) error {
 // replay, a filesystem not read at all) is the area's note; the image's
 // warnings are made of the final notes (backup.go), since a live image
 // reads the maps again at the freeze.
-func planPartition(src block.Source, p ptable.Partition, all bool) (area, error) {
+func planPartition(src block.Source, p ptable.Partition, all bool, detect fsmap.Options) (area, error) {
 	a := area{meta: image.Area{
 		Kind: image.KindPartition, Index: p.Index, Start: p.Start, Size: p.Size,
 		Type: p.Type, GUID: p.GUID, Name: p.Name, Attrs: p.Attrs, Bootable: p.Bootable,
 		Filesystem: "raw",
 	}}
-	u, err := fsmap.Detect(io.NewSectionReader(src, p.Start, p.Size), p.Size)
+	u, err := fsmap.DetectWith(io.NewSectionReader(src, p.Start, p.Size), p.Size, detect)
 	if err != nil {
 		note := fmt.Sprintf("partition %d: %v; copying every non-zero block", p.Index, err)
 		a.meta.Note = note
@@ -124,6 +124,7 @@ func planPartition(src block.Source, p ptable.Partition, all bool) (area, error)
 	}
 	a.meta.Filesystem = u.FS
 	a.meta.Note = detectNote(p.Index, u)
+	a.meta.Detail, a.meta.Volumes = u.Detail, u.Volumes
 	if all {
 		// Named, so that ls and extract read it, but copied whole.
 		return a, nil

@@ -30,6 +30,11 @@ type Usage struct {
 	// copies such a filesystem whole, and keeps it named so that its
 	// files can still be read.
 	Untrusted bool
+	// Detail describes a container beyond its name (a volume group's
+	// name, a LUKS version and cipher), for info; Volumes are the
+	// volumes inside it, each with the filesystem found there.
+	Detail  string
+	Volumes []Volume
 
 	blockSize int64
 	length    int64
@@ -42,6 +47,17 @@ type Usage struct {
 // allocated, plus its metadata areas (boot sectors, superblocks, FATs,
 // ...). Calls come one at a time.
 type FillFunc func(first int64, m *Map) error
+
+// Volume is a volume inside a container: a logical volume, the
+// decrypted payload of an encrypted one.
+type Volume struct {
+	Name       string `json:"name"`
+	Start      int64  `json:"start"` // where it begins in the container (its first extent)
+	Size       int64  `json:"size"`
+	Filesystem string `json:"filesystem"` // "raw" when none was found
+	UsedBytes  int64  `json:"used_bytes"`
+	Note       string `json:"note,omitempty"`
+}
 
 // NewUsage describes a filesystem whose map has blocks of blockSize bytes
 // over length bytes (the whole partition) and is read by fill.
@@ -177,7 +193,7 @@ func (u *Usage) Keep(dir string) (*Usage, func() error, error) {
 		f.Close()
 		return nil, nil, fmt.Errorf("block: keep allocation map: %w", err)
 	}
-	kept := &Usage{FS: u.FS, Warning: u.Warning, Untrusted: u.Untrusted, blockSize: u.blockSize, length: u.length}
+	kept := &Usage{FS: u.FS, Warning: u.Warning, Untrusted: u.Untrusted, Detail: u.Detail, Volumes: u.Volumes, blockSize: u.blockSize, length: u.length}
 	kept.fill = func(first int64, m *Map) error {
 		lo, hi := first/8, (first+m.Blocks()+7)/8
 		b := make([]byte, hi-lo)

@@ -14,6 +14,35 @@ import (
 
 type detector func(r io.ReaderAt, size int64) (*block.Usage, error)
 
+// Env is what a container's detector gets: the detector of what it holds
+// (Detect itself, one level deeper) and the keys it may use.
+type Env struct {
+	// Inner finds the used blocks of a volume inside the container.
+	Inner func(r io.ReaderAt, size int64) (*block.Usage, error)
+	// Keys are key files' contents or passphrases given for encrypted
+	// volumes (create --luks-key-file); a container tries each.
+	Keys [][]byte
+}
+
+// container is a detector of a volume manager or an encryption layer
+// (LVM2, LUKS): it maps the volumes inside r and asks env.Inner for each
+// one's used blocks, and answers with a map over r (its own metadata,
+// kept byte for byte, plus each volume's used blocks where they lie in
+// r). Not its format: an error wrapping block.ErrNotMine.
+type container func(r io.ReaderAt, size int64, env Env) (*block.Usage, error)
+
+// containers are tried before filesystems: their signatures sit where a
+// filesystem's would be read as garbage.
+var containers = []container{}
+
+// maxDepth bounds containers inside containers (LUKS on LVM on LUKS...).
+const maxDepth = 4
+
+// Options are what detection may use beyond the bytes.
+type Options struct {
+	Keys [][]byte // for encrypted volumes
+}
+
 // NTFS and FAT first: both start with a boot sector whose signature a
 // stray ext superblock cannot carry, while ext's magic sits at byte 1080.
 var detectors = []detector{ntfs.Detect, fat.Detect, ext.Detect}
@@ -26,6 +55,29 @@ var detectors = []detector{ntfs.Detect, fat.Detect, ext.Detect}
 // why: its map widened to what the repair or replay may need, or, when
 // Usage.Untrusted, counting every block.
 func Detect(r io.ReaderAt, size int64) (*block.Usage, error) {
+	return DetectWith(r, size, Options{})
+}
+
+// DetectWith is Detect with keys for encrypted volumes.
+func DetectWith(r io.ReaderAt, size int64, o Options) (*block.Usage, error) {
+	return detect(r, size, o, 0)
+}
+
+func detect(r io.ReaderAt, size int64, o Options, depth int) (*block.Usage, error) {
+	if depth < maxDepth {
+		env := Env{Keys: o.Keys, Inner: func(r io.ReaderAt, size int64) (*block.Usage, error) {
+			return detect(r, size, o, depth+1)
+		}}
+		for _, c := range containers {
+			u, err := c(r, size, env)
+			if err == nil {
+				return u, nil
+			}
+			if !errors.Is(err, block.ErrNotMine) {
+				return nil, err
+			}
+		}
+	}
 	for _, d := range detectors {
 		u, err := d(r, size)
 		if err == nil {

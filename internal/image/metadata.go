@@ -1,6 +1,7 @@
 package image
 
 import (
+	"github.com/platter-dev/platter/internal/block"
 	"strconv"
 	"time"
 )
@@ -99,6 +100,11 @@ type Area struct {
 	// was copied.
 	Filesystem string `json:"filesystem"`
 	Note       string `json:"note,omitempty"`
+	// Detail and Volumes describe a container (LVM2, LUKS): its name,
+	// version or cipher, and the volumes inside it with their
+	// filesystems.
+	Detail  string         `json:"detail,omitempty"`
+	Volumes []block.Volume `json:"volumes,omitempty"`
 	// BlockSize is the block size of the area's allocation map, which is
 	// stored in the maps block; 0 for a raw area, all of which is used.
 	BlockSize   int64 `json:"block_size,omitempty"`
