@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/platter-dev/platter/internal/block"
 	"github.com/platter-dev/platter/internal/fsread"
 	"github.com/platter-dev/platter/internal/image"
 	"github.com/platter-dev/platter/internal/ptable"
@@ -99,6 +100,9 @@ type partitionJSON struct {
 	Note        string `json:"note,omitempty"`
 	UsedBytes   int64  `json:"used_bytes"`
 	StoredBytes int64  `json:"stored_bytes"`
+	// Detail and Volumes describe a container (LVM2, LUKS).
+	Detail  string         `json:"detail,omitempty"`
+	Volumes []block.Volume `json:"volumes,omitempty"`
 }
 
 type gapJSON struct {
@@ -154,7 +158,7 @@ func describe(r *image.Reader, chunks bool) *infoJSON {
 		out.Partitions = append(out.Partitions, partitionJSON{
 			Index: a.Index, Start: a.Start, Size: a.Size, Type: a.Type, TypeName: ptable.TypeName(a.Type), GUID: a.GUID, Name: a.Name,
 			Bootable: a.Bootable, Filesystem: a.Filesystem, Note: a.Note, UsedBytes: a.UsedBytes, StoredBytes: a.StoredBytes,
-			Label: ids[a.Index].Label, UUID: ids[a.Index].UUID,
+			Label: ids[a.Index].Label, UUID: ids[a.Index].UUID, Detail: a.Detail, Volumes: a.Volumes,
 		})
 	}
 	if chunks {
@@ -288,6 +292,16 @@ func runInfo(w io.Writer, opts infoOptions, path string) error {
 	for _, p := range info.Partitions {
 		if p.UUID != "" || verbose {
 			fmt.Fprintf(w, "Partition %d: starts at byte %d, %d bytes; %s UUID %s\n", p.Index, p.Start, p.Size, p.Filesystem, dash(p.UUID))
+		}
+		if p.Detail != "" {
+			fmt.Fprintf(w, "Partition %d: %s %s\n", p.Index, p.Filesystem, p.Detail)
+		}
+		for _, v := range p.Volumes {
+			note := ""
+			if v.Note != "" {
+				note = "; " + v.Note
+			}
+			fmt.Fprintf(w, "  volume %s: %s at byte %d, %s, %s used%s\n", v.Name, v.Filesystem, v.Start, ui.Bytes(v.Size), ui.Bytes(v.UsedBytes), note)
 		}
 	}
 	for _, p := range info.Partitions {
