@@ -114,12 +114,22 @@ func checkedMount(t *testing.T, fs, file string) string {
 		sh(t, "xfs_repair", "-n", file)
 	case "btrfs":
 		sh(t, "btrfs", "check", "--readonly", file)
+		btrfsOwnFsid(t, file)
 	}
 	root, err := mountImage(t, file, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return root
+}
+
+// btrfsOwnFsid gives a copy of a mounted btrfs a fsid of its own (in
+// metadata_uuid, the copy's blocks unchanged), so it can be mounted beside
+// its source: with two devices of one fsid the kernel's mount races udev's
+// scan of the new loop device and sometimes fails with "File exists".
+func btrfsOwnFsid(t *testing.T, file string) {
+	t.Helper()
+	sh(t, "btrfstune", "-m", file)
 }
 
 // Live imaging of a busy filesystem, for every filesystem and tracker, of
