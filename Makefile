@@ -12,7 +12,10 @@ TOOLS := sgdisk:gdisk sfdisk:fdisk mkfs.fat:dosfstools fsck.fat:dosfstools \
 	fusermount:fuse3 bc:bc gcc:gcc qemu-system-x86_64:qemu-system-x86 \
 	nbd-client:nbd-client as:binutils setfattr:attr ip:iproute2 \
 	unshare:util-linux nsenter:util-linux man:man-db groff:groff-base \
-	/usr/share/bash-completion/bash_completion:bash-completion zsh:zsh fish:fish
+	/usr/share/bash-completion/bash_completion:bash-completion zsh:zsh fish:fish \
+	pvcreate:lvm2 cryptsetup:cryptsetup-bin mount.exfat-fuse:exfat-fuse \
+	mkfs.f2fs:f2fs-tools sload.f2fs:f2fs-tools fsck.f2fs:f2fs-tools dump.f2fs:f2fs-tools \
+	partclone.xfs:partclone mkswap:util-linux swaplabel:util-linux
 
 # Fuzz targets run for FUZZTIME each in `make test`.
 FUZZTIME ?= 10s
@@ -20,7 +23,11 @@ FUZZ := ./internal/ptable:FuzzMBR ./internal/ptable:FuzzGPT \
 	./internal/fsmap/ext:FuzzDetect ./internal/fsmap/ext:FuzzFiles ./internal/fsmap/fat:FuzzDetect \
 	./internal/fsmap/ext:FuzzJournal ./internal/fsmap/ext:FuzzDetectJournal \
 	./internal/fsmap/fat:FuzzFiles ./internal/fsread:FuzzNTFS \
-	./internal/fsmap/ntfs:FuzzDetect ./internal/image:FuzzReader
+	./internal/fsmap/ntfs:FuzzDetect ./internal/image:FuzzReader \
+	./internal/fs/xfs:FuzzDetect ./internal/fs/btrfs:FuzzDetect \
+	./internal/fs/lvm:FuzzDetect ./internal/fs/lvm:FuzzMetadata ./internal/fs/luks:FuzzHeader \
+	./internal/fs/exfat:FuzzDetect ./internal/fs/exfat:FuzzFiles \
+	./internal/fs/f2fs:FuzzDetect ./internal/fs/swap:FuzzDetect
 
 .PHONY: all build build-purego deps test unit e2e fuzz vet demo bench clean install uninstall
 

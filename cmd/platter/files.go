@@ -10,6 +10,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -335,16 +336,20 @@ func withFSSkips(spec string, fn func(fsread.FS, string, *skips) error) error {
 	disk := view.New(r, 32)
 	defer disk.Close() // before the reader: readahead may be decoding
 	readable := func(fs string) bool {
-		return strings.HasPrefix(fs, "ext") || strings.HasPrefix(fs, "fat") || fs == "ntfs"
+		return strings.HasPrefix(fs, "ext") || strings.HasPrefix(fs, "fat") || fs == "ntfs" || fs == "exfat"
 	}
 	var have []string
+	other := "N" // a partition the kernel may read, for the hint
 	for _, p := range view.Partitions(r, disk) {
 		have = append(have, fmt.Sprintf("%d (%s)", p.Index, p.Filesystem))
+		if other == "N" && p.Filesystem != "raw" {
+			other = strconv.Itoa(p.Index)
+		}
 		if part != 0 && p.Index != part || part == 0 && !readable(p.Filesystem) {
 			continue
 		}
 		if !readable(p.Filesystem) {
-			return usagef("partition %d of %s holds %s: platter reads files of ext2/3/4, FAT and NTFS", p.Index, imgPath, p.Filesystem)
+			return usagef("partition %d of %s holds %s: %s", p.Index, imgPath, p.Filesystem, kernelReads(imgPath, strconv.Itoa(p.Index)))
 		}
 		s := &skips{label: fmt.Sprintf("%s:%d", imgPath, p.Index)}
 		fsys, err := fsread.Opener{Skipped: s.note}.Open(&p.Section, p.Len, p.Filesystem)
@@ -362,7 +367,15 @@ func withFSSkips(spec string, fn func(fsread.FS, string, *skips) error) error {
 	if part != 0 {
 		return usagef("%s has no partition %d (it has: %s)", imgPath, part, strings.Join(have, ", "))
 	}
-	return usagef("%s has no partition with a filesystem platter reads files of (it has: %s)", imgPath, strings.Join(have, ", "))
+	return usagef("%s has no partition with a filesystem platter reads files of (it has: %s): %s", imgPath, strings.Join(have, ", "), kernelReads(imgPath, other))
+}
+
+// kernelReads says which filesystems platter reads files of, and how the
+// kernel reads the others (XFS, btrfs, F2FS) from an image: through
+// platter mount and a loop mount of the partition's file.
+func kernelReads(imgPath, part string) string {
+	return fmt.Sprintf("platter reads files of ext2/3/4, FAT, exFAT and NTFS; for the others the kernel does: "+
+		"platter mount %s DIR, then mount -o ro,loop DIR/p%s.img MOUNTPOINT", imgPath, part)
 }
 
 // pathError says what went wrong with path p of filesystem label, in

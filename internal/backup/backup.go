@@ -106,6 +106,7 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 	if opts.Parent != nil {
 		opts.SectorBySector = opts.Parent.Metadata().SectorBySector
 	}
+	dropCache(mapSrc)
 	l, err := planLayout(mapSrc, opts.Partitions, opts.SectorBySector, fsmap.Options{Keys: opts.Keys})
 	if err != nil {
 		return nil, 0, err

@@ -207,6 +207,7 @@ func (p *pipeline) chunksOf(es []block.Extent) []chunkRef {
 // refreshMaps reads each filesystem's allocation map again (the detectors
 // cache what they read): it changes while the filesystem is written.
 func (p *pipeline) refreshMaps() error {
+	dropCache(p.mapSrc)
 	for i := range p.areas {
 		a := &p.areas[i]
 		if a.used == nil {
@@ -223,9 +224,17 @@ func (p *pipeline) refreshMaps() error {
 		// says what the filesystem says of itself now (at the freeze,
 		// what the image holds).
 		a.used = u
-		a.meta.Note = detectNote(a.meta.Index, u)
+		a.meta.Note = areaNote(&a.meta, u)
 	}
 	return nil
+}
+
+// dropCache makes the next reads of src's allocation maps come from the
+// devices where src is a view of mounted devices (blockdev.View.DropCache).
+func dropCache(src block.Source) {
+	if v, ok := src.(interface{ DropCache() }); ok {
+		v.DropCache()
+	}
 }
 
 // keepMaps reads every allocation map whole (while frozen) and makes the

@@ -123,7 +123,7 @@ func planPartition(src block.Source, p ptable.Partition, all bool, detect fsmap.
 		return a, nil
 	}
 	a.meta.Filesystem = u.FS
-	a.meta.Note = detectNote(p.Index, u)
+	a.meta.Note = areaNote(&a.meta, u)
 	a.meta.Detail, a.meta.Volumes = u.Detail, u.Volumes
 	if all {
 		// Named, so that ls and extract read it, but copied whole.
@@ -131,8 +131,27 @@ func planPartition(src block.Source, p ptable.Partition, all bool, detect fsmap.
 	}
 	a.used = u
 	a.meta.BlockSize = u.BlockSize()
+	if u.FillFree {
+		a.meta.FreeFill = image.FreeFillRandom
+	}
 	a.meta.UsedBytes = used
 	return a, nil
+}
+
+// areaNote is the area's note once u is read: detectNote, and a word when
+// the partition's type promises other contents than u's filesystem (the
+// area is named by its contents).
+func areaNote(a *image.Area, u *block.Usage) string {
+	note := detectNote(a.Index, u)
+	if a.Kind != image.KindPartition || ptable.Fits(a.Type, u.FS) {
+		return note
+	}
+	typ := ptable.TypeName(a.Type)
+	mismatch := fmt.Sprintf("partition %d: its type says %s but it holds %s; imaged as %s", a.Index, typ, u.FS, u.FS)
+	if note == "" {
+		return mismatch
+	}
+	return note + "; " + strings.TrimPrefix(mismatch, fmt.Sprintf("partition %d: ", a.Index))
 }
 
 // detectNote says why a filesystem's allocation data was not taken as it

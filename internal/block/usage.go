@@ -35,6 +35,10 @@ type Usage struct {
 	// volumes inside it, each with the filesystem found there.
 	Detail  string
 	Volumes []Volume
+	// FillFree says the free blocks must not be restored as zeros but as
+	// fresh random bytes: they lie in an encrypted volume's payload,
+	// where zeros would show which blocks are free.
+	FillFree bool
 
 	blockSize int64
 	length    int64
@@ -193,7 +197,7 @@ func (u *Usage) Keep(dir string) (*Usage, func() error, error) {
 		f.Close()
 		return nil, nil, fmt.Errorf("block: keep allocation map: %w", err)
 	}
-	kept := &Usage{FS: u.FS, Warning: u.Warning, Untrusted: u.Untrusted, Detail: u.Detail, Volumes: u.Volumes, blockSize: u.blockSize, length: u.length}
+	kept := &Usage{FS: u.FS, Warning: u.Warning, Untrusted: u.Untrusted, Detail: u.Detail, Volumes: u.Volumes, FillFree: u.FillFree, blockSize: u.blockSize, length: u.length}
 	kept.fill = func(first int64, m *Map) error {
 		lo, hi := first/8, (first+m.Blocks()+7)/8
 		b := make([]byte, hi-lo)

@@ -122,6 +122,20 @@ func (d *Device) MountedView(devices []string) (*View, error) {
 	return v, nil
 }
 
+// DropCache drops the clean pages of the view's devices from the page
+// cache, so the next reads come from the devices. XFS and btrfs write
+// their metadata past the device's page cache (each keeps its own buffer
+// cache), so a page cached by an earlier read may hold a block the
+// filesystem has since freed and written again; dirty pages, as ext4's
+// bitmaps may be, are never dropped. Best effort: a device that refuses
+// is read as it is.
+func (v *View) DropCache() {
+	unix.Fadvise(int(v.d.f.Fd()), 0, 0, unix.FADV_DONTNEED)
+	for _, pt := range v.parts {
+		unix.Fadvise(int(pt.f.Fd()), 0, 0, unix.FADV_DONTNEED)
+	}
+}
+
 // Identity returns the model and serial number a block device reports in
 // sysfs (empty where it reports none: loop devices, files). A partition
 // answers for its disk.

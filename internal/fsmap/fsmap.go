@@ -7,6 +7,13 @@ import (
 	"io"
 
 	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/fs/btrfs"
+	"github.com/platter-dev/platter/internal/fs/exfat"
+	"github.com/platter-dev/platter/internal/fs/f2fs"
+	"github.com/platter-dev/platter/internal/fs/luks"
+	"github.com/platter-dev/platter/internal/fs/lvm"
+	"github.com/platter-dev/platter/internal/fs/swap"
+	"github.com/platter-dev/platter/internal/fs/xfs"
 	"github.com/platter-dev/platter/internal/fsmap/ext"
 	"github.com/platter-dev/platter/internal/fsmap/fat"
 	"github.com/platter-dev/platter/internal/fsmap/ntfs"
@@ -33,7 +40,12 @@ type container func(r io.ReaderAt, size int64, env Env) (*block.Usage, error)
 
 // containers are tried before filesystems: their signatures sit where a
 // filesystem's would be read as garbage.
-var containers = []container{}
+var containers = []container{
+	func(r io.ReaderAt, size int64, env Env) (*block.Usage, error) {
+		return luks.Detect(r, size, env.Keys, env.Inner)
+	},
+	func(r io.ReaderAt, size int64, env Env) (*block.Usage, error) { return lvm.Detect(r, size, env.Inner) },
+}
 
 // maxDepth bounds containers inside containers (LUKS on LVM on LUKS...).
 const maxDepth = 4
@@ -45,7 +57,10 @@ type Options struct {
 
 // NTFS and FAT first: both start with a boot sector whose signature a
 // stray ext superblock cannot carry, while ext's magic sits at byte 1080.
-var detectors = []detector{ntfs.Detect, fat.Detect, ext.Detect}
+// Swap last: its signature ends the first page, where a filesystem made
+// over an old swap area may have left it (mkswap wipes the signatures it
+// finds).
+var detectors = []detector{ntfs.Detect, fat.Detect, ext.Detect, xfs.Detect, btrfs.Detect, f2fs.Detect, exfat.Detect, swap.Detect}
 
 // Detect returns the used blocks of the filesystem in r. It returns
 // (nil, nil) when no detector recognises the bytes, and (nil, err) when

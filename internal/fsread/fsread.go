@@ -15,6 +15,7 @@ import (
 	iofs "io/fs"
 	"time"
 
+	"github.com/platter-dev/platter/internal/fs/exfat"
 	"github.com/platter-dev/platter/internal/fsmap/ext"
 	"github.com/platter-dev/platter/internal/fsmap/fat"
 )
@@ -94,6 +95,12 @@ func (o Opener) Open(r io.ReaderAt, size int64, fs string) (FS, error) {
 			return nil, err
 		}
 		rd = f
+	case "exfat":
+		f, err := exfat.OpenFiles(r, size)
+		if err != nil {
+			return nil, fmt.Errorf("read the %s filesystem: %w", fs, err)
+		}
+		rd = exfatFS{f}
 	default:
 		return nil, fmt.Errorf("cannot read files of a %s filesystem", fs)
 	}

@@ -5,6 +5,10 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/platter-dev/platter/internal/fs/f2fs"
+	"github.com/platter-dev/platter/internal/fs/swap"
+	"github.com/platter-dev/platter/internal/fs/xfs"
 )
 
 // Identity is what a person knows a filesystem by: its label and its
@@ -25,6 +29,22 @@ func Identify(r io.ReaderAt, size int64, fs string) Identity {
 		return fatIdentity(r, fs == "fat32")
 	case fs == "ntfs":
 		return ntfsIdentity(r)
+	case fs == "exfat":
+		return exfatIdentity(r, size)
+	case fs == "btrfs":
+		return btrfsIdentity(r)
+	case fs == "xfs":
+		if label, uuid, err := xfs.Identity(r); err == nil {
+			return Identity{Label: label, UUID: uuid}
+		}
+	case fs == "f2fs":
+		if sb, err := f2fs.ReadSuper(r, size); err == nil {
+			return Identity{Label: sb.Label, UUID: sb.UUIDString()}
+		}
+	case fs == "swap":
+		if h, err := swap.ReadHeader(r, size); err == nil {
+			return Identity{Label: h.Label, UUID: h.UUIDString()}
+		}
 	}
 	return Identity{}
 }
@@ -81,6 +101,20 @@ func ntfsIdentity(r io.ReaderAt) Identity {
 		id.Label, _ = n.label()
 	}
 	return id
+}
+
+// btrfsIdentity: the superblock (at byte 65536) holds the fsid at 0x20
+// and the label at 0x12b.
+func btrfsIdentity(r io.ReaderAt) Identity {
+	sb := make([]byte, 0x22b)
+	if _, err := r.ReadAt(sb, 64<<10); err != nil || string(sb[0x40:0x48]) != "_BHRfS_M" {
+		return Identity{}
+	}
+	u := sb[0x20:0x30]
+	return Identity{
+		Label: cString(sb[0x12b:0x22b]),
+		UUID:  fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16]),
+	}
 }
 
 // cString is b up to its first NUL.

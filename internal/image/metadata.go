@@ -80,6 +80,10 @@ const (
 	KindGap       = "gap"       // bytes outside every partition: tables, boot code
 )
 
+// FreeFillRandom is Area.FreeFill for areas whose free bytes a restore
+// fills with fresh random bytes.
+const FreeFillRandom = "random"
+
 // Area is a byte range of the source that the image covers with its own
 // chunk grid: chunk k holds bytes [Start+k*ChunkSize, ...).
 type Area struct {
@@ -107,9 +111,14 @@ type Area struct {
 	Volumes []block.Volume `json:"volumes,omitempty"`
 	// BlockSize is the block size of the area's allocation map, which is
 	// stored in the maps block; 0 for a raw area, all of which is used.
-	BlockSize   int64 `json:"block_size,omitempty"`
-	UsedBytes   int64 `json:"used_bytes"`
-	StoredBytes int64 `json:"stored_bytes"`
+	BlockSize int64 `json:"block_size,omitempty"`
+	// FreeFill says what a restore writes over the bytes the map marks
+	// free: "" leaves them as today (zero on a new file, untouched on a
+	// device); "random" writes fresh random bytes, as the free sectors of
+	// an opened LUKS volume need (zeros there would show which are free).
+	FreeFill    string `json:"free_fill,omitempty"`
+	UsedBytes   int64  `json:"used_bytes"`
+	StoredBytes int64  `json:"stored_bytes"`
 }
 
 // Label names the area in messages: "partition 2" or "gap at byte 0".

@@ -12,6 +12,42 @@ func TypeName(typ string) string {
 	return gptNames[strings.ToUpper(typ)]
 }
 
+// Fits says whether a partition of type typ may hold the filesystem fs
+// (a name as Platter's detectors give it: "ext4", "fat32", "swap",
+// "lvm2", "luks2", ...). Only the types that promise one kind of contents
+// are judged: swap, LVM, LUKS, the EFI system partition and the MBR FAT
+// and NTFS types; every other type fits anything.
+func Fits(typ, fs string) bool {
+	want, ok := promises[TypeName(typ)]
+	if !ok {
+		return true
+	}
+	for _, w := range strings.Split(want, " ") {
+		if strings.HasPrefix(fs, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// promises maps a type's name to the prefixes of the filesystems it may
+// hold.
+var promises = map[string]string{
+	"EFI System":           "fat",
+	"EFI (FAT-12/16/32)":   "fat",
+	"Linux swap":           "swap",
+	"Linux swap / Solaris": "swap",
+	"Linux LVM":            "lvm",
+	"Linux LUKS":           "luks",
+	"FAT12":                "fat",
+	"FAT16 <32M":           "fat",
+	"FAT16":                "fat",
+	"W95 FAT32":            "fat",
+	"W95 FAT32 (LBA)":      "fat",
+	"W95 FAT16 (LBA)":      "fat",
+	"HPFS/NTFS/exFAT":      "ntfs exfat",
+}
+
 // The types people meet on PCs, Macs and servers (util-linux's
 // libfdisk tables, abridged).
 var gptNames = map[string]string{

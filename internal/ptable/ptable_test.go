@@ -879,3 +879,31 @@ func FuzzGPT(f *testing.F) {
 		checkRead(t, tb, err, d.size)
 	})
 }
+
+// Fits judges only the types that promise one kind of contents.
+func TestFits(t *testing.T) {
+	for _, c := range []struct {
+		typ, fs string
+		want    bool
+	}{
+		{"0657FD6D-A4AB-43C4-84E5-0933C84B4F4F", "swap", true},
+		{"0657fd6d-a4ab-43c4-84e5-0933c84b4f4f", "ext4", false},
+		{"C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "fat32", true},
+		{"C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "ntfs", false},
+		{"E6D6D379-F507-44C2-A23C-238F2A3DF928", "lvm2", true},
+		{"CA7D7CCB-63ED-4C53-861C-1742536059CC", "luks2", true},
+		{"CA7D7CCB-63ED-4C53-861C-1742536059CC", "xfs", false},
+		{"0x07", "exfat", true},
+		{"0x07", "ext4", false},
+		{"0x0c", "fat16", true},
+		{"0x82", "btrfs", false},
+		{"0x83", "swap", true},
+		{"0FC63DAF-8483-4772-8E79-3D69D8477DE4", "ntfs", true},
+		{"EBD0A0A2-B9E5-4433-87C0-68B6B72699C7", "ext4", true}, // old Linux installers used it
+		{"", "ext4", true},
+	} {
+		if got := Fits(c.typ, c.fs); got != c.want {
+			t.Errorf("Fits(%q, %q) = %v, want %v", c.typ, c.fs, got, c.want)
+		}
+	}
+}

@@ -5,8 +5,10 @@ package restore
 
 import (
 	"context"
+	crand "crypto/rand"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"runtime"
 	"slices"
 	"strconv"
@@ -88,6 +90,12 @@ type task struct {
 	base int64 // target offset of the chunk's area
 	used *image.AreaMap
 	rel  int64 // chunk offset inside its area
+	// fill: write fresh random bytes over the chunk's free bytes
+	// (Area.FreeFill "random"), len bytes from rel; empty: the chunk has
+	// no entry, so all of it is free.
+	fill  bool
+	empty bool
+	len   int64
 }
 
 // Run restores img onto t. It stops at the first chunk that fails its
@@ -106,20 +114,13 @@ func Run(ctx context.Context, img *image.Reader, t Target, opts Options) error {
 		opts.Progress = noProgress{}
 	}
 	m := img.Metadata()
-	var tasks []task
+	tasks, err := plan(img, opts.Partition)
+	if err != nil {
+		return err
+	}
 	var total int64
-	for _, e := range img.Entries() {
-		a := &m.Areas[e.Area]
-		if opts.Partition != 0 && (a.Kind != image.KindPartition || a.Index != opts.Partition) {
-			continue
-		}
-		base := a.Start
-		if opts.Partition != 0 {
-			base = 0
-		}
-		tk := task{e: e, base: base, used: img.Map(int(e.Area)), rel: int64(e.Chunk) * m.ChunkSize}
-		tasks = append(tasks, tk)
-		total += tk.usedBytes()
+	for _, tk := range tasks {
+		total += tk.bytes()
 	}
 	opts.Progress.Start(total)
 
@@ -133,12 +134,20 @@ func Run(ctx context.Context, img *image.Reader, t Target, opts Options) error {
 			defer wg.Done()
 			// Aligned, so the target can take its writes directly.
 			buf := block.AlignedBuffer(int(m.ChunkSize))[:0]
+			var fill *filler
 			for tk := range ch {
-				if err := restoreChunk(img, t, tk, buf, opts.Fresh); err != nil {
+				err := restoreChunk(img, t, tk, buf, opts.Fresh)
+				if err == nil && tk.fill {
+					if fill == nil {
+						fill = newFiller()
+					}
+					err = fill.free(t, tk)
+				}
+				if err != nil {
 					cancel(err)
 					continue
 				}
-				opts.Progress.Add(tk.usedBytes())
+				opts.Progress.Add(tk.bytes())
 			}
 		}()
 	}
@@ -155,7 +164,83 @@ feed:
 	return context.Cause(ctx)
 }
 
+// plan lists the chunks to put back, in the index's order: one task per
+// entry, and in areas whose free bytes are filled, one for each chunk
+// without an entry too.
+func plan(img *image.Reader, partition int) ([]task, error) {
+	m := img.Metadata()
+	var tasks []task
+	// next is, per area that is filled, the first chunk not yet listed.
+	next := map[uint32]uint64{}
+	fillTo := func(area uint32, a *image.Area, base int64, upTo uint64) {
+		for k := next[area]; k < upTo; k++ {
+			rel := int64(k) * m.ChunkSize
+			tasks = append(tasks, task{e: image.Entry{Area: area, Chunk: k}, base: base, rel: rel, fill: true, empty: true, len: min(m.ChunkSize, a.Size-rel)})
+		}
+		next[area] = max(next[area], upTo)
+	}
+	for i := range m.Areas {
+		a := &m.Areas[i]
+		if partition != 0 && (a.Kind != image.KindPartition || a.Index != partition) {
+			continue
+		}
+		if a.FreeFill != "" && a.FreeFill != image.FreeFillRandom {
+			return nil, fmt.Errorf("%s: free_fill %q is not known to this platter (a newer one made the image)", a.Label(), a.FreeFill)
+		}
+	}
+	entries := img.Entries()
+	for i, e := range entries {
+		a := &m.Areas[e.Area]
+		if partition != 0 && (a.Kind != image.KindPartition || a.Index != partition) {
+			continue
+		}
+		base := a.Start
+		if partition != 0 {
+			base = 0
+		}
+		rel := int64(e.Chunk) * m.ChunkSize
+		tk := task{e: e, base: base, used: img.Map(int(e.Area)), rel: rel, len: int64(e.RawLen)}
+		fill := a.FreeFill == image.FreeFillRandom && tk.used != nil
+		if fill {
+			fillTo(e.Area, a, base, e.Chunk)
+			tk.fill = true
+			next[e.Area] = e.Chunk + 1
+		}
+		tasks = append(tasks, tk)
+		if last := i+1 == len(entries) || entries[i+1].Area != e.Area; fill && last {
+			fillTo(e.Area, a, base, uint64((a.Size+m.ChunkSize-1)/m.ChunkSize))
+		}
+	}
+	// A filled area with no entry at all is free from end to end.
+	for i := range m.Areas {
+		a := &m.Areas[i]
+		if a.FreeFill != image.FreeFillRandom || img.Map(i) == nil || (partition != 0 && (a.Kind != image.KindPartition || a.Index != partition)) {
+			continue
+		}
+		if _, seen := next[uint32(i)]; !seen {
+			base := a.Start
+			if partition != 0 {
+				base = 0
+			}
+			fillTo(uint32(i), a, base, uint64((a.Size+m.ChunkSize-1)/m.ChunkSize))
+		}
+	}
+	return tasks, nil
+}
+
+// bytes is what the task writes, for progress: its used bytes, and its
+// free ones when they are filled.
+func (tk task) bytes() int64 {
+	if tk.fill {
+		return tk.len
+	}
+	return tk.usedBytes()
+}
+
 func (tk task) usedBytes() int64 {
+	if tk.empty {
+		return 0
+	}
 	if tk.used == nil {
 		return int64(tk.e.RawLen)
 	}
@@ -179,6 +264,9 @@ func (tk task) runs(fn func(off, n int64) error) error {
 }
 
 func restoreChunk(img *image.Reader, t Target, tk task, buf []byte, fresh bool) error {
+	if tk.empty {
+		return nil
+	}
 	at := tk.base + tk.rel
 	if tk.e.Zero() {
 		return tk.runs(func(off, n int64) error { return t.Zero(at+off, n) })
@@ -238,3 +326,56 @@ func writeAt(t Target, b []byte, off int64) error {
 var zeros = make([]byte, 4096)
 
 func isZero(b []byte) bool { return string(b) == string(zeros[:len(b)]) }
+
+// filler writes fresh random bytes: ChaCha8 seeded from the system's
+// random source, one per worker (about 1 GB/s a core; crypto/rand
+// itself is several times slower and these bytes need not be a key,
+// only unpredictable to whoever reads the restored disk).
+type filler struct {
+	rng *rand.ChaCha8
+	buf []byte
+}
+
+// fillBuf is how much random data a filler makes at a time.
+const fillBuf = 1 << 20
+
+func newFiller() *filler {
+	var seed [32]byte
+	crand.Read(seed[:]) // never fails (Go 1.24+: it crashes the program rather than return weak bytes)
+	f := &filler{rng: rand.NewChaCha8(seed), buf: block.AlignedBuffer(fillBuf)}
+	clear(seed[:])
+	return f
+}
+
+// free writes random bytes over every byte of the task's chunk that its
+// map leaves free.
+func (f *filler) free(t Target, tk task) error {
+	at := tk.base + tk.rel
+	pos := int64(0)
+	write := func(off, n int64) error { // chunk-relative
+		for n > 0 {
+			k := min(n, int64(len(f.buf)))
+			b := f.buf[:k]
+			f.rng.Read(b)
+			if err := writeAt(t, b, at+off); err != nil {
+				return err
+			}
+			off += k
+			n -= k
+		}
+		return nil
+	}
+	var err error
+	if !tk.empty {
+		tk.used.Runs(tk.rel, tk.len, func(e block.Extent) {
+			if err == nil && e.Off-tk.rel > pos {
+				err = write(pos, e.Off-tk.rel-pos)
+			}
+			pos = e.End() - tk.rel
+		})
+	}
+	if err == nil && pos < tk.len {
+		err = write(pos, tk.len-pos)
+	}
+	return err
+}
