@@ -20,10 +20,10 @@ TOOLS := sgdisk:gdisk sfdisk:fdisk mkfs.fat:dosfstools fsck.fat:dosfstools \
 # Fuzz targets run for FUZZTIME each in `make test`.
 FUZZTIME ?= 10s
 FUZZ := ./internal/ptable:FuzzMBR ./internal/ptable:FuzzGPT \
-	./internal/fsmap/ext:FuzzDetect ./internal/fsmap/ext:FuzzFiles ./internal/fsmap/fat:FuzzDetect \
-	./internal/fsmap/ext:FuzzJournal ./internal/fsmap/ext:FuzzDetectJournal \
-	./internal/fsmap/fat:FuzzFiles ./internal/fsread:FuzzNTFS \
-	./internal/fsmap/ntfs:FuzzDetect ./internal/image:FuzzReader \
+	./internal/fs/ext:FuzzDetect ./internal/fs/ext:FuzzFiles ./internal/fs/fat:FuzzDetect \
+	./internal/fs/ext:FuzzJournal ./internal/fs/ext:FuzzDetectJournal \
+	./internal/fs/fat:FuzzFiles ./internal/fsread:FuzzNTFS \
+	./internal/fs/ntfs:FuzzDetect ./internal/image:FuzzReader \
 	./internal/fs/xfs:FuzzDetect ./internal/fs/btrfs:FuzzDetect \
 	./internal/fs/lvm:FuzzDetect ./internal/fs/lvm:FuzzMetadata ./internal/fs/luks:FuzzHeader \
 	./internal/fs/exfat:FuzzDetect ./internal/fs/exfat:FuzzFiles \
@@ -67,7 +67,7 @@ vet:
 	@out=$$(gofmt -l cmd internal test); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
 # Every `go test` has its own -timeout (per package), well above what a
-# busy 2-core machine takes (the slowest race package, internal/fsmap/ext,
+# busy 2-core machine takes (the slowest race package, internal/fs/ext,
 # about 2.5 minutes; e2e about 6), so a slow machine does not hit Go's
 # default of 10 minutes and a hang still fails, with every goroutine's
 # stack, long before CI's 90.

@@ -14,9 +14,9 @@ import (
 	"github.com/platter-dev/platter/internal/fs/lvm"
 	"github.com/platter-dev/platter/internal/fs/swap"
 	"github.com/platter-dev/platter/internal/fs/xfs"
-	"github.com/platter-dev/platter/internal/fsmap/ext"
-	"github.com/platter-dev/platter/internal/fsmap/fat"
-	"github.com/platter-dev/platter/internal/fsmap/ntfs"
+	"github.com/platter-dev/platter/internal/fs/ext"
+	"github.com/platter-dev/platter/internal/fs/fat"
+	"github.com/platter-dev/platter/internal/fs/ntfs"
 )
 
 type detector func(r io.ReaderAt, size int64) (*block.Usage, error)

@@ -3,10 +3,10 @@ package fsread
 import (
 	"io"
 
-	"github.com/platter-dev/platter/internal/fsmap/ext"
+	"github.com/platter-dev/platter/internal/fs/ext"
 )
 
-// extFS reads ext2/3/4 with Platter's own reader (internal/fsmap/ext).
+// extFS reads ext2/3/4 with Platter's own reader (internal/fs/ext).
 type extFS struct{ f *ext.Files }
 
 func extEntry(f ext.File) Entry {

@@ -3,10 +3,10 @@ package fsread
 import (
 	"io"
 
-	"github.com/platter-dev/platter/internal/fsmap/fat"
+	"github.com/platter-dev/platter/internal/fs/fat"
 )
 
-// fatFS reads FAT12/16/32 with Platter's own reader (internal/fsmap/fat).
+// fatFS reads FAT12/16/32 with Platter's own reader (internal/fs/fat).
 // It finds the first entry of a name, as checked lists it, and returns
 // errors on damage, never panics (FuzzFiles holds it to that): it needs
 // no guard.

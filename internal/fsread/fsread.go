@@ -1,7 +1,7 @@
 // Package fsread lists and reads the files of a filesystem inside an
 // image, without mounting it: ext2/3/4 through Platter's own reader
-// (internal/fsmap/ext), FAT12/16/32 through Platter's own reader
-// (internal/fsmap/fat), NTFS through its own (ntfs*.go): every reader
+// (internal/fs/ext), FAT12/16/32 through Platter's own reader
+// (internal/fs/fat), NTFS through its own (ntfs*.go): every reader
 // is Platter's, checked and fuzzed, none a library that may panic.
 // Extract copies them out.
 //
@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/platter-dev/platter/internal/fs/exfat"
-	"github.com/platter-dev/platter/internal/fsmap/ext"
-	"github.com/platter-dev/platter/internal/fsmap/fat"
+	"github.com/platter-dev/platter/internal/fs/ext"
+	"github.com/platter-dev/platter/internal/fs/fat"
 )
 
 // Entry is a file, directory or symlink.

@@ -18,7 +18,7 @@ import (
 	"testing"
 
 	"github.com/platter-dev/platter/internal/block"
-	"github.com/platter-dev/platter/internal/fsmap/ext"
+	"github.com/platter-dev/platter/internal/fs/ext"
 	"github.com/platter-dev/platter/internal/tooltest"
 	"golang.org/x/crypto/xts"
 )

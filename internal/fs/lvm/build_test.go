@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/platter-dev/platter/internal/block"
-	"github.com/platter-dev/platter/internal/fsmap/ext"
+	"github.com/platter-dev/platter/internal/fs/ext"
 )
 
 // pvSpec describes a PV made by buildPV: LVM2's on-disk layout written
