@@ -22,7 +22,7 @@ FUZZTIME ?= 10s
 FUZZ := ./internal/ptable:FuzzMBR ./internal/ptable:FuzzGPT \
 	./internal/fs/ext:FuzzDetect ./internal/fs/ext:FuzzFiles ./internal/fs/fat:FuzzDetect \
 	./internal/fs/ext:FuzzJournal ./internal/fs/ext:FuzzDetectJournal \
-	./internal/fs/fat:FuzzFiles ./internal/fsread:FuzzNTFS \
+	./internal/fs/fat:FuzzFiles ./internal/fs/ntfs:FuzzNTFS \
 	./internal/fs/ntfs:FuzzDetect ./internal/image:FuzzReader \
 	./internal/fs/xfs:FuzzDetect ./internal/fs/btrfs:FuzzDetect \
 	./internal/fs/lvm:FuzzDetect ./internal/fs/lvm:FuzzMetadata ./internal/fs/luks:FuzzHeader \

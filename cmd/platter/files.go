@@ -30,7 +30,7 @@ func newLsCommand() *cobra.Command {
 		Use:   "ls [-l] [-R] [--json] IMAGE[:N] [PATH]",
 		Short: "List files in an image, without restoring or mounting it",
 		Long: `Ls lists a directory (or describes a file) of the filesystem in partition N
-of IMAGE (ext2/3/4, FAT12/16/32, NTFS); without :N, the first partition
+of IMAGE (` + readableList(", ") + `); without :N, the first partition
 with a filesystem platter can read. Needs no root and no mount. Names are
 sorted byte by byte (as LC_ALL=C ls sorts them); -l adds the mode, owner
 (ext only: uid and gid as numbers; "-" where the filesystem has none),
@@ -335,9 +335,6 @@ func withFSSkips(spec string, fn func(fsread.FS, string, *skips) error) error {
 	defer r.Close()
 	disk := view.New(r, 32)
 	defer disk.Close() // before the reader: readahead may be decoding
-	readable := func(fs string) bool {
-		return strings.HasPrefix(fs, "ext") || strings.HasPrefix(fs, "fat") || fs == "ntfs" || fs == "exfat"
-	}
 	var have []string
 	other := "N" // a partition the kernel may read, for the hint
 	for _, p := range view.Partitions(r, disk) {
@@ -345,10 +342,10 @@ func withFSSkips(spec string, fn func(fsread.FS, string, *skips) error) error {
 		if other == "N" && p.Filesystem != "raw" {
 			other = strconv.Itoa(p.Index)
 		}
-		if part != 0 && p.Index != part || part == 0 && !readable(p.Filesystem) {
+		if part != 0 && p.Index != part || part == 0 && !fsread.Readable(p.Filesystem) {
 			continue
 		}
-		if !readable(p.Filesystem) {
+		if !fsread.Readable(p.Filesystem) {
 			return usagef("partition %d of %s holds %s: %s", p.Index, imgPath, p.Filesystem, kernelReads(imgPath, strconv.Itoa(p.Index)))
 		}
 		s := &skips{label: fmt.Sprintf("%s:%d", imgPath, p.Index)}
@@ -374,8 +371,19 @@ func withFSSkips(spec string, fn func(fsread.FS, string, *skips) error) error {
 // kernel reads the others (XFS, btrfs, F2FS) from an image: through
 // platter mount and a loop mount of the partition's file.
 func kernelReads(imgPath, part string) string {
-	return fmt.Sprintf("platter reads files of ext2/3/4, FAT, exFAT and NTFS; for the others the kernel does: "+
-		"platter mount %s DIR, then mount -o ro,loop DIR/p%s.img MOUNTPOINT", imgPath, part)
+	return fmt.Sprintf("platter reads files of %s; for the others the kernel does: "+
+		"platter mount %s DIR, then mount -o ro,loop DIR/p%s.img MOUNTPOINT", readableList(" and "), imgPath, part)
+}
+
+// readableList names the filesystems platter reads files of, from the
+// registry (fsread.Titles), with last before the last one: ", " or
+// " and ".
+func readableList(last string) string {
+	t := fsread.Titles()
+	if len(t) < 2 {
+		return strings.Join(t, "")
+	}
+	return strings.Join(t[:len(t)-1], ", ") + last + t[len(t)-1]
 }
 
 // pathError says what went wrong with path p of filesystem label, in

@@ -11,7 +11,8 @@ import (
 	"time"
 
 	"github.com/platter-dev/platter/internal/block"
-	"github.com/platter-dev/platter/internal/fsread"
+	"github.com/platter-dev/platter/internal/fs/vfs"
+	"github.com/platter-dev/platter/internal/fsmap"
 	"github.com/platter-dev/platter/internal/image"
 	"github.com/platter-dev/platter/internal/ptable"
 	"github.com/platter-dev/platter/internal/ui"
@@ -182,12 +183,12 @@ func describe(r *image.Reader, chunks bool) *infoJSON {
 
 // identities reads the label and UUID of each partition's filesystem
 // from the image (a chunk or two each), by partition number.
-func identities(r *image.Reader) map[int]fsread.Identity {
+func identities(r *image.Reader) map[int]vfs.Identity {
 	disk := view.New(r, 4)
 	defer disk.Close()
-	out := map[int]fsread.Identity{}
+	out := map[int]vfs.Identity{}
 	for _, p := range view.Partitions(r, disk) {
-		out[p.Index] = fsread.Identify(&p.Section, p.Len, p.Filesystem)
+		out[p.Index] = fsmap.Identify(&p.Section, p.Len, p.Filesystem)
 	}
 	return out
 }

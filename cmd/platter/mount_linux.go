@@ -30,11 +30,11 @@ func newMountCommand() *cobra.Command {
 DIR/disk.img, the whole disk, and DIR/pN.img for each partition, readable by
 any tool ("mount -o loop,ro DIR/p2.img /mnt/x" gives the filesystem).
 With IMAGE:N, DIR shows only pN.img, partition N.
-With --files, DIR shows the files of the filesystem in partition N (ext2/3/4,
-FAT, NTFS; without :N the first platter reads), read in place: no root, no
-loop device, no kernel driver for the filesystem. It runs until unmounted
-(platter umount DIR) or interrupted; --daemon returns once mounted and
-leaves it running.`,
+With --files, DIR shows the files of the filesystem in partition N
+(` + readableList(", ") + `; without :N the first platter reads), read
+in place: no root, no loop device, no kernel driver for the filesystem. It
+runs until unmounted (platter umount DIR) or interrupted; --daemon returns
+once mounted and leaves it running.`,
 		Example: `  platter mount --daemon disk.platter /mnt/img && mount -o loop,ro /mnt/img/p2.img /mnt/root
   platter mount --daemon --files disk.platter:3 /mnt/data   # NTFS or FAT files, no kernel driver
   platter umount /mnt/img`,

@@ -15,8 +15,9 @@ import (
 // it is asked for, and never held whole: a 16 TiB filesystem of 4 KiB
 // blocks has a 512 MiB bitmap, and imaging it must not need that memory.
 type Usage struct {
-	// FS names the filesystem: "ext2", "ext3", "ext4", "fat12", "fat16",
-	// "fat32", "ntfs".
+	// FS names the filesystem or container as image metadata records
+	// it: one of the Names of its package's descriptor (internal/fs/vfs),
+	// "ext4", "fat32", "ntfs", "xfs", "lvm2", "luks2" and so on.
 	FS string
 	// Warning, when set, says why the filesystem's own allocation data
 	// was not taken as it stands: a crash it has not recovered from, or

@@ -1,5 +1,10 @@
-// Package fsmap finds which blocks of a filesystem hold data, by asking
-// each filesystem's own detector (one subpackage per filesystem) in turn.
+// Package fsmap is the registry of the filesystems and containers
+// Platter knows (one package each under internal/fs, each describing
+// itself with a vfs.Filesystem or vfs.Container), and finds which of
+// them a partition holds and which of its blocks hold data. Reading
+// files (internal/fsread), naming filesystems (Identify) and the CLI's
+// messages all look filesystems up here: adding one is its package and
+// one line below.
 package fsmap
 
 import (
@@ -9,42 +14,52 @@ import (
 	"github.com/platter-dev/platter/internal/block"
 	"github.com/platter-dev/platter/internal/fs/btrfs"
 	"github.com/platter-dev/platter/internal/fs/exfat"
+	"github.com/platter-dev/platter/internal/fs/ext"
 	"github.com/platter-dev/platter/internal/fs/f2fs"
+	"github.com/platter-dev/platter/internal/fs/fat"
 	"github.com/platter-dev/platter/internal/fs/luks"
 	"github.com/platter-dev/platter/internal/fs/lvm"
-	"github.com/platter-dev/platter/internal/fs/swap"
-	"github.com/platter-dev/platter/internal/fs/xfs"
-	"github.com/platter-dev/platter/internal/fs/ext"
-	"github.com/platter-dev/platter/internal/fs/fat"
 	"github.com/platter-dev/platter/internal/fs/ntfs"
+	"github.com/platter-dev/platter/internal/fs/swap"
+	"github.com/platter-dev/platter/internal/fs/vfs"
+	"github.com/platter-dev/platter/internal/fs/xfs"
 )
 
-type detector func(r io.ReaderAt, size int64) (*block.Usage, error)
+// Containers are the volume managers and encryption layers, tried
+// before filesystems: their signatures sit where a filesystem's would be
+// read as garbage.
+var Containers = []vfs.Container{luks.Container, lvm.Container}
 
-// Env is what a container's detector gets: the detector of what it holds
-// (Detect itself, one level deeper) and the keys it may use.
-type Env struct {
-	// Inner finds the used blocks of a volume inside the container.
-	Inner func(r io.ReaderAt, size int64) (*block.Usage, error)
-	// Keys are key files' contents or passphrases given for encrypted
-	// volumes (create --luks-key-file); a container tries each.
-	Keys [][]byte
+// Filesystems are the filesystems, in the order Detect tries them. NTFS
+// and FAT first: both start with a boot sector whose signature a stray
+// ext superblock cannot carry, while ext's magic sits at byte 1080. Swap
+// last: its signature ends the first page, where a filesystem made over
+// an old swap area may have left it (mkswap wipes the signatures it
+// finds).
+var Filesystems = []vfs.Filesystem{ntfs.FS, fat.FS, ext.FS, xfs.FS, btrfs.FS, f2fs.FS, exfat.FS, swap.FS}
+
+// Lookup finds the filesystem named fs, as Usage.FS and image metadata
+// name it ("ext4", "fat32", "ntfs").
+func Lookup(fs string) (vfs.Filesystem, bool) {
+	for _, f := range Filesystems {
+		for _, n := range f.Names {
+			if n == fs {
+				return f, true
+			}
+		}
+	}
+	return vfs.Filesystem{}, false
 }
 
-// container is a detector of a volume manager or an encryption layer
-// (LVM2, LUKS): it maps the volumes inside r and asks env.Inner for each
-// one's used blocks, and answers with a map over r (its own metadata,
-// kept byte for byte, plus each volume's used blocks where they lie in
-// r). Not its format: an error wrapping block.ErrNotMine.
-type container func(r io.ReaderAt, size int64, env Env) (*block.Usage, error)
-
-// containers are tried before filesystems: their signatures sit where a
-// filesystem's would be read as garbage.
-var containers = []container{
-	func(r io.ReaderAt, size int64, env Env) (*block.Usage, error) {
-		return luks.Detect(r, size, env.Keys, env.Inner)
-	},
-	func(r io.ReaderAt, size int64, env Env) (*block.Usage, error) { return lvm.Detect(r, size, env.Inner) },
+// Identify reads the label and UUID of the filesystem named fs (as
+// image metadata names it) in the size bytes of r. A filesystem it does
+// not know, or whose structures it cannot read, gives an empty
+// Identity: this only describes.
+func Identify(r io.ReaderAt, size int64, fs string) vfs.Identity {
+	if f, ok := Lookup(fs); ok && f.Identify != nil {
+		return f.Identify(r, size)
+	}
+	return vfs.Identity{}
 }
 
 // maxDepth bounds containers inside containers (LUKS on LVM on LUKS...).
@@ -54,13 +69,6 @@ const maxDepth = 4
 type Options struct {
 	Keys [][]byte // for encrypted volumes
 }
-
-// NTFS and FAT first: both start with a boot sector whose signature a
-// stray ext superblock cannot carry, while ext's magic sits at byte 1080.
-// Swap last: its signature ends the first page, where a filesystem made
-// over an old swap area may have left it (mkswap wipes the signatures it
-// finds).
-var detectors = []detector{ntfs.Detect, fat.Detect, ext.Detect, xfs.Detect, btrfs.Detect, f2fs.Detect, exfat.Detect, swap.Detect}
 
 // Detect returns the used blocks of the filesystem in r. It returns
 // (nil, nil) when no detector recognises the bytes, and (nil, err) when
@@ -80,11 +88,11 @@ func DetectWith(r io.ReaderAt, size int64, o Options) (*block.Usage, error) {
 
 func detect(r io.ReaderAt, size int64, o Options, depth int) (*block.Usage, error) {
 	if depth < maxDepth {
-		env := Env{Keys: o.Keys, Inner: func(r io.ReaderAt, size int64) (*block.Usage, error) {
+		env := vfs.Env{Keys: o.Keys, Inner: func(r io.ReaderAt, size int64) (*block.Usage, error) {
 			return detect(r, size, o, depth+1)
 		}}
-		for _, c := range containers {
-			u, err := c(r, size, env)
+		for _, c := range Containers {
+			u, err := c.Detect(r, size, env)
 			if err == nil {
 				return u, nil
 			}
@@ -93,8 +101,8 @@ func detect(r io.ReaderAt, size int64, o Options, depth int) (*block.Usage, erro
 			}
 		}
 	}
-	for _, d := range detectors {
-		u, err := d(r, size)
+	for _, f := range Filesystems {
+		u, err := f.Detect(r, size)
 		if err == nil {
 			return u, nil
 		}

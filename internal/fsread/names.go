@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"unicode"
+
+	"github.com/platter-dev/platter/internal/fs/vfs"
 )
 
 // ErrBadName is matched by every error of CheckName (a *NameError).
@@ -72,23 +74,6 @@ func (e *SkipError) Error() string {
 
 func (e *SkipError) Unwrap() error { return e.Err }
 
-// reader is a filesystem's own reader, as Open finds it and before
-// checked wraps it: its names are unchecked, and readDir gives an entry
-// it could not describe with the error instead of failing the directory.
-// Paths are already cleaned and checked: "" is the root.
-type reader interface {
-	readDir(dir string) ([]dirent, error)
-	stat(name string) (Entry, error)
-	open(name string) (io.ReadCloser, error)
-}
-
-// dirent is one directory entry as a reader found it: Entry.Name is
-// always set; err says why the rest could not be read.
-type dirent struct {
-	Entry
-	err error
-}
-
 // checked is every FS Open returns. It is the one boundary between the
 // readers and their users: ReadDir drops (and reports once) every entry
 // with a name CheckName refuses, every later entry of a name already
@@ -96,8 +81,8 @@ type dirent struct {
 // names up in that same listing, so it finds only what ReadDir lists;
 // every path given to it is cleaned and each of its elements checked.
 type checked struct {
-	r       reader
-	fold    bool // names match without regard to case (FAT, NTFS)
+	r       vfs.Files // the filesystem's own reader: names unchecked
+	fold    bool      // names match without regard to case (FAT, exFAT, NTFS)
 	skipped func(*SkipError)
 
 	mu   sync.Mutex
@@ -126,7 +111,7 @@ func (c *checked) Stat(name string) (Entry, error) {
 		return Entry{}, err
 	}
 	if len(elems) == 0 {
-		return c.r.stat("")
+		return c.r.Stat("")
 	}
 	base := elems[len(elems)-1]
 	ents, skips, err := c.list(strings.Join(elems[:len(elems)-1], "/"))
@@ -159,13 +144,13 @@ func (c *checked) Open(name string) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	return c.r.open(strings.Join(elems, "/"))
+	return c.r.Open(strings.Join(elems, "/"))
 }
 
 // list reads a directory and sorts its entries into those kept and those
 // skipped (by position: skips[i] is nil for a kept entry).
 func (c *checked) list(dir string) ([]Entry, []*SkipError, error) {
-	raw, err := c.r.readDir(dir)
+	raw, err := c.r.ReadDir(dir)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -187,14 +172,14 @@ func (c *checked) list(dir string) ([]Entry, []*SkipError, error) {
 				err = fmt.Errorf("%w (case does not count): %q is listed already", errDuplicate, kept)
 			} else {
 				first[k] = d.Name
-				err = d.err
+				err = d.Err
 			}
 		}
 		if err != nil {
 			skips[i] = &SkipError{Dir: "/" + dir, Name: d.Name, Err: err}
 			continue
 		}
-		out = append(out, d.Entry)
+		out = append(out, d)
 	}
 	return out, skips, nil
 }

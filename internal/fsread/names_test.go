@@ -39,9 +39,9 @@ func TestCheckName(t *testing.T) {
 
 // fakeReader is a directory tree as a filesystem's reader hands it up:
 // unchecked names, in order, some unreadable.
-type fakeReader map[string][]dirent
+type fakeReader map[string][]Entry
 
-func (f fakeReader) readDir(dir string) ([]dirent, error) {
+func (f fakeReader) ReadDir(dir string) ([]Entry, error) {
 	ents, ok := f[dir]
 	if !ok {
 		return nil, fmt.Errorf("/%s: %w", dir, iofs.ErrNotExist)
@@ -49,7 +49,7 @@ func (f fakeReader) readDir(dir string) ([]dirent, error) {
 	return ents, nil
 }
 
-func (f fakeReader) stat(name string) (Entry, error) {
+func (f fakeReader) Stat(name string) (Entry, error) {
 	if name == "" {
 		return Entry{Name: "/", Mode: iofs.ModeDir | 0o755}, nil
 	}
@@ -58,7 +58,7 @@ func (f fakeReader) stat(name string) (Entry, error) {
 
 // open finds the first entry of a name, as the real readers do, and
 // reads as its own name.
-func (f fakeReader) open(name string) (io.ReadCloser, error) {
+func (f fakeReader) Open(name string) (io.ReadCloser, error) {
 	dir, base := filepath.Split(name)
 	for _, d := range f[strings.TrimSuffix(dir, "/")] {
 		if d.Name == base {
@@ -68,7 +68,10 @@ func (f fakeReader) open(name string) (io.ReadCloser, error) {
 	return nil, iofs.ErrNotExist
 }
 
-func file(name string) dirent { return dirent{Entry: Entry{Name: name, Mode: 0o644}} }
+// CaseInsensitive is not asked: each test sets checked.fold itself.
+func (f fakeReader) CaseInsensitive() bool { return false }
+
+func file(name string) Entry { return Entry{Name: name, Mode: 0o644} }
 
 func names(ents []Entry) string {
 	var s []string
@@ -87,8 +90,8 @@ func TestCheckedListing(t *testing.T) {
 		"": {
 			file("good"), file("../../pwned"), file("a/b"), file(`..\x`), file(".."), file("."), file(""),
 			file("nul\x00"), file("Dup"), file("dup"), file("DUP"), file("Dup"),
-			{Entry: Entry{Name: "broken"}, err: errors.New("inode 12 is damaged")}, file("broken"),
-			{Entry: Entry{Name: "sub", Mode: iofs.ModeDir | 0o755}}, file("last"),
+			{Name: "broken", Err: errors.New("inode 12 is damaged")}, file("broken"),
+			{Name: "sub", Mode: iofs.ModeDir | 0o755}, file("last"),
 		},
 		"sub": {file("inner"), file("../escape")},
 	}

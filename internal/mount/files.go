@@ -166,7 +166,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	}
 	e, ok := kids[name]
 	if !ok {
-		// Not by its exact name: FAT and NTFS match names without
+		// Not by its exact name: FAT, exFAT and NTFS match names without
 		// regard to case, which the reader knows.
 		if e, err = n.t.stat(p); err != nil {
 			return nil, n.t.errno("stat", p, err)

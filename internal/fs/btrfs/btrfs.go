@@ -1,7 +1,9 @@
-// Package btrfs finds the used blocks of a btrfs filesystem: every
-// extent its extent tree allocates and every tree block reachable from
-// its roots (the log tree and the data it logged too), on every stripe of
-// every copy, plus the superblocks and the first MiB.
+// Package btrfs finds the used blocks of a btrfs filesystem (FS
+// describes it to the registry, internal/fsmap, with its label and
+// fsid): every extent its extent tree allocates and every tree block
+// reachable from its roots (the log tree and the data it logged too), on
+// every stripe of every copy, plus the superblocks and the first MiB.
+// Its files Platter leaves to the kernel.
 //
 // The walk (walk.go) reads the superblock, the system chunks it carries,
 // the chunk tree, the root tree and, from it, every tree; the map

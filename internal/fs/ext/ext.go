@@ -1,7 +1,8 @@
-// Package ext reads ext2, ext3 and ext4 filesystems: their used blocks,
-// from the block-group bitmaps (Detect) as far as the filesystem says
-// they can be trusted (trust.go, journal.go), and their files (OpenFiles,
-// files.go).
+// Package ext is all Platter knows of ext2, ext3 and ext4 (FS describes
+// it to the registry, internal/fsmap): their used blocks, from the
+// block-group bitmaps (Detect) as far as the filesystem says they can be
+// trusted (trust.go, journal.go), their files (OpenFiles, files.go) and
+// their label and UUID (vfs.go).
 package ext
 
 import (

@@ -1,5 +1,6 @@
-// Package f2fs reads what Platter needs of an F2FS filesystem: its
-// identity (the superblock) and which blocks hold data. Those are every
+// Package f2fs reads what Platter needs of an F2FS filesystem (FS
+// describes it to the registry, internal/fsmap): its identity (the
+// superblock) and which blocks hold data. Those are every
 // block before the main area (superblocks, checkpoint packs, SIT, NAT,
 // SSA) and every main-area block that the current checkpoint's segment
 // information table (SIT, sit.go) marks valid, as far as the

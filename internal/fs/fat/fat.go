@@ -1,5 +1,7 @@
-// Package fat finds the used sectors of a FAT12, FAT16 or FAT32
-// filesystem from its file allocation tables.
+// Package fat is all Platter knows of FAT12, FAT16 and FAT32 (FS
+// describes it to the registry, internal/fsmap): the used sectors, from
+// the file allocation tables (Detect), the files (OpenFiles, files.go)
+// and the volume label and id (vfs.go).
 //
 // The FAT type is decided as the Linux kernel (fs/fat/inode.c) and
 // dosfstools (boot.c) decide it for every boot sector they accept: FAT32

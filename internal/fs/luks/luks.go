@@ -1,6 +1,7 @@
-// Package luks recognises LUKS1 and LUKS2 encrypted volumes and, with a
-// key that opens one, finds which of its encrypted sectors hold the used
-// blocks of the filesystem inside.
+// Package luks recognises LUKS1 and LUKS2 encrypted volumes (Container
+// describes it to the registry, internal/fsmap) and, with a key that
+// opens one, finds which of its encrypted sectors hold the used blocks
+// of the filesystem inside.
 //
 // The headers and keyslot areas (everything before the payload) are
 // always kept byte for byte. Without a key that opens it the payload is

@@ -1,12 +1,13 @@
-// Package lvm reads an LVM2 physical volume: its label, its metadata
-// areas and the volume group's metadata text in them, and from those the
-// place of every logical volume's extents on the PV. Detect answers with
-// one map over the PV: its own headers and metadata areas, byte for
-// byte, plus, for each LV, the used blocks of the filesystem inside it
-// (found by the detector it is given) where they lie on the PV. An LV
-// whose blocks cannot be followed that way (thin pools, snapshots,
-// caches, an LV on other PVs too, an LV with no filesystem Platter
-// knows) counts whole; free extents hold nothing.
+// Package lvm reads an LVM2 physical volume (Container describes it to
+// the registry, internal/fsmap): its label, its metadata areas and the
+// volume group's metadata text in them, and from those the place of
+// every logical volume's extents on the PV. Detect answers with one map
+// over the PV: its own headers and metadata areas, byte for byte, plus,
+// for each LV, the used blocks of the filesystem inside it (found by the
+// detector it is given) where they lie on the PV. An LV whose blocks
+// cannot be followed that way (thin pools, snapshots, caches, an LV on
+// other PVs too, an LV with no filesystem Platter knows) counts whole;
+// free extents hold nothing.
 //
 // The on-disk layout (LVM2's lib/format_text/layout.h, lib/label):
 //

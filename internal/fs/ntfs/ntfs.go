@@ -1,6 +1,14 @@
-// Package ntfs finds the used clusters of an NTFS volume from its
-// $Bitmap metadata file, as far as the volume says it can be trusted
-// (trust.go).
+// Package ntfs is all Platter knows of NTFS (FS describes it to the
+// registry): it finds the used clusters of a volume from its $Bitmap
+// metadata file, as far as the volume says it can be trusted (ntfs.go,
+// trust.go); it reads its files as ntfs-3g shows them (files.go, with
+// mft.go, index.go, stream.go and link.go beneath); and its label and
+// serial number (vfs.go).
+//
+// The two halves still parse boot sectors, MFT records and run lists
+// each their own way (volume and run here, ntfsVolume and ntfsRun in
+// mft.go): the file reader's names keep their ntfs prefix until the two
+// are made one.
 package ntfs
 
 import (

@@ -1,6 +1,7 @@
-// Package swap recognises a Linux swap area by its header page and says
-// which of its bytes to keep: the header page alone (boot-block area,
-// version, size, bad pages, UUID and label, signature), since the pages
+// Package swap recognises a Linux swap area by its header page (FS
+// describes it to the registry, internal/fsmap) and says which of its
+// bytes to keep: the header page alone (boot-block area, version, size,
+// bad pages, UUID and label, signature), since the pages
 // after it hold only what a running system swapped out, which nothing
 // reads after a reboot. Kept whole, the header page makes the restored
 // area the same swap to mkswap, swapon, blkid and /etc/fstab (UUID=,

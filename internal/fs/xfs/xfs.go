@@ -1,6 +1,7 @@
-// Package xfs finds the used blocks of an XFS filesystem: every block
-// its free-space B-trees do not call free, as far as the filesystem says
-// it can be trusted (trust.go, log.go).
+// Package xfs finds the used blocks of an XFS filesystem (FS describes
+// it to the registry, internal/fsmap): every block its free-space
+// B-trees do not call free, as far as the filesystem says it can be
+// trusted (trust.go, log.go). Its files Platter leaves to the kernel.
 //
 // XFS splits its data device into allocation groups (AGs). Each AG
 // starts with four sectors of headers (a superblock, the AGF, the AGI,

@@ -1,4 +1,4 @@
-package fsread
+package ntfs
 
 import (
 	"bytes"
@@ -181,16 +181,16 @@ func walkNTFS(n *ntfsFS, data bool) {
 	buf := make([]byte, 64<<10)
 	var walk func(dir string, depth int)
 	walk = func(dir string, depth int) {
-		ents, err := n.readDir(dir)
+		ents, err := n.ReadDir(dir)
 		if err != nil || depth > 8 {
 			return
 		}
-		n.stat(dir)
+		n.Stat(dir)
 		for _, d := range ents {
 			if budget--; budget < 0 {
 				return
 			}
-			if CheckName(d.Name) != nil || d.err != nil {
+			if !plain(d.Name) || d.Err != nil {
 				continue
 			}
 			p := path.Join(dir, d.Name)
@@ -198,7 +198,7 @@ func walkNTFS(n *ntfsFS, data bool) {
 			case d.Mode.IsDir():
 				walk(p, depth+1)
 			case d.Mode.IsRegular() && data:
-				if rc, err := n.open(p); err == nil {
+				if rc, err := n.Open(p); err == nil {
 					for off := int64(0); off < 1<<20; off += int64(len(buf)) {
 						if k, err := rc.(io.ReaderAt).ReadAt(buf, off); err != nil || k < len(buf) {
 							break
@@ -209,6 +209,12 @@ func walkNTFS(n *ntfsFS, data bool) {
 		}
 	}
 	walk("", 0)
+}
+
+// plain says name is one path element, as fsread.CheckName would (which
+// this package cannot import: fsread reads NTFS through it).
+func plain(name string) bool {
+	return name != "" && name != "." && name != ".." && !strings.ContainsAny(name, "/\\\x00")
 }
 
 // FuzzNTFS opens fuzzed NTFS volumes with Platter's own reader (no

@@ -1,4 +1,4 @@
-package fsread
+package ntfs
 
 import (
 	"encoding/binary"
@@ -15,7 +15,7 @@ import (
 // Platter reads NTFS itself, as ntfs-3g does: MFT records with their
 // update-sequence fixups, attributes wherever an $ATTRIBUTE_LIST puts
 // them (a large directory's index and a fragmented file's data live in
-// extension records), run lists, and (ntfs_index.go) directory indexes.
+// extension records), run lists, and (index.go) directory indexes.
 // go-ntfs, which it replaced, read only the first extent of a split
 // $INDEX_ALLOCATION and the first 21 of a file's $DATA, listed the stale
 // entries of index blocks the $BITMAP marks free, took names from the

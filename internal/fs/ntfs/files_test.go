@@ -1,4 +1,4 @@
-package fsread
+package ntfs
 
 import (
 	"bytes"
@@ -19,6 +19,7 @@ import (
 	"testing"
 
 	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/fs/vfs"
 	"github.com/platter-dev/platter/internal/tooltest"
 )
 
@@ -121,15 +122,16 @@ func ntfslsDirs(t *testing.T, img string) map[string][]string {
 	return m
 }
 
-// openImage opens img's NTFS as ls, extract and mount do.
-func openImage(t *testing.T, img string) FS {
+// openImage opens img's NTFS as ls, extract and mount do, through the
+// descriptor (fsread's checks aside: they are tested in fsread).
+func openImage(t *testing.T, img string) vfs.Files {
 	f, err := os.Open(img)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
 	fi, _ := f.Stat()
-	fsys, err := Open(f, fi.Size(), "ntfs")
+	fsys, err := FS.OpenFiles(f, fi.Size())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +281,7 @@ func TestNTFSDamage(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			b := bytes.Clone(clean)
 			c.damage(b)
-			fsys, err := Open(bytes.NewReader(b), int64(len(b)), "ntfs")
+			fsys, err := FS.OpenFiles(bytes.NewReader(b), int64(len(b)))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,4 +1,4 @@
-package fsread
+package ntfs
 
 import (
 	"encoding/binary"
@@ -9,10 +9,12 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/platter-dev/platter/internal/fs/vfs"
 )
 
-// ntfsFS reads an NTFS volume's files with Platter's own reader
-// (ntfs_volume.go, ntfs_index.go, ntfs_stream.go): each directory lists
+// ntfsFS reads an NTFS volume's files with Platter's own reader (mft.go,
+// index.go, stream.go, link.go), as vfs.Files: each directory lists
 // what ntfs-3g lists, in the same order, and a file's data is read
 // through all its extents, wherever an attribute list puts them.
 type ntfsFS struct {
@@ -27,19 +29,20 @@ type ntfsFS struct {
 // ntfsListing is a directory as readDir lists it, with each entry's MFT
 // reference, for lookups by path.
 type ntfsListing struct {
-	ents []dirent
+	ents []vfs.Entry
 	refs []uint64
 }
 
 // ntfsCacheEntries bounds the entries of the listings kept: a lookup by
-// path lists each directory on the way (checked.Stat lists the parent of
-// every name), and a mount looks up every entry of a large directory.
+// path lists each directory on the way (fsread's Stat lists the parent
+// of every name), and a mount looks up every entry of a large directory.
 const ntfsCacheEntries = 1 << 17
 
-func openNTFS(r io.ReaderAt) (*ntfsFS, error) {
+// openFiles opens the NTFS volume in r for reading its files.
+func openFiles(r io.ReaderAt) (*ntfsFS, error) {
 	v, err := openNTFSVolume(r)
 	if err != nil {
-		return nil, fmt.Errorf("read the ntfs filesystem: %w", err)
+		return nil, err
 	}
 	return newNTFSFS(v), nil
 }
@@ -93,8 +96,8 @@ func (n *ntfsFS) listing(dir string) (*ntfsListing, error) {
 		switch {
 		case i < 0:
 			return nil, fmt.Errorf("/%s: %w", dir, iofs.ErrNotExist)
-		case l.ents[i].err != nil:
-			return nil, fmt.Errorf("/%s: %w", dir, l.ents[i].err)
+		case l.ents[i].Err != nil:
+			return nil, fmt.Errorf("/%s: %w", dir, l.ents[i].Err)
 		case !l.ents[i].Mode.IsDir():
 			return nil, fmt.Errorf("/%s is not a directory", dir)
 		}
@@ -121,8 +124,8 @@ func (n *ntfsFS) listing(dir string) (*ntfsListing, error) {
 }
 
 // find returns the index of the entry name matches, without regard to
-// case (as checked matches names): the first such entry, the one
-// checked keeps. -1 if none.
+// case (as fsread matches names): the first such entry, the one fsread
+// keeps. -1 if none.
 func (l *ntfsListing) find(name string) int {
 	for i, d := range l.ents {
 		if strings.EqualFold(d.Name, name) {
@@ -155,7 +158,8 @@ func (n *ntfsFS) read(dir string, ref uint64) (*ntfsListing, error) {
 			continue
 		}
 		e, err := n.describe(dir, ie)
-		l.ents = append(l.ents, dirent{Entry: e, err: err})
+		e.Err = err
+		l.ents = append(l.ents, e)
 		l.refs = append(l.refs, ie.ref)
 	}
 	return l, nil
@@ -171,8 +175,8 @@ const (
 // its type and size as ntfs-3g gives them (a directory by its record's
 // flag; a symlink by its reparse point or Interix data; Interix FIFOs,
 // sockets and devices), its modification time.
-func (n *ntfsFS) describe(dir string, ie ntfsIndexEntry) (Entry, error) {
-	e := Entry{Name: ie.name, Mode: 0o644}
+func (n *ntfsFS) describe(dir string, ie ntfsIndexEntry) (vfs.Entry, error) {
+	e := vfs.Entry{Name: ie.name, Mode: 0o644}
 	f, err := n.v.file(ie.ref)
 	if err != nil {
 		return e, err
@@ -218,40 +222,43 @@ func ntfsTime(t uint64) time.Time {
 	return time.Unix(int64(t/1e7)-epochDiff, int64(t%1e7)*100)
 }
 
-// readDir lists a directory; an entry that could not be described comes
-// with the error, and the others are listed.
-func (n *ntfsFS) readDir(dir string) ([]dirent, error) {
+// ReadDir lists a directory; an entry that could not be described comes
+// with its Err, and the others are listed.
+func (n *ntfsFS) ReadDir(dir string) ([]vfs.Entry, error) {
 	l, err := n.listing(dir)
 	if err != nil {
 		return nil, err
 	}
-	return append([]dirent(nil), l.ents...), nil
+	return append([]vfs.Entry(nil), l.ents...), nil
 }
 
 // entry finds name ("a/b/c", not the root) in its directory's listing.
-func (n *ntfsFS) entry(name string) (dirent, uint64, error) {
+func (n *ntfsFS) entry(name string) (vfs.Entry, uint64, error) {
 	dir, base := path.Split(name)
 	l, err := n.listing(strings.TrimSuffix(dir, "/"))
 	if err != nil {
-		return dirent{}, 0, err
+		return vfs.Entry{}, 0, err
 	}
 	i := l.find(base)
 	if i < 0 {
-		return dirent{}, 0, fmt.Errorf("/%s: %w", name, iofs.ErrNotExist)
+		return vfs.Entry{}, 0, fmt.Errorf("/%s: %w", name, iofs.ErrNotExist)
 	}
-	return l.ents[i], l.refs[i], l.ents[i].err
+	return l.ents[i], l.refs[i], l.ents[i].Err
 }
 
-func (n *ntfsFS) stat(name string) (Entry, error) {
+func (n *ntfsFS) Stat(name string) (vfs.Entry, error) {
 	name = strings.Trim(path.Clean("/"+name), "/")
 	if name == "" {
-		return Entry{Name: "/", Mode: iofs.ModeDir | 0o755}, nil
+		return vfs.Entry{Name: "/", Mode: iofs.ModeDir | 0o755}, nil
 	}
-	d, _, err := n.entry(name)
-	return d.Entry, err
+	e, _, err := n.entry(name)
+	if err != nil {
+		return vfs.Entry{}, err
+	}
+	return e, nil
 }
 
-func (n *ntfsFS) open(name string) (io.ReadCloser, error) {
+func (n *ntfsFS) Open(name string) (io.ReadCloser, error) {
 	name = strings.Trim(path.Clean("/"+name), "/")
 	d, ref, err := n.entry(name)
 	if err != nil {
@@ -278,3 +285,6 @@ func (n *ntfsFS) open(name string) (io.ReadCloser, error) {
 type sectionCloser struct{ *io.SectionReader }
 
 func (sectionCloser) Close() error { return nil }
+
+// CaseInsensitive is true: NTFS matches names by its $UpCase table.
+func (*ntfsFS) CaseInsensitive() bool { return true }

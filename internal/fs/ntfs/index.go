@@ -1,4 +1,4 @@
-package fsread
+package ntfs
 
 import (
 	"encoding/binary"

@@ -1,4 +1,4 @@
-package fsread
+package ntfs
 
 import (
 	"bytes"
@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"unicode/utf16"
+
+	"github.com/platter-dev/platter/internal/fs/vfs"
 )
 
 // NTFS holds symlinks in two forms, both read here as ntfs-3g shows them:
@@ -49,7 +51,7 @@ func ntfsReparse(f *ntfsFile, dir string) (string, error) {
 
 // interix gives e (a system file, its unnamed $DATA data) the type
 // ntfs-3g gives it.
-func interix(e Entry, data *ntfsStream, hidden bool) (Entry, error) {
+func interix(e vfs.Entry, data *ntfsStream, hidden bool) (vfs.Entry, error) {
 	switch {
 	case data.size == 0 && !hidden:
 		e.Mode = iofs.ModeNamedPipe | 0o644

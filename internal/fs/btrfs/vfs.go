@@ -1,0 +1,35 @@
+package btrfs
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+
+	"github.com/platter-dev/platter/internal/fs/vfs"
+)
+
+// FS is btrfs as the registry (internal/fsmap) knows it. Platter does
+// not read its files: the kernel does, from a mounted image.
+var FS = vfs.Filesystem{
+	Names:    []string{"btrfs"},
+	Title:    "btrfs",
+	Detect:   Detect,
+	Identify: identify,
+}
+
+// identify: the superblock holds the fsid at 0x20 and the label at
+// 0x12b.
+func identify(r io.ReaderAt, _ int64) vfs.Identity {
+	sb := make([]byte, 0x22b)
+	if _, err := r.ReadAt(sb, superOff); err != nil || string(sb[0x40:0x48]) != magic {
+		return vfs.Identity{}
+	}
+	u, label := sb[0x20:0x30], sb[0x12b:0x22b]
+	if i := bytes.IndexByte(label, 0); i >= 0 {
+		label = label[:i]
+	}
+	return vfs.Identity{
+		Label: string(label),
+		UUID:  fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16]),
+	}
+}
