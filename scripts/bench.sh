@@ -1,16 +1,21 @@
 #!/bin/bash
-# make bench: platter against Clonezilla's pipeline on a realistic ext4
-# filesystem, side by side in one run, alternating, median of ROUNDS.
+# make bench: platter against Clonezilla's pipeline on realistic ext4, XFS
+# and btrfs filesystems, side by side in one run, alternating, median of
+# ROUNDS.
 #
-#   create:  partclone.extfs -c -s FS -o - | zstd -T0 -3 > X
+#   create:  partclone.FS -c -s FS -o - | zstd -T0 -3 > X
 #            platter create FS IMAGE
-#   restore: zstd -d -T0 < X | partclone.extfs -r -s - -O TARGET
+#   restore: zstd -d -T0 < X | partclone.FS -r -s - -O TARGET
 #            platter restore --yes IMAGE TARGET
 #
-# The filesystem (FS_GIB, default 3 GiB) is about half used by real
-# binaries and libraries, generated text and incompressible random data,
-# with random garbage in its free space. It is built once in BENCH_DIR
-# (default /var/tmp/platter-bench) and reused. Needs root (loop mount).
+# Each filesystem (FS_GIB, default 3 GiB) is made over random data (a used
+# disk's free space is not zero) and is about half used by real binaries
+# and libraries, generated text and incompressible random data: the ext4
+# one is filled first, XFS and btrfs get a copy of its files. They are
+# built once in BENCH_DIR (default /var/tmp/platter-bench) and reused.
+# FSTYPES (default "ext4 xfs btrfs") picks the filesystems compared; with
+# ext4 come the compression levels and the incremental and open-image
+# benchmarks. LIVE=0 skips live imaging. Needs root (loop mount).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -18,12 +23,16 @@ P=$PWD/bin/platter
 DIR=${BENCH_DIR:-/var/tmp/platter-bench}
 GIB=${FS_GIB:-3}
 ROUNDS=${ROUNDS:-5}
+FSTYPES=${FSTYPES:-ext4 xfs btrfs}
 FS=$DIR/ext4-${GIB}g.img
 mkdir -p "$DIR"
 
+fixture() { echo "$DIR/$1-${GIB}g.img"; } # the bench filesystem of type $1
+garbage() { head -c $((GIB * 1024 * 1024 * 1024)) /dev/urandom > "$1"; }
+
 build_fs() {
 	echo "building $FS ($GIB GiB ext4, about half used)..."
-	head -c $((GIB * 1024 * 1024 * 1024)) /dev/urandom > "$FS.tmp"
+	garbage "$FS.tmp"
 	mkfs.ext4 -q -F -E nodiscard "$FS.tmp"
 	mnt=$(mktemp -d)
 	mount -o loop "$FS.tmp" "$mnt"
@@ -51,8 +60,41 @@ build_fs() {
 	mv "$FS.tmp" "$FS"
 }
 
+build_copy() { # build_copy FSTYPE: the ext4 bench filesystem's files on FSTYPE
+	local out src dst
+	out=$(fixture "$1")
+	[ -f "$out" ] && return
+	echo "building $out ($GIB GiB $1, the same files)..."
+	garbage "$out.tmp"
+	case $1 in
+	xfs) mkfs.xfs -q -f -K "$out.tmp" ;;
+	btrfs) mkfs.btrfs -q -f --nodiscard "$out.tmp" ;;
+	esac
+	src=$(mktemp -d); dst=$(mktemp -d)
+	mount -o ro,loop "$FS" "$src"
+	mount -o loop "$out.tmp" "$dst"
+	cp -a "$src/." "$dst/"
+	sync
+	df -h "$dst" | tail -1
+	umount "$src" "$dst"
+	rmdir "$src" "$dst"
+	mv "$out.tmp" "$out"
+}
+
+partclone_of() { case $1 in ext4) echo partclone.extfs ;; *) echo "partclone.$1" ;; esac; }
+need="zstd /usr/bin/time bc"
+for fs in $FSTYPES; do
+	case $fs in
+	ext4) need="$need e2fsck debugfs" ;;
+	xfs) need="$need mkfs.xfs xfs_repair" ;;
+	btrfs) need="$need mkfs.btrfs btrfs" ;;
+	*) echo "bench: FSTYPES: no bench for $fs (ext4, xfs, btrfs)" >&2; exit 2 ;;
+	esac
+	need="$need $(partclone_of "$fs")"
+done
+for t in $need; do command -v "$t" >/dev/null || { echo "bench needs $t" >&2; exit 1; }; done
 [ -f "$FS" ] || build_fs
-for t in partclone.extfs zstd e2fsck /usr/bin/time; do command -v "$t" >/dev/null || { echo "bench needs $t" >&2; exit 1; }; done
+for fs in $FSTYPES; do [ "$fs" = ext4 ] || build_copy "$fs"; done
 
 now() { date +%s.%N; }
 median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
@@ -65,82 +107,160 @@ add() { T[$1]="${T[$1]:-} $2"; }
 settle() { sync; sleep "${SETTLE:-3}"; }
 med() { echo ${T[$1]} | tr ' ' '\n' | median; }
 
-X=$DIR/clonezilla.pc.zst
-IMG=$DIR/bench.platter
-TGT=$DIR/target.img
-SIZE=$(stat -c %s "$FS")
-cat "$FS" > /dev/null # into the page cache
+used_bytes() { "$P" info --json "$1" | awk -F': ' '/"used_bytes"/ { gsub(",", "", $2); print $2; exit }'; }
+mib() { printf '%.1f MiB' "$(echo "$1 / 1048576" | bc -l)"; }
+# ratio A B KIND [OP LIMIT]: A/B as "2.50x faster" (KIND faster) or
+# "0.998x, -0.2 %" (KIND size), and whether it is OP LIMIT, the target.
+ratio() {
+	local r
+	r=$(echo "$1 / $2" | bc -l)
+	if [ "$3" = size ]; then
+		printf '%.3fx, %+.1f %%' "$r" "$(echo "($r - 1) * 100" | bc -l)"
+	else
+		printf '%.2fx %s' "$r" "$3"
+	fi
+	[ -n "${5:-}" ] || { echo; return; }
+	printf ' (target %s %sx: ' "$(echo "$4" | sed 's/>=/≥/; s/<=/≤/')" "$5"
+	[ "$(echo "$r $4 $5" | bc -l)" = 1 ] && echo "met)" || echo "MISSED)"
+}
 
-for r in $(seq 1 "$ROUNDS"); do
-	echo "round $r/$ROUNDS"
-	# Every timed run starts alike: no previous output to delete, no
-	# other run's dirty pages still being written back (the Clonezilla
-	# pipeline does not sync its output; platter syncs its image).
-	rm -f "$X"; settle; s=$(now)
-	partclone.extfs -q -c -s "$FS" -o - 2>/dev/null | zstd -q -T0 -3 > "$X"
-	add cz_create "$(echo "$(now) - $s" | bc)"
-	rm -f "$IMG"; settle; s=$(now)
-	"$P" create --progress=none "$FS" "$IMG" > /dev/null
-	add pl_create "$(echo "$(now) - $s" | bc)"
-	rm -f "$DIR/fast.platter"; settle; s=$(now)
-	"$P" create --progress=none --compress fast "$FS" "$DIR/fast.platter" > /dev/null
-	add pl_fast "$(echo "$(now) - $s" | bc)"
+# check FSTYPE FS TARGET: whether the restored TARGET passes the
+# filesystem's own check and holds what FS holds: the same files (ext4
+# and XFS, both mounted read-only; a metadata check alone passes a restore
+# that left data blocks out) or, on btrfs, data that matches its own
+# checksums (two copies of one btrfs do not mount side by side).
+check() {
+	local what r a b opt=ro,loop
+	case $1 in
+	ext4) what="e2fsck -fn"; e2fsck -fn "$3" > /dev/null 2>&1 || { echo "DAMAGED ($what)"; return; } ;;
+	xfs) what="xfs_repair -n"; xfs_repair -n -f "$3" > /dev/null 2>&1 || { echo "DAMAGED ($what)"; return; }
+		opt=$opt,nouuid ;;
+	btrfs) what="btrfs check --readonly --check-data-csum"
+		btrfs check --readonly --check-data-csum "$3" > /dev/null 2>&1 || { echo "DAMAGED ($what)"; return; }
+		echo "clean ($what)"; return ;;
+	esac
+	a=$(mktemp -d); b=$(mktemp -d)
+	mount -o "$opt" "$2" "$a" || { echo "bench: cannot mount $2" >&2; exit 1; }
+	if ! mount -o "$opt" "$3" "$b"; then
+		r="DAMAGED (does not mount)"
+	elif [ -z "$(ls -A "$a")" ] || ! diff -rq --no-dereference "$a" "$b" > /dev/null; then
+		r="DAMAGED (files differ from the source's)"
+	else
+		r="clean ($what, every file the same as the source's)"
+	fi
+	umount "$a"; umount "$b" 2>/dev/null || true
+	rmdir "$a" "$b"
+	echo "$r"
+}
 
-	rm -f "$TGT"; truncate -s "$SIZE" "$TGT"; settle; s=$(now)
-	zstd -q -d -T0 < "$X" | partclone.extfs -q -r -s - -O "$TGT" 2>/dev/null
-	add cz_restore "$(echo "$(now) - $s" | bc)"
-	rm -f "$TGT"; truncate -s "$SIZE" "$TGT"; settle; s=$(now)
-	"$P" restore --yes --progress=none "$IMG" "$TGT" > /dev/null
-	add pl_restore "$(echo "$(now) - $s" | bc)"
-done
-e2fsck -fn "$TGT" > /dev/null 2>&1 && fsck=clean || fsck=DAMAGED
-
-# Peak memory of create, and the ceilings: reading and hashing the used
-# blocks with no compression, and each compression level.
-rss=$( { /usr/bin/time -v "$P" create --force --progress=none "$FS" "$IMG" > /dev/null; } 2>&1 | awk '/Maximum resident/ { print $6 }')
-levels=""
-for c in none zstd:1 zstd:3 zstd:6; do
-	rm -f "$DIR/level.platter"; settle; s=$(now)
-	"$P" create --force --progress=none --compress "$c" "$FS" "$DIR/level.platter" > /dev/null
-	t=$(echo "$(now) - $s" | bc)
-	levels="$levels$(printf '| %-7s | %6.2f s | %8.1f MiB |' "$c" "$t" "$(echo "$(stat -c %s "$DIR/level.platter") / 1048576" | bc -l)")"$'\n'
-done
-rm -f "$DIR/level.platter"
-# The raw compressor's speed on the filesystem's compressible files
-# (binaries and text), one core, in independent 8 MiB blocks as Platter
-# compresses: the ceiling for create at each level.
-raw=$(mktemp -d)
-debugfs -R "rdump /bin /text $raw" "$FS" > /dev/null 2>&1
-tar -cf "$raw.tar" -C "$raw" .
-rawspeed=""
-for l in 1 3; do
-	rawspeed="$rawspeed zstd -$l: $(zstd -b$l -B8388608 -T1 -i3 "$raw.tar" 2>&1 | tr '\r' '\n' | grep -o '[0-9.]* MB/s' | tail -2 | paste -sd, | sed 's/,/ compress, /') decompress;"
-done
-rawmb=$(( $(stat -c %s "$raw.tar") / 1048576 ))
-rm -rf "$raw" "$raw.tar"
-"$P" create --force --progress=none "$FS" "$IMG" > /dev/null
-used=$("$P" info --json "$IMG" | awk -F': ' '/"used_bytes"/ { gsub(",", "", $2); print $2; exit }')
-
-czc=$(med cz_create); plc=$(med pl_create); czr=$(med cz_restore); plr=$(med pl_restore); plf=$(med pl_fast)
-czs=$(stat -c %s "$X"); pls=$(stat -c %s "$IMG"); plfs=$(stat -c %s "$DIR/fast.platter")
-cat <<REPORT
+cat <<HEADER
 
 Platter benchmark, $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r)
 $(zstd --version | head -1), $(partclone.extfs -v 2>&1 | head -1 | tr -d '\r'), $("$P" --version)
-filesystem: $GIB GiB ext4, $((used / 1048576)) MiB used; median of $ROUNDS alternating rounds
+HEADER
 
-| step    | Clonezilla (partclone + zstd -3) | platter | ratio |
+# vs_clonezilla FSTYPE: ROUNDS alternating rounds of Clonezilla's pipeline
+# and platter on the FSTYPE bench filesystem, the report, and the check of
+# the last restore. On ext4 also create --compress fast; on XFS and btrfs
+# the ratios are set against issue 15's targets (create at least 3x and
+# restore 4x faster, the image at most 1.05x the size).
+vs_clonezilla() {
+	local fs=$1 src pc x img tgt size r s fsck used czc plc czr plr plf czs pls plfs fast="" fast_runs="" targets=yes
+	src=$(fixture "$fs"); pc=$(partclone_of "$fs")
+	x=$DIR/$fs.pc.zst; img=$DIR/$fs.platter; tgt=$DIR/$fs-target.img
+	size=$(stat -c %s "$src")
+	cat "$src" > /dev/null # into the page cache
+	for r in $(seq 1 "$ROUNDS"); do
+		echo "$fs round $r/$ROUNDS"
+		# Every timed run starts alike: no previous output to delete, no
+		# other run's dirty pages still being written back (the Clonezilla
+		# pipeline does not sync its output; platter syncs its image).
+		rm -f "$x"; settle; s=$(now)
+		"$pc" -q -c -s "$src" -o - 2>/dev/null | zstd -q -T0 -3 > "$x"
+		add "${fs}_cz_create" "$(echo "$(now) - $s" | bc)"
+		rm -f "$img"; settle; s=$(now)
+		"$P" create --progress=none "$src" "$img" > /dev/null
+		add "${fs}_pl_create" "$(echo "$(now) - $s" | bc)"
+		if [ "$fs" = ext4 ]; then
+			rm -f "$DIR/fast.platter"; settle; s=$(now)
+			"$P" create --progress=none --compress fast "$src" "$DIR/fast.platter" > /dev/null
+			add "${fs}_pl_fast" "$(echo "$(now) - $s" | bc)"
+		fi
+
+		rm -f "$tgt"; truncate -s "$size" "$tgt"; settle; s=$(now)
+		zstd -q -d -T0 < "$x" | "$pc" -q -r -s - -O "$tgt" 2>/dev/null
+		add "${fs}_cz_restore" "$(echo "$(now) - $s" | bc)"
+		rm -f "$tgt"; truncate -s "$size" "$tgt"; settle; s=$(now)
+		"$P" restore --yes --progress=none "$img" "$tgt" > /dev/null
+		add "${fs}_pl_restore" "$(echo "$(now) - $s" | bc)"
+	done
+	fsck=$(check "$fs" "$src" "$tgt")
+	used=$(used_bytes "$img")
+	czc=$(med "${fs}_cz_create"); plc=$(med "${fs}_pl_create"); czr=$(med "${fs}_cz_restore"); plr=$(med "${fs}_pl_restore")
+	czs=$(stat -c %s "$x"); pls=$(stat -c %s "$img")
+	if [ "$fs" = ext4 ]; then
+		targets=""
+		plf=$(med ext4_pl_fast); plfs=$(stat -c %s "$DIR/fast.platter")
+		fast="| create --compress fast | $(printf '%.2f s' "$czc") | $(printf '%.2f s' "$plf") | $(printf '%.2fx faster' "$(echo "$czc / $plf" | bc -l)") |
+| size, fast | $(mib "$czs") | $(mib "$plfs") | $(printf '%+.1f %%' "$(echo "($plfs - $czs) * 100 / $czs" | bc -l)") |
+"
+		fast_runs="; fast${T[ext4_pl_fast]}"
+		rm -f "$DIR/fast.platter"
+	fi
+	cat <<REPORT
+
+$fs: $GIB GiB, $((used / 1048576)) MiB used; median of $ROUNDS alternating rounds
+
+| step    | Clonezilla ($pc + zstd -3) | platter | ratio |
 |---------|----------------------------------|---------|-------|
-| create  | $(printf '%.2f s' "$czc") | $(printf '%.2f s' "$plc") | $(printf '%.2fx faster' "$(echo "$czc / $plc" | bc -l)") |
-| restore | $(printf '%.2f s' "$czr") | $(printf '%.2f s' "$plr") | $(printf '%.2fx faster' "$(echo "$czr / $plr" | bc -l)") |
-| size    | $(printf '%.1f MiB' "$(echo "$czs / 1048576" | bc -l)") | $(printf '%.1f MiB' "$(echo "$pls / 1048576" | bc -l)") | $(printf '%+.1f%%' "$(echo "($pls - $czs) * 100 / $czs" | bc -l)") |
-| create --compress fast | $(printf '%.2f s' "$czc") | $(printf '%.2f s' "$plf") | $(printf '%.2fx faster' "$(echo "$czc / $plf" | bc -l)") |
-| size, fast | $(printf '%.1f MiB' "$(echo "$czs / 1048576" | bc -l)") | $(printf '%.1f MiB' "$(echo "$plfs / 1048576" | bc -l)") | $(printf '%+.1f%%' "$(echo "($plfs - $czs) * 100 / $czs" | bc -l)") |
+| create  | $(printf '%.2f s' "$czc") | $(printf '%.2f s' "$plc") | $(ratio "$czc" "$plc" faster ${targets:+">=" 3}) |
+| restore | $(printf '%.2f s' "$czr") | $(printf '%.2f s' "$plr") | $(ratio "$czr" "$plr" faster ${targets:+">=" 4}) |
+| size    | $(mib "$czs") | $(mib "$pls") | $(ratio "$pls" "$czs" size ${targets:+"<=" 1.05}) |
+${fast}
+every run (s): Clonezilla create${T[${fs}_cz_create]}; platter create${T[${fs}_pl_create]}$fast_runs
+               Clonezilla restore${T[${fs}_cz_restore]}; platter restore${T[${fs}_pl_restore]}
+platter's restore: $fsck
+REPORT
+	rm -f "$x" "$tgt"
+	[ "$fs" = ext4 ] || rm -f "$img"
+	[ "${fsck%% *}" = clean ]
+}
 
-every run (s): Clonezilla create${T[cz_create]}; platter create${T[pl_create]}; fast${T[pl_fast]}
-               Clonezilla restore${T[cz_restore]}; platter restore${T[pl_restore]}
-restored filesystem: e2fsck -fn $fsck
-platter create peak memory: $((rss / 1024)) MiB
+for fs in $FSTYPES; do vs_clonezilla "$fs"; done
+
+# ext4 alone: the compression levels, the incremental and the open-image
+# benchmarks.
+if [[ " $FSTYPES " = *" ext4 "* ]]; then
+	# Peak memory of create, and the ceilings: reading and hashing the used
+	# blocks with no compression, and each compression level.
+	IMG=$DIR/ext4.platter
+	used=$(used_bytes "$IMG")
+	plc=$(med ext4_pl_create)
+	rss=$( { /usr/bin/time -v "$P" create --force --progress=none "$FS" "$IMG" > /dev/null; } 2>&1 | awk '/Maximum resident/ { print $6 }')
+	rm -f "$IMG"
+	levels=""
+	for c in none zstd:1 zstd:3 zstd:6; do
+		rm -f "$DIR/level.platter"; settle; s=$(now)
+		"$P" create --force --progress=none --compress "$c" "$FS" "$DIR/level.platter" > /dev/null
+		t=$(echo "$(now) - $s" | bc)
+		levels="$levels$(printf '| %-7s | %6.2f s | %8.1f MiB |' "$c" "$t" "$(echo "$(stat -c %s "$DIR/level.platter") / 1048576" | bc -l)")"$'\n'
+	done
+	rm -f "$DIR/level.platter"
+	# The raw compressor's speed on the filesystem's compressible files
+	# (binaries and text), one core, in independent 8 MiB blocks as Platter
+	# compresses: the ceiling for create at each level.
+	raw=$(mktemp -d)
+	debugfs -R "rdump /bin /text $raw" "$FS" > /dev/null 2>&1
+	tar -cf "$raw.tar" -C "$raw" .
+	rawspeed=""
+	for l in 1 3; do
+		rawspeed="$rawspeed zstd -$l: $(zstd -b$l -B8388608 -T1 -i3 "$raw.tar" 2>&1 | tr '\r' '\n' | grep -o '[0-9.]* MB/s' | tail -2 | paste -sd, | sed 's/,/ compress, /') decompress;"
+	done
+	rawmb=$(( $(stat -c %s "$raw.tar") / 1048576 ))
+	rm -rf "$raw" "$raw.tar"
+	cat <<REPORT
+
+ext4: platter create peak memory: $((rss / 1024)) MiB
 create throughput: $(printf '%.0f' "$(echo "$used / 1048576 / $plc" | bc -l)") MiB/s of used data
 raw zstd, one core, 8 MiB blocks, on the $rawmb MiB of binaries and text:$rawspeed
 
@@ -148,33 +268,31 @@ raw zstd, one core, 8 MiB blocks, on the $rawmb MiB of binaries and text:$rawspe
 |----------|--------|------------|
 $levels
 REPORT
-rm -f "$DIR/fast.platter"
-[ "$fsck" = clean ]
 
-# Incremental: about 1% of the used data changed (12 MiB of documentation
-# in a tar and 4 MiB of random bytes added), then an incremental of the
-# full image against a full image of the same state, alternating.
-INC_SRC=$DIR/inc-src.img
-cp --sparse=always "$FS" "$INC_SRC"
-"$P" create --force --progress=none "$INC_SRC" "$DIR/inc-full.platter" > /dev/null
-mnt=$(mktemp -d)
-mount -o loop "$INC_SRC" "$mnt"
-mkdir "$mnt/changed"
-head -c 12M < <(tar -cf - -C /usr/share/doc . 2>/dev/null) > "$mnt/changed/docs.tar"
-head -c 4M /dev/urandom > "$mnt/changed/blob.bin"
-changed=$(du -sb "$mnt/changed" | cut -f1)
-changedz=$(tar -C "$mnt" -cf - changed | zstd -3 -q | wc -c)
-umount "$mnt"; rmdir "$mnt"
-for r in $(seq 1 "$ROUNDS"); do
-	rm -f "$DIR/inc.platter"; settle; s=$(now)
-	"$P" create --progress=none --incremental "$DIR/inc-full.platter" "$INC_SRC" "$DIR/inc.platter" > /dev/null
-	add inc "$(echo "$(now) - $s" | bc)"
-	rm -f "$DIR/inc-now.platter"; settle; s=$(now)
-	"$P" create --progress=none "$INC_SRC" "$DIR/inc-now.platter" > /dev/null
-	add incfull "$(echo "$(now) - $s" | bc)"
-done
-inct=$(med inc); incf=$(med incfull); incs=$(stat -c %s "$DIR/inc.platter")
-cat <<REPORT
+	# Incremental: about 1% of the used data changed (12 MiB of documentation
+	# in a tar and 4 MiB of random bytes added), then an incremental of the
+	# full image against a full image of the same state, alternating.
+	INC_SRC=$DIR/inc-src.img
+	cp --sparse=always "$FS" "$INC_SRC"
+	"$P" create --force --progress=none "$INC_SRC" "$DIR/inc-full.platter" > /dev/null
+	mnt=$(mktemp -d)
+	mount -o loop "$INC_SRC" "$mnt"
+	mkdir "$mnt/changed"
+	head -c 12M < <(tar -cf - -C /usr/share/doc . 2>/dev/null) > "$mnt/changed/docs.tar"
+	head -c 4M /dev/urandom > "$mnt/changed/blob.bin"
+	changed=$(du -sb "$mnt/changed" | cut -f1)
+	changedz=$(tar -C "$mnt" -cf - changed | zstd -3 -q | wc -c)
+	umount "$mnt"; rmdir "$mnt"
+	for r in $(seq 1 "$ROUNDS"); do
+		rm -f "$DIR/inc.platter"; settle; s=$(now)
+		"$P" create --progress=none --incremental "$DIR/inc-full.platter" "$INC_SRC" "$DIR/inc.platter" > /dev/null
+		add inc "$(echo "$(now) - $s" | bc)"
+		rm -f "$DIR/inc-now.platter"; settle; s=$(now)
+		"$P" create --progress=none "$INC_SRC" "$DIR/inc-now.platter" > /dev/null
+		add incfull "$(echo "$(now) - $s" | bc)"
+	done
+	inct=$(med inc); incf=$(med incfull); incs=$(stat -c %s "$DIR/inc.platter")
+	cat <<REPORT
 
 Incremental after changing $((changed / 1048576)) MiB of $((used / 1048576)) MiB used ($(printf '%.1f' "$(echo "$changed * 100 / $used" | bc -l)") %), median of $ROUNDS alternating rounds
 
@@ -185,36 +303,20 @@ Incremental after changing $((changed / 1048576)) MiB of $((used / 1048576)) MiB
 
 every run (s): incremental${T[inc]}; full${T[incfull]}
 REPORT
-rm -f "$INC_SRC" "$DIR/inc-full.platter" "$DIR/inc.platter" "$DIR/inc-now.platter"
+	rm -f "$INC_SRC" "$DIR/inc-full.platter" "$DIR/inc.platter" "$DIR/inc-now.platter"
+
+	# Opening an image without restoring it: FUSE and NBD against the
+	# restored disk file (test/e2e/open_bench_test.go).
+	BENCH_DIR=$DIR go test -tags bench -count=1 -timeout 30m -run '^TestBenchOpen$' -v ./test/e2e |
+		grep -v -e '^=== RUN' -e '^--- PASS' -e '^PASS' -e '^ok '
+fi
 
 # Live imaging: the same files on ext4, XFS and btrfs, imaged unmounted and
 # live under a 25 MB/s writer (test/e2e/live_bench_test.go).
-build_copy() { # build_copy FSTYPE: the ext4 bench filesystem's files on FSTYPE
-	local out=$DIR/$1-bench.img src dst
-	[ -f "$out" ] && return
-	echo "building $out ($GIB GiB $1, the same files)..."
-	truncate -s "${GIB}G" "$out.tmp"
-	case $1 in
-	xfs) mkfs.xfs -q -f -K "$out.tmp" ;;
-	btrfs) mkfs.btrfs -q -f --nodiscard "$out.tmp" ;;
-	esac
-	src=$(mktemp -d); dst=$(mktemp -d)
-	mount -o ro,loop "$FS" "$src"
-	mount -o loop "$out.tmp" "$dst"
-	cp -a "$src/." "$dst/"
-	umount "$src" "$dst"
-	rmdir "$src" "$dst"
-	mv "$out.tmp" "$out"
-}
-# Opening an image without restoring it: FUSE and NBD against the
-# restored disk file (test/e2e/open_bench_test.go).
-BENCH_DIR=$DIR go test -tags bench -count=1 -timeout 30m -run '^TestBenchOpen$' -v ./test/e2e |
-	grep -v -e '^=== RUN' -e '^--- PASS' -e '^PASS' -e '^ok '
-
 if [ "${LIVE:-1}" = 1 ]; then
-	ln -f "$FS" "$DIR/ext4-bench.img"
 	build_copy xfs
 	build_copy btrfs
+	for fs in ext4 xfs btrfs; do ln -f "$(fixture "$fs")" "$DIR/$fs-bench.img"; done
 	BENCH_DIR=$DIR ROUNDS=$ROUNDS go test -tags bench -count=1 -timeout 60m -run '^TestBenchLive$' -v ./test/e2e |
 		grep -v -e '^=== RUN' -e '^--- PASS' -e '^PASS' -e '^ok '
 fi
