@@ -169,60 +169,52 @@ feed:
 // without an entry too.
 func plan(img *image.Reader, partition int) ([]task, error) {
 	m := img.Metadata()
-	var tasks []task
-	// next is, per area that is filled, the first chunk not yet listed.
-	next := map[uint32]uint64{}
-	fillTo := func(area uint32, a *image.Area, base int64, upTo uint64) {
-		for k := next[area]; k < upTo; k++ {
-			rel := int64(k) * m.ChunkSize
-			tasks = append(tasks, task{e: image.Entry{Area: area, Chunk: k}, base: base, rel: rel, fill: true, empty: true, len: min(m.ChunkSize, a.Size-rel)})
-		}
-		next[area] = max(next[area], upTo)
+	// selected says whether area i is restored, and base where it goes.
+	selected := func(a *image.Area) bool {
+		return partition == 0 || a.Kind == image.KindPartition && a.Index == partition
 	}
-	for i := range m.Areas {
-		a := &m.Areas[i]
-		if partition != 0 && (a.Kind != image.KindPartition || a.Index != partition) {
-			continue
+	base := func(a *image.Area) int64 {
+		if partition != 0 {
+			return 0
 		}
-		if a.FreeFill != "" && a.FreeFill != image.FreeFillRandom {
+		return a.Start
+	}
+	filled := func(i int) bool { return m.Areas[i].FreeFill == image.FreeFillRandom && img.Map(i) != nil }
+	for i := range m.Areas {
+		if a := &m.Areas[i]; selected(a) && a.FreeFill != "" && a.FreeFill != image.FreeFillRandom {
 			return nil, fmt.Errorf("%s: free_fill %q is not known to this platter (a newer one made the image)", a.Label(), a.FreeFill)
 		}
 	}
-	entries := img.Entries()
-	for i, e := range entries {
+	var tasks []task
+	// next is, per filled area, the first chunk not yet listed; fillTo
+	// lists the chunks without an entry before upTo, all of them free.
+	next := map[uint32]uint64{}
+	fillTo := func(area uint32, upTo uint64) {
+		a := &m.Areas[area]
+		for k := next[area]; k < upTo; k++ {
+			rel := int64(k) * m.ChunkSize
+			tasks = append(tasks, task{e: image.Entry{Area: area, Chunk: k}, base: base(a), rel: rel, fill: true, empty: true, len: min(m.ChunkSize, a.Size-rel)})
+		}
+		next[area] = max(next[area], upTo)
+	}
+	for _, e := range img.Entries() {
 		a := &m.Areas[e.Area]
-		if partition != 0 && (a.Kind != image.KindPartition || a.Index != partition) {
+		if !selected(a) {
 			continue
 		}
-		base := a.Start
-		if partition != 0 {
-			base = 0
-		}
-		rel := int64(e.Chunk) * m.ChunkSize
-		tk := task{e: e, base: base, used: img.Map(int(e.Area)), rel: rel, len: int64(e.RawLen)}
-		fill := a.FreeFill == image.FreeFillRandom && tk.used != nil
-		if fill {
-			fillTo(e.Area, a, base, e.Chunk)
+		tk := task{e: e, base: base(a), used: img.Map(int(e.Area)), rel: int64(e.Chunk) * m.ChunkSize, len: int64(e.RawLen)}
+		if filled(int(e.Area)) {
+			fillTo(e.Area, e.Chunk)
 			tk.fill = true
 			next[e.Area] = e.Chunk + 1
 		}
 		tasks = append(tasks, tk)
-		if last := i+1 == len(entries) || entries[i+1].Area != e.Area; fill && last {
-			fillTo(e.Area, a, base, uint64((a.Size+m.ChunkSize-1)/m.ChunkSize))
-		}
 	}
-	// A filled area with no entry at all is free from end to end.
+	// The chunks of filled areas after their last entry (all of an area
+	// without one) are free from there to the end.
 	for i := range m.Areas {
-		a := &m.Areas[i]
-		if a.FreeFill != image.FreeFillRandom || img.Map(i) == nil || (partition != 0 && (a.Kind != image.KindPartition || a.Index != partition)) {
-			continue
-		}
-		if _, seen := next[uint32(i)]; !seen {
-			base := a.Start
-			if partition != 0 {
-				base = 0
-			}
-			fillTo(uint32(i), a, base, uint64((a.Size+m.ChunkSize-1)/m.ChunkSize))
+		if a := &m.Areas[i]; selected(a) && filled(i) {
+			fillTo(uint32(i), uint64((a.Size+m.ChunkSize-1)/m.ChunkSize))
 		}
 	}
 	return tasks, nil

@@ -74,8 +74,8 @@ func TestLUKSWithLVM(t *testing.T) {
 		t.Errorf("swap label %q, restored %q", a, b)
 	}
 	// Past the swap's header page nothing is used: fresh random bytes.
-	sw := lay["swap"][0].Off + 64<<10
-	if g := got[v.payloadOff+sw : v.payloadOff+sw+4096]; bytes.Equal(g, make([]byte, 4096)) || bytes.Equal(g, readAll(t, v.path)[v.payloadOff+sw:v.payloadOff+sw+4096]) {
+	sw := v.payloadOff + lay["swap"][0].Off + 64<<10
+	if g := got[sw : sw+4096]; bytes.Equal(g, make([]byte, 4096)) || bytes.Equal(g, readAt(t, v.path, 4096, sw)) {
 		t.Error("a free sector of the swap LV is restored as zeros or as the source's bytes, not fresh random bytes")
 	}
 	os.Remove(dec)

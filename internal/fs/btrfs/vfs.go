@@ -1,8 +1,6 @@
 package btrfs
 
 import (
-	"bytes"
-	"fmt"
 	"io"
 
 	"github.com/platter-dev/platter/internal/fs/vfs"
@@ -24,12 +22,5 @@ func identify(r io.ReaderAt, _ int64) vfs.Identity {
 	if _, err := r.ReadAt(sb, superOff); err != nil || string(sb[0x40:0x48]) != magic {
 		return vfs.Identity{}
 	}
-	u, label := sb[0x20:0x30], sb[0x12b:0x22b]
-	if i := bytes.IndexByte(label, 0); i >= 0 {
-		label = label[:i]
-	}
-	return vfs.Identity{
-		Label: string(label),
-		UUID:  fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16]),
-	}
+	return vfs.Identity{Label: vfs.CString(sb[0x12b:0x22b]), UUID: vfs.UUID(sb[0x20:0x30])}
 }

@@ -18,48 +18,20 @@ var FS = vfs.Filesystem{
 		if err != nil {
 			return nil, err
 		}
-		return files{f}, nil
+		return vfs.Adapt(f, entry, true), nil
 	},
 }
 
-// files is Files as vfs.Files. It finds the first entry of a name (by
-// the volume's up-case table, which never matches names that Unicode
-// folding keeps apart), as fsread lists it, and returns errors on
-// damage, never panics (FuzzFiles holds it to that).
-type files struct{ f *Files }
-
+// entry is a File as vfs.Entry. The reader finds the first entry of a
+// name (by the volume's up-case table, which never matches names that
+// Unicode folding keeps apart), as fsread lists it, and returns errors
+// on damage, never panics (FuzzFiles holds it to that). A damaged entry
+// set (a checksum that does not match, entries missing) comes up with
+// its Err, named by as much of its name as could be read, for fsread to
+// skip and report.
 func entry(f File) vfs.Entry {
-	return vfs.Entry{Name: f.Name, Mode: f.Mode, Size: f.Size, ModTime: f.ModTime}
+	return vfs.Entry{Name: f.Name, Mode: f.Mode, Size: f.Size, ModTime: f.ModTime, Err: f.Err}
 }
-
-// ReadDir lists a directory. A damaged entry set (a checksum that does
-// not match, entries missing) comes up with its Err, named by as much
-// of its name as could be read, for fsread to skip and report.
-func (x files) ReadDir(dir string) ([]vfs.Entry, error) {
-	fs, err := x.f.ReadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]vfs.Entry, 0, len(fs))
-	for _, f := range fs {
-		e := entry(f)
-		e.Err = f.Err
-		out = append(out, e)
-	}
-	return out, nil
-}
-
-func (x files) Stat(name string) (vfs.Entry, error) {
-	f, err := x.f.Stat(name)
-	if err != nil {
-		return vfs.Entry{}, err
-	}
-	return entry(f), nil
-}
-
-func (x files) Open(name string) (io.ReadCloser, error) { return x.f.Open(name) }
-
-func (files) CaseInsensitive() bool { return true }
 
 // identify: the volume label (its root directory entry 0x83) and the
 // volume serial number (boot sector byte 100) as blkid shows it.

@@ -21,6 +21,7 @@ import (
 	"unicode/utf16"
 
 	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/fs/vfs"
 )
 
 const (
@@ -78,8 +79,7 @@ type Super struct {
 
 // UUIDString is the UUID as blkid shows it.
 func (s *Super) UUIDString() string {
-	u := s.UUID
-	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
+	return vfs.UUID(s.UUID[:])
 }
 
 // mainEnd is the block after the main area.

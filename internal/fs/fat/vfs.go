@@ -23,45 +23,18 @@ var FS = vfs.Filesystem{
 		if err != nil {
 			return nil, err
 		}
-		return files{f}, nil
+		return vfs.Adapt(f, entry, true), nil
 	},
 }
 
-// files is Files as vfs.Files. It finds the first entry of a name, as
-// fsread lists it, and returns errors on damage, never panics (FuzzFiles
-// holds it to that).
-type files struct{ f *Files }
-
+// entry is a File as vfs.Entry. The reader finds the first entry of a
+// name, as fsread lists it, leaves out "." and ".." by their 8.3 names
+// (a long name "..", or any other, is handed up for fsread to judge),
+// and returns errors on damage, never panics (FuzzFiles holds it to
+// that).
 func entry(f File) vfs.Entry {
 	return vfs.Entry{Name: f.Name, Mode: f.Mode, Size: f.Size, ModTime: f.ModTime}
 }
-
-// ReadDir lists a directory. The reader leaves out "." and ".." by their
-// 8.3 names; a long name "..", or any other, is handed up for fsread to
-// judge.
-func (x files) ReadDir(dir string) ([]vfs.Entry, error) {
-	fs, err := x.f.ReadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]vfs.Entry, 0, len(fs))
-	for _, f := range fs {
-		out = append(out, entry(f))
-	}
-	return out, nil
-}
-
-func (x files) Stat(name string) (vfs.Entry, error) {
-	f, err := x.f.Stat(name)
-	if err != nil {
-		return vfs.Entry{}, err
-	}
-	return entry(f), nil
-}
-
-func (x files) Open(name string) (io.ReadCloser, error) { return x.f.Open(name) }
-
-func (files) CaseInsensitive() bool { return true }
 
 // identify: the boot sector's volume id and label (at 39 and 43, or 67
 // and 71 in FAT32's extended BPB), when the extended boot signature says

@@ -26,6 +26,7 @@ import (
 	"io"
 
 	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/fs/vfs"
 )
 
 const (
@@ -72,8 +73,7 @@ func (h *Header) UUIDString() string {
 	if h.UUID == [16]byte{} {
 		return ""
 	}
-	u := h.UUID
-	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
+	return vfs.UUID(h.UUID[:])
 }
 
 // ReadHeader reads the swap header of the area in r (size bytes): the

@@ -18,7 +18,6 @@
 package xfs
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -27,6 +26,7 @@ import (
 	"sync"
 
 	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/fs/vfs"
 )
 
 const (
@@ -362,10 +362,5 @@ func Identity(r io.ReaderAt) (label, uuid string, err error) {
 	if string(sb[:4]) != "XFSB" {
 		return "", "", fmt.Errorf("xfs: %w", block.ErrNotMine)
 	}
-	name := sb[sbFname : sbFname+12]
-	if i := bytes.IndexByte(name, 0); i >= 0 {
-		name = name[:i]
-	}
-	u := sb[sbUUID : sbUUID+16]
-	return string(name), fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16]), nil
+	return vfs.CString(sb[sbFname : sbFname+12]), vfs.UUID(sb[sbUUID : sbUUID+16]), nil
 }
