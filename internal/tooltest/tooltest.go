@@ -16,6 +16,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/platter-dev/platter/internal/block"
 )
@@ -294,5 +297,25 @@ func LoadUsage(t testing.TB, u *block.Usage) *block.Map {
 func FuzzUsage(u *block.Usage, err error) {
 	if err == nil {
 		u.Load()
+	}
+}
+
+// Umount unmounts mnt, retrying while it is busy: a child that a parallel
+// test forks holds a copy of every descriptor open at that moment until
+// it execs, so a mount whose files were just closed can be busy for a
+// moment. A mount still busy after ten seconds fails the test.
+func Umount(t testing.TB, mnt string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := unix.Unmount(mnt, 0)
+		if err == nil || err == unix.EINVAL { // EINVAL: not mounted (any more)
+			return
+		}
+		if err != unix.EBUSY || time.Now().After(deadline) {
+			t.Errorf("umount %s: %v", mnt, err)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

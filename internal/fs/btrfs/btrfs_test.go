@@ -66,13 +66,13 @@ func mounted(t testing.TB, img, opts string) (mnt string, cleanup func()) {
 	cleanup = func() {
 		if !done {
 			done = true
-			tooltest.Run(t, "umount", mnt)
+			tooltest.Umount(t, mnt)
 			exec.Command("losetup", "-d", dev).Run()
 		}
 	}
 	t.Cleanup(func() {
 		if !done {
-			exec.Command("umount", mnt).Run()
+			tooltest.Umount(t, mnt)
 			exec.Command("losetup", "-d", dev).Run()
 		}
 	})

@@ -36,7 +36,7 @@ func loopMount(t testing.TB, img, opts string) (mnt string, umount func()) {
 			return
 		}
 		done = true
-		exec.Command(toolPath(t, "umount"), mnt).Run()
+		tooltest.Umount(t, mnt)
 		exec.Command(toolPath(t, "losetup"), "-d", dev).Run()
 	}
 	t.Cleanup(umount)

@@ -47,13 +47,13 @@ func mount(t testing.TB, img, opts string) (string, func()) {
 	umount := func() {
 		if !done {
 			done = true
-			tooltest.Run(t, "umount", mnt)
+			tooltest.Umount(t, mnt)
 		}
 	}
 	t.Cleanup(func() {
 		if !done {
 			exec.Command("fsfreeze", "-u", mnt).Run()
-			exec.Command("umount", mnt).Run()
+			tooltest.Umount(t, mnt)
 		}
 	})
 	return mnt, umount
