@@ -252,8 +252,14 @@ func Detect(r io.ReaderAt, size int64) (*block.Usage, error) {
 	if err != nil {
 		return nil, err
 	}
-	if why != "" {
+	switch {
+	case why != "":
 		u.Distrust("f2fs " + why)
+	case s.fromBackup:
+		// The backup is whole and the map follows it; the primary is
+		// copied as it is (it lies before the main area), for fsck.f2fs
+		// to restore from the backup as it does today.
+		u.Warning = "f2fs primary superblock is damaged (its checksum or geometry is wrong): read the backup in block 1, which fsck.f2fs restores it from"
 	}
 	return u, nil
 }

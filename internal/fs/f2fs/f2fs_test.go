@@ -416,7 +416,15 @@ func TestSuperblocks(t *testing.T) {
 	b[superOff+124] ^= 0x20 // the label's first letter: the checksum no longer matches
 	damaged := filepath.Join(t.TempDir(), "damaged.img")
 	os.WriteFile(damaged, b, 0o644)
-	sameMap(t, "primary damaged", trusted(t, damaged), want)
+	u, err := tooltest.DetectFile(t, damaged, Detect)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The map is the backup superblock's, trusted; the damage is said.
+	if u.Untrusted || !strings.Contains(u.Warning, "primary superblock") || !strings.Contains(u.Warning, "backup") {
+		t.Errorf("primary damaged: untrusted %v, warning %q; want a trusted map and a warning naming the backup", u.Untrusted, u.Warning)
+	}
+	sameMap(t, "primary damaged", tooltest.LoadUsage(t, u), want)
 	if s := readSuper(t, damaged); !s.fromBackup || s.Label != "backup" {
 		t.Errorf("read the backup superblock: %v, label %q", s.fromBackup, s.Label)
 	}
