@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,8 +14,13 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
+	"github.com/platter-dev/platter/internal/fs/luks"
+	"github.com/platter-dev/platter/internal/fs/lvm"
+	"github.com/platter-dev/platter/internal/fs/swap"
 	"github.com/platter-dev/platter/internal/fsread"
+	"github.com/platter-dev/platter/internal/image"
 	"github.com/platter-dev/platter/internal/ui"
 	"github.com/platter-dev/platter/internal/view"
 	"github.com/spf13/cobra"
@@ -335,18 +341,28 @@ func withFSSkips(spec string, fn func(fsread.FS, string, *skips) error) error {
 	defer r.Close()
 	disk := view.New(r, 32)
 	defer disk.Close() // before the reader: readahead may be decoding
+	areas := map[int]image.Area{}
+	for _, a := range r.Metadata().Areas {
+		if a.Kind == image.KindPartition {
+			areas[a.Index] = a
+		}
+	}
 	var have []string
-	other := "N" // a partition the kernel may read, for the hint
+	var other, swapped *image.Area // a partition holding something, or swap, for the hint
 	for _, p := range view.Partitions(r, disk) {
 		have = append(have, fmt.Sprintf("%d (%s)", p.Index, p.Filesystem))
-		if other == "N" && p.Filesystem != "raw" {
-			other = strconv.Itoa(p.Index)
+		switch a := areas[p.Index]; {
+		case a.Filesystem == "raw":
+		case isSwap(a.Filesystem):
+			swapped = cmp.Or(swapped, &a)
+		default:
+			other = cmp.Or(other, &a)
 		}
 		if part != 0 && p.Index != part || part == 0 && !fsread.Readable(p.Filesystem) {
 			continue
 		}
 		if !fsread.Readable(p.Filesystem) {
-			return usagef("partition %d of %s holds %s: %s", p.Index, imgPath, p.Filesystem, kernelReads(imgPath, strconv.Itoa(p.Index)))
+			return usagef("partition %d of %s holds %s: %s", p.Index, imgPath, p.Filesystem, noFiles(imgPath, areas[p.Index]))
 		}
 		s := &skips{label: fmt.Sprintf("%s:%d", imgPath, p.Index)}
 		fsys, err := fsread.Opener{Skipped: s.note}.Open(&p.Section, p.Len, p.Filesystem)
@@ -364,7 +380,16 @@ func withFSSkips(spec string, fn func(fsread.FS, string, *skips) error) error {
 	if part != 0 {
 		return usagef("%s has no partition %d (it has: %s)", imgPath, part, strings.Join(have, ", "))
 	}
-	return usagef("%s has no partition with a filesystem platter reads files of (it has: %s): %s", imgPath, strings.Join(have, ", "), kernelReads(imgPath, other))
+	other = cmp.Or(other, swapped)
+	hint := kernelReads(imgPath, "N")
+	switch {
+	case other == nil:
+	case isContainer(other.Filesystem) || isSwap(other.Filesystem):
+		hint = fmt.Sprintf("partition %d holds %s: %s", other.Index, other.Filesystem, noFiles(imgPath, *other))
+	default:
+		hint = noFiles(imgPath, *other)
+	}
+	return usagef("%s has no partition with a filesystem platter reads files of (it has: %s): %s", imgPath, strings.Join(have, ", "), hint)
 }
 
 // kernelReads says which filesystems platter reads files of, and how the
@@ -373,6 +398,66 @@ func withFSSkips(spec string, fn func(fsread.FS, string, *skips) error) error {
 func kernelReads(imgPath, part string) string {
 	return fmt.Sprintf("platter reads files of %s; for the others the kernel does: "+
 		"platter mount %s DIR, then mount -o ro,loop DIR/p%s.img MOUNTPOINT", readableList(" and "), imgPath, part)
+}
+
+func isSwap(fs string) bool { return slices.Contains(swap.FS.Names, fs) }
+
+func isContainer(fs string) bool {
+	return slices.Contains(lvm.Container.Names, fs) || slices.Contains(luks.Container.Names, fs)
+}
+
+// noFiles says why partition a of the image holds no files platter
+// reads, and how to reach them when it holds some: a loop mount of the
+// partition's file serves a filesystem, not swap or a container (an
+// LVM PV's volumes are the host's LVM's to show, a LUKS volume is
+// cryptsetup's to open). It follows "holds FS: ".
+func noFiles(imgPath string, a image.Area) string {
+	dev := fmt.Sprintf("platter mount %s DIR, then", imgPath)
+	file := fmt.Sprintf("DIR/p%d.img", a.Index)
+	switch {
+	case isSwap(a.Filesystem):
+		return "a swap area holds no files"
+	case slices.Contains(luks.Container.Names, a.Filesystem):
+		inside := "what it holds"
+		if len(a.Volumes) > 0 && a.Volumes[0].Filesystem != "raw" {
+			inside = "the " + shown(a.Volumes[0].Filesystem) + " inside"
+		}
+		return fmt.Sprintf("an encrypted volume: %s cryptsetup open --readonly %s NAME (with its key) gives %s as /dev/mapper/NAME",
+			dev, file, inside)
+	case slices.Contains(lvm.Container.Names, a.Filesystem):
+		// lvm's Detail is "VG NAME, SIZE extents" for a PV whose VG it
+		// read, "no volume group ..." for an unused PV, and empty when
+		// the VG's metadata is kept on its other PVs.
+		vg, _, ok := strings.Cut(strings.TrimPrefix(a.Detail, "VG "), ",")
+		switch {
+		case strings.HasPrefix(a.Detail, "no volume group"):
+			return "an LVM physical volume in no volume group: it holds no files"
+		case !ok || !strings.HasPrefix(a.Detail, "VG "):
+			return fmt.Sprintf("an LVM physical volume, not a filesystem: %s losetup -r -f --show %s and vgchange -ay (with the volume group's other PVs) give /dev/VG/LV", dev, file)
+		}
+		vg = shown(vg)
+		var lvs []string
+		for _, v := range a.Volumes {
+			if !strings.Contains(v.Name, "/") { // not a volume inside an LV
+				lvs = append(lvs, fmt.Sprintf("%s (%s)", shown(v.Name), shown(v.Filesystem)))
+			}
+		}
+		if len(lvs) == 0 {
+			return fmt.Sprintf("LVM volume group %s with no logical volume on this physical volume: it holds no files", vg)
+		}
+		return fmt.Sprintf("LVM volume group %s (logical volumes %s), not a filesystem: %s losetup -r -f --show %s and vgchange -ay %s give /dev/%s/LV",
+			vg, strings.Join(lvs, ", "), dev, file, vg, vg)
+	}
+	return kernelReads(imgPath, strconv.Itoa(a.Index))
+}
+
+// shown is a name from an image as a message may print it: quoted when
+// it holds anything but printable characters.
+func shown(s string) string {
+	if strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) || r == ' ' }) >= 0 {
+		return strconv.Quote(s)
+	}
+	return s
 }
 
 // readableList names the filesystems platter reads files of, from the

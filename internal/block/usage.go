@@ -38,7 +38,11 @@ type Usage struct {
 	Volumes []Volume
 	// FillFree says the free blocks must not be restored as zeros but as
 	// fresh random bytes: they lie in an encrypted volume's payload,
-	// where zeros would show which blocks are free.
+	// where zeros would show which blocks are free. It holds for the
+	// whole map: a container gets it when any volume inside it has it
+	// (an opened LUKS volume in an LVM LV), and then every free block
+	// of the container (free extents, other LVs' free blocks) is
+	// restored random too.
 	FillFree bool
 
 	blockSize int64

@@ -16,6 +16,7 @@ type volume struct {
 	segs  []*planSeg   // where its bytes lie (the first copy), when it can be read from this PV
 	usage *block.Usage // the filesystem whose map decides its blocks; nil: counted whole
 	info  block.Volume
+	inner []block.Volume // the volumes inside it (a LUKS payload), named and placed on the PV
 }
 
 // planSeg is a segment of a readable LV: bytes [lo, hi) of the LV,
@@ -144,7 +145,8 @@ func plan(r io.ReaderAt, g *volumeGroup, self *physVol, inner Inner, pos func(in
 		if segs != nil {
 			v.segs = segs
 			v.info.Start = segs[0].areas[0][0].pv
-			u, err := p.inner(&reader{r: r, size: v.size, segs: segs}, v.size)
+			lr := &reader{r: r, size: v.size, segs: segs}
+			u, err := p.inner(lr, v.size)
 			switch {
 			case err != nil:
 				warns = append(warns, fmt.Sprintf("LV %s: %v; copying it whole", lv.name, err))
@@ -171,6 +173,13 @@ func plan(r io.ReaderAt, g *volumeGroup, self *physVol, inner Inner, pos func(in
 				}
 				v.usage = u
 				v.info.UsedBytes = used * copies
+				for _, iv := range u.Volumes {
+					iv.Name = lv.name + "/" + iv.Name
+					if pv, _, err := lr.locate(iv.Start); err == nil {
+						iv.Start = pv
+					}
+					v.inner = append(v.inner, iv)
+				}
 				if u.Warning != "" {
 					warns = append(warns, fmt.Sprintf("LV %s: %s", lv.name, u.Warning))
 				}
@@ -541,6 +550,30 @@ type reader struct {
 	segs []*planSeg
 }
 
+// locate finds byte off of the LV (its first copy) on the PV: the PV
+// byte, and how many bytes from there on are the LV's next ones.
+func (v *reader) locate(off int64) (pv, n int64, err error) {
+	if off < 0 || off >= v.size {
+		return 0, 0, fmt.Errorf("lvm2: byte %d is outside the %d-byte LV", off, v.size)
+	}
+	i := sort.Search(len(v.segs), func(i int) bool { return v.segs[i].hi > off })
+	s := v.segs[i]
+	x := off - s.lo
+	k, q, lim := int64(0), x, s.hi-off
+	if s.stripes > 1 {
+		c := x / s.stripeSize
+		k, q = c%s.stripes, c/s.stripes*s.stripeSize+x%s.stripeSize
+		lim = min(lim, s.stripeSize-x%s.stripeSize)
+	}
+	runs := s.areas[k]
+	j := sort.Search(len(runs), func(j int) bool { return runs[j].q+runs[j].n > q })
+	if j == len(runs) || runs[j].q > q {
+		return 0, 0, fmt.Errorf("lvm2: byte %d of the LV is not mapped", off)
+	}
+	rn := runs[j]
+	return rn.pv + q - rn.q, min(lim, rn.q+rn.n-q), nil
+}
+
 func (v *reader) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, errors.New("lvm2: read at a negative offset")
@@ -550,23 +583,12 @@ func (v *reader) ReadAt(p []byte, off int64) (int, error) {
 		if off >= v.size {
 			return n, io.EOF
 		}
-		i := sort.Search(len(v.segs), func(i int) bool { return v.segs[i].hi > off })
-		s := v.segs[i]
-		x := off - s.lo
-		k, q, lim := int64(0), x, s.hi-off
-		if s.stripes > 1 {
-			c := x / s.stripeSize
-			k, q = c%s.stripes, c/s.stripes*s.stripeSize+x%s.stripeSize
-			lim = min(lim, s.stripeSize-x%s.stripeSize)
+		at, lim, err := v.locate(off)
+		if err != nil {
+			return n, err
 		}
-		runs := s.areas[k]
-		j := sort.Search(len(runs), func(j int) bool { return runs[j].q+runs[j].n > q })
-		if j == len(runs) || runs[j].q > q {
-			return n, fmt.Errorf("lvm2: byte %d of the LV is not mapped", off)
-		}
-		rn := runs[j]
-		lim = min(lim, rn.q+rn.n-q, int64(len(p)-n))
-		got, err := v.r.ReadAt(p[n:n+int(lim)], rn.pv+q-rn.q)
+		lim = min(lim, int64(len(p)-n))
+		got, err := v.r.ReadAt(p[n:n+int(lim)], at)
 		n += got
 		off += int64(got)
 		if err != nil && (got < int(lim) || !errors.Is(err, io.EOF)) {

@@ -7,7 +7,10 @@
 // detector it is given) where they lie on the PV. An LV whose blocks
 // cannot be followed that way (thin pools, snapshots, caches, an LV on
 // other PVs too, an LV with no filesystem Platter knows) counts whole;
-// free extents hold nothing.
+// free extents hold nothing. The volumes found inside an LV (a LUKS
+// payload) are listed under its name, and an LV whose map asks for its
+// free blocks to be restored random (an opened LUKS volume) makes the
+// whole PV's map ask for it.
 //
 // The on-disk layout (LVM2's lib/format_text/layout.h, lib/label):
 //
@@ -355,6 +358,12 @@ func Detect(r io.ReaderAt, size int64, inner Inner) (*block.Usage, error) {
 	u.Detail = fmt.Sprintf("VG %s, %s extents", g.name, sizeText(g.extent))
 	for _, v := range vols {
 		u.Volumes = append(u.Volumes, v.info)
+		u.Volumes = append(u.Volumes, v.inner...)
+		// An opened LUKS volume in an LV: its free sectors must come
+		// back random, and the fill is chosen for the whole PV.
+		if v.usage != nil && v.usage.FillFree {
+			u.FillFree = true
+		}
 	}
 	if w := strings.Join(append(warnings, warns...), "; "); w != "" {
 		u.Warning = w
