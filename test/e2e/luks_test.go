@@ -552,3 +552,46 @@ func luksResum(h []byte) {
 	s := sha256.Sum256(h)
 	copy(h[448:], s[:])
 }
+
+// TestLUKSPassphrase: --luks-passphrase asks on the terminal, and the
+// passphrase typed there opens the volume as a key file does: only the
+// ciphertext of the ext4's used blocks is stored, and the restore opens
+// with the same passphrase. A wrong one opens nothing: the volume is
+// copied whole, with a warning that says so. Without a terminal the
+// flag is a usage mistake.
+func TestLUKSPassphrase(t *testing.T) {
+	const size = 40 << 20
+	v := luksFormat(t, size, "--type", "luks2", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000")
+	pass := string(readAll(t, v.passPath))
+	dir := t.TempDir()
+	img := filepath.Join(dir, "typed.platter")
+	shown, code := runTTY(t, []answer{{"LUKS passphrase: ", pass}}, "create", "--progress", "none", "--luks-passphrase", v.path, img)
+	if code != 0 {
+		t.Fatalf("create --luks-passphrase: exit %d\n%s", code, shown)
+	}
+	if strings.Contains(shown, pass) {
+		t.Errorf("the passphrase was echoed:\n%s", shown)
+	}
+	j := luksInfoOf(t, img)
+	extUsed := ext4Used(t, v.plain)
+	if p := j.Partitions[0]; p.UsedBytes != v.payloadOff+extUsed || len(j.Warnings) != 0 || p.Volumes[0].Filesystem != "ext4" {
+		t.Errorf("with the typed passphrase: %+v, warnings %q; want %d bytes used", p, j.Warnings, v.payloadOff+extUsed)
+	}
+	out := filepath.Join(dir, "restored.img")
+	ok(t, "restore", img, out)
+	luksJudge(t, v, out)
+	luksSecrets(t, img, map[string][]byte{"the passphrase": []byte(pass), "the volume key": v.mk, "the marker's plaintext": v.marker})
+
+	wrong := filepath.Join(dir, "wrong.platter")
+	shown, code = runTTY(t, []answer{{"LUKS passphrase: ", "not the passphrase"}}, "create", "--progress", "none", "--luks-passphrase", v.path, wrong)
+	if code != 0 || !strings.Contains(shown, "no key opened it") {
+		t.Errorf("a wrong passphrase: exit %d, want 0 and a warning that no key opened it:\n%s", code, shown)
+	}
+	if p := luksInfoOf(t, wrong).Partitions[0]; p.UsedBytes != size {
+		t.Errorf("a wrong passphrase: %d bytes used, want the whole volume (%d)", p.UsedBytes, size)
+	}
+
+	if _, errOut, code := run(t, "create", "--luks-passphrase", v.path, filepath.Join(dir, "notty.platter")); code != 2 || !strings.Contains(errOut, "--luks-key-file") {
+		t.Errorf("--luks-passphrase without a terminal: exit %d, want 2 and advice to use --luks-key-file:\n%s", code, errOut)
+	}
+}
