@@ -13,65 +13,63 @@ import (
 	"github.com/platter-dev/platter/internal/fs/vfs"
 )
 
-// ntfsFS reads an NTFS volume's files with Platter's own reader (mft.go,
-// index.go, stream.go, link.go), as vfs.Files: each directory lists
+// reader reads an NTFS volume's files (through mft.go, index.go,
+// stream.go and link.go) as vfs.Files: each directory lists
 // what ntfs-3g lists, in the same order, and a file's data is read
 // through all its extents, wherever an attribute list puts them.
-type ntfsFS struct {
-	v *ntfsVolume
+type reader struct {
+	v *volume
 
 	mu    sync.Mutex
-	dirs  map[string]*ntfsListing // listings by directory path
-	order []string                // least recently used first
-	held  int                     // entries the listings hold
+	dirs  map[string]*listing // listings by directory path
+	order []string            // least recently used first
+	held  int                 // entries the listings hold
 }
 
-// ntfsListing is a directory as readDir lists it, with each entry's MFT
+// listing is a directory as readDir lists it, with each entry's MFT
 // reference, for lookups by path.
-type ntfsListing struct {
+type listing struct {
 	ents []vfs.Entry
 	refs []uint64
 }
 
-// ntfsCacheEntries bounds the entries of the listings kept: a lookup by
+// cacheEntries bounds the entries of the listings kept: a lookup by
 // path lists each directory on the way (fsread's Stat lists the parent
 // of every name), and a mount looks up every entry of a large directory.
-const ntfsCacheEntries = 1 << 17
+const cacheEntries = 1 << 17
 
-// openFiles opens the NTFS volume in r for reading its files.
-func openFiles(r io.ReaderAt) (*ntfsFS, error) {
-	v, err := openNTFSVolume(r)
+// openFiles opens the NTFS volume in r (size bytes) for reading its
+// files.
+func openFiles(r io.ReaderAt, size int64) (*reader, error) {
+	v, err := open(r, size)
 	if err != nil {
 		return nil, err
 	}
-	return newNTFSFS(v), nil
+	return newReader(v), nil
 }
 
-func newNTFSFS(v *ntfsVolume) *ntfsFS {
-	return &ntfsFS{v: v, dirs: map[string]*ntfsListing{}}
+func newReader(v *volume) *reader {
+	return &reader{v: v, dirs: map[string]*listing{}}
 }
-
-// ntfsAttrVolumeName is $Volume's label attribute, $VOLUME_NAME.
-const ntfsAttrVolumeName = 0x60
 
 // label reads the volume label: $VOLUME_NAME of $Volume (MFT record 3).
-func (n *ntfsFS) label() (string, error) {
-	f, err := n.v.file(3)
+func (n *reader) label() (string, error) {
+	f, err := n.v.file(recVolume)
 	if err != nil {
 		return "", err
 	}
-	b, err := f.value(ntfsAttrVolumeName, "", 512)
+	b, err := f.value(attrVolumeName, "", 512)
 	if isNoAttr(err) {
 		return "", nil
 	}
 	if err != nil {
 		return "", err
 	}
-	return ntfsName(b), nil
+	return decodeName(b), nil
 }
 
 // listing reads directory dir ("" the root), or finds it read.
-func (n *ntfsFS) listing(dir string) (*ntfsListing, error) {
+func (n *reader) listing(dir string) (*listing, error) {
 	n.mu.Lock()
 	if l, ok := n.dirs[dir]; ok {
 		for i, d := range n.order {
@@ -85,7 +83,7 @@ func (n *ntfsFS) listing(dir string) (*ntfsListing, error) {
 	}
 	n.mu.Unlock()
 
-	ref := uint64(ntfsRoot)
+	ref := uint64(recRoot)
 	if dir != "" {
 		parent, base := path.Split(dir)
 		l, err := n.listing(strings.TrimSuffix(parent, "/"))
@@ -114,7 +112,7 @@ func (n *ntfsFS) listing(dir string) (*ntfsListing, error) {
 		n.dirs[dir] = l
 		n.order = append(n.order, dir)
 		n.held += len(l.ents)
-		for n.held > ntfsCacheEntries && len(n.order) > 1 {
+		for n.held > cacheEntries && len(n.order) > 1 {
 			n.held -= len(n.dirs[n.order[0]].ents)
 			delete(n.dirs, n.order[0])
 			n.order = n.order[1:]
@@ -126,7 +124,7 @@ func (n *ntfsFS) listing(dir string) (*ntfsListing, error) {
 // find returns the index of the entry name matches, without regard to
 // case (as fsread matches names): the first such entry, the one fsread
 // keeps. -1 if none.
-func (l *ntfsListing) find(name string) int {
+func (l *listing) find(name string) int {
 	for i, d := range l.ents {
 		if strings.EqualFold(d.Name, name) {
 			return i
@@ -139,22 +137,22 @@ func (l *ntfsListing) find(name string) int {
 // lists (not DOS names beside Win32 ones, not the metadata files below
 // record 16, not the root's entry for itself), each described from its
 // own record.
-func (n *ntfsFS) read(dir string, ref uint64) (*ntfsListing, error) {
+func (n *reader) read(dir string, ref uint64) (*listing, error) {
 	f, err := n.v.file(ref)
 	if err != nil {
 		return nil, err
 	}
-	if f.rec.flags&ntfsRecordIsDir == 0 {
+	if f.rec.flags&recordIsDir == 0 {
 		return nil, fmt.Errorf("/%s is not a directory", dir)
 	}
 	entries, err := f.index()
 	if err != nil {
 		return nil, err
 	}
-	l := &ntfsListing{}
+	l := &listing{}
 	for _, ie := range entries {
-		rec := int64(ie.ref & ntfsRefMask)
-		if ie.space == ntfsNameDOS || rec == ntfsRoot || rec < ntfsFirstUser {
+		rec := int64(ie.ref & refMask)
+		if ie.space == nameDOS || rec == recRoot || rec < firstUserRecord {
 			continue
 		}
 		e, err := n.describe(dir, ie)
@@ -167,30 +165,30 @@ func (n *ntfsFS) read(dir string, ref uint64) (*ntfsListing, error) {
 
 // File attributes, of $STANDARD_INFORMATION.
 const (
-	ntfsFileHidden = 0x02
-	ntfsFileSystem = 0x04
+	fileHidden = 0x02
+	fileSystem = 0x04
 )
 
 // describe reads the entry ie of directory dir from its file's record:
 // its type and size as ntfs-3g gives them (a directory by its record's
 // flag; a symlink by its reparse point or Interix data; Interix FIFOs,
 // sockets and devices), its modification time.
-func (n *ntfsFS) describe(dir string, ie ntfsIndexEntry) (vfs.Entry, error) {
+func (n *reader) describe(dir string, ie indexEntry) (vfs.Entry, error) {
 	e := vfs.Entry{Name: ie.name, Mode: 0o644}
 	f, err := n.v.file(ie.ref)
 	if err != nil {
 		return e, err
 	}
-	si, err := f.value(ntfsAttrStandardInformation, "", ntfsMaxSmallAttr)
+	si, err := f.value(attrStandardInformation, "", maxSmallAttr)
 	if err != nil {
 		return e, err
 	}
 	if len(si) < 0x24 {
-		return e, ntfsCorrupt(f.rec.num, f.rec.off, "$STANDARD_INFORMATION of %d bytes is too short", len(si))
+		return e, corrupt(f.rec.num, f.rec.off, "$STANDARD_INFORMATION of %d bytes is too short", len(si))
 	}
-	e.ModTime = ntfsTime(binary.LittleEndian.Uint64(si[8:]))
+	e.ModTime = fileTime(binary.LittleEndian.Uint64(si[8:]))
 	attrs := binary.LittleEndian.Uint32(si[0x20:])
-	target, err := ntfsReparse(f, dir)
+	target, err := reparse(f, dir)
 	if err != nil {
 		return e, fmt.Errorf("read its link: %w", err)
 	}
@@ -198,11 +196,11 @@ func (n *ntfsFS) describe(dir string, ie ntfsIndexEntry) (vfs.Entry, error) {
 	case target != "":
 		e.Mode, e.Size, e.Target = iofs.ModeSymlink|0o777, int64(len(target)), target
 		return e, nil
-	case f.rec.flags&ntfsRecordIsDir != 0:
+	case f.rec.flags&recordIsDir != 0:
 		e.Mode = iofs.ModeDir | 0o755
 		return e, nil
 	}
-	data, err := f.stream(ntfsAttrData, "")
+	data, err := f.stream(attrData, "")
 	if err != nil {
 		if isNoAttr(err) {
 			return e, nil // no data: empty
@@ -210,21 +208,21 @@ func (n *ntfsFS) describe(dir string, ie ntfsIndexEntry) (vfs.Entry, error) {
 		return e, err
 	}
 	e.Size = data.size
-	if attrs&ntfsFileSystem != 0 {
-		return interix(e, data, attrs&ntfsFileHidden != 0)
+	if attrs&fileSystem != 0 {
+		return interix(e, data, attrs&fileHidden != 0)
 	}
 	return e, nil
 }
 
-// ntfsTime converts an NTFS time (100 ns units since 1601) to a time.
-func ntfsTime(t uint64) time.Time {
+// fileTime converts an NTFS time (100 ns units since 1601) to a time.
+func fileTime(t uint64) time.Time {
 	const epochDiff = 11644473600 // seconds from 1601 to 1970
 	return time.Unix(int64(t/1e7)-epochDiff, int64(t%1e7)*100)
 }
 
 // ReadDir lists a directory; an entry that could not be described comes
 // with its Err, and the others are listed.
-func (n *ntfsFS) ReadDir(dir string) ([]vfs.Entry, error) {
+func (n *reader) ReadDir(dir string) ([]vfs.Entry, error) {
 	l, err := n.listing(dir)
 	if err != nil {
 		return nil, err
@@ -233,7 +231,7 @@ func (n *ntfsFS) ReadDir(dir string) ([]vfs.Entry, error) {
 }
 
 // entry finds name ("a/b/c", not the root) in its directory's listing.
-func (n *ntfsFS) entry(name string) (vfs.Entry, uint64, error) {
+func (n *reader) entry(name string) (vfs.Entry, uint64, error) {
 	dir, base := path.Split(name)
 	l, err := n.listing(strings.TrimSuffix(dir, "/"))
 	if err != nil {
@@ -246,7 +244,7 @@ func (n *ntfsFS) entry(name string) (vfs.Entry, uint64, error) {
 	return l.ents[i], l.refs[i], l.ents[i].Err
 }
 
-func (n *ntfsFS) Stat(name string) (vfs.Entry, error) {
+func (n *reader) Stat(name string) (vfs.Entry, error) {
 	name = strings.Trim(path.Clean("/"+name), "/")
 	if name == "" {
 		return vfs.Entry{Name: "/", Mode: iofs.ModeDir | 0o755}, nil
@@ -258,7 +256,7 @@ func (n *ntfsFS) Stat(name string) (vfs.Entry, error) {
 	return e, nil
 }
 
-func (n *ntfsFS) Open(name string) (io.ReadCloser, error) {
+func (n *reader) Open(name string) (io.ReadCloser, error) {
 	name = strings.Trim(path.Clean("/"+name), "/")
 	d, ref, err := n.entry(name)
 	if err != nil {
@@ -271,7 +269,7 @@ func (n *ntfsFS) Open(name string) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	data, err := f.stream(ntfsAttrData, "")
+	data, err := f.stream(attrData, "")
 	if isNoAttr(err) {
 		return sectionCloser{io.NewSectionReader(strings.NewReader(""), 0, 0)}, nil
 	}
@@ -287,4 +285,4 @@ type sectionCloser struct{ *io.SectionReader }
 func (sectionCloser) Close() error { return nil }
 
 // CaseInsensitive is true: NTFS matches names by its $UpCase table.
-func (*ntfsFS) CaseInsensitive() bool { return true }
+func (*reader) CaseInsensitive() bool { return true }

@@ -23,13 +23,13 @@ import (
 	"github.com/platter-dev/platter/internal/tooltest"
 )
 
-// ntfsSmall makes a 2 MiB NTFS (512-byte clusters) through mkntfs and
+// smallVolume makes a 2 MiB NTFS (512-byte clusters) through mkntfs and
 // ntfs-3g: a directory of files files (an index allocation from 40 on),
 // a sparse file of 600 runs (its $DATA in an extension record behind an
 // $ATTRIBUTE_LIST), a compressed file, a DOS name beside a Win32 one, a
 // hard link, an Interix symlink and FIFO, and a relative reparse-point
 // symlink. It returns the image's path.
-func ntfsSmall(t testing.TB, files int) string {
+func smallVolume(t testing.TB, files int) string {
 	img := filepath.Join(t.TempDir(), "ntfs.img")
 	os.WriteFile(img, nil, 0o644)
 	os.Truncate(img, 2<<20)
@@ -142,8 +142,8 @@ func openImage(t *testing.T, img string) vfs.Files {
 // file, link and FIFO is what ntfs-3g shows: the Win32 name and never
 // the DOS name beside it, each hard link by its own name, the data of a
 // file with an attribute list whole.
-func TestNTFSReader(t *testing.T) {
-	img := ntfsSmall(t, 150)
+func TestReader(t *testing.T) {
+	img := smallVolume(t, 150)
 	if info := tooltest.Run(t, "ntfsinfo", "-F", "/sparse.bin", img); !strings.Contains(info, "$ATTRIBUTE_LIST") {
 		t.Fatalf("sparse.bin has no attribute list:\n%s", info)
 	}
@@ -228,8 +228,8 @@ var dumpingInode = regexp.MustCompile(`Dumping Inode (\d+) `)
 
 // Damage is an error naming the MFT record (and, for an index, the
 // block), never a panic; the rest of the volume still reads.
-func TestNTFSDamage(t *testing.T) {
-	img := ntfsSmall(t, 150)
+func TestReaderDamage(t *testing.T) {
+	img := smallVolume(t, 150)
 	m := dumpingInode.FindStringSubmatch(tooltest.Run(t, "ntfsinfo", "-F", "/many", img))
 	if m == nil {
 		t.Fatal("ntfsinfo does not say which record /many is")

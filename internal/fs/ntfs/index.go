@@ -2,7 +2,6 @@ package ntfs
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 )
 
@@ -14,48 +13,48 @@ import (
 // order is not sorted; it is the order ntfs-3g and ntfsls list.
 
 const (
-	ntfsIndexEntryNode = 0x01 // the entry points to a child node
-	ntfsIndexEntryEnd  = 0x02 // the last entry of a node: no key
+	indexEntryNode = 0x01 // the entry points to a child node
+	indexEntryEnd  = 0x02 // the last entry of a node: no key
 
-	ntfsNamePOSIX = 0
-	ntfsNameDOS   = 2 // an 8.3 name beside a Win32 one: not listed
+	namePOSIX = 0
+	nameDOS   = 2 // an 8.3 name beside a Win32 one: not listed
 
-	ntfsMaxBitmap = 1 << 20 // bytes of an index $BITMAP: 8M blocks
+	maxIndexBitmap = 1 << 20 // bytes of an index $BITMAP: 8M blocks
 )
 
-// ntfsIndexEntry is one name a directory's index holds.
-type ntfsIndexEntry struct {
+// indexEntry is one name a directory's index holds.
+type indexEntry struct {
 	ref   uint64 // the file's MFT reference
 	name  string
 	space uint8 // its namespace: POSIX, Win32, DOS, Win32 and DOS
 }
 
 // index lists directory f's index entries.
-func (f *ntfsFile) index() ([]ntfsIndexEntry, error) {
+func (f *file) index() ([]indexEntry, error) {
 	rec := f.rec.num
-	root, err := f.stream(ntfsAttrIndexRoot, "$I30")
-	if errors.Is(err, errNTFSNoAttr) {
-		return nil, ntfsCorrupt(rec, f.rec.off, "a directory without an $INDEX_ROOT $I30")
+	root, err := f.stream(attrIndexRoot, "$I30")
+	if isNoAttr(err) {
+		return nil, corrupt(rec, f.rec.off, "a directory without an $INDEX_ROOT $I30")
 	}
 	if err != nil {
 		return nil, err
 	}
 	if !root.isResident {
-		return nil, ntfsCorrupt(rec, f.rec.off, "$INDEX_ROOT is not resident")
+		return nil, corrupt(rec, f.rec.off, "$INDEX_ROOT is not resident")
 	}
-	var out []ntfsIndexEntry
-	blockSize, err := ntfsIndexRoot(root.resident, &out)
+	var out []indexEntry
+	blockSize, err := indexRoot(root.resident, &out)
 	if err != nil {
-		return nil, ntfsCorrupt(rec, f.rec.off, "$INDEX_ROOT: %v", err)
+		return nil, corrupt(rec, f.rec.off, "$INDEX_ROOT: %v", err)
 	}
-	alloc, err := f.stream(ntfsAttrIndexAllocation, "$I30")
-	if errors.Is(err, errNTFSNoAttr) {
+	alloc, err := f.stream(attrIndexAllocation, "$I30")
+	if isNoAttr(err) {
 		return out, nil // a small directory: all in the root
 	}
 	if err != nil {
 		return nil, err
 	}
-	bitmap, err := f.stream(ntfsAttrBitmap, "$I30")
+	bitmap, err := f.stream(attrBitmap, "$I30")
 	if err != nil {
 		return nil, fmt.Errorf("ntfs: MFT record %d: the $BITMAP of its index: %w", rec, err)
 	}
@@ -63,13 +62,13 @@ func (f *ntfsFile) index() ([]ntfsIndexEntry, error) {
 	// is smaller than a cluster.
 	vcnSize := f.v.clusterSize
 	if vcnSize > blockSize {
-		vcnSize = ntfsStride
+		vcnSize = stride
 	}
 	blocks := alloc.size / blockSize
-	if bitmap.size > ntfsMaxBitmap {
-		return nil, ntfsCorrupt(rec, -1, "index $BITMAP of %d bytes is larger than the %d it may be", bitmap.size, ntfsMaxBitmap)
+	if bitmap.size > maxIndexBitmap {
+		return nil, corrupt(rec, -1, "index $BITMAP of %d bytes is larger than the %d it may be", bitmap.size, maxIndexBitmap)
 	}
-	bits, err := bitmap.all(ntfsMaxBitmap)
+	bits, err := bitmap.all(maxIndexBitmap)
 	if err != nil {
 		return nil, err
 	}
@@ -81,23 +80,23 @@ func (f *ntfsFile) index() ([]ntfsIndexEntry, error) {
 			}
 			n := int64(i)*8 + int64(k)
 			if n >= blocks {
-				return nil, ntfsCorrupt(rec, -1, "index $BITMAP marks block %d in use; $INDEX_ALLOCATION holds %d", n, blocks)
+				return nil, corrupt(rec, -1, "index $BITMAP marks block %d in use; $INDEX_ALLOCATION holds %d", n, blocks)
 			}
 			off := n * blockSize
 			if err := readFull(alloc, block, off); err != nil {
 				return nil, fmt.Errorf("ntfs: MFT record %d: read index block %d: %w", rec, n, err)
 			}
-			if err := ntfsIndexBlock(block, off/vcnSize, &out); err != nil {
-				return nil, ntfsCorrupt(rec, alloc.where(off), "index block %d: %v", n, err)
+			if err := indexBlock(block, off/vcnSize, &out); err != nil {
+				return nil, corrupt(rec, alloc.where(off), "index block %d: %v", n, err)
 			}
 		}
 	}
 	return out, nil
 }
 
-// ntfsIndexRoot parses an $INDEX_ROOT value, adding its entries to out,
+// indexRoot parses an $INDEX_ROOT value, adding its entries to out,
 // and returns the size of the index's blocks.
-func ntfsIndexRoot(b []byte, out *[]ntfsIndexEntry) (int64, error) {
+func indexRoot(b []byte, out *[]indexEntry) (int64, error) {
 	le := binary.LittleEndian
 	if len(b) < 0x20 {
 		return 0, fmt.Errorf("%d bytes is too short", len(b))
@@ -106,20 +105,20 @@ func ntfsIndexRoot(b []byte, out *[]ntfsIndexEntry) (int64, error) {
 		return 0, fmt.Errorf("indexes attribute %#x, not file names", t)
 	}
 	blockSize := int64(le.Uint32(b[8:]))
-	if blockSize < ntfsStride || blockSize > 64<<10 || blockSize&(blockSize-1) != 0 {
+	if blockSize < stride || blockSize > 64<<10 || blockSize&(blockSize-1) != 0 {
 		return 0, fmt.Errorf("index block size %d is impossible", blockSize)
 	}
-	return blockSize, ntfsIndexNode(b[0x10:], out)
+	return blockSize, indexNode(b[0x10:], out)
 }
 
-// ntfsIndexBlock parses one index block ("INDX") expected at VCN vcn,
+// indexBlock parses one index block ("INDX") expected at VCN vcn,
 // fixing it up in place, and adds its entries to out.
-func ntfsIndexBlock(b []byte, vcn int64, out *[]ntfsIndexEntry) error {
+func indexBlock(b []byte, vcn int64, out *[]indexEntry) error {
 	le := binary.LittleEndian
 	if string(b[:4]) != "INDX" {
 		return fmt.Errorf("no INDX signature")
 	}
-	if err := ntfsFixup(b, -1, 0, "index block"); err != nil {
+	if err := fixup(b, -1, 0, "index block"); err != nil {
 		return err
 	}
 	if got := int64(le.Uint64(b[0x10:])); got != vcn {
@@ -128,11 +127,11 @@ func ntfsIndexBlock(b []byte, vcn int64, out *[]ntfsIndexEntry) error {
 	if got := int(le.Uint32(b[0x18+8:])) + 0x18; got != len(b) {
 		return fmt.Errorf("says it is %d bytes long, not %d", got, len(b))
 	}
-	return ntfsIndexNode(b[0x18:], out)
+	return indexNode(b[0x18:], out)
 }
 
-// ntfsIndexNode parses the entries of a node whose header starts b.
-func ntfsIndexNode(b []byte, out *[]ntfsIndexEntry) error {
+// indexNode parses the entries of a node whose header starts b.
+func indexNode(b []byte, out *[]indexEntry) error {
 	le := binary.LittleEndian
 	if len(b) < 0x10 {
 		return fmt.Errorf("node header of %d bytes is too short", len(b))
@@ -150,7 +149,7 @@ func ntfsIndexNode(b []byte, out *[]ntfsIndexEntry) error {
 		if 0x10+keyLen > len(e) {
 			return fmt.Errorf("entry at %d: its key of %d bytes runs past the node's end", p, keyLen)
 		}
-		if flags&ntfsIndexEntryEnd != 0 {
+		if flags&indexEntryEnd != 0 {
 			return nil
 		}
 		if length < 0x10+keyLen || length > len(e) {
@@ -162,9 +161,9 @@ func ntfsIndexNode(b []byte, out *[]ntfsIndexEntry) error {
 		if keyLen < 0x42 || 0x42+2*int(key[0x40]) > keyLen {
 			return fmt.Errorf("entry at %d: a file name key of %d bytes is too short", p, keyLen)
 		}
-		*out = append(*out, ntfsIndexEntry{
+		*out = append(*out, indexEntry{
 			ref:   le.Uint64(e),
-			name:  ntfsName(key[0x42 : 0x42+2*int(key[0x40])]),
+			name:  decodeName(key[0x42 : 0x42+2*int(key[0x40])]),
 			space: key[0x41],
 		})
 		p += length

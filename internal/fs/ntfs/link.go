@@ -7,7 +7,6 @@ import (
 	iofs "io/fs"
 	"path/filepath"
 	"strings"
-	"unicode/utf16"
 
 	"github.com/platter-dev/platter/internal/fs/vfs"
 )
@@ -36,10 +35,10 @@ const (
 	maxReparse     = 16 << 10   // the largest reparse point NTFS allows
 )
 
-// ntfsReparse returns the target of f, found in directory dir, if it is
+// reparse returns the target of f, found in directory dir, if it is
 // a symlink or junction reparse point ("" if not).
-func ntfsReparse(f *ntfsFile, dir string) (string, error) {
-	b, err := f.value(ntfsAttrReparsePoint, "", maxReparse)
+func reparse(f *file, dir string) (string, error) {
+	b, err := f.value(attrReparsePoint, "", maxReparse)
 	if isNoAttr(err) {
 		return "", nil
 	}
@@ -51,7 +50,7 @@ func ntfsReparse(f *ntfsFile, dir string) (string, error) {
 
 // interix gives e (a system file, its unnamed $DATA data) the type
 // ntfs-3g gives it.
-func interix(e vfs.Entry, data *ntfsStream, hidden bool) (vfs.Entry, error) {
+func interix(e vfs.Entry, data *stream, hidden bool) (vfs.Entry, error) {
 	switch {
 	case data.size == 0 && !hidden:
 		e.Mode = iofs.ModeNamedPipe | 0o644
@@ -132,15 +131,10 @@ func windowsTarget(dir, name string) string {
 
 // utf16String decodes little-endian UTF-16, up to a NUL if there is one.
 func utf16String(b []byte) string {
-	u := make([]uint16, len(b)/2)
-	for i := range u {
-		u[i] = binary.LittleEndian.Uint16(b[2*i:])
-	}
-	for i, c := range u {
-		if c == 0 {
-			u = u[:i]
-			break
+	for i := 0; i+1 < len(b); i += 2 {
+		if b[i] == 0 && b[i+1] == 0 {
+			return decodeName(b[:i])
 		}
 	}
-	return string(utf16.Decode(u))
+	return decodeName(b)
 }

@@ -4,12 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"sort"
 	"unicode/utf16"
-
-	"github.com/platter-dev/platter/internal/block"
 )
 
 // Platter reads NTFS itself, as ntfs-3g does: MFT records with their
@@ -26,186 +23,54 @@ import (
 // error naming the MFT record, never a panic.
 
 const (
-	ntfsAttrStandardInformation = 0x10
-	ntfsAttrList                = 0x20
-	ntfsAttrData                = 0x80
-	ntfsAttrIndexRoot           = 0x90
-	ntfsAttrIndexAllocation     = 0xa0
-	ntfsAttrBitmap              = 0xb0
-	ntfsAttrReparsePoint        = 0xc0
-	ntfsAttrEnd                 = 0xffffffff
+	attrStandardInformation = 0x10
+	attrList                = 0x20
+	attrVolumeName          = 0x60
+	attrVolumeInfo          = 0x70
+	attrData                = 0x80
+	attrIndexRoot           = 0x90
+	attrIndexAllocation     = 0xa0
+	attrBitmap              = 0xb0
+	attrReparsePoint        = 0xc0
+	attrEnd                 = 0xffffffff
 
-	ntfsRecordInUse = 0x01
-	ntfsRecordIsDir = 0x02
+	recordInUse = 0x01
+	recordIsDir = 0x02
 
-	ntfsAttrCompressed = 0x00ff // the compression method bits
-	ntfsAttrEncrypted  = 0x4000
+	flagCompressed = 0x00ff // an attribute's compression method bits
+	flagEncrypted  = 0x4000
 
-	ntfsRoot      = 5  // the root directory's MFT record
-	ntfsFirstUser = 16 // records below are the volume's metadata files
-	ntfsRefMask   = 1<<48 - 1
-
-	ntfsStride = 512 // update sequences protect 512 bytes, whatever the sector size
+	refMask = 1<<48 - 1
 
 	// Bounds on what the disk may claim. NTFS's own limits are lower.
-	ntfsMaxAttrList   = 1 << 20 // bytes of an $ATTRIBUTE_LIST
-	ntfsMaxExtensions = 1 << 14 // extension records of one file
-	ntfsMaxRuns       = 1 << 21 // runs of one attribute, all extents
-	ntfsMaxSmallAttr  = 64 << 10
+	maxAttrList   = 1 << 20 // bytes of an $ATTRIBUTE_LIST
+	maxExtensions = 1 << 14 // extension records of one file
+	maxRuns       = 1 << 21 // runs of one attribute, all extents
+	maxSmallAttr  = 64 << 10
 )
 
-// ntfsCorrupt is damage found in MFT record rec (-1: the boot sector or
-// the volume as a whole), at byte off of the volume where known.
-func ntfsCorrupt(rec, off int64, format string, args ...any) error {
-	msg := fmt.Sprintf(format, args...)
-	if rec >= 0 {
-		msg = fmt.Sprintf("MFT record %d: %s", rec, msg)
-	}
-	return &block.CorruptError{What: "ntfs", Off: off, Msg: msg}
-}
-
-// readFull reads len(b) bytes at off: a short read is an error.
-func readFull(r io.ReaderAt, b []byte, off int64) error {
-	n, err := r.ReadAt(b, off)
-	if n == len(b) {
-		return nil
-	}
-	if err == nil || err == io.EOF {
-		err = io.ErrUnexpectedEOF
-	}
-	return err
-}
-
-// ntfsVolume is an NTFS volume's geometry and its MFT.
-type ntfsVolume struct {
-	r           io.ReaderAt
-	clusterSize int64
-	clusters    int64
-	recordSize  int64
-	records     int64       // records the $MFT's data holds
-	mft         *ntfsStream // the $MFT's unnamed $DATA
-}
-
-// openNTFSVolume reads the boot sector and the $MFT's own record.
-func openNTFSVolume(r io.ReaderAt) (*ntfsVolume, error) {
-	bs := make([]byte, 512)
-	if err := readFull(r, bs, 0); err != nil {
-		return nil, fmt.Errorf("ntfs: read the boot sector: %w", err)
-	}
-	if string(bs[3:11]) != "NTFS    " {
-		return nil, fmt.Errorf("ntfs: %w", block.ErrNotMine)
-	}
-	v, mftLCN, err := ntfsBoot(bs)
-	if err != nil {
-		return nil, err
-	}
-	v.r = r
-	// Record 0 is the $MFT itself: its $DATA says where the others are.
-	// Until its extents are known, the MFT is what the boot sector says.
-	off := mftLCN * v.clusterSize
-	b := make([]byte, v.recordSize)
-	if err := readFull(r, b, off); err != nil {
-		return nil, fmt.Errorf("ntfs: read MFT record 0 at byte %d: %w", off, err)
-	}
-	rec0, err := ntfsParseRecord(0, b, off)
-	if err != nil {
-		return nil, err
-	}
-	attrs, err := ntfsParseAttrs(rec0, v.clusterSize, v.clusters)
-	if err != nil {
-		return nil, err
-	}
-	f := &ntfsFile{v: v, rec: rec0, attrs: attrs}
-	v.mft, err = f.stream(ntfsAttrData, "")
-	if err != nil {
-		return nil, err
-	}
-	if v.mft.isResident {
-		return nil, ntfsCorrupt(0, off, "the $MFT's $DATA is resident")
-	}
-	v.records = v.mft.size / v.recordSize
-	if v.records <= ntfsRoot {
-		return nil, ntfsCorrupt(0, off, "the $MFT holds %d records", v.records)
-	}
-	for _, a := range attrs {
-		if a.typ == ntfsAttrList {
-			// The rest of the $MFT's extents are in extension records
-			// that the first extent maps.
-			if f, err = v.fileFrom(rec0, attrs); err != nil {
-				return nil, err
-			}
-			if v.mft, err = f.stream(ntfsAttrData, ""); err != nil {
-				return nil, err
-			}
-			v.records = v.mft.size / v.recordSize
-			break
-		}
-	}
-	return v, nil
-}
-
-func ntfsBoot(b []byte) (*ntfsVolume, int64, error) {
-	le := binary.LittleEndian
-	sector := int64(le.Uint16(b[0x0b:]))
-	if sector < 256 || sector > 4096 || sector&(sector-1) != 0 {
-		return nil, 0, ntfsCorrupt(-1, 0x0b, "bytes per sector %d is impossible", sector)
-	}
-	spc := int64(b[0x0d])
-	if spc > 0x80 {
-		if 256-spc > 20 {
-			return nil, 0, ntfsCorrupt(-1, 0x0d, "sectors per cluster 2^%d is impossible", 256-spc)
-		}
-		spc = 1 << (256 - spc)
-	}
-	if spc == 0 || spc&(spc-1) != 0 {
-		return nil, 0, ntfsCorrupt(-1, 0x0d, "sectors per cluster %d is impossible", spc)
-	}
-	v := &ntfsVolume{clusterSize: spc * sector}
-	if v.clusterSize > 2<<20 {
-		return nil, 0, ntfsCorrupt(-1, 0x0d, "cluster size %d is impossible", v.clusterSize)
-	}
-	total := int64(le.Uint64(b[0x28:]))
-	if total <= 0 || total > 1<<56/sector {
-		return nil, 0, ntfsCorrupt(-1, 0x28, "volume of %d sectors is impossible", total)
-	}
-	v.clusters = total / spc
-	mftLCN := int64(le.Uint64(b[0x30:]))
-	if mftLCN <= 0 || mftLCN >= v.clusters {
-		return nil, 0, ntfsCorrupt(-1, 0x30, "$MFT cluster %d is outside the volume's %d clusters", mftLCN, v.clusters)
-	}
-	switch cpr := int8(b[0x40]); {
-	case cpr < 0 && cpr >= -31:
-		v.recordSize = 1 << uint(-cpr)
-	case cpr > 0:
-		v.recordSize = int64(cpr) * v.clusterSize
-	}
-	if v.recordSize < ntfsStride || v.recordSize > 64<<10 || v.recordSize&(v.recordSize-1) != 0 {
-		return nil, 0, ntfsCorrupt(-1, 0x40, "MFT record size %d is impossible", v.recordSize)
-	}
-	return v, mftLCN, nil
-}
-
-// ntfsFixup checks and undoes the update-sequence protection of a
-// multi-sector structure (an MFT record, an index block), whose first
-// bytes are its magic; what names it for errors.
-func ntfsFixup(b []byte, rec, off int64, what string) error {
+// fixup checks and undoes the update-sequence protection of a
+// multi-sector structure (an MFT record, an index block) of MFT record
+// rec read at byte off, whose first bytes are its magic; what names it
+// for errors.
+func fixup(b []byte, rec, off int64, what string) error {
 	le := binary.LittleEndian
 	usaOff, usaCount := int(le.Uint16(b[4:])), int(le.Uint16(b[6:]))
-	if usaOff&1 != 0 || usaCount-1 != len(b)/ntfsStride || usaOff < 8 || usaOff+2*usaCount > len(b) {
-		return ntfsCorrupt(rec, off+4, "%s: update sequence array (%d entries at %d) does not fit its %d bytes", what, usaCount, usaOff, len(b))
+	if usaOff&1 != 0 || usaCount-1 != len(b)/stride || usaOff < 8 || usaOff+2*usaCount > len(b) {
+		return corrupt(rec, off+4, "%s: update sequence array (%d entries at %d) does not fit its %d bytes", what, usaCount, usaOff, len(b))
 	}
 	for i := 1; i < usaCount; i++ {
-		end := i*ntfsStride - 2
+		end := i*stride - 2
 		if b[end] != b[usaOff] || b[end+1] != b[usaOff+1] {
-			return ntfsCorrupt(rec, off+int64(end), "%s: update sequence mismatch (a torn write or damage)", what)
+			return corrupt(rec, off+int64(end), "%s: update sequence mismatch (a torn write or damage)", what)
 		}
 		copy(b[end:end+2], b[usaOff+2*i:usaOff+2*i+2])
 	}
 	return nil
 }
 
-// ntfsRecord is one MFT record, fixed up.
-type ntfsRecord struct {
+// record is one MFT record, fixed up.
+type record struct {
 	num   int64
 	off   int64 // its byte offset on the volume (-1: not known)
 	b     []byte
@@ -215,57 +80,62 @@ type ntfsRecord struct {
 	base  int64 // the base record of an extension record; 0 for a base record
 }
 
-// ntfsParseRecord checks MFT record num, read at byte off, and undoes
-// its fixups in place.
-func ntfsParseRecord(num int64, b []byte, off int64) (*ntfsRecord, error) {
-	le := binary.LittleEndian
+// parseRecord checks MFT record num, read at byte off, and undoes its
+// fixups in place.
+func parseRecord(num int64, b []byte, off int64) (*record, error) {
 	switch string(b[:4]) {
 	case "FILE":
 	case "BAAD":
-		return nil, ntfsCorrupt(num, off, "is marked bad (by chkdsk)")
+		return nil, corrupt(num, off, "is marked bad (by chkdsk)")
 	default:
-		return nil, ntfsCorrupt(num, off, "has no FILE signature")
+		return nil, corrupt(num, off, "has no FILE signature")
 	}
-	if err := ntfsFixup(b, num, off, "record"); err != nil {
+	if err := fixup(b, num, off, "record"); err != nil {
 		return nil, err
 	}
-	r := &ntfsRecord{
+	return recordHeader(num, b, off)
+}
+
+// recordHeader reads the header of MFT record num, fixed up.
+func recordHeader(num int64, b []byte, off int64) (*record, error) {
+	le := binary.LittleEndian
+	r := &record{
 		num: num, off: off, b: b,
 		seq:   le.Uint16(b[0x10:]),
 		flags: le.Uint16(b[0x16:]),
 		used:  int(le.Uint32(b[0x18:])),
-		base:  int64(le.Uint64(b[0x20:]) & ntfsRefMask),
+		base:  int64(le.Uint64(b[0x20:]) & refMask),
 	}
 	attrOff := int(le.Uint16(b[0x14:]))
 	if r.used > len(b) || r.used < 0x18 {
-		return nil, ntfsCorrupt(num, off+0x18, "%d bytes in use of %d", r.used, len(b))
+		return nil, corrupt(num, off+0x18, "%d bytes in use of %d", r.used, len(b))
 	}
 	if attrOff < 0x18 || attrOff&7 != 0 || attrOff >= r.used {
-		return nil, ntfsCorrupt(num, off+0x14, "first attribute at %d (of %d bytes in use)", attrOff, r.used)
+		return nil, corrupt(num, off+0x14, "first attribute at %d (of %d bytes in use)", attrOff, r.used)
 	}
 	return r, nil
 }
 
 // record reads MFT record n.
-func (v *ntfsVolume) record(n int64) (*ntfsRecord, error) {
+func (v *volume) record(n int64) (*record, error) {
 	if n < 0 || n >= v.records {
-		return nil, ntfsCorrupt(n, -1, "is past the end of the MFT (%d records)", v.records)
+		return nil, corrupt(n, -1, "is past the end of the MFT (%d records)", v.records)
 	}
 	b := make([]byte, v.recordSize)
 	pos := n * v.recordSize
 	if err := readFull(v.mft, b, pos); err != nil {
 		return nil, fmt.Errorf("ntfs: read MFT record %d: %w", n, err)
 	}
-	return ntfsParseRecord(n, b, v.mft.where(pos))
+	return parseRecord(n, b, v.mft.where(pos))
 }
 
-// ntfsRun maps clusters [vcn, vcn+n) of an attribute to [lcn, lcn+n)
-// of the volume; lcn < 0 is a sparse run (zeros).
-type ntfsRun struct{ vcn, lcn, n int64 }
+// run maps clusters [vcn, vcn+n) of an attribute to [lcn, lcn+n) of the
+// volume; lcn < 0 is a sparse run (zeros).
+type run struct{ vcn, lcn, n int64 }
 
-// ntfsAttr is one attribute record: a resident value, or one extent of
-// a non-resident attribute.
-type ntfsAttr struct {
+// attr is one attribute record: a resident value, or one extent of a
+// non-resident attribute.
+type attr struct {
 	typ      uint32
 	name     string
 	flags    uint16
@@ -278,17 +148,17 @@ type ntfsAttr struct {
 	// Non-resident: the VCNs this extent maps and their runs; the
 	// sizes are meaningful in the extent that starts at VCN 0.
 	start, last int64
-	runs        []ntfsRun
+	runs        []run
 	compUnit    uint8
 	alloc, size int64
 	init        int64
 }
 
-// ntfsParseAttrs parses the attributes of a record (which it keeps
-// pointing into), for a volume of clusters clusters of clusterSize.
-func ntfsParseAttrs(r *ntfsRecord, clusterSize, clusters int64) ([]ntfsAttr, error) {
+// parseAttrs parses the attributes of a record (which it keeps pointing
+// into).
+func (v *volume) parseAttrs(r *record) ([]attr, error) {
 	le := binary.LittleEndian
-	var out []ntfsAttr
+	var out []attr
 	pos := int(le.Uint16(r.b[0x14:]))
 	at := func(p int) int64 {
 		if r.off < 0 {
@@ -298,81 +168,85 @@ func ntfsParseAttrs(r *ntfsRecord, clusterSize, clusters int64) ([]ntfsAttr, err
 	}
 	for {
 		if pos+4 > r.used {
-			return nil, ntfsCorrupt(r.num, at(pos), "attributes run past the %d bytes in use without an end marker", r.used)
+			return nil, corrupt(r.num, at(pos), "attributes run past the %d bytes in use without an end marker", r.used)
 		}
 		typ := le.Uint32(r.b[pos:])
-		if typ == ntfsAttrEnd {
+		if typ == attrEnd {
 			return out, nil
 		}
 		if pos+0x18 > r.used {
-			return nil, ntfsCorrupt(r.num, at(pos), "attribute %#x header runs past the %d bytes in use", typ, r.used)
+			return nil, corrupt(r.num, at(pos), "attribute %#x header runs past the %d bytes in use", typ, r.used)
 		}
 		length := int(le.Uint32(r.b[pos+4:]))
 		if length < 0x18 || length > r.used-pos {
-			return nil, ntfsCorrupt(r.num, at(pos), "attribute %#x of %d bytes does not fit the record", typ, length)
+			return nil, corrupt(r.num, at(pos), "attribute %#x of %d bytes does not fit the record", typ, length)
 		}
 		b := r.b[pos : pos+length]
-		a := ntfsAttr{typ: typ, rec: r.num, off: at(pos), resident: b[8] == 0, flags: le.Uint16(b[0x0c:]), id: le.Uint16(b[0x0e:])}
+		a := attr{typ: typ, rec: r.num, off: at(pos), resident: b[8] == 0, flags: le.Uint16(b[0x0c:]), id: le.Uint16(b[0x0e:])}
 		if n := int(b[9]); n > 0 {
 			nameOff := int(le.Uint16(b[0x0a:]))
 			if nameOff+2*n > length {
-				return nil, ntfsCorrupt(r.num, at(pos), "attribute %#x: its name (%d characters at %d) runs past its end", typ, n, nameOff)
+				return nil, corrupt(r.num, at(pos), "attribute %#x: its name (%d characters at %d) runs past its end", typ, n, nameOff)
 			}
-			a.name = ntfsName(b[nameOff : nameOff+2*n])
+			a.name = decodeName(b[nameOff : nameOff+2*n])
 		}
 		if a.resident {
 			vlen, voff := int64(le.Uint32(b[0x10:])), int64(le.Uint16(b[0x14:]))
 			if voff+vlen > int64(length) {
-				return nil, ntfsCorrupt(r.num, at(pos), "attribute %#x: its value (%d bytes at %d) runs past its end (%d)", typ, vlen, voff, length)
+				return nil, corrupt(r.num, at(pos), "attribute %#x: its value (%d bytes at %d) runs past its end (%d)", typ, vlen, voff, length)
 			}
 			a.value = b[voff : voff+vlen]
 		} else {
 			if length < 0x40 {
-				return nil, ntfsCorrupt(r.num, at(pos), "non-resident attribute %#x of %d bytes is too short", typ, length)
+				return nil, corrupt(r.num, at(pos), "non-resident attribute %#x of %d bytes is too short", typ, length)
 			}
 			a.start, a.last = int64(le.Uint64(b[0x10:])), int64(le.Uint64(b[0x18:]))
 			a.compUnit = b[0x22]
 			a.alloc, a.size, a.init = int64(le.Uint64(b[0x28:])), int64(le.Uint64(b[0x30:])), int64(le.Uint64(b[0x38:]))
-			maxVCN := math.MaxInt64 / clusterSize
+			maxVCN := math.MaxInt64 / v.clusterSize
 			if a.start < 0 || a.start > maxVCN || a.last < -1 || a.last > maxVCN {
-				return nil, ntfsCorrupt(r.num, at(pos), "attribute %#x maps VCNs %d to %d", typ, a.start, a.last)
+				return nil, corrupt(r.num, at(pos), "attribute %#x maps VCNs %d to %d", typ, a.start, a.last)
 			}
 			if a.start == 0 && (a.size < 0 || a.alloc < 0 || a.init < 0) {
-				return nil, ntfsCorrupt(r.num, at(pos), "attribute %#x has sizes %d, %d, %d", typ, a.alloc, a.size, a.init)
+				return nil, corrupt(r.num, at(pos), "attribute %#x has sizes %d, %d, %d", typ, a.alloc, a.size, a.init)
 			}
 			runsOff := int(le.Uint16(b[0x20:]))
-			if runsOff < 0x40 || runsOff > length {
-				return nil, ntfsCorrupt(r.num, at(pos), "attribute %#x: its runs at %d are outside it (%d bytes)", typ, runsOff, length)
+			if runsOff < 0x40 || runsOff >= length {
+				return nil, corrupt(r.num, at(pos+0x20), "attribute %#x: its runs at %d are outside it (%d bytes)", typ, runsOff, length)
 			}
-			var err error
-			if a.runs, err = ntfsDecodeRuns(b[runsOff:], a.start, a.last, clusters, maxVCN); err != nil {
-				return nil, ntfsCorrupt(r.num, at(pos+runsOff), "attribute %#x: %v", typ, err)
+			runs, bad, err := v.decodeRuns(b[runsOff:], a.start, a.last)
+			if err != nil {
+				return nil, corrupt(r.num, at(pos+runsOff+bad), "attribute %#x: %v", typ, err)
 			}
+			a.runs = runs
 		}
 		out = append(out, a)
 		pos += length
 	}
 }
 
-// ntfsDecodeRuns decodes a mapping-pairs array that starts at VCN vcn
-// and, unless last is 0, ends at VCN last, as ntfs-3g checks it.
-func ntfsDecodeRuns(b []byte, vcn, last, clusters, maxVCN int64) ([]ntfsRun, error) {
-	var out []ntfsRun
-	lcn := int64(0)
-	for i := 0; i < len(b) && b[i] != 0; {
+// decodeRuns decodes a mapping-pairs array that starts at VCN vcn and,
+// unless last is 0, ends at VCN last, as ntfs-3g checks it. On error it
+// says at which byte of b. A sparse run may be longer than the volume
+// (a sparse file may be larger); only an allocated one must fit in it.
+func (v *volume) decodeRuns(b []byte, vcn, last int64) ([]run, int, error) {
+	var out []run
+	lcn, maxVCN := int64(0), math.MaxInt64/v.clusterSize
+	i := 0
+	for i < len(b) && b[i] != 0 {
 		lenSize, offSize := int(b[i]&0x0f), int(b[i]>>4)
 		if lenSize == 0 || lenSize > 8 || offSize > 8 || i+1+lenSize+offSize > len(b) {
-			return nil, fmt.Errorf("bad run header %#x at byte %d of its runs", b[i], i)
+			return nil, i, fmt.Errorf("bad run header %#x at byte %d of its runs", b[i], i)
 		}
-		n := ntfsInt(b[i+1:i+1+lenSize], false)
+		n := leInt(b[i+1:i+1+lenSize], false)
 		if n <= 0 || n > maxVCN-vcn {
-			return nil, fmt.Errorf("run of %d clusters at VCN %d", n, vcn)
+			return nil, i, fmt.Errorf("run of %d clusters at VCN %d", n, vcn)
 		}
-		r := ntfsRun{vcn: vcn, lcn: -1, n: n}
+		r := run{vcn: vcn, lcn: -1, n: n}
 		if offSize > 0 {
-			lcn += ntfsInt(b[i+1+lenSize:i+1+lenSize+offSize], true)
-			if lcn < 0 || lcn > clusters || n > clusters-lcn {
-				return nil, fmt.Errorf("run at cluster %d (+%d) is outside the volume's %d clusters", lcn, n, clusters)
+			lcn += leInt(b[i+1+lenSize:i+1+lenSize+offSize], true)
+			if lcn < 0 || lcn > v.clusters || n > v.clusters-lcn {
+				return nil, i, fmt.Errorf("run at cluster %d (+%d) is outside the volume's %d clusters", lcn, n, v.clusters)
 			}
 			r.lcn = lcn
 		}
@@ -381,13 +255,13 @@ func ntfsDecodeRuns(b []byte, vcn, last, clusters, maxVCN int64) ([]ntfsRun, err
 		i += 1 + lenSize + offSize
 	}
 	if last != 0 && vcn-1 != last {
-		return nil, fmt.Errorf("runs end at VCN %d, the attribute says %d", vcn-1, last)
+		return nil, i, fmt.Errorf("runs end at VCN %d, the attribute says %d", vcn-1, last)
 	}
-	return out, nil
+	return out, 0, nil
 }
 
-// ntfsInt decodes a little-endian integer of len(b) (1 to 8) bytes.
-func ntfsInt(b []byte, signed bool) int64 {
+// leInt decodes a little-endian integer of len(b) (1 to 8) bytes.
+func leInt(b []byte, signed bool) int64 {
 	var v uint64
 	for i := len(b) - 1; i >= 0; i-- {
 		v = v<<8 | uint64(b[i])
@@ -398,18 +272,18 @@ func ntfsInt(b []byte, signed bool) int64 {
 	return int64(v)
 }
 
-// ntfsListEntry is one entry of an $ATTRIBUTE_LIST: which record holds
-// which attribute (extent).
-type ntfsListEntry struct {
+// listEntry is one entry of an $ATTRIBUTE_LIST: which record holds which
+// attribute (extent).
+type listEntry struct {
 	typ   uint32
 	start int64
 	ref   uint64
 	id    uint16
 }
 
-func ntfsParseAttrList(b []byte) ([]ntfsListEntry, error) {
+func parseAttrList(b []byte) ([]listEntry, error) {
 	le := binary.LittleEndian
-	var out []ntfsListEntry
+	var out []listEntry
 	for pos := 0; pos < len(b); {
 		if pos+0x1a > len(b) {
 			return nil, fmt.Errorf("entry at byte %d runs past its end (%d)", pos, len(b))
@@ -421,7 +295,7 @@ func ntfsParseAttrList(b []byte) ([]ntfsListEntry, error) {
 		if nameLen, nameOff := int(b[pos+6]), int(b[pos+7]); nameLen > 0 && nameOff+2*nameLen > length {
 			return nil, fmt.Errorf("entry at byte %d: its name runs past its end", pos)
 		}
-		out = append(out, ntfsListEntry{
+		out = append(out, listEntry{
 			typ:   le.Uint32(b[pos:]),
 			start: int64(le.Uint64(b[pos+8:])),
 			ref:   le.Uint64(b[pos+0x10:]),
@@ -432,32 +306,32 @@ func ntfsParseAttrList(b []byte) ([]ntfsListEntry, error) {
 	return out, nil
 }
 
-// ntfsFile is a file's base record and all its attributes, those in
+// file is a file's base record and all its attributes, those in
 // extension records included.
-type ntfsFile struct {
-	v     *ntfsVolume
-	rec   *ntfsRecord
-	attrs []ntfsAttr
+type file struct {
+	v     *volume
+	rec   *record
+	attrs []attr
 }
 
 // file reads the file that MFT reference ref names: its record must be
 // in use, a base record, and (if the reference has one) of its sequence
 // number, as ntfs-3g checks.
-func (v *ntfsVolume) file(ref uint64) (*ntfsFile, error) {
-	n, seq := int64(ref&ntfsRefMask), uint16(ref>>48)
+func (v *volume) file(ref uint64) (*file, error) {
+	n, seq := int64(ref&refMask), uint16(ref>>48)
 	r, err := v.record(n)
 	if err != nil {
 		return nil, err
 	}
 	switch {
-	case r.flags&ntfsRecordInUse == 0:
-		return nil, ntfsCorrupt(n, r.off, "is not in use (a deleted file)")
+	case r.flags&recordInUse == 0:
+		return nil, corrupt(n, r.off, "is not in use (a deleted file)")
 	case seq != 0 && seq != r.seq:
-		return nil, ntfsCorrupt(n, r.off, "has sequence number %d, not the %d its reference gives (a deleted or reused record)", r.seq, seq)
+		return nil, corrupt(n, r.off, "has sequence number %d, not the %d its reference gives (a deleted or reused record)", r.seq, seq)
 	case r.base != 0:
-		return nil, ntfsCorrupt(n, r.off, "is an extension of record %d, not a file", r.base)
+		return nil, corrupt(n, r.off, "is an extension of record %d, not a file", r.base)
 	}
-	attrs, err := ntfsParseAttrs(r, v.clusterSize, v.clusters)
+	attrs, err := v.parseAttrs(r)
 	if err != nil {
 		return nil, err
 	}
@@ -466,13 +340,13 @@ func (v *ntfsVolume) file(ref uint64) (*ntfsFile, error) {
 
 // fileFrom gathers the attributes of base record r: its own, and those
 // its $ATTRIBUTE_LIST places in extension records.
-func (v *ntfsVolume) fileFrom(r *ntfsRecord, attrs []ntfsAttr) (*ntfsFile, error) {
-	f := &ntfsFile{v: v, rec: r, attrs: attrs}
-	var list *ntfsAttr
+func (v *volume) fileFrom(r *record, attrs []attr) (*file, error) {
+	f := &file{v: v, rec: r, attrs: attrs}
+	var list *attr
 	for i := range attrs {
-		if attrs[i].typ == ntfsAttrList {
+		if attrs[i].typ == attrList {
 			if list != nil {
-				return nil, ntfsCorrupt(r.num, attrs[i].off, "has two attribute lists")
+				return nil, corrupt(r.num, attrs[i].off, "has two attribute lists")
 			}
 			list = &attrs[i]
 		}
@@ -480,13 +354,13 @@ func (v *ntfsVolume) fileFrom(r *ntfsRecord, attrs []ntfsAttr) (*ntfsFile, error
 	if list == nil {
 		return f, nil
 	}
-	b, err := f.small(list, ntfsMaxAttrList)
+	b, err := f.small(list, maxAttrList)
 	if err != nil {
 		return nil, err
 	}
-	entries, err := ntfsParseAttrList(b)
+	entries, err := parseAttrList(b)
 	if err != nil {
-		return nil, ntfsCorrupt(r.num, list.off, "$ATTRIBUTE_LIST: %v", err)
+		return nil, corrupt(r.num, list.off, "$ATTRIBUTE_LIST: %v", err)
 	}
 	type key struct {
 		typ uint32
@@ -495,13 +369,13 @@ func (v *ntfsVolume) fileFrom(r *ntfsRecord, attrs []ntfsAttr) (*ntfsFile, error
 	var order []int64 // extension records, as the list first names them
 	want := map[int64]map[key]uint16{}
 	for _, e := range entries {
-		n := int64(e.ref & ntfsRefMask)
+		n := int64(e.ref & refMask)
 		if n == r.num {
 			continue
 		}
 		if want[n] == nil {
-			if len(order) == ntfsMaxExtensions {
-				return nil, ntfsCorrupt(r.num, list.off, "$ATTRIBUTE_LIST names more than %d extension records", ntfsMaxExtensions)
+			if len(order) == maxExtensions {
+				return nil, corrupt(r.num, list.off, "$ATTRIBUTE_LIST names more than %d extension records", maxExtensions)
 			}
 			order = append(order, n)
 			want[n] = map[key]uint16{}
@@ -513,17 +387,17 @@ func (v *ntfsVolume) fileFrom(r *ntfsRecord, attrs []ntfsAttr) (*ntfsFile, error
 		if err != nil {
 			return nil, fmt.Errorf("ntfs: MFT record %d: its attribute list: %w", r.num, err)
 		}
-		if x.flags&ntfsRecordInUse == 0 || x.base != r.num {
-			return nil, ntfsCorrupt(r.num, x.off, "its attribute list names record %d, which is not its extension (in use %v, base %d)", n, x.flags&ntfsRecordInUse != 0, x.base)
+		if x.flags&recordInUse == 0 || x.base != r.num {
+			return nil, corrupt(r.num, x.off, "its attribute list names record %d, which is not its extension (in use %v, base %d)", n, x.flags&recordInUse != 0, x.base)
 		}
-		xa, err := ntfsParseAttrs(x, v.clusterSize, v.clusters)
+		xa, err := v.parseAttrs(x)
 		if err != nil {
 			return nil, err
 		}
 		for _, a := range xa {
 			if seq, ok := want[n][key{a.typ, a.id}]; ok {
 				if seq != 0 && seq != x.seq {
-					return nil, ntfsCorrupt(r.num, x.off, "its attribute list names record %d of sequence number %d; it has %d", n, seq, x.seq)
+					return nil, corrupt(r.num, x.off, "its attribute list names record %d of sequence number %d; it has %d", n, seq, x.seq)
 				}
 				f.attrs = append(f.attrs, a)
 			}
@@ -532,81 +406,95 @@ func (v *ntfsVolume) fileFrom(r *ntfsRecord, attrs []ntfsAttr) (*ntfsFile, error
 	return f, nil
 }
 
-// errNTFSNoAttr: the file has no such attribute.
-var errNTFSNoAttr = errors.New("no such attribute")
+// errNoAttr: the file has no such attribute.
+var errNoAttr = errors.New("no such attribute")
 
-func isNoAttr(err error) bool { return errors.Is(err, errNTFSNoAttr) }
+func isNoAttr(err error) bool { return errors.Is(err, errNoAttr) }
 
 // stream gathers the extents of attribute typ named name into one
 // readable stream.
-func (f *ntfsFile) stream(typ uint32, name string) (*ntfsStream, error) {
-	var ext []*ntfsAttr
+func (f *file) stream(typ uint32, name string) (*stream, error) {
+	var ext []*attr
 	for i := range f.attrs {
 		if a := &f.attrs[i]; a.typ == typ && a.name == name {
 			ext = append(ext, a)
 		}
 	}
-	what := ntfsAttrName(typ, name)
+	what := attrName(typ, name)
 	rec := f.rec.num
 	switch {
 	case len(ext) == 0:
-		return nil, fmt.Errorf("ntfs: MFT record %d: %s: %w", rec, what, errNTFSNoAttr)
+		return nil, fmt.Errorf("ntfs: MFT record %d: %s: %w", rec, what, errNoAttr)
 	case ext[0].resident:
 		if len(ext) > 1 {
-			return nil, ntfsCorrupt(rec, ext[1].off, "%s is resident and has %d extents", what, len(ext))
+			return nil, corrupt(rec, ext[1].off, "%s is resident and has %d extents", what, len(ext))
 		}
-		return &ntfsStream{v: f.v, rec: rec, what: what, isResident: true, resident: ext[0].value, size: int64(len(ext[0].value))}, nil
+		return &stream{v: f.v, rec: rec, what: what, isResident: true, resident: ext[0].value, size: int64(len(ext[0].value))}, nil
 	}
 	sort.SliceStable(ext, func(i, j int) bool { return ext[i].start < ext[j].start })
 	first := ext[0]
-	s := &ntfsStream{v: f.v, rec: rec, what: what, size: first.size, init: min(first.init, first.size), cacheN: -1}
+	s := &stream{v: f.v, rec: rec, what: what, size: first.size, init: min(first.init, first.size), cacheN: -1}
 	next, runs := int64(0), 0
 	for _, a := range ext {
 		switch {
 		case a.resident:
-			return nil, ntfsCorrupt(rec, a.off, "%s has resident and non-resident extents", what)
+			return nil, corrupt(rec, a.off, "%s has resident and non-resident extents", what)
 		case a.start != next:
-			return nil, ntfsCorrupt(rec, a.off, "%s: an extent starts at VCN %d, not %d", what, a.start, next)
+			return nil, corrupt(rec, a.off, "%s: an extent starts at VCN %d, not %d", what, a.start, next)
 		}
-		if runs += len(a.runs); runs > ntfsMaxRuns {
-			return nil, ntfsCorrupt(rec, a.off, "%s has more than %d runs", what, ntfsMaxRuns)
+		if runs += len(a.runs); runs > maxRuns {
+			return nil, corrupt(rec, a.off, "%s has more than %d runs", what, maxRuns)
 		}
 		next = a.last + 1
 		if len(a.runs) > 0 {
 			next = max(next, a.runs[len(a.runs)-1].vcn+a.runs[len(a.runs)-1].n)
 		}
 	}
-	s.runs = make([]ntfsRun, 0, runs)
+	s.runs = make([]run, 0, runs)
 	for _, a := range ext {
 		s.runs = append(s.runs, a.runs...)
 	}
-	if first.flags&ntfsAttrEncrypted != 0 {
+	if first.flags&flagEncrypted != 0 {
 		s.encrypted = true
-	} else if first.flags&ntfsAttrCompressed != 0 && first.compUnit != 0 {
+	} else if first.flags&flagCompressed != 0 && first.compUnit != 0 {
 		// ntfs-3g reads compression units of 16 clusters of up to 4 KiB.
 		if first.compUnit > 8 || f.v.clusterSize > 4096 {
-			return nil, ntfsCorrupt(rec, first.off, "%s: compression unit 2^%d of %d-byte clusters", what, first.compUnit, f.v.clusterSize)
+			return nil, corrupt(rec, first.off, "%s: compression unit 2^%d of %d-byte clusters", what, first.compUnit, f.v.clusterSize)
 		}
 		s.unit = 1 << first.compUnit
 	}
 	return s, nil
 }
 
+// systemData returns the unnamed $DATA of a metadata file ($MFT,
+// $LogFile, $Bitmap), which is read cluster by cluster: non-resident,
+// neither compressed nor encrypted.
+func (f *file) systemData() (*stream, error) {
+	s, err := f.stream(attrData, "")
+	switch {
+	case isNoAttr(err):
+		return nil, corrupt(f.rec.num, f.rec.off, "no unnamed $DATA attribute")
+	case err != nil:
+		return nil, err
+	case s.isResident:
+		return nil, corrupt(f.rec.num, f.rec.off, "$DATA is resident")
+	case s.unit > 0 || s.encrypted:
+		return nil, corrupt(f.rec.num, f.rec.off, "$DATA is compressed or encrypted")
+	}
+	return s, nil
+}
+
 // small reads a small attribute's value whole (at most limit bytes).
-func (f *ntfsFile) small(a *ntfsAttr, limit int64) ([]byte, error) {
+func (f *file) small(a *attr, limit int64) ([]byte, error) {
 	if a.resident {
 		return a.value, nil
 	}
-	s, err := f.stream(a.typ, a.name)
-	if err != nil {
-		return nil, err
-	}
-	return s.all(limit)
+	return f.value(a.typ, a.name, limit)
 }
 
 // value reads attribute typ named name whole (at most limit bytes);
-// errNTFSNoAttr if the file has none.
-func (f *ntfsFile) value(typ uint32, name string, limit int64) ([]byte, error) {
+// errNoAttr if the file has none.
+func (f *file) value(typ uint32, name string, limit int64) ([]byte, error) {
 	s, err := f.stream(typ, name)
 	if err != nil {
 		return nil, err
@@ -614,12 +502,12 @@ func (f *ntfsFile) value(typ uint32, name string, limit int64) ([]byte, error) {
 	return s.all(limit)
 }
 
-// ntfsAttrName names an attribute for errors.
-func ntfsAttrName(typ uint32, name string) string {
+// attrName names an attribute for errors.
+func attrName(typ uint32, name string) string {
 	s := map[uint32]string{
-		ntfsAttrStandardInformation: "$STANDARD_INFORMATION", ntfsAttrList: "$ATTRIBUTE_LIST",
-		ntfsAttrData: "$DATA", ntfsAttrIndexRoot: "$INDEX_ROOT", ntfsAttrIndexAllocation: "$INDEX_ALLOCATION",
-		ntfsAttrBitmap: "$BITMAP", ntfsAttrReparsePoint: "$REPARSE_POINT",
+		attrStandardInformation: "$STANDARD_INFORMATION", attrList: "$ATTRIBUTE_LIST",
+		attrData: "$DATA", attrIndexRoot: "$INDEX_ROOT", attrIndexAllocation: "$INDEX_ALLOCATION",
+		attrBitmap: "$BITMAP", attrReparsePoint: "$REPARSE_POINT",
 	}[typ]
 	if s == "" {
 		s = fmt.Sprintf("attribute %#x", typ)
@@ -630,9 +518,9 @@ func ntfsAttrName(typ uint32, name string) string {
 	return s
 }
 
-// ntfsName decodes a name in little-endian UTF-16, whole: a NUL in it
+// decodeName decodes a name in little-endian UTF-16, whole: a NUL in it
 // stays, for CheckName to refuse. Unpaired surrogates become U+FFFD.
-func ntfsName(b []byte) string {
+func decodeName(b []byte) string {
 	u := make([]uint16, len(b)/2)
 	for i := range u {
 		u[i] = binary.LittleEndian.Uint16(b[2*i:])

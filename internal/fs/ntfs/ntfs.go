@@ -2,13 +2,9 @@
 // registry): it finds the used clusters of a volume from its $Bitmap
 // metadata file, as far as the volume says it can be trusted (ntfs.go,
 // trust.go); it reads its files as ntfs-3g shows them (files.go, with
-// mft.go, index.go, stream.go and link.go beneath); and its label and
-// serial number (vfs.go).
-//
-// The two halves still parse boot sectors, MFT records and run lists
-// each their own way (volume and run here, ntfsVolume and ntfsRun in
-// mft.go): the file reader's names keep their ntfs prefix until the two
-// are made one.
+// index.go, stream.go and link.go beneath); and its label and serial
+// number (vfs.go). Both read the volume through one parser: the boot
+// sector here, MFT records, attributes and run lists in mft.go.
 package ntfs
 
 import (
@@ -20,93 +16,196 @@ import (
 )
 
 const (
-	attrList   = 0x20
-	attrData   = 0x80
-	attrEnd    = 0xffffffff
-	fixupBlock = 512 // NTFS protects records in 512-byte strides whatever the sector size
-	recBitmap  = 6   // MFT record number of $Bitmap
+	stride = 512 // update sequences protect 512 bytes, whatever the sector size
+
+	// MFT records of the metadata files read here.
+	recMFT          = 0
+	recLogFile      = 2
+	recVolume       = 3
+	recRoot         = 5 // the root directory
+	recBitmap       = 6
+	firstUserRecord = 16 // records below are the volume's metadata files
 )
 
-func corrupt(off int64, format string, args ...any) error {
-	return &block.CorruptError{What: "ntfs", Off: off, Msg: fmt.Sprintf(format, args...)}
+// corrupt is damage found in MFT record rec (-1: the boot sector or the
+// volume as a whole), at byte off of the volume where known.
+func corrupt(rec, off int64, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	if rec >= 0 {
+		msg = fmt.Sprintf("MFT record %d: %s", rec, msg)
+	}
+	return &block.CorruptError{What: "ntfs", Off: off, Msg: msg}
 }
 
+// readFull reads len(b) bytes at off: a short read is an error.
+func readFull(r io.ReaderAt, b []byte, off int64) error {
+	n, err := r.ReadAt(b, off)
+	if n == len(b) {
+		return nil
+	}
+	if err == nil || err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// volume is an NTFS volume's geometry and its MFT.
 type volume struct {
 	r            io.ReaderAt
-	size         int64
+	size         int64 // bytes of r
 	sectorSize   int64
 	clusterSize  int64
 	totalSectors int64
 	clusters     int64
 	recordSize   int64
-	mft          []run // the $MFT's own data runs
-	bitmap       []run // $Bitmap's data runs
+	records      int64   // records the $MFT's data holds
+	mft          *stream // the $MFT's unnamed $DATA
 
-	piece  []byte // a piece of $Bitmap, read by fill
-	pieceN int64  // its index (byte offset / len(piece)); -1: none
+	bitmap *stream // $Bitmap's data (Detect)
+	piece  []byte  // a piece of it, read by fill
+	pieceN int64   // its index (byte offset / len(piece)); -1: none
 }
 
-// run maps clusters [vcn, vcn+n) of an attribute to [lcn, lcn+n) on the
-// volume; lcn < 0 is a sparse run.
-type run struct{ vcn, lcn, n int64 }
+// open reads the boot sector of the NTFS volume in r (size bytes) and
+// its $MFT's own record. Not NTFS: an error wrapping block.ErrNotMine.
+func open(r io.ReaderAt, size int64) (*volume, error) {
+	bs := make([]byte, 512)
+	if size < int64(len(bs)) {
+		return nil, fmt.Errorf("ntfs: %w", block.ErrNotMine)
+	}
+	if err := readFull(r, bs, 0); err != nil {
+		return nil, fmt.Errorf("ntfs: read the boot sector: %w", err)
+	}
+	if string(bs[3:11]) != "NTFS    " {
+		return nil, fmt.Errorf("ntfs: %w", block.ErrNotMine)
+	}
+	v, mftLCN, err := parseBoot(bs, size)
+	if err != nil {
+		return nil, err
+	}
+	v.r = r
+	// Record 0 is the $MFT itself: its $DATA says where the others are.
+	// Until its extents are known, the MFT is what the boot sector says.
+	off := mftLCN * v.clusterSize
+	if off+v.recordSize > v.clusters*v.clusterSize {
+		return nil, corrupt(recMFT, off, "lies outside the volume's %d clusters", v.clusters)
+	}
+	b := make([]byte, v.recordSize)
+	if err := readFull(r, b, off); err != nil {
+		return nil, fmt.Errorf("ntfs: read MFT record 0 at byte %d: %w", off, err)
+	}
+	rec0, err := parseRecord(recMFT, b, off)
+	if err != nil {
+		return nil, err
+	}
+	attrs, err := v.parseAttrs(rec0)
+	if err != nil {
+		return nil, err
+	}
+	// An attribute list places the rest of the $MFT's extents in
+	// extension records that its first extent maps.
+	if err := v.setMFT(&file{v: v, rec: rec0, attrs: attrs}); err != nil {
+		return nil, err
+	}
+	f, err := v.fileFrom(rec0, attrs)
+	if err == nil {
+		err = v.setMFT(f)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// setMFT reads MFT records through f's $DATA from now on: as many as
+// both its size and its runs hold, and the volume could.
+func (v *volume) setMFT(f *file) error {
+	s, err := f.systemData()
+	if err != nil {
+		return err
+	}
+	mapped := int64(0)
+	if k := len(s.runs); k > 0 {
+		mapped = (s.runs[k-1].vcn + s.runs[k-1].n) * v.clusterSize
+	}
+	v.mft, v.records = s, min(s.size, mapped, v.clusters*v.clusterSize)/v.recordSize
+	if v.records <= recRoot {
+		return corrupt(recMFT, f.rec.off, "the $MFT holds %d records", v.records)
+	}
+	return nil
+}
+
+// parseBoot checks the boot sector b of a volume in size bytes and
+// returns the volume's geometry and the $MFT's first cluster.
+func parseBoot(b []byte, size int64) (*volume, int64, error) {
+	le := binary.LittleEndian
+	v := &volume{size: size, sectorSize: int64(le.Uint16(b[0x0b:]))}
+	if v.sectorSize < 256 || v.sectorSize > 4096 || v.sectorSize&(v.sectorSize-1) != 0 {
+		return nil, 0, corrupt(-1, 0x0b, "bytes per sector %d is impossible", v.sectorSize)
+	}
+	spc := int64(b[0x0d])
+	if spc > 0x80 {
+		if 256-spc > 20 {
+			return nil, 0, corrupt(-1, 0x0d, "sectors per cluster 2^%d is impossible", 256-spc)
+		}
+		spc = 1 << (256 - spc)
+	}
+	if spc == 0 || spc&(spc-1) != 0 {
+		return nil, 0, corrupt(-1, 0x0d, "sectors per cluster %d is impossible", spc)
+	}
+	v.clusterSize = spc * v.sectorSize
+	if v.clusterSize > 2<<20 {
+		return nil, 0, corrupt(-1, 0x0d, "cluster size %d is impossible", v.clusterSize)
+	}
+	// 2^56 bytes keeps every byte offset of a cluster in an int64.
+	v.totalSectors = int64(le.Uint64(b[0x28:]))
+	if limit := min(size, 1<<56); v.totalSectors <= 0 || v.totalSectors > limit/v.sectorSize {
+		return nil, 0, corrupt(-1, 0x28, "volume of %d sectors does not fit in %d bytes", v.totalSectors, limit)
+	}
+	v.clusters = v.totalSectors / spc
+	mftLCN := int64(le.Uint64(b[0x30:]))
+	if mftLCN <= 0 || mftLCN >= v.clusters {
+		return nil, 0, corrupt(-1, 0x30, "$MFT cluster %d is outside the volume's %d clusters", mftLCN, v.clusters)
+	}
+	switch cpr := int8(b[0x40]); {
+	case cpr < 0 && cpr >= -31:
+		v.recordSize = 1 << uint(-cpr)
+	case cpr > 0:
+		v.recordSize = int64(cpr) * v.clusterSize
+	}
+	if v.recordSize < stride || v.recordSize > 64<<10 || v.recordSize&(v.recordSize-1) != 0 {
+		return nil, 0, corrupt(-1, 0x40, "MFT record size %d is impossible", v.recordSize)
+	}
+	return v, mftLCN, nil
+}
+
+// systemData returns the unnamed $DATA of metadata file n.
+func (v *volume) systemData(n int64) (*stream, error) {
+	f, err := v.file(uint64(n))
+	if err != nil {
+		return nil, err
+	}
+	return f.systemData()
+}
 
 // Detect reads the NTFS volume in r (size bytes) and returns its used
 // clusters. Not NTFS: an error wrapping block.ErrNotMine. A volume
 // marked dirty, with a $LogFile to replay, or whose $Bitmap misses
 // clusters its MFT records use, is untrusted: every cluster counts.
 func Detect(r io.ReaderAt, size int64) (*block.Usage, error) {
-	var bs [512]byte
-	if size < 512 {
-		return nil, fmt.Errorf("ntfs: %w", block.ErrNotMine)
-	}
-	if n, err := r.ReadAt(bs[:], 0); n != len(bs) {
-		return nil, fmt.Errorf("ntfs: read boot sector: %w", err)
-	}
-	if string(bs[3:11]) != "NTFS    " {
-		return nil, fmt.Errorf("ntfs: %w", block.ErrNotMine)
-	}
-	v, mftLCN, err := parseBoot(bs[:], size)
+	v, err := open(r, size)
 	if err != nil {
 		return nil, err
 	}
-	v.r = r
-	// Record 0 is $MFT itself; its $DATA says where the rest of the MFT is.
-	rec0, err := v.readRecordAt(mftLCN * v.clusterSize)
-	if err != nil {
-		return nil, err
-	}
-	v.mft, err = v.dataRuns(rec0, mftLCN*v.clusterSize)
-	if err != nil {
-		return nil, fmt.Errorf("ntfs: $MFT: %w", err)
-	}
-	off, err := v.mftOffset(recBitmap)
-	if err != nil {
-		return nil, err
-	}
-	rec6, err := v.readRecordAt(off)
-	if err != nil {
-		return nil, err
-	}
-	bmRuns, err := v.dataRuns(rec6, off)
-	if err != nil {
+	if v.bitmap, err = v.systemData(recBitmap); err != nil {
 		return nil, fmt.Errorf("ntfs: $Bitmap: %w", err)
 	}
-	// Keep the runs that hold the volume's bits; a $Bitmap is allocated
-	// in whole clusters and may run a little longer.
-	need, have := (v.clusters+7)/8, int64(0)
-	for i, r := range bmRuns {
-		if r.vcn != have/v.clusterSize {
-			return nil, corrupt(off, "$Bitmap's runs start at cluster %d, not %d", r.vcn, have/v.clusterSize)
-		}
-		if have += r.n * v.clusterSize; have >= need {
-			bmRuns = bmRuns[:i+1]
-			break
-		}
+	// A $Bitmap is allocated in whole clusters and may run a little
+	// longer than the volume's bits; bytes past its initialized size
+	// would read as zeros (free).
+	if need := (v.clusters + 7) / 8; v.bitmap.init < need {
+		return nil, corrupt(recBitmap, v.mft.where(recBitmap*v.recordSize), "$Bitmap holds %d bytes, the volume needs %d", v.bitmap.init, need)
 	}
-	if have < need {
-		return nil, corrupt(off, "$Bitmap holds %d bytes, the volume needs %d", have, need)
-	}
-	v.bitmap = bmRuns
 	u, err := block.NewUsage("ntfs", v.clusterSize, size, v.fill)
 	if err != nil {
 		return nil, err
@@ -119,201 +218,6 @@ func Detect(r io.ReaderAt, size int64) (*block.Usage, error) {
 		u.Distrust("ntfs " + why)
 	}
 	return u, nil
-}
-
-func parseBoot(b []byte, size int64) (*volume, int64, error) {
-	le := binary.LittleEndian
-	v := &volume{size: size, sectorSize: int64(le.Uint16(b[0x0b:]))}
-	if v.sectorSize < 256 || v.sectorSize > 4096 || v.sectorSize&(v.sectorSize-1) != 0 {
-		return nil, 0, corrupt(0x0b, "bytes per sector %d is impossible", v.sectorSize)
-	}
-	spc := int64(b[0x0d])
-	if spc > 0x80 {
-		if 256-spc > 20 {
-			return nil, 0, corrupt(0x0d, "sectors per cluster 2^%d is impossible", 256-spc)
-		}
-		spc = 1 << (256 - spc)
-	}
-	if spc == 0 || spc&(spc-1) != 0 {
-		return nil, 0, corrupt(0x0d, "sectors per cluster %d is impossible", spc)
-	}
-	v.clusterSize = spc * v.sectorSize
-	if v.clusterSize > 2<<20 {
-		return nil, 0, corrupt(0x0d, "cluster size %d is impossible", v.clusterSize)
-	}
-	v.totalSectors = int64(le.Uint64(b[0x28:]))
-	if v.totalSectors <= 0 || v.totalSectors > size/v.sectorSize {
-		return nil, 0, corrupt(0x28, "volume of %d sectors does not fit in %d bytes", v.totalSectors, size)
-	}
-	v.clusters = v.totalSectors / spc
-	mftLCN := int64(le.Uint64(b[0x30:]))
-	if mftLCN <= 0 || mftLCN >= v.clusters {
-		return nil, 0, corrupt(0x30, "$MFT cluster %d is outside the volume", mftLCN)
-	}
-	cpr := int8(b[0x40])
-	switch {
-	case cpr < 0 && cpr >= -31:
-		v.recordSize = 1 << uint(-cpr)
-	case cpr > 0:
-		v.recordSize = int64(cpr) * v.clusterSize
-	}
-	if v.recordSize < fixupBlock || v.recordSize > 64<<10 || v.recordSize&(v.recordSize-1) != 0 {
-		return nil, 0, corrupt(0x40, "MFT record size %d is impossible", v.recordSize)
-	}
-	return v, mftLCN, nil
-}
-
-// readRecordAt reads one MFT record at byte off and applies its
-// update-sequence fixups.
-func (v *volume) readRecordAt(off int64) ([]byte, error) {
-	rec := make([]byte, v.recordSize)
-	if off < 0 || off+v.recordSize > v.size {
-		return nil, corrupt(off, "MFT record lies outside the volume")
-	}
-	if _, err := v.r.ReadAt(rec, off); err != nil {
-		return nil, fmt.Errorf("ntfs: read MFT record at byte %d: %w", off, err)
-	}
-	if string(rec[:4]) != "FILE" {
-		return nil, corrupt(off, "MFT record has no FILE signature")
-	}
-	if err := fixup(rec, off); err != nil {
-		return nil, err
-	}
-	return rec, nil
-}
-
-// fixup checks and undoes the update-sequence protection of a multi-sector
-// record (an MFT record, a $LogFile restart page) read at byte off.
-func fixup(rec []byte, off int64) error {
-	le := binary.LittleEndian
-	size := int64(len(rec))
-	usaOff, usaCount := int64(le.Uint16(rec[4:])), int64(le.Uint16(rec[6:]))
-	if usaCount-1 != size/fixupBlock || usaOff+2*usaCount > size {
-		return corrupt(off+4, "update sequence array (%d entries at %d) does not fit the record", usaCount, usaOff)
-	}
-	usn := rec[usaOff : usaOff+2]
-	for i := int64(1); i < usaCount; i++ {
-		end := i*fixupBlock - 2
-		if rec[end] != usn[0] || rec[end+1] != usn[1] {
-			return corrupt(off+end, "%s record fixup mismatch (torn write or damage)", rec[:4])
-		}
-		copy(rec[end:end+2], rec[usaOff+2*i:usaOff+2*i+2])
-	}
-	return nil
-}
-
-// mftOffset returns the volume byte offset of MFT record n.
-func (v *volume) mftOffset(n int64) (int64, error) {
-	pos := n * v.recordSize
-	vcn, within := pos/v.clusterSize, pos%v.clusterSize
-	for _, r := range v.mft {
-		if vcn >= r.vcn && vcn < r.vcn+r.n && r.lcn >= 0 {
-			return (r.lcn+vcn-r.vcn)*v.clusterSize + within, nil
-		}
-	}
-	return 0, corrupt(0, "MFT record %d is not mapped by the $MFT's data runs", n)
-}
-
-// attributes calls fn with each attribute of an MFT record (its type,
-// its bytes and their volume offset) until fn says stop; an attribute
-// whose length runs past the record is damage.
-func attributes(rec []byte, recOff int64, fn func(typ uint32, a []byte, off int64) (more bool)) error {
-	le := binary.LittleEndian
-	pos := int64(le.Uint16(rec[0x14:]))
-	used := min(int64(le.Uint32(rec[0x18:])), int64(len(rec)))
-	for pos+16 <= used {
-		typ := le.Uint32(rec[pos:])
-		if typ == attrEnd {
-			break
-		}
-		length := int64(le.Uint32(rec[pos+4:]))
-		if length < 16 || pos+length > used {
-			return corrupt(recOff+pos, "attribute length %d runs past the record", length)
-		}
-		if !fn(typ, rec[pos:pos+length], recOff+pos) {
-			break
-		}
-		pos += length
-	}
-	return nil
-}
-
-// dataRuns finds the unnamed non-resident $DATA attribute of a record
-// and decodes its run list.
-func (v *volume) dataRuns(rec []byte, recOff int64) ([]run, error) {
-	le := binary.LittleEndian
-	hasList := false
-	var data []byte
-	var dataOff int64
-	err := attributes(rec, recOff, func(typ uint32, a []byte, off int64) bool {
-		if typ == attrList {
-			hasList = true
-		}
-		if typ == attrData && a[9] == 0 { // unnamed
-			data, dataOff = a, off
-			return false
-		}
-		return true
-	})
-	switch {
-	case err != nil:
-		return nil, err
-	case data == nil && hasList:
-		return nil, corrupt(recOff, "$DATA is in an attribute list extension, which is not supported")
-	case data == nil:
-		return nil, corrupt(recOff, "no unnamed $DATA attribute")
-	case data[8] == 0:
-		return nil, corrupt(dataOff, "$DATA is resident")
-	case len(data) < 0x40:
-		return nil, corrupt(dataOff, "non-resident attribute header too short")
-	}
-	runsOff := int64(le.Uint16(data[0x20:]))
-	if runsOff >= int64(len(data)) {
-		return nil, corrupt(dataOff+0x20, "run list offset %d outside the attribute", runsOff)
-	}
-	return v.decodeRuns(data[runsOff:], int64(le.Uint64(data[0x10:])), dataOff+runsOff)
-}
-
-func (v *volume) decodeRuns(b []byte, vcn int64, off int64) ([]run, error) {
-	var out []run
-	lcn := int64(0)
-	for i := 0; i < len(b) && b[i] != 0; {
-		lenSize, offSize := int(b[i]&0x0f), int(b[i]>>4)
-		if lenSize == 0 || lenSize > 8 || offSize > 8 || i+1+lenSize+offSize > len(b) {
-			return nil, corrupt(off+int64(i), "bad data run header %#x", b[i])
-		}
-		n := signed(b[i+1:i+1+lenSize], false)
-		if n <= 0 || n > v.clusters {
-			return nil, corrupt(off+int64(i), "data run of %d clusters", n)
-		}
-		r := run{vcn: vcn, lcn: -1, n: n}
-		if offSize > 0 {
-			lcn += signed(b[i+1+lenSize:i+1+lenSize+offSize], true)
-			if lcn < 0 || lcn+n > v.clusters {
-				return nil, corrupt(off+int64(i), "data run at cluster %d (+%d) is outside the volume", lcn, n)
-			}
-			r.lcn = lcn
-		}
-		out = append(out, r)
-		vcn += n
-		i += 1 + lenSize + offSize
-		if len(out) > 1<<20 {
-			return nil, corrupt(off, "run list too long")
-		}
-	}
-	return out, nil
-}
-
-// signed decodes a little-endian integer of len(b) bytes.
-func signed(b []byte, isSigned bool) int64 {
-	var v uint64
-	for i := len(b) - 1; i >= 0; i-- {
-		v = v<<8 | uint64(b[i])
-	}
-	if isSigned && len(b) < 8 && b[len(b)-1]&0x80 != 0 {
-		v |= ^uint64(0) << (8 * uint(len(b)))
-	}
-	return int64(v)
 }
 
 // bitmapPiece is how much of $Bitmap fill reads at once.
@@ -352,8 +256,7 @@ func (v *volume) fill(first int64, m *block.Map) error {
 	return nil
 }
 
-// bitmapByte returns byte i of $Bitmap, read through its runs a piece at a
-// time.
+// bitmapByte returns byte i of $Bitmap, read a piece at a time.
 func (v *volume) bitmapByte(i int64) (byte, error) {
 	if v.piece == nil {
 		v.piece, v.pieceN = make([]byte, bitmapPiece), -1
@@ -362,31 +265,10 @@ func (v *volume) bitmapByte(i int64) (byte, error) {
 		v.pieceN = -1
 		need := (v.clusters + 7) / 8
 		piece := v.piece[:min(bitmapPiece, need-n*bitmapPiece)]
-		if err := v.readBitmap(piece, n*bitmapPiece); err != nil {
+		if err := readFull(v.bitmap, piece, n*bitmapPiece); err != nil {
 			return 0, err
 		}
 		v.pieceN = n
 	}
 	return v.piece[i-v.pieceN*bitmapPiece], nil
-}
-
-// readBitmap reads len(b) bytes of $Bitmap from byte off of its data.
-func (v *volume) readBitmap(b []byte, off int64) error {
-	for _, r := range v.bitmap {
-		rs, re := r.vcn*v.clusterSize, (r.vcn+r.n)*v.clusterSize
-		s, e := max(rs, off), min(re, off+int64(len(b)))
-		if s >= e {
-			continue
-		}
-		dst := b[s-off : e-off]
-		if r.lcn < 0 {
-			clear(dst)
-			continue
-		}
-		at := r.lcn*v.clusterSize + s - rs
-		if _, err := v.r.ReadAt(dst, at); err != nil {
-			return fmt.Errorf("ntfs: read $Bitmap at byte %d: %w", at, err)
-		}
-	}
-	return nil
 }

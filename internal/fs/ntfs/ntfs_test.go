@@ -1,11 +1,13 @@
 package ntfs
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/platter-dev/platter/internal/block"
@@ -102,26 +104,21 @@ func TestNotNTFS(t *testing.T) {
 func TestDamaged(t *testing.T) {
 	p := tooltest.Garbage(t, 16<<20)
 	tooltest.Run(t, "mkntfs", "-q", "-F", "-Q", p)
-	u, err := detectFile(t, p)
-	if err != nil {
+	if _, err := detectFile(t, p); err != nil {
 		t.Fatal(err)
 	}
-	_ = u
 	b, _ := os.ReadFile(p)
 	// Break the fixup of record 6 ($Bitmap): the last two bytes of its
 	// first 512-byte stride no longer match the update sequence number.
-	f, _ := os.Open(p)
-	v, mftLCN, _ := parseBoot(b[:512], int64(len(b)))
-	v.r = f
-	rec0, _ := v.readRecordAt(mftLCN * v.clusterSize)
-	v.mft, _ = v.dataRuns(rec0, 0)
-	off, _ := v.mftOffset(recBitmap)
-	f.Close()
-	b[off+510] ^= 0xff
+	v, err := open(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[v.mft.where(recBitmap*v.recordSize)+510] ^= 0xff
 	bad := tooltest.Garbage(t, 1)
 	os.WriteFile(bad, b, 0o644)
 	var ce *block.CorruptError
-	if _, err := detectFile(t, bad); !errors.As(err, &ce) {
+	if _, err := detectFile(t, bad); !errors.As(err, &ce) || !strings.Contains(err.Error(), "MFT record 6: record: update sequence mismatch") {
 		t.Errorf("broken fixup: %v", err)
 	}
 	trunc := tooltest.Garbage(t, 1)

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
-	"math"
 	"os"
 	"path"
 	"slices"
@@ -16,19 +15,21 @@ import (
 // The NTFS parsers' pieces, each on bytes made to break it, and the
 // whole reader fuzzed.
 
-func TestNTFSDecodeRuns(t *testing.T) {
+func TestDecodeRuns(t *testing.T) {
+	v := &volume{clusterSize: 4096, clusters: 1000}
 	for _, c := range []struct {
 		name     string
 		b        []byte
 		last     int64
-		want     []ntfsRun
+		want     []run
 		errMatch string
 	}{
-		{"one run", []byte{0x21, 0x10, 0x00, 0x01, 0}, 15, []ntfsRun{{0, 256, 16}}, ""},
-		{"sparse between", []byte{0x11, 4, 10, 0x01, 8, 0x11, 2, 0xfe, 0}, 13, []ntfsRun{{0, 10, 4}, {4, -1, 8}, {12, 8, 2}}, ""},
-		{"no terminator", []byte{0x11, 4, 10}, 3, []ntfsRun{{0, 10, 4}}, ""},
-		{"last not checked when 0", []byte{0x11, 4, 10, 0}, 0, []ntfsRun{{0, 10, 4}}, ""},
+		{"one run", []byte{0x21, 0x10, 0x00, 0x01, 0}, 15, []run{{0, 256, 16}}, ""},
+		{"sparse between", []byte{0x11, 4, 10, 0x01, 8, 0x11, 2, 0xfe, 0}, 13, []run{{0, 10, 4}, {4, -1, 8}, {12, 8, 2}}, ""},
+		{"no terminator", []byte{0x11, 4, 10}, 3, []run{{0, 10, 4}}, ""},
+		{"last not checked when 0", []byte{0x11, 4, 10, 0}, 0, []run{{0, 10, 4}}, ""},
 		{"empty", nil, -1, nil, ""},
+		{"sparse, longer than the volume", []byte{0x03, 0, 0, 1, 0}, 65535, []run{{0, -1, 65536}}, ""},
 		{"last mismatch", []byte{0x11, 4, 10, 0}, 9, nil, "runs end at VCN 3"},
 		{"outside the volume", []byte{0x31, 4, 0xff, 0xff, 0x7f, 0}, 3, nil, "outside the volume"},
 		{"before the volume", []byte{0x11, 4, 0xf0, 0}, 3, nil, "outside the volume"},
@@ -37,7 +38,7 @@ func TestNTFSDecodeRuns(t *testing.T) {
 		{"header past the end", []byte{0x44, 1, 2}, 0, nil, "bad run header"},
 		{"length size 9", []byte{0x19, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, 0, nil, "bad run header"},
 	} {
-		got, err := ntfsDecodeRuns(c.b, 0, c.last, 1000, math.MaxInt64/4096)
+		got, _, err := v.decodeRuns(c.b, 0, c.last)
 		if c.errMatch != "" {
 			if err == nil || !strings.Contains(err.Error(), c.errMatch) {
 				t.Errorf("%s: %v, want %q", c.name, err, c.errMatch)
@@ -47,6 +48,10 @@ func TestNTFSDecodeRuns(t *testing.T) {
 		if err != nil || !slices.Equal(got, c.want) {
 			t.Errorf("%s: %v %v, want %v", c.name, got, err, c.want)
 		}
+	}
+	// A damaged run is found where it is: its header's byte.
+	if _, at, err := v.decodeRuns([]byte{0x11, 4, 10, 0x44, 1}, 0, 0); at != 3 || err == nil {
+		t.Errorf("a bad second run: at byte %d (%v), want 3", at, err)
 	}
 }
 
@@ -61,9 +66,9 @@ func lznt1Chunk3(lit string, rest int) []byte {
 	return append(binary.LittleEndian.AppendUint16(nil, uint16(0xb000|(len(data)-1))), data...)
 }
 
-func TestNTFSLZNT1(t *testing.T) {
+func TestLZNT1(t *testing.T) {
 	dst := make([]byte, 8192)
-	if err := ntfsLZNT1(dst, lznt1Chunk3("abc", 9)); err != nil || string(dst[:12]) != "abcabcabcabc" || dst[12] != 0 {
+	if err := lznt1(dst, lznt1Chunk3("abc", 9)); err != nil || string(dst[:12]) != "abcabcabcabc" || dst[12] != 0 {
 		t.Errorf("back-reference: %q %v", dst[:13], err)
 	}
 	// A stored chunk then a compressed one: the second starts at 4 KiB.
@@ -71,7 +76,7 @@ func TestNTFSLZNT1(t *testing.T) {
 	for i := range dst {
 		dst[i] = 0xee
 	}
-	if err := ntfsLZNT1(dst, append(stored, lznt1Chunk3("xy", 4)...)); err != nil || dst[4095] != 's' || string(dst[4096:4102]) != "xyxyxy" || dst[4102] != 0 || dst[8191] != 0 {
+	if err := lznt1(dst, append(stored, lznt1Chunk3("xy", 4)...)); err != nil || dst[4095] != 's' || string(dst[4096:4102]) != "xyxyxy" || dst[4102] != 0 || dst[8191] != 0 {
 		t.Errorf("stored then compressed: %q %q %v", dst[4090:4100], dst[4096:4104], err)
 	}
 	for name, src := range map[string][]byte{
@@ -81,7 +86,7 @@ func TestNTFSLZNT1(t *testing.T) {
 		"stored chunk short":     {0x02, 0x30, 'a', 'b', 'c'},
 		"reference cut short":    {0x02, 0xb0, 0x02, 'a', 0x00},
 	} {
-		if err := ntfsLZNT1(dst, src); !errors.Is(err, errLZNT1) {
+		if err := lznt1(dst, src); !errors.Is(err, errLZNT1) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
@@ -89,7 +94,7 @@ func TestNTFSLZNT1(t *testing.T) {
 
 // Index nodes: entries are bounded by the node, and the last entry ends
 // the list.
-func TestNTFSIndexNode(t *testing.T) {
+func TestIndexNode(t *testing.T) {
 	le := binary.LittleEndian
 	entry := func(ref uint64, name string, space byte) []byte {
 		key := make([]byte, 0x42)
@@ -105,7 +110,7 @@ func TestNTFSIndexNode(t *testing.T) {
 		e = append(e, key...)
 		return append(e, make([]byte, length-len(e))...)
 	}
-	end := []byte{0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, ntfsIndexEntryEnd, 0, 0, 0}
+	end := []byte{0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, indexEntryEnd, 0, 0, 0}
 	node := func(entries ...[]byte) []byte {
 		body := bytes.Join(entries, nil)
 		h := le.AppendUint32(nil, 0x10)
@@ -114,8 +119,8 @@ func TestNTFSIndexNode(t *testing.T) {
 		h = le.AppendUint32(h, 0)
 		return append(h, body...)
 	}
-	var out []ntfsIndexEntry
-	if err := ntfsIndexNode(node(entry(40, "a:b", ntfsNamePOSIX), entry(41, "DOS", ntfsNameDOS), end), &out); err != nil || len(out) != 2 || out[0].name != "a:b" || out[1].space != ntfsNameDOS {
+	var out []indexEntry
+	if err := indexNode(node(entry(40, "a:b", namePOSIX), entry(41, "DOS", nameDOS), end), &out); err != nil || len(out) != 2 || out[0].name != "a:b" || out[1].space != nameDOS {
 		t.Errorf("%v %+v", err, out)
 	}
 	for name, b := range map[string][]byte{
@@ -127,7 +132,7 @@ func TestNTFSIndexNode(t *testing.T) {
 		"entries beyond": append(le.AppendUint32(le.AppendUint32(nil, 0x10), 0x1000), make([]byte, 8)...),
 	} {
 		out = nil
-		if err := ntfsIndexNode(b, &out); err == nil {
+		if err := indexNode(b, &out); err == nil {
 			t.Errorf("%s: no error (%+v)", name, out)
 		}
 	}
@@ -174,9 +179,9 @@ func (p *patched) ReadAt(b []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// walkNTFS lists every directory of n and, if data, reads every file
+// walkFiles lists every directory of n and, if data, reads every file
 // (up to 1 MiB each), ignoring errors: only panics and runaways matter.
-func walkNTFS(n *ntfsFS, data bool) {
+func walkFiles(n *reader, data bool) {
 	budget := 400 // entries visited
 	buf := make([]byte, 64<<10)
 	var walk func(dir string, depth int)
@@ -224,16 +229,16 @@ func plain(name string) bool {
 // blocks and bitmaps), one after another; the rest of the volume is as
 // ntfs-3g wrote it. (A whole volume is megabytes: too much to mutate.)
 func FuzzNTFS(f *testing.F) {
-	base, err := os.ReadFile(ntfsSmall(f, 40))
+	base, err := os.ReadFile(smallVolume(f, 40))
 	if err != nil {
 		f.Fatal(err)
 	}
 	tr := &traced{r: bytes.NewReader(base), seen: map[int64]bool{}}
-	v, err := openNTFSVolume(tr)
+	v, err := open(tr, int64(len(base)))
 	if err != nil {
 		f.Fatal(err)
 	}
-	walkNTFS(newNTFSFS(v), false)
+	walkFiles(newReader(v), false)
 	var sectors []int64
 	for s := range tr.seen {
 		sectors = append(sectors, s)
@@ -248,10 +253,10 @@ func FuzzNTFS(f *testing.F) {
 	f.Add(seed)
 	f.Add(seed[:len(seed)/2])
 	f.Fuzz(func(t *testing.T, in []byte) {
-		v, err := openNTFSVolume(&patched{base: base, at: at, in: in})
+		v, err := open(&patched{base: base, at: at, in: in}, int64(len(base)))
 		if err != nil {
 			return
 		}
-		walkNTFS(newNTFSFS(v), true)
+		walkFiles(newReader(v), true)
 	})
 }

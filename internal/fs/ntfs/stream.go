@@ -9,17 +9,17 @@ import (
 	"sync"
 )
 
-// ntfsStream reads an attribute's value: resident, or through its runs
+// stream reads an attribute's value: resident, or through its runs
 // (all its extents joined), sparse runs and bytes past the initialized
 // size as zeros, compressed units decompressed (LZNT1). ReadAt is safe
 // for parallel calls.
-type ntfsStream struct {
-	v          *ntfsVolume
+type stream struct {
+	v          *volume
 	rec        int64  // the file's base record, for errors
 	what       string // the attribute, for errors
 	isResident bool
 	resident   []byte
-	runs       []ntfsRun // in VCN order, contiguous from VCN 0
+	runs       []run // in VCN order, contiguous from VCN 0
 	size, init int64
 	unit       int64 // compression unit in clusters; 0: not compressed
 	encrypted  bool
@@ -29,21 +29,21 @@ type ntfsStream struct {
 	cacheN int64  // its number; -1: none
 }
 
-func (s *ntfsStream) corrupt(off int64, format string, args ...any) error {
-	return ntfsCorrupt(s.rec, s.where(off), "%s: %s", s.what, fmt.Sprintf(format, args...))
+func (s *stream) corrupt(off int64, format string, args ...any) error {
+	return corrupt(s.rec, s.where(off), "%s: %s", s.what, fmt.Sprintf(format, args...))
 }
 
 // run returns the run holding cluster vcn, or false.
-func (s *ntfsStream) run(vcn int64) (ntfsRun, bool) {
+func (s *stream) run(vcn int64) (run, bool) {
 	i := sort.Search(len(s.runs), func(i int) bool { return s.runs[i].vcn+s.runs[i].n > vcn })
 	if i == len(s.runs) || s.runs[i].vcn > vcn {
-		return ntfsRun{}, false
+		return run{}, false
 	}
 	return s.runs[i], true
 }
 
 // where is the volume byte offset of byte off of the stream, or -1.
-func (s *ntfsStream) where(off int64) int64 {
+func (s *stream) where(off int64) int64 {
 	if s == nil || s.isResident || off < 0 {
 		return -1
 	}
@@ -56,9 +56,9 @@ func (s *ntfsStream) where(off int64) int64 {
 }
 
 // all reads the whole value, if it is no larger than limit.
-func (s *ntfsStream) all(limit int64) ([]byte, error) {
+func (s *stream) all(limit int64) ([]byte, error) {
 	if s.size > limit {
-		return nil, ntfsCorrupt(s.rec, -1, "%s of %d bytes is larger than the %d it may be", s.what, s.size, limit)
+		return nil, corrupt(s.rec, -1, "%s of %d bytes is larger than the %d it may be", s.what, s.size, limit)
 	}
 	b := make([]byte, s.size)
 	if err := readFull(s, b, 0); err != nil {
@@ -67,7 +67,7 @@ func (s *ntfsStream) all(limit int64) ([]byte, error) {
 	return b, nil
 }
 
-func (s *ntfsStream) ReadAt(p []byte, off int64) (int, error) {
+func (s *stream) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("ntfs: MFT record %d: %s: read at negative offset %d", s.rec, s.what, off)
 	}
@@ -96,7 +96,7 @@ func (s *ntfsStream) ReadAt(p []byte, off int64) (int, error) {
 }
 
 // readRuns fills p from byte off through the runs.
-func (s *ntfsStream) readRuns(p []byte, off int64) error {
+func (s *stream) readRuns(p []byte, off int64) error {
 	cs := s.v.clusterSize
 	for len(p) > 0 {
 		if off >= s.init {
@@ -119,7 +119,7 @@ func (s *ntfsStream) readRuns(p []byte, off int64) error {
 }
 
 // readCompressed fills p from byte off, a compression unit at a time.
-func (s *ntfsStream) readCompressed(p []byte, off int64) error {
+func (s *stream) readCompressed(p []byte, off int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ub := s.unit * s.v.clusterSize
@@ -147,11 +147,11 @@ func (s *ntfsStream) readCompressed(p []byte, off int64) error {
 // unpack reads compression unit u into out (one unit long): all sparse
 // is zeros, all allocated is stored as it is, allocated clusters
 // followed by sparse ones hold LZNT1 data.
-func (s *ntfsStream) unpack(out []byte, u int64) error {
+func (s *stream) unpack(out []byte, u int64) error {
 	cs := s.v.clusterSize
 	first := u * s.unit
 	alloc, sparse := int64(0), int64(0)
-	var lcns []ntfsRun
+	var lcns []run
 	for vcn := first; vcn < first+s.unit; {
 		r, ok := s.run(vcn)
 		if !ok {
@@ -167,7 +167,7 @@ func (s *ntfsStream) unpack(out []byte, u int64) error {
 			if sparse > 0 {
 				return s.corrupt(vcn*cs, "compression unit %d has data after its sparse clusters", u)
 			}
-			lcns = append(lcns, ntfsRun{vcn: vcn, lcn: r.lcn + vcn - r.vcn, n: k})
+			lcns = append(lcns, run{vcn: vcn, lcn: r.lcn + vcn - r.vcn, n: k})
 			alloc += k
 		}
 		vcn += k
@@ -191,20 +191,20 @@ func (s *ntfsStream) unpack(out []byte, u int64) error {
 		clear(out[pos:])
 		return nil
 	}
-	if err := ntfsLZNT1(out, buf); err != nil {
+	if err := lznt1(out, buf); err != nil {
 		return s.corrupt(first*cs, "compression unit %d: %v", u, err)
 	}
 	return nil
 }
 
-// ntfsChunk is what one LZNT1 chunk decompresses to.
-const ntfsChunk = 4096
+// lznt1ChunkSize is what one LZNT1 chunk decompresses to.
+const lznt1ChunkSize = 4096
 
 var errLZNT1 = errors.New("LZNT1 data is damaged")
 
-// ntfsLZNT1 decompresses src, a compression unit's LZNT1 chunks, into
+// lznt1 decompresses src, a compression unit's LZNT1 chunks, into
 // dst (the unit's size); what they do not fill is zero.
-func ntfsLZNT1(dst, src []byte) error {
+func lznt1(dst, src []byte) error {
 	out, in := 0, 0
 	for out < len(dst) && in+2 <= len(src) {
 		h := int(binary.LittleEndian.Uint16(src[in:]))
@@ -218,10 +218,10 @@ func ntfsLZNT1(dst, src []byte) error {
 		}
 		chunk := src[in : in+size]
 		in += size
-		end := min(out+ntfsChunk, len(dst))
+		end := min(out+lznt1ChunkSize, len(dst))
 		if h&0x8000 == 0 {
 			// Stored: a whole 4 KiB chunk as it is.
-			if size != ntfsChunk {
+			if size != lznt1ChunkSize {
 				return fmt.Errorf("%w: a stored chunk of %d bytes", errLZNT1, size)
 			}
 			copy(dst[out:end], chunk)

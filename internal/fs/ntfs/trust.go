@@ -18,16 +18,10 @@ import (
 )
 
 const (
-	recLogFile = 2 // MFT record number of $LogFile
-	recVolume  = 3 // MFT record number of $Volume
-
-	attrVolumeInfo = 0x70
-	volumeIsDirty  = 0x0001
+	volumeIsDirty = 0x0001 // $VOLUME_INFORMATION's flags
 
 	restartIsClean = 0x0002 // RESTART_VOLUME_IS_CLEAN
 	logNoClient    = 0xffff // LOGFILE_NO_CLIENT
-
-	recordInUse = 0x0001
 
 	// checkBatch bounds the runs held at once while they are checked
 	// against $Bitmap.
@@ -48,43 +42,25 @@ func (v *volume) distrust() (string, error) {
 
 // dirty reads $Volume's flags.
 func (v *volume) dirty() (string, error) {
-	off, err := v.mftOffset(recVolume)
+	f, err := v.file(recVolume)
 	if err != nil {
 		return "", err
 	}
-	rec, err := v.readRecordAt(off)
-	if err != nil {
-		return "", err
-	}
-	a, aoff, err := attribute(rec, off, attrVolumeInfo)
-	if err != nil || a == nil {
-		return "", err
-	}
-	le := binary.LittleEndian
-	if a[8] != 0 || len(a) < 0x18 {
-		return "", corrupt(aoff, "$VOLUME_INFORMATION is not resident")
-	}
-	voff, vlen := int(le.Uint16(a[0x14:])), int(le.Uint32(a[0x10:]))
-	if vlen < 12 || voff > len(a) || vlen > len(a)-voff {
-		return "", corrupt(aoff, "$VOLUME_INFORMATION of %d bytes at %d does not fit its attribute", vlen, voff)
-	}
-	if le.Uint16(a[voff+0xa:])&volumeIsDirty != 0 {
-		return "is marked dirty ($Volume): Windows checks and repairs it (chkdsk) at the next boot, and may need clusters $Bitmap calls free", nil
+	for _, a := range f.attrs {
+		if a.typ != attrVolumeInfo {
+			continue
+		}
+		switch {
+		case !a.resident:
+			return "", corrupt(recVolume, a.off, "$VOLUME_INFORMATION is not resident")
+		case len(a.value) < 12:
+			return "", corrupt(recVolume, a.off, "$VOLUME_INFORMATION of %d bytes is too short", len(a.value))
+		case binary.LittleEndian.Uint16(a.value[0xa:])&volumeIsDirty != 0:
+			return "is marked dirty ($Volume): Windows checks and repairs it (chkdsk) at the next boot, and may need clusters $Bitmap calls free", nil
+		}
+		return "", nil
 	}
 	return "", nil
-}
-
-// attribute returns the first attribute of type typ in an MFT record
-// (nil: none) and its byte offset.
-func attribute(rec []byte, recOff int64, typ uint32) (found []byte, at int64, err error) {
-	err = attributes(rec, recOff, func(t uint32, a []byte, off int64) bool {
-		if t == typ {
-			found, at = a, off
-			return false
-		}
-		return true
-	})
-	return found, at, err
 }
 
 // logFile reads $LogFile's restart pages as ntfs-3g does before it
@@ -93,20 +69,12 @@ func attribute(rec []byte, recOff int64, typ uint32) (found []byte, at int64, er
 // but no "clean" flag holds records to replay. A log that is not empty
 // and has no restart page is one Windows would not take as clean either.
 func (v *volume) logFile() (string, error) {
-	off, err := v.mftOffset(recLogFile)
-	if err != nil {
-		return "", err
-	}
-	rec, err := v.readRecordAt(off)
-	if err != nil {
-		return "", err
-	}
-	runs, err := v.dataRuns(rec, off)
+	log, err := v.systemData(recLogFile)
 	if err != nil {
 		return "", fmt.Errorf("ntfs: $LogFile: %w", err)
 	}
 	le := binary.LittleEndian
-	head := make([]byte, fixupBlock)
+	head := make([]byte, stride)
 	var (
 		found   int
 		bestLSN uint64
@@ -117,7 +85,7 @@ func (v *volume) logFile() (string, error) {
 	// Where a restart page may start: 0, then powers of two (the second
 	// page sits at the system page size).
 	for pos := int64(0); pos <= 64<<10 && found < 2; {
-		if err := v.readRuns(runs, head, pos); err != nil {
+		if err := readFull(log, head, pos); err != nil {
 			break // past the log's data
 		}
 		isEmpty := le.Uint32(head) == 0xffffffff
@@ -133,8 +101,8 @@ func (v *volume) logFile() (string, error) {
 		if magic == "RSTR" || magic == "CHKD" {
 			sys, logp := le.Uint32(head[0x10:]), le.Uint32(head[0x14:])
 			raOff := int64(le.Uint16(head[0x18:]))
-			if sys >= fixupBlock && logp >= fixupBlock && sys&(sys-1) == 0 && logp&(logp-1) == 0 &&
-				raOff&7 == 0 && raOff >= 0x1e && raOff+0x10 <= fixupBlock-2 {
+			if sys >= stride && logp >= stride && sys&(sys-1) == 0 && logp&(logp-1) == 0 &&
+				raOff&7 == 0 && raOff >= 0x1e && raOff+0x10 <= stride-2 {
 				ra := head[raOff:]
 				lsn := le.Uint64(ra)
 				if magic == "CHKD" {
@@ -147,7 +115,7 @@ func (v *volume) logFile() (string, error) {
 			}
 		}
 		if pos == 0 {
-			pos = fixupBlock
+			pos = stride
 		} else {
 			pos <<= 1
 		}
@@ -163,45 +131,10 @@ func (v *volume) logFile() (string, error) {
 	return "", nil
 }
 
-// readRuns reads len(p) bytes of an attribute whose data runs are runs
-// (sorted by vcn) from byte off of its data; sparse runs read as zeros.
-func (v *volume) readRuns(runs []run, p []byte, off int64) error {
-	end := off + int64(len(p))
-	i := sort.Search(len(runs), func(i int) bool { return (runs[i].vcn+runs[i].n)*v.clusterSize > off })
-	covered := off
-	for ; i < len(runs) && runs[i].vcn*v.clusterSize < end; i++ {
-		r := runs[i]
-		rs, re := r.vcn*v.clusterSize, (r.vcn+r.n)*v.clusterSize
-		s, e := max(rs, off), min(re, end)
-		if s > covered {
-			break
-		}
-		dst := p[s-off : e-off]
-		if r.lcn < 0 {
-			clear(dst)
-		} else {
-			at := r.lcn*v.clusterSize + s - rs
-			if _, err := v.r.ReadAt(dst, at); err != nil {
-				return fmt.Errorf("read at byte %d: %w", at, err)
-			}
-		}
-		covered = e
-	}
-	if covered < end {
-		return corrupt(0, "bytes %d to %d are not mapped by the data runs", covered, end)
-	}
-	return nil
-}
-
 // checkRecords reads every MFT record and returns why $Bitmap cannot be
 // followed when an in-use record's non-resident attributes use clusters
 // it calls free (or lie outside the volume).
 func (v *volume) checkRecords() (string, error) {
-	var total int64
-	for _, r := range v.mft {
-		total = max(total, r.vcn+r.n)
-	}
-	records := min(total*v.clusterSize, v.clusters*v.clusterSize) / v.recordSize
 	type use struct {
 		run
 		rec int64
@@ -231,49 +164,35 @@ func (v *volume) checkRecords() (string, error) {
 	const batch = 64
 	buf := make([]byte, batch*v.recordSize)
 	le := binary.LittleEndian
-	for first := int64(0); first < records; first += batch {
-		n := min(batch, records-first)
+	for first := int64(0); first < v.records; first += batch {
+		n := min(batch, v.records-first)
 		b := buf[:n*v.recordSize]
-		if err := v.readRuns(v.mft, b, first*v.recordSize); err != nil {
+		if err := readFull(v.mft, b, first*v.recordSize); err != nil {
 			return "", fmt.Errorf("ntfs: read MFT records %d to %d: %w", first, first+n-1, err)
 		}
 		for k := int64(0); k < n; k++ {
-			rec := b[k*v.recordSize : (k+1)*v.recordSize]
-			num := first + k
-			if string(rec[:4]) != "FILE" || le.Uint16(rec[0x16:])&recordInUse == 0 {
+			b, num := b[k*v.recordSize:(k+1)*v.recordSize], first+k
+			if string(b[:4]) != "FILE" || le.Uint16(b[0x16:])&recordInUse == 0 {
 				continue
 			}
-			off, _ := v.mftOffset(num)
-			if err := fixup(rec, off); err != nil {
+			off := v.mft.where(num * v.recordSize)
+			if err := fixup(b, num, off, "record"); err != nil {
 				continue // a torn record: chkdsk's business, not a map to follow
 			}
-			why := ""
-			err := attributes(rec, off, func(_ uint32, a []byte, aoff int64) bool {
-				if a[8] == 0 || len(a) < 0x40 {
-					return true
-				}
-				runsOff := int64(le.Uint16(a[0x20:]))
-				if runsOff >= int64(len(a)) {
-					why = fmt.Sprintf("has a damaged MFT record %d (run list outside its attribute); chkdsk would repair it", num)
-					return false
-				}
-				rs, err := v.decodeRuns(a[runsOff:], int64(le.Uint64(a[0x10:])), aoff+runsOff)
-				if err != nil {
-					why = fmt.Sprintf("has a damaged MFT record %d: %v; chkdsk would repair it", num, err)
-					return false
-				}
-				for _, r := range rs {
+			r, err := recordHeader(num, b, off)
+			var attrs []attr
+			if err == nil {
+				attrs, err = v.parseAttrs(r)
+			}
+			if err != nil {
+				return fmt.Sprintf("has a damaged MFT record %d (%v); chkdsk would repair it", num, err), nil
+			}
+			for _, a := range attrs {
+				for _, r := range a.runs {
 					if r.lcn >= 0 {
 						uses = append(uses, use{r, num})
 					}
 				}
-				return true
-			})
-			if err != nil {
-				return fmt.Sprintf("has a damaged MFT record %d (%v); chkdsk would repair it", num, err), nil
-			}
-			if why != "" {
-				return why, nil
 			}
 			if len(uses) >= checkBatch {
 				if why, err := check(); why != "" || err != nil {

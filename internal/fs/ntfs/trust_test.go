@@ -11,9 +11,8 @@ import (
 	"github.com/platter-dev/platter/internal/tooltest"
 )
 
-// openVolume reads the boot sector, the MFT's and $Bitmap's runs of img,
-// for tests that patch structures where they are; mirror is the byte
-// offset of $MFTMirr.
+// openVolume opens img, for tests that patch structures where they are;
+// mirror is the byte offset of $MFTMirr.
 func openVolume(t testing.TB, img string) (v *volume, mirror int64) {
 	t.Helper()
 	f, err := os.Open(img)
@@ -22,31 +21,14 @@ func openVolume(t testing.TB, img string) (v *volume, mirror int64) {
 	}
 	t.Cleanup(func() { f.Close() })
 	st, _ := f.Stat()
+	if v, err = open(f, st.Size()); err != nil {
+		t.Fatal(err)
+	}
+	if v.bitmap, err = v.systemData(recBitmap); err != nil {
+		t.Fatal(err)
+	}
 	var bs [512]byte
 	f.ReadAt(bs[:], 0)
-	v, mftLCN, err := parseBoot(bs[:], st.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
-	v.r = f
-	rec0, err := v.readRecordAt(mftLCN * v.clusterSize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v.mft, err = v.dataRuns(rec0, 0); err != nil {
-		t.Fatal(err)
-	}
-	off, err := v.mftOffset(recBitmap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec6, err := v.readRecordAt(off)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v.bitmap, err = v.dataRuns(rec6, off); err != nil {
-		t.Fatal(err)
-	}
 	return v, int64(binary.LittleEndian.Uint64(bs[0x38:])) * v.clusterSize
 }
 
@@ -153,13 +135,19 @@ func TestTrust(t *testing.T) {
 
 	t.Run("dirty", func(t *testing.T) {
 		img := copyImage(t, base)
-		off, _ := v.mftOffset(recVolume)
-		rec, _ := v.readRecordAt(off)
-		a, aoff, err := attribute(rec, off, attrVolumeInfo)
-		if err != nil || a == nil {
-			t.Fatalf("no $VOLUME_INFORMATION: %v", err)
+		f, err := v.file(recVolume)
+		if err != nil {
+			t.Fatal(err)
 		}
-		flagsAt := aoff + int64(binary.LittleEndian.Uint16(a[0x14:])) + 0xa
+		off, flagsAt := f.rec.off, int64(-1)
+		for _, a := range f.attrs {
+			if a.typ == attrVolumeInfo {
+				flagsAt = a.off + int64(binary.LittleEndian.Uint16(f.rec.b[a.off-off+0x14:])) + 0xa
+			}
+		}
+		if flagsAt < 0 {
+			t.Fatal("no $VOLUME_INFORMATION")
+		}
 		patchAt(t, img, flagsAt, []byte{byte(volumeIsDirty)})
 		patchAt(t, img, mirror+recVolume*v.recordSize+flagsAt-off, []byte{byte(volumeIsDirty)}) // $MFTMirr's copy
 		// ntfsinfo refuses a volume "scheduled for check": it sees the flag.
@@ -172,17 +160,15 @@ func TestTrust(t *testing.T) {
 	})
 
 	t.Run("logfile", func(t *testing.T) {
-		off, _ := v.mftOffset(recLogFile)
-		rec, _ := v.readRecordAt(off)
-		runs, err := v.dataRuns(rec, off)
-		if err != nil || len(runs) == 0 || runs[0].lcn < 0 {
-			t.Fatalf("$LogFile runs: %v %v", runs, err)
+		log, err := v.systemData(recLogFile)
+		if err != nil || len(log.runs) == 0 || log.runs[0].lcn < 0 {
+			t.Fatalf("$LogFile: %v", err)
 		}
 		var size int64
-		for _, r := range runs {
+		for _, r := range log.runs {
 			size += r.n * v.clusterSize
 		}
-		at := runs[0].lcn * v.clusterSize
+		at := log.runs[0].lcn * v.clusterSize
 		for _, tc := range []struct {
 			flags   uint16
 			unclean bool
@@ -203,14 +189,30 @@ func TestTrust(t *testing.T) {
 		}
 	})
 
+	t.Run("sparse file larger than the volume", func(t *testing.T) {
+		img := copyImage(t, base)
+		mnt := t.TempDir()
+		tooltest.Run(t, "ntfs-3g", img, mnt)
+		big := filepath.Join(mnt, "big")
+		err := os.WriteFile(big, nil, 0o644)
+		if err == nil {
+			err = os.Truncate(big, 1<<40) // one sparse run of 2^28 clusters
+		}
+		tooltest.Run(t, "fusermount", "-u", mnt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		expectTrusted(t, img)
+	})
+
 	t.Run("bitmap misses clusters", func(t *testing.T) {
 		img := copyImage(t, base)
 		// Clear $Bitmap from the middle of the volume on: files live
 		// there.
 		half := v.clusters / 2 / 8
 		b := make([]byte, (v.clusters+7)/8-half)
-		at := v.bitmap[0].lcn*v.clusterSize + half
-		if v.bitmap[0].n*v.clusterSize < (v.clusters+7)/8 {
+		at := v.bitmap.runs[0].lcn*v.clusterSize + half
+		if v.bitmap.runs[0].n*v.clusterSize < (v.clusters+7)/8 {
 			t.Fatal("$Bitmap is fragmented")
 		}
 		orig := make([]byte, len(b))

@@ -14,8 +14,8 @@ var FS = vfs.Filesystem{
 	Title:    "NTFS",
 	Detect:   Detect,
 	Identify: identify,
-	OpenFiles: func(r io.ReaderAt, _ int64) (vfs.Files, error) {
-		f, err := openFiles(r)
+	OpenFiles: func(r io.ReaderAt, size int64) (vfs.Files, error) {
+		f, err := openFiles(r, size)
 		if err != nil {
 			return nil, err
 		}
@@ -25,13 +25,13 @@ var FS = vfs.Filesystem{
 
 // identify: the volume serial number (boot sector byte 0x48) as blkid
 // shows it, and the $VOLUME_NAME attribute of $Volume (MFT record 3).
-func identify(r io.ReaderAt, _ int64) vfs.Identity {
+func identify(r io.ReaderAt, size int64) vfs.Identity {
 	bs := make([]byte, 512)
 	if _, err := r.ReadAt(bs, 0); err != nil || string(bs[3:11]) != "NTFS    " {
 		return vfs.Identity{}
 	}
 	id := vfs.Identity{UUID: fmt.Sprintf("%016X", binary.LittleEndian.Uint64(bs[0x48:]))}
-	if n, err := openFiles(r); err == nil {
+	if n, err := openFiles(r, size); err == nil {
 		id.Label, _ = n.label()
 	}
 	return id
