@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"unicode"
 
 	"github.com/platter-dev/platter/internal/fs/vfs"
 )
@@ -124,9 +123,9 @@ func (c *checked) Stat(name string) (Entry, error) {
 		}
 	}
 	if c.fold {
-		k := foldKey(base)
+		k := vfs.FoldKey(base)
 		for _, e := range ents {
-			if foldKey(e.Name) == k {
+			if vfs.FoldKey(e.Name) == k {
 				return e, nil
 			}
 		}
@@ -164,7 +163,7 @@ func (c *checked) list(dir string) ([]Entry, []*SkipError, error) {
 			// readers find the first entry of a name, never a later one.
 			k := d.Name
 			if c.fold {
-				k = foldKey(k)
+				k = vfs.FoldKey(k)
 			}
 			if kept, dup := first[k]; dup && kept == d.Name {
 				err = errDuplicate
@@ -219,17 +218,4 @@ func elements(p string) ([]string, error) {
 		}
 	}
 	return elems, nil
-}
-
-// foldKey maps each letter of name to the smallest of its Unicode
-// simple-folding orbit: two names have one key exactly when
-// strings.EqualFold says they match.
-func foldKey(name string) string {
-	return strings.Map(func(r rune) rune {
-		low := r
-		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
-			low = min(low, f)
-		}
-		return low
-	}, name)
 }

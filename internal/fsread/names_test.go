@@ -177,18 +177,6 @@ func TestCheckedListing(t *testing.T) {
 	}
 }
 
-// foldKey matches names exactly as strings.EqualFold does.
-func TestFoldKey(t *testing.T) {
-	words := []string{"a", "A", "ß", "ẞ", "k", "K", "\u212a", "σ", "Σ", "ς", "ǅ", "ǆ", "Ǆ", "é", "É", "ab", "aB", "i", "I", "İ", "ı", "\xff", "\xfe"}
-	for _, a := range words {
-		for _, b := range words {
-			if (foldKey(a) == foldKey(b)) != strings.EqualFold(a, b) {
-				t.Errorf("%q, %q: foldKey equal %v, EqualFold %v", a, b, foldKey(a) == foldKey(b), strings.EqualFold(a, b))
-			}
-		}
-	}
-}
-
 // memFS is a checked filesystem of a few files, for Extract.
 type memFS map[string]Entry
 

@@ -1,7 +1,10 @@
-// Package tooltest holds what tests share: running real tools (a missing
-// tool fails the test, never skips it), garbage-filled fixture files,
-// reading filesystems back with their own tools, and comparing a used-block
-// map with partclone's.
+// Package tooltest holds what tests share, the unit tests of the
+// filesystem packages and test/e2e alike: running real tools (a missing
+// tool fails the test, never skips it), garbage-filled fixture files and
+// filesystems filled by recipe (MakeFAT, ExfatFill), mounting them,
+// reading them back with their own tools, comparing trees of files
+// (Manifest) and a used-block map with partclone's, and walking fuzzed
+// filesystems (FuzzUsage, FuzzFiles).
 package tooltest
 
 import (

@@ -35,29 +35,7 @@ func mkBtrfs(t *testing.T, size int64, args ...string) string {
 
 // btrfsMount mounts file through a loop device and returns the mount
 // point; done unmounts it.
-func btrfsMount(t *testing.T, file, opts string) (mnt string, done func()) {
-	t.Helper()
-	var dev string
-	if strings.HasPrefix(opts, "ro") {
-		dev = loop(t, file, "-r")
-	} else {
-		dev = loop(t, file)
-	}
-	mnt = t.TempDir()
-	sh(t, "mount", "-o", opts, dev, mnt)
-	mounted := true
-	t.Cleanup(func() {
-		if mounted {
-			exec.Command("umount", mnt).Run()
-		}
-	})
-	return mnt, func() {
-		if mounted {
-			sh(t, "umount", mnt)
-			mounted = false
-		}
-	}
-}
+var btrfsMount = tooltest.Mount
 
 // btrfsFill writes n bytes made from seed to p: random, or text (which
 // compresses).
@@ -268,18 +246,6 @@ func checkBtrfsCopy(t *testing.T, want, got string) {
 	sameTree(t, wm, gm)
 }
 
-// partcloneZstd is the size of partclone.btrfs's image of img piped
-// through zstd -3.
-func partcloneZstd(t *testing.T, img string) int64 {
-	t.Helper()
-	out := sh(t, "bash", "-c", fmt.Sprintf("set -o pipefail; partclone.btrfs -q -c -s %q -o - 2>/dev/null | zstd -3 -q -c | wc -c", img))
-	n, err := strconv.ParseInt(strings.TrimSpace(out), 10, 64)
-	if err != nil {
-		t.Fatalf("partclone | zstd: %q", out)
-	}
-	return n
-}
-
 // TestBtrfs images btrfs as mkfs.btrfs makes it and as the kernel fills
 // it, and judges the restored copy with btrfs's tools. The image stores
 // the extent tree's allocations on every copy (both DUP copies: the
@@ -366,7 +332,7 @@ func TestBtrfs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			pcz := partcloneZstd(t, src)
+			pcz, _ := partcloneZstd(t, "partclone.btrfs", src)
 			t.Logf("image: platter %d bytes, partclone.btrfs -c | zstd -3 %d bytes (%.3fx), device %d bytes", st.Size(), pcz, float64(st.Size())/float64(pcz), tc.size)
 			if float64(st.Size()) > 1.05*float64(pcz) {
 				t.Errorf("platter's image is %d bytes, more than 1.05x partclone|zstd's %d", st.Size(), pcz)
@@ -499,30 +465,15 @@ func TestBtrfsLogTree(t *testing.T) {
 		}
 	}()
 	sh(t, "sync")
+	tmp := t.TempDir()
 	want := map[string][]byte{}
 	for i, n := range []int{5000, 700 << 10, 3 << 20} {
-		name := fmt.Sprintf("sub1/fsynced-%d", i)
-		btrfsFill(t, filepath.Join(mnt, name+".tmp"), n, uint64(7000+i), i == 2)
-		b, _ := os.ReadFile(filepath.Join(mnt, name+".tmp"))
-		os.Remove(filepath.Join(mnt, name+".tmp"))
-		f, err := os.Create(filepath.Join(mnt, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.Write(b)
-		if err := f.Sync(); err != nil {
-			t.Fatal(err)
-		}
-		f.Close()
-		want[name] = b
+		p := filepath.Join(tmp, fmt.Sprint(i))
+		btrfsFill(t, p, n, uint64(7000+i), i == 2)
+		want[fmt.Sprintf("sub1/fsynced-%d", i)], _ = os.ReadFile(p)
 	}
-	copied := filepath.Join(t.TempDir(), "copy.img")
-	sh(t, "dd", "if="+dev, "of="+copied, "bs=1M", "iflag=direct", "status=none")
-	sh(t, "umount", mnt)
+	copied := tooltest.BtrfsLogCopy(t, dev, mnt, want)
 	mounted = false
-	if s := sh(t, "btrfs", "inspect-internal", "dump-super", copied); !regexp.MustCompile(`(?m)^log_root\s+[1-9]`).MatchString(s) {
-		t.Fatalf("the copy has no log tree:\n%s", s)
-	}
 
 	img := filepath.Join(t.TempDir(), "fs.platter")
 	_, stderr, code := run(t, "create", "--progress", "none", copied, img)

@@ -18,7 +18,6 @@ import (
 	"math/rand"
 	"os"
 	"os/exec"
-	"path"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -26,6 +25,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/platter-dev/platter/internal/tooltest"
 )
 
 // exfatGarbage makes a file of size bytes of pseudo-random data: the
@@ -48,76 +49,6 @@ func exfatGarbage(t *testing.T, p string, size int64) string {
 	return p
 }
 
-// exfatLoop attaches bytes [off, off+size) of img to a loop device
-// (read-only if ro); the func detaches it, once exfat-fuse has let go.
-func exfatLoop(t *testing.T, img string, off, size int64, ro bool) (string, func()) {
-	t.Helper()
-	args := []string{"-f", "--show", "-o", strconv.FormatInt(off, 10), "--sizelimit", strconv.FormatInt(size, 10)}
-	if ro {
-		args = append(args, "-r")
-	}
-	dev := strings.TrimSpace(sh(t, "losetup", append(args, img)...))
-	done := false
-	detach := func() {
-		if done {
-			return
-		}
-		done = true
-		for try := 0; try < 100; try++ {
-			if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err == nil || !strings.Contains(string(out), "busy") {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		for try := 0; try < 100; try++ {
-			if _, err := os.Stat("/sys/block/" + filepath.Base(dev) + "/loop/backing_file"); err != nil {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
-	t.Cleanup(detach)
-	return dev, detach
-}
-
-// exfatMount mounts the exFAT on dev with exfat-fuse (which, run as
-// root, mounts block devices only); the func unmounts it.
-func exfatMount(t *testing.T, dev string, ro bool) (string, func()) {
-	t.Helper()
-	mnt := t.TempDir()
-	args := []string{dev, mnt}
-	if ro {
-		args = append([]string{"-o", "ro"}, args...)
-	}
-	sh(t, "mount.exfat-fuse", args...)
-	done := false
-	umount := func() {
-		if done {
-			return
-		}
-		done = true
-		for try := 0; ; try++ {
-			out, err := exec.Command("fusermount", "-u", mnt).CombinedOutput()
-			if err == nil || !exfatMounted(mnt) {
-				return
-			}
-			if try == 50 {
-				t.Errorf("fusermount -u %s: %v\n%s", mnt, err, out)
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
-	t.Cleanup(umount)
-	return mnt, umount
-}
-
-// exfatMounted says whether a filesystem is mounted on mnt.
-func exfatMounted(mnt string) bool {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	return err != nil || strings.Contains(string(b), " "+mnt+" ")
-}
-
 // exfatEntry is a file or directory as a test compares it.
 type exfatEntry struct {
 	dir   bool
@@ -130,8 +61,8 @@ type exfatEntry struct {
 // exfat-fuse, read-only: every entry by path.
 func exfatView(t *testing.T, img string, off, size int64) map[string]exfatEntry {
 	t.Helper()
-	dev, detach := exfatLoop(t, img, off, size, true)
-	mnt, umount := exfatMount(t, dev, true)
+	dev, detach := tooltest.ExfatLoop(t, img, off, size, true)
+	mnt, umount := tooltest.ExfatMount(t, dev, true)
 	defer detach()
 	defer umount()
 	return exfatTree(t, mnt)
@@ -197,116 +128,6 @@ func exfatSame(t *testing.T, what string, want, got map[string]exfatEntry) {
 	}
 }
 
-// exfatPopulate writes the files of a test volume through exfat-fuse: a
-// deep tree, long names in several scripts (one past the Basic
-// Multilingual Plane, one of 255 characters), names that differ in case
-// only in different directories, empty files and an empty directory,
-// files of exact cluster multiples and a byte either side, many files in
-// one directory, files written in turns a cluster at a time (their
-// clusters interleave: FAT chains) beside files written at once (in one
-// piece: NoFatChain), files deleted among them, and times from 1980 to
-// 2099 with odd seconds (exfat-fuse takes 2100 for a leap year).
-func exfatPopulate(t *testing.T, mnt string, cluster int64, many int) {
-	t.Helper()
-	rng := rand.New(rand.NewSource(cluster + int64(many)))
-	rnd := func(n int64) []byte {
-		b := make([]byte, n)
-		rng.Read(b)
-		return b
-	}
-	write := func(p string, b []byte) {
-		p = filepath.Join(mnt, p)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	deep := "Deep"
-	for i := 1; i <= 16; i++ {
-		deep = path.Join(deep, fmt.Sprintf("level %02d", i))
-	}
-	write(path.Join(deep, "deep file.txt"), []byte("at the bottom\n"))
-	write("Ünïcödé ✓ 名前.txt", rnd(1000))
-	write("Ελληνικά κείμενα/Ωμέγα.txt", rnd(77))
-	write("emoji 😀 outside the BMP.txt", rnd(5))
-	write(strings.Repeat("Long náme ", 20)+"end.txt", rnd(10))
-	write(strings.Repeat("x", 255), rnd(3))
-	write("case/Sub/File.TXT", []byte("upper\n"))
-	write("case/sub2/file.txt", []byte("lower\n"))
-	write("empty.txt", nil)
-	if err := os.MkdirAll(filepath.Join(mnt, "empty dir"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []int64{1, 2, 7} {
-		write(fmt.Sprintf("exact/x%d.bin", k), rnd(k*cluster))
-		write(fmt.Sprintf("exact/x%d-minus.bin", k), rnd(k*cluster-1))
-		write(fmt.Sprintf("exact/x%d-plus.bin", k), rnd(k*cluster+1))
-	}
-	write("big.bin", rnd(3<<20+17))
-	for i := 0; i < many; i++ {
-		name := fmt.Sprintf("many/f%05d.txt", i)
-		if i%4 == 0 {
-			name = fmt.Sprintf("many/%05d a longer name that takes three entries.txt", i)
-		}
-		write(name, []byte(fmt.Sprintf("file %d\n", i)))
-	}
-	for i := 0; i < 10; i++ {
-		write(fmt.Sprintf("holes/h%02d", i), rnd(2*cluster))
-	}
-	for i := 0; i < 10; i += 2 {
-		if err := os.Remove(filepath.Join(mnt, fmt.Sprintf("holes/h%02d", i))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.Mkdir(filepath.Join(mnt, "frag"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	var fs []*os.File
-	for i := 0; i < 3; i++ {
-		f, err := os.Create(filepath.Join(mnt, fmt.Sprintf("frag/interleaved %d.bin", i)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		fs = append(fs, f)
-	}
-	for round := 0; round < 8; round++ {
-		for i, f := range fs {
-			if _, err := f.Write(rnd(cluster + int64(i*100))); err != nil {
-				t.Fatal(err)
-			}
-			f.Sync()
-		}
-	}
-	for _, f := range fs {
-		if err := f.Close(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("frag/into the holes.bin", rnd(7*cluster+5))
-	write("gone/deleted.bin", rnd(3*cluster))
-	write("gone/kept.txt", []byte("kept\n"))
-	if err := os.Remove(filepath.Join(mnt, "gone/deleted.bin")); err != nil {
-		t.Fatal(err)
-	}
-	times := []time.Time{
-		time.Date(1980, 1, 1, 0, 0, 0, 0, time.UTC),
-		time.Date(1999, 12, 31, 23, 59, 59, 0, time.UTC),
-		time.Date(2038, 1, 19, 3, 14, 8, 0, time.UTC),
-		time.Date(2099, 12, 31, 23, 59, 58, 0, time.UTC),
-		time.Date(2024, 2, 29, 12, 34, 57, 730_000_000, time.UTC),
-	}
-	i := 0
-	filepath.Walk(mnt, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && !fi.IsDir() {
-			os.Chtimes(p, times[i%len(times)], times[i%len(times)])
-			i++
-		}
-		return nil
-	})
-}
-
 // exfatVolume is a test volume: an exFAT in bytes [off, off+size) of
 // img, made over old data and filled through exfat-fuse.
 type exfatVolume struct {
@@ -330,10 +151,10 @@ func exfatMake(t *testing.T, size, cluster int64, mbr bool, many int) exfatVolum
 		p := sfdiskParts(t, v.img)[1]
 		v.off, v.size = p.start, p.size
 	}
-	dev, detach := exfatLoop(t, v.img, v.off, v.size, false)
+	dev, detach := tooltest.ExfatLoop(t, v.img, v.off, v.size, false)
 	sh(t, "mkfs.exfat", "-c", strconv.FormatInt(cluster, 10), "-L", "Card ✓", dev)
-	mnt, umount := exfatMount(t, dev, false)
-	exfatPopulate(t, mnt, cluster, many)
+	mnt, umount := tooltest.ExfatMount(t, dev, false)
+	tooltest.ExfatFill(t, mnt, cluster, many)
 	umount()
 	detach()
 	return v
@@ -659,8 +480,8 @@ func TestExfatDamaged(t *testing.T) {
 		// file's directory entries and not yet the bitmap leaves the
 		// file's clusters free in it.
 		fs := v.fsImage(t)
-		dev, detach := exfatLoop(t, fs, 0, v.size, false)
-		mnt, umount := exfatMount(t, dev, false)
+		dev, detach := tooltest.ExfatLoop(t, fs, 0, v.size, false)
+		mnt, umount := tooltest.ExfatMount(t, dev, false)
 		data := bytes.Repeat([]byte("written just before the crash\n"), 20000)
 		if err := os.WriteFile(filepath.Join(mnt, "last.txt"), data, 0o644); err != nil {
 			t.Fatal(err)

@@ -8,18 +8,18 @@ package e2e
 // label and UUID.
 
 import (
-	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"hash/crc32"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/platter-dev/platter/internal/tooltest"
 )
 
 // idInfo is what info --json says of partitions' names and notes.
@@ -104,61 +104,6 @@ func f2fsField(t *testing.T, img, name string) int64 {
 	return n
 }
 
-// f2fsClean fails the test unless fsck.f2fs, changing nothing, finds
-// nothing wrong in img.
-func f2fsClean(t *testing.T, img string) {
-	t.Helper()
-	out, err := exec.Command("fsck.f2fs", "--dry-run", img).CombinedOutput()
-	if err != nil || strings.Contains(string(out), "[Fail]") || !regexp.MustCompile(`other corrupted bugs\s+\[Ok\.\.\]`).Match(out) {
-		t.Errorf("fsck.f2fs --dry-run: %v\n%s", err, out)
-	}
-}
-
-// f2fsSameFiles fails the test unless every entry of the trees is in
-// img's directory tree (fsck.f2fs -t) and every regular file, read out
-// of img by inode with dump.f2fs, is identical to its source.
-func f2fsSameFiles(t *testing.T, img string, trees ...string) {
-	t.Helper()
-	inodes := map[string]string{}
-	for _, m := range regexp.MustCompile(`-- (.+) <ino = 0x([0-9a-f]+)>`).FindAllStringSubmatch(sh(t, "fsck.f2fs", "-t", img), -1) {
-		inodes[m[1]] = m[2]
-	}
-	dir := t.TempDir()
-	n := 0
-	for _, tree := range trees {
-		filepath.Walk(tree, func(p string, fi os.FileInfo, err error) error {
-			if err != nil || p == tree {
-				return err
-			}
-			ino, found := inodes[fi.Name()]
-			if !found {
-				t.Errorf("%s is not in the restored filesystem", p)
-				return nil
-			}
-			if !fi.Mode().IsRegular() {
-				return nil
-			}
-			out := filepath.Join(dir, "lost_found", fi.Name())
-			cmd := exec.Command("dump.f2fs", "-i", "0x"+ino, img)
-			cmd.Dir, cmd.Stdin = dir, strings.NewReader("y\n")
-			if b, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("dump.f2fs -i 0x%s: %v\n%s", ino, err, b)
-			}
-			got, err := os.ReadFile(out)
-			want, _ := os.ReadFile(p)
-			if err != nil || !bytes.Equal(got, want) {
-				t.Errorf("%s (inode 0x%s) reads back %d bytes unlike the %d written: %v", p, ino, len(got), len(want), err)
-			}
-			os.Remove(out)
-			n++
-			return nil
-		})
-	}
-	if n < 100 {
-		t.Errorf("only %d files compared", n)
-	}
-}
-
 // An F2FS made over random data, loaded in two rounds (two checkpoints)
 // with a few hundred files, then defragmented (moved data left behind in
 // free blocks), spanning several SIT blocks: the image holds about what
@@ -180,7 +125,7 @@ func TestF2FSRoundTrip(t *testing.T) {
 		t.Fatalf("%d main segments: fewer than three SIT blocks' worth", segs)
 	}
 	sh(t, "defrag.f2fs", "-s", itoa(main+4*512), "-l", itoa(4*512), "-t", itoa(main+(segs-12)*512), src)
-	f2fsClean(t, src)
+	tooltest.F2FSClean(t, src)
 	var data int64 = n1 + n2
 	filepath.Walk(files, func(_ string, fi os.FileInfo, _ error) error {
 		if fi.Mode().IsRegular() {
@@ -209,13 +154,13 @@ func TestF2FSRoundTrip(t *testing.T) {
 	}
 
 	back := trustRestore(t, img)
-	f2fsClean(t, back)
+	tooltest.F2FSClean(t, back)
 	for _, key := range []string{"TYPE", "UUID", "LABEL"} {
 		if got, want := blkidOf(t, back, key), blkidOf(t, src, key); got != want {
 			t.Errorf("blkid %s: restored %q, source %q", key, got, want)
 		}
 	}
-	f2fsSameFiles(t, back, files, first, second)
+	tooltest.SameF2FSFiles(t, back, "", 100, files, first, second)
 }
 
 // blkidOf is what blkid says of a key for a file.

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
@@ -16,6 +15,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf16"
+
+	"github.com/platter-dev/platter/internal/tooltest"
 )
 
 // Platter's FAT reader, judged by mtools: ls, extract and mount --files
@@ -25,145 +26,13 @@ import (
 // copies that differ are read by the first; a damaged cluster chain fails
 // its own file only, named, and the rest comes out.
 
-// frTree writes the files put in a test FAT: a deep tree, long names in
-// several scripts, 8.3 names in every case mtools keeps (with and without
-// the lower-case flags, one in code page 850), empty files and an empty
-// directory, files of exact cluster multiples and a byte either side,
-// times from 1980 to 2107, and many files in one directory (most 8.3
-// names: long names sharing a prefix make mtools search for ~N tails,
-// slowly).
-func frTree(t *testing.T, cluster int64, many int) string {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "src")
-	x := uint64(cluster)*7919 + uint64(many)
-	data := func(n int64) []byte {
-		b := make([]byte, n)
-		for i := range b {
-			x = x*6364136223846793005 + 1442695040888963407
-			b[i] = byte(x >> 56)
-		}
-		return b
-	}
-	write := func(p string, b []byte) {
-		p = filepath.Join(dir, p)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	deep := "Deep"
-	for i := 1; i <= 12; i++ {
-		deep = path.Join(deep, fmt.Sprintf("level %02d", i))
-	}
-	write(path.Join(deep, "deep file.txt"), []byte("at the bottom\n"))
-	write("Ünïcödé ✓ 名前.txt", data(1000))
-	write("Ελληνικά κείμενα/Ωμέγα.txt", data(77))
-	write(strings.Repeat("Long náme ", 20)+"end.txt", data(10))
-	write("Checksum Victim.txt", []byte("the victim\n"))
-	write("Sequence Victim.txt", []byte("the other victim\n"))
-	for _, n := range []string{"README.TXT", "lower.txt", "UPPER.txt", "lowbase.TXT", "MiXeD.CaSe.txt", "NOEXT", "lowonly", "a.b", "ÉTÉ.TXT", "dup.txt", "second.Txt"} {
-		write(n, []byte(n+"\n"))
-	}
-	write("empty.txt", nil)
-	if err := os.MkdirAll(filepath.Join(dir, "empty dir"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []int64{1, 2, 7} {
-		write(fmt.Sprintf("exact/x%d.bin", k), data(k*cluster))
-		write(fmt.Sprintf("exact/x%d-minus.bin", k), data(k*cluster-1))
-		write(fmt.Sprintf("exact/x%d-plus.bin", k), data(k*cluster+1))
-	}
-	write("big.bin", data(40*cluster+17))
-	for i := 0; i < many; i++ {
-		name := fmt.Sprintf("many/f%05d.txt", i)
-		if i%4 == 0 {
-			name = fmt.Sprintf("many/%05d long name.txt", i)
-		}
-		write(name, []byte(fmt.Sprintf("file %d\n", i)))
-	}
-	times := []time.Time{
-		time.Date(1980, 1, 1, 0, 0, 0, 0, time.UTC),
-		time.Date(1999, 12, 31, 23, 59, 58, 0, time.UTC),
-		time.Date(2038, 1, 19, 3, 14, 8, 0, time.UTC),
-		time.Date(2099, 12, 31, 23, 59, 58, 0, time.UTC),
-		time.Date(2024, 2, 29, 12, 34, 57, 0, time.UTC), // an odd second: FAT keeps even ones
-	}
-	i := 0
-	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && !fi.IsDir() {
-			os.Chtimes(p, times[i%len(times)], times[i%len(times)])
-			i++
-		}
-		return nil
-	})
-	return dir
-}
-
 // frFAT makes a FAT with mkfs.fat args on a file of size bytes (old data
-// in its free space) and fills it with mcopy: frTree's files with their
-// times, then a fragmented file, written into the holes left by deleting
-// every other of a row of small files.
+// in its free space) and fills it with mcopy (tooltest.MakeFAT), with
+// times up to 2099: mtools 4.0.32 takes 2100 for a leap year, and past
+// it mcopy -m sets the day after the one mdir shows.
 func frFAT(t *testing.T, size int64, many int, args ...string) string {
 	t.Helper()
-	t.Setenv("TZ", "UTC") // mtools reads and writes FAT times as local time
-	img := frGarbage(t, size)
-	sh(t, "mkfs.fat", append(args, img)...)
-	boot := readAt(t, img, 512, 0)
-	cluster := int64(boot[0x0d]) * int64(binary.LittleEndian.Uint16(boot[0x0b:]))
-	src := frTree(t, cluster, many)
-	ents, _ := os.ReadDir(src)
-	cp := []string{"-s", "-m", "-i", img}
-	for _, e := range ents {
-		cp = append(cp, filepath.Join(src, e.Name()))
-	}
-	sh(t, "mcopy", append(cp, "::/")...)
-	tmp := t.TempDir()
-	for i := 0; i < 12; i++ {
-		p := filepath.Join(tmp, fmt.Sprintf("hole%02d", i))
-		os.WriteFile(p, bytes.Repeat([]byte{byte(i)}, int(2*cluster)), 0o644)
-		sh(t, "mcopy", "-i", img, p, "::/")
-	}
-	for i := 0; i < 12; i += 2 {
-		sh(t, "mdel", "-i", img, fmt.Sprintf("::/hole%02d", i))
-	}
-	if binary.LittleEndian.Uint16(boot[0x16:]) == 0 {
-		// FAT32: mtools takes free clusters after the last it took,
-		// by FSInfo's hint; "unknown" makes it search from the start.
-		info := int64(binary.LittleEndian.Uint16(boot[0x30:])) * 512
-		writeAt(t, img, []byte{0xff, 0xff, 0xff, 0xff}, info+0x1ec)
-	}
-	big := make([]byte, 15*cluster+123)
-	for i := range big {
-		big[i] = byte(i*31 + i/int(cluster))
-	}
-	p := filepath.Join(tmp, "fragmented.bin")
-	os.WriteFile(p, big, 0o644)
-	sh(t, "mcopy", "-i", img, p, "::/")
-	if chain := sh(t, "mshowfat", "-i", img, "::/fragmented.bin"); strings.Count(chain, "<") < 3 {
-		t.Fatalf("fragmented.bin is not fragmented: %s", chain)
-	}
-	return img
-}
-
-// frGarbage makes a file of size bytes of pseudo-random data: the free
-// space of a used disk.
-func frGarbage(t *testing.T, size int64) string {
-	t.Helper()
-	b := make([]byte, size)
-	x := uint64(0x9e3779b97f4a7c15)
-	for i := 0; i+8 <= len(b); i += 8 {
-		x ^= x << 13
-		x ^= x >> 7
-		x ^= x << 17
-		binary.LittleEndian.PutUint64(b[i:], x)
-	}
-	p := filepath.Join(t.TempDir(), "fs.img")
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return tooltest.MakeFAT(t, size, many, 2099, args...)
 }
 
 // frCopy copies a file.
@@ -212,61 +81,6 @@ func frSmallFAT32(t *testing.T, many int) (img, forMtools string) {
 	return img, forMtools
 }
 
-// frMdirEntry is a line of mdir.
-type frMdirEntry struct {
-	short, long string
-	dir         bool
-	size        int64
-	stamp       string // "2006-01-02 15:04"
-}
-
-var frMdirLine = regexp.MustCompile(`^ +(<DIR>|\d+) +(\d{4}-\d\d-\d\d) +(\d?\d:\d\d)(?:  (.*)| ?)$`)
-
-// frMdir lists every directory of img with mdir -/ -a: by path (names as
-// mtools shows them), each entry but "." and "..".
-func frMdir(t *testing.T, img string) map[string]frMdirEntry {
-	t.Helper()
-	m := map[string]frMdirEntry{}
-	dir := ""
-	sc := bufio.NewScanner(strings.NewReader(sh(t, "mdir", "-/", "-a", "-i", img, "::/")))
-	for sc.Scan() {
-		l := sc.Text()
-		if d, ok := strings.CutPrefix(l, "Directory for ::/"); ok {
-			dir = d
-			continue
-		}
-		r := []rune(l)
-		if len(r) < 13 || r[8] != ' ' {
-			continue
-		}
-		f := frMdirLine.FindStringSubmatch(string(r[12:]))
-		if f == nil {
-			continue
-		}
-		hm := f[3]
-		if len(hm) == 4 {
-			hm = "0" + hm // mdir writes 0:00
-		}
-		e := frMdirEntry{short: strings.TrimRight(string(r[:8]), " "), long: f[4], dir: f[1] == "<DIR>", stamp: f[2] + " " + hm}
-		if ext := strings.TrimRight(string(r[9:12]), " "); ext != "" {
-			e.short += "." + ext
-		}
-		if e.short == "." || e.short == ".." {
-			continue
-		}
-		fmt.Sscan(f[1], &e.size)
-		name := e.long
-		if name == "" {
-			name = e.short
-		}
-		m[path.Join(dir, name)] = e
-	}
-	if len(m) < 10 {
-		t.Fatalf("mdir lists %d entries:\n%s", len(m), sh(t, "mdir", "-/", "-a", "-i", img, "::/"))
-	}
-	return m
-}
-
 var frLongLine = regexp.MustCompile(`^[-d][-rwx]{9} +\d+ \d{4}-\d\d-\d\d \d\d:\d\d (.*)$`)
 
 // frLs is platter ls -R --json of an image's root: by path.
@@ -304,7 +118,7 @@ type lsJSONEntry struct {
 func frCheck(t *testing.T, img, fsImg string, bad ...string) {
 	t.Helper()
 	t.Setenv("TZ", "UTC")
-	want := frMdir(t, fsImg)
+	want := tooltest.Mdir(t, fsImg)
 
 	// The root's names, as ls lists them: one a line (or at the end of
 	// a long line, as ls once wrote them).
@@ -355,7 +169,7 @@ func frCheck(t *testing.T, img, fsImg string, bad ...string) {
 		rel, _ := filepath.Rel(mc, p)
 		g, err := os.Stat(filepath.Join(dest, rel))
 		// mtools 4.0.32 takes 2100 for a leap year: past it, mcopy -m
-		// sets the day after (mdir shows the day), so frTree stops at
+		// sets the day after (mdir shows the day), so frFAT stops at
 		// 2099.
 		if err != nil {
 			return nil // sameTree said so
@@ -376,8 +190,8 @@ func frCheck(t *testing.T, img, fsImg string, bad ...string) {
 		switch {
 		case !ok:
 			t.Errorf("%s: mdir lists it, platter ls does not", p)
-		case g.Type != map[bool]string{true: "dir", false: "file"}[w.dir] || (!w.dir && g.Size != w.size) || g.ModTime.UTC().Format("2006-01-02 15:04") != w.stamp:
-			t.Errorf("%s: ls %s of %d bytes, %v; mdir: dir %v, %d bytes, %s", p, g.Type, g.Size, g.ModTime, w.dir, w.size, w.stamp)
+		case g.Type != map[bool]string{true: "dir", false: "file"}[w.Dir] || (!w.Dir && g.Size != w.Size) || g.ModTime.UTC().Format("2006-01-02 15:04") != w.Stamp:
+			t.Errorf("%s: ls %s of %d bytes, %v; mdir: dir %v, %d bytes, %s", p, g.Type, g.Size, g.ModTime, w.Dir, w.Size, w.Stamp)
 		}
 	}
 	for p := range got {
@@ -519,9 +333,9 @@ func TestFatReaderLongNameMismatch(t *testing.T) {
 				t.Fatalf("the slot before the first of Sequence Victim.txt: % x", b)
 			}
 			writeAt(t, fs, []byte{0x40 | 3}, first-32) // "3 of 3", then slot 1
-			want := frMdir(t, fs)
+			want := tooltest.Mdir(t, fs)
 			for _, n := range []string{"CHECKS~1.TXT", "SEQUEN~1.TXT"} {
-				if w, ok := want[n]; !ok || w.long != "" {
+				if w, ok := want[n]; !ok || w.Long != "" {
 					t.Fatalf("mdir does not show %s without a long name: %+v", n, want)
 				}
 			}
@@ -556,7 +370,7 @@ func TestFatReaderCopiesDiffer(t *testing.T) {
 				fatLen = int64(le.Uint32(boot[0x24:])) * bps
 			}
 			second := int64(le.Uint16(boot[0x0e:]))*bps + fatLen
-			garbage := readAt(t, frGarbage(t, fatLen), int(fatLen), 0)
+			garbage := readAt(t, tooltest.Garbage(t, fatLen), int(fatLen), 0)
 			writeAt(t, fs, garbage[16:], second+16)
 			frCheck(t, frImage(t, fs), fs)
 		})

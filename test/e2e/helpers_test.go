@@ -10,11 +10,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/platter-dev/platter/internal/image"
+	"github.com/platter-dev/platter/internal/tooltest"
 )
 
 var (
@@ -267,50 +270,32 @@ func ntfsTree(t testing.TB, img string) string {
 }
 
 // sameTree fails the test unless got holds exactly want's directories,
-// files (byte for byte) and symlinks.
+// files (byte for byte) and symlinks, but what NTFS keeps for itself.
 func sameTree(t testing.TB, want, got string) {
 	t.Helper()
 	list := func(root string) map[string]string {
-		m := map[string]string{}
-		filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
-			if err != nil {
-				t.Fatalf("walk %s: %v", p, err)
+		m := tooltest.Manifest(t, root)
+		for k := range m {
+			if strings.HasPrefix(k, "$") || k == "System Volume Information" || strings.HasPrefix(k, "System Volume Information/") {
+				delete(m, k)
 			}
-			rel, _ := filepath.Rel(root, p)
-			if rel == "." || strings.HasPrefix(rel, "$") || rel == "System Volume Information" || strings.HasPrefix(rel, "System Volume Information/") {
-				return nil
-			}
-			switch {
-			case fi.Mode()&os.ModeSymlink != 0:
-				l, _ := os.Readlink(p)
-				m[rel] = "link:" + l
-			case fi.IsDir():
-				m[rel] = "dir"
-			default:
-				b, err := os.ReadFile(p)
-				if err != nil {
-					t.Fatalf("read %s: %v", p, err)
-				}
-				m[rel] = fmt.Sprintf("file:%d:%x", len(b), sha(b))
-			}
-			return nil
-		})
+		}
 		return m
 	}
-	w, g := list(want), list(got)
-	for k, v := range w {
-		if g[k] != v {
-			t.Errorf("%s: want %s, got %q", k, trim(v), trim(g[k]))
-		}
+	tooltest.SameManifest(t, list(want), list(got), 10)
+}
+
+// partcloneZstd is the size of tool's (partclone.xfs, partclone.btrfs)
+// image of img piped through zstd -3, and how long it took.
+func partcloneZstd(t testing.TB, tool, img string) (int64, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	out := sh(t, "bash", "-c", fmt.Sprintf("set -o pipefail; %s -q -c -s %q -o - 2>/dev/null | zstd -3 -q -c | wc -c", tool, img))
+	n, err := strconv.ParseInt(strings.TrimSpace(out), 10, 64)
+	if err != nil {
+		t.Fatalf("%s | zstd: %q", tool, out)
 	}
-	for k := range g {
-		if _, ok := w[k]; !ok {
-			t.Errorf("%s: unexpected", k)
-		}
-	}
-	if len(w) < 10 {
-		t.Errorf("only %d entries compared in %s", len(w), want)
-	}
+	return n, time.Since(start)
 }
 
 func trim(s string) string {

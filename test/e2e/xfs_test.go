@@ -110,89 +110,18 @@ func xfsFill(t *testing.T, mnt string, mib int, reflink bool) {
 	sh(t, "sync", "-f", mnt)
 }
 
-// xfsManifest lists every directory, file (size and SHA-256) and
-// symlink under root.
-func xfsManifest(t *testing.T, root string) map[string]string {
-	t.Helper()
-	m := map[string]string{}
-	err := filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		switch {
-		case rel == ".":
-		case fi.Mode()&os.ModeSymlink != 0:
-			l, _ := os.Readlink(p)
-			m[rel] = "link:" + l
-		case fi.IsDir():
-			m[rel] = "dir"
-		default:
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			h := sha256.New()
-			_, err = io.Copy(h, f)
-			f.Close()
-			if err != nil {
-				return err
-			}
-			m[rel] = fmt.Sprintf("file:%d:%x", fi.Size(), h.Sum(nil))
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
+// xfsManifest describes every entry under root (tooltest.Manifest).
+var xfsManifest = tooltest.Manifest
 
 // xfsSameFiles fails the test unless got lists exactly want.
 func xfsSameFiles(t *testing.T, want, got map[string]string) {
 	t.Helper()
-	bad := 0
-	for k, v := range want {
-		if got[k] != v && bad < 10 {
-			t.Errorf("%s: want %s, got %q", k, trim(v), trim(got[k]))
-			bad++
-		}
-	}
-	for k := range got {
-		if _, ok := want[k]; !ok && bad < 10 {
-			t.Errorf("%s: unexpected", k)
-			bad++
-		}
-	}
-	if len(want) < 20 {
-		t.Errorf("only %d entries compared", len(want))
-	}
+	tooltest.SameManifest(t, want, got, 20)
 }
 
 // xfsMount mounts dev (a file gets a loop device) with opts and returns
 // the mount point and its unmount.
-func xfsMount(t *testing.T, dev, opts string) (string, func()) {
-	t.Helper()
-	mnt := t.TempDir()
-	if st, err := os.Stat(dev); err == nil && st.Mode().IsRegular() {
-		opts += ",loop"
-	}
-	sh(t, "mount", "-o", opts, dev, mnt)
-	done := false
-	umount := func() {
-		if !done {
-			done = true
-			sh(t, "umount", mnt)
-		}
-	}
-	t.Cleanup(func() {
-		if !done {
-			exec.Command("fsfreeze", "-u", mnt).Run()
-			exec.Command("umount", mnt).Run()
-		}
-	})
-	return mnt, umount
-}
+var xfsMount = tooltest.Mount
 
 // xfsCounts is what xfs_db says of img: its blocks, their size, the
 // free blocks its AGFs count and the blocks on their free lists (which
@@ -224,19 +153,6 @@ func xfsRepairClean(t *testing.T, img string) {
 	if out, err := exec.Command("xfs_repair", "-n", img).CombinedOutput(); err != nil {
 		t.Fatalf("xfs_repair -n: %v\n%s", err, out)
 	}
-}
-
-// xfsPartcloneZstd is the size of partclone.xfs's image of src piped
-// through zstd -3, and how long it took.
-func xfsPartcloneZstd(t *testing.T, src string) (int64, time.Duration) {
-	t.Helper()
-	start := time.Now()
-	out := sh(t, "bash", "-c", fmt.Sprintf("set -o pipefail; partclone.xfs -q -c -s %q -o - 2>/dev/null | zstd -3 -q -c | wc -c", src))
-	n, err := strconv.ParseInt(strings.TrimSpace(out), 10, 64)
-	if err != nil {
-		t.Fatalf("partclone | zstd: %q", out)
-	}
-	return n, time.Since(start)
 }
 
 // xfsImageInfo is what info --json says of an image's first partition,
@@ -286,34 +202,7 @@ func xfsSum(t *testing.T, p string) string {
 // (built without CONFIG_XFS_SUPPORT_V4) does not mount.
 func xfsProto(t *testing.T, target, dir string, args ...string) {
 	t.Helper()
-	var b strings.Builder
-	b.WriteString("/dev/null\n0 0\nd--755 0 0\n")
-	var walk func(dir, indent string)
-	walk = func(dir, indent string) {
-		ents, err := os.ReadDir(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range ents {
-			p := filepath.Join(dir, e.Name())
-			switch {
-			case e.Type()&os.ModeSymlink != 0:
-				l, _ := os.Readlink(p)
-				fmt.Fprintf(&b, "%s%s l--777 0 0 %s\n", indent, e.Name(), l)
-			case e.IsDir():
-				fmt.Fprintf(&b, "%s%s d--755 0 0\n", indent, e.Name())
-				walk(p, indent+" ")
-				fmt.Fprintf(&b, "%s$\n", indent)
-			default:
-				fmt.Fprintf(&b, "%s%s ---644 0 0 %s\n", indent, e.Name(), p)
-			}
-		}
-	}
-	walk(dir, " ")
-	b.WriteString("$\n")
-	proto := filepath.Join(t.TempDir(), "proto")
-	os.WriteFile(proto, []byte(b.String()), 0o644)
-	sh(t, "mkfs.xfs", append(append([]string{"-q", "-f", "-K"}, args...), "-p", proto, target)...)
+	sh(t, "mkfs.xfs", append(append([]string{"-q", "-f", "-K"}, args...), "-p", tooltest.XFSProto(t, dir), target)...)
 }
 
 // xfsSameFileBlocks fails the test unless every block xfs_db maps to a
@@ -321,29 +210,8 @@ func xfsProto(t *testing.T, target, dir string, args ...string) {
 // identical where the kernel cannot mount the filesystem to read them.
 func xfsSameFileBlocks(t *testing.T, src, back, tree string) {
 	t.Helper()
-	out := sh(t, "xfs_db", "-r", "-c", "sb 0", "-c", "p agblocks blocksize", src)
-	var agBlocks, bs int64
-	fmt.Sscanf(regexp.MustCompile(`agblocks = \d+`).FindString(out), "agblocks = %d", &agBlocks)
-	fmt.Sscanf(regexp.MustCompile(`blocksize = \d+`).FindString(out), "blocksize = %d", &bs)
-	args := []string{"-r"}
-	files := 0
-	filepath.Walk(tree, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && fi.Mode().IsRegular() && fi.Size() > 0 {
-			rel, _ := filepath.Rel(tree, p)
-			args = append(args, "-c", "path /"+rel, "-c", "bmap")
-			files++
-		}
-		return err
-	})
-	exts := regexp.MustCompile(`data offset \d+ startblock \d+ \((\d+)/(\d+)\) count (\d+)`).FindAllStringSubmatch(sh(t, "xfs_db", append(args, src)...), -1)
-	if files < 20 || len(exts) < files {
-		t.Fatalf("xfs_db maps %d extents for %d files", len(exts), files)
-	}
-	for _, e := range exts {
-		ag, _ := strconv.ParseInt(e[1], 10, 64)
-		b, _ := strconv.ParseInt(e[2], 10, 64)
-		n, _ := strconv.ParseInt(e[3], 10, 64)
-		sameBytes(t, src, back, (ag*agBlocks+b)*bs, n*bs, "file blocks")
+	for _, e := range tooltest.XFSFileExtents(t, src, tree, 20) {
+		sameBytes(t, src, back, e.Off, e.Len, "file blocks")
 	}
 }
 
@@ -405,7 +273,7 @@ func TestXFSImage(t *testing.T) {
 			if want := (dblocks - free) * bs; p.UsedBytes != want {
 				t.Errorf("used_bytes %d; the AGFs leave %d of %d blocks of %d bytes not free (%d)", p.UsedBytes, dblocks-free, dblocks, bs, want)
 			}
-			pcz, pcTook := xfsPartcloneZstd(t, file)
+			pcz, pcTook := partcloneZstd(t, "partclone.xfs", file)
 			ratio := float64(j.ImageBytes) / float64(pcz)
 			t.Logf("%s, %d MiB written: platter %d bytes in %v, partclone.xfs -c | zstd -3 %d bytes in %v: %.3fx; used %d bytes (%d AGFL blocks)",
 				l.name, l.mib, j.ImageBytes, took.Round(time.Millisecond), pcz, pcTook.Round(time.Millisecond), ratio, p.UsedBytes, agfl)

@@ -2,7 +2,6 @@ package btrfs
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -48,37 +47,6 @@ func mkfs(t testing.TB, size int64, args ...string) string {
 	return p
 }
 
-// mounted mounts img through a loop device with opts and returns the
-// mount point; cleanup unmounts it and frees the device.
-func mounted(t testing.TB, img, opts string) (mnt string, cleanup func()) {
-	t.Helper()
-	losetup := []string{"-f", "--show"}
-	if strings.HasPrefix(opts, "ro") {
-		losetup = append(losetup, "-r")
-	}
-	dev := strings.TrimSpace(tooltest.Run(t, "losetup", append(losetup, img)...))
-	mnt = t.TempDir()
-	if out, err := exec.Command("mount", "-o", opts, dev, mnt).CombinedOutput(); err != nil {
-		exec.Command("losetup", "-d", dev).Run()
-		t.Fatalf("mount -o %s %s: %v\n%s", opts, img, err, out)
-	}
-	done := false
-	cleanup = func() {
-		if !done {
-			done = true
-			tooltest.Umount(t, mnt)
-			exec.Command("losetup", "-d", dev).Run()
-		}
-	}
-	t.Cleanup(func() {
-		if !done {
-			tooltest.Umount(t, mnt)
-			exec.Command("losetup", "-d", dev).Run()
-		}
-	})
-	return mnt, cleanup
-}
-
 // writeFile writes n bytes made from seed (compressible when text).
 func writeFile(t testing.TB, p string, n int, seed int64, text bool) {
 	t.Helper()
@@ -107,7 +75,7 @@ func writeFile(t testing.TB, p string, n int, seed int64, text bool) {
 // deletions.
 func populate(t testing.TB, img string, scale int) {
 	t.Helper()
-	mnt, done := mounted(t, img, "compress=zstd,nodiscard")
+	mnt, done := tooltest.Mount(t, img, "compress=zstd,nodiscard")
 	defer done()
 	tooltest.Run(t, "cp", "-r", tooltest.Files(t), filepath.Join(mnt, "base"))
 	for _, sub := range []string{"sub1", "sub2"} {
@@ -141,59 +109,17 @@ func populate(t testing.TB, img string, scale int) {
 	}
 }
 
-// tree lists every directory, file (by hash) and symlink under root.
-func tree(t testing.TB, root string) map[string]string {
-	t.Helper()
-	m := map[string]string{}
-	err := filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		switch {
-		case fi.Mode()&os.ModeSymlink != 0:
-			l, _ := os.Readlink(p)
-			m[rel] = "link:" + l
-		case fi.IsDir():
-			m[rel] = "dir"
-		default:
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			m[rel] = fmt.Sprintf("%d:%x", len(b), sha256.Sum256(b))
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
 // sameFiles fails unless two filesystem images hold the same files (all
 // subvolumes and snapshots: they show as directories of the top level).
 func sameFiles(t testing.TB, want, got string) {
 	t.Helper()
-	mw, doneW := mounted(t, want, "ro")
-	w := tree(t, mw)
+	mw, doneW := tooltest.Mount(t, want, "ro")
+	w := tooltest.Manifest(t, mw)
 	doneW()
-	mg, doneG := mounted(t, got, "ro")
-	g := tree(t, mg)
+	mg, doneG := tooltest.Mount(t, got, "ro")
+	g := tooltest.Manifest(t, mg)
 	doneG()
-	for k, v := range w {
-		if g[k] != v {
-			t.Errorf("%s: want %.30s, got %.30q", k, v, g[k])
-		}
-	}
-	for k := range g {
-		if _, ok := w[k]; !ok {
-			t.Errorf("%s: unexpected", k)
-		}
-	}
-	if len(w) < 50 {
-		t.Errorf("only %d entries compared", len(w))
-	}
+	tooltest.SameManifest(t, w, g, 50)
 }
 
 // checkClean runs btrfs check and a read-only scrub (every copy of every
@@ -201,7 +127,7 @@ func sameFiles(t testing.TB, want, got string) {
 func checkClean(t testing.TB, img string) {
 	t.Helper()
 	tooltest.Run(t, "btrfs", "check", "--readonly", img)
-	mnt, done := mounted(t, img, "ro")
+	mnt, done := tooltest.Mount(t, img, "ro")
 	defer done()
 	out := tooltest.Run(t, "btrfs", "scrub", "start", "-B", "-r", mnt)
 	if !strings.Contains(out, "no errors found") {
@@ -501,7 +427,6 @@ func TestLogTree(t *testing.T) {
 	tooltest.Run(t, "sync")
 	want := map[string][]byte{}
 	for i, n := range []int{300 << 10, 5000, 2 << 20} {
-		name := fmt.Sprintf("fsynced-%d", i)
 		b := make([]byte, n)
 		for j := range b {
 			b[j] = byte(j*7 + i + j/4096)
@@ -509,23 +434,9 @@ func TestLogTree(t *testing.T) {
 		if i == 2 {
 			copy(b, bytes.Repeat([]byte("compressible "), n/13))
 		}
-		f, err := os.Create(filepath.Join(mnt, "sub1", name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.Write(b)
-		if err := f.Sync(); err != nil {
-			t.Fatal(err)
-		}
-		f.Close()
-		want[name] = b
+		want[fmt.Sprintf("sub1/fsynced-%d", i)] = b
 	}
-	copied := filepath.Join(t.TempDir(), "copy.img")
-	tooltest.Run(t, "dd", "if="+dev, "of="+copied, "bs=1M", "iflag=direct", "status=none")
-	tooltest.Run(t, "umount", mnt)
-	if s := tooltest.Run(t, "btrfs", "inspect-internal", "dump-super", copied); !regexp.MustCompile(`(?m)^log_root\s+[1-9]`).MatchString(s) {
-		t.Fatalf("the copy has no log tree:\n%s", s)
-	}
+	copied := tooltest.BtrfsLogCopy(t, dev, mnt, want)
 
 	u, err := detectFile(t, copied)
 	if err != nil {
@@ -572,9 +483,9 @@ func TestLogTree(t *testing.T) {
 	// The used blocks alone replay the log at mount.
 	kept := tooltest.KeepOnly(t, copied, m)
 	tooltest.Run(t, "btrfs", "check", "--readonly", kept)
-	km, done := mounted(t, kept, "nodiscard")
+	km, done := tooltest.Mount(t, kept, "nodiscard")
 	for name, b := range want {
-		if got, err := os.ReadFile(filepath.Join(km, "sub1", name)); err != nil || !bytes.Equal(got, b) {
+		if got, err := os.ReadFile(filepath.Join(km, name)); err != nil || !bytes.Equal(got, b) {
 			t.Errorf("%s after the log's replay: %d bytes, %v", name, len(got), err)
 		}
 	}
@@ -597,7 +508,7 @@ func TestLogTree(t *testing.T) {
 		defer exec.Command("umount", mnt2).Run()
 		lost := 0
 		for name, b := range want {
-			if got, err := os.ReadFile(filepath.Join(mnt2, "sub1", name)); err != nil || !bytes.Equal(got, b) {
+			if got, err := os.ReadFile(filepath.Join(mnt2, name)); err != nil || !bytes.Equal(got, b) {
 				lost++
 			}
 		}

@@ -27,6 +27,7 @@ import (
 	"strings"
 
 	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/fs/vfs"
 )
 
 const (
@@ -206,12 +207,12 @@ func (d *detected) walk() (lag, error) {
 	// A sound tree reaches each cluster once: twice the volume's, and
 	// a few more for a tiny one, is damage.
 	d.maxSteps = 2*int64(v.clusters) + 64
-	note := func(runs []run, what string) error {
+	note := func(runs []vfs.Run, what string) error {
 		for _, r := range runs {
-			if d.steps += r.n; d.steps > d.maxSteps {
+			if d.steps += r.N; d.steps > d.maxSteps {
 				return corrupt(v.heapOff, "the directory tree reaches more than %d clusters, twice the volume's: it is cross-linked", d.maxSteps)
 			}
-			err := d.unmarked(r.pc, r.n, func(c uint32, n int64) {
+			err := d.unmarked(r.Physical, r.N, func(c uint32, n int64) {
 				if l.clusters == 0 {
 					l.first, l.what = c, what
 				}

@@ -24,6 +24,7 @@ import (
 	"sync"
 
 	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/fs/vfs"
 )
 
 const (
@@ -333,13 +334,4 @@ func (ch *chain) next() (end bool, err error) {
 }
 
 // readFull reads exactly len(b) bytes at off.
-func readFull(r io.ReaderAt, b []byte, off int64) error {
-	n, err := r.ReadAt(b, off)
-	if n == len(b) {
-		return nil
-	}
-	if err == nil || err == io.EOF {
-		err = io.ErrUnexpectedEOF
-	}
-	return err
-}
+var readFull = vfs.ReadFull

@@ -3,9 +3,7 @@ package exfat
 import (
 	"bytes"
 	"flag"
-	"io"
 	"os"
-	"path"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -74,51 +72,11 @@ func FuzzFiles(f *testing.F) {
 	for _, s := range fuzzSeeds(f) {
 		f.Add(s)
 	}
-	f.Fuzz(func(t *testing.T, b []byte) { walkFuzzed(b) })
-}
-
-// walkFuzzed opens b (then zeros) as an exFAT and walks it: every error
-// is fine, a panic or a runaway is not.
-func walkFuzzed(b []byte) {
-	r := &tooltest.SparseReader{B: b, Size: fuzzSize}
-	fs, err := OpenFiles(r, r.Size)
-	if err != nil {
-		return
-	}
-	fs.Label()
-	budget := 300 // entries visited: a damaged tree can hold itself
-	buf := make([]byte, 8192)
-	var walk func(p string, depth int)
-	walk = func(p string, depth int) {
-		budget--
-		if budget < 0 || depth > 8 {
-			return
-		}
-		fi, err := fs.Stat(p)
-		if err != nil {
-			return
-		}
-		if !fi.Mode.IsDir() {
-			rc, err := fs.Open(p)
-			if err != nil {
-				return
-			}
-			for {
-				if _, err := rc.Read(buf); err != nil {
-					break
-				}
-			}
-			rc.(io.ReaderAt).ReadAt(buf[:100], fi.Size/2)
-			rc.Close()
-			return
-		}
-		ents, err := fs.ReadDir(p)
-		if err != nil {
-			return
-		}
-		for _, e := range ents {
-			walk(path.Join(p, e.Name), depth+1)
-		}
-	}
-	walk("", 0)
+	// b (then zeros) opened as an exFAT and walked: every error is fine, a
+	// panic or a runaway is not.
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r := &tooltest.SparseReader{B: b, Size: fuzzSize}
+		fs, err := FS.OpenFiles(r, r.Size)
+		tooltest.FuzzFiles(t, fs, err)
+	})
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,67 +17,21 @@ import (
 )
 
 // mount mounts the exFAT in img with exfat-fuse (read-only if ro) and
-// returns the mount point and a func that unmounts it. exfat-fuse,
-// run as root, mounts block devices only: img goes through a loop
-// device.
+// returns the mount point and a func that unmounts it and detaches its
+// loop device.
 func mount(t testing.TB, img string, ro bool) (string, func()) {
 	t.Helper()
-	mnt := t.TempDir()
-	largs := []string{"-f", "--show"}
-	if ro {
-		largs = append(largs, "-r")
+	dev, detach := tooltest.ExfatLoop(t, img, 0, 0, ro)
+	mnt, umount := tooltest.ExfatMount(t, dev, ro)
+	return mnt, func() {
+		umount()
+		detach()
 	}
-	dev := strings.TrimSpace(tooltest.Run(t, "losetup", append(largs, img)...))
-	margs := []string{dev, mnt}
-	if ro {
-		margs = append([]string{"-o", "ro"}, margs...)
-	}
-	if out, err := exec.Command("mount.exfat-fuse", margs...).CombinedOutput(); err != nil {
-		exec.Command("losetup", "-d", dev).Run()
-		if _, lerr := exec.LookPath("mount.exfat-fuse"); lerr != nil {
-			t.Fatalf("mount.exfat-fuse (Debian package exfat-fuse) is needed for this test and is not installed")
-		}
-		t.Fatalf("mount.exfat-fuse %s: %v\n%s", img, err, out)
-	}
-	done := false
-	umount := func() {
-		if done {
-			return
-		}
-		done = true
-		// The kernel may hold the mount a moment after the last use.
-		for try := 0; ; try++ {
-			out, err := exec.Command("fusermount", "-u", mnt).CombinedOutput()
-			if err == nil {
-				break
-			}
-			if try == 50 {
-				t.Errorf("fusermount -u %s: %v\n%s", mnt, err, out)
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		// exfat-fuse writes its last sectors as it exits, after the
-		// unmount returns: wait for it to let go of the device.
-		for try := 0; try < 100; try++ {
-			if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err == nil || !strings.Contains(string(out), "busy") {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		for try := 0; try < 100; try++ {
-			if _, err := os.Stat("/sys/block/" + filepath.Base(dev) + "/loop/backing_file"); err != nil {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
-	t.Cleanup(umount)
-	return mnt, umount
 }
 
 // populated makes an exFAT of size bytes with clusters of cluster bytes
-// and fills it through exfat-fuse (populate); it returns its path.
+// and fills it through exfat-fuse (tooltest.ExfatFill); it returns its
+// path.
 func populated(t testing.TB, size, cluster int64, many int) string {
 	t.Helper()
 	return populatedSectors(t, size, 512, cluster, many)
@@ -100,124 +53,10 @@ func populatedSectors(t testing.TB, size, sector, cluster int64, many int) strin
 		t.Fatalf("mkfs.exfat made no volume of %d-byte sectors:\n%s", sector, b)
 	}
 	mnt, umount := mount(t, img, false)
-	populate(t, mnt, cluster, many)
+	tooltest.ExfatFill(t, mnt, cluster, many)
 	umount()
 	tooltest.Run(t, "fsck.exfat", "-n", img)
 	return img
-}
-
-// populate writes the files of a test volume: a deep tree, long names
-// in several scripts (one past the Basic Multilingual Plane), names that
-// differ in case only in other directories, empty files and an empty
-// directory, files of exact cluster multiples and a byte either side,
-// many files in one directory, files written in turns a cluster at a
-// time (their clusters interleave: FAT chains) beside files written at
-// once (in one piece: NoFatChain), files deleted between them, and
-// times from 1980 to 2099 with odd seconds and fractions.
-func populate(t testing.TB, mnt string, cluster int64, many int) {
-	t.Helper()
-	rng := rand.New(rand.NewSource(cluster + int64(many)))
-	rnd := func(n int64) []byte {
-		b := make([]byte, n)
-		rng.Read(b)
-		return b
-	}
-	write := func(p string, b []byte) {
-		p = filepath.Join(mnt, p)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	deep := "Deep"
-	for i := 1; i <= 14; i++ {
-		deep = filepath.Join(deep, fmt.Sprintf("level %02d", i))
-	}
-	write(filepath.Join(deep, "deep file.txt"), []byte("at the bottom\n"))
-	write("Ünïcödé ✓ 名前.txt", rnd(1000))
-	write("Ελληνικά κείμενα/Ωμέγα.txt", rnd(77))
-	write("emoji 😀 outside the BMP.txt", rnd(5))
-	write(strings.Repeat("Long náme ", 20)+"end.txt", rnd(10))
-	write(strings.Repeat("x", 255), rnd(3))       // 255 characters: 17 name entries
-	write(strings.Repeat("名", 85), rnd(4))        // 85 characters, 255 bytes of UTF-8
-	write("case/Sub/File.TXT", []byte("upper\n")) // looked up in other cases
-	write("case/sub2/file.txt", []byte("lower\n"))
-	write("empty.txt", nil)
-	if err := os.MkdirAll(filepath.Join(mnt, "empty dir"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []int64{1, 2, 7} {
-		write(fmt.Sprintf("exact/x%d.bin", k), rnd(k*cluster))
-		write(fmt.Sprintf("exact/x%d-minus.bin", k), rnd(k*cluster-1))
-		write(fmt.Sprintf("exact/x%d-plus.bin", k), rnd(k*cluster+1))
-	}
-	write("big.bin", rnd(40*cluster+17))
-	for i := 0; i < many; i++ {
-		name := fmt.Sprintf("many/f%05d.txt", i)
-		if i%4 == 0 {
-			name = fmt.Sprintf("many/%05d a longer name that takes three entries.txt", i)
-		}
-		write(name, []byte(fmt.Sprintf("file %d\n", i)))
-	}
-	// Holes, then files written in turns.
-	for i := 0; i < 10; i++ {
-		write(fmt.Sprintf("holes/h%02d", i), rnd(2*cluster))
-	}
-	for i := 0; i < 10; i += 2 {
-		if err := os.Remove(filepath.Join(mnt, fmt.Sprintf("holes/h%02d", i))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var fs []*os.File
-	for i := 0; i < 3; i++ {
-		f, err := os.Create(filepath.Join(mnt, fmt.Sprintf("frag/interleaved %d.bin", i)))
-		if os.IsNotExist(err) {
-			os.Mkdir(filepath.Join(mnt, "frag"), 0o755)
-			f, err = os.Create(filepath.Join(mnt, fmt.Sprintf("frag/interleaved %d.bin", i)))
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		fs = append(fs, f)
-	}
-	for round := 0; round < 6; round++ {
-		for i, f := range fs {
-			if _, err := f.Write(rnd(cluster + int64(i*100))); err != nil {
-				t.Fatal(err)
-			}
-			f.Sync()
-		}
-	}
-	for _, f := range fs {
-		if err := f.Close(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("frag/into the holes.bin", rnd(7*cluster+5))
-	write("gone/deleted.bin", rnd(3*cluster))
-	write("gone/kept.txt", []byte("kept\n"))
-	if err := os.Remove(filepath.Join(mnt, "gone/deleted.bin")); err != nil {
-		t.Fatal(err)
-	}
-	times := []time.Time{
-		time.Date(1980, 1, 1, 0, 0, 0, 0, time.UTC),
-		time.Date(1999, 12, 31, 23, 59, 59, 0, time.UTC),
-		time.Date(2038, 1, 19, 3, 14, 8, 0, time.UTC),
-		// exfat-fuse takes 2100 for a leap year: past it, it writes
-		// and reads the day before (the entry says so).
-		time.Date(2099, 12, 31, 23, 59, 58, 0, time.UTC),
-		time.Date(2024, 2, 29, 12, 34, 57, 730_000_000, time.UTC),
-	}
-	i := 0
-	filepath.Walk(mnt, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && !fi.IsDir() {
-			os.Chtimes(p, times[i%len(times)], times[i%len(times)])
-			i++
-		}
-		return nil
-	})
 }
 
 // treeOf is every entry below root: by path, "dir", or "file:" with its

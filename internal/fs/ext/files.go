@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/fs/vfs"
 )
 
 const (
@@ -57,11 +58,6 @@ const (
 
 	// maxLogical is one past the last logical block an extent can map.
 	maxLogical = 1 << 32
-)
-
-var (
-	errNotDir     = errors.New("not a directory")
-	errNotRegular = errors.New("not a regular file")
 )
 
 // Files is an ext2/3/4 filesystem opened for reading its files. Its
@@ -137,16 +133,7 @@ func (f *Files) readDescriptors() error {
 }
 
 // readFull reads exactly len(b) bytes at off.
-func readFull(r io.ReaderAt, b []byte, off int64) error {
-	n, err := r.ReadAt(b, off)
-	if n == len(b) {
-		return nil
-	}
-	if err == nil || err == io.EOF {
-		err = io.ErrUnexpectedEOF
-	}
-	return err
-}
+var readFull = vfs.ReadFull
 
 // inode is the part of an on-disk inode this reader uses.
 type inode struct {
@@ -339,7 +326,7 @@ func (f *Files) lookup(name string) (*inode, string, error) {
 	elems := strings.Split(clean, "/")
 	for i, e := range elems {
 		if n.typ() != modeDir {
-			return nil, "", fmt.Errorf("%s: %w", strings.Join(elems[:i], "/"), errNotDir)
+			return nil, "", fmt.Errorf("%s: %w", strings.Join(elems[:i], "/"), vfs.ErrNotDir)
 		}
 		found, err := f.find(n, e)
 		if err != nil {
@@ -414,7 +401,7 @@ func (f *Files) ReadDir(name string) ([]File, error) {
 		return nil, err
 	}
 	if n.typ() != modeDir {
-		return nil, fmt.Errorf("%s: %w", clean, errNotDir)
+		return nil, fmt.Errorf("%s: %w", clean, vfs.ErrNotDir)
 	}
 	var out []File
 	var inner error
@@ -451,20 +438,14 @@ func (f *Files) Open(name string) (io.ReadCloser, error) {
 		return nil, err
 	}
 	if n.typ() != modeReg {
-		return nil, fmt.Errorf("%s: %w", clean, errNotRegular)
+		return nil, fmt.Errorf("%s: %w", clean, vfs.ErrNotRegular)
 	}
 	c, err := f.content(n)
 	if err != nil {
 		return nil, err
 	}
-	return fileReader{io.NewSectionReader(c, 0, n.size)}, nil
+	return vfs.Section(c, n.size), nil
 }
-
-// fileReader is what Open returns.
-type fileReader struct{ *io.SectionReader }
-
-// Close does nothing: the reader holds no resources of its own.
-func (fileReader) Close() error { return nil }
 
 // dirEntries calls fn with the name and inode of each entry of directory
 // n in on-disk order until fn returns false. Empty slots (inode 0), which

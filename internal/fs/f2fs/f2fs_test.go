@@ -155,84 +155,6 @@ func toolMap(t testing.TB, img string) *block.Map {
 	return m
 }
 
-// fsckClean fails the test unless fsck.f2fs, changing nothing, finds
-// nothing wrong.
-func fsckClean(t testing.TB, img string) {
-	t.Helper()
-	out, err := exec.Command("fsck.f2fs", "--dry-run", img).CombinedOutput()
-	if err != nil || strings.Contains(string(out), "[Fail]") || !regexp.MustCompile(`other corrupted bugs\s+\[Ok\.\.\]`).Match(out) {
-		t.Errorf("fsck.f2fs --dry-run %s: %v\n%s", img, err, out)
-	}
-}
-
-var treeEntry = regexp.MustCompile(`-- (.+) <ino = 0x([0-9a-f]+)>`)
-
-// dumpFile reads the file of inode ino (hex) out of img with dump.f2fs,
-// which writes it under its own name into dir/lost_found.
-func dumpFile(t testing.TB, img, ino, name, dir string) []byte {
-	t.Helper()
-	abs, _ := filepath.Abs(img)
-	out := filepath.Join(dir, "lost_found", name)
-	os.Remove(out)
-	cmd := exec.Command("dump.f2fs", "-i", "0x"+ino, abs)
-	cmd.Dir, cmd.Stdin = dir, strings.NewReader("y\n")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("dump.f2fs -i 0x%s: %v\n%s", ino, err, b)
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatalf("dump.f2fs -i 0x%s wrote no file: %v", ino, err)
-	}
-	return b
-}
-
-// sameFiles fails the test unless every entry of the trees is listed by
-// fsck.f2fs -t in img, and every regular file, read back out of img with
-// dump.f2fs, is identical to its source in the tree. With inlineBug, a
-// file small enough to be inline need only read back as it does from
-// src (the image img was made from): dump.f2fs 1.15 reads inline data at
-// the wrong place when inodes have extra attributes.
-func sameFiles(t testing.TB, img, src string, inlineBug bool, trees ...string) {
-	t.Helper()
-	inodes := map[string]string{}
-	for _, m := range treeEntry.FindAllStringSubmatch(tooltest.Run(t, "fsck.f2fs", "-t", img), -1) {
-		inodes[m[1]] = m[2]
-	}
-	dir := t.TempDir()
-	n := 0
-	for _, tree := range trees {
-		filepath.Walk(tree, func(p string, fi os.FileInfo, err error) error {
-			if err != nil || p == tree {
-				return err
-			}
-			ino, ok := inodes[fi.Name()]
-			if !ok {
-				t.Errorf("%s: fsck.f2fs -t does not list it", p)
-				return nil
-			}
-			if !fi.Mode().IsRegular() {
-				return nil
-			}
-			got := dumpFile(t, img, ino, fi.Name(), dir)
-			want, _ := os.ReadFile(p)
-			switch {
-			case bytes.Equal(got, want):
-			case inlineBug && fi.Size() < 3500:
-				if was := dumpFile(t, src, ino, fi.Name(), dir); !bytes.Equal(got, was) {
-					t.Errorf("%s (inode %s) reads back %d bytes unlike the source image's %d", p, ino, len(got), len(was))
-				}
-			default:
-				t.Errorf("%s (inode %s) reads back %d bytes unlike the %d written", p, ino, len(got), len(want))
-			}
-			n++
-			return nil
-		})
-	}
-	if n < 10 {
-		t.Errorf("only %d files compared", n)
-	}
-}
-
 // sameMap fails the test unless two maps mark the same blocks.
 func sameMap(t testing.TB, what string, got, want *block.Map) {
 	t.Helper()
@@ -282,7 +204,7 @@ func TestAgainstTools(t *testing.T) {
 		trees     []string
 		defrag    bool
 		partclone bool // partclone 0.3.23's F2FS reader predates large NAT bitmaps and read-only layouts
-		inlineBug bool // extra attributes: see sameFiles
+		inlineBug bool // extra attributes: see tooltest.SameF2FSFiles
 	}{
 		{"mkfs only", 128 << 20, nil, nil, false, true, false},
 		{"two rounds", 256 << 20, []string{"-l", "two rounds"}, []string{files, many}, false, true, false},
@@ -299,7 +221,7 @@ func TestAgainstTools(t *testing.T) {
 				main := f["main_blkaddr"]
 				tooltest.Run(t, "defrag.f2fs", "-s", fmt.Sprint(main+6*blocksPerSeg), "-l", fmt.Sprint(3*blocksPerSeg), "-t", fmt.Sprint(main+(f["segment_count_main"]-10)*blocksPerSeg), img)
 			}
-			fsckClean(t, img)
+			tooltest.F2FSClean(t, img)
 			m := trusted(t, img)
 			sameMap(t, "map", m, toolMap(t, img))
 			if tc.partclone {
@@ -311,9 +233,13 @@ func TestAgainstTools(t *testing.T) {
 				t.Errorf("%d of %d bytes used", used, all)
 			}
 			kept := tooltest.KeepOnly(t, img, m)
-			fsckClean(t, kept)
+			tooltest.F2FSClean(t, kept)
 			if len(tc.trees) > 0 {
-				sameFiles(t, kept, img, tc.inlineBug, tc.trees...)
+				inlineFrom := ""
+				if tc.inlineBug {
+					inlineFrom = img
+				}
+				tooltest.SameF2FSFiles(t, kept, inlineFrom, 10, tc.trees...)
 			}
 			if got, want := tooltest.Blkid(t, kept, "UUID"), tooltest.Blkid(t, img, "UUID"); got != want || got == "" {
 				t.Errorf("UUID %q, want %q", got, want)
@@ -428,7 +354,7 @@ func TestSuperblocks(t *testing.T) {
 	if s := readSuper(t, damaged); !s.fromBackup || s.Label != "backup" {
 		t.Errorf("read the backup superblock: %v, label %q", s.fromBackup, s.Label)
 	}
-	fsckClean(t, damaged) // it reads the backup too (and would repair the primary)
+	tooltest.F2FSClean(t, damaged) // it reads the backup too (and would repair the primary)
 
 	b[blockSize+superOff+124] ^= 0x20
 	os.WriteFile(damaged, b, 0o644)

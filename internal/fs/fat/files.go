@@ -11,23 +11,22 @@ package fat
 // never a panic or a loop. Memory is bounded by what the image holds:
 // fatSlots pieces of the FAT, one bit per cluster of the volume (kept
 // once, to see a file's chain loop), one cluster of a directory being
-// read, at most maxDirEntries entries per directory listed (of the last
-// maxDirs listed), and an open file's extents, no more than the clusters
-// its size needs and no more than the volume has.
+// read, at most maxDirEntries entries per directory listed (of the few
+// listed last, which vfs.Tree keeps), and an open file's extents, no more
+// than the clusters its size needs and no more than the volume has.
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	iofs "io/fs"
-	"path"
-	"sort"
 	"strings"
 	"sync"
 	"time"
 	"unicode"
 	"unicode/utf16"
+
+	"github.com/platter-dev/platter/internal/fs/vfs"
 )
 
 const (
@@ -58,20 +57,9 @@ const (
 	// of a listing.
 	maxDirEntries = 65536
 
-	// maxDirs is how many directories' listings are kept: extracting a
-	// directory opens each of its files by path, and a scan per name
-	// would make that quadratic.
-	maxDirs = 4
-	// maxPaths bounds the directories remembered by path.
-	maxPaths = 1024
 	// fatSlots is how many pieces of the FAT are kept: files written
 	// side by side interleave their clusters.
 	fatSlots = 4
-)
-
-var (
-	errNotDir     = errors.New("not a directory")
-	errNotRegular = errors.New("not a regular file")
 )
 
 // Files is a FAT filesystem opened for reading its files. Its methods are
@@ -90,9 +78,7 @@ type Files struct {
 	tick  uint64
 	seen  []uint64 // a bit per cluster, set on the chain being followed
 
-	mu    sync.Mutex
-	dirs  []*listing      // the last maxDirs listed, oldest first
-	paths map[string]File // directories found by path
+	tree *vfs.Tree[File, uint32] // entries by path, directories by dirKey
 }
 
 // File is a directory entry found by path.
@@ -146,6 +132,7 @@ func OpenFiles(r io.ReaderAt, size int64) (*Files, error) {
 			return nil, corrupt(0x2c, "the root directory starts at cluster %d, outside the volume's clusters 2-%d", f.rootCluster, f.last)
 		}
 	}
+	f.tree = vfs.NewTree(f.root(), f.list, entry, dirKey, vfs.FoldKey)
 	return f, nil
 }
 
@@ -157,28 +144,12 @@ func (f *Files) root() File {
 // Stat finds name: a slash-separated path relative to the root ("", "."
 // and "/" are the root). Names match without regard to case, as FAT
 // matches them; of entries whose names match, the first is found.
-func (f *Files) Stat(name string) (File, error) {
-	return f.lookup(clean(name))
-}
+func (f *Files) Stat(name string) (File, error) { return f.tree.Stat(name) }
 
 // ReadDir lists a directory's entries in on-disk order: without "." and
 // ".." (by their 8.3 names), volume labels and deleted entries, every
 // other name as the directory holds it, for the caller to judge.
-func (f *Files) ReadDir(name string) ([]File, error) {
-	p := clean(name)
-	d, err := f.lookup(p)
-	if err != nil {
-		return nil, err
-	}
-	if !d.Mode.IsDir() {
-		return nil, fmt.Errorf("%s: %w", p, errNotDir)
-	}
-	l, err := f.list(d)
-	if err != nil {
-		return nil, err
-	}
-	return append([]File(nil), l.files...), nil
-}
+func (f *Files) ReadDir(name string) ([]File, error) { return f.tree.ReadDir(name) }
 
 // Open returns a reader of a file's contents, found as Stat finds it. The
 // file's cluster chain is followed once, here: a chain that loops, ends
@@ -186,90 +157,21 @@ func (f *Files) ReadDir(name string) ([]File, error) {
 // is a *block.CorruptError. The reader also implements io.ReaderAt (safe
 // for parallel calls) and io.Seeker.
 func (f *Files) Open(name string) (io.ReadCloser, error) {
-	p := clean(name)
-	e, err := f.lookup(p)
+	e, err := f.tree.File(name)
 	if err != nil {
 		return nil, err
-	}
-	if e.Mode.IsDir() {
-		return nil, fmt.Errorf("%s: %w", p, errNotRegular)
 	}
 	runs, err := f.extents(e)
 	if err != nil {
 		return nil, err
 	}
-	return fileReader{io.NewSectionReader(&content{f: f, runs: runs, size: e.Size}, 0, e.Size)}, nil
+	c := &vfs.Clusters{R: f.r, Runs: runs, ClusterSize: f.clusterSize, Offset: f.clusterOff,
+		Size: e.Size, Valid: e.Size, FS: "fat"}
+	return vfs.Section(c, e.Size), nil
 }
 
-// fileReader is what Open returns.
-type fileReader struct{ *io.SectionReader }
-
-// Close does nothing: the reader holds no resources of its own.
-func (fileReader) Close() error { return nil }
-
-// clean turns a path into lookup's form: "" for the root, no slash at
-// either end.
-func clean(name string) string { return strings.Trim(path.Clean("/"+name), "/") }
-
-// lookup finds the entry at p, a cleaned path.
-func (f *Files) lookup(p string) (File, error) {
-	if p == "" {
-		return f.root(), nil
-	}
-	dir, base := "", p
-	if i := strings.LastIndexByte(p, '/'); i >= 0 {
-		dir, base = p[:i], p[i+1:]
-	}
-	d, err := f.dirAt(dir)
-	if err != nil {
-		return File{}, err
-	}
-	l, err := f.list(d)
-	if err != nil {
-		return File{}, err
-	}
-	i, ok := l.index[foldKey(base)]
-	if !ok {
-		return File{}, fmt.Errorf("%s: %w", p, iofs.ErrNotExist)
-	}
-	return l.files[i], nil
-}
-
-// dirAt finds the directory at p, a cleaned path, remembering it.
-func (f *Files) dirAt(p string) (File, error) {
-	if p == "" {
-		return f.root(), nil
-	}
-	f.mu.Lock()
-	d, ok := f.paths[p]
-	f.mu.Unlock()
-	if ok {
-		return d, nil
-	}
-	d, err := f.lookup(p)
-	if err != nil {
-		return File{}, err
-	}
-	if !d.Mode.IsDir() {
-		return File{}, fmt.Errorf("%s: %w", p, errNotDir)
-	}
-	f.mu.Lock()
-	if f.paths == nil || len(f.paths) >= maxPaths {
-		f.paths = make(map[string]File)
-	}
-	f.paths[p] = d
-	f.mu.Unlock()
-	return d, nil
-}
-
-// listing is a directory's entries and, by folded name, the first entry
-// of each name.
-type listing struct {
-	key   uint32 // 0 for the root, else the first cluster
-	files []File
-	index map[string]int
-}
-
+// dirKey tells directory d from others: 0 for the root, else its first
+// cluster.
 func dirKey(d File) uint32 {
 	if d.root {
 		return 0
@@ -277,46 +179,19 @@ func dirKey(d File) uint32 {
 	return d.cluster
 }
 
-// list returns directory d's listing, from the last maxDirs read if it is
-// there.
-func (f *Files) list(d File) (*listing, error) {
-	key := dirKey(d)
-	f.mu.Lock()
-	for _, l := range f.dirs {
-		if l.key == key {
-			f.mu.Unlock()
-			return l, nil
-		}
-	}
-	f.mu.Unlock()
-	l := &listing{key: key, index: map[string]int{}}
+// list reads directory d's entries, in on-disk order.
+func (f *Files) list(d File) ([]File, error) {
+	var files []File
 	var p dirParser
 	err := f.dirEntries(d, func(raw []byte, off int64) {
-		e, ok := p.entry(raw, off, f.b.kind == "fat32")
-		if !ok {
-			return
+		if e, ok := p.entry(raw, off, f.b.kind == "fat32"); ok {
+			files = append(files, e)
 		}
-		if k := foldKey(e.Name); !has(l.index, k) {
-			l.index[k] = len(l.files)
-		}
-		l.files = append(l.files, e)
 	})
 	if err != nil {
-		// A damaged directory is not kept.
 		return nil, err
 	}
-	f.mu.Lock()
-	if len(f.dirs) == maxDirs {
-		f.dirs = append(f.dirs[:0], f.dirs[1:]...)
-	}
-	f.dirs = append(f.dirs, l)
-	f.mu.Unlock()
-	return l, nil
-}
-
-func has(m map[string]int, k string) bool {
-	_, ok := m[k]
-	return ok
+	return files, nil
 }
 
 // dirEntries calls fn with each 32-byte entry of directory d and its byte
@@ -341,7 +216,7 @@ func (f *Files) dirEntries(d File, fn func(raw []byte, off int64)) error {
 		buf := make([]byte, min(end-start, 64<<10))
 		for off := start; off < end; off += int64(len(buf)) {
 			n := min(int64(len(buf)), end-off)
-			if err := readFull(f.r, buf[:n], off); err != nil {
+			if err := vfs.ReadFull(f.r, buf[:n], off); err != nil {
 				return fmt.Errorf("fat: read the root directory at byte %d: %w", off, err)
 			}
 			if !each(buf[:n], off) {
@@ -367,7 +242,7 @@ func (f *Files) dirEntries(d File, fn func(raw []byte, off int64)) error {
 			return corrupt(f.entryOff(c), "%s runs past %d clusters (%d entries, the most a directory holds) at cluster %d", what, maxClusters, maxDirEntries, c)
 		}
 		off := f.clusterOff(c)
-		if err := readFull(f.r, buf, off); err != nil {
+		if err := vfs.ReadFull(f.r, buf, off); err != nil {
 			return fmt.Errorf("fat: read cluster %d of %s at byte %d: %w", c, what, off, err)
 		}
 		if !each(buf, off) {
@@ -538,19 +413,6 @@ func dosTime(date, tod uint16) time.Time {
 		int(tod>>11), int(tod>>5&0x3f), 2*int(tod&0x1f), 0, time.UTC)
 }
 
-// foldKey maps each letter of name to the smallest of its Unicode
-// simple-folding orbit: two names have one key exactly when
-// strings.EqualFold says they match (as fsread matches names).
-func foldKey(name string) string {
-	return strings.Map(func(r rune) rune {
-		low := r
-		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
-			low = min(low, f)
-		}
-		return low
-	}, name)
-}
-
 // clusterOff is the byte where cluster c (2 to f.last) starts.
 func (f *Files) clusterOff(c uint32) int64 {
 	return (f.b.dataStart + int64(c-2)*f.b.sectorsPerCluster) * f.b.bytesPerSector
@@ -620,7 +482,7 @@ func (f *Files) entry(c uint32) (uint32, error) {
 		}
 		s.ok = false
 		piece := s.buf[:min(int64(len(s.buf)), f.fatLen-n*fatPiece)]
-		if err := readFull(f.r, piece, f.fatOff+n*fatPiece); err != nil {
+		if err := vfs.ReadFull(f.r, piece, f.fatOff+n*fatPiece); err != nil {
 			return 0, fmt.Errorf("fat: read FAT at byte %d: %w", f.fatOff+n*fatPiece, err)
 		}
 		s.n, s.ok = n, true
@@ -631,14 +493,10 @@ func (f *Files) entry(c uint32) (uint32, error) {
 	return decodeEntry(s.buf[at-n*fatPiece:], bits, int64(c)), nil
 }
 
-// run maps n clusters of a file from its cluster lc on to the volume's
-// clusters from pc on.
-type run struct{ lc, pc, n uint32 }
-
 // extents follows file e's cluster chain for as many clusters as its size
 // needs (the rest of a longer chain is not read, as the kernel does not
 // read it) and returns them as runs.
-func (f *Files) extents(e File) ([]run, error) {
+func (f *Files) extents(e File) ([]vfs.Run, error) {
 	if e.Size == 0 {
 		return nil, nil
 	}
@@ -655,21 +513,21 @@ func (f *Files) extents(e File) ([]run, error) {
 	if need > 1 && f.seen == nil {
 		f.seen = make([]uint64, (int64(f.last)+64)/64)
 	}
-	var runs []run
+	var runs []vfs.Run
 	defer func() {
 		// Leave every bit clear for the next walk.
 		for _, r := range runs {
-			for c := r.pc; c < r.pc+r.n && need > 1; c++ {
+			for c := r.Physical; int64(c) < int64(r.Physical)+r.N && need > 1; c++ {
 				f.seen[c/64] &^= 1 << (c % 64)
 			}
 		}
 	}()
 	c := e.cluster
 	for i := int64(0); ; i++ {
-		if k := len(runs) - 1; k >= 0 && runs[k].pc+runs[k].n == c {
-			runs[k].n++
+		if k := len(runs) - 1; k >= 0 && int64(runs[k].Physical)+runs[k].N == int64(c) {
+			runs[k].N++
 		} else {
-			runs = append(runs, run{lc: uint32(i), pc: c, n: 1})
+			runs = append(runs, vfs.Run{Logical: i, Physical: c, N: 1})
 		}
 		if i == need-1 {
 			return runs, nil
@@ -690,56 +548,4 @@ func (f *Files) extents(e File) ([]run, error) {
 		}
 		c = next
 	}
-}
-
-// content reads a file's data through its runs. ReadAt is safe for
-// parallel calls: the runs never change.
-type content struct {
-	f    *Files
-	runs []run
-	size int64
-}
-
-func (c *content) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, fmt.Errorf("fat: negative offset %d", off)
-	}
-	if off >= c.size {
-		return 0, io.EOF
-	}
-	want := int(min(int64(len(p)), c.size-off))
-	cs := c.f.clusterSize
-	for done := 0; done < want; {
-		pos := off + int64(done)
-		lc := pos / cs
-		i := sort.Search(len(c.runs), func(i int) bool { return int64(c.runs[i].lc)+int64(c.runs[i].n) > lc })
-		if i == len(c.runs) || int64(c.runs[i].lc) > lc {
-			// extents maps every cluster the size needs; guard anyway.
-			return done, fmt.Errorf("fat: internal error: no cluster maps byte %d", pos)
-		}
-		r := c.runs[i]
-		within := pos - int64(r.lc)*cs
-		k := int(min(int64(r.n)*cs-within, int64(want-done)))
-		at := c.f.clusterOff(r.pc) + within
-		if err := readFull(c.f.r, p[done:done+k], at); err != nil {
-			return done, fmt.Errorf("fat: read cluster %d at byte %d: %w", r.pc+uint32(within/cs), at, err)
-		}
-		done += k
-	}
-	if want < len(p) {
-		return want, io.EOF
-	}
-	return want, nil
-}
-
-// readFull reads exactly len(b) bytes at off.
-func readFull(r io.ReaderAt, b []byte, off int64) error {
-	n, err := r.ReadAt(b, off)
-	if n == len(b) {
-		return nil
-	}
-	if err == nil || err == io.EOF {
-		err = io.ErrUnexpectedEOF
-	}
-	return err
 }

@@ -1,7 +1,6 @@
 package fat
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -11,7 +10,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -19,234 +17,18 @@ import (
 	"unicode/utf16"
 
 	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/fs/vfs"
 	"github.com/platter-dev/platter/internal/tooltest"
 )
 
 // These tests judge the reader by mtools: every name, 8.3 name, size and
 // time against what mdir lists, every byte against what mcopy copies out.
 
-// sourceTree writes the files put in a test filesystem: a deep tree, long
-// names in several scripts, 8.3 names in every case mtools keeps (with
-// and without the lower-case flags), empty files and an empty directory,
-// files of exact cluster multiples and one byte either side, times from
-// 1980 to 2107, and many files in one directory.
-func sourceTree(t testing.TB, cluster int64, many int) string {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "src")
-	rnd := uint64(cluster)*7919 + uint64(many)
-	data := func(n int64) []byte {
-		b := make([]byte, n)
-		for i := range b {
-			rnd = rnd*6364136223846793005 + 1442695040888963407
-			b[i] = byte(rnd >> 56)
-		}
-		return b
-	}
-	write := func(p string, b []byte) {
-		p = filepath.Join(dir, p)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	deep := "Deep"
-	for i := 1; i <= 10; i++ {
-		deep = path.Join(deep, fmt.Sprintf("level %02d", i))
-	}
-	write(path.Join(deep, "deep file.txt"), []byte("at the bottom\n"))
-	write("Ünïcödé ✓ 名前.txt", data(1000))
-	write("Ελληνικά κείμενα/Ωμέγα.txt", data(77))
-	write(strings.Repeat("Long náme ", 20)+"end.txt", data(10))
-	for _, n := range []string{"README.TXT", "lower.txt", "UPPER.txt", "lowbase.TXT", "MiXeD.CaSe.txt", "NOEXT", "lowonly", "a.b", "ÉTÉ.TXT"} {
-		write(n, []byte(n+"\n"))
-	}
-	write("empty.txt", nil)
-	if err := os.MkdirAll(filepath.Join(dir, "empty dir"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []int64{1, 2, 7} {
-		write(fmt.Sprintf("exact/x%d.bin", k), data(k*cluster))
-		write(fmt.Sprintf("exact/x%d-minus.bin", k), data(k*cluster-1))
-		write(fmt.Sprintf("exact/x%d-plus.bin", k), data(k*cluster+1))
-	}
-	// Long names that share a prefix make mtools search for free ~N
-	// tails, slowly: most of the many are 8.3 names, every fourth a long
-	// name of its own prefix.
-	for i := 0; i < many; i++ {
-		write(manyName(i), []byte(fmt.Sprintf("file %d\n", i)))
-	}
-	times := []time.Time{
-		time.Date(1980, 1, 1, 0, 0, 0, 0, time.UTC),
-		time.Date(1999, 12, 31, 23, 59, 58, 0, time.UTC),
-		time.Date(2038, 1, 19, 3, 14, 8, 0, time.UTC),
-		time.Date(2107, 12, 31, 23, 59, 58, 0, time.UTC),
-		time.Date(2024, 2, 29, 12, 34, 57, 0, time.UTC), // odd seconds: FAT keeps 2
-	}
-	i := 0
-	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && !fi.IsDir() {
-			os.Chtimes(p, times[i%len(times)], times[i%len(times)])
-			i++
-		}
-		return nil
-	})
-	return dir
-}
-
-func manyName(i int) string {
-	if i%4 == 0 {
-		return fmt.Sprintf("many/%05d long name.txt", i)
-	}
-	return fmt.Sprintf("many/f%05d.txt", i)
-}
-
-// mcopyIn copies every entry of the tree src into the root of img, with
-// the files' times, then makes a fragmented file: small files written
-// one after the other, every other one deleted, and one large file
-// written into the holes.
-func mcopyIn(t testing.TB, img, src string, cluster int64) {
-	t.Helper()
-	t.Setenv("TZ", "UTC")
-	ents, err := os.ReadDir(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	args := []string{"-s", "-m", "-i", img}
-	for _, e := range ents {
-		args = append(args, filepath.Join(src, e.Name()))
-	}
-	tooltest.Run(t, "mcopy", append(args, "::/")...)
-	tmp := t.TempDir()
-	for i := 0; i < 12; i++ {
-		p := filepath.Join(tmp, fmt.Sprintf("hole%02d", i))
-		os.WriteFile(p, bytes.Repeat([]byte{byte(i)}, int(2*cluster)), 0o644)
-		tooltest.Run(t, "mcopy", "-i", img, p, "::/")
-	}
-	for i := 0; i < 12; i += 2 {
-		tooltest.Run(t, "mdel", "-i", img, fmt.Sprintf("::/hole%02d", i))
-	}
-	forgetNextFree(t, img)
-	big := make([]byte, 15*cluster+123)
-	for i := range big {
-		big[i] = byte(i*31 + i/int(cluster))
-	}
-	p := filepath.Join(tmp, "fragmented.bin")
-	os.WriteFile(p, big, 0o644)
-	tooltest.Run(t, "mcopy", "-i", img, p, "::/")
-}
-
-// forgetNextFree sets a FAT32's FSInfo hint of the next free cluster to
-// "unknown", so mtools looks for free clusters from the start (and finds
-// the holes) instead of after the last it took.
-func forgetNextFree(t testing.TB, img string) {
-	t.Helper()
-	raw, err := os.ReadFile(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := parseBPB(raw[:512], int64(len(raw)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b.kind != "fat32" {
-		return
-	}
-	info := int64(binary.LittleEndian.Uint16(raw[0x30:])) * b.bytesPerSector
-	if string(raw[info:info+4]) != "RRaA" {
-		t.Fatalf("no FSInfo sector at byte %d", info)
-	}
-	binary.LittleEndian.PutUint32(raw[info+0x1ec:], 0xffffffff)
-	os.WriteFile(img, raw, 0o644)
-}
-
 // newFAT makes a FAT filesystem of size bytes with mkfs.fat args and
-// fills it.
+// fills it (tooltest.MakeFAT), with times up to FAT's last year, 2107.
 func newFAT(t testing.TB, size int64, many int, args ...string) string {
 	t.Helper()
-	var p string
-	if size <= 64<<20 {
-		p = tooltest.Garbage(t, size) // free space holds old data
-	} else {
-		p = filepath.Join(t.TempDir(), "fs.img")
-		os.WriteFile(p, nil, 0o644)
-		os.Truncate(p, size)
-	}
-	tooltest.Run(t, "mkfs.fat", append(args, p)...)
-	cluster := clusterOf(t, p)
-	mcopyIn(t, p, sourceTree(t, cluster, many), cluster)
-	return p
-}
-
-func clusterOf(t testing.TB, img string) int64 {
-	t.Helper()
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var bs [512]byte
-	f.ReadAt(bs[:], 0)
-	b, err := parseBPB(bs[:], 1<<40)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b.sectorsPerCluster * b.bytesPerSector
-}
-
-// mdirEntry is a line of mdir.
-type mdirEntry struct {
-	short, long string
-	dir         bool
-	size        int64
-	stamp       string // "2006-01-02 15:04"
-}
-
-var mdirLine = regexp.MustCompile(`^ +(<DIR>|\d+) +(\d{4}-\d\d-\d\d) +(\d?\d:\d\d)(?:  (.*)| ?)$`)
-
-// mdirAll lists every directory of img with mdir -/ -a: by path (long
-// names, as mtools shows them), each entry but "." and "..".
-func mdirAll(t testing.TB, img string) map[string]mdirEntry {
-	t.Helper()
-	out := tooltest.Run(t, "mdir", "-/", "-a", "-i", img, "::/")
-	m := map[string]mdirEntry{}
-	dir := ""
-	sc := bufio.NewScanner(strings.NewReader(out))
-	for sc.Scan() {
-		l := sc.Text()
-		if d, ok := strings.CutPrefix(l, "Directory for ::/"); ok {
-			dir = d
-			continue
-		}
-		r := []rune(l)
-		if len(r) < 13 || r[8] != ' ' {
-			continue
-		}
-		f := mdirLine.FindStringSubmatch(string(r[12:]))
-		if f == nil {
-			continue
-		}
-		base, ext := strings.TrimRight(string(r[:8]), " "), strings.TrimRight(string(r[9:12]), " ")
-		hm := f[3]
-		if len(hm) == 4 {
-			hm = "0" + hm // mdir writes 0:00
-		}
-		e := mdirEntry{short: base, long: f[4], dir: f[1] == "<DIR>", stamp: f[2] + " " + hm}
-		if ext != "" {
-			e.short += "." + ext
-		}
-		if e.short == "." || e.short == ".." {
-			continue
-		}
-		fmt.Sscan(f[1], &e.size)
-		name := e.long
-		if name == "" {
-			name = e.short
-		}
-		m[path.Join(dir, name)] = e
-	}
-	return m
+	return tooltest.MakeFAT(t, size, many, 2107, args...)
 }
 
 // mtoolsCopy copies every file of img out with mcopy -s -m.
@@ -279,7 +61,7 @@ func openFile(t testing.TB, p string) *Files {
 // as mcopy -m copies them out. It returns how many files it compared.
 func sameAsMtools(t *testing.T, f *Files, img string) int {
 	t.Helper()
-	want := mdirAll(t, img)
+	want := tooltest.Mdir(t, img)
 	copied := mtoolsCopy(t, img)
 	seen, files := map[string]bool{}, 0
 	var walk func(dir string)
@@ -297,8 +79,8 @@ func sameAsMtools(t *testing.T, f *Files, img string) int {
 			case !ok:
 				t.Errorf("%s: listed, but not by mdir", p)
 				continue
-			case w.short != e.Short || w.dir != e.Mode.IsDir() || e.ModTime.Format("2006-01-02 15:04") != w.stamp:
-				t.Errorf("%s: 8.3 name %q, dir %v, time %v; mdir: %q, %v, %s", p, e.Short, e.Mode.IsDir(), e.ModTime, w.short, w.dir, w.stamp)
+			case w.Short != e.Short || w.Dir != e.Mode.IsDir() || e.ModTime.Format("2006-01-02 15:04") != w.Stamp:
+				t.Errorf("%s: 8.3 name %q, dir %v, time %v; mdir: %q, %v, %s", p, e.Short, e.Mode.IsDir(), e.ModTime, w.Short, w.Dir, w.Stamp)
 			case e.Mode.IsDir() && e.Mode != iofs.ModeDir|0o755, !e.Mode.IsDir() && e.Mode != 0o644:
 				t.Errorf("%s: mode %v", p, e.Mode)
 			}
@@ -306,8 +88,8 @@ func sameAsMtools(t *testing.T, f *Files, img string) int {
 				walk(p)
 				continue
 			}
-			if e.Size != w.size {
-				t.Errorf("%s: size %d, mdir %d", p, e.Size, w.size)
+			if e.Size != w.Size {
+				t.Errorf("%s: size %d, mdir %d", p, e.Size, w.Size)
 			}
 			host := filepath.Join(copied, p)
 			fi, err := os.Stat(host)
@@ -440,15 +222,15 @@ func TestFilesLookup(t *testing.T) {
 	if b := readAll(t, f, "readme.txt"); string(b) != "README.TXT\n" {
 		t.Errorf("readme.txt reads %q, want the first entry's", b)
 	}
-	for p, want := range map[string]error{"nothing": iofs.ErrNotExist, "README.TXT/x": errNotDir, "Deep/nothing/x": iofs.ErrNotExist} {
+	for p, want := range map[string]error{"nothing": iofs.ErrNotExist, "README.TXT/x": vfs.ErrNotDir, "Deep/nothing/x": iofs.ErrNotExist} {
 		if _, err := f.Stat(p); !errors.Is(err, want) {
 			t.Errorf("stat %q: %v, want %v", p, err, want)
 		}
 	}
-	if _, err := f.Open("Deep"); !errors.Is(err, errNotRegular) {
+	if _, err := f.Open("Deep"); !errors.Is(err, vfs.ErrNotRegular) {
 		t.Errorf("open a directory: %v", err)
 	}
-	if _, err := f.ReadDir("README.TXT"); !errors.Is(err, errNotDir) {
+	if _, err := f.ReadDir("README.TXT"); !errors.Is(err, vfs.ErrNotDir) {
 		t.Errorf("ReadDir of a file: %v", err)
 	}
 	root, err := f.Stat("/")
@@ -830,7 +612,7 @@ func TestFilesParallel(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := g; i < 200; i += 4 {
-				p := manyName(i)
+				p := tooltest.FATManyName(i)
 				r, err := f.Open(p)
 				if err != nil {
 					t.Error(err)
@@ -868,53 +650,11 @@ func FuzzFiles(f *testing.F) {
 		// SparseReader serves zeros past the seed: keep the seeds small.
 		f.Add(bytes.TrimRight(b, "\x00"))
 	}
-	f.Fuzz(func(t *testing.T, b []byte) { walkFuzzed(b) })
-}
-
-// walkFuzzed opens b (then zeros) as a FAT and walks it: every error
-// is fine, a panic or a runaway is not.
-func walkFuzzed(b []byte) {
-	r := &tooltest.SparseReader{B: b, Size: 40 << 20}
-	fs, err := OpenFiles(r, r.Size)
-	if err != nil {
-		return
-	}
-	budget := 300 // entries visited: a damaged tree can hold itself
-	buf := make([]byte, 8192)
-	var walk func(p string, depth int)
-	walk = func(p string, depth int) {
-		budget--
-		if budget < 0 || depth > 8 {
-			return
-		}
-		fi, err := fs.Stat(p)
-		if err != nil {
-			return
-		}
-		if fi.Mode.IsDir() {
-			ents, err := fs.ReadDir(p)
-			if err != nil {
-				return
-			}
-			budget -= len(ents) / 16
-			for _, e := range ents {
-				if e.Name != "" && !strings.ContainsRune(e.Name, '/') && e.Name != "." && e.Name != ".." {
-					walk(path.Join(p, e.Name), depth+1)
-				}
-			}
-			return
-		}
-		rd, err := fs.Open(p)
-		if err != nil {
-			return
-		}
-		for n := 0; n < 16; n++ {
-			if _, err := rd.Read(buf); err != nil {
-				break
-			}
-		}
-		rd.(io.ReaderAt).ReadAt(buf, fi.Size/2)
-		rd.Close()
-	}
-	walk("", 0)
+	// b (then zeros) opened as a FAT and walked: every error is fine, a
+	// panic or a runaway is not.
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r := &tooltest.SparseReader{B: b, Size: 40 << 20}
+		fs, err := FS.OpenFiles(r, r.Size)
+		tooltest.FuzzFiles(t, fs, err)
+	})
 }

@@ -7,6 +7,10 @@
 // them; adding a filesystem is one package exporting one descriptor and
 // one line in that list.
 //
+// It also holds what the file readers share: Tree, which finds entries
+// by path where directories are read whole (FAT, exFAT), Clusters,
+// which reads a file through its runs of clusters, ReadFull and Section.
+//
 // vfs imports only internal/block and the standard library, so every
 // filesystem package can import it.
 package vfs

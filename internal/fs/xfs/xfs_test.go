@@ -39,25 +39,7 @@ func mkfs(t testing.TB, size int64, args ...string) string {
 
 // mount mounts img through a loop device with opts and returns the mount
 // point and a func that unmounts it (also run when the test ends).
-func mount(t testing.TB, img, opts string) (string, func()) {
-	t.Helper()
-	mnt := t.TempDir()
-	tooltest.Run(t, "mount", "-o", "loop,"+opts, img, mnt)
-	done := false
-	umount := func() {
-		if !done {
-			done = true
-			tooltest.Umount(t, mnt)
-		}
-	}
-	t.Cleanup(func() {
-		if !done {
-			exec.Command("fsfreeze", "-u", mnt).Run()
-			tooltest.Umount(t, mnt)
-		}
-	})
-	return mnt, umount
-}
+var mount = tooltest.Mount
 
 // write fills the mounted filesystem at mnt: tooltest's files, many small
 // files in many directories with some deleted, two files written in
@@ -142,66 +124,18 @@ func mkfsWith(t *testing.T, size int64, args ...string) (img, tree string) {
 	t.Helper()
 	tree = t.TempDir()
 	write(t, tree, false)
-	var b strings.Builder
-	b.WriteString("/dev/null\n0 0\nd--755 0 0\n")
-	var walk func(dir, indent string)
-	walk = func(dir, indent string) {
-		ents, err := os.ReadDir(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range ents {
-			p := filepath.Join(dir, e.Name())
-			switch {
-			case e.Type()&os.ModeSymlink != 0:
-				target, _ := os.Readlink(p)
-				fmt.Fprintf(&b, "%s%s l--777 0 0 %s\n", indent, e.Name(), target)
-			case e.IsDir():
-				fmt.Fprintf(&b, "%s%s d--755 0 0\n", indent, e.Name())
-				walk(p, indent+" ")
-				fmt.Fprintf(&b, "%s$\n", indent)
-			default:
-				fmt.Fprintf(&b, "%s%s ---644 0 0 %s\n", indent, e.Name(), p)
-			}
-		}
-	}
-	walk(tree, " ")
-	b.WriteString("$\n")
-	proto := filepath.Join(t.TempDir(), "proto")
-	if err := os.WriteFile(proto, []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return mkfs(t, size, append(args, "-p", proto)...), tree
+	return mkfs(t, size, append(args, "-p", tooltest.XFSProto(t, tree))...), tree
 }
 
 // inMap fails the test unless every block of every file of tree, as
 // xfs_db maps it in img, is used in m.
 func inMap(t *testing.T, img, tree string, m *block.Map) {
 	t.Helper()
-	agBlocks := xfsDB(t, img, "sb 0", "p agblocks")["agblocks"]
-	args := []string{"-r"}
-	files := 0
-	filepath.Walk(tree, func(p string, info os.FileInfo, err error) error {
-		if err == nil && info.Mode().IsRegular() && info.Size() > 0 {
-			rel, _ := filepath.Rel(tree, p)
-			args = append(args, "-c", "path /"+rel, "-c", "bmap")
-			files++
-		}
-		return err
-	})
-	out := tooltest.Run(t, "xfs_db", append(args, img)...)
-	exts := regexp.MustCompile(`data offset \d+ startblock \d+ \((\d+)/(\d+)\) count (\d+)`).FindAllStringSubmatch(out, -1)
-	if files < 10 || len(exts) < files {
-		t.Fatalf("xfs_db maps %d extents for %d files:\n%s", len(exts), files, out)
-	}
-	for _, e := range exts {
-		ag, _ := strconv.ParseInt(e[1], 10, 64)
-		b, _ := strconv.ParseInt(e[2], 10, 64)
-		n, _ := strconv.ParseInt(e[3], 10, 64)
-		for i := range n {
-			if !m.Test(ag*agBlocks + b + i) {
-				t.Fatalf("a file's block %d/%d is not in the map", ag, b+i)
-			}
+	for _, e := range tooltest.XFSFileExtents(t, img, tree, 10) {
+		var covered int64
+		m.Runs(e.Off, e.Len, func(r block.Extent) { covered += r.Len })
+		if covered != e.Len {
+			t.Fatalf("the map has %d of the %d bytes of a file at %d-%d", covered, e.Len, e.Off, e.End()-1)
 		}
 	}
 }
