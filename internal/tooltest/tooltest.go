@@ -41,11 +41,38 @@ func Run(t testing.TB, name string, args ...string) string {
 			t.Fatalf("%s is needed for this test and is not installed", name)
 		}
 	}
-	out, err := exec.Command(path, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	cmd := exec.Command(path, args...)
+	out := &cappedBuffer{max: maxToolOutput}
+	cmd.Stdout, cmd.Stderr = out, out
+	err = cmd.Run()
+	switch {
+	case out.over:
+		t.Fatalf("%s %s wrote more than %d MiB (a checker looping?); its first bytes:\n%s", name, strings.Join(args, " "), maxToolOutput>>20, out.b.Bytes()[:min(out.b.Len(), 4096)])
+	case err != nil:
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out.b.Bytes())
 	}
-	return string(out)
+	return out.b.String()
+}
+
+// maxToolOutput bounds what Run keeps of a tool's output: a checker that
+// loops (fsck.exfat 1.2.0 does on some volumes) would otherwise take the
+// machine's memory.
+const maxToolOutput = 64 << 20
+
+// cappedBuffer keeps at most max bytes; a write past them fails, which
+// stops the tool on a broken pipe.
+type cappedBuffer struct {
+	b    bytes.Buffer
+	max  int
+	over bool
+}
+
+func (c *cappedBuffer) Write(p []byte) (int, error) {
+	if c.b.Len()+len(p) > c.max {
+		c.over = true
+		return 0, fmt.Errorf("tool output over %d bytes", c.max)
+	}
+	return c.b.Write(p)
 }
 
 // Garbage makes a file of size bytes of pseudo-random data, as the free
