@@ -14,8 +14,10 @@
 # one is filled first, XFS and btrfs get a copy of its files. They are
 # built once in BENCH_DIR (default /var/tmp/platter-bench) and reused.
 # FSTYPES (default "ext4 xfs btrfs") picks the filesystems compared; with
-# ext4 come the compression levels and the incremental and open-image
-# benchmarks. LIVE=0 skips live imaging. Needs root (loop mount).
+# ext4 come the compression levels, encryption, S3, and the incremental
+# and open-image benchmarks. LIVE=0 skips live imaging; ONLY=encryption runs
+# the encryption rows alone, ONLY=s3 the S3 rows (against MinIO on
+# loopback: make minio). Needs root (loop mount).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -82,7 +84,7 @@ build_copy() { # build_copy FSTYPE: the ext4 bench filesystem's files on FSTYPE
 }
 
 partclone_of() { case $1 in ext4) echo partclone.extfs ;; *) echo "partclone.$1" ;; esac; }
-need="zstd /usr/bin/time bc"
+need="zstd /usr/bin/time bc curl"
 for fs in $FSTYPES; do
 	case $fs in
 	ext4) need="$need e2fsck debugfs" ;;
@@ -226,11 +228,157 @@ REPORT
 	[ "${fsck%% *}" = clean ]
 }
 
+# Encryption (issue 16.2): create and restore with --encrypt beside the
+# same runs without, alternating, median of ROUNDS; the target is at most
+# 10 % slower. Each encrypted run pays the passphrase's key derivation
+# (Argon2id, 256 MiB), as a user does; it is measured apart too.
+bench_encryption() {
+	local plain=$DIR/plain.platter enc=$DIR/enc.platter tgt=$DIR/enc-target.img size used r s base pc ec pr er kdf fsck
+	size=$(stat -c %s "$FS")
+	cat "$FS" > /dev/null # into the page cache
+	export PLATTER_PASSWORD=platter-bench-passphrase
+	for r in $(seq 1 "$ROUNDS"); do
+		echo "encryption round $r/$ROUNDS"
+		rm -f "$plain"; settle; s=$(now)
+		"$P" create --progress=none "$FS" "$plain" > /dev/null
+		add enc_plain_create "$(echo "$(now) - $s" | bc)"
+		rm -f "$enc"; settle; s=$(now)
+		"$P" create --progress=none --encrypt "$FS" "$enc" > /dev/null
+		add enc_create "$(echo "$(now) - $s" | bc)"
+		rm -f "$tgt"; truncate -s "$size" "$tgt"; settle; s=$(now)
+		"$P" restore --yes --progress=none "$plain" "$tgt" > /dev/null
+		add enc_plain_restore "$(echo "$(now) - $s" | bc)"
+		rm -f "$tgt"; truncate -s "$size" "$tgt"; settle; s=$(now)
+		"$P" restore --yes --progress=none "$enc" "$tgt" > /dev/null
+		add enc_restore "$(echo "$(now) - $s" | bc)"
+		# The key derivation alone: opening the encrypted image less
+		# opening the plain one.
+		s=$(now); "$P" info "$plain" > /dev/null; base=$(echo "$(now) - $s" | bc)
+		s=$(now); "$P" info "$enc" > /dev/null
+		add enc_kdf "$(echo "$(now) - $s - $base" | bc)"
+	done
+	unset PLATTER_PASSWORD
+	fsck=$(check ext4 "$FS" "$tgt")
+	used=$(used_bytes "$plain")
+	pc=$(med enc_plain_create); ec=$(med enc_create); pr=$(med enc_plain_restore); er=$(med enc_restore); kdf=$(med enc_kdf)
+	cat <<REPORT
+
+ext4 encryption: $GIB GiB, $((used / 1048576)) MiB used; median of $ROUNDS alternating rounds
+
+| step    | plain | --encrypt | slowdown |
+|---------|-------|-----------|----------|
+| create  | $(printf '%.2f s' "$pc") | $(printf '%.2f s' "$ec") | $(ratio "$ec" "$pc" slower "<=" 1.10) |
+| restore | $(printf '%.2f s' "$pr") | $(printf '%.2f s' "$er") | $(ratio "$er" "$pr" slower "<=" 1.10) |
+| size    | $(mib "$(stat -c %s "$plain")") | $(mib "$(stat -c %s "$enc")") | $(ratio "$(stat -c %s "$enc")" "$(stat -c %s "$plain")" size) |
+
+of each encrypted run, the key derivation (Argon2id, 256 MiB): $(printf '%.2f s' "$kdf"); without it,
+create $(ratio "$(echo "$ec - $kdf" | bc)" "$pc" slower), restore $(ratio "$(echo "$er - $kdf" | bc)" "$pr" slower)
+every run (s): plain create${T[enc_plain_create]}; encrypted create${T[enc_create]}
+               plain restore${T[enc_plain_restore]}; encrypted restore${T[enc_restore]}
+the encrypted image's restore: $fsck
+REPORT
+	rm -f "$plain" "$enc" "$tgt"
+	[ "${fsck%% *}" = clean ]
+}
+
+# S3 (issue 16.5): create into a bucket and restore from it, beside the
+# same runs with a local file, alternating, median of ROUNDS, against MinIO
+# on loopback (make minio builds it); the targets are at most 1.3x each.
+# Then what a random 4 KiB read of the image mounted from the bucket
+# fetches, counted by MinIO's own metrics, and the peak memory of a create
+# into the bucket (at most 300 MiB).
+bench_s3() {
+	local minio data port pid img=$DIR/s3-local.platter url=s3://bench/ext4.platter tgt=$DIR/s3-target.img
+	local size used r s lc sc lr sr fsck mnt off before after fetched chunk rss
+	minio=$(command -v minio || echo "${XDG_CACHE_HOME:-$HOME/.cache}/platter/minio/minio")
+	[ -x "$minio" ] || { echo "bench needs minio: make minio" >&2; exit 1; }
+	data=$(mktemp -d "$DIR/minio.XXXXXX")
+	mkdir "$data/bench" # a directory in a MinIO drive is a bucket
+	port=$((20000 + RANDOM % 20000))
+	export AWS_ACCESS_KEY_ID=bench$RANDOM AWS_SECRET_ACCESS_KEY=secret$RANDOM$RANDOM$RANDOM AWS_REGION=us-east-1
+	export AWS_ENDPOINT_URL=http://127.0.0.1:$port
+	MINIO_ROOT_USER=$AWS_ACCESS_KEY_ID MINIO_ROOT_PASSWORD=$AWS_SECRET_ACCESS_KEY MINIO_BROWSER=off \
+		MINIO_PROMETHEUS_AUTH_TYPE=public HOME=$data \
+		"$minio" server --quiet --address "127.0.0.1:$port" --console-address "127.0.0.1:$((port + 1))" "$data" > "$data.log" 2>&1 &
+	pid=$!
+	trap 'kill $pid 2>/dev/null' EXIT
+	for r in $(seq 1 600); do "$P" list s3://bench/ > /dev/null 2>&1 && break; sleep 0.1; done
+	"$P" list s3://bench/ > /dev/null || { echo "bench: minio did not start:" >&2; cat "$data.log" >&2; exit 1; }
+	# The bytes MinIO has sent in answers (its v3 metrics are current).
+	sent() { curl -s "$AWS_ENDPOINT_URL/minio/metrics/v3/api/requests" | awk '/^minio_api_requests_traffic_sent_bytes.*s3/ { printf "%.0f\n", $2 }'; }
+	size=$(stat -c %s "$FS")
+	cat "$FS" > /dev/null # into the page cache
+	for r in $(seq 1 "$ROUNDS"); do
+		echo "s3 round $r/$ROUNDS"
+		rm -f "$img"; settle; s=$(now)
+		"$P" create --progress=none "$FS" "$img" > /dev/null
+		add s3_local_create "$(echo "$(now) - $s" | bc)"
+		settle; s=$(now)
+		"$P" create --force --progress=none "$FS" "$url" > /dev/null
+		add s3_create "$(echo "$(now) - $s" | bc)"
+		rm -f "$tgt"; truncate -s "$size" "$tgt"; settle; s=$(now)
+		"$P" restore --yes --progress=none "$img" "$tgt" > /dev/null
+		add s3_local_restore "$(echo "$(now) - $s" | bc)"
+		rm -f "$tgt"; truncate -s "$size" "$tgt"; settle; s=$(now)
+		"$P" restore --yes --progress=none "$url" "$tgt" > /dev/null
+		add s3_restore "$(echo "$(now) - $s" | bc)"
+	done
+	fsck=$(check ext4 "$FS" "$tgt")
+	used=$(used_bytes "$img")
+	lc=$(med s3_local_create); sc=$(med s3_create); lr=$(med s3_local_restore); sr=$(med s3_restore)
+	rss=$( { /usr/bin/time -v "$P" create --force --progress=none "$FS" "$url" > /dev/null; } 2>&1 | awk '/Maximum resident/ { print $6 }')
+	# A random 4 KiB read of the mounted image, in a stored chunk (the
+	# middle one): direct, so the page cache does not read ahead.
+	chunk=$("$P" info --json "$url" | awk -F': ' '/"chunk_size"/ { gsub(",", "", $2); print $2; exit }')
+	off=$("$P" info --json --chunks "$url" | awk -F': ' '/"offset"/ { o = $2 + 0 } /"frame_size"/ && $2 + 0 > 0 { a[n++] = o } END { print a[int(n / 2)] }')
+	off=$(( (off + 12345 * 4096 % chunk) / 4096 ))
+	mnt=$(mktemp -d)
+	"$P" mount --daemon "$url" "$mnt" > /dev/null
+	before=$(sent)
+	dd if="$mnt/disk.img" of=/dev/null bs=4096 count=1 skip="$off" iflag=direct status=none
+	sleep 1 # any readahead lands
+	after=$(sent)
+	fetched=$((after - before))
+	"$P" umount "$mnt"; rmdir "$mnt"
+	cat <<REPORT
+
+S3 on MinIO (loopback, the same disk): ext4, $GIB GiB, $((used / 1048576)) MiB used; median of $ROUNDS alternating rounds
+
+| step    | local file | s3:// (MinIO) | ratio |
+|---------|------------|---------------|-------|
+| create  | $(printf '%.2f s' "$lc") | $(printf '%.2f s' "$sc") | $(ratio "$sc" "$lc" slower "<=" 1.3) |
+| restore | $(printf '%.2f s' "$lr") | $(printf '%.2f s' "$sr") | $(ratio "$sr" "$lr" slower "<=" 1.3) |
+
+a random 4 KiB read of the image mounted from the bucket fetched $fetched bytes (a chunk is $chunk; target: at most one chunk plus readahead)
+peak memory of a create into the bucket: $((rss / 1024)) MiB (target ≤ 300 MiB)
+every run (s): local create${T[s3_local_create]}; s3 create${T[s3_create]}
+               local restore${T[s3_local_restore]}; s3 restore${T[s3_restore]}
+the restore from S3: $fsck
+REPORT
+	kill "$pid"; wait "$pid" 2>/dev/null || true
+	trap - EXIT
+	unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION AWS_ENDPOINT_URL
+	rm -rf "$data" "$data.log" "$img" "$tgt"
+	[ "${fsck%% *}" = clean ]
+}
+
+if [ "${ONLY:-}" = encryption ]; then
+	bench_encryption
+	exit
+fi
+if [ "${ONLY:-}" = s3 ]; then
+	bench_s3
+	exit
+fi
+
 for fs in $FSTYPES; do vs_clonezilla "$fs"; done
 
 # ext4 alone: the compression levels, the incremental and the open-image
 # benchmarks.
 if [[ " $FSTYPES " = *" ext4 "* ]]; then
+	bench_encryption
+	bench_s3
+
 	# Peak memory of create, and the ceilings: reading and hashing the used
 	# blocks with no compression, and each compression level.
 	IMG=$DIR/ext4.platter

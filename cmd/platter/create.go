@@ -16,6 +16,8 @@ import (
 	"github.com/platter-dev/platter/internal/codec"
 	"github.com/platter-dev/platter/internal/freeze"
 	"github.com/platter-dev/platter/internal/image"
+	"github.com/platter-dev/platter/internal/seal"
+	"github.com/platter-dev/platter/internal/store"
 	"github.com/platter-dev/platter/internal/ui"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -37,8 +39,12 @@ type createOptions struct {
 	created      string // hidden, for tests of retention rules
 	sectors      bool
 	chunkSize    string
+	split        string
 	keyFiles     []string
 	askKey       bool
+	encrypt      bool
+	recipients   []string
+	kdf          string // hidden: cheap Argon2id for tests
 }
 
 func newCreateCommand() *cobra.Command {
@@ -71,9 +77,13 @@ complete.`,
 	f.StringVar(&opts.tracker, "tracker", "auto", "write tracker for --snapshot track: bpf, tracefs or auto (bpf where it loads)")
 	f.StringVar(&opts.incremental, "incremental", "", "store only the chunks that differ from the image chain ending at PARENT (the newest image of the set)")
 	f.StringVar(&opts.differential, "differential", "", "store only the chunks that differ from the full image FULL")
+	f.StringVar(&opts.split, "split", "", splitFlag)
 	f.StringVar(&opts.chunkSize, "chunk-size", "8M", "the unit of compression and random reads: a power of two from 64K to 64M; smaller chunks make random reads of a mounted or served image faster (1M: about 5x) and images a little larger (1M: about 1 %)")
 	f.StringArrayVar(&opts.keyFiles, "luks-key-file", nil, "unlock LUKS volumes with this key file (as cryptsetup --key-file takes it; repeatable), so only the ciphertext of blocks their filesystems use is stored; the image never holds the key or plaintext")
 	f.BoolVar(&opts.askKey, "luks-passphrase", false, "ask for a LUKS passphrase on the terminal (as --luks-key-file)")
+	f.BoolVar(&opts.encrypt, "encrypt", false, "encrypt the image with a passphrase (asked twice on the terminal, or --password-file, or $"+envPassword+"); an incremental of an encrypted image is encrypted as its parent without it")
+	f.StringArrayVar(&opts.recipients, "recipient", nil, "encrypt the image to this age X25519 public key (age1..., from platter keygen; repeatable; alone or with --encrypt): only its identity (or the passphrase) reads the image")
+	kdfFlag(cmd, &opts.kdf)
 	f.BoolVar(&opts.sectors, "sector-by-sector", false, "image every byte of the disk, free space and unpartitioned space included (forensics, deleted files): larger and slower; an incremental follows its parent")
 	f.StringVar(&opts.created, "test-created", "", "for tests: the creation time to record (RFC 3339)")
 	f.MarkHidden("test-created")
@@ -95,6 +105,15 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 	chunkSize, err := parseChunkSize(opts.chunkSize)
 	if err != nil {
 		return err
+	}
+	split, err := parseSplit(opts.split)
+	if err != nil {
+		return err
+	}
+	if imagePath == stdio {
+		if err := toStdout(cmd, split); err != nil {
+			return err
+		}
 	}
 	if cmd.Flags().Changed("chunk-size") && (opts.incremental != "" || opts.differential != "") {
 		return usagef("an incremental or differential image has its parent's chunk size: leave out --chunk-size")
@@ -175,6 +194,12 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 	if err != nil {
 		return err
 	}
+	if bopts.Lock, err = createLock(opts, bopts.Parent); err != nil {
+		if parentFiles != nil {
+			parentFiles.Close()
+		}
+		return err
+	}
 	if parentFiles != nil {
 		defer parentFiles.Close()
 		defer bopts.Parent.Close()
@@ -239,15 +264,21 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 		}
 	}
 	start := time.Now()
-	meta, size, err := backup.ToFile(ctx, src, imagePath, opts.force, bopts)
+	sink, place, err := imageSink(ctx, imagePath, store.CreateOptions{Force: opts.force, Split: split})
+	if err != nil {
+		progress.Finish()
+		return err
+	}
+	bopts.TempDir = tempDir(place)
+	meta, size, err := backup.ToSink(ctx, src, sink, bopts)
 	progress.Finish()
 	if err != nil {
-		return err
+		return tooLarge(err)
 	}
 	for _, w := range meta.Warnings {
 		warn("%s", w)
 	}
-	sum := createSummary{Image: imagePath, ID: meta.ID, Type: imageType(meta), Parent: meta.Parent, Source: source,
+	sum := createSummary{Image: imagePath, ID: meta.ID, Type: imageType(meta), Parent: meta.Parent, Source: source, Encrypted: bopts.Lock != nil,
 		SourceBytes: meta.SourceSize, ImageBytes: size, Seconds: time.Since(start).Seconds(), Snapshot: meta.Snapshot}
 	for _, a := range meta.Areas {
 		sum.UsedBytes += a.UsedBytes
@@ -256,7 +287,7 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 	if s := meta.Snapshot; s != nil && s.Method != "none" {
 		how = fmt.Sprintf(", %s at %s (writers held %.3fs)", map[string]string{"track": "live", "freeze": "frozen"}[s.Method], s.Instant.Local().Format("15:04:05.000"), s.FrozenSeconds)
 	}
-	if meta.Parent != "" {
+	if meta.Parent != "" && place != nil {
 		changed, total, err := changedChunks(imagePath)
 		if err != nil {
 			return err
@@ -288,12 +319,18 @@ type createSummary struct {
 	ChangedChunks *int            `json:"changed_chunks,omitempty"`
 	Chunks        int             `json:"chunks,omitempty"`
 	Snapshot      *image.Snapshot `json:"snapshot,omitempty"`
+	Encrypted     bool            `json:"encrypted,omitempty"`
 }
 
 // changedChunks counts the chunks of the image at path that are not its
 // parent's, and its chunks.
 func changedChunks(path string) (changed, total int, err error) {
-	f, r, err := openOne(path)
+	ctx := context.Background()
+	p, name, err := imageAt(ctx, path)
+	if err != nil {
+		return 0, 0, err
+	}
+	f, r, err := openOne(ctx, p, name)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -460,6 +497,9 @@ func allowMounted(mounted []blockdev.Mount, source string, opts createOptions) e
 // source: it would be frozen (and the copy could never finish), and its
 // writes would make the source change as fast as it is copied.
 func checkImageOutside(mounted []blockdev.Mount, imagePath, method string) error {
+	if !localImage(imagePath) {
+		return nil // a pipe or an object store: no filesystem of the source
+	}
 	dir, err := filepath.Abs(filepath.Dir(imagePath))
 	if err != nil {
 		return err
@@ -580,4 +620,42 @@ func luksKeys(opts createOptions) ([][]byte, error) {
 		keys = append(keys, b)
 	}
 	return keys, nil
+}
+
+// createLock says how the new image is encrypted: with a passphrase
+// (--encrypt), to recipients (--recipient), both, or not at all. An
+// incremental or differential of an encrypted image is encrypted as its
+// parent is, whatever the flags (never in plaintext: most of its disk is
+// in the encrypted parent, the changes are no less secret); one of a
+// plain image is not encrypted, since its parent would not be.
+func createLock(opts createOptions, parent *image.Reader) (*seal.Lock, error) {
+	for _, r := range opts.recipients {
+		if err := seal.ParseRecipient(r); err != nil {
+			return nil, usagef("--recipient %q is not an age X25519 public key (age1..., from platter keygen): %v", r, err)
+		}
+	}
+	asked := opts.encrypt || len(opts.recipients) > 0
+	switch {
+	case parent != nil && parent.Encrypted():
+		if len(opts.recipients) > 0 {
+			return nil, usagef("an incremental or differential is encrypted as its parent %s (same passphrase, same recipients): leave out --recipient (platter passwd changes the recipients of every image of the set)", parent.Name())
+		}
+		return lockOf(parent)
+	case parent != nil && asked:
+		return nil, usagef("the parent %s is not encrypted: an encrypted incremental of it would leave the rest of the disk in plaintext; make a new full image with --encrypt", parent.Name())
+	case !asked:
+		if secretFlags.passwordFile != "" && parent == nil {
+			return nil, usagef("--password-file gives the passphrase of an encrypted image: add --encrypt to encrypt this one with it")
+		}
+		return nil, nil
+	}
+	lock := &seal.Lock{Recipients: opts.recipients}
+	if opts.encrypt {
+		pk, err := newPassKey(secretFlags.passwordFile, envPassword, "--encrypt", opts.kdf)
+		if err != nil {
+			return nil, err
+		}
+		lock.Pass = pk
+	}
+	return lock, nil
 }

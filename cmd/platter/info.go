@@ -58,6 +58,7 @@ type infoJSON struct {
 	DiskID        string          `json:"disk_id,omitempty"`
 	ImageBytes    int64           `json:"image_bytes"`
 	ChunkSize     int64           `json:"chunk_size"`
+	Encryption    *encryptionJSON `json:"encryption,omitempty"`
 	Compression   string          `json:"compression"`
 	Digest        string          `json:"digest"`
 	Warnings      []string        `json:"warnings"`
@@ -133,7 +134,7 @@ func describe(r *image.Reader, chunks bool) *infoJSON {
 		ImageBytes: r.Size(), ChunkSize: m.ChunkSize, Compression: m.Compression,
 		Digest: hex.EncodeToString(d[:]), Warnings: m.Warnings, Snapshot: m.Snapshot,
 		Partitions: []partitionJSON{}, Gaps: []gapJSON{}, Type: imageType(m),
-		SectorBySector: m.SectorBySector,
+		SectorBySector: m.SectorBySector, Encryption: encryption(r),
 	}
 	if m.Parent != "" {
 		n := 0
@@ -173,10 +174,50 @@ func describe(r *image.Reader, chunks bool) *infoJSON {
 			case e.InParent():
 				c.InParent = true
 			case !e.Zero():
-				c.FrameOffset, c.FrameSize = e.FrameOff, 64+int64(e.Stored)
+				c.FrameOffset, c.FrameSize = e.FrameOff, r.FrameSize(e)
 			}
 			out.Chunks = append(out.Chunks, c)
 		}
+	}
+	return out
+}
+
+// encryptionJSON describes an encrypted image's key slots.
+type encryptionJSON struct {
+	Cipher     string   `json:"cipher"`
+	Passphrase string   `json:"passphrase,omitempty"` // its key derivation
+	Recipients []string `json:"recipients,omitempty"`
+	Generation uint64   `json:"slot_generation"`
+	Damaged    string   `json:"damaged_slot_copy,omitempty"`
+}
+
+func encryption(r *image.Reader) *encryptionJSON {
+	k := r.Keys()
+	if k == nil {
+		return nil
+	}
+	e := &encryptionJSON{Cipher: "XChaCha20-Poly1305", Generation: k.Slots.Generation}
+	if p := k.Slots.Pass; p != nil {
+		e.Passphrase = p.Params.String()
+	}
+	e.Recipients, _ = k.Data.Recipients(r.ID(), k.Slots)
+	if err := r.SlotDamage(); err != nil {
+		e.Damaged = err.Error()
+	}
+	return e
+}
+
+func (e *encryptionJSON) describe() string {
+	var s []string
+	if e.Passphrase != "" {
+		s = append(s, "passphrase ("+e.Passphrase+")")
+	}
+	for _, r := range e.Recipients {
+		s = append(s, "recipient "+r)
+	}
+	out := "unlocks with " + strings.Join(s, ", ")
+	if e.Damaged != "" {
+		out += "; " + e.Damaged
 	}
 	return out
 }
@@ -242,6 +283,9 @@ func runInfo(w io.Writer, opts infoOptions, path string) error {
 		fmt.Fprintf(w, "Contents:    sector by sector (every byte of the disk, free space included)\n")
 	}
 	fmt.Fprintf(w, "Compression: %s, %s chunks\n", info.Compression, ui.Bytes(info.ChunkSize))
+	if e := info.Encryption; e != nil {
+		fmt.Fprintf(w, "Encryption:  %s; %s\n", e.Cipher, e.describe())
+	}
 	if len(info.Chain) > 1 {
 		changed := ""
 		if info.ChangedChunks != nil {

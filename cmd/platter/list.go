@@ -103,7 +103,7 @@ type listImageJSON struct {
 }
 
 func runList(cmd *cobra.Command, opts listOptions, dir string) error {
-	d, err := imageset.Read(cmd.Context(), dir, searchDirs)
+	d, err := readDir(cmd.Context(), dir)
 	if err != nil {
 		return err
 	}

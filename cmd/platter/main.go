@@ -158,8 +158,11 @@ func newRootCommand() *cobra.Command {
 	root.PersistentFlags().StringArrayVar(&searchDirs, "search", nil, "where to look for the parent images of an incremental or differential image, after its own directory (repeatable)")
 	root.PersistentFlags().BoolVarP(&quiet, "quiet", "q", false, "print only warnings and errors (no progress, no summary)")
 	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "print more: each partition of what was made, written or checked")
+	root.PersistentFlags().StringVar(&s3Endpoint, "s3-endpoint", "", s3EndpointFlag)
+	addSecretFlags(root)
 	root.AddCommand(newVersionCommand())
 	root.AddCommand(newCreateCommand(), newVerifyCommand(), newInfoCommand(), newRestoreCommand(), newConsolidateCommand(), newPruneCommand(), newListCommand(), newServeCommand(), newMountCommand(), newUmountCommand(), newLsCommand(), newExtractCommand())
+	root.AddCommand(newKeygenCommand(), newPasswdCommand())
 	root.AddCommand(newDocsCommand()) // hidden: man pages for make install
 	return root
 }

@@ -154,11 +154,24 @@ func mountDaemon(path, dir string, cache int, files bool) error {
 	for _, d := range searchDirs {
 		args = append(args, "--search", d)
 	}
-	c := exec.Command(self, append(args, path, dir)...)
+	if s3Endpoint != "" {
+		args = append(args, "--s3-endpoint", s3Endpoint)
+	}
+	imgPath, _ := splitSpec(path)
+	secrets, extra, err := childSecrets(imgPath) // asks here, on the terminal
+	if err != nil {
+		return err
+	}
+	c := exec.Command(self, append(append(args, secrets...), path, dir)...)
+	c.ExtraFiles = extra
 	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	var stderr strings.Builder
 	c.Stderr = &stderr
-	if err := c.Start(); err != nil {
+	err = c.Start()
+	for _, f := range extra {
+		f.Close() // the child has its own
+	}
+	if err != nil {
 		return err
 	}
 	exited := make(chan error, 1)

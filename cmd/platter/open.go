@@ -1,22 +1,25 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/platter-dev/platter/internal/image"
+	"github.com/platter-dev/platter/internal/imageset"
+	"github.com/platter-dev/platter/internal/store"
 )
 
 // searchDirs are where parents are looked for after an image's own
 // directory (--search).
 var searchDirs []string
 
-// chainFiles are the open files of an image and its parents.
-type chainFiles []*os.File
+// chainFiles are the open images (files, split volumes, objects) of an
+// image and its parents.
+type chainFiles []store.Object
 
 func (c chainFiles) Close() error {
 	var err error
@@ -27,21 +30,48 @@ func (c chainFiles) Close() error {
 }
 
 // holding returns the file of the chain that path names (the same file,
-// by device and inode, whatever the name), or "".
+// by device and inode, whatever the name; a volume of a split image
+// too), or "".
 func (c chainFiles) holding(path string) string {
 	st, err := os.Stat(path)
 	if err != nil {
 		return ""
 	}
-	for _, f := range c {
-		if fs, err := f.Stat(); err == nil && os.SameFile(st, fs) {
-			return f.Name()
+	for _, o := range c {
+		parts := []store.Object{o}
+		for i, v := range store.Volumes(o) {
+			if i == 0 {
+				parts = parts[:0]
+			}
+			parts = append(parts, v.Object)
+		}
+		for _, f := range parts {
+			if sf, ok := f.(interface{ Stat() (os.FileInfo, error) }); ok {
+				if fs, err := sf.Stat(); err == nil && os.SameFile(st, fs) {
+					return f.Name()
+				}
+			}
 		}
 	}
 	return ""
 }
 
-// openImage opens and checks an image file and, for an incremental or
+// inVolume adds to the error of a bad chunk in a split image the volume
+// its frame is in.
+func (c chainFiles) inVolume(err error) error {
+	var ce *image.ChunkError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	for _, o := range c {
+		if v := store.VolumeAt(o, ce.Entry.FrameOff); v != nil && o.Name() == ce.File {
+			return fmt.Errorf("%w (in volume %s)", err, v.Name())
+		}
+	}
+	return err
+}
+
+// openImage opens and checks an image and, for an incremental or
 // differential, its parents (found by id beside it, then in searchDirs),
 // checked to be the images it was made from; the caller closes both.
 func openImage(path string) (chainFiles, *image.Reader, error) {
@@ -50,7 +80,12 @@ func openImage(path string) (chainFiles, *image.Reader, error) {
 		files.Close()
 		return nil, nil, err
 	}
-	f, r, err := openOne(path)
+	ctx := context.Background()
+	place, name, err := imageAt(ctx, path)
+	if err != nil {
+		return fail(err)
+	}
+	f, r, err := openOne(ctx, place, name)
 	if err != nil {
 		return fail(err)
 	}
@@ -64,11 +99,11 @@ func openImage(path string) (chainFiles, *image.Reader, error) {
 			return fail(fmt.Errorf("%w: %s: the chain of parents loops back to image %s", image.ErrDamaged, path, id))
 		}
 		seen[id] = true
-		ppath, err := findImage(id, path)
+		pplace, pname, err := findImage(ctx, id, place)
 		if err != nil {
 			return fail(fmt.Errorf("%s is %s of image %s: %w", cur.Name(), article(cur.Metadata().Type), id, err))
 		}
-		pf, pr, err := openOne(ppath)
+		pf, pr, err := openOne(ctx, pplace, pname)
 		if err != nil {
 			return fail(fmt.Errorf("parent of %s: %w", cur.Name(), err))
 		}
@@ -91,28 +126,11 @@ func article(typ string) string {
 	return "a " + typ
 }
 
-// openOne opens one image file.
-func openOne(path string) (*os.File, *image.Reader, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, nil, err
-	}
-	if !st.Mode().IsRegular() {
-		f.Close()
-		return nil, nil, fmt.Errorf("%s is not a regular file", path)
-	}
-	r, err := image.NewReader(f, st.Size())
-	if err != nil {
-		f.Close()
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
-	}
-	r.SetName(path)
-	return f, r, nil
+// openOne opens one image (a regular file, the volumes of a split one, an
+// object), unlocks it if it is encrypted (secrets.go: the secrets given,
+// or asked for on the terminal), and checks it (imageset.Open).
+func openOne(ctx context.Context, place store.Place, name string) (store.Object, *image.Reader, error) {
+	return imageset.Open(ctx, place, name, keyring())
 }
 
 // MissingParentError says where a parent image was looked for.
@@ -127,26 +145,38 @@ func (e *MissingParentError) Error() string {
 
 func (e *MissingParentError) Is(target error) bool { return target == image.ErrDamaged }
 
-// findImage looks for the image with id beside child, then in searchDirs,
-// by reading the header of each regular file.
-func findImage(id, child string) (string, error) {
-	dirs := append([]string{filepath.Dir(child)}, searchDirs...)
-	for _, dir := range dirs {
-		ents, err := os.ReadDir(dir)
+// findImage looks for the image with id in the Place of its child, then
+// in the --search Places, by reading the header of each image there.
+func findImage(ctx context.Context, id string, child store.Place) (store.Place, string, error) {
+	search, err := searchPlaces(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	places := append([]store.Place{child}, search...)
+	var dirs []string
+	for _, p := range places {
+		dirs = append(dirs, p.String())
+		ents, err := p.List(ctx)
 		if err != nil {
 			continue
 		}
 		for _, e := range ents {
-			if !e.Type().IsRegular() {
-				continue
-			}
-			p := filepath.Join(dir, e.Name())
-			if got, err := image.ReadID(p); err == nil && got.String() == id {
-				return p, nil
+			if got, err := readID(ctx, p, e.Name); err == nil && got.String() == id {
+				return p, e.Name, nil
 			}
 		}
 	}
-	return "", &MissingParentError{ID: id, Dirs: dirs}
+	return nil, "", &MissingParentError{ID: id, Dirs: dirs}
+}
+
+// readID reads the id in the header of the image called name in p.
+func readID(ctx context.Context, p store.Place, name string) (image.ID, error) {
+	o, err := p.Open(ctx, name)
+	if err != nil {
+		return image.ID{}, err
+	}
+	defer o.Close()
+	return image.ReadIDAt(o)
 }
 
 // splitSpec reads IMAGE[:N]: the image file and partition N (0: none

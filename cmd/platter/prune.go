@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 type pruneOptions struct {
 	last, daily, weekly, monthly int
 	dryRun, json                 bool
+	split                        string
 }
 
 func newPruneCommand() *cobra.Command {
@@ -78,6 +78,7 @@ Merges happen before any deletion; a failed merge deletes nothing.`,
 	f.IntVar(&opts.monthly, "keep-monthly", 0, "keep each disk's newest image of each of its last N months with one")
 	f.BoolVar(&opts.dryRun, "dry-run", false, "print the plan and change nothing")
 	f.BoolVar(&opts.json, "json", false, "print the plan, and what was done, as one JSON document")
+	f.StringVar(&opts.split, "split", "", "write merged images in volumes of at most SIZE bytes (default: as each image is now; 0: one file)")
 	return cmd
 }
 
@@ -120,7 +121,7 @@ func runPrune(cmd *cobra.Command, opts pruneOptions, dir string) error {
 	if opts.last <= 0 && opts.daily <= 0 && opts.weekly <= 0 && opts.monthly <= 0 {
 		return usagef("prune needs a rule (--keep-last, --keep-daily, --keep-weekly or --keep-monthly): it will not delete every image")
 	}
-	d, err := imageset.Read(cmd.Context(), dir, searchDirs)
+	d, err := readDir(cmd.Context(), dir)
 	if err != nil {
 		return err
 	}
@@ -157,7 +158,7 @@ func runPrune(cmd *cobra.Command, opts pruneOptions, dir string) error {
 	}
 	var runErr error
 	if !opts.dryRun {
-		runErr = carryOut(cmd, plans)
+		runErr = carryOut(cmd, plans, opts.split)
 	}
 	if opts.json {
 		return errors.Join(runErr, report(cmd, true, pruneDoc(dir, plans, opts.dryRun, runErr)))
@@ -256,8 +257,10 @@ func ancestor(r *image.Reader, a *imageset.Image) (*image.Reader, error) {
 	return nil, fmt.Errorf("%s: %s is not in its chain (internal error)", r.Name(), a.Path)
 }
 
-// carryOut merges, then deletes; a failed merge deletes nothing.
-func carryOut(cmd *cobra.Command, plans []*setPlan) error {
+// carryOut merges (in volumes of --split bytes, else as each image is),
+// then deletes; a failed merge deletes nothing.
+func carryOut(cmd *cobra.Command, plans []*setPlan, split string) error {
+	ctx := cmd.Context()
 	for _, p := range plans {
 		for i := range p.merges {
 			m := &p.merges[i]
@@ -266,26 +269,31 @@ func carryOut(cmd *cobra.Command, plans []*setPlan) error {
 				return fmt.Errorf("%w; nothing was deleted", err)
 			}
 			onto, err := ancestor(r, m.onto)
+			var size int64
 			if err == nil {
-				_, err = fold(cmd.Context(), m.im.Path, r, onto)
+				size, err = splitOf(cmd, split, files[0])
+			}
+			if err == nil {
+				_, err = fold(ctx, m.im.Path, r, onto, size)
 			}
 			r.Close()
 			files.Close()
 			if err != nil {
 				return fmt.Errorf("%w; nothing was deleted", err)
 			}
-			st, err := os.Stat(m.im.Path)
+			o, err := m.im.Place.Open(ctx, m.im.Name)
 			if err != nil {
 				return fmt.Errorf("%w; nothing was deleted", err)
 			}
-			m.after = st.Size()
+			m.after = o.Size()
+			o.Close()
 		}
 	}
 	var errs []error
 	for _, p := range plans {
 		for _, im := range p.set.Images {
 			if !p.keep[im] {
-				errs = append(errs, os.Remove(im.Path))
+				errs = append(errs, im.Place.Remove(ctx, im.Name))
 			}
 		}
 	}

@@ -122,6 +122,7 @@ func runRestore(cmd *cobra.Command, opts restoreOptions, imagePath, target strin
 		err = cerr
 	}
 	if err != nil {
+		err = f.inVolume(err)
 		// Never leave a disk that looks whole and is not.
 		if t.Created {
 			os.Remove(target)

@@ -20,6 +20,7 @@ import (
 	"github.com/platter-dev/platter/internal/codec"
 	"github.com/platter-dev/platter/internal/fsmap"
 	"github.com/platter-dev/platter/internal/image"
+	"github.com/platter-dev/platter/internal/seal"
 	"github.com/zeebo/blake3"
 )
 
@@ -85,6 +86,10 @@ type Options struct {
 	// unpartitioned space included (every non-zero chunk). An incremental
 	// or differential takes its parent's choice.
 	SectorBySector bool
+	// Lock, if set, encrypts the image: a fresh data key wrapped for its
+	// passphrase and recipients. An incremental or differential of an
+	// encrypted parent must have one (the parent's: seal.Secrets.LockFor).
+	Lock *seal.Lock
 }
 
 // Run images src into out and returns the metadata it wrote. It writes
@@ -116,6 +121,9 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 			return nil, 0, err
 		}
 		opts.ChunkSize = opts.Parent.Metadata().ChunkSize
+		if opts.Parent.Encrypted() && opts.Lock == nil {
+			return nil, 0, errors.New("backup: the parent is encrypted: an incremental or differential of it must be too (internal error: no lock given)")
+		}
 	}
 	var id image.ID
 	if _, err := rand.Read(id[:]); err != nil {
@@ -125,7 +133,22 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 	if created.IsZero() {
 		created = time.Now().UTC()
 	}
-	w, err := image.NewWriter(out, id, created)
+	head := image.Head{ID: id, Created: created, Layout: image.Layout{SourceSize: src.Size(), SectorSize: l.table.SectorSize, ChunkSize: opts.ChunkSize}}
+	for _, a := range l.areas {
+		head.Layout.Areas = append(head.Layout.Areas, image.LayoutArea{Kind: a.meta.Kind, Index: a.meta.Index, Start: a.meta.Start, Size: a.meta.Size})
+	}
+	if opts.Lock != nil {
+		key, err := seal.NewKey()
+		if err != nil {
+			return nil, 0, err
+		}
+		slots, err := opts.Lock.Slots(id, key)
+		if err != nil {
+			return nil, 0, err
+		}
+		head.Keys = &image.Keys{Data: key, Slots: slots}
+	}
+	w, err := image.NewWriter(out, head)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -664,7 +687,7 @@ func (p *pipeline) write(ctx context.Context, order chan *job, ps *pass) error {
 				p.frames[j.hash] = frameRef{off: off, stored: e.Stored}
 			}
 			p.mu.Unlock()
-			p.stored[j.area] += 64 + int64(len(j.payload))
+			p.stored[j.area] += p.w.Offset() - off // the frame as written (sealed or not)
 		}
 		if nz := p.nonzero[j.area]; nz != nil {
 			nz[j.chunk] = !j.zero

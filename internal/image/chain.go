@@ -187,23 +187,24 @@ func (ir *Reader) contentDigest(mapsHash [32]byte) ([32]byte, error) {
 	return [32]byte(h.Sum(nil)), nil
 }
 
-// CopyFrame returns chunk e's frame as stored, from whichever file of the
-// chain holds it, after checking it whole (decoded and hashed): for
-// copying into another image without compressing again.
+// CopyFrame returns chunk e's frame as stored (opened, if its file is
+// encrypted), from whichever file of the chain holds it, after checking it
+// whole (decoded and hashed): for copying into another image without
+// compressing again.
 func (ir *Reader) CopyFrame(e Entry) (*Frame, error) {
 	r, fe, err := ir.resolve(e)
 	if err != nil {
 		return nil, err
 	}
-	fb := make([]byte, frameHeaderSize+int(fe.Stored))
-	h, err := r.readFrame(fe, fb)
+	fb := make([]byte, r.frameLen(fe))
+	h, payload, err := r.readFrame(fe, fb)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := r.decodeFrame(fe, h, fb[frameHeaderSize:], make([]byte, fe.RawLen)); err != nil {
+	if _, err := r.decodeFrame(fe, h, payload, make([]byte, fe.RawLen)); err != nil {
 		return nil, err
 	}
-	return &Frame{Area: e.Area, Chunk: e.Chunk, RawLen: int(e.RawLen), Hash: e.Hash, Codec: codec.ID(h.Codec), Payload: fb[frameHeaderSize:]}, nil
+	return &Frame{Area: e.Area, Chunk: e.Chunk, RawLen: int(e.RawLen), Hash: e.Hash, Codec: codec.ID(h.Codec), Payload: payload}, nil
 }
 
 // foldStep is what folding does with one of the child's entries: the
@@ -276,14 +277,15 @@ func PlanFold(child, newParent *Reader) (FoldCost, error) {
 	for _, e := range child.entries {
 		if !e.InParent() && !e.Zero() && !own[e.FrameOff] {
 			own[e.FrameOff] = true
-			c.OwnBytes += frameHeaderSize + int64(e.Stored)
+			c.OwnBytes += child.frameLen(e)
 		}
 	}
 	for _, st := range steps {
 		if !st.copy {
 			continue
 		}
-		n := frameHeaderSize + int64(st.fe.Stored)
+		// The new file's frames are sealed as the child's are.
+		n := child.frameLen(st.fe)
 		c.FrameBytes += n
 		if st.from != child {
 			c.CopiedFrames++
@@ -296,14 +298,16 @@ func PlanFold(child, newParent *Reader) (FoldCost, error) {
 // Fold writes to w the image child with the same id and content, but
 // newParent as its parent (nil: a full image). A chunk newParent's chain
 // holds as it is is recorded as in the parent; every other chunk's frame
-// is copied in from the file of child's chain that holds it. It returns
-// how many frames it copied.
+// is copied in from the file of child's chain that holds it. An encrypted
+// child stays encrypted with its own key slots: each frame is opened with
+// the key of the file it comes from and sealed again at its new offset
+// with a fresh nonce. It returns how many frames it copied.
 func Fold(w io.Writer, child, newParent *Reader, tempDir string) (int, error) {
 	steps, err := planFold(child, newParent)
 	if err != nil {
 		return 0, err
 	}
-	iw, err := NewWriter(w, child.id, child.meta.Created)
+	iw, err := NewWriter(w, Head{ID: child.id, Created: child.meta.Created, Layout: LayoutOf(child.meta), Keys: child.Keys()})
 	if err != nil {
 		return 0, err
 	}
@@ -340,7 +344,7 @@ func Fold(w io.Writer, child, newParent *Reader, tempDir string) (int, error) {
 				}
 				out.Stored = uint32(len(f.Payload))
 				written[where{st.from, st.fe.FrameOff}] = out
-				meta.Areas[out.Area].StoredBytes += frameHeaderSize + int64(out.Stored)
+				meta.Areas[out.Area].StoredBytes += iw.Offset() - out.FrameOff
 				copied++
 			} else {
 				prev := written[where{st.from, st.fe.FrameOff}]

@@ -16,9 +16,19 @@ import (
 // the parent.
 func chainImage(t *testing.T, id ID, chunks [][]byte, parent *Reader) *Reader {
 	t.Helper()
+	r, _ := chainImageKeys(t, id, chunks, parent, nil, nil)
+	return r
+}
+
+// chainImageKeys is chainImage, encrypted with keys (nil: plain) and
+// unlocked with ring; it returns the file's bytes too.
+func chainImageKeys(t *testing.T, id ID, chunks [][]byte, parent *Reader, keys *Keys, ring Keyring) (*Reader, []byte) {
+	t.Helper()
 	const cs = 4096
 	var buf bytes.Buffer
-	w, err := NewWriter(&buf, id, time.Unix(1700000000, 0))
+	meta := &Metadata{SourceSize: int64(len(chunks)) * cs, SectorSize: 512, Table: "none", ChunkSize: cs, Type: "full",
+		Areas: []Area{{Kind: KindPartition, Index: 1, Size: int64(len(chunks)) * cs, Filesystem: "raw"}}}
+	w, err := NewWriter(&buf, Head{ID: id, Created: time.Unix(1700000000, 0), Layout: LayoutOf(meta), Keys: keys})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,8 +49,6 @@ func chainImage(t *testing.T, id ID, chunks [][]byte, parent *Reader) *Reader {
 			t.Fatal(err)
 		}
 	}
-	meta := &Metadata{SourceSize: int64(len(chunks)) * cs, SectorSize: 512, Table: "none", ChunkSize: cs, Type: "full",
-		Areas: []Area{{Kind: KindPartition, Index: 1, Size: int64(len(chunks)) * cs, Filesystem: "raw"}}}
 	if parent != nil {
 		d := parent.ContentDigest()
 		meta.Type, meta.Parent, meta.ParentDigest = "incremental", parent.ID().String(), hex.EncodeToString(d[:])
@@ -48,11 +56,11 @@ func chainImage(t *testing.T, id ID, chunks [][]byte, parent *Reader) *Reader {
 	if err := w.Finish([]Bitmap{nil}, meta, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	r, err := NewReader(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+	r, err := Open(bytes.NewReader(buf.Bytes()), int64(buf.Len()), ring)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return r
+	return r, buf.Bytes()
 }
 
 func parentEntry(p *Reader, chunk uint64) (Entry, bool) {

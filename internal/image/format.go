@@ -1,7 +1,9 @@
-// Package image reads and writes Platter images (format version 1, see
-// docs/format.md). The Writer streams: it never seeks, so an image can go
-// to a pipe or an object store. The Reader gives random access to any
-// chunk through the index at the end of the file.
+// Package image reads and writes Platter images (format version 2, see
+// docs/format.md; version 1 is read too). The Writer streams: it never
+// seeks, so an image can go to a pipe or an object store. The Reader gives
+// random access to any chunk through the index at the end of the file.
+// An encrypted image seals every frame and block (internal/seal has the
+// cryptography, this package what is sealed where).
 package image
 
 import (
@@ -14,7 +16,12 @@ import (
 
 // Version is the format version this package writes. Readers accept every
 // version up to it.
-const Version = 1
+const Version = 2
+
+// FlagEncrypted, in the header's and the footer's flags (version 2), says
+// the image is encrypted: key slots follow the header, and every frame and
+// block is sealed.
+const FlagEncrypted uint32 = 1 << 0
 
 const (
 	headerSize      = 64
@@ -30,6 +37,8 @@ var (
 	headerMagic = [8]byte{0x89, 'P', 'L', 'T', '\r', '\n', 0x1a, '\n'}
 	footerMagic = [8]byte{'P', 'L', 'T', 'F', 'O', 'O', 'T', 0}
 	frameMagic  = [4]byte{'P', 'L', 'F', 'R'}
+	sealedMagic = [4]byte{'P', 'L', 'F', 'S'} // a sealed frame
+	layoutMagic = [4]byte{'P', 'L', 'L', 'Y'}
 	indexMagic  = [4]byte{'P', 'L', 'I', 'X'}
 	metaMagic   = [4]byte{'P', 'L', 'M', 'D'}
 	mapsMagic   = [4]byte{'P', 'L', 'M', 'P'}
@@ -176,6 +185,7 @@ func parseBlockHeader(b []byte, magic [4]byte) (blockHeader, error) {
 // footer is the fixed-size end of every image.
 type footer struct {
 	Version    uint16
+	Flags      uint32
 	ID         ID
 	IndexOff   int64
 	IndexLen   int64 // bytes including the block header
@@ -192,6 +202,7 @@ func (f *footer) put(b []byte) {
 	copy(b[0:8], footerMagic[:])
 	le.PutUint16(b[8:], f.Version)
 	le.PutUint16(b[10:], footerSize)
+	le.PutUint32(b[12:], f.Flags)
 	copy(b[16:32], f.ID[:])
 	le.PutUint64(b[32:], uint64(f.IndexOff))
 	le.PutUint64(b[40:], uint64(f.IndexLen))
@@ -207,6 +218,7 @@ func parseFooter(b []byte) footer {
 	le := binary.LittleEndian
 	f := footer{
 		Version:    le.Uint16(b[8:]),
+		Flags:      le.Uint32(b[12:]),
 		IndexOff:   int64(le.Uint64(b[32:])),
 		IndexLen:   int64(le.Uint64(b[40:])),
 		MapsOff:    int64(le.Uint64(b[48:])),
@@ -219,12 +231,13 @@ func parseFooter(b []byte) footer {
 	return f
 }
 
-func putHeader(b []byte, id ID, created int64) {
+func putHeader(b []byte, id ID, created int64, flags uint32) {
 	le := binary.LittleEndian
 	clear(b[:headerSize])
 	copy(b[0:8], headerMagic[:])
 	le.PutUint16(b[8:], Version)
 	le.PutUint16(b[10:], headerSize)
+	le.PutUint32(b[12:], flags)
 	copy(b[16:32], id[:])
 	le.PutUint64(b[32:], uint64(created))
 	le.PutUint32(b[60:], crc(b[:60]))

@@ -9,15 +9,23 @@ import (
 
 	"github.com/platter-dev/platter/internal/block"
 	"github.com/platter-dev/platter/internal/codec"
+	"github.com/platter-dev/platter/internal/seal"
 	"github.com/zeebo/blake3"
 )
 
 // sampleImage writes a small image with one partition area of three
 // chunks: data, zero, and a duplicate of the first.
 func sampleImage(t testing.TB) ([]byte, [][]byte) {
+	return sampleImageKeys(t, nil)
+}
+
+// sampleImageKeys is sampleImage, encrypted with keys (nil: plain).
+func sampleImageKeys(t testing.TB, keys *Keys) ([]byte, [][]byte) {
 	const cs = 4096
 	var buf bytes.Buffer
-	w, err := NewWriter(&buf, ID{1, 2, 3}, time.Unix(1700000000, 0))
+	meta := &Metadata{SourceSize: 3*cs + 4, SectorSize: 512, Table: "none", ChunkSize: cs,
+		Areas: []Area{{Kind: KindPartition, Index: 1, Size: 3*cs + 4, Filesystem: "ext4"}}}
+	w, err := NewWriter(&buf, Head{ID: ID{1, 2, 3}, Created: time.Unix(1700000000, 0), Layout: LayoutOf(meta), Keys: keys})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,8 +60,6 @@ func sampleImage(t testing.TB) ([]byte, [][]byte) {
 	}
 	mp, _ := block.NewMap(512, 3*cs+4)
 	mp.SetRange(0, 10)
-	meta := &Metadata{SourceSize: 3*cs + 4, SectorSize: 512, Table: "none", ChunkSize: cs,
-		Areas: []Area{{Kind: KindPartition, Index: 1, Size: 3*cs + 4, Filesystem: "ext4"}}}
 	resolve := func(e *Entry) error {
 		if e.Chunk != 2 {
 			t.Fatalf("resolve called for chunk %d", e.Chunk)
@@ -118,10 +124,14 @@ func TestDamage(t *testing.T) {
 			t.Errorf("%s: got %v, want a damaged-image error", name, err)
 		}
 	}
-	// Every single-byte flip in the trailer (index, metadata, footer) must
-	// be caught when the image is opened.
+	// Every single-byte flip in the header and layout block, and in the
+	// trailer (index, metadata, footer), must be caught when the image is
+	// opened.
 	last := r.Entries()[len(r.Entries())-1]
-	for off := last.FrameOff + 64 + int64(last.Stored); off < int64(len(img)); off++ {
+	for off := int64(0); off < int64(len(img)); off++ {
+		if off == r.dataStart {
+			off = last.FrameOff + 64 + int64(last.Stored)
+		}
 		b := bytes.Clone(img)
 		b[off] ^= 0x40
 		if _, err := NewReader(bytes.NewReader(b), int64(len(b))); err == nil {
@@ -134,10 +144,12 @@ func FuzzReader(f *testing.F) {
 	img, _ := sampleImage(f)
 	f.Add(img)
 	f.Add(img[:len(img)-1])
+	sealed, _ := sealedSample(f)
+	f.Add(sealed)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		r, err := NewReader(bytes.NewReader(b), int64(len(b)))
+		r, err := Open(bytes.NewReader(b), int64(len(b)), secrets("correct horse"))
 		if err != nil {
-			if !errors.Is(err, ErrDamaged) {
+			if !errors.Is(err, ErrDamaged) && !errors.Is(err, seal.ErrWrongPassphrase) {
 				t.Fatalf("error does not say damaged: %v", err)
 			}
 			return

@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/platter-dev/platter/internal/codec"
+	"github.com/platter-dev/platter/internal/seal"
 	"github.com/zeebo/blake3"
 )
 
@@ -45,14 +46,31 @@ type Reader struct {
 	name    string  // the file, for messages
 	parent  *Reader // AttachParent
 	content [32]byte
+
+	head      [headerSize]byte
+	foot      [footerSize]byte
+	layout    *Layout // nil in version 1
+	dataStart int64   // where frames may begin
+	// Encrypted images: the key slots, the data key and its ciphers.
+	area    *seal.Area
+	key     seal.Key
+	ciphers *seal.Ciphers
 }
 
-// NewReader opens the image in r (size bytes): it checks the header and
-// footer, and reads and checks the metadata and the whole index. Frames
-// are read on demand.
+// NewReader opens the plain image in r (size bytes): see Open. An
+// encrypted image gives an error wrapping seal.ErrNoSecret.
 func NewReader(r io.ReaderAt, size int64) (*Reader, error) {
-	var hb [headerSize]byte
-	n, err := r.ReadAt(hb[:], 0)
+	return Open(r, size, nil)
+}
+
+// Open opens the image in r (size bytes): it checks the header and
+// footer, unlocks an encrypted image with keys, and reads and checks the
+// layout, the metadata and the whole index. Frames are read on demand. A
+// failure to unlock is not damage (it does not match ErrDamaged).
+func Open(r io.ReaderAt, size int64, keys Keyring) (*Reader, error) {
+	ir := &Reader{r: r, size: size}
+	hb := ir.head[:]
+	n, err := r.ReadAt(hb, 0)
 	if n < 8 || [8]byte(hb[:8]) != headerMagic {
 		if err != nil && err != io.EOF {
 			return nil, fmt.Errorf("image: read header: %w", err)
@@ -66,17 +84,29 @@ func NewReader(r io.ReaderAt, size int64) (*Reader, error) {
 	if le.Uint32(hb[60:]) != crc(hb[:60]) {
 		return nil, &FormatError{Off: 0, Msg: "image header checksum mismatch"}
 	}
-	if v := le.Uint16(hb[8:]); v == 0 || v > Version {
-		return nil, &FormatError{Off: 8, Msg: fmt.Sprintf("image format version %d is not supported (this platter reads 1..%d)", v, Version)}
+	version := le.Uint16(hb[8:])
+	if version == 0 || version > Version {
+		return nil, &FormatError{Off: 8, Msg: fmt.Sprintf("image format version %d is not supported (this platter reads 1..%d)", version, Version)}
 	}
-	ir := &Reader{r: r, size: size}
+	flags := le.Uint32(hb[12:])
+	if version >= 2 && flags&^FlagEncrypted != 0 {
+		return nil, &FormatError{Off: 12, Msg: fmt.Sprintf("image header flags %#x are not supported", flags)}
+	}
 	copy(ir.id[:], hb[16:32])
+	ir.dataStart = headerSize
 
-	if size < headerSize+footerSize {
+	encrypted := version >= 2 && flags&FlagEncrypted != 0
+	if encrypted {
+		if err := ir.readSlots(); err != nil {
+			return nil, err
+		}
+	}
+
+	if size < ir.dataStart+footerSize {
 		return nil, &FormatError{Off: size, Msg: "file ends before the footer (truncated or unfinished image)"}
 	}
-	var fb [footerSize]byte
-	if _, err := r.ReadAt(fb[:], size-footerSize); err != nil {
+	fb := ir.foot[:]
+	if _, err := r.ReadAt(fb, size-footerSize); err != nil {
 		return nil, fmt.Errorf("image: read footer at byte %d: %w", size-footerSize, err)
 	}
 	footOff := size - footerSize
@@ -86,14 +116,27 @@ func NewReader(r io.ReaderAt, size int64) (*Reader, error) {
 	if le.Uint32(fb[92:]) != crc(fb[:92]) {
 		return nil, &FormatError{Off: footOff, Msg: "footer checksum mismatch"}
 	}
-	f := parseFooter(fb[:])
+	f := parseFooter(fb)
 	if f.ID != ir.id {
 		return nil, &FormatError{Off: footOff + 16, Msg: "footer belongs to another image (id mismatch)"}
 	}
+	if version >= 2 && (f.Version != version || f.Flags != flags) {
+		return nil, &FormatError{Off: footOff + 8, Msg: fmt.Sprintf("footer says version %d, flags %#x; the header %d, %#x", f.Version, f.Flags, version, flags)}
+	}
 	// Index, maps and metadata follow each other, and the footer follows them.
-	if f.IndexOff < headerSize || f.IndexLen < blockHeaderSize || f.MapsLen < blockHeaderSize || f.MetaLen < blockHeaderSize ||
+	if f.IndexOff < ir.dataStart || f.IndexLen < blockHeaderSize || f.MapsLen < blockHeaderSize || f.MetaLen < blockHeaderSize ||
 		f.IndexOff+f.IndexLen != f.MapsOff || f.MapsOff+f.MapsLen != f.MetaOff || f.MetaOff+f.MetaLen != footOff {
 		return nil, &FormatError{Off: footOff + 32, Msg: "footer points outside the file"}
+	}
+	if encrypted {
+		if err := ir.unlock(keys); err != nil {
+			return nil, err
+		}
+	}
+	if version >= 2 {
+		if err := ir.readLayout(f.IndexOff); err != nil {
+			return nil, err
+		}
 	}
 
 	metaRaw, metaHash, err := ir.readBlock(f.MetaOff, f.MetaLen, metaMagic, maxMetaLen)
@@ -108,6 +151,11 @@ func NewReader(r io.ReaderAt, size int64) (*Reader, error) {
 		return nil, err
 	}
 	ir.meta = &meta
+	if ir.layout != nil {
+		if err := ir.layout.same(&meta); err != nil {
+			return nil, &FormatError{Off: headerSize, Msg: err.Error()}
+		}
+	}
 
 	// The index can hold at most one entry per chunk of every area, and
 	// no more than its stored bytes can describe.
@@ -187,20 +235,37 @@ func (ir *Reader) readIndex(off, length, count int64) ([32]byte, error) {
 // are checked after it returns.
 func (ir *Reader) streamBlock(off, length int64, magic [4]byte, maxRaw int64, consume func(r io.Reader, rawLen int64) error) ([32]byte, error) {
 	var hb [blockHeaderSize]byte
-	if _, err := ir.r.ReadAt(hb[:], off); err != nil {
-		return [32]byte{}, fmt.Errorf("image: read block header at byte %d: %w", off, err)
+	var body io.Reader
+	var bodyLen int64
+	if ir.ciphers != nil {
+		sr, plain, err := ir.openSealedBlock(off, length, magic)
+		if err != nil {
+			return [32]byte{}, err
+		}
+		if _, err := io.ReadFull(sr, hb[:]); err != nil {
+			if fe := sealError(err, off, magic); fe != nil {
+				return [32]byte{}, fe
+			}
+			return [32]byte{}, fmt.Errorf("image: read %s block at byte %d: %w", magic[:], off, err)
+		}
+		body, bodyLen = sr, plain-blockHeaderSize
+	} else {
+		if _, err := ir.r.ReadAt(hb[:], off); err != nil {
+			return [32]byte{}, fmt.Errorf("image: read block header at byte %d: %w", off, err)
+		}
+		body, bodyLen = io.NewSectionReader(ir.r, off+blockHeaderSize, length-blockHeaderSize), length-blockHeaderSize
 	}
 	h, err := parseBlockHeader(hb[:], magic)
 	if err != nil {
 		return [32]byte{}, &FormatError{Off: off, Msg: err.Error()}
 	}
-	if int64(h.Stored) != length-blockHeaderSize {
-		return h.Hash, &FormatError{Off: off + 16, Msg: fmt.Sprintf("%s block length %d does not match the footer's %d", magic[:], h.Stored, length-blockHeaderSize)}
+	if int64(h.Stored) != bodyLen {
+		return h.Hash, &FormatError{Off: off + 16, Msg: fmt.Sprintf("%s block length %d does not match the footer's %d", magic[:], h.Stored, bodyLen)}
 	}
 	if int64(h.RawLen) > maxRaw || h.RawLen > 1<<62 {
 		return h.Hash, &FormatError{Off: off + 8, Msg: fmt.Sprintf("%s block claims %d bytes, more than the %d possible", magic[:], h.RawLen, maxRaw)}
 	}
-	crcr := &crcReader{r: io.NewSectionReader(ir.r, off+blockHeaderSize, int64(h.Stored))}
+	crcr := &crcReader{r: io.LimitReader(body, bodyLen)}
 	dec, err := codec.NewBlockReader(codec.ID(h.Codec), crcr, int64(h.Stored), int64(h.RawLen))
 	if err != nil {
 		return h.Hash, &FormatError{Off: off + blockHeaderSize, Msg: fmt.Sprintf("%s block does not decode", magic[:]), Err: err}
@@ -208,20 +273,31 @@ func (ir *Reader) streamBlock(off, length int64, magic [4]byte, maxRaw int64, co
 	defer dec.Close()
 	hasher := blake3.New()
 	if err := consume(io.TeeReader(dec, hasher), int64(h.RawLen)); err != nil {
+		if fe := sealError(err, off, magic); fe != nil {
+			return h.Hash, fe
+		}
 		var fe *FormatError
 		if errors.As(err, &fe) {
 			return h.Hash, err
 		}
-		if crcr.drain() == nil && crcr.sum != h.StoredCRC {
+		if derr := crcr.drain(); derr == nil && crcr.sum != h.StoredCRC {
 			return h.Hash, &FormatError{Off: off + blockHeaderSize, Msg: fmt.Sprintf("%s block checksum mismatch", magic[:])}
+		} else if fe := sealError(derr, off, magic); fe != nil {
+			return h.Hash, fe
 		}
 		return h.Hash, &FormatError{Off: off + blockHeaderSize, Msg: fmt.Sprintf("%s block does not decode", magic[:]), Err: err}
 	}
 	// The decoder says whether more follows than the header claims.
 	if _, err := io.Copy(io.Discard, dec); err != nil {
+		if fe := sealError(err, off, magic); fe != nil {
+			return h.Hash, fe
+		}
 		return h.Hash, &FormatError{Off: off + blockHeaderSize, Msg: fmt.Sprintf("%s block does not decode", magic[:]), Err: err}
 	}
 	if err := crcr.drain(); err != nil {
+		if fe := sealError(err, off, magic); fe != nil {
+			return h.Hash, fe
+		}
 		return h.Hash, fmt.Errorf("image: read %s block at byte %d: %w", magic[:], off, err)
 	}
 	if crcr.sum != h.StoredCRC {
@@ -229,6 +305,16 @@ func (ir *Reader) streamBlock(off, length int64, magic [4]byte, maxRaw int64, co
 	}
 	if [32]byte(hasher.Sum(nil)) != h.Hash {
 		return h.Hash, &FormatError{Off: off + blockHeaderSize, Msg: fmt.Sprintf("%s block hash mismatch", magic[:])}
+	}
+	// A sealed stream must end here too (its last segment is checked
+	// when it is read).
+	if ir.ciphers != nil {
+		if _, err := io.Copy(io.Discard, body); err != nil {
+			if fe := sealError(err, off, magic); fe != nil {
+				return h.Hash, fe
+			}
+			return h.Hash, fmt.Errorf("image: read %s block at byte %d: %w", magic[:], off, err)
+		}
 	}
 	return h.Hash, nil
 }
@@ -347,7 +433,7 @@ func (ir *Reader) checkEntry(e Entry, i int, indexOff int64) error {
 		return bad("chunk is in a parent, but the image has none")
 	}
 	if !e.Zero() && !e.InParent() {
-		if e.FrameOff < headerSize || int64(e.Stored) > int64(e.RawLen)+1024 || e.FrameOff+frameHeaderSize+int64(e.Stored) > indexOff {
+		if e.FrameOff < ir.dataStart || int64(e.Stored) > int64(e.RawLen)+1024 || e.FrameOff+ir.frameLen(e) > indexOff {
 			return bad("frame at byte %d (%d bytes) lies outside the data area", e.FrameOff, e.Stored)
 		}
 	}
@@ -410,44 +496,57 @@ func (ir *Reader) ReadChunk(e Entry, buf []byte) ([]byte, error) {
 		clear(out)
 		return out, nil
 	}
-	need := frameHeaderSize + int(e.Stored)
+	need := int(ir.frameLen(e))
 	sp, _ := ir.bufs.Get().(*[]byte)
 	if sp == nil || cap(*sp) < need {
 		b := make([]byte, need)
 		sp = &b
 	}
 	defer ir.bufs.Put(sp)
-	fb := (*sp)[:need]
-	h, err := ir.readFrame(e, fb)
+	h, payload, err := ir.readFrame(e, (*sp)[:need])
 	if err != nil {
 		return nil, err
 	}
-	return ir.decodeFrame(e, h, fb[frameHeaderSize:], out)
+	return ir.decodeFrame(e, h, payload, out)
 }
 
 func (ir *Reader) chunkError(e Entry, format string, args ...any) error {
 	return &ChunkError{Entry: e, File: ir.name, Where: ir.Where(e), Msg: fmt.Sprintf(format, args...)}
 }
 
-// readFrame reads chunk e's frame (header and payload) into fb, which is
-// frameHeaderSize+e.Stored long, and checks it against the index and its
-// CRC.
-func (ir *Reader) readFrame(e Entry, fb []byte) (frameHeader, error) {
+// readFrame reads chunk e's frame into fb, which is ir.frameLen(e) long,
+// opens it if sealed, and checks it against the index and its CRC. It
+// returns the frame header and the payload (in fb).
+func (ir *Reader) readFrame(e Entry, fb []byte) (frameHeader, []byte, error) {
 	if _, err := ir.r.ReadAt(fb, e.FrameOff); err != nil {
-		return frameHeader{}, ir.chunkError(e, "read frame: %v", err)
+		return frameHeader{}, nil, ir.chunkError(e, "read frame: %v", err)
+	}
+	if ir.ciphers != nil {
+		plain := len(fb) - sealedFrameHead - seal.Overhead
+		switch {
+		case [4]byte(fb[0:4]) != sealedMagic:
+			return frameHeader{}, nil, ir.chunkError(e, "no sealed frame marker")
+		case binary.LittleEndian.Uint32(fb[4:]) != uint32(plain+seal.Overhead):
+			return frameHeader{}, nil, ir.chunkError(e, "sealed frame length %d disagrees with the index (%d)", binary.LittleEndian.Uint32(fb[4:]), plain+seal.Overhead)
+		}
+		in, err := ir.ciphers.Frame.Open(fb[sealedFrameHead:sealedFrameHead], fb[8:sealedFrameHead], fb[sealedFrameHead:], frameAD(ir.id, e.FrameOff))
+		if err != nil {
+			return frameHeader{}, nil, ir.chunkError(e, "sealed frame fails authentication (changed, damaged, moved or from another image)")
+		}
+		fb = in
 	}
 	h, ok := parseFrameHeader(fb)
 	switch {
 	case !ok:
-		return h, ir.chunkError(e, "no frame marker")
+		return h, nil, ir.chunkError(e, "no frame marker")
 	case h.Stored != e.Stored || h.RawLen != e.RawLen:
-		return h, ir.chunkError(e, "frame header lengths (%d stored, %d raw) disagree with the index (%d, %d)", h.Stored, h.RawLen, e.Stored, e.RawLen)
+		return h, nil, ir.chunkError(e, "frame header lengths (%d stored, %d raw) disagree with the index (%d, %d)", h.Stored, h.RawLen, e.Stored, e.RawLen)
 	case h.Hash != e.Hash:
-		return h, ir.chunkError(e, "frame header hash disagrees with the index")
+		return h, nil, ir.chunkError(e, "frame header hash disagrees with the index")
 	case crc(fb[frameHeaderSize:]) != h.Checksum:
-		return h, ir.chunkError(e, "stored bytes checksum mismatch")
+		return h, nil, ir.chunkError(e, "stored bytes checksum mismatch")
 	}
-	return h, nil
+	return h, fb[frameHeaderSize:], nil
 }
 
 // decodeFrame decodes a checked frame's payload into out (e.RawLen long)

@@ -1,6 +1,7 @@
 package image
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"hash/crc32"
@@ -9,13 +10,14 @@ import (
 	"time"
 
 	"github.com/platter-dev/platter/internal/codec"
+	"github.com/platter-dev/platter/internal/seal"
 	"github.com/zeebo/blake3"
 )
 
-// Writer writes an image front to back: the header, then one frame per
-// stored chunk, then the index, the metadata and the footer. It never
-// seeks. It is not safe for concurrent use; the backup engine feeds it
-// from one goroutine.
+// Writer writes an image front to back: the header (and, encrypted, the
+// key slots), the layout block, then one frame per stored chunk, then the
+// index, the maps, the metadata and the footer. It never seeks. It is not
+// safe for concurrent use; the backup engine feeds it from one goroutine.
 type Writer struct {
 	// TempDir is where index entries and compressed blocks spill once
 	// they outgrow memory ("": os.TempDir()). The backup engine points it
@@ -25,7 +27,13 @@ type Writer struct {
 	w       io.Writer
 	off     int64
 	id      ID
+	head    [headerSize]byte
+	flags   uint32
+	layout  Layout
+	created time.Time
+	ciphers *seal.Ciphers // nil: not encrypted
 	scratch [frameHeaderSize]byte
+	sealBuf []byte // a sealed frame being made
 	index   *spool // entries given to AddEntry
 	entries uint64
 	last    Entry
@@ -43,12 +51,50 @@ func (k chunkKey) less(o chunkKey) bool {
 	return k.area < o.area || k.area == o.area && k.chunk < o.chunk
 }
 
-// NewWriter writes the image header to w.
-func NewWriter(w io.Writer, id ID, created time.Time) (*Writer, error) {
-	iw := &Writer{w: w, id: id}
-	var h [headerSize]byte
-	putHeader(h[:], id, created.UnixNano())
-	if err := iw.write(h[:]); err != nil {
+// Head is what an image starts with: known before its first frame.
+type Head struct {
+	ID      ID
+	Created time.Time
+	// Layout is written in the layout block before the first frame; the
+	// metadata given to Finish must describe the same.
+	Layout Layout
+	// Keys, if set, encrypt the image: its data key seals every frame
+	// and block, its slots are written after the header.
+	Keys *Keys
+}
+
+// NewWriter writes the image header, the key slots of an encrypted image
+// and the layout block to w.
+func NewWriter(w io.Writer, h Head) (*Writer, error) {
+	iw := &Writer{w: w, id: h.ID, layout: h.Layout, created: h.Created}
+	created := h.Created.UnixNano()
+	if h.Keys != nil {
+		// The time is in the sealed metadata; the header is plaintext.
+		iw.flags, created = FlagEncrypted, 0
+		c := h.Keys.Data.Ciphers()
+		iw.ciphers = &c
+	}
+	putHeader(iw.head[:], h.ID, created, iw.flags)
+	if err := iw.write(iw.head[:]); err != nil {
+		return nil, err
+	}
+	if h.Keys != nil {
+		b, err := h.Keys.Slots.Encode(h.ID)
+		if err != nil {
+			return nil, err
+		}
+		for range 2 { // copies A and B
+			if err := iw.write(b); err != nil {
+				return nil, err
+			}
+		}
+	}
+	lb := h.Layout.encode()
+	err := iw.writeStream(layoutMagic, func(out io.Writer) error {
+		_, err := out.Write(lb)
+		return err
+	})
+	if err != nil {
 		return nil, err
 	}
 	return iw, nil
@@ -76,7 +122,9 @@ type Frame struct {
 	Payload []byte
 }
 
-// WriteFrame writes f and returns the image offset of its header.
+// WriteFrame writes f and returns the image offset of its frame. In an
+// encrypted image the frame, header included, is sealed with a fresh
+// nonce and its offset in the associated data.
 func (w *Writer) WriteFrame(f *Frame) (int64, error) {
 	off := w.off
 	h := frameHeader{
@@ -88,6 +136,12 @@ func (w *Writer) WriteFrame(f *Frame) (int64, error) {
 		Checksum: crc(f.Payload),
 		Hash:     f.Hash,
 	}
+	if w.ciphers != nil {
+		if err := w.writeSealedFrame(&h, f.Payload); err != nil {
+			return 0, err
+		}
+		return off, nil
+	}
 	h.put(w.scratch[:])
 	if err := w.write(w.scratch[:]); err != nil {
 		return 0, err
@@ -96,6 +150,27 @@ func (w *Writer) WriteFrame(f *Frame) (int64, error) {
 		return 0, err
 	}
 	return off, nil
+}
+
+func (w *Writer) writeSealedFrame(h *frameHeader, payload []byte) error {
+	plain := frameHeaderSize + len(payload)
+	total := sealedFrameHead + plain + seal.Overhead
+	if cap(w.sealBuf) < total {
+		w.sealBuf = make([]byte, total)
+	}
+	b := w.sealBuf[:total]
+	copy(b[0:4], sealedMagic[:])
+	binary.LittleEndian.PutUint32(b[4:], uint32(plain+seal.Overhead))
+	nonce, err := seal.Nonce()
+	if err != nil {
+		return err
+	}
+	copy(b[8:sealedFrameHead], nonce[:])
+	in := b[sealedFrameHead : sealedFrameHead+plain]
+	h.put(in)
+	copy(in[frameHeaderSize:], payload)
+	w.ciphers.Frame.Seal(in[:0], nonce[:], in, frameAD(w.id, w.off))
+	return w.write(b)
 }
 
 // AddEntry records the index entry of one chunk. Entries come in area
@@ -249,72 +324,154 @@ func (w *Writer) Finish(maps []Bitmap, meta *Metadata, resolve func(*Entry) erro
 
 	meta.FormatVersion = Version
 	meta.ID = w.id.String()
+	if meta.Created.IsZero() {
+		meta.Created = w.created
+	}
+	if err := w.layout.same(meta); err != nil {
+		return fmt.Errorf("image: %w (internal error)", err)
+	}
 	js, err := json.Marshal(meta)
 	if err != nil {
 		return fmt.Errorf("image: encode metadata: %w", err)
 	}
 	metaOff := w.off
-	err = w.writeStream(metaMagic, func(out io.Writer) error {
+	st, err := w.stage(metaMagic, func(out io.Writer) error {
 		_, err := out.Write(js)
 		return err
 	})
 	if err != nil {
 		return err
 	}
+	defer st.stored.Close()
 	f := footer{
 		Version:    Version,
+		Flags:      w.flags,
 		ID:         w.id,
 		IndexOff:   indexOff,
 		IndexLen:   indexLen,
 		MapsOff:    mapsOff,
 		MapsLen:    mapsLen,
 		MetaOff:    metaOff,
-		MetaLen:    w.off - metaOff,
+		MetaLen:    w.blockLen(st),
 		EntryCount: count,
 	}
 	var b [footerSize]byte
 	f.put(b[:])
+	// The footer is plaintext; in an encrypted image its fields are in
+	// the metadata's associated data, so a changed one fails to open it.
+	if err := w.emit(st, w.head[:], b[:footAD]); err != nil {
+		return err
+	}
 	return w.write(b[:])
 }
 
-// writeStream writes a block whose raw bytes fill writes, streamed through
-// the compressor into a spool: the block header, which comes first, needs
-// the stored length and checksum, and the image is never sought back into.
-// Neither the raw nor the stored bytes are ever whole in memory.
+// staged is a block compressed into a spool, ready to be written.
+type staged struct {
+	magic  [4]byte
+	header [blockHeaderSize]byte
+	stored *spool
+}
+
+// writeStream writes a block whose raw bytes fill writes (stage, then
+// emit).
 func (w *Writer) writeStream(magic [4]byte, fill func(io.Writer) error) error {
+	st, err := w.stage(magic, fill)
+	if err != nil {
+		return err
+	}
+	defer st.stored.Close()
+	return w.emit(st, nil, nil)
+}
+
+// stage streams the raw bytes fill writes through the compressor into a
+// spool: the block header, which comes first, needs the stored length and
+// checksum, and the image is never sought back into. Neither the raw nor
+// the stored bytes are ever whole in memory. The caller closes the spool.
+func (w *Writer) stage(magic [4]byte, fill func(io.Writer) error) (*staged, error) {
 	stored := &spool{dir: w.TempDir}
-	defer stored.Close()
 	crcw := &crcWriter{w: stored}
 	zw, err := codec.NewStreamEncoder(crcw)
 	if err != nil {
-		return err
+		stored.Close()
+		return nil, err
 	}
 	h := blake3.New()
 	raw := &countWriter{}
 	if err := fill(io.MultiWriter(h, raw, zw)); err != nil {
 		zw.Close()
-		return err
+		stored.Close()
+		return nil, err
 	}
 	if err := zw.Close(); err != nil {
-		return fmt.Errorf("image: compress block: %w", err)
+		stored.Close()
+		return nil, fmt.Errorf("image: compress block: %w", err)
 	}
 	bh := blockHeader{Magic: magic, Codec: uint8(codec.Zstd), RawLen: uint64(raw.n), Stored: uint64(stored.Len()), StoredCRC: crcw.sum}
 	copy(bh.Hash[:], h.Sum(nil))
-	var b [blockHeaderSize]byte
-	bh.put(b[:])
-	if err := w.write(b[:]); err != nil {
-		return err
+	st := &staged{magic: magic, stored: stored}
+	bh.put(st.header[:])
+	return st, nil
+}
+
+// blockLen is the bytes st takes in the image.
+func (w *Writer) blockLen(st *staged) int64 {
+	if w.ciphers != nil {
+		return sealedBlockLen(st.stored.Len())
 	}
-	r, err := stored.reader()
+	return blockHeaderSize + st.stored.Len()
+}
+
+// emit writes a staged block at the current offset: its header and stored
+// bytes, or in an encrypted image both sealed as a stream behind the
+// outer header. head and foot join the associated data (the metadata's).
+func (w *Writer) emit(st *staged, head, foot []byte) error {
+	r, err := st.stored.reader()
 	if err != nil {
 		return err
 	}
-	n, err := io.Copy(w.w, r)
-	w.off += n
-	if err != nil {
-		return fmt.Errorf("image: write at byte %d: %w", w.off, err)
+	if w.ciphers == nil {
+		if err := w.write(st.header[:]); err != nil {
+			return err
+		}
+		n, err := io.Copy(w.w, r)
+		w.off += n
+		if err != nil {
+			return fmt.Errorf("image: write at byte %d: %w", w.off, err)
+		}
+		return nil
 	}
-	return nil
+	off := w.off
+	var ob [sealedBlockHead]byte
+	copy(ob[0:4], st.magic[:])
+	le := binary.LittleEndian
+	le.PutUint32(ob[4:], seal.SegmentSize)
+	le.PutUint64(ob[8:], uint64(seal.SealedLen(blockHeaderSize+st.stored.Len())))
+	prefix, err := seal.Nonce()
+	if err != nil {
+		return err
+	}
+	copy(ob[16:], prefix[:seal.PrefixSize])
+	if err := w.write(ob[:]); err != nil {
+		return err
+	}
+	sw := seal.NewStreamWriter(writerFunc(w.write), w.ciphers.Block, [seal.PrefixSize]byte(prefix[:seal.PrefixSize]), blockAD(w.id, st.magic, off, head, foot))
+	if _, err := sw.Write(st.header[:]); err != nil {
+		return err
+	}
+	if _, err := io.Copy(sw, r); err != nil {
+		return err
+	}
+	return sw.Close()
+}
+
+// writerFunc makes Writer.write an io.Writer.
+type writerFunc func([]byte) error
+
+func (f writerFunc) Write(p []byte) (int, error) {
+	if err := f(p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 type countWriter struct{ n int64 }

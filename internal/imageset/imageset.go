@@ -1,6 +1,7 @@
-// Package imageset reads the images of a directory as sets, one per disk,
-// and resolves their chains: what `platter list` shows and what `platter
-// prune` keeps, merges and deletes come from this one reading.
+// Package imageset reads the images of a directory (any store.Place) as
+// sets, one per disk, and resolves their chains: what `platter list`
+// shows and what `platter prune` keeps, merges and deletes come from this
+// one reading. Open is how every command opens one image of a Place.
 //
 // A set is the images of one disk: those with the same
 // image.Metadata.SourceKey, together with every image made from one of
@@ -13,19 +14,22 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 
 	"github.com/platter-dev/platter/internal/image"
+	"github.com/platter-dev/platter/internal/store"
 )
 
-// Image is one image file.
+// Image is one image: a file, or the volumes of a split one.
 type Image struct {
+	// Path names the image in messages (a file's path, or s3://...).
 	Path string
-	ID   string // hex; "" when even the header cannot be read
-	Size int64  // bytes of the file
+	// Place and Name are where it is kept.
+	Place store.Place
+	Name  string
+	ID    string // hex; "" when even the header cannot be read
+	Size  int64  // bytes of the image (all its volumes)
 	// Meta is nil when the file does not open.
 	Meta *image.Metadata
 	// Err says why the file does not open (it is damaged); nil if it
@@ -66,7 +70,7 @@ func (s *Set) Newest() *Image { return s.Images[len(s.Images)-1] }
 
 // Dir is what a directory holds.
 type Dir struct {
-	Path string
+	Path string // the Place, as messages name it
 	// Sets are ordered by their oldest image.
 	Sets []*Set
 	// Damaged are the files with a Platter header that do not open: no
@@ -99,36 +103,33 @@ func (e *DamagedError) Error() string {
 
 func (e *DamagedError) Unwrap() error { return e.Err }
 
-// Read reads every image in dir: regular files with a Platter header,
-// `.partial` files (images being written) left out. A file that does not
-// open is in Damaged, not an error. Parents not in dir are looked for in
-// search, in order, as restore looks for them.
-func Read(ctx context.Context, dir string, search []string) (*Dir, error) {
-	ents, err := os.ReadDir(dir)
+// Read reads every image in dir: the objects it lists (images being
+// written are not listed) that start with a Platter header. An image
+// that does not open is in Damaged, not an error. Parents not in dir are
+// looked for in search, in order, as restore looks for them. keys unlock
+// encrypted images (nil: they do not open, and are in Damaged).
+func Read(ctx context.Context, dir store.Place, search []store.Place, keys image.Keyring) (*Dir, error) {
+	ents, err := dir.List(ctx)
 	if err != nil {
 		return nil, err
 	}
-	r := &reader{dirs: map[string]map[string]string{}, opened: map[string]*Image{}, look: append([]string{dir}, search...)}
-	d := &Dir{Path: dir}
+	r := &reader{ctx: ctx, keys: keys, dirs: map[store.Place]map[string]string{}, opened: map[string]*Image{}, look: append([]store.Place{dir}, search...)}
+	d := &Dir{Path: dir.String()}
 	byName := map[string]string{}
 	var imgs []*Image
 	for _, e := range ents {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		p := filepath.Join(dir, e.Name())
-		if !e.Type().IsRegular() || strings.HasSuffix(p, ".partial") {
-			continue
-		}
-		im := open(p)
+		im := open(ctx, dir, e.Name, keys)
 		if im == nil {
 			continue // not an image
 		}
 		im.InDir = true
-		r.opened[p] = im
+		r.opened[key(dir, e.Name)] = im
 		if im.ID != "" {
 			if _, dup := byName[im.ID]; !dup {
-				byName[im.ID] = p
+				byName[im.ID] = e.Name
 			}
 		}
 		if im.Err != nil {
@@ -137,7 +138,7 @@ func Read(ctx context.Context, dir string, search []string) (*Dir, error) {
 		}
 		imgs = append(imgs, im)
 	}
-	r.dirs[filepath.Clean(dir)] = byName
+	r.dirs[dir] = byName
 	for _, im := range imgs {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -148,85 +149,90 @@ func Read(ctx context.Context, dir string, search []string) (*Dir, error) {
 	return d, nil
 }
 
-// open reads one file: nil if it is not an image.
-func open(path string) *Image {
-	id, err := image.ReadID(path)
+// key names an image of a Place in the maps of a reader.
+func key(p store.Place, name string) string { return store.Path(p, name) }
+
+// open reads one image: nil if it is not one.
+func open(ctx context.Context, p store.Place, name string, keys image.Keyring) *Image {
+	im := &Image{Path: store.Path(p, name), Place: p, Name: name}
+	id, err := readID(ctx, p, name)
 	if errors.Is(err, image.ErrNotImage) {
 		return nil
 	}
-	im := &Image{Path: path}
 	if err != nil {
 		im.Err = err
 		return im
 	}
 	im.ID = id.String()
-	f, err := os.Open(path)
+	o, ir, err := Open(ctx, p, name, keys)
 	if err != nil {
 		im.Err = err
 		return im
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		im.Err = err
-		return im
-	}
-	im.Size = st.Size()
-	ir, err := image.NewReader(f, st.Size())
-	if err != nil {
-		im.Err = err
-		return im
-	}
+	defer o.Close()
 	defer ir.Close()
+	im.Path, im.Size = o.Name(), o.Size()
 	im.Meta, im.content = ir.Metadata(), ir.ContentDigest()
 	return im
+}
+
+// readID reads the id in the header of the image called name in p (of
+// its first volume: the volumes of a split image need not fit for it).
+func readID(ctx context.Context, p store.Place, name string) (image.ID, error) {
+	inner := p
+	if u, ok := p.(interface{ Unwrap() store.Place }); ok {
+		inner = u.Unwrap()
+	}
+	o, err := inner.Open(ctx, name)
+	if err != nil {
+		return image.ID{}, err
+	}
+	defer o.Close()
+	return image.ReadIDAt(o)
 }
 
 // reader finds parents as cmd/platter's openImage does: by id, in the
 // directory of the image opened (for every image of its chain), then in
 // the search directories.
 type reader struct {
-	dirs   map[string]map[string]string // directory -> id -> first file (by name) with it
-	opened map[string]*Image            // by path
-	look   []string                     // the directory read, then the search directories
+	ctx    context.Context
+	keys   image.Keyring
+	dirs   map[store.Place]map[string]string // Place -> id -> first image (by name) with it
+	opened map[string]*Image                 // by key
+	look   []store.Place                     // the Place read, then the search Places
 }
 
 func (r *reader) find(id string) *Image {
 	for _, dir := range r.look {
-		p, ok := r.index(dir)[id]
+		name, ok := r.index(dir)[id]
 		if !ok {
 			continue
 		}
-		im := r.opened[p]
+		im := r.opened[key(dir, name)]
 		if im == nil {
-			im = open(p)
-			r.opened[p] = im
+			im = open(r.ctx, dir, name, r.keys)
+			r.opened[key(dir, name)] = im
 		}
 		return im
 	}
 	return nil
 }
 
-// index maps the ids of dir's images to their files (the first by name).
-func (r *reader) index(dir string) map[string]string {
-	dir = filepath.Clean(dir)
+// index maps the ids of dir's images to their names (the first by name).
+func (r *reader) index(dir store.Place) map[string]string {
 	if m, ok := r.dirs[dir]; ok {
 		return m
 	}
 	m := map[string]string{}
 	r.dirs[dir] = m
-	ents, err := os.ReadDir(dir)
+	ents, err := dir.List(r.ctx)
 	if err != nil {
 		return m // an unreadable search directory holds nothing
 	}
 	for _, e := range ents {
-		p := filepath.Join(dir, e.Name())
-		if !e.Type().IsRegular() || strings.HasSuffix(p, ".partial") {
-			continue
-		}
-		if id, err := image.ReadID(p); err == nil {
+		if id, err := readID(r.ctx, dir, e.Name); err == nil {
 			if _, dup := m[id.String()]; !dup {
-				m[id.String()] = p
+				m[id.String()] = e.Name
 			}
 		}
 	}
@@ -258,7 +264,11 @@ func (r *reader) link(im *Image, seen map[*Image]bool) error {
 	}
 	p := r.find(m.Parent)
 	if p == nil {
-		return &MissingError{ID: m.Parent, Child: im, Dirs: r.look}
+		var dirs []string
+		for _, d := range r.look {
+			dirs = append(dirs, d.String())
+		}
+		return &MissingError{ID: m.Parent, Child: im, Dirs: dirs}
 	}
 	im.Parent = p
 	if p.Err != nil {

@@ -117,7 +117,11 @@ func filledImage(t *testing.T, fill string) (*image.Reader, []byte, [2]*block.Ma
 	maps[1].SetRange(cs/bs+1, 2)     // partition 2, chunk 1
 	clear(src[2*cs : 3*cs])          // chunk 2 reads as zeros
 	var out bytes.Buffer
-	w, err := image.NewWriter(&out, image.ID{9}, time.Unix(1700000000, 0))
+	meta := &image.Metadata{SourceSize: int64(len(src)), SectorSize: 512, Table: "none", ChunkSize: cs, Areas: []image.Area{
+		{Kind: image.KindPartition, Index: 1, Start: 0, Size: sizes[0], Filesystem: "luks2", BlockSize: bs, FreeFill: fill},
+		{Kind: image.KindPartition, Index: 2, Start: sizes[0], Size: sizes[1], Filesystem: "ext4", BlockSize: bs},
+	}}
+	w, err := image.NewWriter(&out, image.Head{ID: image.ID{9}, Created: time.Unix(1700000000, 0), Layout: image.LayoutOf(meta)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,10 +147,6 @@ func filledImage(t *testing.T, fill string) (*image.Reader, []byte, [2]*block.Ma
 			}
 		}
 	}
-	meta := &image.Metadata{SourceSize: int64(len(src)), SectorSize: 512, Table: "none", ChunkSize: cs, Areas: []image.Area{
-		{Kind: image.KindPartition, Index: 1, Start: 0, Size: sizes[0], Filesystem: "luks2", BlockSize: bs, FreeFill: fill},
-		{Kind: image.KindPartition, Index: 2, Start: sizes[0], Size: sizes[1], Filesystem: "ext4", BlockSize: bs},
-	}}
 	if err := w.Finish([]image.Bitmap{maps[0], maps[1]}, meta, nil, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,18 +10,20 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/platter-dev/platter/internal/image"
 )
 
 // platter version, and a misspelt flag answered with the flag meant.
 func TestVersionAndFlagHints(t *testing.T) {
-	if out := ok(t, "version"); !strings.HasPrefix(out, "platter 0.") || !strings.Contains(out, "image format 1") {
+	if out := ok(t, "version"); !strings.HasPrefix(out, "platter 0.") || !strings.Contains(out, fmt.Sprintf("image format %d", image.Version)) {
 		t.Errorf("version: %q", out)
 	}
 	var v struct {
 		Version string `json:"version"`
 		Format  int    `json:"image_format"`
 	}
-	if err := json.Unmarshal([]byte(ok(t, "version", "--json")), &v); err != nil || v.Version == "" || v.Format != 1 {
+	if err := json.Unmarshal([]byte(ok(t, "version", "--json")), &v); err != nil || v.Version == "" || v.Format != image.Version {
 		t.Errorf("version --json: %v %+v", err, v)
 	}
 	for _, c := range []struct {

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/platter-dev/platter/internal/image"
 )
 
 // checkPartition judges one restored partition with its filesystem's
@@ -39,7 +41,7 @@ func roundTrip(t *testing.T, disk string, wantTable string, wantFS map[int]strin
 	}
 	j := info(t, img)
 	parts := sfdiskParts(t, disk)
-	if j.Table != wantTable || j.FormatVersion != 1 || j.ID == "" || j.ImageBytes == 0 {
+	if j.Table != wantTable || j.FormatVersion != image.Version || j.ID == "" || j.ImageBytes == 0 {
 		t.Errorf("info: table %q, version %d, id %q, %d bytes", j.Table, j.FormatVersion, j.ID, j.ImageBytes)
 	}
 	st, _ := os.Stat(disk)
