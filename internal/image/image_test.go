@@ -2,8 +2,10 @@ package image
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -184,5 +186,53 @@ func TestSpoolSpills(t *testing.T) {
 	got, err := io.ReadAll(r)
 	if err != nil || !bytes.Equal(got, want.Bytes()) {
 		t.Fatalf("read back %d bytes (%v), want %d", len(got), err, want.Len())
+	}
+}
+
+// failingAt fails every read that reaches past byte from with err, as a
+// disk with a bad sector or a server gone away does.
+type failingAt struct {
+	r    *bytes.Reader
+	from int64
+	err  error
+}
+
+func (f *failingAt) ReadAt(p []byte, off int64) (int, error) {
+	if off+int64(len(p)) > f.from {
+		return 0, f.err
+	}
+	return f.r.ReadAt(p, off)
+}
+
+// TestStorageError: a frame that cannot be read because the storage
+// fails is the storage's error, wrapped, not a damaged chunk: exit 1
+// and the cause, not exit 3 and "bad chunk". A frame cut short by the
+// end of the file is damage.
+func TestStorageError(t *testing.T) {
+	img, _ := sampleImage(t)
+	r, err := NewReader(bytes.NewReader(img), int64(len(img)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := r.Entries()[0]
+	gone := errors.New("connection refused")
+	f := &failingAt{r: bytes.NewReader(img), err: gone}
+	f.from = int64(len(img)) // open reads the trailer
+	r2, err := NewReader(f, int64(len(img)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2.SetName("s3://b/disk.platter")
+	f.from = e.FrameOff
+	_, err = r2.ReadChunk(e, nil)
+	if !errors.Is(err, gone) || errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "s3://b/disk.platter") {
+		t.Errorf("a failing store: %v; want its error, naming the image, not damage", err)
+	}
+	if bad, err := r2.Verify(context.Background(), 2, nil); !errors.Is(err, gone) || len(bad) != 0 {
+		t.Errorf("verify over a failing store: %d bad chunks, %v; want none and its error", len(bad), err)
+	}
+	f.err = io.ErrUnexpectedEOF
+	if _, err := r2.ReadChunk(e, nil); !errors.Is(err, ErrDamaged) {
+		t.Errorf("a frame cut short: %v; want damage", err)
 	}
 }

@@ -510,6 +510,14 @@ func (ir *Reader) ReadChunk(e Entry, buf []byte) ([]byte, error) {
 	return ir.decodeFrame(e, h, payload, out)
 }
 
+// storeName names the image in messages ("the image" when unnamed).
+func (ir *Reader) storeName() string {
+	if ir.name == "" {
+		return "the image"
+	}
+	return ir.name
+}
+
 func (ir *Reader) chunkError(e Entry, format string, args ...any) error {
 	return &ChunkError{Entry: e, File: ir.name, Where: ir.Where(e), Msg: fmt.Sprintf(format, args...)}
 }
@@ -519,7 +527,12 @@ func (ir *Reader) chunkError(e Entry, format string, args ...any) error {
 // returns the frame header and the payload (in fb).
 func (ir *Reader) readFrame(e Entry, fb []byte) (frameHeader, []byte, error) {
 	if _, err := ir.r.ReadAt(fb, e.FrameOff); err != nil {
-		return frameHeader{}, nil, ir.chunkError(e, "read frame: %v", err)
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return frameHeader{}, nil, ir.chunkError(e, "read frame: %v", err)
+		}
+		// The storage failed (a disk's I/O error, a server gone), not
+		// the image: say so, so that it is not counted as damage.
+		return frameHeader{}, nil, fmt.Errorf("read %s's frame at byte %d of %s: %w", ir.Where(e), e.FrameOff, ir.storeName(), err)
 	}
 	if ir.ciphers != nil {
 		plain := len(fb) - sealedFrameHead - seal.Overhead

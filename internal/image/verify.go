@@ -19,6 +19,11 @@ func (ir *Reader) Verify(ctx context.Context, workers int, progress func(n int64
 		off int64
 	}
 	frameResult := map[frame]error{}
+	// A read the storage fails (not the image's bytes: a disk's I/O
+	// error, a server gone) stops the check: it says nothing about the
+	// chunks.
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
 	var mu sync.Mutex
 	var bad []*ChunkError
 	ch := make(chan int)
@@ -49,6 +54,10 @@ func (ir *Reader) Verify(ctx context.Context, workers int, progress func(n int64
 						mu.Unlock()
 					}
 				}
+				if err != nil && !errors.Is(err, ErrDamaged) {
+					stop(err)
+					err = nil
+				}
 				if err != nil {
 					var ce *ChunkError
 					if !errors.As(err, &ce) {
@@ -65,18 +74,17 @@ func (ir *Reader) Verify(ctx context.Context, workers int, progress func(n int64
 			}
 		}()
 	}
-	var err error
 feed:
 	for i := range ir.entries {
 		select {
 		case ch <- i:
 		case <-ctx.Done():
-			err = ctx.Err()
 			break feed
 		}
 	}
 	close(ch)
 	wg.Wait()
+	err := context.Cause(ctx)
 	sort.Slice(bad, func(i, j int) bool {
 		a, b := bad[i].Entry, bad[j].Entry
 		return a.Area < b.Area || (a.Area == b.Area && a.Chunk < b.Chunk)
