@@ -15,6 +15,7 @@ import (
 	"github.com/platter-dev/platter/internal/fsmap"
 	"github.com/platter-dev/platter/internal/image"
 	"github.com/platter-dev/platter/internal/ptable"
+	"github.com/platter-dev/platter/internal/seal"
 	"github.com/platter-dev/platter/internal/ui"
 	"github.com/platter-dev/platter/internal/view"
 	"github.com/spf13/cobra"
@@ -196,7 +197,7 @@ func encryption(r *image.Reader) *encryptionJSON {
 	if k == nil {
 		return nil
 	}
-	e := &encryptionJSON{Cipher: "XChaCha20-Poly1305", Generation: k.Slots.Generation}
+	e := &encryptionJSON{Cipher: seal.Cipher, Generation: k.Slots.Generation}
 	if p := k.Slots.Pass; p != nil {
 		e.Passphrase = p.Params.String()
 	}
