@@ -3,6 +3,8 @@ package ntfs
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/platter-dev/platter/internal/fs/vfs"
 )
 
 // A directory's $I30 index, read as ntfs-3g's readdir reads it: the
@@ -83,7 +85,7 @@ func (f *file) index() ([]indexEntry, error) {
 				return nil, corrupt(rec, -1, "index $BITMAP marks block %d in use; $INDEX_ALLOCATION holds %d", n, blocks)
 			}
 			off := n * blockSize
-			if err := readFull(alloc, block, off); err != nil {
+			if err := vfs.ReadFull(alloc, block, off); err != nil {
 				return nil, fmt.Errorf("ntfs: MFT record %d: read index block %d: %w", rec, n, err)
 			}
 			if err := indexBlock(block, off/vcnSize, &out); err != nil {

@@ -7,6 +7,8 @@ import (
 	"math"
 	"sort"
 	"unicode/utf16"
+
+	"github.com/platter-dev/platter/internal/fs/vfs"
 )
 
 // Platter reads NTFS itself, as ntfs-3g does: MFT records with their
@@ -123,7 +125,7 @@ func (v *volume) record(n int64) (*record, error) {
 	}
 	b := make([]byte, v.recordSize)
 	pos := n * v.recordSize
-	if err := readFull(v.mft, b, pos); err != nil {
+	if err := vfs.ReadFull(v.mft, b, pos); err != nil {
 		return nil, fmt.Errorf("ntfs: read MFT record %d: %w", n, err)
 	}
 	return parseRecord(n, b, v.mft.where(pos))

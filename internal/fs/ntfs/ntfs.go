@@ -13,6 +13,7 @@ import (
 	"io"
 
 	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/fs/vfs"
 )
 
 const (
@@ -35,18 +36,6 @@ func corrupt(rec, off int64, format string, args ...any) error {
 		msg = fmt.Sprintf("MFT record %d: %s", rec, msg)
 	}
 	return &block.CorruptError{What: "ntfs", Off: off, Msg: msg}
-}
-
-// readFull reads len(b) bytes at off: a short read is an error.
-func readFull(r io.ReaderAt, b []byte, off int64) error {
-	n, err := r.ReadAt(b, off)
-	if n == len(b) {
-		return nil
-	}
-	if err == nil || err == io.EOF {
-		err = io.ErrUnexpectedEOF
-	}
-	return err
 }
 
 // volume is an NTFS volume's geometry and its MFT.
@@ -73,7 +62,7 @@ func open(r io.ReaderAt, size int64) (*volume, error) {
 	if size < int64(len(bs)) {
 		return nil, fmt.Errorf("ntfs: %w", block.ErrNotMine)
 	}
-	if err := readFull(r, bs, 0); err != nil {
+	if err := vfs.ReadFull(r, bs, 0); err != nil {
 		return nil, fmt.Errorf("ntfs: read the boot sector: %w", err)
 	}
 	if string(bs[3:11]) != "NTFS    " {
@@ -91,7 +80,7 @@ func open(r io.ReaderAt, size int64) (*volume, error) {
 		return nil, corrupt(recMFT, off, "lies outside the volume's %d clusters", v.clusters)
 	}
 	b := make([]byte, v.recordSize)
-	if err := readFull(r, b, off); err != nil {
+	if err := vfs.ReadFull(r, b, off); err != nil {
 		return nil, fmt.Errorf("ntfs: read MFT record 0 at byte %d: %w", off, err)
 	}
 	rec0, err := parseRecord(recMFT, b, off)
@@ -265,7 +254,7 @@ func (v *volume) bitmapByte(i int64) (byte, error) {
 		v.pieceN = -1
 		need := (v.clusters + 7) / 8
 		piece := v.piece[:min(bitmapPiece, need-n*bitmapPiece)]
-		if err := readFull(v.bitmap, piece, n*bitmapPiece); err != nil {
+		if err := vfs.ReadFull(v.bitmap, piece, n*bitmapPiece); err != nil {
 			return 0, err
 		}
 		v.pieceN = n

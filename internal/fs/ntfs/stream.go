@@ -7,6 +7,8 @@ import (
 	"io"
 	"sort"
 	"sync"
+
+	"github.com/platter-dev/platter/internal/fs/vfs"
 )
 
 // stream reads an attribute's value: resident, or through its runs
@@ -61,7 +63,7 @@ func (s *stream) all(limit int64) ([]byte, error) {
 		return nil, corrupt(s.rec, -1, "%s of %d bytes is larger than the %d it may be", s.what, s.size, limit)
 	}
 	b := make([]byte, s.size)
-	if err := readFull(s, b, 0); err != nil {
+	if err := vfs.ReadFull(s, b, 0); err != nil {
 		return nil, err
 	}
 	return b, nil
@@ -110,7 +112,7 @@ func (s *stream) readRuns(p []byte, off int64) error {
 		k := min(int64(len(p)), (r.vcn+r.n)*cs-off, s.init-off)
 		if r.lcn < 0 {
 			clear(p[:k])
-		} else if err := readFull(s.v.r, p[:k], r.lcn*cs+off-r.vcn*cs); err != nil {
+		} else if err := vfs.ReadFull(s.v.r, p[:k], r.lcn*cs+off-r.vcn*cs); err != nil {
 			return fmt.Errorf("ntfs: MFT record %d: read %s at byte %d: %w", s.rec, s.what, r.lcn*cs+off-r.vcn*cs, err)
 		}
 		p, off = p[k:], off+k
@@ -182,7 +184,7 @@ func (s *stream) unpack(out []byte, u int64) error {
 	}
 	pos := int64(0)
 	for _, r := range lcns {
-		if err := readFull(s.v.r, buf[pos:pos+r.n*cs], r.lcn*cs); err != nil {
+		if err := vfs.ReadFull(s.v.r, buf[pos:pos+r.n*cs], r.lcn*cs); err != nil {
 			return fmt.Errorf("ntfs: MFT record %d: read %s at byte %d: %w", s.rec, s.what, r.lcn*cs, err)
 		}
 		pos += r.n * cs

@@ -15,6 +15,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sort"
+
+	"github.com/platter-dev/platter/internal/fs/vfs"
 )
 
 const (
@@ -85,7 +87,7 @@ func (v *volume) logFile() (string, error) {
 	// Where a restart page may start: 0, then powers of two (the second
 	// page sits at the system page size).
 	for pos := int64(0); pos <= 64<<10 && found < 2; {
-		if err := readFull(log, head, pos); err != nil {
+		if err := vfs.ReadFull(log, head, pos); err != nil {
 			break // past the log's data
 		}
 		isEmpty := le.Uint32(head) == 0xffffffff
@@ -167,7 +169,7 @@ func (v *volume) checkRecords() (string, error) {
 	for first := int64(0); first < v.records; first += batch {
 		n := min(batch, v.records-first)
 		b := buf[:n*v.recordSize]
-		if err := readFull(v.mft, b, first*v.recordSize); err != nil {
+		if err := vfs.ReadFull(v.mft, b, first*v.recordSize); err != nil {
 			return "", fmt.Errorf("ntfs: read MFT records %d to %d: %w", first, first+n-1, err)
 		}
 		for k := int64(0); k < n; k++ {
