@@ -46,6 +46,7 @@ type Reader struct {
 	name    string  // the file, for messages
 	parent  *Reader // AttachParent
 	content [32]byte
+	tail    io.Closer // a streamed image's kept end (Stream.Finish)
 
 	head      [headerSize]byte
 	foot      [footerSize]byte
@@ -579,6 +580,9 @@ func (ir *Reader) decodeFrame(e Entry, h frameHeader, payload, out []byte) ([]by
 func (ir *Reader) Close() error {
 	if ir.dec != nil {
 		ir.dec.Close()
+	}
+	if ir.tail != nil {
+		return ir.tail.Close()
 	}
 	return nil
 }
