@@ -1,0 +1,382 @@
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+
+	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/image"
+	"github.com/zeebo/blake3"
+)
+
+// A restore from a stream (standard input) writes each chunk as its frame
+// goes by, at the place the layout block gives, and learns only at the
+// end, from the index, what the disk must hold: a chunk deduplicated
+// against an earlier frame, a chunk of a live image whose frame was
+// superseded, a zero chunk, a chunk of a parent image. Those are put
+// right at the end from bytes already on the target (checked by BLAKE3
+// before use), which is why the target must read back.
+//
+// The chunks that hold the partition tables (the disk's first and last
+// MiB) are held in memory and written last, after everything checked,
+// and those two MiB are zeroed before the first write: a stream cut short
+// leaves a target that does not look like a disk.
+
+// StreamTarget is a Target that reads back what was written to it.
+type StreamTarget interface {
+	Target
+	io.ReaderAt
+}
+
+// StreamOptions are the options of Stream.
+type StreamOptions struct {
+	// Fresh says every byte of the target reads as zero already.
+	Fresh    bool
+	Progress Progress
+	// TempDir is where chunks that a later frame overwrites are kept
+	// until the index says whether they are needed ("": os.TempDir()).
+	TempDir string
+	// Parents attaches the parents of an incremental or differential
+	// image (its metadata names one); nil refuses such an image.
+	Parents func(img *image.Reader) error
+}
+
+// ErrNoLayout is the error of restoring a version 1 image from a stream:
+// it has no layout block, so nothing can be placed before its end.
+var ErrNoLayout = errors.New("a version 1 image has no layout block, so it cannot be restored from a stream: save it to a file first and restore the file")
+
+// tableEdge is how much of each end of the disk is held back: the MBR and
+// the primary GPT at the start, the backup GPT at the end.
+const tableEdge = 1 << 20
+
+// Stream restores the whole disk held in the image s reads onto t
+// (layout.SourceSize bytes). It returns the image's Reader (its metadata,
+// index and maps; the caller closes it). On an error the target is
+// incomplete and its first and last MiB are zero.
+func Stream(ctx context.Context, s *image.Stream, t StreamTarget, opts StreamOptions) (*image.Reader, error) {
+	l := s.Layout()
+	if l == nil {
+		return nil, ErrNoLayout
+	}
+	if opts.Progress == nil {
+		opts.Progress = noProgress{}
+	}
+	sr := &streamRestore{l: l, t: t, fresh: opts.Fresh, dir: opts.TempDir,
+		last: map[loc]int64{}, held: map[loc][]byte{}, spilled: map[int64]int64{}}
+	defer sr.close()
+	size := l.SourceSize
+	if err := t.Zero(0, min(tableEdge, size)); err != nil {
+		return nil, fmt.Errorf("zero the target's first MiB: %w", err)
+	}
+	if end := max(size-tableEdge, 0); end < size {
+		if err := t.Zero(end, size-end); err != nil {
+			return nil, fmt.Errorf("zero the target's last MiB: %w", err)
+		}
+	}
+	opts.Progress.Start(size)
+	buf := block.AlignedBuffer(int(l.ChunkSize))[:0]
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		f, err := s.Next(buf)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err // damaged data is never written
+		}
+		at := loc{f.Area, f.Chunk}
+		sr.homes = append(sr.homes, home{f.Off, at})
+		if err := sr.place(at, f.Off, f.Data); err != nil {
+			return nil, err
+		}
+		opts.Progress.Add(int64(len(f.Data)))
+	}
+	img, err := s.Finish()
+	if err != nil {
+		return nil, err
+	}
+	if err := sr.finish(ctx, s, img, opts); err != nil {
+		img.Close()
+		return nil, err
+	}
+	return img, nil
+}
+
+type loc struct {
+	area  uint32
+	chunk uint64
+}
+
+// home is where a frame's chunk was first written: the chunk its header
+// names.
+type home struct {
+	off int64
+	at  loc
+}
+
+// Values of streamRestore.last that are not frames.
+const (
+	zeroed   int64 = -1 // zeros were written
+	fromPrev int64 = -2 // a parent's chunk was written
+)
+
+type streamRestore struct {
+	l     *image.Layout
+	t     StreamTarget
+	fresh bool
+	dir   string
+	// last is what was written last at each chunk: a frame's offset,
+	// zeroed or fromPrev.
+	last  map[loc]int64
+	homes []home // by frame offset
+	held  map[loc][]byte
+	// Frames whose home was overwritten before the index said whether
+	// they are needed: their bytes in the spill file.
+	spill   *os.File
+	spillN  int64
+	spilled map[int64]int64
+}
+
+func (sr *streamRestore) close() {
+	if sr.spill != nil {
+		sr.spill.Close()
+	}
+}
+
+// offset is the target offset of chunk at and its length.
+func (sr *streamRestore) offset(at loc) (int64, int64) {
+	a := sr.l.Areas[at.area]
+	rel := int64(at.chunk) * sr.l.ChunkSize
+	return a.Start + rel, min(sr.l.ChunkSize, a.Size-rel)
+}
+
+// edge reports whether chunk at holds bytes of the disk's first or last
+// MiB, where the partition tables are.
+func (sr *streamRestore) edge(at loc) bool {
+	off, n := sr.offset(at)
+	size := sr.l.SourceSize
+	return off < tableEdge || off+n > size-tableEdge
+}
+
+// homeOf is where frame off was first written.
+func (sr *streamRestore) homeOf(off int64) (loc, bool) {
+	i := sort.Search(len(sr.homes), func(i int) bool { return sr.homes[i].off >= off })
+	if i < len(sr.homes) && sr.homes[i].off == off {
+		return sr.homes[i].at, true
+	}
+	return loc{}, false
+}
+
+// place writes data (frame off's chunk, or zeroed/fromPrev) at chunk at.
+// If at holds the only copy of an earlier frame's bytes, they are kept in
+// the spill file first: the index may still name that frame.
+func (sr *streamRestore) place(at loc, off int64, data []byte) error {
+	prev, had := sr.last[at]
+	if had && prev >= 0 && prev != off {
+		if h, ok := sr.homeOf(prev); ok && h == at {
+			if _, done := sr.spilled[prev]; !done {
+				if err := sr.keep(at, prev, len(data)); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	sr.last[at] = off
+	if sr.edge(at) {
+		sr.held[at] = append(sr.held[at][:0], data...)
+		return nil
+	}
+	pos, _ := sr.offset(at)
+	// A chunk written before must be written whole; else zero blocks
+	// need not be (a fresh target reads zero there).
+	return write(sr.t, data, pos, sr.fresh && !had)
+}
+
+// keep copies frame prev's bytes, now at chunk at, into the spill file.
+func (sr *streamRestore) keep(at loc, prev int64, n int) error {
+	b, err := sr.read(at, make([]byte, n))
+	if err != nil {
+		return err
+	}
+	if sr.spill == nil {
+		f, err := os.CreateTemp(sr.dir, ".platter-restore-*")
+		if err != nil {
+			return fmt.Errorf("keep a chunk a later frame replaces: %w", err)
+		}
+		os.Remove(f.Name()) // gone when closed
+		sr.spill = f
+	}
+	if _, err := sr.spill.WriteAt(b, sr.spillN); err != nil {
+		return fmt.Errorf("keep a chunk a later frame replaces: %w", err)
+	}
+	sr.spilled[prev] = sr.spillN
+	sr.spillN += int64(len(b))
+	return nil
+}
+
+// read reads what chunk at holds now (len(b) bytes) from memory or the
+// target.
+func (sr *streamRestore) read(at loc, b []byte) ([]byte, error) {
+	if h, ok := sr.held[at]; ok {
+		return append(b[:0], h...), nil
+	}
+	pos, _ := sr.offset(at)
+	if _, err := sr.t.ReadAt(b, pos); err != nil {
+		return nil, fmt.Errorf("read back the target at byte %d: %w", pos, err)
+	}
+	return b, nil
+}
+
+// content is frame off's chunk (n bytes), from where it was written, or
+// from the spill file.
+func (sr *streamRestore) content(off int64, n int, buf []byte) ([]byte, error) {
+	b := buf[:n]
+	if p, ok := sr.spilled[off]; ok {
+		if _, err := sr.spill.ReadAt(b, p); err != nil {
+			return nil, fmt.Errorf("read back a kept chunk: %w", err)
+		}
+		return b, nil
+	}
+	h, ok := sr.homeOf(off)
+	if !ok || sr.last[h] != off {
+		return nil, fmt.Errorf("the bytes of the frame at image byte %d are no longer on the target (internal error)", off)
+	}
+	return sr.read(h, b)
+}
+
+// finish puts right, from the index, every chunk whose final bytes are
+// not the frame last written there; fills the free bytes of areas that
+// ask for random fill; then writes the held chunks.
+func (sr *streamRestore) finish(ctx context.Context, s *image.Stream, img *image.Reader, opts StreamOptions) error {
+	if bad := s.Check(img); len(bad) > 0 {
+		if len(bad) > 1 {
+			return fmt.Errorf("%w (and %d more damaged chunks)", bad[0], len(bad)-1)
+		}
+		return bad[0]
+	}
+	m := img.Metadata()
+	if m.Parent != "" {
+		if opts.Parents == nil {
+			return fmt.Errorf("the image is %s image of %s: its parents are needed", m.Type, m.Parent)
+		}
+		if err := opts.Parents(img); err != nil {
+			return err
+		}
+	}
+	for i := range m.Areas {
+		if a := &m.Areas[i]; a.FreeFill != "" && a.FreeFill != image.FreeFillRandom {
+			return fmt.Errorf("%s: free_fill %q is not known to this platter (a newer one made the image)", a.Label(), a.FreeFill)
+		}
+	}
+	buf := block.AlignedBuffer(int(m.ChunkSize))
+	for _, e := range img.Entries() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		at := loc{e.Area, e.Chunk}
+		prev, had := sr.last[at]
+		switch {
+		case e.Zero():
+			if had && prev != zeroed {
+				if err := sr.place(at, zeroed, make([]byte, e.RawLen)); err != nil {
+					return err
+				}
+			} else if !had {
+				pos, n := sr.offset(at)
+				if err := sr.t.Zero(pos, n); err != nil {
+					return fmt.Errorf("zero target bytes %d-%d: %w", pos, pos+n-1, err)
+				}
+			}
+		case e.InParent():
+			data, err := img.ReadChunk(e, buf)
+			if err != nil {
+				return err
+			}
+			if err := sr.place(at, fromPrev, data); err != nil {
+				return err
+			}
+		case prev != e.FrameOff || !had:
+			data, err := sr.content(e.FrameOff, int(e.RawLen), buf)
+			if err != nil {
+				return err
+			}
+			if blake3.Sum256(data) != e.Hash {
+				return &image.ChunkError{Entry: e, Where: img.Where(e), Msg: "the bytes read back from the target for this deduplicated chunk do not match its hash (the target changed under the restore?)"}
+			}
+			if err := sr.place(at, e.FrameOff, data); err != nil {
+				return err
+			}
+		}
+	}
+	// Chunks written from the stream that the index does not list (a
+	// live image's chunk freed after it was copied) are free: zeros.
+	var stale []loc
+	for at, v := range sr.last {
+		if v >= 0 {
+			if _, ok := img.Lookup(at.area, at.chunk); !ok {
+				stale = append(stale, at)
+			}
+		}
+	}
+	for _, at := range stale {
+		_, n := sr.offset(at)
+		if err := sr.place(at, zeroed, make([]byte, n)); err != nil {
+			return err
+		}
+	}
+	// Random fill of free bytes, as a restore from a file gives it.
+	tasks, err := plan(img, 0)
+	if err != nil {
+		return err
+	}
+	var fill *filler
+	filled := map[uint32]bool{}
+	for _, tk := range tasks {
+		if !tk.fill {
+			continue
+		}
+		filled[tk.e.Area] = true
+		if fill == nil {
+			fill = newFiller()
+		}
+		if err := fill.free(sr.t, tk); err != nil {
+			return err
+		}
+	}
+	// Last, the partition tables.
+	held := make([]loc, 0, len(sr.held))
+	for at := range sr.held {
+		held = append(held, at)
+	}
+	sort.Slice(held, func(i, j int) bool {
+		return held[i].area < held[j].area || held[i].area == held[j].area && held[i].chunk < held[j].chunk
+	})
+	for _, at := range held {
+		data := sr.held[at]
+		pos, _ := sr.offset(at)
+		if !filled[at.area] {
+			if err := write(sr.t, data, pos, sr.fresh); err != nil {
+				return err
+			}
+			continue
+		}
+		// Only the used bytes: the free ones have their random fill.
+		rel := int64(at.chunk) * m.ChunkSize
+		var werr error
+		img.Map(int(at.area)).Runs(rel, int64(len(data)), func(x block.Extent) {
+			if werr == nil {
+				werr = writeAt(sr.t, data[x.Off-rel:x.End()-rel], pos+x.Off-rel)
+			}
+		})
+		if werr != nil {
+			return werr
+		}
+	}
+	return nil
+}
