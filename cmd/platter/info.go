@@ -245,12 +245,20 @@ func imageType(m *image.Metadata) string {
 }
 
 func runInfo(w io.Writer, opts infoOptions, path string) error {
+	if path == stdio {
+		return runInfoStream(w, opts)
+	}
 	f, r, err := openImage(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
 	defer r.Close()
+	return printInfo(w, opts, path, r)
+}
+
+// printInfo describes the image open in r, named path.
+func printInfo(w io.Writer, opts infoOptions, path string, r *image.Reader) error {
 	info := describe(r, opts.chunks && opts.json)
 	if opts.json {
 		enc := json.NewEncoder(w)

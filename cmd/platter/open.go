@@ -90,22 +90,36 @@ func openImage(path string) (chainFiles, *image.Reader, error) {
 		return fail(err)
 	}
 	files = append(files, f)
+	parents, err := attachChain(ctx, r, place)
+	files = append(files, parents...)
+	if err != nil {
+		return fail(err)
+	}
+	return files, r, nil
+}
+
+// attachChain finds, opens, checks and attaches the parents of r (an
+// image in place; nil for standard input), found by id in place, then in
+// searchDirs. It returns the parents' files, to be closed by the caller
+// even on error.
+func attachChain(ctx context.Context, r *image.Reader, place store.Place) (chainFiles, error) {
+	var files chainFiles
 	// The chain, newest first, then attached oldest first.
 	chain := []*image.Reader{r}
 	seen := map[string]bool{r.ID().String(): true}
 	for cur := r; cur.Metadata().Parent != ""; {
 		id := cur.Metadata().Parent
 		if seen[id] {
-			return fail(fmt.Errorf("%w: %s: the chain of parents loops back to image %s", image.ErrDamaged, path, id))
+			return files, fmt.Errorf("%w: %s: the chain of parents loops back to image %s", image.ErrDamaged, r.Name(), id)
 		}
 		seen[id] = true
 		pplace, pname, err := findImage(ctx, id, place)
 		if err != nil {
-			return fail(fmt.Errorf("%s is %s of image %s: %w", cur.Name(), article(cur.Metadata().Type), id, err))
+			return files, fmt.Errorf("%s is %s of image %s: %w", cur.Name(), article(cur.Metadata().Type), id, err)
 		}
 		pf, pr, err := openOne(ctx, pplace, pname)
 		if err != nil {
-			return fail(fmt.Errorf("parent of %s: %w", cur.Name(), err))
+			return files, fmt.Errorf("parent of %s: %w", cur.Name(), err)
 		}
 		files = append(files, pf)
 		chain = append(chain, pr)
@@ -113,10 +127,10 @@ func openImage(path string) (chainFiles, *image.Reader, error) {
 	}
 	for i := len(chain) - 2; i >= 0; i-- {
 		if err := chain[i].AttachParent(chain[i+1]); err != nil {
-			return fail(err)
+			return files, err
 		}
 	}
-	return files, r, nil
+	return files, nil
 }
 
 func article(typ string) string {
@@ -145,14 +159,19 @@ func (e *MissingParentError) Error() string {
 
 func (e *MissingParentError) Is(target error) bool { return target == image.ErrDamaged }
 
-// findImage looks for the image with id in the Place of its child, then
-// in the --search Places, by reading the header of each image there.
+// findImage looks for the image with id in the Place of its child (nil
+// for an image read from standard input), then in the --search Places,
+// by reading the header of each image there.
 func findImage(ctx context.Context, id string, child store.Place) (store.Place, string, error) {
 	search, err := searchPlaces(ctx)
 	if err != nil {
 		return nil, "", err
 	}
-	places := append([]store.Place{child}, search...)
+	var places []store.Place
+	if child != nil {
+		places = append(places, child)
+	}
+	places = append(places, search...)
 	var dirs []string
 	for _, p := range places {
 		dirs = append(dirs, p.String())

@@ -58,6 +58,9 @@ func runRestore(cmd *cobra.Command, opts restoreOptions, imagePath, target strin
 	if opts.partition < 0 {
 		return usagef("--partition must be a partition number")
 	}
+	if imagePath == stdio {
+		return runRestoreStream(cmd, opts, mode, target)
+	}
 	f, img, err := openImage(imagePath)
 	if errors.Is(err, image.ErrNotImage) {
 		if _, terr := image.ReadID(target); terr == nil {

@@ -46,6 +46,9 @@ func runVerify(cmd *cobra.Command, progressFlag string, asJSON bool, path string
 	if err != nil {
 		return err
 	}
+	if path == stdio {
+		return runVerifyStream(cmd, mode, asJSON)
+	}
 	f, r, err := openImage(path)
 	if err != nil {
 		return err

@@ -1,0 +1,225 @@
+package e2e
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// piped runs platter with the file in as its standard input.
+func piped(t *testing.T, in string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	f, err := os.Open(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	return pipedFrom(t, f, args...)
+}
+
+func pipedFrom(t *testing.T, in interface{ Read([]byte) (int, error) }, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(platter, args...)
+	var o, e bytes.Buffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = in, &o, &e
+	err := cmd.Run()
+	if ee, isExit := err.(*exec.ExitError); isExit {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run platter: %v", err)
+	}
+	if strings.Contains(e.String(), "goroutine ") || strings.Contains(e.String(), "panic:") {
+		t.Fatalf("platter %v panicked:\n%s", args, e.String())
+	}
+	return o.String(), e.String(), code
+}
+
+// create SOURCE - | restore --yes - TARGET gives, byte for byte, what a
+// restore of the same image from a file gives, and clean filesystems.
+func TestStdinRestorePipe(t *testing.T) {
+	disk := fixture(t, "gpt-disk.sh")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.platter")
+	ok(t, "create", "--progress", "none", disk, img)
+	fromFile := filepath.Join(dir, "from-file.img")
+	ok(t, "restore", "--progress", "none", img, fromFile)
+
+	fromPipe := filepath.Join(dir, "from-pipe.img")
+	sh(t, "bash", "-o", "pipefail", "-c", `"$0" create --progress none "$1" - | "$0" restore --yes --progress none - "$2"`, platter, disk, fromPipe)
+	sh(t, "cmp", fromFile, fromPipe)
+	if a, b := sfdiskDump(t, disk), sfdiskDump(t, fromPipe); a != b {
+		t.Errorf("sfdisk -d differs:\n%s\n---\n%s", a, b)
+	}
+	parts := sfdiskParts(t, disk)
+	checkPartition(t, extract(t, fromPipe, parts[1]), "fat32", disk+".files/p1")
+	checkPartition(t, extract(t, fromPipe, parts[2]), "ext4", disk+".files/p2")
+	var s1, s2 os.FileInfo
+	s1, _ = os.Stat(fromFile)
+	s2, _ = os.Stat(fromPipe)
+	if s1.Size() != s2.Size() {
+		t.Fatalf("sizes differ: %d, %d", s1.Size(), s2.Size())
+	}
+}
+
+// verify - and info - of a piped image say what they say of the file.
+func TestStdinVerifyInfo(t *testing.T) {
+	disk := fixture(t, "gpt-disk.sh")
+	img := filepath.Join(t.TempDir(), "disk.platter")
+	ok(t, "create", "--progress", "none", disk, img)
+
+	out, errOut, code := piped(t, img, "verify", "--progress", "none", "-")
+	if code != 0 || !strings.Contains(out, "OK") {
+		t.Fatalf("verify -: exit %d\n%s%s", code, out, errOut)
+	}
+	want := ok(t, "info", img)
+	got, errOut, code := piped(t, img, "info", "-")
+	if code != 0 {
+		t.Fatalf("info -: exit %d\n%s", code, errOut)
+	}
+	// The same lines but the first, which names the image.
+	if w, g := want[strings.Index(want, "\n"):], got[strings.Index(got, "\n"):]; w != g {
+		t.Errorf("info - differs from info of the file:\n%s\n---\n%s", want, got)
+	}
+	wantJ := ok(t, "info", "--json", img)
+	gotJ, _, _ := piped(t, img, "info", "--json", "-")
+	if strings.ReplaceAll(wantJ, img, "-") != gotJ {
+		t.Errorf("info --json - differs:\n%s\n---\n%s", wantJ, gotJ)
+	}
+}
+
+// An encrypted image restores and verifies from a pipe with
+// --password-file, and a wrong passphrase is exit 1, not damage.
+func TestStdinEncrypted(t *testing.T) {
+	disk := fixture(t, "gpt-disk.sh")
+	dir := t.TempDir()
+	k := newEncKeys(t, "stream secret")
+	img := filepath.Join(dir, "disk.platter")
+	encCreate(t, k, disk, img, append([]string{"--encrypt"}, k.pw()...)...)
+	fromFile := filepath.Join(dir, "from-file.img")
+	ok(t, append(k.pw(), "restore", "--progress", "none", img, fromFile)...)
+	fromPipe := filepath.Join(dir, "from-pipe.img")
+	if out, e, code := piped(t, img, append(k.pw(), "restore", "--progress", "none", "--yes", "-", fromPipe)...); code != 0 {
+		t.Fatalf("restore -: exit %d\n%s%s", code, out, e)
+	}
+	sh(t, "cmp", fromFile, fromPipe)
+	if out, e, code := piped(t, img, append(k.pw(), "verify", "--progress", "none", "-")...); code != 0 || !strings.Contains(out, "OK") {
+		t.Fatalf("verify -: exit %d\n%s%s", code, out, e)
+	}
+	bad := filepath.Join(dir, "wrong")
+	os.WriteFile(bad, []byte("nope\n"), 0o600)
+	if _, e, code := piped(t, img, "--password-file", bad, "verify", "-"); code != 1 || !strings.Contains(e, "wrong passphrase") {
+		t.Fatalf("wrong passphrase: exit %d: %s", code, e)
+	}
+}
+
+// A stream cut short, anywhere, is exit 3, says where it ends, and
+// leaves a target whose first MiB is zeros ("the target is
+// incomplete"); verify - says the same.
+func TestStdinStreamCut(t *testing.T) {
+	disk := fixture(t, "gpt-disk.sh")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.platter")
+	ok(t, "create", "--progress", "none", disk, img)
+	b, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := info(t, img, "--chunks")
+	var lastFrame int64
+	for _, c := range j.Chunks {
+		lastFrame = max(lastFrame, c.FrameOffset)
+	}
+	cuts := map[string]int{
+		"mid-frame":      int(lastFrame) + 100,
+		"early":          len(b) / 4,
+		"in the index":   len(b) - 96 - 200,
+		"before footer":  len(b) - 96,
+		"inside footer":  len(b) - 1,
+		"after a header": 64,
+	}
+	for name, n := range cuts {
+		t.Run(strings.ReplaceAll(name, " ", "-"), func(t *testing.T) {
+			target := filepath.Join(t.TempDir(), "target.img")
+			// An existing target is kept (and must not look like a disk).
+			os.WriteFile(target, bytes.Repeat([]byte{0xee}, 4<<20), 0o644)
+			out, e, code := pipedFrom(t, bytes.NewReader(b[:n]), "restore", "--progress", "none", "--yes", "-", target)
+			if n <= 64 {
+				// Cut before the layout: the target is not even opened.
+				if code != 3 || !strings.Contains(e, "not touched") || readAt(t, target, 1, 0)[0] != 0xee {
+					t.Fatalf("cut at %d: exit %d\n%s%s", n, code, out, e)
+				}
+				return
+			}
+			if code != 3 || !strings.Contains(e, "incomplete") || !strings.Contains(e, "before the footer") {
+				t.Fatalf("cut at %d: exit %d\n%s%s", n, code, out, e)
+			}
+			if n > 64 && !strings.Contains(e, "ends at byte") {
+				t.Errorf("cut at %d: the error does not say where the stream ends: %s", n, e)
+			}
+			first := readAt(t, target, 1<<20, 0)
+			if !bytes.Equal(first, make([]byte, 1<<20)) {
+				t.Fatalf("cut at %d: the target's first MiB is not zeros", n)
+			}
+			if _, e, code := pipedFrom(t, bytes.NewReader(b[:n]), "verify", "--progress", "none", "-"); code != 3 || !strings.Contains(e, "before the footer") {
+				t.Fatalf("verify of a cut stream: exit %d: %s", code, e)
+			}
+			// A target the restore created is removed.
+			created := filepath.Join(t.TempDir(), "new.img")
+			if _, _, code := pipedFrom(t, bytes.NewReader(b[:n]), "restore", "--progress", "none", "-", created); code != 3 {
+				t.Fatalf("cut at %d into a new file: exit %d", n, code)
+			}
+			if _, err := os.Stat(created); err == nil {
+				t.Fatalf("cut at %d: the new target was left behind", n)
+			}
+		})
+	}
+}
+
+// A damaged frame in the stream is exit 3 from verify, naming the chunk;
+// restore stops before writing it.
+func TestStdinDamagedFrame(t *testing.T) {
+	disk := fixture(t, "gpt-disk.sh")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.platter")
+	ok(t, "create", "--progress", "none", disk, img)
+	j := info(t, img, "--chunks")
+	var frame int64 = -1
+	for _, c := range j.Chunks {
+		if c.Partition == 2 && c.FrameOffset > 0 && c.FrameSize > 200 {
+			frame = c.FrameOffset
+			break
+		}
+	}
+	if frame < 0 {
+		t.Fatal("no frame of partition 2")
+	}
+	b, _ := os.ReadFile(img)
+	b[frame+150] ^= 0x10 // in the payload
+	out, e, code := pipedFrom(t, bytes.NewReader(b), "verify", "--progress", "none", "-")
+	if code != 3 || !strings.Contains(out, "partition 2") {
+		t.Fatalf("verify of a damaged stream: exit %d\n%s%s", code, out, e)
+	}
+	target := filepath.Join(dir, "t.img")
+	os.WriteFile(target, nil, 0o644)
+	if _, e, code := pipedFrom(t, bytes.NewReader(b), "restore", "--progress", "none", "-", target); code != 3 || !strings.Contains(e, "incomplete") {
+		t.Fatalf("restore of a damaged stream: exit %d: %s", code, e)
+	}
+}
+
+// Reading an image from a terminal, and --partition from a stream, are
+// refused with what to do instead.
+func TestStdinRefusals(t *testing.T) {
+	disk := fixture(t, "gpt-disk.sh")
+	img := filepath.Join(t.TempDir(), "disk.platter")
+	ok(t, "create", "--progress", "none", disk, img)
+	if _, e, code := piped(t, img, "restore", "--partition", "2", "-", filepath.Join(t.TempDir(), "p.img")); code != 2 || !strings.Contains(e, "save the image to a file") {
+		t.Fatalf("--partition from a stream: exit %d: %s", code, e)
+	}
+	// mount and the others still refuse - with a clear message.
+	if _, e, code := piped(t, img, "ls", "-"); code == 0 || !strings.Contains(e, "standard input") {
+		t.Fatalf("ls -: exit %d: %s", code, e)
+	}
+}
