@@ -86,11 +86,11 @@ var s3Endpoint string
 const s3EndpointFlag = "the S3 server of s3:// images, like http://127.0.0.1:9000 or https://s3.example.com (default: AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL, else AWS S3); credentials and region come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN and AWS_REGION"
 
 // imageAt is the Place and name of an image to read: standard input is
-// not one (yet).
+// not one: restore, verify and info read "-" themselves (stdin.go).
 func imageAt(ctx context.Context, arg string) (store.Place, string, error) {
 	p, name, err := locate(ctx, arg, false)
 	if err == nil && p == nil {
-		return nil, "", usagef("reading an image from standard input (-) is not supported yet: save it to a file first")
+		return nil, "", usagef("only restore, verify and info read an image from standard input (-): save it to a file first")
 	}
 	return p, name, err
 }
