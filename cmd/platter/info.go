@@ -33,7 +33,8 @@ func newInfoCommand() *cobra.Command {
 		Short: "Describe an image: source, table, partitions, sizes",
 		Example: `  platter info disk.platter
   platter info --json disk.platter | jq '.partitions[] | {index, filesystem, label, used_bytes}'
-  platter info --json --chunks disk.platter   # where every chunk's frame is`,
+  platter info --json --chunks disk.platter   # where every chunk's frame is
+  ssh nas cat disk.platter | platter info -     # from a pipe, in one pass`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runInfo(cmd.OutOrStdout(), opts, args[0])

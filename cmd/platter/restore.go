@@ -33,10 +33,12 @@ func newRestoreCommand() *cobra.Command {
 		Long: `Restore writes the whole disk held in IMAGE onto TARGET, or with --partition N
 only that partition's contents. TARGET may be a block device (at least as
 large as what is restored; confirmation needed unless --yes) or a file
-(created or cut to size and written sparse).`,
+(created or cut to size and written sparse). IMAGE - reads the image from
+standard input in one pass (the whole disk only).`,
 		Example: `  platter restore laptop.platter /dev/sdb --yes    # onto a disk (shows what it overwrites)
   platter restore laptop.platter disk.img          # into a sparse file
-  platter restore --partition 2 laptop.platter /dev/sdb2`,
+  platter restore --partition 2 laptop.platter /dev/sdb2
+  ssh nas cat laptop.platter | platter restore --yes - /dev/sdb   # from a pipe`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runRestore(cmd, opts, args[0], args[1])

@@ -16,7 +16,8 @@ func newVerifyCommand() *cobra.Command {
 		Use:   "verify IMAGE",
 		Short: "Read every chunk of an image and check its hash",
 		Example: `  platter verify /backup/laptop-1.platter    # the whole chain, every chunk
-  platter verify --json -q set/wed.platter`,
+  platter verify --json -q set/wed.platter
+  ssh nas cat laptop.platter | platter verify -   # from a pipe, in one pass`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runVerify(cmd, progress, asJSON, args[0])
