@@ -23,7 +23,7 @@ FUZZ := ./internal/ptable:FuzzMBR ./internal/ptable:FuzzGPT \
 	./internal/fs/ext:FuzzDetect ./internal/fs/ext:FuzzFiles ./internal/fs/fat:FuzzDetect \
 	./internal/fs/ext:FuzzJournal ./internal/fs/ext:FuzzDetectJournal \
 	./internal/fs/fat:FuzzFiles ./internal/fs/ntfs:FuzzNTFS \
-	./internal/fs/ntfs:FuzzDetect ./internal/image:FuzzReader ./internal/seal:FuzzDecode \
+	./internal/fs/ntfs:FuzzDetect ./internal/image:FuzzReader ./internal/image:FuzzStream ./internal/seal:FuzzDecode \
 	./internal/fs/xfs:FuzzDetect ./internal/fs/btrfs:FuzzDetect \
 	./internal/fs/lvm:FuzzDetect ./internal/fs/lvm:FuzzMetadata ./internal/fs/luks:FuzzHeader \
 	./internal/fs/exfat:FuzzDetect ./internal/fs/exfat:FuzzFiles \
