@@ -83,27 +83,11 @@ func runRestore(cmd *cobra.Command, opts restoreOptions, imagePath, target strin
 	}
 
 	// Every refusal happens here, before the target is opened for writing.
-	exists, isDev, size, err := blockdev.StatTarget(target)
+	isDev, err := checkTarget(target, need)
 	if err != nil {
-		return fmt.Errorf("target: %w", err)
-	}
-	if exists {
-		mounts, err := blockdev.Mounts(target)
-		if err != nil {
-			return fmt.Errorf("check whether %s is mounted: %w", target, err)
-		}
-		if len(mounts) > 0 {
-			via := ""
-			if !isDev {
-				via = " (the file backs " + mounts[0].Device + ")"
-			}
-			return fmt.Errorf("target %s is in use: %s is mounted at %s%s; unmount it first", target, mounts[0].Device, mounts[0].Point, via)
-		}
+		return err
 	}
 	if isDev {
-		if size < need {
-			return fmt.Errorf("target %s is %d bytes (%s), smaller than the %d bytes (%s) to restore; nothing was written", target, size, ui.Bytes(size), need, ui.Bytes(need))
-		}
 		if err := confirmOverwrite(cmd, target, opts.yes); err != nil {
 			return err
 		}
@@ -201,4 +185,31 @@ func joinInts(ns []int) string {
 		s[i] = strconv.Itoa(n)
 	}
 	return strings.Join(s, ", ")
+}
+
+// checkTarget refuses a TARGET that is mounted (or backs a mounted loop
+// device), or a device smaller than need bytes, before anything is
+// written to it. It says whether TARGET is a block device.
+func checkTarget(target string, need int64) (isDev bool, err error) {
+	exists, isDev, size, err := blockdev.StatTarget(target)
+	if err != nil {
+		return false, fmt.Errorf("target: %w", err)
+	}
+	if exists {
+		mounts, err := blockdev.Mounts(target)
+		if err != nil {
+			return false, fmt.Errorf("check whether %s is mounted: %w", target, err)
+		}
+		if len(mounts) > 0 {
+			via := ""
+			if !isDev {
+				via = " (the file backs " + mounts[0].Device + ")"
+			}
+			return false, fmt.Errorf("target %s is in use: %s is mounted at %s%s; unmount it first", target, mounts[0].Device, mounts[0].Point, via)
+		}
+	}
+	if isDev && size < need {
+		return false, fmt.Errorf("target %s is %d bytes (%s), smaller than the %d bytes (%s) to restore; nothing was written", target, size, ui.Bytes(size), need, ui.Bytes(need))
+	}
+	return isDev, nil
 }

@@ -119,56 +119,11 @@ func runVerifyStream(cmd *cobra.Command, mode ui.Mode, asJSON bool) error {
 			bad = append(bad, &image.ChunkError{Entry: e, File: ce.File, Where: r.Where(e), Msg: ce.Msg})
 		}
 	}
-	var total, used int64
-	for _, e := range r.Entries() {
-		total += int64(e.RawLen)
+	msgs := make([]error, len(bad))
+	for i, b := range bad {
+		msgs[i] = b
 	}
-	for i, a := range r.Metadata().Areas {
-		if m := r.Map(i); m != nil {
-			used += m.UsedBytes()
-		} else {
-			used += a.UsedBytes
-		}
-	}
-	sum := verifySummary{Image: stdio, Chunks: len(r.Entries()), ChunkBytes: total, UsedBytes: used, Damaged: []string{}}
-	for c := r; c != nil; c = c.Parent() {
-		sum.ImageBytes += c.Size()
-		sum.Files = append(sum.Files, c.Name())
-	}
-	var lines []string
-	for _, b := range bad {
-		sum.Damaged = append(sum.Damaged, b.Error())
-		lines = append(lines, b.Error())
-	}
-	for c := r; c != nil; c = c.Parent() {
-		if err := c.SlotDamage(); err != nil {
-			msg := fmt.Sprintf("%s: %v", c.Name(), err)
-			sum.Damaged = append(sum.Damaged, msg)
-			lines = append(lines, msg)
-		}
-	}
-	sum.OK = len(sum.Damaged) == 0
-	if sum.OK {
-		lines = append(lines, fmt.Sprintf("%s: OK, %d chunks verified: %s in use on the disk, %s of image read from standard input", stdio, len(r.Entries()), ui.Bytes(used), ui.Bytes(sum.ImageBytes)))
-	}
-	if verbose {
-		lines = append(lines, areaLines(r.Metadata())...)
-	}
-	if quiet && !asJSON {
-		for _, l := range lines[:len(sum.Damaged)] {
-			fmt.Fprintln(cmd.OutOrStdout(), l)
-		}
-	}
-	if err := report(cmd, asJSON, sum, lines...); err != nil {
-		return err
-	}
-	if len(bad) > 0 {
-		return &damagedError{bad: len(bad), total: len(r.Entries())}
-	}
-	if len(sum.Damaged) > 0 {
-		return &damagedError{what: "the key slots are damaged (one copy of two)"}
-	}
-	return nil
+	return reportVerify(cmd, r, stdio, msgs, " read from standard input", asJSON)
 }
 
 // runInfoStream reads the whole image from standard input, checking it
@@ -219,23 +174,11 @@ func runRestoreStream(cmd *cobra.Command, opts restoreOptions, mode ui.Mode, tar
 		return fmt.Errorf("standard input: %w", restore.ErrNoLayout)
 	}
 	need := l.SourceSize
-	exists, isDev, size, err := blockdev.StatTarget(target)
+	isDev, err := checkTarget(target, need)
 	if err != nil {
-		return fmt.Errorf("target: %w", err)
-	}
-	if exists {
-		mounts, err := blockdev.Mounts(target)
-		if err != nil {
-			return fmt.Errorf("check whether %s is mounted: %w", target, err)
-		}
-		if len(mounts) > 0 {
-			return fmt.Errorf("target %s is in use: %s is mounted at %s; unmount it first", target, mounts[0].Device, mounts[0].Point)
-		}
+		return err
 	}
 	if isDev {
-		if size < need {
-			return fmt.Errorf("target %s is %d bytes (%s), smaller than the %d bytes (%s) to restore; nothing was written", target, size, ui.Bytes(size), need, ui.Bytes(need))
-		}
 		if !opts.yes {
 			// Standard input is the image: there is no answer to read.
 			return usagef("refusing to overwrite block device %s without confirmation: pass --yes (standard input holds the image)", target)

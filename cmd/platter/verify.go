@@ -56,6 +56,29 @@ func runVerify(cmd *cobra.Command, progressFlag string, asJSON bool, path string
 	}
 	defer f.Close()
 	defer r.Close()
+	var total int64
+	for _, e := range r.Entries() {
+		total += int64(e.RawLen)
+	}
+	p := newProgress(mode, "verify")
+	p.Start(total)
+	bad, err := r.Verify(cmd.Context(), runtime.GOMAXPROCS(0), p.Add)
+	p.Finish()
+	if err != nil {
+		return err
+	}
+	msgs := make([]error, len(bad))
+	for i, b := range bad {
+		msgs[i] = f.inVolume(b)
+	}
+	return reportVerify(cmd, r, path, msgs, "", asJSON)
+}
+
+// reportVerify says what verify found in r, the image named image: the
+// damaged chunks (bad, phrased), a damaged copy of the key slots, or OK
+// with what was read (from: where the image was read; "" counts the
+// files of its chain). Damage is exit code 3.
+func reportVerify(cmd *cobra.Command, r *image.Reader, image string, bad []error, from string, asJSON bool) error {
 	var total, used int64
 	for _, e := range r.Entries() {
 		total += int64(e.RawLen)
@@ -67,23 +90,15 @@ func runVerify(cmd *cobra.Command, progressFlag string, asJSON bool, path string
 			used += a.UsedBytes
 		}
 	}
-	p := newProgress(mode, "verify")
-	p.Start(total)
-	bad, err := r.Verify(cmd.Context(), runtime.GOMAXPROCS(0), p.Add)
-	p.Finish()
-	if err != nil {
-		return err
-	}
-	sum := verifySummary{Image: path, OK: len(bad) == 0, Chunks: len(r.Entries()), ChunkBytes: total, UsedBytes: used, Damaged: []string{}}
+	sum := verifySummary{Image: image, Chunks: len(r.Entries()), ChunkBytes: total, UsedBytes: used, Damaged: []string{}}
 	for c := r; c != nil; c = c.Parent() {
 		sum.ImageBytes += c.Size()
 		sum.Files = append(sum.Files, c.Name())
 	}
 	var lines []string
 	for _, b := range bad {
-		msg := f.inVolume(b).Error()
-		sum.Damaged = append(sum.Damaged, msg)
-		lines = append(lines, msg)
+		sum.Damaged = append(sum.Damaged, b.Error())
+		lines = append(lines, b.Error())
 	}
 	// A damaged copy of an encrypted image's key slots: it opened with
 	// the other, which a second fault would take too.
@@ -94,13 +109,12 @@ func runVerify(cmd *cobra.Command, progressFlag string, asJSON bool, path string
 			lines = append(lines, msg)
 		}
 	}
-	in := ""
-	if len(sum.Files) > 1 {
-		in = fmt.Sprintf(" in %d files", len(sum.Files))
+	if from == "" && len(sum.Files) > 1 {
+		from = fmt.Sprintf(" in %d files", len(sum.Files))
 	}
 	sum.OK = len(sum.Damaged) == 0
 	if sum.OK {
-		lines = append(lines, fmt.Sprintf("%s: OK, %d chunks verified: %s in use on the disk, %s of image%s", path, len(r.Entries()), ui.Bytes(used), ui.Bytes(sum.ImageBytes), in))
+		lines = append(lines, fmt.Sprintf("%s: OK, %d chunks verified: %s in use on the disk, %s of image%s", image, len(r.Entries()), ui.Bytes(used), ui.Bytes(sum.ImageBytes), from))
 	}
 	if verbose {
 		lines = append(lines, areaLines(r.Metadata())...)
