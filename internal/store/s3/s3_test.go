@@ -797,7 +797,12 @@ func TestParallelSequential(t *testing.T) {
 	wg.Wait()
 	n, gets := px.GetBytes()
 	t.Logf("%d frames of %d bytes: %d bytes fetched in %d GETs", frames, frame, n, gets)
-	if extra := n - int64(header+frame*frames); extra > 2*cfg.BlockSize {
-		t.Errorf("fetched %d bytes more than were read, more than two blocks; GETs: %v", extra, px.Ranges())
+	// Eight readers taking frames out of order race the readahead: a
+	// frame read directly just before its block arrives is fetched
+	// twice, and how often depends on scheduling (CI saw two blocks and
+	// a little more under -race). Four blocks of 48 still shows that
+	// parallel sequential reads are not fetched twice over.
+	if extra := n - int64(header+frame*frames); extra > 4*cfg.BlockSize {
+		t.Errorf("fetched %d bytes more than were read, more than four blocks; GETs: %v", extra, px.Ranges())
 	}
 }
