@@ -39,14 +39,17 @@ func startWriteback(f *os.File, off, n int64) {
 
 var errInvalid error = unix.EINVAL
 
-// openDirect opens path for O_DIRECT writes, or returns nil where the
-// filesystem refuses them.
-func openDirect(path string) *os.File {
-	f, err := os.OpenFile(path, os.O_WRONLY|unix.O_DIRECT, 0)
+// openDirect opens the file f has open a second time, for O_DIRECT
+// writes, or returns nil where the filesystem refuses them. It reopens
+// through /proc/self/fd, never by name: the name may already be gone (an
+// image's .partial is created under a private name that is then unlinked)
+// or point elsewhere by now.
+func openDirect(f *os.File) *os.File {
+	d, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), os.O_WRONLY|unix.O_DIRECT, 0)
 	if err != nil {
 		return nil
 	}
-	return f
+	return d
 }
 
 // ReadDirect makes aligned reads (whole sectors, aligned buffer) bypass the page

@@ -35,7 +35,7 @@ type SeqWriter struct {
 // call Close; f stays open for the caller to sync and close.
 func NewSeqWriter(f *os.File, size int) *SeqWriter {
 	w := &SeqWriter{f: f, inflight: make(chan error, 1)}
-	w.direct = openDirect(f.Name())
+	w.direct = openDirect(f)
 	for i := range w.bufs {
 		w.bufs[i] = block.AlignedBuffer(size)
 	}

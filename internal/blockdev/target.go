@@ -69,7 +69,7 @@ func OpenTarget(path string, size int64) (*Target, error) {
 			f.Close()
 			return nil, err
 		}
-		d.direct = openDirect(path)
+		d.direct = openDirect(f)
 		return &Target{Device: d}, nil
 	}
 	// A new file is private (it holds a whole disk); an existing one
@@ -91,7 +91,7 @@ func OpenTarget(path string, size int64) (*Target, error) {
 		f.Close()
 		return nil, err
 	}
-	d.direct = openDirect(path)
+	d.direct = openDirect(f)
 	return &Target{Device: d, Fresh: true, Created: created}, nil
 }
 
