@@ -44,6 +44,10 @@ type Options struct {
 	// Partition restores only that partition's contents, at offset 0 of
 	// the target; 0 restores the whole disk.
 	Partition int
+	// Place, if set, decides for each area of the image whether it is
+	// restored and at which target offset (a new layout moves
+	// partitions); it overrides Partition.
+	Place func(a *image.Area) (base int64, ok bool)
 	// Fresh says every byte of the target reads as zero already, so zero
 	// bytes need not be written (the target stays sparse).
 	Fresh    bool
@@ -114,7 +118,11 @@ func Run(ctx context.Context, img *image.Reader, t Target, opts Options) error {
 		opts.Progress = noProgress{}
 	}
 	m := img.Metadata()
-	tasks, err := plan(img, opts.Partition)
+	place := opts.Place
+	if place == nil {
+		place = partitionPlace(opts.Partition)
+	}
+	tasks, err := plan(img, place)
 	if err != nil {
 		return err
 	}
@@ -167,17 +175,16 @@ feed:
 // plan lists the chunks to put back, in the index's order: one task per
 // entry, and in areas whose free bytes are filled, one for each chunk
 // without an entry too.
-func plan(img *image.Reader, partition int) ([]task, error) {
+func plan(img *image.Reader, place func(a *image.Area) (int64, bool)) ([]task, error) {
 	m := img.Metadata()
 	// selected says whether area i is restored, and base where it goes.
 	selected := func(a *image.Area) bool {
-		return partition == 0 || a.Kind == image.KindPartition && a.Index == partition
+		_, ok := place(a)
+		return ok
 	}
 	base := func(a *image.Area) int64 {
-		if partition != 0 {
-			return 0
-		}
-		return a.Start
+		b, _ := place(a)
+		return b
 	}
 	filled := func(i int) bool { return m.Areas[i].FreeFill == image.FreeFillRandom && img.Map(i) != nil }
 	for i := range m.Areas {
@@ -218,6 +225,20 @@ func plan(img *image.Reader, partition int) ([]task, error) {
 		}
 	}
 	return tasks, nil
+}
+
+// partitionPlace restores the whole disk in place (partition 0), or one
+// partition's contents at offset 0.
+func partitionPlace(partition int) func(a *image.Area) (int64, bool) {
+	return func(a *image.Area) (int64, bool) {
+		switch {
+		case partition == 0:
+			return a.Start, true
+		case a.Kind == image.KindPartition && a.Index == partition:
+			return 0, true
+		}
+		return 0, false
+	}
 }
 
 // bytes is what the task writes, for progress: its used bytes, and its

@@ -331,7 +331,7 @@ func (sr *streamRestore) finish(ctx context.Context, s *image.Stream, img *image
 		}
 	}
 	// Random fill of free bytes, as a restore from a file gives it.
-	tasks, err := plan(img, 0)
+	tasks, err := plan(img, partitionPlace(0))
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package view
 
 import (
+	"github.com/platter-dev/platter/internal/block"
 	"github.com/platter-dev/platter/internal/image"
 	"github.com/platter-dev/platter/internal/outfile"
 
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -123,6 +125,30 @@ func (o *Overlay) WriteAt(p []byte, off int64) (int, error) {
 		o.written[b] = true
 	}
 	return len(p), nil
+}
+
+// Written returns the runs of [off, off+n) that were written, in order,
+// whole blocks clipped to the range: what a tool changed on the overlay.
+func (o *Overlay) Written(off, n int64) []block.Extent {
+	o.mu.RLock()
+	blocks := make([]int64, 0, len(o.written))
+	for b := range o.written {
+		if b*overlayBlock < off+n && (b+1)*overlayBlock > off {
+			blocks = append(blocks, b)
+		}
+	}
+	o.mu.RUnlock()
+	slices.Sort(blocks)
+	var runs []block.Extent
+	for _, b := range blocks {
+		lo, hi := max(b*overlayBlock, off), min((b+1)*overlayBlock, off+n)
+		if k := len(runs) - 1; k >= 0 && runs[k].End() == lo {
+			runs[k].Len += hi - lo
+			continue
+		}
+		runs = append(runs, block.Extent{Off: lo, Len: hi - lo})
+	}
+	return runs
 }
 
 // Sync makes the overlay's writes durable.
