@@ -108,6 +108,16 @@ add() { T[$1]="${T[$1]:-} $2"; }
 # finished, so no run pays for another's cleanup.
 settle() { sync; sleep "${SETTLE:-3}"; }
 med() { echo ${T[$1]} | tr ' ' '\n' | median; }
+# cpu_of CMD...: runs CMD (output discarded), its user + system CPU
+# seconds in CPU.
+cpu_of() {
+	local f
+	f=$(mktemp)
+	/usr/bin/time -o "$f" -f '%U %S' "$@" > /dev/null
+	CPU=$(awk '{ print $1 + $2 }' "$f")
+	rm -f "$f"
+}
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # CPU of process $1, in clock ticks
 
 used_bytes() { "$P" info --json "$1" | awk -F': ' '/"used_bytes"/ { gsub(",", "", $2); print $2; exit }'; }
 mib() { printf '%.1f MiB' "$(echo "$1 / 1048576" | bc -l)"; }
@@ -289,7 +299,7 @@ REPORT
 # into the bucket (at most 300 MiB).
 bench_s3() {
 	local minio data port pid img=$DIR/s3-local.platter url=s3://bench/ext4.platter tgt=$DIR/s3-target.img
-	local size used r s lc sc lr sr fsck mnt off before after fetched chunk rss
+	local size used r s m lc sc lr sr fsck mnt off before after fetched chunk rss
 	minio=$(command -v minio || echo "${XDG_CACHE_HOME:-$HOME/.cache}/platter/minio/minio")
 	[ -x "$minio" ] || { echo "bench needs minio: make minio" >&2; exit 1; }
 	data=$(mktemp -d "$DIR/minio.XXXXXX")
@@ -311,11 +321,14 @@ bench_s3() {
 	for r in $(seq 1 "$ROUNDS"); do
 		echo "s3 round $r/$ROUNDS"
 		rm -f "$img"; settle; s=$(now)
-		"$P" create --progress=none "$FS" "$img" > /dev/null
+		cpu_of "$P" create --progress=none "$FS" "$img"
 		add s3_local_create "$(echo "$(now) - $s" | bc)"
-		settle; s=$(now)
-		"$P" create --force --progress=none "$FS" "$url" > /dev/null
+		add s3_local_cpu "$CPU"
+		settle; m=$(ticks "$pid"); s=$(now)
+		cpu_of "$P" create --force --progress=none "$FS" "$url"
 		add s3_create "$(echo "$(now) - $s" | bc)"
+		add s3_cpu "$CPU"
+		add s3_server_cpu "$(echo "($(ticks "$pid") - $m) / $(getconf CLK_TCK)" | bc -l)"
 		rm -f "$tgt"; truncate -s "$size" "$tgt"; settle; s=$(now)
 		"$P" restore --yes --progress=none "$img" "$tgt" > /dev/null
 		add s3_local_restore "$(echo "$(now) - $s" | bc)"
@@ -351,6 +364,7 @@ S3 on MinIO (loopback, the same disk): ext4, $GIB GiB, $((used / 1048576)) MiB u
 
 a random 4 KiB read of the image mounted from the bucket fetched $fetched bytes (a chunk is $chunk; target: at most one chunk plus readahead)
 peak memory of a create into the bucket: $((rss / 1024)) MiB (target ≤ 300 MiB)
+CPU of the creates (median, s): platter to a local file $(printf '%.2f' "$(med s3_local_cpu)"), platter to S3 $(printf '%.2f' "$(med s3_cpu)"), MinIO receiving it $(printf '%.2f' "$(med s3_server_cpu)") (MinIO shares the same cores: on 2 cores the S3 create cannot finish before (platter + MinIO CPU) / 2)
 every run (s): local create${T[s3_local_create]}; s3 create${T[s3_create]}
                local restore${T[s3_local_restore]}; s3 restore${T[s3_restore]}
 the restore from S3: $fsck
