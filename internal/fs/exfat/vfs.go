@@ -13,6 +13,7 @@ var FS = vfs.Filesystem{
 	Title:    "exFAT",
 	Detect:   Detect,
 	Identify: identify,
+	Moved:    moved,
 	OpenFiles: func(r io.ReaderAt, size int64) (vfs.Files, error) {
 		f, err := OpenFiles(r, size)
 		if err != nil {

@@ -15,6 +15,7 @@ var FS = vfs.Filesystem{
 	Title:    "FAT",
 	Detect:   Detect,
 	Identify: identify,
+	Moved:    moved,
 	// The boot sector decides the FAT type, not the name an image
 	// recorded: images made before small FAT32 volumes were told from
 	// FAT16 name them fat12 or fat16.

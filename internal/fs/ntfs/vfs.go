@@ -14,6 +14,7 @@ var FS = vfs.Filesystem{
 	Title:    "NTFS",
 	Detect:   Detect,
 	Identify: identify,
+	Moved:    moved,
 	OpenFiles: func(r io.ReaderAt, size int64) (vfs.Files, error) {
 		f, err := openFiles(r, size)
 		if err != nil {

@@ -44,6 +44,18 @@ type Filesystem struct {
 	// files with Platter's own reader; nil when Platter reads none (the
 	// kernel does, from a mounted image).
 	OpenFiles func(r io.ReaderAt, size int64) (Files, error)
+	// Moved, if set, records in the filesystem in rw (size bytes) that
+	// its partition now starts at byte start of the disk: the "hidden
+	// sectors" FAT and NTFS boot code adds to every sector it loads, and
+	// exFAT's VolumeOffset. A restore that moves a partition calls it;
+	// filesystems that do not know where they sit leave it nil.
+	Moved func(rw ReadWriterAt, size, start int64) error
+}
+
+// ReadWriterAt reads and writes at offsets: a partition being restored.
+type ReadWriterAt interface {
+	io.ReaderAt
+	io.WriterAt
 }
 
 // Container describes a volume manager or an encryption layer (LVM2,
