@@ -14,8 +14,8 @@ import (
 	"github.com/platter-dev/platter/internal/backup"
 	"github.com/platter-dev/platter/internal/blockdev"
 	"github.com/platter-dev/platter/internal/codec"
-	"github.com/platter-dev/platter/internal/freeze"
 	"github.com/platter-dev/platter/internal/image"
+	"github.com/platter-dev/platter/internal/live"
 	"github.com/platter-dev/platter/internal/seal"
 	"github.com/platter-dev/platter/internal/store"
 	"github.com/platter-dev/platter/internal/ui"
@@ -122,8 +122,8 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 	if err != nil {
 		return err
 	}
-	switch opts.snapshot {
-	case "auto", "none", "freeze", "track":
+	switch live.Method(opts.snapshot) {
+	case live.Auto, live.None, live.Freeze, live.Track:
 	default:
 		return usagef("--snapshot takes auto, track, freeze or none, not %q", opts.snapshot)
 	}
@@ -135,21 +135,17 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 	if err := checkCreateArgs(source, imagePath); err != nil {
 		return err
 	}
-	mounted, err := writableMounts(source)
+	progress := newProgress(mode, "create")
+	plan, err := live.Choose(source, live.Options{
+		Snapshot:     live.Method(opts.snapshot),
+		AllowMounted: opts.allowMounted,
+		Tracker:      opts.tracker,
+		MaxFreeze:    opts.maxFreeze,
+		Report:       liveReport{progress, mode},
+		Fault:        opts.fault,
+	})
 	if err != nil {
 		return err
-	}
-	method := opts.snapshot
-	switch {
-	case method == "auto" && opts.allowMounted:
-		method = "none" // copied as it changes, with a warning
-	case method == "auto":
-		method = "track"
-	}
-	if len(mounted) > 0 && method == "none" {
-		if err := allowMounted(mounted, source, opts); err != nil {
-			return err
-		}
 	}
 	src, err := blockdev.Open(source)
 	if err != nil {
@@ -162,15 +158,12 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 	// Chunks are read around the page cache: on a device because it is
 	// faster and what is read once need not be kept (docs/performance.md);
 	// from a mounted source (frozen or tracked) because the cache may hold
-	// blocks from before they were written again, or from before the
-	// freeze.
-	if src.IsDevice() || len(mounted) > 0 && method != "none" {
+	// stale blocks (live.Plan.Held).
+	if src.IsDevice() || plan.Held() {
 		if err := src.ReadDirect(); err != nil {
 			return fmt.Errorf("open %s for direct reads: %w", src.Path(), err)
 		}
 	}
-	ctx, cancel := context.WithCancelCause(cmd.Context())
-	defer cancel(nil)
 	bopts := backup.Options{
 		SourceName:  source,
 		Partitions:  parts,
@@ -207,73 +200,33 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 			return usagef("IMAGE %s is %s, a file of the parent's chain: the new image needs it", imagePath, held)
 		}
 	}
-	progress := newProgress(mode, "create")
 	bopts.Progress = progress
-	h := &holder{points: mountPoints(mounted), limit: opts.maxFreeze, mode: mode, progress: progress, ctx: ctx, cancel: cancel, method: method}
-	defer h.thaw() // on every error path; a no-op once thawed
-	switch {
-	case len(mounted) == 0:
-	case method == "none":
-		bopts.Release = func() (*image.Snapshot, error) {
-			return &image.Snapshot{Method: "none", Instant: time.Now().UTC(), Filesystems: h.points}, nil
-		}
-	default:
-		if err := checkImageOutside(mounted, imagePath, method); err != nil {
+	// The image must not be on a filesystem the copy freezes; where it is
+	// is asked only then, since finding out may reach an object store.
+	output := ""
+	if plan.Held() && localImage(imagePath) {
+		output = imagePath
+	}
+	var (
+		meta  *image.Metadata
+		size  int64
+		place store.Place
+		start time.Time
+	)
+	err = plan.Run(cmd.Context(), src, output, bopts, func(ctx context.Context, bopts backup.Options) error {
+		start = time.Now()
+		sink, p, err := imageSink(ctx, imagePath, store.CreateOptions{Force: opts.force, Split: split})
+		if err != nil {
 			return err
 		}
-		// Allocation maps as the mounted filesystems hold them.
-		view, err := src.MountedView(mountDevices(mounted))
-		if err != nil {
-			return fmt.Errorf("open the mounted filesystems of %s: %w", source, err)
-		}
-		defer view.Close()
-		bopts.MapSource = view
-		bopts.Release = h.release
-		if method == "freeze" {
-			if err := h.freeze(); err != nil {
-				return err
-			}
-			break
-		}
-		if !src.IsDevice() {
-			m := mounted[0]
-			return fmt.Errorf("%s is mounted read-write at %s through %s: image %s instead to copy it live (writes are tracked on the device), or pass --snapshot none --allow-mounted to copy the file as it changes", source, m.Point, m.Device, m.Device)
-		}
-		tr, kind, err := startTracker(src, opts.tracker, opts.fault)
-		if err != nil {
-			hint := "pass --snapshot freeze to hold the filesystems frozen for the whole copy (small volumes), or unmount them"
-			return fmt.Errorf("%s is mounted read-write at %s and cannot be imaged live: %w; %s", mounted[0].Device, mounted[0].Point, err, hint)
-		}
-		defer tr.Close()
-		h.tracker = kind
-		if mode == ui.Bar {
-			progress.Note(fmt.Sprintf("imaging %s live: copying while in use, tracking writes (%s), then freezing briefly", strings.Join(h.points, ", "), kind))
-		}
-		bopts.Live = &backup.Live{
-			Tracker: tr,
-			Sync:    func() error { return freeze.Sync(h.points) },
-			Freeze:  h.freeze,
-			Event:   func(p image.Pass) { passEvent(progress, mode, p) },
-		}
-		if opts.fault == "pause-frozen" { // time for a test to thaw it
-			bopts.Live.Freeze = func() error {
-				err := h.freeze()
-				time.Sleep(2 * time.Second)
-				return err
-			}
-		}
-	}
-	start := time.Now()
-	sink, place, err := imageSink(ctx, imagePath, store.CreateOptions{Force: opts.force, Split: split})
-	if err != nil {
-		progress.Finish()
-		return err
-	}
-	bopts.TempDir = tempDir(place)
-	meta, size, err := backup.ToSink(ctx, src, sink, bopts)
+		place = p
+		bopts.TempDir = tempDir(place)
+		meta, size, err = backup.ToSink(ctx, src, sink, bopts)
+		return tooLarge(err)
+	})
 	progress.Finish()
 	if err != nil {
-		return tooLarge(err)
+		return err
 	}
 	for _, w := range meta.Warnings {
 		warn("%s", w)
@@ -357,59 +310,6 @@ func areaLines(m *image.Metadata) []string {
 	return out
 }
 
-// holder freezes the filesystems mounted from the source, together, when
-// asked (before the copy with --snapshot freeze, for the last pass with
-// track), and thaws them.
-type holder struct {
-	points   []string
-	limit    time.Duration
-	mode     ui.Mode
-	progress *ui.Progress
-	ctx      context.Context
-	cancel   context.CancelCauseFunc // stops the copy when the freeze ends early
-	method   string
-	tracker  string
-
-	fr *freeze.Frozen
-}
-
-func (h *holder) freeze() error {
-	fr, err := freeze.Freeze(h.points, h.limit)
-	if err != nil {
-		return err
-	}
-	h.fr = fr
-	for _, p := range fr.Synced() {
-		warn("%s cannot be frozen: it was synced and is copied as it is (writes to it during the copy may be missed)", p)
-	}
-	snapshotEvent(h.progress, h.mode, "frozen", fr.Frozen(), fr.Start(), 0)
-	go func() {
-		select {
-		case <-fr.Expired():
-			_, err := fr.Thaw()
-			h.cancel(fmt.Errorf("%w (--max-freeze is %s): no image was written", err, h.limit))
-		case <-h.ctx.Done():
-		}
-	}()
-	return nil
-}
-
-// release thaws and describes the snapshot for the image's metadata.
-func (h *holder) release() (*image.Snapshot, error) {
-	held, err := h.fr.Thaw()
-	if err != nil {
-		return nil, fmt.Errorf("%w (frozen for %.2fs; --max-freeze is %s): no image was written", err, held.Seconds(), h.limit)
-	}
-	snapshotEvent(h.progress, h.mode, "thawed", h.fr.Frozen(), time.Now(), held)
-	return &image.Snapshot{Method: h.method, Tracker: h.tracker, Instant: h.fr.Start().UTC(), FrozenSeconds: held.Seconds(), Filesystems: h.fr.Frozen(), Synced: h.fr.Synced()}, nil
-}
-
-func (h *holder) thaw() {
-	if h.fr != nil {
-		h.fr.Thaw()
-	}
-}
-
 // openParent opens the image an incremental or differential is made
 // against, with its whole chain (every parent found and checked now,
 // before anything is read or written).
@@ -464,100 +364,54 @@ func parsePartitions(s string) ([]int, error) {
 	return out, nil
 }
 
-// writableMounts lists the filesystems on source that are mounted
-// read-write: they change while they are read.
-func writableMounts(source string) ([]blockdev.Mount, error) {
-	mounts, err := blockdev.Mounts(source)
-	if err != nil {
-		return nil, fmt.Errorf("check whether %s is mounted: %w", source, err)
-	}
-	var rw []blockdev.Mount
-	for _, m := range mounts {
-		if !m.ReadOnly {
-			rw = append(rw, m)
-		}
-	}
-	return rw, nil
+// liveReport prints what live imaging does to the source's filesystems:
+// notes between the progress lines (JSON objects with --progress json),
+// and warnings.
+type liveReport struct {
+	progress *ui.Progress
+	mode     ui.Mode
 }
 
-// allowMounted refuses to copy mounted, writable filesystems as they
-// change, unless --allow-mounted says to (with a warning).
-func allowMounted(mounted []blockdev.Mount, source string, opts createOptions) error {
-	m := mounted[0]
-	if !opts.allowMounted {
-		return fmt.Errorf("%s is mounted read-write at %s (%s): an image taken while it changes may be inconsistent; pass --snapshot track to image it live (a brief freeze at the end) or --snapshot freeze to hold it still while it is copied, unmount it or remount it read-only, or pass --allow-mounted to image it anyway", m.Device, m.Point, source)
+func (r liveReport) Warn(msg string) { warn("%s", msg) }
+
+func (r liveReport) Tracking(points []string, tracker string) {
+	if r.mode == ui.Bar {
+		r.progress.Note(fmt.Sprintf("imaging %s live: copying while in use, tracking writes (%s), then freezing briefly", strings.Join(points, ", "), tracker))
 	}
-	for _, m := range mounted {
-		warn("%s is mounted read-write at %s: the image may be inconsistent", m.Device, m.Point)
-	}
-	return nil
 }
 
-// checkImageOutside refuses an image written to a filesystem of the
-// source: it would be frozen (and the copy could never finish), and its
-// writes would make the source change as fast as it is copied.
-func checkImageOutside(mounted []blockdev.Mount, imagePath, method string) error {
-	if !localImage(imagePath) {
-		return nil // a pipe or an object store: no filesystem of the source
-	}
-	dir, err := filepath.Abs(filepath.Dir(imagePath))
-	if err != nil {
-		return err
-	}
-	ds, err := os.Stat(dir)
-	if err != nil {
-		return fmt.Errorf("image directory: %w", err)
-	}
-	for _, m := range mounted {
-		if ms, err := os.Stat(m.Point); err == nil && sameDevice(ds, ms) {
-			return usagef("IMAGE %s is on %s, which --snapshot %s would freeze: write the image to another filesystem", imagePath, m.Point, method)
-		}
-	}
-	return nil
+func (r liveReport) Frozen(points []string, at time.Time) { r.snapshot("frozen", points, at, 0) }
+
+func (r liveReport) Thawed(points []string, at time.Time, held time.Duration) {
+	r.snapshot("thawed", points, at, held)
 }
 
-func mountDevices(ms []blockdev.Mount) []string {
-	var out []string
-	for _, m := range ms {
-		out = append(out, m.Device)
-	}
-	return out
-}
-
-func mountPoints(ms []blockdev.Mount) []string {
-	var out []string
-	for _, m := range ms {
-		out = append(out, m.Point)
-	}
-	return out
-}
-
-// snapshotEvent tells the user (or, with --progress json, a script) that
-// the filesystems were frozen or thawed, and when.
-func snapshotEvent(progress *ui.Progress, mode ui.Mode, what string, points []string, at time.Time, held time.Duration) {
+// snapshot tells the user (or, with --progress json, a script) that the
+// filesystems were frozen or thawed, and when.
+func (r liveReport) snapshot(what string, points []string, at time.Time, held time.Duration) {
 	switch {
-	case mode == ui.JSON:
+	case r.mode == ui.JSON:
 		b, _ := json.Marshal(map[string]any{"op": "create", "snapshot": what, "filesystems": points, "at": at.UTC().Format(time.RFC3339Nano), "frozen_seconds": held.Seconds()})
-		progress.Note(string(b))
+		r.progress.Note(string(b))
 	case what == "frozen":
-		progress.Note(fmt.Sprintf("froze %s", strings.Join(points, ", ")))
+		r.progress.Note(fmt.Sprintf("froze %s", strings.Join(points, ", ")))
 	default:
-		progress.Note(fmt.Sprintf("thawed %s after %.3fs", strings.Join(points, ", "), held.Seconds()))
+		r.progress.Note(fmt.Sprintf("thawed %s after %.3fs", strings.Join(points, ", "), held.Seconds()))
 	}
 }
 
-// passEvent reports one pass of live imaging.
-func passEvent(progress *ui.Progress, mode ui.Mode, p image.Pass) {
-	if mode == ui.JSON {
+// Pass reports one pass of live imaging.
+func (r liveReport) Pass(p image.Pass) {
+	if r.mode == ui.JSON {
 		b, _ := json.Marshal(map[string]any{"op": "create", "pass": p.Kind, "dirty_bytes": p.DirtyBytes, "chunks": p.Chunks, "seconds": p.Seconds})
-		progress.Note(string(b))
+		r.progress.Note(string(b))
 		return
 	}
 	if p.Kind == "full" {
-		progress.Note(fmt.Sprintf("first copy: %d chunks in %.2fs", p.Chunks, p.Seconds))
+		r.progress.Note(fmt.Sprintf("first copy: %d chunks in %.2fs", p.Chunks, p.Seconds))
 		return
 	}
-	progress.Note(fmt.Sprintf("%s pass: %s written meanwhile, %d chunks copied again in %.2fs", p.Kind, ui.Bytes(p.DirtyBytes), p.Chunks, p.Seconds))
+	r.progress.Note(fmt.Sprintf("%s pass: %s written meanwhile, %d chunks copied again in %.2fs", p.Kind, ui.Bytes(p.DirtyBytes), p.Chunks, p.Seconds))
 }
 
 // same reports whether two paths name the same file.

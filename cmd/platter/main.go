@@ -18,6 +18,7 @@ import (
 	"github.com/platter-dev/platter/internal/block"
 	"github.com/platter-dev/platter/internal/codec"
 	"github.com/platter-dev/platter/internal/image"
+	"github.com/platter-dev/platter/internal/live"
 	"github.com/platter-dev/platter/internal/restore"
 	"github.com/spf13/cobra"
 )
@@ -110,11 +111,12 @@ func exitCode(err error) int {
 	}
 	var ue *usageError
 	var bue *backup.UsageError
+	var lue *live.UsageError
 	var pe *restore.PartitionError
 	var ce *block.CorruptError
 	var se *skippedError
 	switch {
-	case errors.As(err, &ue), errors.As(err, &bue), errors.As(err, &pe), errors.Is(err, image.ErrNotImage):
+	case errors.As(err, &ue), errors.As(err, &bue), errors.As(err, &lue), errors.As(err, &pe), errors.Is(err, image.ErrNotImage):
 		// A file that is not an image at all was named by mistake.
 		return exitUsage
 	case errors.Is(err, image.ErrDamaged), errors.As(err, &ce), errors.As(err, &se):

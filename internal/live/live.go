@@ -44,10 +44,6 @@ type Options struct {
 	AllowMounted bool
 	Tracker      string        // for Track: "bpf", "tracefs", or "auto" or "" (BPF where it loads)
 	MaxFreeze    time.Duration // the filesystems are thawed and the copy fails past it
-	// Output is the local file the copy is written to, refused on a
-	// filesystem the copy freezes; "" when it goes to no local
-	// filesystem (a pipe, an object store).
-	Output string
 	// Report hears what is done to the filesystems (nil: nothing).
 	Report Reporter
 	// Fault, for tests, breaks live imaging on purpose: "drop-writes"
@@ -124,11 +120,15 @@ func choose(source string, mounts []blockdev.Mount, opts Options) (*Plan, error)
 			p.Mounts = append(p.Mounts, m)
 		}
 	}
-	switch {
-	case (p.Method == Auto || p.Method == "") && opts.AllowMounted:
-		p.Method = None // copied as it changes, with a warning
-	case p.Method == Auto || p.Method == "":
+	switch p.Method {
+	case Auto, "":
 		p.Method = Track
+		if opts.AllowMounted {
+			p.Method = None // copied as it changes, with a warning
+		}
+	case Track, Freeze, None:
+	default:
+		return nil, fmt.Errorf("live: unknown snapshot method %q", p.Method)
 	}
 	if len(p.Mounts) == 0 || p.Method != None {
 		return p, nil
@@ -157,11 +157,13 @@ func (p *Plan) Held() bool { return len(p.Mounts) > 0 && p.Method != None }
 // engine into the caller's destination (backup.ToSink into an image, for
 // create); the ctx it is given is cancelled, with the reason as its
 // cause, when the freeze ends early (the --max-freeze watchdog, or
-// something else thawed a filesystem). Before run is called, Run refuses
-// an Output on a filesystem it would freeze (a *UsageError), a tracked
-// source that is not a block device, and a tracker that does not start.
-// Nothing is left frozen when Run returns.
-func (p *Plan) Run(ctx context.Context, src *blockdev.Device, opts backup.Options, run func(context.Context, backup.Options) error) error {
+// something else thawed a filesystem). output is the local file the copy
+// is written to, "" if it goes to no local filesystem (a pipe, an object
+// store). Before run is called, Run refuses an output on a filesystem it
+// would freeze (a *UsageError), a tracked source that is not a block
+// device, and a tracker that does not start. Nothing is left frozen when
+// Run returns.
+func (p *Plan) Run(ctx context.Context, src *blockdev.Device, output string, opts backup.Options, run func(context.Context, backup.Options) error) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	h := &holder{points: mountPoints(p.Mounts), limit: p.opts.MaxFreeze, report: p.opts.Report, ctx: ctx, cancel: cancel, method: p.Method}
@@ -173,7 +175,7 @@ func (p *Plan) Run(ctx context.Context, src *blockdev.Device, opts backup.Option
 			return &image.Snapshot{Method: string(None), Instant: time.Now().UTC(), Filesystems: h.points}, nil
 		}
 	default:
-		if err := checkOutside(p.Mounts, p.opts.Output, p.Method); err != nil {
+		if err := checkOutside(p.Mounts, output, p.Method); err != nil {
 			return err
 		}
 		// Allocation maps as the mounted filesystems hold them.

@@ -84,6 +84,12 @@ func TestChooseRefusesCopyingAsItChanges(t *testing.T) {
 	}
 }
 
+func TestChooseUnknownMethod(t *testing.T) {
+	if _, err := choose("/dev/sdz", nil, Options{Snapshot: "snapshot"}); err == nil {
+		t.Error("an unknown method was taken")
+	}
+}
+
 func TestCheckOutside(t *testing.T) {
 	dir := t.TempDir()
 	on := []blockdev.Mount{{Device: "/dev/sdz2", Point: dir}}
@@ -126,7 +132,7 @@ func TestRunUnmounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	ran := false
-	err = p.Run(context.Background(), src, backup.Options{SourceName: path}, func(ctx context.Context, o backup.Options) error {
+	err = p.Run(context.Background(), src, "", backup.Options{SourceName: path}, func(ctx context.Context, o backup.Options) error {
 		ran = true
 		if o.SourceName != path || o.Release != nil || o.Live != nil || o.MapSource != nil {
 			t.Errorf("options changed for a source with nothing mounted: %+v", o)
@@ -145,7 +151,7 @@ func TestRunAsItChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	var snap *image.Snapshot
-	err = p.Run(context.Background(), src, backup.Options{}, func(ctx context.Context, o backup.Options) error {
+	err = p.Run(context.Background(), src, "", backup.Options{}, func(ctx context.Context, o backup.Options) error {
 		if o.Live != nil || o.MapSource != nil || o.Release == nil {
 			t.Fatalf("copied as it changes with Live %v, MapSource %v, Release %v", o.Live, o.MapSource, o.Release != nil)
 		}
@@ -175,19 +181,19 @@ func TestRunRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = p.Run(context.Background(), src, backup.Options{}, never)
+	err = p.Run(context.Background(), src, "", backup.Options{}, never)
 	if err == nil || !strings.Contains(err.Error(), "image "+path+" instead") {
 		t.Errorf("tracked file: %v", err)
 	}
 
 	dir := t.TempDir()
 	for _, m := range []Method{Track, Freeze} {
-		p, err := choose(path, []blockdev.Mount{{Device: path, Point: dir}}, Options{Snapshot: m, Output: filepath.Join(dir, "disk.platter")})
+		p, err := choose(path, []blockdev.Mount{{Device: path, Point: dir}}, Options{Snapshot: m})
 		if err != nil {
 			t.Fatal(err)
 		}
 		var ue *UsageError
-		if err := p.Run(context.Background(), src, backup.Options{}, never); !errors.As(err, &ue) {
+		if err := p.Run(context.Background(), src, filepath.Join(dir, "disk.platter"), backup.Options{}, never); !errors.As(err, &ue) {
 			t.Errorf("%s with the image on the source: %v, want a UsageError", m, err)
 		}
 	}
