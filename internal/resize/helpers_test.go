@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -208,16 +207,6 @@ func blkidValue(t testing.TB, p, key string) string {
 func execOut(name string, args ...string) (string, error) {
 	out, err := tool(context.Background(), "", nil, name, args...)
 	return out, err
-}
-
-// sortedKeys is for messages.
-func sortedKeys(m map[string]string) []string {
-	var k []string
-	for x := range m {
-		k = append(k, x)
-	}
-	sort.Strings(k)
-	return k
 }
 
 var _ view.Device = (*fileDev)(nil)

@@ -23,8 +23,10 @@
 //
 //	ext2/3/4  shrink, grow   e2fsck -fp, then resize2fs (minimum: resize2fs -P)
 //	NTFS      shrink, grow   ntfsresize (minimum: ntfsresize --info)
-//	FAT16/32  shrink, grow   fatresize on a disk of one MBR partition made around it
-//	                         (minimum: fatresize -i), never converting FAT16 and FAT32
+//	FAT32     shrink, grow   fatresize on a disk of one MBR partition made around it
+//	                         (minimum: fatresize -i), staying FAT32 (about 256 MiB at
+//	                         least), clusters of 4 KiB or more; fsck.fat -n before and after
+//	FAT12/16  neither        libparted does not resize FAT12, and loses files on FAT16
 //	btrfs     shrink, grow   the kernel, on a loop mount (minimum: btrfs inspect-internal
 //	                         min-dev-size, and never below 256 MiB, which the kernel refuses)
 //	XFS       grow           xfs_growfs on a loop mount; XFS cannot shrink
