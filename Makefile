@@ -15,7 +15,9 @@ TOOLS := sgdisk:gdisk sfdisk:fdisk mkfs.fat:dosfstools fsck.fat:dosfstools \
 	/usr/share/bash-completion/bash_completion:bash-completion zsh:zsh fish:fish \
 	pvcreate:lvm2 cryptsetup:cryptsetup-bin mount.exfat-fuse:exfat-fuse \
 	mkfs.f2fs:f2fs-tools sload.f2fs:f2fs-tools fsck.f2fs:f2fs-tools dump.f2fs:f2fs-tools \
-	partclone.xfs:partclone mkswap:util-linux swaplabel:util-linux curl:curl
+	partclone.xfs:partclone mkswap:util-linux swaplabel:util-linux curl:curl \
+	resize2fs:e2fsprogs ntfsresize:ntfs-3g fatresize:fatresize xfs_growfs:xfsprogs \
+	resize.f2fs:f2fs-tools
 
 # Fuzz targets run for FUZZTIME each in `make test`.
 FUZZTIME ?= 10s
