@@ -114,6 +114,7 @@ func shrinkCase(t *testing.T, c fsCase, slack int64) {
 	img := fixture(t, c.size)
 	c.make(t, img)
 	want := c.files(t, img)
+	hasOwners(t, c.fs, want)
 	before := fileHash(t, img)
 	ctx := testCtx(t)
 
@@ -169,6 +170,22 @@ func shrinkCase(t *testing.T, c fsCase, slack int64) {
 	growCase(t, c, out, want, c.size*3/2)
 }
 
+// hasOwners fails the test unless a filesystem that keeps owners shows
+// the ones writeTree set, and times: the comparison would otherwise
+// miss them.
+func hasOwners(t *testing.T, fs string, m map[string]string) {
+	t.Helper()
+	if fs != "ext4" && fs != "btrfs" && fs != "xfs" {
+		return
+	}
+	for _, v := range m {
+		if strings.Contains(v, "uid=1001 ") && strings.Contains(v, "mtime=2001-") {
+			return
+		}
+	}
+	t.Errorf("no entry of the %s shows owner 1001 and a 2001 time", fs)
+}
+
 // growCase grows the filesystem in img, copied to the start of a file
 // of size bytes, through a window over that file, and judges it.
 func growCase(t *testing.T, c fsCase, img string, want map[string]string, size int64) {
@@ -222,6 +239,7 @@ func TestXFSGrows(t *testing.T) {
 	img := fixture(t, xfsCase.size)
 	xfsCase.make(t, img)
 	want := xfsCase.files(t, img)
+	hasOwners(t, "xfs", want)
 	ctx := testCtx(t)
 	if _, err := MinSize(ctx, "xfs", img); !errors.Is(err, ErrCannotShrink) || !strings.Contains(err.Error(), "xfs cannot shrink") {
 		t.Errorf("MinSize of an XFS: %v", err)
