@@ -31,6 +31,7 @@ func TestWindowWritesOnlyOverlay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer w.Close()
 	dir := filepath.Dir(filepath.Dir(w.Path()))
 	st, err := os.Stat(w.Path())
 	if err != nil || st.Size() != 8<<20 || st.Mode().Perm() != 0o600 {
@@ -97,9 +98,9 @@ func TestWindowCloseAfterCancel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer w.Close()
 	mnt, _, err := loopMount(w.Path(), "ext4", "")
 	if err != nil {
-		w.Close()
 		t.Fatal(err)
 	}
 	// A file held open in the mount, as a killed tool's child might.
