@@ -1,11 +1,16 @@
 // Package ptable reads MBR (with the extended/logical chain) and GPT
-// partition tables.
+// partition tables, and writes them anew for another disk.
 //
 // The parsers (ParseMBR, ParseEBR, ParseGPTHeader, ParseGPTEntries) take
 // bytes, treat them as hostile, never panic and never allocate from a
 // count read off the disk without bounding it first. Read is the
 // io.ReaderAt front end that finds the table, follows the EBR chain and
 // falls back to the backup GPT.
+//
+// Layout and Write put a Table, its partitions moved or resized, on a
+// disk of another size or sector size (WithSectorSize), keeping what
+// ReadOriginal found on the original disk beyond the Table: boot code,
+// the GPT's shape, hybrid MBR entries, where the EBRs sat.
 //
 // Answers are kept apart as Platter's filesystem detectors keep them: a
 // disk with no table (a bare filesystem, a blank disk) is a Table of Kind
