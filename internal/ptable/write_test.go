@@ -2,6 +2,7 @@ package ptable
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand"
@@ -819,4 +820,73 @@ func TestWriteRandomTools(t *testing.T) {
 		t.Logf("%s, %d partitions, extended %v, hybrid %v", tb.Kind, len(tb.Partitions), tb.Extended != nil, o.Hybrid != [4]HybridEntry{})
 		judge(t, writeDisk(t, tb, o), tb)
 	}
+}
+
+// FuzzWrite reads a fuzzed disk, and writes what it read anew: Layout
+// either refuses with a *LayoutError or writes a table that reads back
+// the same. The seeds are random valid tables.
+func FuzzWrite(f *testing.F) {
+	rng := rand.New(rand.NewSource(1))
+	for range 30 {
+		tb, o := randomTable(rng)
+		pieces, err := tb.Layout(o)
+		if err != nil {
+			f.Fatal(err)
+		}
+		var enc []byte
+		for _, p := range pieces {
+			enc = append(enc, encodePiece(p)...)
+		}
+		f.Add(enc, uint64(tb.DiskSize), false)
+	}
+	f.Fuzz(func(t *testing.T, enc []byte, size uint64, fixCRC bool) {
+		d := decodeDisk(enc, size)
+		if fixCRC {
+			fixCRCs(&d)
+		}
+		tb, err := Read(d, d.size, 0)
+		if err != nil || tb.Kind == "none" {
+			return
+		}
+		o, err := ReadOriginal(d, tb)
+		if err != nil {
+			t.Fatalf("ReadOriginal of a disk Read read: %v", err)
+		}
+		pieces, err := tb.Layout(o)
+		if err != nil {
+			var le *LayoutError
+			if !errors.As(err, &le) {
+				t.Fatalf("Layout: %v is not a *LayoutError", err)
+			}
+			return
+		}
+		for _, p := range pieces {
+			if p.Off < 0 || p.Off%tb.SectorSize != 0 || int64(len(p.Data))%tb.SectorSize != 0 || p.Off+int64(len(p.Data)) > tb.DiskSize {
+				t.Fatalf("piece at byte %d of %d bytes on a %d-byte disk of %d-byte sectors", p.Off, len(p.Data), tb.DiskSize, tb.SectorSize)
+			}
+		}
+		got, err := Read(piecesDisk(tb.DiskSize, pieces), tb.DiskSize, tb.SectorSize)
+		if err != nil {
+			t.Fatalf("the written table: %v", err)
+		}
+		sameTable(t, got, tb)
+	})
+}
+
+// encodePiece is encodeDisk's encoding of a piece: one patch per
+// 512-byte block that is not all zero.
+func encodePiece(p Piece) []byte {
+	var enc []byte
+	for off := 0; off < len(p.Data); off += 512 {
+		for _, rec := range [][]byte{encodeDisk(p.Data[off:min(off+512, len(p.Data))])} {
+			if len(rec) == 0 {
+				continue
+			}
+			// Rebase the record's offset onto the disk.
+			o := binary.LittleEndian.Uint64(rec) + uint64(p.Off) + uint64(off)
+			binary.LittleEndian.PutUint64(rec, o)
+			enc = append(enc, rec...)
+		}
+	}
+	return enc
 }
