@@ -171,7 +171,7 @@ func bootCode(t testing.TB, path string, sig bool) {
 var (
 	sgdiskGPT    = cached(makeGPT)
 	sgdiskHybrid = cached(func(t testing.TB) string {
-		p := makeGPT(t)
+		p := sgdiskGPT(t)
 		run(t, "sgdisk", "-h", "2:4", p)
 		return p
 	})
