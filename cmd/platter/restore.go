@@ -11,6 +11,7 @@ import (
 
 	"github.com/platter-dev/platter/internal/blockdev"
 	"github.com/platter-dev/platter/internal/image"
+	"github.com/platter-dev/platter/internal/layout"
 	"github.com/platter-dev/platter/internal/ptable"
 	"github.com/platter-dev/platter/internal/restore"
 	"github.com/platter-dev/platter/internal/ui"
@@ -19,10 +20,13 @@ import (
 )
 
 type restoreOptions struct {
-	partition int
-	yes       bool
-	progress  string
-	json      bool
+	partition     int
+	yes           bool
+	progress      string
+	json          bool
+	layout        string
+	growPartition int
+	plan          bool
 }
 
 func newRestoreCommand() *cobra.Command {
@@ -49,6 +53,9 @@ standard input in one pass (the whole disk only).`,
 	f.BoolVar(&opts.yes, "yes", false, "do not ask before overwriting a block device")
 	f.StringVar(&opts.progress, "progress", "auto", "progress display: auto, json or none")
 	f.BoolVar(&opts.json, "json", false, "print the result as JSON on stdout")
+	f.StringVar(&opts.layout, "layout", "", "onto a disk of another size: keep (the source's layout as it was), grow (the last partition, or --grow-partition N, takes the new space) or fit (filesystems shrink, partitions move down); a different-size disk without it is refused")
+	f.IntVar(&opts.growPartition, "grow-partition", 0, "with --layout grow: the partition that takes the new space (default: the last one that is not a system partition)")
+	f.BoolVar(&opts.plan, "plan", false, "with --layout: print the layout that would be written, and write nothing")
 	return cmd
 }
 
@@ -80,6 +87,11 @@ func runRestore(cmd *cobra.Command, opts restoreOptions, imagePath, target strin
 	}
 	if held := f.holding(target); held != "" {
 		return usagef("TARGET %s is %s, a file of the image's chain: restoring onto it would destroy the image being read", target, held)
+	}
+	if mode, relayout, err := chooseLayout(opts, img, target, need); err != nil {
+		return err
+	} else if relayout {
+		return runRestoreLayout(cmd, opts, mode, f, img, imagePath, target)
 	}
 
 	// Every refusal happens here, before the target is opened for writing.
@@ -212,4 +224,45 @@ func checkTarget(target string, need int64) (isDev bool, err error) {
 		return false, fmt.Errorf("target %s is %d bytes (%s), smaller than the %d bytes (%s) to restore; nothing was written", target, size, ui.Bytes(size), need, ui.Bytes(need))
 	}
 	return isDev, nil
+}
+
+// chooseLayout decides from --layout and the target whether the disk is
+// restored as it was (false) or laid out anew in mode (true): grow and
+// fit always, keep when the target's sectors are another size than the
+// image's (the table is then written anew in them). A block device of
+// another size than the image's disk needs --layout.
+func chooseLayout(opts restoreOptions, img *image.Reader, target string, need int64) (layout.Mode, bool, error) {
+	if opts.layout == "" && (opts.plan || opts.growPartition != 0) {
+		return "", false, usagef("--plan and --grow-partition go with --layout")
+	}
+	if opts.growPartition != 0 && opts.layout != string(layout.Grow) {
+		return "", false, usagef("--grow-partition goes with --layout grow")
+	}
+	mode := layout.Keep
+	if opts.layout != "" {
+		m, err := layout.ParseMode(opts.layout)
+		if err != nil {
+			return "", false, usagef("--layout: %v", err)
+		}
+		mode = m
+	}
+	if mode != layout.Keep {
+		return mode, true, nil
+	}
+	exists, isDev, size, err := blockdev.StatTarget(target)
+	if err != nil || !exists || !isDev || opts.partition != 0 {
+		return mode, opts.plan, err
+	}
+	if size != need && opts.layout == "" {
+		if size < need {
+			return "", false, usagef("target %s is %d bytes (%s), smaller than the %d bytes (%s) of the image's disk: --layout fit restores onto it (filesystems shrink, partitions move down); nothing was written", target, size, ui.Bytes(size), need, ui.Bytes(need))
+		}
+		return "", false, usagef("target %s is %d bytes (%s), larger than the %d bytes (%s) of the image's disk: choose --layout grow (the last partition takes the new space), fit, or keep (the disk as it was, the rest unused); nothing was written", target, size, ui.Bytes(size), need, ui.Bytes(need))
+	}
+	d, err := blockdev.Open(target)
+	if err != nil {
+		return "", false, err
+	}
+	defer d.Close()
+	return mode, opts.plan || d.SectorSize() != img.Metadata().SectorSize, nil
 }

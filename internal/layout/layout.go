@@ -321,9 +321,9 @@ func (p *Plan) extended() {
 }
 
 // slack is the free space a shrunk filesystem keeps beyond its minimum:
-// a twentieth, at least 64 MiB, so the system that boots from it can
+// a twentieth, at least 16 MiB, so the system that boots from it can
 // still write its logs and updates.
-func slack(minSize int64) int64 { return max(minSize/20, 64<<20) }
+func slack(minSize int64) int64 { return max(minSize/20, 16<<20) }
 
 func alignUp(n int64) int64   { return (n + Align - 1) / Align * Align }
 func alignDown(n int64) int64 { return n / Align * Align }

@@ -189,3 +189,10 @@ func writeAt(path string, off int64, b []byte) error {
 	}
 	return nil
 }
+
+// Can says whether Platter can grow (shrink false) or shrink the
+// filesystem named fs, as image metadata names it.
+func Can(fs string, shrink bool) bool {
+	o, err := lookup(fs, shrink)
+	return err == nil && (shrink || o.grow != nil)
+}

@@ -24,3 +24,4 @@ func Shrink(ctx context.Context, fs, path string, size int64) (int64, error) {
 	return 0, errLinux
 }
 func Grow(ctx context.Context, fs, path string, size int64) (int64, error) { return 0, errLinux }
+func Can(fs string, shrink bool) bool                                      { return false }

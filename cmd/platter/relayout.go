@@ -1,0 +1,450 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/blockdev"
+	"github.com/platter-dev/platter/internal/fsmap"
+	"github.com/platter-dev/platter/internal/image"
+	"github.com/platter-dev/platter/internal/layout"
+	"github.com/platter-dev/platter/internal/ptable"
+	"github.com/platter-dev/platter/internal/resize"
+	"github.com/platter-dev/platter/internal/restore"
+	"github.com/platter-dev/platter/internal/ui"
+	"github.com/platter-dev/platter/internal/view"
+	"github.com/spf13/cobra"
+)
+
+// relayout is a whole-disk restore onto a target laid out anew: the
+// partition table written for the target's size and sector size,
+// partitions moved, filesystems shrunk (on a scratch overlay of the
+// image, before anything is written) or grown (on the target, after).
+type relayout struct {
+	img    *image.Reader
+	disk   *view.Disk
+	src    *ptable.Table
+	orig   *ptable.Original
+	areas  map[int]int // partition index -> area index
+	target string
+	size   int64 // the target's
+	sector int64 // the target's logical sector size
+	isDev  bool
+	plan   *layout.Plan
+	// scratch takes the writes of the filesystems shrunk (fit); nil
+	// when none is.
+	scratch *resize.Scratch
+}
+
+// runRestoreLayout restores img onto target with --layout mode (grow or
+// fit), or keep when only the sector size differs.
+func runRestoreLayout(cmd *cobra.Command, opts restoreOptions, mode layout.Mode, f chainFiles, img *image.Reader, imagePath, target string) error {
+	ctx := cmd.Context()
+	m := img.Metadata()
+	if opts.partition != 0 {
+		return usagef("--layout lays out a whole disk; --partition %d restores one partition's contents as they are", opts.partition)
+	}
+	r := &relayout{img: img, target: target, areas: map[int]int{}}
+	r.disk = view.New(img, 16)
+	defer r.disk.Close()
+	var err error
+	if r.src, err = ptable.Read(r.disk, m.SourceSize, m.SectorSize); err != nil {
+		return fmt.Errorf("read the image's partition table: %w", err)
+	}
+	if r.src.Kind != "gpt" && r.src.Kind != "mbr" {
+		return usagef("%s holds no partition table (%s): --layout %s needs a partitioned disk", imagePath, r.src.Kind, mode)
+	}
+	if r.orig, err = ptable.ReadOriginal(r.disk, r.src); err != nil {
+		return fmt.Errorf("read the image's partition table: %w", err)
+	}
+	for i, a := range m.Areas {
+		if a.Kind == image.KindPartition {
+			r.areas[a.Index] = i
+		}
+	}
+	if err := r.openTarget(mode); err != nil {
+		return err
+	}
+	if mode == layout.Fit {
+		if r.scratch, err = resize.NewScratch("", r.disk); err != nil {
+			return err
+		}
+		defer r.scratch.Close()
+	}
+	ldisk, err := r.describe(ctx, mode)
+	if err != nil {
+		return err
+	}
+	tg := layout.Target{Size: r.size, Grow: opts.growPartition}
+	if r.src.Kind == "gpt" {
+		entries := int64(r.orig.NumEntries) * int64(r.orig.EntrySize)
+		tg.Reserved = (entries+r.sector-1)/r.sector*r.sector + r.sector
+	} else {
+		tg.Limit = (1<<32 - 1) * r.sector
+	}
+	if r.plan, err = layout.Make(mode, ldisk, tg); err != nil {
+		return err
+	}
+	summary := r.summary(imagePath)
+	if opts.plan {
+		return report(cmd, opts.json, summary, r.planLines()...)
+	}
+	if mode, _ := displayMode(opts.progress); mode == ui.JSON {
+		b, _ := json.Marshal(map[string]any{"op": "restore", "layout": summary})
+		fmt.Fprintln(cmd.ErrOrStderr(), string(b))
+	} else if !quiet {
+		for _, l := range r.planLines() {
+			fmt.Fprintln(cmd.ErrOrStderr(), l)
+		}
+	}
+	if r.isDev {
+		if err := confirmOverwrite(cmd, target, opts.yes); err != nil {
+			return err
+		}
+	}
+	start := time.Now()
+	if err := r.shrink(ctx); err != nil {
+		return fmt.Errorf("nothing was written to %s: %w", target, err)
+	}
+	t, err := blockdev.OpenTarget(target, r.size)
+	if err != nil {
+		return err
+	}
+	err = r.write(ctx, t, opts)
+	if err == nil {
+		err = r.grow(ctx, t)
+	}
+	if err == nil {
+		err = t.Sync()
+	}
+	if cerr := t.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("restore stopped: %s is incomplete and does not hold a usable disk: %w", target, f.inVolume(err))
+	}
+	summary.Seconds = time.Since(start).Seconds()
+	lines := []string{fmt.Sprintf("restored disk of %s to %s (%s, layout %s) in %.1fs", imagePath, target, ui.Bytes(r.size), mode, summary.Seconds)}
+	for _, mv := range r.plan.Moves {
+		if mv.Stuck {
+			lines = append(lines, fmt.Sprintf("%s: the partition is larger, its filesystem keeps its size (Platter cannot grow it)", mv.Label))
+		}
+	}
+	return report(cmd, opts.json, summary, lines...)
+}
+
+// openTarget finds the target's size and sector size and refuses what
+// cannot be written: a mounted target, a file that does not exist yet
+// (its size is the disk's size).
+func (r *relayout) openTarget(mode layout.Mode) error {
+	exists, isDev, size, err := blockdev.StatTarget(r.target)
+	if err != nil {
+		return fmt.Errorf("target: %w", err)
+	}
+	if !exists {
+		return usagef("--layout %s onto a file: make the file first, at the size of the disk wanted (truncate -s 64G %s)", mode, r.target)
+	}
+	if _, err := checkTarget(r.target, 0); err != nil {
+		return err
+	}
+	r.isDev, r.size, r.sector = isDev, size, r.img.Metadata().SectorSize
+	if isDev {
+		d, err := blockdev.Open(r.target)
+		if err != nil {
+			return err
+		}
+		r.sector = d.SectorSize()
+		d.Close()
+	}
+	return nil
+}
+
+// systemTypes are the partitions whose size is kept whatever the layout:
+// firmware and Windows reserve them at sizes their tools expect.
+var systemTypes = []string{
+	"C12A7328-F81F-11D2-BA4B-00A0C93EC93B", // EFI system
+	"E3C9E316-0B5C-4DB8-817D-F92DF00215AE", // Microsoft reserved
+	"DE94BBA4-06D1-4D40-A16A-BFD50179D6AC", // Windows recovery
+	"21686148-6449-6E6F-744E-656564454649", // BIOS boot
+	"0xef", "0x27",                         // EFI system, Windows recovery (MBR)
+}
+
+// describe gives the plan the source's partitions: their filesystems,
+// what each can be grown or shrunk to (fit asks each filesystem's tool
+// for its smallest size, on the scratch overlay).
+func (r *relayout) describe(ctx context.Context, mode layout.Mode) (layout.Disk, error) {
+	d := layout.Disk{Size: r.src.DiskSize}
+	if r.src.Kind == "gpt" {
+		entries := int64(r.orig.NumEntries) * int64(r.orig.EntrySize)
+		ss := r.src.SectorSize
+		d.Reserved = (entries+ss-1)/ss*ss + ss
+	}
+	for _, p := range r.src.Partitions {
+		fs := r.fs(p.Index)
+		lp := layout.Part{Index: p.Index, Start: p.Start, Size: p.Size, Label: fmt.Sprintf("partition %d (%s)", p.Index, fs),
+			Fixed:   slices.Contains(systemTypes, strings.ToUpper(p.Type)) || slices.Contains(systemTypes, p.Type),
+			Logical: r.src.Kind == "mbr" && p.Index > 4, EBR: r.orig.EBRGap[p.Index]}
+		if _, imaged := r.areas[p.Index]; imaged {
+			lp.CanGrow = resize.Can(fs, false)
+			if mode == layout.Fit && !lp.Fixed && resize.Can(fs, true) {
+				min, err := r.minSize(ctx, fs, p)
+				switch {
+				case errors.Is(err, resize.ErrCannotResize):
+					// Its name allowed it, its boot sector does not (a
+					// FAT16): it keeps its size.
+				case err != nil:
+					return d, err
+				default:
+					lp.Min = min
+				}
+			}
+		}
+		d.Parts = append(d.Parts, lp)
+	}
+	return d, nil
+}
+
+// fs is the filesystem the image found in partition index ("" if it was
+// not imaged).
+func (r *relayout) fs(index int) string {
+	if i, ok := r.areas[index]; ok {
+		return r.img.Metadata().Areas[i].Filesystem
+	}
+	return ""
+}
+
+func (r *relayout) minSize(ctx context.Context, fs string, p ptable.Partition) (int64, error) {
+	w, err := resize.OpenWindow(r.scratch.Section(p.Start, p.Size))
+	if err != nil {
+		return 0, err
+	}
+	defer w.Close()
+	min, err := resize.MinSize(ctx, fs, w.Path())
+	if err != nil {
+		return 0, fmt.Errorf("partition %d (%s): %w", p.Index, fs, err)
+	}
+	return min, nil
+}
+
+// shrink shrinks, on the scratch overlay, every filesystem the plan makes
+// smaller.
+func (r *relayout) shrink(ctx context.Context) error {
+	for _, mv := range r.plan.Moves {
+		if mv.Resize != layout.Shrink {
+			continue
+		}
+		w, err := resize.OpenWindow(r.scratch.Section(mv.OldStart, mv.OldSize))
+		if err != nil {
+			return err
+		}
+		_, err = resize.Shrink(ctx, r.fs(mv.Index), w.Path(), mv.NewSize)
+		if cerr := w.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("shrink %s to %d bytes: %w", mv.Label, mv.NewSize, err)
+		}
+	}
+	return nil
+}
+
+// write puts every partition at its new place, the boot code before the
+// first one, and the partition table written anew.
+func (r *relayout) write(ctx context.Context, t *blockdev.Target, opts restoreOptions) error {
+	mode, _ := displayMode(opts.progress)
+	// Partitions not shrunk come from their chunks; the area before the
+	// first partition (boot code; the table is written over it after)
+	// stays where it is. Other gaps held the old table's EBRs and backup.
+	first := r.plan.Moves[0].NewStart
+	place := func(a *image.Area) (int64, bool) {
+		switch {
+		case a.Kind == image.KindGap && a.Start == 0:
+			return 0, a.Size <= first
+		case a.Kind != image.KindPartition:
+			return 0, false
+		}
+		mv := r.plan.Of(a.Index)
+		if mv == nil || mv.Resize == layout.Shrink {
+			return 0, false
+		}
+		return mv.NewStart, true
+	}
+	p := newProgress(mode, "restore")
+	err := restore.Run(ctx, r.img, t, restore.Options{Place: place, Fresh: t.Fresh, Progress: p})
+	p.Finish()
+	if err != nil {
+		return err
+	}
+	// Shrunk partitions: what the image holds of their first NewSize
+	// bytes, and what the shrinking wrote there.
+	for _, mv := range r.plan.Moves {
+		if mv.Resize != layout.Shrink {
+			continue
+		}
+		var runs []block.Extent
+		if used := r.img.Map(r.areas[mv.Index]); used != nil {
+			used.Runs(0, mv.NewSize, func(e block.Extent) { runs = append(runs, e) })
+		} else {
+			runs = append(runs, block.Extent{Len: mv.NewSize})
+		}
+		for _, w := range r.scratch.Written(mv.OldStart, mv.NewSize) {
+			runs = append(runs, block.Extent{Off: w.Off - mv.OldStart, Len: w.Len})
+		}
+		runs = block.MergeExtents(runs)
+		p := newProgress(mode, "restore")
+		err := restore.Copy(ctx, r.scratch.Section(mv.OldStart, mv.NewSize), t, runs, mv.NewStart, restore.Options{Fresh: t.Fresh, Progress: p})
+		p.Finish()
+		if err != nil {
+			return fmt.Errorf("%s: %w", mv.Label, err)
+		}
+	}
+	if err := r.writeTable(t); err != nil {
+		return err
+	}
+	// Filesystems that know where their partition starts learn it.
+	for _, mv := range r.plan.Moves {
+		if mv.NewStart == mv.OldStart {
+			continue
+		}
+		if fs, ok := fsmap.Lookup(r.fs(mv.Index)); ok && fs.Moved != nil {
+			sec := &targetSection{t: t, off: mv.NewStart, size: mv.NewSize}
+			if err := fs.Moved(sec, mv.NewSize, mv.NewStart); err != nil {
+				return fmt.Errorf("%s: %w", mv.Label, err)
+			}
+		}
+	}
+	return nil
+}
+
+// writeTable writes the partition table for the target: the plan's
+// places, in the target's sectors, the rest kept from the image's.
+func (r *relayout) writeTable(t *blockdev.Target) error {
+	nt, err := r.src.WithSectorSize(r.sector)
+	if err != nil {
+		return fmt.Errorf("the image's partitions on %d-byte sectors: %w", r.sector, err)
+	}
+	nt.DiskSize = r.size
+	for i := range nt.Partitions {
+		if mv := r.plan.Of(nt.Partitions[i].Index); mv != nil {
+			nt.Partitions[i].Start, nt.Partitions[i].Size = mv.NewStart, mv.NewSize
+		}
+	}
+	if nt.Extended != nil && r.plan.ExtendedSize > 0 {
+		nt.Extended.Start, nt.Extended.Size = r.plan.ExtendedStart, r.plan.ExtendedSize
+	}
+	return nt.Write(t, r.orig)
+}
+
+// grow grows, on the target, every filesystem the plan makes larger:
+// its tool works on the partition through a window.
+func (r *relayout) grow(ctx context.Context, t *blockdev.Target) error {
+	for _, mv := range r.plan.Moves {
+		if mv.Resize != layout.Enlarge {
+			continue
+		}
+		if err := t.Sync(); err != nil { // what the tool reads is on the disk
+			return err
+		}
+		w, err := resize.OpenWindow(&targetSection{t: t, off: mv.NewStart, size: mv.NewSize})
+		if err != nil {
+			return err
+		}
+		_, err = resize.Grow(ctx, r.fs(mv.Index), w.Path(), mv.NewSize)
+		if cerr := w.Close(); err == nil {
+			err = cerr
+		}
+		if errors.Is(err, resize.ErrCannotResize) {
+			// Known only from the filesystem itself (a FAT16 named by
+			// its size): the partition is larger, the filesystem as was.
+			r.plan.Of(mv.Index).Stuck = true
+			warn("%s: the partition is larger, its filesystem keeps its size: %v", mv.Label, err)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("grow %s to %d bytes: %w", mv.Label, mv.NewSize, err)
+		}
+	}
+	return nil
+}
+
+// targetSection is one partition of the target, read and written at
+// offsets within it.
+type targetSection struct {
+	t         *blockdev.Target
+	off, size int64
+}
+
+func (s *targetSection) Size() int64 { return s.size }
+
+func (s *targetSection) ReadAt(p []byte, off int64) (int, error) {
+	if off >= s.size {
+		return 0, errors.New("read past the end of the partition")
+	}
+	p = p[:min(int64(len(p)), s.size-off)]
+	return s.t.ReadAt(p, s.off+off)
+}
+
+func (s *targetSection) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > s.size {
+		return 0, errors.New("write past the end of the partition")
+	}
+	return s.t.WriteAt(p, s.off+off)
+}
+
+// layoutSummary is the plan, for --plan --json and the JSON progress.
+type layoutSummary struct {
+	Image      string       `json:"image"`
+	Target     string       `json:"target"`
+	Layout     layout.Mode  `json:"layout"`
+	TargetSize int64        `json:"target_size"`
+	SectorSize int64        `json:"sector_size"`
+	Partitions []layoutPart `json:"partitions"`
+	Seconds    float64      `json:"seconds,omitempty"`
+}
+
+type layoutPart struct {
+	Index      int    `json:"index"`
+	Filesystem string `json:"filesystem"`
+	OldStart   int64  `json:"old_start"`
+	OldSize    int64  `json:"old_size"`
+	NewStart   int64  `json:"new_start"`
+	NewSize    int64  `json:"new_size"`
+	Resize     string `json:"resize,omitempty"` // "shrink", "grow" or none
+	// Stuck: the partition is larger, its filesystem cannot grow.
+	Stuck bool `json:"filesystem_not_grown,omitempty"`
+}
+
+func (r *relayout) summary(imagePath string) layoutSummary {
+	s := layoutSummary{Image: imagePath, Target: r.target, Layout: r.plan.Mode, TargetSize: r.size, SectorSize: r.sector}
+	for _, mv := range r.plan.Moves {
+		s.Partitions = append(s.Partitions, layoutPart{Index: mv.Index, Filesystem: r.fs(mv.Index), OldStart: mv.OldStart, OldSize: mv.OldSize,
+			NewStart: mv.NewStart, NewSize: mv.NewSize, Resize: string(mv.Resize), Stuck: mv.Stuck})
+	}
+	return s
+}
+
+// planLines says the plan to a person.
+func (r *relayout) planLines() []string {
+	lines := []string{fmt.Sprintf("layout %s onto %s (%s, %d-byte sectors):", r.plan.Mode, r.target, ui.Bytes(r.size), r.sector)}
+	for _, mv := range r.plan.Moves {
+		what := "kept"
+		switch {
+		case mv.Resize == layout.Shrink:
+			what = "filesystem shrunk"
+		case mv.Resize == layout.Enlarge:
+			what = "filesystem grown"
+		case mv.Stuck:
+			what = "partition larger, filesystem kept (it cannot grow)"
+		case mv.NewStart != mv.OldStart:
+			what = "moved"
+		}
+		lines = append(lines, fmt.Sprintf("  %s: start %d -> %d, size %s -> %s: %s", mv.Label, mv.OldStart, mv.NewStart, ui.Bytes(mv.OldSize), ui.Bytes(mv.NewSize), what))
+	}
+	return lines
+}

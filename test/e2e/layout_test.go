@@ -1,0 +1,259 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// sizedFile makes an empty file of size bytes: the target disk of a
+// restore --layout, whose size is the file's.
+func sizedFile(t *testing.T, size int64) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "target.img")
+	if err := os.WriteFile(p, nil, 0o600); err != nil || os.Truncate(p, size) != nil {
+		t.Fatalf("make %s: %v", p, err)
+	}
+	return p
+}
+
+// gptFields is what sgdisk says of partition n: its type, unique GUID and
+// name, which a new layout keeps.
+func gptFields(t *testing.T, disk string, n int) string {
+	var keep []string
+	for _, l := range strings.Split(sh(t, "sgdisk", "-i", strconv.Itoa(n), disk), "\n") {
+		if strings.HasPrefix(l, "Partition GUID code") || strings.HasPrefix(l, "Partition unique GUID") ||
+			strings.HasPrefix(l, "Partition name") || strings.HasPrefix(l, "Attribute flags") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
+}
+
+// fsSize is the size the filesystem in img says it has.
+func fsSize(t *testing.T, fs, img string) int64 {
+	switch fs {
+	case "ext4":
+		var blocks, bs int64
+		for _, l := range strings.Split(sh(t, "dumpe2fs", "-h", img), "\n") {
+			if v, ok := strings.CutPrefix(l, "Block count:"); ok {
+				blocks, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			}
+			if v, ok := strings.CutPrefix(l, "Block size:"); ok {
+				bs, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			}
+		}
+		return blocks * bs
+	case "ntfs":
+		b := readAt(t, img, 512, 0)
+		return int64(le64(b[40:])) * 512
+	}
+	t.Fatalf("fsSize: %s", fs)
+	return 0
+}
+
+func le64(b []byte) uint64 {
+	var v uint64
+	for i := 7; i >= 0; i-- {
+		v = v<<8 | uint64(b[i])
+	}
+	return v
+}
+
+// The GPT fixture (ESP FAT32, ext4, NTFS, 8 MiB of unknown bytes) restored
+// onto a disk half its size (fit: ext4 and NTFS shrunk on an overlay of
+// the image, partitions moved down) and onto one twice its size (grow:
+// ext4 takes the new space, the partitions after it move to the end):
+// the tables check clean and keep every GUID, type and name; every
+// filesystem checks clean with the same files, UUID and label; the
+// unknown partition is byte for byte the same; a grown filesystem fills
+// its partition.
+func TestLayoutFitGrow(t *testing.T) {
+	disk := fixture(t, "gpt-disk.sh")
+	img := filepath.Join(t.TempDir(), "disk.platter")
+	ok(t, "create", "--progress", "none", disk, img)
+	src := sfdiskParts(t, disk)
+	fss := map[int]string{1: "fat32", 2: "ext4", 3: "ntfs"}
+	for _, c := range []struct {
+		name string
+		size int64
+		args []string
+	}{
+		{"fit", 128 << 20, []string{"--layout", "fit"}},
+		{"grow", 512 << 20, []string{"--layout", "grow", "--grow-partition", "2"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			target := sizedFile(t, c.size)
+			ok(t, append(append([]string{"restore", "--progress", "none"}, c.args...), img, target)...)
+			if out := sh(t, "sgdisk", "-v", target); !strings.Contains(out, "No problems found") {
+				t.Errorf("sgdisk -v:\n%s", out)
+			}
+			sh(t, "sfdisk", "--verify", target)
+			parts := sfdiskParts(t, target)
+			if len(parts) != len(src) {
+				t.Fatalf("%d partitions, want %d", len(parts), len(src))
+			}
+			if a, b := sh(t, "sgdisk", "-p", disk), sh(t, "sgdisk", "-p", target); !strings.Contains(b, diskGUID(a)) {
+				t.Errorf("the disk GUID changed:\n%s\n---\n%s", a, b)
+			}
+			for n := range src {
+				if a, b := gptFields(t, disk, n), gptFields(t, target, n); a != b {
+					t.Errorf("partition %d: sgdisk -i differs:\n%s\n---\n%s", n, a, b)
+				}
+				if parts[n].start%(1<<20) != 0 {
+					t.Errorf("partition %d starts at %d, not 1 MiB aligned", n, parts[n].start)
+				}
+			}
+			for n, fs := range fss {
+				p := extract(t, target, parts[n])
+				checkPartition(t, p, fs, disk+".files/p"+strconv.Itoa(n))
+				was := extract(t, disk, src[n])
+				for _, tag := range []string{"UUID", "LABEL"} {
+					if a, b := blkidTag(t, was, tag), blkidTag(t, p, tag); a != b {
+						t.Errorf("partition %d: %s %q, was %q", n, tag, b, a)
+					}
+				}
+			}
+			if !bytes.Equal(readAt(t, disk, int(src[4].size), src[4].start), readAt(t, target, int(src[4].size), parts[4].start)) {
+				t.Error("the unknown partition's bytes differ")
+			}
+			switch c.name {
+			case "fit":
+				for _, n := range []int{2, 3} {
+					if parts[n].size >= src[n].size {
+						t.Errorf("partition %d: %d bytes, not smaller than %d", n, parts[n].size, src[n].size)
+					}
+				}
+				if parts[1] != src[1] {
+					t.Errorf("the EFI system partition moved or changed size: %+v, was %+v", parts[1], src[1])
+				}
+			case "grow":
+				if parts[2].size < src[2].size+200<<20 {
+					t.Errorf("partition 2 is %d bytes, did not take the new space", parts[2].size)
+				}
+				if got := fsSize(t, "ext4", extract(t, target, parts[2])); got < parts[2].size*95/100 {
+					t.Errorf("ext4 is %d bytes in a %d-byte partition", got, parts[2].size)
+				}
+				if end := parts[4].start + parts[4].size; end < c.size-(1<<20)-33*512 {
+					t.Errorf("the last partition ends at %d, not at the disk's end (%d)", end, c.size)
+				}
+			}
+		})
+	}
+}
+
+func diskGUID(sgdiskP string) string {
+	for _, l := range strings.Split(sgdiskP, "\n") {
+		if v, ok := strings.CutPrefix(l, "Disk identifier (GUID): "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "(none)"
+}
+
+func blkidTag(t *testing.T, img, tag string) string {
+	out, _ := exec.Command("blkid", "-p", "-o", "value", "-s", tag, img).Output()
+	return strings.TrimSpace(string(out))
+}
+
+// A target too small for the data is refused before anything is written,
+// naming the shortfall; --plan prints the layout and writes nothing; a
+// larger block device without --layout is refused with the choices.
+func TestLayoutRefusals(t *testing.T) {
+	disk := fixture(t, "gpt-disk.sh")
+	img := filepath.Join(t.TempDir(), "disk.platter")
+	ok(t, "create", "--progress", "none", disk, img)
+
+	small := sizedFile(t, 48<<20)
+	writeAt(t, small, []byte("untouched"), 0)
+	_, stderr, code := run(t, "restore", "--progress", "none", "--layout", "fit", img, small)
+	if code == 0 || !strings.Contains(stderr, "bytes too small") {
+		t.Errorf("fit onto 48 MiB: exit %d, %q; want a refusal naming the shortfall", code, stderr)
+	}
+	if !bytes.Equal(readAt(t, small, 9, 0), []byte("untouched")) {
+		t.Error("the refused target was written")
+	}
+
+	target := sizedFile(t, 128<<20)
+	out := ok(t, "restore", "--json", "--plan", "--layout", "fit", img, target)
+	var plan struct {
+		Layout     string `json:"layout"`
+		Partitions []struct {
+			Index    int    `json:"index"`
+			NewStart int64  `json:"new_start"`
+			NewSize  int64  `json:"new_size"`
+			Resize   string `json:"resize"`
+		} `json:"partitions"`
+	}
+	if err := json.Unmarshal([]byte(out), &plan); err != nil || plan.Layout != "fit" || len(plan.Partitions) != 4 {
+		t.Errorf("--plan --json: %v\n%s", err, out)
+	}
+	if b := readAt(t, target, 1<<20, 0); !bytes.Equal(b, make([]byte, 1<<20)) {
+		t.Error("--plan wrote to the target")
+	}
+
+	loop := strings.TrimSpace(sh(t, "losetup", "--find", "--show", sizedFile(t, 300<<20)))
+	t.Cleanup(func() { sh(t, "losetup", "-d", loop) })
+	_, stderr, code = run(t, "restore", "--yes", "--progress", "none", img, loop)
+	if code != 2 || !strings.Contains(stderr, "--layout grow") || !strings.Contains(stderr, "nothing was written") {
+		t.Errorf("a larger device without --layout: exit %d, %q", code, stderr)
+	}
+}
+
+// The MBR fixture (FAT16, ext4, and an extended partition holding ext2
+// and NTFS) onto a disk of 128 MiB: FAT16 keeps its size (it cannot be
+// resized), ext4, ext2 and NTFS shrink, the logical partitions move
+// down with their EBRs; the boot code and the boot loader's gap before
+// the first partition come back byte for byte.
+func TestLayoutFitMBR(t *testing.T) {
+	disk := fixture(t, "mbr-disk.sh")
+	img := filepath.Join(t.TempDir(), "disk.platter")
+	ok(t, "create", "--progress", "none", disk, img)
+	target := sizedFile(t, 128<<20)
+	ok(t, "restore", "--progress", "none", "--layout", "fit", img, target)
+	sh(t, "sfdisk", "--verify", target)
+	src, parts := sfdiskParts(t, disk), sfdiskParts(t, target)
+	if len(parts) != len(src) {
+		t.Fatalf("%d partitions (with the extended one), want %d", len(parts), len(src))
+	}
+	sameBytes(t, disk, target, 0, 440, "boot code")
+	sameBytes(t, disk, target, 512, src[1].start-512, "the boot loader's gap")
+	if parts[1] != src[1] {
+		t.Errorf("FAT16 moved or was resized: %+v, was %+v", parts[1], src[1])
+	}
+	for n, fs := range map[int]string{1: "fat16", 2: "ext4", 5: "ext2", 6: "ntfs"} {
+		checkPartition(t, extract(t, target, parts[n]), fs, disk+".files/p"+strconv.Itoa(n))
+	}
+	if parts[6].start >= src[6].start {
+		t.Errorf("the last logical partition did not move down: %d, was %d", parts[6].start, src[6].start)
+	}
+}
+
+// A 512-byte-sector image onto a disk of 4096-byte sectors of the same
+// size: the table is written anew in the target's sectors, the
+// partitions stay at the same bytes.
+func TestLayoutSectors512To4K(t *testing.T) {
+	disk := fixture(t, "gpt-disk.sh")
+	img := filepath.Join(t.TempDir(), "disk.platter")
+	ok(t, "create", "--progress", "none", disk, img)
+	target := sizedFile(t, 256<<20)
+	dev := loop(t, target, "-b", "4096")
+	ok(t, "restore", "--yes", "--progress", "none", img, dev)
+	if out := sh(t, "sgdisk", "-v", dev); !strings.Contains(out, "No problems found") {
+		t.Errorf("sgdisk -v:\n%s", out)
+	}
+	src, parts := sfdiskParts(t, disk), sfdiskParts(t, dev)
+	for n := range src {
+		if parts[n] != src[n] {
+			t.Errorf("partition %d at %+v, was %+v", n, parts[n], src[n])
+		}
+	}
+	for n, fs := range map[int]string{1: "fat32", 2: "ext4", 3: "ntfs"} {
+		checkPartition(t, extract(t, target, parts[n]), fs, disk+".files/p"+strconv.Itoa(n))
+	}
+}
