@@ -223,3 +223,100 @@ func TestStdinRefusals(t *testing.T) {
 		t.Fatalf("ls -: exit %d: %s", code, e)
 	}
 }
+
+// A version 1 image (testdata/README.md: made by the platter of commit
+// d8b4079) has no layout block: restore - refuses it with
+// restore.ErrNoLayout's message (exit 1) and touches no target, while
+// restore of the file gives the disk back; verify - and info - read it
+// as they read the file, as docs/format.md says.
+func TestStdinVersion1(t *testing.T) {
+	img, err := filepath.Abs(filepath.Join("testdata", "v1-disk.platter"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := info(t, img); j.FormatVersion != 1 || j.Table != "gpt" {
+		t.Fatalf("%s is format %d, table %q: want a version 1 image of a GPT disk", img, j.FormatVersion, j.Table)
+	}
+	dir := t.TempDir()
+
+	// From the file: the disk, checked by sfdisk, fsck.fat and mtools.
+	fromFile := filepath.Join(dir, "from-file.img")
+	ok(t, "restore", "--progress", "none", img, fromFile)
+	if dump := sfdiskDump(t, fromFile); !strings.Contains(dump, `DISK1 : start=        2048, size=        4096, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7`) || !strings.Contains(dump, `name="v1data"`) {
+		t.Fatalf("sfdisk -d of the restored disk:\n%s", dump)
+	}
+	p1 := extract(t, fromFile, sfdiskParts(t, fromFile)[1])
+	sh(t, "fsck.fat", "-n", p1)
+	files := fatTree(t, p1)
+	if b, _ := os.ReadFile(filepath.Join(files, "readme.txt")); string(b) != "written by platter d8b4079, image format version 1\n" {
+		t.Errorf("readme.txt holds %q", b)
+	}
+	if b, _ := os.ReadFile(filepath.Join(files, "numbers.txt")); string(b) != sh(t, "seq", "1", "20000") {
+		t.Errorf("numbers.txt is not seq 1 20000 (%d bytes)", len(b))
+	}
+
+	// From standard input: refused before any target is opened.
+	const msg = "a version 1 image has no layout block, so it cannot be restored from a stream: save it to a file first and restore the file"
+	created := filepath.Join(dir, "new.img")
+	if out, e, code := piped(t, img, "restore", "--progress", "none", "--yes", "-", created); code != 1 || !strings.Contains(e, "standard input: "+msg) {
+		t.Fatalf("restore - of a version 1 image: exit %d, want 1\n%s%s", code, out, e)
+	}
+	if _, err := os.Stat(created); err == nil {
+		t.Error("restore - of a version 1 image created its target")
+	}
+	kept := filepath.Join(dir, "kept.img")
+	old := bytes.Repeat([]byte{0xee}, 4<<20)
+	mustWrite(t, kept, old)
+	if _, e, code := piped(t, img, "restore", "--progress", "none", "--yes", "-", kept); code != 1 || !strings.Contains(e, msg) {
+		t.Fatalf("restore - of a version 1 image onto a file: exit %d: %s", code, e)
+	}
+	if !bytes.Equal(readAll(t, kept), old) {
+		t.Error("restore - of a version 1 image changed its target")
+	}
+
+	// verify - and info - say what they say of the file.
+	want := ok(t, "verify", "--progress", "none", img)
+	got, e, code := piped(t, img, "verify", "--progress", "none", "-")
+	if code != 0 || !strings.Contains(got, "OK") {
+		t.Fatalf("verify - of a version 1 image: exit %d\n%s%s", code, got, e)
+	}
+	// "-: OK, 3 chunks verified: ...": the same count as the file's.
+	counted := func(s string) string {
+		_, rest, _ := strings.Cut(s, ": OK")
+		rest, _, _ = strings.Cut(rest, " in use")
+		return rest
+	}
+	if counted(got) == "" || counted(got) != counted(want) {
+		t.Errorf("verify - says %q, verify of the file %q", got, want)
+	}
+	wantInfo := ok(t, "info", img)
+	gotInfo, e, code := piped(t, img, "info", "-")
+	if code != 0 || !strings.Contains(gotInfo, "(format 1,") {
+		t.Fatalf("info - of a version 1 image: exit %d\n%s%s", code, gotInfo, e)
+	}
+	if w, g := wantInfo[strings.Index(wantInfo, "\n"):], gotInfo[strings.Index(gotInfo, "\n"):]; w != g {
+		t.Errorf("info - differs from info of the file:\n%s\n---\n%s", wantInfo, gotInfo)
+	}
+	wantJ := ok(t, "info", "--json", img)
+	if gotJ, _, _ := piped(t, img, "info", "--json", "-"); strings.ReplaceAll(wantJ, img, "-") != gotJ {
+		t.Errorf("info --json - differs:\n%s\n---\n%s", wantJ, gotJ)
+	}
+
+	// Its frames are checked as they pass: a flipped payload byte is
+	// damage (exit 3) naming the partition.
+	j := info(t, img, "--chunks")
+	var frame int64 = -1
+	for _, c := range j.Chunks {
+		if c.Partition == 1 && c.FrameSize > 200 {
+			frame = c.FrameOffset
+		}
+	}
+	if frame < 0 {
+		t.Fatal("no frame of partition 1")
+	}
+	b := readAll(t, img)
+	b[frame+150] ^= 0x10
+	if out, e, code := pipedFrom(t, bytes.NewReader(b), "verify", "--progress", "none", "-"); code != 3 || !strings.Contains(out, "partition 1") {
+		t.Errorf("verify - of a damaged version 1 image: exit %d\n%s%s", code, out, e)
+	}
+}
