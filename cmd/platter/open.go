@@ -154,6 +154,10 @@ type MissingParentError struct {
 }
 
 func (e *MissingParentError) Error() string {
+	if len(e.Dirs) == 0 {
+		// An image read from standard input has no directory of its own.
+		return fmt.Sprintf("no image with id %s: the parents of an image read from standard input are looked for only in the --search directories, and none was given (point --search at the directory that holds it)", e.ID)
+	}
 	return fmt.Sprintf("no image with id %s in %v (rename does not matter, the id does; point --search at the directory that holds it)", e.ID, e.Dirs)
 }
 

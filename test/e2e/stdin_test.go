@@ -320,3 +320,96 @@ func TestStdinVersion1(t *testing.T) {
 		t.Errorf("verify - of a damaged version 1 image: exit %d\n%s%s", code, out, e)
 	}
 }
+
+// An incremental (second in its chain) and a differential restore from
+// standard input to exactly what their files restore to, their parents
+// found in the --search directories (not beside the file: standard
+// input has no directory). Without their parents the restore stops,
+// naming the missing image and --search (exit 3), and leaves no disk.
+func TestStdinIncremental(t *testing.T) {
+	fs := newIncFS(t)
+	set := t.TempDir()
+	full := filepath.Join(set, "full.platter")
+	ok(t, "create", "--progress", "none", fs.file, full)
+	fs.change(func(root string) {
+		writeRandom(t, filepath.Join(root, "new1"), 300<<10)
+		writeRandom(t, filepath.Join(root, "f03"), 70<<10)
+		os.Remove(filepath.Join(root, "f05"))
+		appendRandom(t, filepath.Join(root, "dir", "big"), 9<<20)
+	})
+	inc1 := filepath.Join(set, "inc1.platter")
+	ok(t, "create", "--progress", "none", "--incremental", full, fs.file, inc1)
+	fs.change(func(root string) {
+		overwrite(t, filepath.Join(root, "dir", "big"), 5<<20, 1<<20)
+		os.Truncate(filepath.Join(root, "f30"), 1000)
+		writeRandom(t, filepath.Join(root, "new2"), 3<<20)
+	})
+	inc2 := filepath.Join(set, "inc2.platter")
+	ok(t, "create", "--progress", "none", "--incremental", inc1, fs.file, inc2)
+	diff := filepath.Join(set, "diff.platter")
+	ok(t, "create", "--progress", "none", "--differential", full, fs.file, diff)
+	files := fs.keep()
+
+	for _, img := range []string{inc2, diff} {
+		t.Run(strings.TrimSuffix(filepath.Base(img), ".platter"), func(t *testing.T) {
+			// The stream must take chunks from its parents, or this
+			// proves nothing.
+			j := info(t, img, "--chunks")
+			inParent, own := 0, 0
+			for _, c := range j.Chunks {
+				if c.InParent {
+					inParent++
+				} else if !c.Zero {
+					own++
+				}
+			}
+			if inParent == 0 || own == 0 || j.Type == "full" {
+				t.Fatalf("%s is %s with %d chunks in its parents and %d of its own", img, j.Type, inParent, own)
+			}
+			fromFile := filepath.Join(t.TempDir(), "from-file.img")
+			ok(t, "restore", "--progress", "none", img, fromFile)
+			fromPipe := filepath.Join(t.TempDir(), "from-pipe.img")
+			if out, e, code := piped(t, img, "--search", set, "restore", "--progress", "none", "--yes", "-", fromPipe); code != 0 {
+				t.Fatalf("restore - of %s: exit %d\n%s%s", j.Type, code, out, e)
+			}
+			sh(t, "cmp", fromFile, fromPipe)
+			sh(t, "e2fsck", "-fn", fromPipe)
+			sameTree(t, files, extTree(t, fromPipe))
+			if out, e, code := piped(t, img, "--search", set, "verify", "--progress", "none", "-"); code != 0 || !strings.Contains(out, "OK") {
+				t.Errorf("verify - of %s: exit %d\n%s%s", j.Type, code, out, e)
+			}
+		})
+	}
+
+	t.Run("missing parent", func(t *testing.T) {
+		ids := map[string]string{}
+		for _, img := range []string{full, inc1} {
+			ids[img] = info(t, img).ID
+		}
+		// Beside the file is not looked in: a new target is removed.
+		created := filepath.Join(t.TempDir(), "new.img")
+		_, e, code := piped(t, inc2, "restore", "--progress", "none", "--yes", "-", created)
+		if code != 3 || !strings.Contains(e, "no image with id "+ids[inc1]) || !strings.Contains(e, "looked for only in the --search directories, and none was given") || !strings.Contains(e, "removed") {
+			t.Errorf("restore - of an incremental without --search: exit %d: %s", code, e)
+		}
+		if _, err := os.Stat(created); err == nil {
+			t.Error("the new target was left behind")
+		}
+		// The parent's parent missing: named. An existing target is
+		// left without its first MiB, so it does not look restored.
+		half := t.TempDir()
+		sh(t, "cp", inc1, half)
+		target := filepath.Join(t.TempDir(), "target.img")
+		ok(t, "restore", "--progress", "none", inc2, target)
+		_, e, code = piped(t, inc2, "--search", half, "restore", "--progress", "none", "--yes", "-", target)
+		if code != 3 || !strings.Contains(e, "no image with id "+ids[full]) || !strings.Contains(e, "incomplete") {
+			t.Errorf("restore - of an incremental whose parent's parent is missing: exit %d: %s", code, e)
+		}
+		if !bytes.Equal(readAt(t, target, 1<<20, 0), make([]byte, 1<<20)) {
+			t.Error("the target's first MiB is not zeros after a restore that stopped")
+		}
+		if _, e, code := piped(t, diff, "verify", "--progress", "none", "-"); code != 3 || !strings.Contains(e, "no image with id "+ids[full]) {
+			t.Errorf("verify - of a differential without --search: exit %d: %s", code, e)
+		}
+	})
+}
