@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -412,4 +413,128 @@ func TestStdinIncremental(t *testing.T) {
 			t.Errorf("verify - of a differential without --search: exit %d: %s", code, e)
 		}
 	})
+}
+
+// An image of an opened LUKS volume stores free sectors as "fill with
+// random" (Area.FreeFill). Restored from standard input, the disk has
+// every used byte the restore of the file has, and fresh random bytes in
+// every free block of the volume: not zeros, not the old content, not
+// the file restore's. Two disks: a GPT one (the volume at 1 MiB, no chunk
+// of it held back for the tables) and a bare volume with free blocks in
+// its first chunk (held back with the disk's first MiB and written last,
+// after the fill: only its used bytes). Two targets: a new file, and a
+// device (a loop device) holding the source disk's bytes, where nothing
+// reads as zero unless written.
+func TestStdinLUKSFreeFill(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		gpt  bool
+		size int64
+		args []string
+	}{
+		{"gpt-luks2", true, 56 << 20, []string{"--type", "luks2", "--pbkdf", "argon2id", "--pbkdf-memory", "16384",
+			"--pbkdf-force-iterations", "4", "--pbkdf-parallel", "2", "--sector-size", "4096"}},
+		{"bare-luks1", false, 24 << 20, []string{"--type", "luks1", "--hash", "sha256", "--pbkdf-force-iterations", "1000"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := luksFormat(t, tc.size, tc.args...)
+			if !tc.gpt {
+				luksFreeSome(t, v)
+			}
+			dir := t.TempDir()
+			disk, partStart := v.path, int64(0)
+			if tc.gpt {
+				partStart = 1 << 20
+				disk = filepath.Join(dir, "disk.img")
+				mustWrite(t, disk, nil)
+				os.Truncate(disk, partStart+tc.size+1<<20)
+				sh(t, "sgdisk", "-n", fmt.Sprintf("1:%d:+%d", partStart/512, tc.size/512), "-t", "1:8309", disk)
+				writeAt(t, disk, readAll(t, v.path), partStart)
+			}
+			img := filepath.Join(dir, "luks.platter")
+			ok(t, "create", "--progress", "none", "--luks-key-file", v.keyPath, disk, img)
+			if j := luksInfoOf(t, img); len(j.Partitions[0].Volumes) != 1 || j.Partitions[0].Volumes[0].Filesystem != "ext4" {
+				t.Fatalf("the volume was not opened: %+v", j.Partitions[0])
+			}
+			free := freeBlocks(t, v.plain)
+			const bs = 4096
+			payload := partStart + v.payloadOff
+			if !tc.gpt {
+				chunk := info(t, img).ChunkSize
+				held := false
+				for blk := range free {
+					held = held || payload+blk*bs < chunk
+				}
+				if !held {
+					t.Fatalf("no free block in the first %d-byte chunk: the held chunk's fill is not tested", chunk)
+				}
+			}
+			fromFile := filepath.Join(dir, "from-file.img")
+			ok(t, "restore", "--progress", "none", img, fromFile)
+			src := readAll(t, disk)
+
+			newFile := filepath.Join(dir, "from-pipe.img")
+			oldDisk := filepath.Join(dir, "old-disk.img")
+			mustWrite(t, oldDisk, src)
+			for _, target := range []string{newFile, loop(t, oldDisk)} {
+				if out, e, code := piped(t, img, "restore", "--progress", "none", "--yes", "-", target); code != 0 {
+					t.Fatalf("restore - %s: exit %d\n%s%s", target, code, out, e)
+				}
+				got := readAll(t, target)[:len(src)]
+				back := filepath.Join(t.TempDir(), "back.img")
+				mustWrite(t, back, got)
+				part := back
+				if tc.gpt {
+					if a, b := sfdiskDump(t, fromFile), sfdiskDump(t, back); a != b {
+						t.Errorf("%s: sfdisk -d differs:\n%s\n---\n%s", target, a, b)
+					}
+					part = extract(t, back, sfdiskParts(t, back)[1])
+				}
+				// cryptsetup opens it; decrypted, a clean ext4 with
+				// the tree; used blocks the source's ciphertext, free
+				// ones random.
+				luksJudge(t, v, part)
+
+				// Against the file restore, block by block.
+				want := readAll(t, fromFile)
+				if len(want) != len(src) {
+					t.Fatalf("the file restore is %d bytes, the disk %d", len(want), len(src))
+				}
+				nfree := 0
+				for off := int64(0); off < int64(len(want)); off += bs {
+					end := min(off+bs, int64(len(want)))
+					x, y := want[off:end], got[off:end]
+					if off >= payload && free[(off-payload)/bs] {
+						nfree++
+						if bytes.Equal(x, y) || bytes.Equal(y, make([]byte, len(y))) || bytes.Equal(y, src[off:end]) {
+							t.Fatalf("%s: free block at disk byte %d is the file restore's, zeros or the old content", target, off)
+						}
+						continue
+					}
+					if !bytes.Equal(x, y) {
+						t.Fatalf("%s: used bytes %d-%d differ from the file restore's", target, off, end-1)
+					}
+				}
+				if nfree != len(free) {
+					t.Fatalf("%d free blocks compared; dumpe2fs lists %d", nfree, len(free))
+				}
+			}
+		})
+	}
+}
+
+// luksFreeSome deletes every other file of docs in v's ext4 (debugfs),
+// from its tree too, and encrypts the ext4 into the volume again: free
+// blocks among the used ones, near the volume's start.
+func luksFreeSome(t *testing.T, v *luksVol) {
+	t.Helper()
+	for i := 0; i < 10; i += 2 {
+		name := fmt.Sprintf("docs/f%d.bin", i)
+		sh(t, "debugfs", "-w", "-R", "rm "+name, v.plain)
+		if err := os.Remove(filepath.Join(v.tree, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sh(t, "e2fsck", "-fn", v.plain)
+	writeAt(t, v.path, luksCrypt(t, v.mk, readAll(t, v.plain), v.sector, true), v.payloadOff)
 }
