@@ -330,6 +330,18 @@ func (sr *streamRestore) finish(ctx context.Context, s *image.Stream, img *image
 			return err
 		}
 	}
+	// A chunk of an image of a filesystem in use holds its blocks as
+	// they were when it was copied (a live image's first copy, say);
+	// blocks freed since are free in the maps, read last (at the
+	// freeze). A restore from a file writes only the used bytes: so that
+	// a stream gives the same, what such chunks hold in free bytes is
+	// made zero. The chunks of other images (and of one copied frozen
+	// throughout) hold zeros there already: their maps made them.
+	if sn := m.Snapshot; sn != nil && (sn.Method != "freeze" || len(sn.Synced) > 0) {
+		if err := sr.clearFree(ctx, img); err != nil {
+			return err
+		}
+	}
 	// Random fill of free bytes, as a restore from a file gives it.
 	tasks, err := plan(img, partitionPlace(0))
 	if err != nil {
@@ -361,6 +373,7 @@ func (sr *streamRestore) finish(ctx context.Context, s *image.Stream, img *image
 		data := sr.held[at]
 		pos, _ := sr.offset(at)
 		if !filled[at.area] {
+			sr.free(img, at, func(off, n int64) { clear(data[off : off+n]) })
 			if err := write(sr.t, data, pos, sr.fresh); err != nil {
 				return err
 			}
@@ -379,4 +392,79 @@ func (sr *streamRestore) finish(ctx context.Context, s *image.Stream, img *image
 		}
 	}
 	return nil
+}
+
+// free calls fn with each range of chunk at (chunk-relative) that its
+// area's map leaves free; none for an area without a map (raw: every
+// byte is used) or whose free bytes are filled with random bytes.
+func (sr *streamRestore) free(img *image.Reader, at loc, fn func(off, n int64)) {
+	a := &img.Metadata().Areas[at.area]
+	mp := img.Map(int(at.area))
+	if mp == nil || a.FreeFill == image.FreeFillRandom {
+		return
+	}
+	rel := int64(at.chunk) * sr.l.ChunkSize
+	_, n := sr.offset(at)
+	pos := int64(0)
+	mp.Runs(rel, n, func(e block.Extent) {
+		if e.Off-rel > pos {
+			fn(pos, e.Off-rel-pos)
+		}
+		pos = e.End() - rel
+	})
+	if pos < n {
+		fn(pos, n-pos)
+	}
+}
+
+// clearFree zeroes the free bytes (sr.free) of the chunks on the target
+// that hold a frame's or a parent's bytes, where they are not zero; the
+// held chunks are cleared as they are written.
+func (sr *streamRestore) clearFree(ctx context.Context, img *image.Reader) error {
+	var written []loc
+	for at, v := range sr.last {
+		if _, isHeld := sr.held[at]; !isHeld && (v >= 0 || v == fromPrev) {
+			written = append(written, at)
+		}
+	}
+	sort.Slice(written, func(i, j int) bool {
+		return written[i].area < written[j].area || written[i].area == written[j].area && written[i].chunk < written[j].chunk
+	})
+	buf := make([]byte, sr.l.ChunkSize)
+	for _, at := range written {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		pos, _ := sr.offset(at)
+		var err error
+		sr.free(img, at, func(off, n int64) {
+			if err != nil {
+				return
+			}
+			b := buf[:n]
+			if _, err = sr.t.ReadAt(b, pos+off); err != nil {
+				err = fmt.Errorf("read back the target at byte %d: %w", pos+off, err)
+				return
+			}
+			if !allZero(b) {
+				clear(b)
+				err = writeAt(sr.t, b, pos+off)
+			}
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func allZero(b []byte) bool {
+	for len(b) > 0 {
+		n := min(len(b), len(zeros))
+		if !isZero(b[:n]) {
+			return false
+		}
+		b = b[n:]
+	}
+	return true
 }

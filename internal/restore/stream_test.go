@@ -6,11 +6,14 @@ import (
 	"errors"
 	"math/rand"
 	"testing"
+	"time"
 
 	"github.com/platter-dev/platter/internal/backup"
+	"github.com/platter-dev/platter/internal/block"
 	"github.com/platter-dev/platter/internal/codec"
 	"github.com/platter-dev/platter/internal/image"
 	"github.com/platter-dev/platter/internal/tooltest"
+	"github.com/zeebo/blake3"
 )
 
 // readBack is a memTarget that reads back, as a stream restore needs.
@@ -76,6 +79,132 @@ func TestStreamRestore(t *testing.T) {
 		}
 		if !bytes.Equal(tg.b[:1<<20], make([]byte, 1<<20)) || !bytes.Equal(tg.b[len(data)-1<<20:], make([]byte, 1<<20)) {
 			t.Fatalf("cut at %d: the target's first or last MiB is not zero", cut)
+		}
+	}
+}
+
+// A live image as the passes of --snapshot track write it
+// (Writer.Replace): chunks stored again in a later pass (their first
+// frames superseded, one still named by a chunk deduplicated against it,
+// in the middle and in the first MiB), a chunk stored then found zero, a
+// frame of a chunk freed since (no entry), and chunks copied with blocks
+// the maps, read at the freeze, say are free. From a stream it restores
+// to what a restore of the file gives; onto a dirty target, the same but
+// for chunks neither stored nor in the first or last MiB, which keep
+// what they held.
+func TestStreamRestoreLive(t *testing.T) {
+	const cs, bs = 64 << 10, 4096
+	const size = 64 * cs // chunks 0-15 and 48-63 hold the first and last MiB
+	rng := rand.New(rand.NewSource(11))
+	content := func() []byte {
+		b := make([]byte, cs)
+		rng.Read(b)
+		return b
+	}
+	final, _ := block.NewMap(bs, size)
+	meta := &image.Metadata{SourceSize: size, SectorSize: 512, Table: "none", ChunkSize: cs,
+		Areas:    []image.Area{{Kind: image.KindPartition, Index: 1, Start: 0, Size: size, Filesystem: "ext4", BlockSize: bs}},
+		Snapshot: &image.Snapshot{Method: "track", Tracker: "bpf"}}
+	var out bytes.Buffer
+	w, err := image.NewWriter(&out, image.Head{ID: image.ID{7}, Created: time.Unix(1700000000, 0), Layout: image.LayoutOf(meta)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, _ := codec.NewEncoder(codec.DefaultSetting, 1)
+	defer enc.Close()
+	frame := func(k uint64, c []byte) image.Entry {
+		t.Helper()
+		e := image.Entry{Chunk: k, RawLen: cs, Hash: blake3.Sum256(c)}
+		id, p := enc.Encode(nil, c)
+		off, err := w.WriteFrame(&image.Frame{Chunk: k, RawLen: cs, Hash: e.Hash, Codec: id, Payload: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.FrameOff, e.Stored = off, uint32(len(p))
+		return e
+	}
+	dup := func(k uint64, of image.Entry) image.Entry {
+		of.Chunk = k
+		return of
+	}
+	// The first copy. Every block of a chunk copied is used then.
+	final.SetBytes(2*cs, 4*bs)        // chunk 2: 4 blocks left used
+	final.SetBytes(3*cs, cs)          // chunk 3
+	final.SetBytes(5*cs, cs)          // chunk 5
+	final.SetBytes(20*cs, cs)         // chunk 20
+	final.SetBytes(22*cs, cs)         // chunk 22 (zeros at the end)
+	final.SetBytes(25*cs+5*bs, 3*bs)  // chunk 25: 3 blocks left used
+	final.SetBytes(30*cs, cs)         // chunk 30
+	final.SetBytes(50*cs+15*bs, 1*bs) // chunk 50: its last block
+	final.SetBytes(52*cs, cs)         // chunk 52
+	first := map[uint64]image.Entry{}
+	for _, k := range []uint64{2, 3, 20, 22, 25, 50, 52} {
+		first[k] = frame(k, content())
+	}
+	frame(40, content()) // freed before the freeze: no entry
+	first[5], first[30] = dup(5, first[3]), dup(30, first[20])
+	for _, k := range []uint64{2, 3, 5, 20, 22, 25, 30, 50, 52} {
+		if err := w.AddEntry(first[k]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A later pass: chunks 3 and 20 written during the copy; 22 zeroed.
+	w.Replace(frame(3, content()))
+	w.Replace(frame(20, content()))
+	w.Replace(image.Entry{Chunk: 22, RawLen: cs, Flags: image.FlagZero, Hash: blake3.Sum256(make([]byte, cs))})
+	if err := w.Finish([]image.Bitmap{final}, meta, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	img := out.Bytes()
+
+	// What a restore of the file gives.
+	r, err := image.NewReader(bytes.NewReader(img), int64(len(img)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Chunks 5 and 30 name the first frames of 3 and 20, superseded.
+	superseded := 0
+	for k, home := range map[uint64]uint64{5: 3, 30: 20} {
+		e, _ := r.Lookup(0, k)
+		h, _ := r.Lookup(0, home)
+		if e.FrameOff == first[home].FrameOff && h.FrameOff != e.FrameOff {
+			superseded++
+		}
+	}
+	want := make([]byte, size)
+	if err := Run(context.Background(), r, &memTarget{b: want}, Options{Fresh: true}); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	if superseded != 2 || bytes.Equal(want[25*cs:26*cs], make([]byte, cs)) {
+		t.Fatal("the image is not what the test means")
+	}
+
+	for _, fresh := range []bool{true, false} {
+		tg := &readBack{memTarget{b: make([]byte, size)}}
+		old := make([]byte, size)
+		if !fresh {
+			rng.Read(tg.b)
+			copy(old, tg.b)
+		}
+		s, err := image.NewStream(bytes.NewReader(img), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := Stream(context.Background(), s, tg, StreamOptions{Fresh: fresh, TempDir: t.TempDir()})
+		if err != nil {
+			t.Fatalf("fresh %v: %v", fresh, err)
+		}
+		r.Close()
+		for k := int64(0); k < size/cs; k++ {
+			exp := want[k*cs : (k+1)*cs]
+			stored := k < 16 || k >= 48 || k == 40 || final.Any(k*cs, cs) || k == 22
+			if !fresh && !stored {
+				exp = old[k*cs : (k+1)*cs]
+			}
+			if got := tg.b[k*cs : (k+1)*cs]; !bytes.Equal(got, exp) {
+				t.Fatalf("fresh %v: chunk %d differs from the file restore's", fresh, k)
+			}
 		}
 	}
 }

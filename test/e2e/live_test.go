@@ -68,27 +68,47 @@ func mountNew(t *testing.T, fs, dev string) string {
 // filesystems were frozen and thawed, from its JSON progress.
 func liveImage(t *testing.T, src, img string, args ...string) (frozen, thawed time.Time) {
 	t.Helper()
+	return liveImageWatch(t, src, img, nil, args...)
+}
+
+// liveImageWatch is liveImage calling onPass, if not nil, as each pass
+// of the copy is reported (kind "full" for the first copy), while create
+// goes on.
+func liveImageWatch(t *testing.T, src, img string, onPass func(kind string), args ...string) (frozen, thawed time.Time) {
+	t.Helper()
 	cmd := exec.Command(platter, append(append([]string{"create", "--snapshot", "track", "--progress", "json"}, args...), src, img)...)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("create: %v\n%s", err, stderr.String())
+	pipe, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
 	}
-	sc := bufio.NewScanner(strings.NewReader(stderr.String()))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	sc := bufio.NewScanner(pipe)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	for sc.Scan() {
+		stderr.Write(sc.Bytes())
+		stderr.WriteByte('\n')
 		var ev struct {
 			Snapshot string    `json:"snapshot"`
+			Pass     string    `json:"pass"`
 			At       time.Time `json:"at"`
 		}
 		if json.Unmarshal(sc.Bytes(), &ev) != nil {
 			continue
 		}
-		switch ev.Snapshot {
-		case "frozen":
+		switch {
+		case ev.Snapshot == "frozen":
 			frozen = ev.At
-		case "thawed":
+		case ev.Snapshot == "thawed":
 			thawed = ev.At
+		case ev.Pass != "" && onPass != nil:
+			onPass(ev.Pass)
 		}
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("create: %v\n%s", err, stderr.String())
 	}
 	if frozen.IsZero() || thawed.IsZero() {
 		t.Fatalf("create reported no freeze and thaw:\n%s", stderr.String())
