@@ -29,8 +29,10 @@ id, else the host and the source's name; and its size; an incremental
 always goes with its parent), oldest first: id, creation time, type,
 parent and file size. An image restores when every image of its chain
 is found (in DIR, then in the --search directories) and opens; one that
-does not gets a line saying why: a missing parent, or damage. Files that
-are not images, and .partial files, are left out.
+does not gets a line saying why: a missing parent, or damage. Encrypted
+images that no passphrase or identity given opens are listed apart, as
+locked: their disk is in their sealed metadata. Files that are not
+images, and .partial files, are left out.
 
 List exits 0 when it could read DIR, whatever it found there: damage is
 reported, not fatal. Use verify to check every chunk of an image.`,
@@ -72,6 +74,8 @@ type listJSON struct {
 	Sets []listSetJSON `json:"sets"`
 	// Damaged are the files with a Platter header that do not open.
 	Damaged []listImageJSON `json:"damaged"`
+	// Locked are the encrypted images no secret given opens.
+	Locked []listImageJSON `json:"locked"`
 }
 
 type listSetJSON struct {
@@ -94,7 +98,7 @@ type diskJSON struct {
 type listImageJSON struct {
 	ID       string     `json:"id"`
 	File     string     `json:"file"`
-	Created  *time.Time `json:"created,omitempty"` // nil: damaged
+	Created  *time.Time `json:"created,omitempty"` // nil: damaged or locked
 	Type     string     `json:"type,omitempty"`
 	Parent   string     `json:"parent"`
 	Size     int64      `json:"size"`
@@ -109,7 +113,7 @@ func runList(cmd *cobra.Command, opts listOptions, dir string) error {
 	}
 	w := cmd.OutOrStdout()
 	if opts.json {
-		doc := listJSON{Dir: dir, Sets: []listSetJSON{}, Damaged: []listImageJSON{}}
+		doc := listJSON{Dir: dir, Sets: []listSetJSON{}, Damaged: []listImageJSON{}, Locked: []listImageJSON{}}
 		for _, s := range d.Sets {
 			js := listSetJSON{diskJSON: disk(s.Newest().Meta)}
 			for _, im := range s.Images {
@@ -119,6 +123,9 @@ func runList(cmd *cobra.Command, opts listOptions, dir string) error {
 		}
 		for _, im := range d.Damaged {
 			doc.Damaged = append(doc.Damaged, imageJSON(im))
+		}
+		for _, im := range d.Locked {
+			doc.Locked = append(doc.Locked, imageJSON(im))
 		}
 		return report(cmd, true, doc)
 	}
@@ -143,7 +150,7 @@ func disk(m *image.Metadata) diskJSON {
 }
 
 func printList(w io.Writer, d *imageset.Dir) {
-	n := len(d.Damaged)
+	n := len(d.Damaged) + len(d.Locked)
 	for _, s := range d.Sets {
 		n += len(s.Images)
 	}
@@ -158,8 +165,10 @@ func printList(w io.Writer, d *imageset.Dir) {
 			sizeW = max(sizeW, len(ui.Bytes(im.Size)))
 		}
 	}
-	for _, im := range d.Damaged {
-		sizeW = max(sizeW, len(ui.Bytes(im.Size)))
+	for _, ims := range [][]*imageset.Image{d.Damaged, d.Locked} {
+		for _, im := range ims {
+			sizeW = max(sizeW, len(ui.Bytes(im.Size)))
+		}
 	}
 	for i, s := range d.Sets {
 		fmt.Fprintf(w, "\n%s\n", diskLine(i+1, s.Newest().Meta))
@@ -189,9 +198,12 @@ func printList(w io.Writer, d *imageset.Dir) {
 			fmt.Fprintf(w, "  %s: %d do not restore\n", plural(len(s.Images), "image"), bad)
 		}
 	}
-	if len(d.Damaged) > 0 {
-		fmt.Fprintf(w, "\ndamaged: these do not open, so which disk they are of is unknown\n")
-		for _, im := range d.Damaged {
+	apart := func(heading string, ims []*imageset.Image) {
+		if len(ims) == 0 {
+			return
+		}
+		fmt.Fprintf(w, "\n%s\n", heading)
+		for _, im := range ims {
 			id := imageset.Short(im.ID)
 			if id == "" {
 				id = "?"
@@ -199,6 +211,8 @@ func printList(w io.Writer, d *imageset.Dir) {
 			fmt.Fprintf(w, "  %-8s  %*s  %s\n            %s\n", id, sizeW, ui.Bytes(im.Size), fileName(im), wrap(problem(im), 12, 80, "            "))
 		}
 	}
+	apart("damaged: these do not open, so which disk they are of is unknown", d.Damaged)
+	apart("locked: encrypted, and no passphrase or identity given opens them", d.Locked)
 }
 
 // diskLine names a set's disk the way a person knows it: the source's
@@ -278,7 +292,16 @@ func problem(im *imageset.Image) string {
 	}
 	var me *imageset.MissingError
 	var de *imageset.DamagedError
+	var le *imageset.LockedError
 	switch {
+	case im.Locked():
+		return "locked: " + oneLine(im.Err.Error())
+	case errors.As(err, &le):
+		which := "ancestor"
+		if le.Image == im.Parent {
+			which = "parent"
+		}
+		return fmt.Sprintf("locked %s %s (%s): %s", which, imageset.Short(le.Image.ID), fileName(le.Image), oneLine(le.Err.Error()))
 	case errors.As(err, &me):
 		if me.Child == im {
 			return "missing parent " + imageset.Short(me.ID)

@@ -129,6 +129,10 @@ func runPrune(cmd *cobra.Command, opts pruneOptions, dir string) error {
 		im := d.Damaged[0]
 		return fmt.Errorf("%s does not open, so prune cannot tell which disk it is of; it changes nothing while an image in %s is damaged (move it away, or delete it): %w", im.Path, dir, im.Err)
 	}
+	if len(d.Locked) > 0 {
+		im := d.Locked[0]
+		return fmt.Errorf("%s is encrypted and locked, so prune cannot tell which disk it is of; it changes nothing while an image in %s is locked (give its passphrase or identity, or move it away): %w", im.Path, dir, im.Err)
+	}
 	if len(d.Sets) == 0 {
 		return fmt.Errorf("no images in %s", dir)
 	}

@@ -18,6 +18,7 @@ import (
 	"strings"
 
 	"github.com/platter-dev/platter/internal/image"
+	"github.com/platter-dev/platter/internal/seal"
 	"github.com/platter-dev/platter/internal/store"
 )
 
@@ -32,8 +33,8 @@ type Image struct {
 	Size  int64  // bytes of the image (all its volumes)
 	// Meta is nil when the file does not open.
 	Meta *image.Metadata
-	// Err says why the file does not open (it is damaged); nil if it
-	// opens.
+	// Err says why the file does not open (it is damaged, or
+	// encrypted and locked: see Locked); nil if it opens.
 	Err error
 	// Parent is the image Meta.Parent names, found the way a restore
 	// finds it (beside the image, then in the search directories); nil
@@ -76,6 +77,20 @@ type Dir struct {
 	// Damaged are the files with a Platter header that do not open: no
 	// set can be told for them.
 	Damaged []*Image
+	// Locked are the encrypted images that no secret given opens (none
+	// was given, or not theirs): their disk is in their sealed metadata.
+	Locked []*Image
+}
+
+// Locked reports whether the image did not open because it is
+// encrypted and no secret given unlocks it: it is not damaged.
+func (im *Image) Locked() bool { return IsLocked(im.Err) }
+
+// IsLocked reports whether err is a failure to unlock an encrypted image
+// (no secret given, a wrong passphrase, no identity that matches), not
+// damage.
+func IsLocked(err error) bool {
+	return err != nil && (errors.Is(err, seal.ErrNoSecret) || errors.Is(err, seal.ErrWrongPassphrase) || errors.Is(err, seal.ErrNoIdentity))
 }
 
 // MissingError says an image of the chain names a parent that is in
@@ -103,11 +118,24 @@ func (e *DamagedError) Error() string {
 
 func (e *DamagedError) Unwrap() error { return e.Err }
 
+// LockedError says an image of the chain is encrypted and no secret
+// given unlocks it.
+type LockedError struct {
+	Image *Image // the locked image
+	Err   error
+}
+
+func (e *LockedError) Error() string {
+	return fmt.Sprintf("%s (%s) is locked: %v", Short(e.Image.ID), e.Image.Path, e.Err)
+}
+
+func (e *LockedError) Unwrap() error { return e.Err }
+
 // Read reads every image in dir: the objects it lists (images being
 // written are not listed) that start with a Platter header. An image
 // that does not open is in Damaged, not an error. Parents not in dir are
 // looked for in search, in order, as restore looks for them. keys unlock
-// encrypted images (nil: they do not open, and are in Damaged).
+// encrypted images; those they do not unlock are in Locked.
 func Read(ctx context.Context, dir store.Place, search []store.Place, keys image.Keyring) (*Dir, error) {
 	ents, err := dir.List(ctx)
 	if err != nil {
@@ -132,7 +160,11 @@ func Read(ctx context.Context, dir store.Place, search []store.Place, keys image
 				byName[im.ID] = e.Name
 			}
 		}
-		if im.Err != nil {
+		switch {
+		case im.Locked():
+			d.Locked = append(d.Locked, im)
+			continue
+		case im.Err != nil:
 			d.Damaged = append(d.Damaged, im)
 			continue
 		}
@@ -167,6 +199,11 @@ func open(ctx context.Context, p store.Place, name string, keys image.Keyring) *
 	o, ir, err := Open(ctx, p, name, keys)
 	if err != nil {
 		im.Err = err
+		// Its size, where its volumes can be told.
+		if o, err := p.Open(ctx, name); err == nil {
+			im.Size = o.Size()
+			o.Close()
+		}
 		return im
 	}
 	defer o.Close()
@@ -271,6 +308,9 @@ func (r *reader) link(im *Image, seen map[*Image]bool) error {
 		return &MissingError{ID: m.Parent, Child: im, Dirs: dirs}
 	}
 	im.Parent = p
+	if p.Locked() {
+		return &LockedError{Image: p, Err: p.Err}
+	}
 	if p.Err != nil {
 		return &DamagedError{Image: p, Err: p.Err}
 	}

@@ -1,10 +1,13 @@
 package imageset
 
 import (
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/platter-dev/platter/internal/image"
+	"github.com/platter-dev/platter/internal/seal"
 )
 
 // Images of one SourceKey form a set; an image made from one of them
@@ -59,5 +62,23 @@ func TestShort(t *testing.T) {
 	}
 	if s := Short(""); s != "" {
 		t.Errorf("Short of nothing = %q", s)
+	}
+}
+
+// A failure to unlock is locked, whatever wraps it; damage is not.
+func TestIsLocked(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("a.platter: %w", seal.ErrNoSecret), true},
+		{&seal.NoSecretError{Pass: true}, true},
+		{fmt.Errorf("a.platter: %w", errors.Join(seal.ErrNoIdentity, seal.ErrWrongPassphrase)), true},
+		{fmt.Errorf("a.platter: %w", image.ErrDamaged), false},
+		{nil, false},
+	} {
+		if got := IsLocked(tc.err); got != tc.want {
+			t.Errorf("IsLocked(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }

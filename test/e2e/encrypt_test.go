@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"testing"
 
@@ -628,5 +629,113 @@ func TestEncryptPrompt(t *testing.T) {
 	want, _ := os.ReadFile(filepath.Join(d.tree, d.names[1]))
 	if err != nil || !bytes.Equal(got, want) {
 		t.Errorf("a file of the mount: %v", err)
+	}
+}
+
+// list shows an encrypted image that nothing given opens as locked, not
+// damaged, with its id, size and what would open it; given its
+// passphrase or identity, it is listed by disk like any image. A child
+// whose parent stays locked says so; a damaged image is still damaged.
+// prune changes nothing while an image is locked, and says why.
+func TestListEncrypted(t *testing.T) {
+	d := newEncDisk(t)
+	k := newEncKeys(t, "list secret")
+	dir := t.TempDir()
+	path := func(name string) string { return filepath.Join(dir, name+".platter") }
+	ok(t, "create", "--progress", "none", d.path, path("plain"))
+	encCreate(t, k, d.path, path("enc"), append(k.pw(), "--encrypt")...)
+	encCreate(t, k, d.path, path("enc-inc"), append(k.pw(), "--incremental", path("enc"))...)
+	encCreate(t, k, d.path, path("age"), "--recipient", k.recipient)
+	sh(t, "cp", path("plain"), path("cut"))
+	sh(t, "truncate", "-s", "-100", path("cut"))
+	ids := map[string]string{}
+	for _, name := range []string{"plain", "enc", "enc-inc", "age"} {
+		ids[name] = info(t, path(name), append(k.pw(), k.id()...)...).ID
+	}
+	names := func(ims []listImg) string {
+		var n []string
+		for _, im := range ims {
+			n = append(n, strings.TrimSuffix(filepath.Base(im.File), ".platter"))
+		}
+		sort.Strings(n)
+		return strings.Join(n, " ")
+	}
+	inSets := func(doc listDoc) string {
+		var all []listImg
+		for _, s := range doc.Sets {
+			all = append(all, s.Images...)
+		}
+		return names(all)
+	}
+
+	// Nothing given: three locked, one damaged, one restores.
+	out, stderr, code := run(t, "list", dir)
+	if code != 0 {
+		t.Fatalf("list: exit %d\n%s", code, stderr)
+	}
+	t.Logf("platter list without secrets:\n%s", out)
+	fits(t, "list", out)
+	doc := listJSON(t, dir)
+	if names(doc.Locked) != "age enc enc-inc" || names(doc.Damaged) != "cut" || inSets(doc) != "plain" {
+		t.Fatalf("without secrets: locked %q, damaged %q, sets %q", names(doc.Locked), names(doc.Damaged), inSets(doc))
+	}
+	for _, im := range doc.Locked {
+		name := strings.TrimSuffix(filepath.Base(im.File), ".platter")
+		st, err := os.Stat(im.File)
+		if err != nil || im.ID != ids[name] || im.Size != st.Size() || im.Restores || !strings.HasPrefix(im.Problem, "locked: ") {
+			t.Errorf("%s: %+v; want id %s, size of the file, locked", name, im, ids[name])
+		}
+		if want := map[bool]string{true: "give an identity", false: "encrypted with a passphrase"}[name == "age"]; !strings.Contains(im.Problem, want) {
+			t.Errorf("%s: %q does not say %q", name, im.Problem, want)
+		}
+	}
+	if st, _ := os.Stat(path("cut")); doc.Damaged[0].Size != st.Size() {
+		t.Errorf("cut: size %d, the file %d", doc.Damaged[0].Size, st.Size())
+	}
+	damaged, locked, found := strings.Cut(out, "\nlocked: ")
+	if !found || strings.Contains(damaged, "enc.platter") || strings.Contains(damaged, "age.platter") ||
+		!strings.Contains(locked, ids["enc"][:8]) || !strings.Contains(locked, "age.platter") || strings.Contains(locked, "cut.platter") {
+		t.Errorf("the text list does not put the encrypted images apart as locked:\n%s", out)
+	}
+
+	// The passphrase opens two; the identity the third.
+	doc = listJSON(t, append(k.pw(), dir)...)
+	if names(doc.Locked) != "age" || inSets(doc) != "enc enc-inc plain" {
+		t.Errorf("with the passphrase: locked %q, sets %q", names(doc.Locked), inSets(doc))
+	}
+	doc = listJSON(t, append(append(k.pw(), k.id()...), dir)...)
+	if len(doc.Locked) != 0 || names(doc.Damaged) != "cut" || inSets(doc) != "age enc enc-inc plain" || len(doc.Sets) != 1 {
+		t.Errorf("with both: locked %q, damaged %q, sets %q (%d)", names(doc.Locked), names(doc.Damaged), inSets(doc), len(doc.Sets))
+	}
+	for _, s := range doc.Sets {
+		for _, im := range s.Images {
+			if !im.Restores {
+				t.Errorf("%s with its secrets: %s", im.File, im.Problem)
+			}
+		}
+	}
+	// A wrong passphrase: locked, and said.
+	wrong := filepath.Join(t.TempDir(), "wrong")
+	os.WriteFile(wrong, []byte("not it\n"), 0o600)
+	doc = listJSON(t, "--password-file", wrong, dir)
+	for _, im := range doc.Locked {
+		if strings.HasPrefix(filepath.Base(im.File), "enc") && !strings.Contains(im.Problem, "wrong passphrase") {
+			t.Errorf("%s with a wrong passphrase: %q", im.File, im.Problem)
+		}
+	}
+
+	// The parent's passphrase changed: the child opens, its parent not.
+	nk := newEncKeys(t, "another secret")
+	ok(t, append(append([]string{"passwd", "--test-kdf", cheapKDF, "--new-password-file", nk.pass}, k.pw()...), path("enc"))...)
+	doc = listJSON(t, append(k.pw(), dir)...)
+	inc, _ := doc.byFile("enc-inc")
+	if names(doc.Locked) != "age enc" || inc.Restores || !strings.HasPrefix(inc.Problem, "locked parent "+ids["enc"][:8]) || !strings.Contains(inc.Problem, "wrong passphrase") {
+		t.Errorf("enc-inc with its parent locked: restores %v, %q; locked %q", inc.Restores, inc.Problem, names(doc.Locked))
+	}
+
+	// prune refuses, naming the locked image, exit 1 (not damage).
+	os.Remove(path("cut"))
+	if _, stderr, code := run(t, "prune", "--keep-last", "1", dir); code != 1 || !strings.Contains(stderr, "is encrypted and locked") {
+		t.Errorf("prune with a locked image: exit %d: %s", code, stderr)
 	}
 }

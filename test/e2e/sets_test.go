@@ -92,6 +92,7 @@ type listDoc struct {
 		Images     []listImg `json:"images"`
 	} `json:"sets"`
 	Damaged []listImg `json:"damaged"`
+	Locked  []listImg `json:"locked"`
 }
 
 type listImg struct {
