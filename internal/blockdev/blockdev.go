@@ -29,6 +29,7 @@ type Device struct {
 	// directRead is the device opened with O_DIRECT for aligned reads
 	// (ReadDirect), nil otherwise.
 	directRead *os.File
+	noDirectRd atomic.Bool // set once a direct read is refused
 }
 
 // Open opens path read-only, as a source. Platter never writes to a source.
@@ -71,8 +72,12 @@ func newDevice(f *os.File, path string) (*Device, error) {
 // ReadAt reads from the device; aligned reads go around the page cache
 // after ReadDirect.
 func (d *Device) ReadAt(p []byte, off int64) (int, error) {
-	if d.directRead != nil && aligned(p, off, d.readAlign()) {
-		return d.directRead.ReadAt(p, off)
+	if d.directRead != nil && !d.noDirectRd.Load() && aligned(p, off, d.readAlign()) {
+		n, err := d.directRead.ReadAt(p, off)
+		if !errors.Is(err, errInvalid) {
+			return n, err
+		}
+		d.noDirectRd.Store(true) // refused: read through the page cache from now on
 	}
 	return d.f.ReadAt(p, off)
 }

@@ -1,6 +1,7 @@
 package blockdev
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -44,12 +45,38 @@ var errInvalid error = unix.EINVAL
 // through /proc/self/fd, never by name: the name may already be gone (an
 // image's .partial is created under a private name that is then unlinked)
 // or point elsewhere by now.
-func openDirect(f *os.File) *os.File {
-	d, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), os.O_WRONLY|unix.O_DIRECT, 0)
+func openDirect(f *os.File) *os.File { return reopenDirect(f, os.O_WRONLY) }
+
+// openDirectRead is openDirect for O_DIRECT reads.
+func openDirectRead(f *os.File) *os.File { return reopenDirect(f, os.O_RDONLY) }
+
+func reopenDirect(f *os.File, mode int) *os.File {
+	d, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), mode|unix.O_DIRECT, 0)
 	if err != nil {
 		return nil
 	}
 	return d
+}
+
+// discard discards a device's range (BLKDISCARD) or punches a hole in a
+// file (which then reads as zeros there, and keeps its size).
+func discard(d *Device, off, n int64) error {
+	var err error
+	if d.isDevice {
+		r := [2]uint64{uint64(off), uint64(n)}
+		if _, _, errno := unix.Syscall(unix.SYS_IOCTL, d.f.Fd(), unix.BLKDISCARD, uintptr(unsafe.Pointer(&r[0]))); errno != 0 {
+			err = errno
+		}
+	} else {
+		err = unix.Fallocate(int(d.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+	}
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.ENOTTY), errors.Is(err, unix.ENOSYS):
+		return fmt.Errorf("discard bytes %d-%d of %s: %w (%v)", off, off+n-1, d.path, errors.ErrUnsupported, err)
+	}
+	return fmt.Errorf("discard bytes %d-%d of %s: %w", off, off+n-1, d.path, err)
 }
 
 // ReadDirect makes aligned reads (whole sectors, aligned buffer) bypass the page

@@ -4,6 +4,7 @@ package blockdev
 
 import (
 	"errors"
+	"fmt"
 	"os"
 )
 
@@ -22,6 +23,12 @@ func startWriteback(*os.File, int64, int64) {}
 var errInvalid = errors.New("unused")
 
 func openDirect(*os.File) *os.File { return nil }
+
+func openDirectRead(*os.File) *os.File { return nil }
+
+func discard(*Device, int64, int64) error {
+	return fmt.Errorf("discard: %w off Linux", errors.ErrUnsupported)
+}
 
 // Mounts cannot tell on this system whether a device is in use, so it
 // refuses to answer for devices rather than say "not mounted".

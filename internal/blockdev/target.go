@@ -95,6 +95,58 @@ func OpenTarget(path string, size int64) (*Target, error) {
 	return &Target{Device: d, Fresh: true, Created: created}, nil
 }
 
+// OpenExisting opens path, which must exist and be exactly size bytes,
+// to be restored in place (restore --delta): nothing is truncated, and
+// the target is read back as well as written. A block device is opened
+// exclusively, as OpenTarget does. Aligned reads and writes go around the
+// page cache where the file allows it: the old state is read once, and
+// caching it would only push out what the machine is using.
+func OpenExisting(path string, size int64) (*Target, error) {
+	exists, isDev, have, err := StatTarget(path)
+	switch {
+	case err != nil:
+		return nil, err
+	case !exists:
+		return nil, fmt.Errorf("target %s does not exist", path)
+	case have != size:
+		return nil, fmt.Errorf("target %s is %d bytes, not the %d bytes restored", path, have, size)
+	}
+	flags := os.O_RDWR
+	if isDev {
+		flags |= os.O_EXCL
+	}
+	f, err := os.OpenFile(path, flags, 0)
+	if errors.Is(err, os.ErrPermission) {
+		return nil, fmt.Errorf("open target: %w", needRoot(path, err))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open target: %w", err)
+	}
+	d, err := newDevice(f, path)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if d.size != size {
+		d.Close()
+		return nil, fmt.Errorf("target %s is %d bytes, not the %d bytes restored", path, d.size, size)
+	}
+	d.direct = openDirect(f)
+	d.directRead = openDirectRead(f)
+	return &Target{Device: d}, nil
+}
+
+// Discard tells the target that bytes [off, off+n) hold nothing of use:
+// a device discards them (BLKDISCARD: they may read as zeros or as
+// before), a file gets a hole (they read as zeros). A target that cannot
+// gives an error wrapping errors.ErrUnsupported.
+func (t *Target) Discard(off, n int64) error {
+	if n <= 0 {
+		return nil
+	}
+	return discard(t.Device, off, n)
+}
+
 // Zero makes bytes [off, off+n) of the target read as zero.
 func (t *Target) Zero(off, n int64) error {
 	if t.Fresh || n <= 0 {
