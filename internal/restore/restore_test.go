@@ -103,6 +103,13 @@ func TestSparseWrite(t *testing.T) {
 // zero chunk with used blocks, a wholly used chunk and chunks with no
 // entry at all (none of their blocks used), the last one short.
 func filledImage(t *testing.T, fill string) (*image.Reader, []byte, [2]*block.Map) {
+	return filledImageOf(t, fill, true)
+}
+
+// filledImageOf is filledImage; with mask, each chunk's free bytes are
+// zero in the image as create makes them, else the chunks hold the
+// source's bytes there too.
+func filledImageOf(t *testing.T, fill string, mask bool) (*image.Reader, []byte, [2]*block.Map) {
 	const cs, bs = 64 << 10, 512
 	sizes := [2]int64{5*cs + 1000, 2 * cs}
 	src := make([]byte, sizes[0]+sizes[1])
@@ -130,7 +137,15 @@ func filledImage(t *testing.T, fill string) (*image.Reader, []byte, [2]*block.Ma
 	starts := [2]int64{0, sizes[0]}
 	for area, chunks := range [][]uint64{{0, 2, 3}, {1}} {
 		for _, k := range chunks {
-			c := src[starts[area]+int64(k)*cs : starts[area]+int64(k+1)*cs]
+			c := bytes.Clone(src[starts[area]+int64(k)*cs : starts[area]+int64(k+1)*cs])
+			if mask {
+				pos := int64(0)
+				maps[area].Runs(int64(k)*cs, cs, func(e block.Extent) {
+					clear(c[pos : e.Off-int64(k)*cs])
+					pos = e.End() - int64(k)*cs
+				})
+				clear(c[pos:])
+			}
 			e := image.Entry{Area: uint32(area), Chunk: k, RawLen: cs, Hash: blake3.Sum256(c)}
 			if bytes.Equal(c, make([]byte, cs)) {
 				e.Flags = image.FlagZero
