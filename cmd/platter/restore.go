@@ -27,6 +27,9 @@ type restoreOptions struct {
 	layout        string
 	growPartition int
 	plan          bool
+
+	// restore --delta (restore_delta.go)
+	delta, trim, force bool
 }
 
 func newRestoreCommand() *cobra.Command {
@@ -38,11 +41,17 @@ func newRestoreCommand() *cobra.Command {
 only that partition's contents. TARGET may be a block device (at least as
 large as what is restored; confirmation needed unless --yes) or a file
 (created or cut to size and written sparse). IMAGE - reads the image from
-standard input in one pass (the whole disk only).`,
+standard input in one pass (the whole disk only).
+
+With --delta, TARGET holds an older state of the same disk (or partition),
+as when rolling a machine back: each chunk of the image is compared with
+what TARGET holds, and only what differs is written; bytes no filesystem
+uses are left as they are (--trim discards them).`,
 		Example: `  platter restore laptop.platter /dev/sdb --yes    # onto a disk (shows what it overwrites)
   platter restore laptop.platter disk.img          # into a sparse file
   platter restore --partition 2 laptop.platter /dev/sdb2
-  ssh nas cat laptop.platter | platter restore --yes - /dev/sdb   # from a pipe`,
+  ssh nas cat laptop.platter | platter restore --yes - /dev/sdb   # from a pipe
+  platter restore --delta --yes laptop.platter /dev/sdb            # roll the disk back, writing what differs`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runRestore(cmd, opts, args[0], args[1])
@@ -56,6 +65,9 @@ standard input in one pass (the whole disk only).`,
 	f.StringVar(&opts.layout, "layout", "", "onto a disk of another size: keep (the source's layout as it was), grow (the last partition, or --grow-partition N, takes the new space) or fit (filesystems shrink, partitions move down); a different-size disk without it is refused")
 	f.IntVar(&opts.growPartition, "grow-partition", 0, "with --layout grow: the partition that takes the new space (default: the last one that is not a system partition)")
 	f.BoolVar(&opts.plan, "plan", false, "with --layout: print the layout that would be written, and write nothing")
+	f.BoolVar(&opts.delta, "delta", false, "TARGET holds an older state of the disk: write only what differs")
+	f.BoolVar(&opts.trim, "trim", false, "with --delta: discard the bytes no filesystem uses")
+	f.BoolVar(&opts.force, "force", false, "with --delta: restore onto a TARGET that does not look like the image's disk")
 	return cmd
 }
 
@@ -66,6 +78,9 @@ func runRestore(cmd *cobra.Command, opts restoreOptions, imagePath, target strin
 	}
 	if opts.partition < 0 {
 		return usagef("--partition must be a partition number")
+	}
+	if opts.delta || opts.trim || opts.force {
+		return runDeltaRestore(cmd, opts, mode, imagePath, target)
 	}
 	if imagePath == stdio {
 		return runRestoreStream(cmd, opts, mode, target)
