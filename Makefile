@@ -17,7 +17,7 @@ TOOLS := sgdisk:gdisk sfdisk:fdisk mkfs.fat:dosfstools fsck.fat:dosfstools \
 	mkfs.f2fs:f2fs-tools sload.f2fs:f2fs-tools fsck.f2fs:f2fs-tools dump.f2fs:f2fs-tools \
 	partclone.xfs:partclone mkswap:util-linux swaplabel:util-linux curl:curl \
 	resize2fs:e2fsprogs ntfsresize:ntfs-3g fatresize:fatresize xfs_growfs:xfsprogs \
-	resize.f2fs:f2fs-tools
+	resize.f2fs:f2fs-tools rsync:rsync
 
 # Fuzz targets run for FUZZTIME each in `make test`.
 FUZZTIME ?= 10s

@@ -17,7 +17,8 @@
 # ext4 come the compression levels, encryption, S3, and the incremental
 # and open-image benchmarks. LIVE=0 skips live imaging; ONLY=encryption runs
 # the encryption rows alone, ONLY=s3 the S3 rows (against MinIO on
-# loopback: make minio). Needs root (loop mount).
+# loopback: make minio), ONLY=delta the delta restore rows. Needs root
+# (loop mount).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -84,7 +85,7 @@ build_copy() { # build_copy FSTYPE: the ext4 bench filesystem's files on FSTYPE
 }
 
 partclone_of() { case $1 in ext4) echo partclone.extfs ;; *) echo "partclone.$1" ;; esac; }
-need="zstd /usr/bin/time bc curl"
+need="zstd /usr/bin/time bc curl rsync"
 for fs in $FSTYPES; do
 	case $fs in
 	ext4) need="$need e2fsck debugfs" ;;
@@ -376,6 +377,86 @@ REPORT
 	[ "${fsck%% *}" = clean ]
 }
 
+# Delta restore (issue 17): the disk restored, about 1 % of its files
+# (every hundredth) rewritten in place through the filesystem, then put
+# back by a full restore (onto a new file, as a user would without
+# --delta), by restore --delta, and by rsync --inplace of the same files
+# from the source mounted read-only (the reference: it rewrites the
+# changed files, but not the filesystem's blocks as imaged), alternating,
+# median of ROUNDS; the target is at most 25 % of the full restore. Each
+# run starts from a copy of the changed disk, written back, and with the
+# image, the source and the target out of the page cache (cold) as in a
+# real rollback, where the image comes from a backup disk and the target
+# was not read since boot.
+bench_delta() {
+	local img=$DIR/delta.platter old=$DIR/delta-old.img tgt=$DIR/delta-target.img size used r s mnt src files n changed
+	local full dl rs rd fsck json
+	# cold drops the clean cached pages of the files named, theirs only.
+	cold() { local f; for f in "$@"; do dd if="$f" iflag=nocache count=0 status=none; done; }
+	size=$(stat -c %s "$FS")
+	"$P" create --force --progress=none "$FS" "$img" > /dev/null
+	used=$(used_bytes "$img")
+	rm -f "$old"
+	"$P" restore --yes --progress=none "$img" "$old" > /dev/null
+	mnt=$(mktemp -d)
+	mount -o loop "$old" "$mnt"
+	files=$(find "$mnt" -type f | wc -l)
+	n=0 changed=0
+	while IFS= read -r f; do
+		shred -n 1 -x "$f"
+		n=$((n + 1)) changed=$((changed + $(stat -c %s "$f")))
+	done < <(find "$mnt" -type f | awk 'NR % 100 == 0')
+	umount "$mnt"; rmdir "$mnt"
+	src=$(mktemp -d); mnt=$(mktemp -d)
+	for r in $(seq 1 "$ROUNDS"); do
+		echo "delta round $r/$ROUNDS"
+		rm -f "$tgt"; truncate -s "$size" "$tgt"; settle; cold "$img"; s=$(now)
+		"$P" restore --yes --progress=none "$img" "$tgt" > /dev/null
+		add delta_full "$(echo "$(now) - $s" | bc)"
+		rm -f "$tgt"; cp --sparse=always "$old" "$tgt"; settle; cold "$img" "$tgt"; s=$(now)
+		json=$("$P" restore --delta --json --yes --progress=none "$img" "$tgt")
+		add delta_delta "$(echo "$(now) - $s" | bc)"
+		[ "$r" = "$ROUNDS" ] && fsck=$(check ext4 "$FS" "$tgt")
+		# The disk's read speed: the delta cannot be faster than reading
+		# the used bytes it compares (the target's free ranges are holes
+		# here, which dd reads without the disk).
+		settle; cold "$tgt"; s=$(now)
+		dd if="$tgt" iflag=direct bs=8M of=/dev/null status=none
+		add delta_read "$(echo "$(now) - $s" | bc)"
+		rm -f "$tgt"; cp --sparse=always "$old" "$tgt"
+		settle; cold "$FS" "$tgt"
+		mount -o ro,loop "$FS" "$src"; mount -o loop "$tgt" "$mnt"; s=$(now)
+		rsync -a --inplace --delete "$src/" "$mnt/"
+		sync -f "$mnt"
+		add delta_rsync "$(echo "$(now) - $s" | bc)"
+		umount "$src" "$mnt"
+	done
+	rmdir "$src" "$mnt"
+	full=$(med delta_full); dl=$(med delta_delta); rs=$(med delta_rsync); rd=$(med delta_read)
+	field() { echo "$json" | awk -F': ' -v k="\"$1\"" '$1 ~ k { gsub(",", "", $2); print $2; exit }'; }
+	cat <<REPORT
+
+Delta restore after rewriting $n of $files files ($(mib "$changed") of $((used / 1048576)) MiB used), median of $ROUNDS alternating rounds
+
+| | time | vs full restore (target) |
+|---|---|---|
+| full restore | $(printf '%.2f s' "$full") | |
+| restore --delta | $(printf '%.2f s' "$dl") | $(printf '%.0f %%' "$(echo "$dl * 100 / $full" | bc -l)") $( [ "$(echo "$dl <= $full / 4" | bc -l)" = 1 ] && echo "(≤ 25 %: met)" || echo "(≤ 25 %: MISSED)") |
+| rsync -a --inplace --delete (reference) | $(printf '%.2f s' "$rs") | $(printf '%.0f %%' "$(echo "$rs * 100 / $full" | bc -l)") |
+
+the delta compared $(field chunks_compared) chunks ($(mib "$(field bytes_compared)")), $(field chunks_differed) differed ($(mib "$(field bytes_differed)")); it wrote $(mib "$(field bytes_written)")
+reading the target file whole (dd iflag=direct bs=8M; its free ranges are holes, read without the disk): $(printf '%.2f s' "$rd"), $(printf '%.0f %%' "$(echo "$rd * 100 / $full" | bc -l)") of the full restore: the floor of a delta that reads what it compares
+every run (s): full${T[delta_full]}; delta${T[delta_delta]}; rsync${T[delta_rsync]}; read${T[delta_read]}
+the delta-restored disk: $fsck
+REPORT
+	rm -f "$img" "$old" "$tgt"
+	[ "${fsck%% *}" = clean ]
+}
+
+if [ "${ONLY:-}" = delta ]; then
+	bench_delta
+	exit
+fi
 if [ "${ONLY:-}" = encryption ]; then
 	bench_encryption
 	exit
@@ -466,6 +547,8 @@ Incremental after changing $((changed / 1048576)) MiB of $((used / 1048576)) MiB
 every run (s): incremental${T[inc]}; full${T[incfull]}
 REPORT
 	rm -f "$INC_SRC" "$DIR/inc-full.platter" "$DIR/inc.platter" "$DIR/inc-now.platter"
+
+	bench_delta
 
 	# Opening an image without restoring it: FUSE and NBD against the
 	# restored disk file (test/e2e/open_bench_test.go).
