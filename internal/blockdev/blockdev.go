@@ -27,9 +27,8 @@ type Device struct {
 	direct   *os.File
 	noDirect atomic.Bool // set once a direct write is refused
 	// directRead is the device opened with O_DIRECT for aligned reads
-	// (ReadDirect), nil otherwise.
+	// (ReadDirect, OpenExisting), nil otherwise.
 	directRead *os.File
-	noDirectRd atomic.Bool // set once a direct read is refused
 }
 
 // Open opens path read-only, as a source. Platter never writes to a source.
@@ -70,14 +69,10 @@ func newDevice(f *os.File, path string) (*Device, error) {
 }
 
 // ReadAt reads from the device; aligned reads go around the page cache
-// after ReadDirect.
+// after ReadDirect, and on a target opened by OpenExisting.
 func (d *Device) ReadAt(p []byte, off int64) (int, error) {
-	if d.directRead != nil && !d.noDirectRd.Load() && aligned(p, off, d.readAlign()) {
-		n, err := d.directRead.ReadAt(p, off)
-		if !errors.Is(err, errInvalid) {
-			return n, err
-		}
-		d.noDirectRd.Store(true) // refused: read through the page cache from now on
+	if d.directRead != nil && aligned(p, off, d.readAlign()) {
+		return d.directRead.ReadAt(p, off)
 	}
 	return d.f.ReadAt(p, off)
 }

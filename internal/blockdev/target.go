@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/platter-dev/platter/internal/block"
 	"github.com/platter-dev/platter/internal/outfile"
 )
 
@@ -133,6 +134,14 @@ func OpenExisting(path string, size int64) (*Target, error) {
 	}
 	d.direct = openDirect(f)
 	d.directRead = openDirectRead(f)
+	if d.directRead != nil && size >= block.DirectAlign {
+		// Some filesystems take O_DIRECT at open and refuse it only at
+		// the first read: ask now, and read through the page cache if so.
+		if _, err := d.directRead.ReadAt(block.AlignedBuffer(block.DirectAlign), 0); err != nil {
+			d.directRead.Close()
+			d.directRead = nil
+		}
+	}
 	return &Target{Device: d}, nil
 }
 
