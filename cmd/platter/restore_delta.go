@@ -129,6 +129,11 @@ func sameDisk(img *image.Reader, target string, opts restoreOptions) error {
 	}
 	var ne *restore.NotSameError
 	switch {
+	case errors.As(err, &ne) && opts.force && opts.trim:
+		// What the image's disk does not use may be another disk's data
+		// here. Once forced, the target holds the image's table and a
+		// second delta with --trim passes the check.
+		return usagef("target %s: %v; --force restores onto it, but not with --trim, which would discard what the image's disk leaves free and this disk may use: restore with --force first, then --trim", target, err)
 	case errors.As(err, &ne) && opts.force:
 		warn("%s: %v; restoring onto it anyway (--force)", target, err)
 		return nil

@@ -282,12 +282,18 @@ func TestDeltaRefuses(t *testing.T) {
 		t.Errorf("--trim without --delta: exit %d: %s", code, stderr)
 	}
 
+	// --force with --trim is refused where the check fails: the free
+	// bytes may be another disk's data.
+	refused(other, 2, "but not with --trim", "--force", "--trim")
 	// --force restores onto the other disk anyway: it becomes the image's.
 	_, stderr, code := run(t, "restore", "--delta", "--force", "--progress", "none", img, other)
 	if code != 0 || !strings.Contains(stderr, "restoring onto it anyway (--force)") {
 		t.Errorf("--force: exit %d: %s", code, stderr)
 	}
 	sameFile(t, other, full, "--force onto the disk with other GUIDs")
+	// Now it passes the check, --trim and all.
+	deltaRestore(t, "--trim", "--force", img, other)
+	sameFile(t, other, full, "--trim after --force")
 }
 
 // --partition N: a delta of one partition onto a file holding an older
