@@ -80,6 +80,9 @@ func runRestore(cmd *cobra.Command, opts restoreOptions, imagePath, target strin
 		return usagef("--partition must be a partition number")
 	}
 	if opts.delta || opts.trim || opts.force {
+		if opts.layout != "" || opts.plan || opts.growPartition != 0 {
+			return usagef("--delta writes onto the disk the image was made of, as it was laid out; --layout restores onto another: not both")
+		}
 		return runDeltaRestore(cmd, opts, mode, imagePath, target)
 	}
 	if imagePath == stdio {

@@ -105,7 +105,7 @@ func Delta(ctx context.Context, img *image.Reader, t DeltaTarget, opts DeltaOpti
 	if opts.Progress == nil {
 		opts.Progress = noProgress{}
 	}
-	all, err := plan(img, opts.Partition)
+	all, err := plan(img, partitionPlace(opts.Partition))
 	if err != nil {
 		return st, err
 	}
@@ -320,17 +320,6 @@ func readFull(r io.ReaderAt, b []byte, off int64) error {
 		err = io.ErrUnexpectedEOF
 	}
 	return fmt.Errorf("read target at byte %d: %w", off+int64(n), err)
-}
-
-func allZero(b []byte) bool {
-	for len(b) > 0 {
-		k := min(len(b), len(zeros))
-		if !isZero(b[:k]) {
-			return false
-		}
-		b = b[k:]
-	}
-	return true
 }
 
 // trim discards, of what is restored, every byte no filesystem uses: the
