@@ -8,7 +8,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/platter-dev/platter/internal/tooltest"
 )
 
 // sizedFile makes an empty file of size bytes: the target disk of a
@@ -256,4 +260,153 @@ func TestLayoutSectors512To4K(t *testing.T) {
 	for n, fs := range map[int]string{1: "fat32", 2: "ext4", 3: "ntfs"} {
 		checkPartition(t, extract(t, target, parts[n]), fs, disk+".files/p"+strconv.Itoa(n))
 	}
+}
+
+// A GPT disk with XFS (grows, cannot shrink) and btrfs (both ways), each
+// made by its mkfs from a tree: fit onto a smaller disk keeps XFS whole
+// and shrinks btrfs (the kernel's resize, on the overlay); grow gives the
+// new space to XFS (--grow-partition 1: btrfs moves to the end) or to
+// btrfs (the last). Judged by xfs_repair -n, btrfs check, both mounted
+// with every file compared, and the grown filesystem filling its
+// partition.
+func TestLayoutXFSBtrfs(t *testing.T) {
+	dir := t.TempDir()
+	tree := filepath.Join(dir, "tree")
+	sh(t, "bash", filepath.Join(fixtures, "files.sh"), tree)
+	disk := xfsGarbage(t, filepath.Join(dir, "disk.img"), 760<<20)
+	sh(t, "sgdisk", "-n", "1:1M:+320M", "-t", "1:8300", "-c", "1:xfs", "-n", "2:0:+400M", "-t", "2:8300", "-c", "2:btrfs", disk)
+	src := sfdiskParts(t, disk)
+	xfsPart := xfsGarbage(t, filepath.Join(dir, "xfs.img"), src[1].size)
+	sh(t, "mkfs.xfs", "-q", "-f", "-K", xfsPart)
+	mnt, done := tooltest.Mount(t, xfsPart, "")
+	sh(t, "cp", "-a", tree+"/.", mnt)
+	done()
+	btrfsPart := xfsGarbage(t, filepath.Join(dir, "btrfs.img"), src[2].size)
+	sh(t, "mkfs.btrfs", "-q", "-f", "--nodiscard", "--rootdir", tree, btrfsPart)
+	for n, p := range map[int]string{1: xfsPart, 2: btrfsPart} {
+		sh(t, "dd", "if="+p, "of="+disk, "bs=1M", "seek="+strconv.FormatInt(src[n].start>>20, 10), "conv=notrunc", "status=none")
+	}
+	img := filepath.Join(dir, "disk.platter")
+	ok(t, "create", "--progress", "none", disk, img)
+
+	for _, c := range []struct {
+		name  string
+		size  int64
+		args  []string
+		grown int
+	}{
+		{"fit", 640 << 20, []string{"--layout", "fit"}, 0},
+		{"grow-xfs", 1280 << 20, []string{"--layout", "grow", "--grow-partition", "1"}, 1},
+		{"grow-btrfs", 1280 << 20, []string{"--layout", "grow"}, 2},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			target := sizedFile(t, c.size)
+			ok(t, append(append([]string{"restore", "--progress", "none"}, c.args...), img, target)...)
+			if out := sh(t, "sgdisk", "-v", target); !strings.Contains(out, "No problems found") {
+				t.Errorf("sgdisk -v:\n%s", out)
+			}
+			parts := sfdiskParts(t, target)
+			x, b := extract(t, target, parts[1]), extract(t, target, parts[2])
+			xfsRepairClean(t, x)
+			sh(t, "btrfs", "check", "--readonly", b)
+			for n, p := range map[int]string{1: x, 2: b} {
+				opts := "ro"
+				if n == 1 {
+					opts = "ro,nouuid"
+				}
+				mnt, done := tooltest.Mount(t, p, opts)
+				sameTree(t, tree, mnt)
+				done()
+				if a, got := blkidTag(t, extract(t, disk, src[n]), "UUID"), blkidTag(t, p, "UUID"); a != got {
+					t.Errorf("partition %d: UUID %q, was %q", n, got, a)
+				}
+			}
+			if c.name == "fit" {
+				if parts[1] != src[1] {
+					t.Errorf("XFS moved or was resized: %+v, was %+v", parts[1], src[1])
+				}
+				if parts[2].size >= src[2].size {
+					t.Errorf("btrfs is %d bytes, not smaller than %d", parts[2].size, src[2].size)
+				}
+			}
+			if c.grown != 0 {
+				g := parts[c.grown]
+				if g.size < src[c.grown].size+400<<20 {
+					t.Errorf("partition %d is %d bytes: it did not take the new space", c.grown, g.size)
+				}
+				var fsBytes int64
+				if c.grown == 1 {
+					dblocks, bs, _, _ := xfsCounts(t, x)
+					fsBytes = dblocks * bs
+				} else {
+					for _, l := range strings.Split(sh(t, "btrfs", "inspect-internal", "dump-super", b), "\n") {
+						if v, ok := strings.CutPrefix(l, "dev_item.total_bytes"); ok {
+							fsBytes, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+						}
+					}
+				}
+				if fsBytes < g.size*95/100 {
+					t.Errorf("the grown filesystem is %d bytes in a %d-byte partition", fsBytes, g.size)
+				}
+			}
+		})
+	}
+}
+
+// Ctrl-C while a filesystem is being shrunk on the overlay: nothing is
+// left behind (no overlay file, no window mount, no loop device) and the
+// target is untouched, since nothing is written before the shrinking ends.
+func TestLayoutInterrupt(t *testing.T) {
+	disk := fixture(t, "gpt-disk.sh")
+	img := filepath.Join(t.TempDir(), "disk.platter")
+	ok(t, "create", "--progress", "none", disk, img)
+	target := sizedFile(t, 128<<20)
+	writeAt(t, target, []byte("untouched"), 0)
+	tmp := t.TempDir()
+	cmd := exec.Command(platter, "restore", "--progress", "none", "--layout", "fit", img, target)
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Interrupt once a window onto the overlay is mounted.
+	deadline := time.Now().Add(30 * time.Second)
+	for !mountedUnder(t, tmp) {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatal("no window was mounted under TMPDIR within 30 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	if err := cmd.Wait(); err == nil {
+		t.Fatalf("the restore finished despite Ctrl-C:\n%s", stderr.String())
+	}
+	if mountedUnder(t, tmp) {
+		t.Errorf("a mount under %s is left after Ctrl-C", tmp)
+	}
+	if left, _ := os.ReadDir(tmp); len(left) > 0 {
+		t.Errorf("left in TMPDIR after Ctrl-C: %v", left)
+	}
+	if out := sh(t, "losetup", "-a"); strings.Contains(out, tmp) {
+		t.Errorf("a loop device is left on the overlay:\n%s", out)
+	}
+	if !bytes.Equal(readAt(t, target, 9, 0), []byte("untouched")) {
+		t.Error("the target was written before the shrinking was done")
+	}
+}
+
+// mountedUnder says whether anything is mounted below dir.
+func mountedUnder(t *testing.T, dir string) bool {
+	b, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && strings.HasPrefix(f[1], dir+"/") {
+			return true
+		}
+	}
+	return false
 }
