@@ -88,24 +88,12 @@ func runRestore(cmd *cobra.Command, opts restoreOptions, imagePath, target strin
 	if imagePath == stdio {
 		return runRestoreStream(cmd, opts, mode, target)
 	}
-	f, img, err := openImage(imagePath)
-	if errors.Is(err, image.ErrNotImage) {
-		if _, terr := image.ReadID(target); terr == nil {
-			return usagef("%s is not a Platter image, but %s is: did you swap IMAGE and TARGET? (platter restore IMAGE TARGET)", imagePath, target)
-		}
-	}
+	f, img, need, err := openRestoreImage(imagePath, target, opts.partition)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
 	defer img.Close()
-	need, err := restore.Size(img, opts.partition)
-	if err != nil {
-		return err
-	}
-	if held := f.holding(target); held != "" {
-		return usagef("TARGET %s is %s, a file of the image's chain: restoring onto it would destroy the image being read", target, held)
-	}
 	if mode, relayout, err := chooseLayout(opts, img, target, need); err != nil {
 		return err
 	} else if relayout {
@@ -283,4 +271,33 @@ func chooseLayout(opts restoreOptions, img *image.Reader, target string, need in
 	}
 	defer d.Close()
 	return mode, opts.plan || d.SectorSize() != img.Metadata().SectorSize, nil
+}
+
+// openRestoreImage opens IMAGE for a restore onto target, with the
+// refusals every restore makes first (IMAGE and TARGET swapped, TARGET a
+// file of the image's chain), and says how many bytes the target must
+// hold for partition (0: the whole disk).
+func openRestoreImage(imagePath, target string, partition int) (chainFiles, *image.Reader, int64, error) {
+	f, img, err := openImage(imagePath)
+	if errors.Is(err, image.ErrNotImage) {
+		if _, terr := image.ReadID(target); terr == nil {
+			return nil, nil, 0, usagef("%s is not a Platter image, but %s is: did you swap IMAGE and TARGET? (platter restore IMAGE TARGET)", imagePath, target)
+		}
+	}
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	fail := func(err error) (chainFiles, *image.Reader, int64, error) {
+		img.Close()
+		f.Close()
+		return nil, nil, 0, err
+	}
+	need, err := restore.Size(img, partition)
+	if err != nil {
+		return fail(err)
+	}
+	if held := f.holding(target); held != "" {
+		return fail(usagef("TARGET %s is %s, a file of the image's chain: restoring onto it would destroy the image being read", target, held))
+	}
+	return f, img, need, nil
 }

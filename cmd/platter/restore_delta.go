@@ -25,24 +25,12 @@ func runDeltaRestore(cmd *cobra.Command, opts restoreOptions, mode ui.Mode, imag
 		// would be read anyway, and the index comes last.
 		return usagef("--delta needs the image's index, at its end: save the image to a file first (or restore without --delta)")
 	}
-	f, img, err := openImage(imagePath)
-	if errors.Is(err, image.ErrNotImage) {
-		if _, terr := image.ReadID(target); terr == nil {
-			return usagef("%s is not a Platter image, but %s is: did you swap IMAGE and TARGET? (platter restore IMAGE TARGET)", imagePath, target)
-		}
-	}
+	f, img, need, err := openRestoreImage(imagePath, target, opts.partition)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
 	defer img.Close()
-	need, err := restore.Size(img, opts.partition)
-	if err != nil {
-		return err
-	}
-	if held := f.holding(target); held != "" {
-		return usagef("TARGET %s is %s, a file of the image's chain: restoring onto it would destroy the image being read", target, held)
-	}
 	if opts.trim {
 		if err := restore.CheckTrim(img, opts.partition); err != nil {
 			return usagef("--trim: %v", err)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -100,7 +99,7 @@ func Delta(ctx context.Context, img *image.Reader, t DeltaTarget, opts DeltaOpti
 	if opts.Workers <= 0 {
 		// As Run: reads of the target wait for the disk while other
 		// workers hash.
-		opts.Workers = min(4*runtime.GOMAXPROCS(0), 64)
+		opts.Workers = defaultWorkers()
 	}
 	if opts.Progress == nil {
 		opts.Progress = noProgress{}
@@ -124,40 +123,19 @@ func Delta(ctx context.Context, img *image.Reader, t DeltaTarget, opts DeltaOpti
 	opts.Progress.Start(total)
 
 	d := &delta{img: img, t: t, cs: img.Metadata().ChunkSize}
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	ch := make(chan task)
-	var wg sync.WaitGroup
-	for range opts.Workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// Aligned, so that the target can be read directly.
-			buf := block.AlignedBuffer(int(d.cs))
-			for tk := range ch {
-				if ctx.Err() != nil {
-					continue
-				}
-				if err := d.chunk(tk, buf); err != nil {
-					cancel(err)
-					continue
-				}
-				opts.Progress.Add(tk.usedBytes())
+	err = each(ctx, opts.Workers, tasks, func() func(task) error {
+		// Aligned, so that the target can be read directly.
+		buf := block.AlignedBuffer(int(d.cs))
+		return func(tk task) error {
+			if err := d.chunk(tk, buf); err != nil {
+				return err
 			}
-		}()
-	}
-feed:
-	for _, tk := range tasks {
-		select {
-		case ch <- tk:
-		case <-ctx.Done():
-			break feed
+			opts.Progress.Add(tk.usedBytes())
+			return nil
 		}
-	}
-	close(ch)
-	wg.Wait()
+	})
 	st = d.stats()
-	if err := context.Cause(ctx); err != nil {
+	if err != nil {
 		return st, err
 	}
 	if opts.Trim {
