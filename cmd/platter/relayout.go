@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"time"
@@ -112,18 +113,29 @@ func runRestoreLayout(cmd *cobra.Command, opts restoreOptions, mode layout.Mode,
 	if err := r.shrink(ctx); err != nil {
 		return fmt.Errorf("nothing was written to %s: %w", target, err)
 	}
-	t, err := blockdev.OpenTarget(target, r.size)
+	open := blockdev.OpenTarget
+	if opts.delta {
+		open = blockdev.OpenExisting // the older state is what is compared
+	}
+	bt, err := open(target, r.size)
 	if err != nil {
 		return err
 	}
-	err = r.write(ctx, t, opts)
+	// With --delta every write goes through Changes: only the blocks that
+	// differ from the target's are written.
+	var t restore.ReadTarget = bt
+	changes := &restore.Changes{T: bt}
+	if opts.delta {
+		t = changes
+	}
+	err = r.write(ctx, t, bt.Fresh && !opts.delta, opts)
 	if err == nil {
-		err = r.grow(ctx, t)
+		err = r.grow(ctx, t, bt.Sync)
 	}
 	if err == nil {
-		err = t.Sync()
+		err = bt.Sync()
 	}
-	if cerr := t.Close(); err == nil {
+	if cerr := bt.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
@@ -131,6 +143,10 @@ func runRestoreLayout(cmd *cobra.Command, opts restoreOptions, mode layout.Mode,
 	}
 	summary.Seconds = time.Since(start).Seconds()
 	lines := []string{fmt.Sprintf("restored disk of %s to %s (%s, layout %s) in %.1fs", imagePath, target, ui.Bytes(r.size), mode, summary.Seconds)}
+	if opts.delta {
+		summary.Written = changes.Written()
+		lines = append(lines, fmt.Sprintf("delta: wrote %s, the 4 KiB blocks that differed", ui.Bytes(summary.Written)))
+	}
 	for _, mv := range r.plan.Moves {
 		if mv.Stuck {
 			lines = append(lines, fmt.Sprintf("%s: the partition is larger, its filesystem keeps its size (Platter cannot grow it)", mv.Label))
@@ -256,7 +272,7 @@ func (r *relayout) shrink(ctx context.Context) error {
 
 // write puts every partition at its new place, the boot code before the
 // first one, and the partition table written anew.
-func (r *relayout) write(ctx context.Context, t *blockdev.Target, opts restoreOptions) error {
+func (r *relayout) write(ctx context.Context, t restore.ReadTarget, fresh bool, opts restoreOptions) error {
 	mode, _ := displayMode(opts.progress)
 	// Partitions not shrunk come from their chunks; the area before the
 	// first partition (boot code; the table is written over it after)
@@ -276,7 +292,7 @@ func (r *relayout) write(ctx context.Context, t *blockdev.Target, opts restoreOp
 		return mv.NewStart, true
 	}
 	p := newProgress(mode, "restore")
-	err := restore.Run(ctx, r.img, t, restore.Options{Place: place, Fresh: t.Fresh, Progress: p})
+	err := restore.Run(ctx, r.img, t, restore.Options{Place: place, Fresh: fresh, Progress: p})
 	p.Finish()
 	if err != nil {
 		return err
@@ -298,7 +314,7 @@ func (r *relayout) write(ctx context.Context, t *blockdev.Target, opts restoreOp
 		}
 		runs = block.MergeExtents(runs)
 		p := newProgress(mode, "restore")
-		err := restore.Copy(ctx, r.scratch.Section(mv.OldStart, mv.NewSize), t, runs, mv.NewStart, restore.Options{Fresh: t.Fresh, Progress: p})
+		err := restore.Copy(ctx, r.scratch.Section(mv.OldStart, mv.NewSize), t, runs, mv.NewStart, restore.Options{Fresh: fresh, Progress: p})
 		p.Finish()
 		if err != nil {
 			return fmt.Errorf("%s: %w", mv.Label, err)
@@ -324,7 +340,7 @@ func (r *relayout) write(ctx context.Context, t *blockdev.Target, opts restoreOp
 
 // writeTable writes the partition table for the target: the plan's
 // places, in the target's sectors, the rest kept from the image's.
-func (r *relayout) writeTable(t *blockdev.Target) error {
+func (r *relayout) writeTable(t io.WriterAt) error {
 	nt, err := r.src.WithSectorSize(r.sector)
 	if err != nil {
 		return fmt.Errorf("the image's partitions on %d-byte sectors: %w", r.sector, err)
@@ -343,12 +359,12 @@ func (r *relayout) writeTable(t *blockdev.Target) error {
 
 // grow grows, on the target, every filesystem the plan makes larger:
 // its tool works on the partition through a window.
-func (r *relayout) grow(ctx context.Context, t *blockdev.Target) error {
+func (r *relayout) grow(ctx context.Context, t restore.ReadTarget, sync func() error) error {
 	for _, mv := range r.plan.Moves {
 		if mv.Resize != layout.Enlarge {
 			continue
 		}
-		if err := t.Sync(); err != nil { // what the tool reads is on the disk
+		if err := sync(); err != nil { // what the tool reads is on the disk
 			return err
 		}
 		w, err := resize.OpenWindow(&targetSection{t: t, off: mv.NewStart, size: mv.NewSize})
@@ -376,7 +392,7 @@ func (r *relayout) grow(ctx context.Context, t *blockdev.Target) error {
 // targetSection is one partition of the target, read and written at
 // offsets within it.
 type targetSection struct {
-	t         *blockdev.Target
+	t         restore.ReadTarget
 	off, size int64
 }
 
@@ -406,6 +422,8 @@ type layoutSummary struct {
 	SectorSize int64        `json:"sector_size"`
 	Partitions []layoutPart `json:"partitions"`
 	Seconds    float64      `json:"seconds,omitempty"`
+	// Written, with --delta: the bytes of the blocks that differed.
+	Written int64 `json:"bytes_written,omitempty"`
 }
 
 type layoutPart struct {

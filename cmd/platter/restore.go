@@ -79,11 +79,13 @@ func runRestore(cmd *cobra.Command, opts restoreOptions, imagePath, target strin
 	if opts.partition < 0 {
 		return usagef("--partition must be a partition number")
 	}
-	if opts.delta || opts.trim || opts.force {
-		if opts.layout != "" || opts.plan || opts.growPartition != 0 {
-			return usagef("--delta writes onto the disk the image was made of, as it was laid out; --layout restores onto another: not both")
-		}
+	switch {
+	case (opts.trim || opts.force) && opts.layout != "":
+		return usagef("--trim and --force are not for a delta onto a new layout (--delta --layout)")
+	case (opts.delta || opts.trim || opts.force) && opts.layout == "":
 		return runDeltaRestore(cmd, opts, mode, imagePath, target)
+	case opts.delta && imagePath == stdio:
+		return usagef("--delta needs the image's index, at its end: save the image to a file first (or restore without --delta)")
 	}
 	if imagePath == stdio {
 		return runRestoreStream(cmd, opts, mode, target)
@@ -252,7 +254,7 @@ func chooseLayout(opts restoreOptions, img *image.Reader, target string, need in
 		}
 		mode = m
 	}
-	if mode != layout.Keep {
+	if mode != layout.Keep || opts.delta {
 		return mode, true, nil
 	}
 	exists, isDev, size, err := blockdev.StatTarget(target)

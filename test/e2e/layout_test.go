@@ -410,3 +410,64 @@ func mountedUnder(t *testing.T, dir string) bool {
 	}
 	return false
 }
+
+// A disk restored onto a new layout, then changed (a file added, one
+// removed, one rewritten), rolled back with --delta --layout: the same
+// plan is made again and only the blocks that differ are written; the
+// filesystems come back clean with the image's files.
+func TestLayoutDelta(t *testing.T) {
+	disk := fixture(t, "gpt-disk.sh")
+	img := filepath.Join(t.TempDir(), "disk.platter")
+	ok(t, "create", "--progress", "none", disk, img)
+	for _, c := range []struct {
+		name string
+		size int64
+		args []string
+	}{
+		{"fit", 128 << 20, []string{"--layout", "fit"}},
+		{"grow", 512 << 20, []string{"--layout", "grow", "--grow-partition", "2"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			target := sizedFile(t, c.size)
+			ok(t, append(append([]string{"restore", "--progress", "none"}, c.args...), img, target)...)
+			parts := sfdiskParts(t, target)
+			dev := loop(t, target, "-o", strconv.FormatInt(parts[2].start, 10), "--sizelimit", strconv.FormatInt(parts[2].size, 10))
+			mnt, done := tooltest.Mount(t, dev, "")
+			os.WriteFile(filepath.Join(mnt, "new-file"), bytes.Repeat([]byte("changed "), 100000), 0o644)
+			ents, _ := os.ReadDir(mnt)
+			for _, e := range ents {
+				if !e.IsDir() && e.Name() != "new-file" {
+					os.Remove(filepath.Join(mnt, e.Name()))
+					break
+				}
+			}
+			done()
+			sh(t, "losetup", "-d", dev)
+
+			var sum struct {
+				Written int64 `json:"bytes_written"`
+			}
+			out := ok(t, append(append([]string{"restore", "--json", "--progress", "none", "--delta"}, c.args...), img, target)...)
+			if err := json.Unmarshal([]byte(out), &sum); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			if sum.Written <= 0 || sum.Written > 16<<20 {
+				t.Errorf("the delta wrote %d bytes; want some, and far less than the disk", sum.Written)
+			}
+			if out := sh(t, "sgdisk", "-v", target); !strings.Contains(out, "No problems found") {
+				t.Errorf("sgdisk -v:\n%s", out)
+			}
+			if got := sfdiskParts(t, target); got[2] != parts[2] {
+				t.Errorf("partition 2 at %+v, was %+v", got[2], parts[2])
+			}
+			for n, fs := range map[int]string{1: "fat32", 2: "ext4", 3: "ntfs"} {
+				checkPartition(t, extract(t, target, parts[n]), fs, disk+".files/p"+strconv.Itoa(n))
+			}
+			if c.name == "grow" {
+				if got := fsSize(t, "ext4", extract(t, target, parts[2])); got < parts[2].size*95/100 {
+					t.Errorf("ext4 is %d bytes in a %d-byte partition after the delta", got, parts[2].size)
+				}
+			}
+		})
+	}
+}
