@@ -18,7 +18,8 @@ TOOLS := sgdisk:gdisk sfdisk:fdisk mkfs.fat:dosfstools fsck.fat:dosfstools \
 	partclone.xfs:partclone mkswap:util-linux swaplabel:util-linux curl:curl \
 	resize2fs:e2fsprogs ntfsresize:ntfs-3g fatresize:fatresize xfs_growfs:xfsprogs \
 	resize.f2fs:f2fs-tools rsync:rsync \
-	qcowinfo:libqcow-utils qcowmount:libqcow-utils vmdkinfo:libvmdk-utils vmdkmount:libvmdk-utils
+	qcowinfo:libqcow-utils qcowmount:libqcow-utils vmdkinfo:libvmdk-utils vmdkmount:libvmdk-utils \
+	vhdiinfo:libvhdi-utils vhdimount:libvhdi-utils
 
 # Fuzz targets run for FUZZTIME each in `make test`.
 FUZZTIME ?= 10s
