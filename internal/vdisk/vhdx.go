@@ -27,7 +27,10 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"os"
 	"unicode/utf16"
+
+	"github.com/platter-dev/platter/internal/block"
 )
 
 func init() {
@@ -51,11 +54,11 @@ const vhdxOutMax = 64 << 40
 var vhdxCRC = crc32.MakeTable(crc32.Castagnoli)
 
 // writeVHDX writes a dynamic VHDX. Its BAT is written after the data,
-// once the blocks' places are known, so out must be a file.
+// once the blocks' places are known, so out must be a regular file.
 func writeVHDX(ctx context.Context, out Output, src Source, progress Progress) error {
-	f, ok := out.(vhdFile)
-	if !ok {
-		return errors.New("vhdx: the output must be a file")
+	data, err := checkData(src)
+	if err != nil {
+		return err
 	}
 	// The logical sector size is the disk's: a disk of 4096-byte sectors
 	// keeps its partition table where its guest will look for it.
@@ -63,10 +66,24 @@ func writeVHDX(ctx context.Context, out Output, src Source, progress Progress) e
 	if s, ok := src.(interface{ SectorSize() int64 }); ok && s.SectorSize() == 4096 {
 		sector = 4096
 	}
-	size := (src.Size() + sector - 1) / sector * sector
-	if size <= 0 || size > vhdxOutMax {
+	size := ceilTo(src.Size(), sector)
+	if size > vhdxOutMax {
 		return fmt.Errorf("vhdx: a %d-byte disk does not fit: VHDX holds up to 64 TiB", src.Size())
 	}
+	f, err := regularFile(out)
+	if err != nil {
+		return err
+	}
+	if f == nil {
+		return errors.New("vhdx is written to a regular file: its tables come before its data")
+	}
+	if err := writeVHDXFile(ctx, f, src, data, size, sector, progress); err != nil {
+		return fmt.Errorf("vhdx: %w", err)
+	}
+	return nil
+}
+
+func writeVHDXFile(ctx context.Context, f *os.File, src Source, data []block.Extent, size, sector int64, progress Progress) error {
 	const (
 		mib     = 1 << 20
 		logOff  = 1 * mib
@@ -78,26 +95,34 @@ func writeVHDX(ctx context.Context, out Output, src Source, progress Progress) e
 	// A chunk is the disk bytes one sector bitmap block (2^23 sectors)
 	// covers; its payload entries are followed by that bitmap's entry.
 	chunk := (int64(1) << 23) * sector / vhdxOutBlock
-	blocks := (size + vhdxOutBlock - 1) / vhdxOutBlock
+	blocks := ceilDiv(size, vhdxOutBlock)
 	entries := blocks + (blocks-1)/chunk
-	batLen := (entries*8 + mib - 1) &^ (mib - 1)
+	batLen := ceilTo(entries*8, mib)
 	dataOff := batOff + batLen
 
-	if err := vhdTruncate(f, 0); err != nil {
-		return fmt.Errorf("vhdx: %w", err)
-	}
 	// The blocks written, in disk order: block placed[k] is at
 	// dataOff + k MiB. Proportional to the data, not to the disk.
 	var placed []int64
-	err := vhdScan(ctx, src, size, vhdxOutBlock, func(b *vhdBlock) error {
-		if !b.empty {
-			at := dataOff + int64(len(placed))*vhdxOutBlock
-			if err := b.writeTo(f, at); err != nil {
-				return fmt.Errorf("vhdx: %w", err)
+	err := readGrains(ctx, src, data, vhdPage, nil, func(p *piece) error {
+		err := p.nonZeroRuns(vhdPage, func(off, n int64) error {
+			for n > 0 {
+				blk := off / vhdxOutBlock
+				if len(placed) == 0 || placed[len(placed)-1] != blk { // its first non-zero byte
+					placed = append(placed, blk)
+				}
+				at := dataOff + int64(len(placed)-1)*vhdxOutBlock + off - blk*vhdxOutBlock
+				k := min(n, (blk+1)*vhdxOutBlock-off)
+				if _, err := f.WriteAt(p.buf[off-p.off:off-p.off+k], at); err != nil {
+					return err
+				}
+				off, n = off+k, n-k
 			}
-			placed = append(placed, b.index)
+			return nil
+		})
+		if err != nil {
+			return err
 		}
-		progress(b.data)
+		progress(p.data)
 		return nil
 	})
 	if err != nil {
@@ -193,22 +218,19 @@ func writeVHDX(ctx context.Context, out Output, src Source, progress Progress) e
 	} {
 		b := bytes.TrimRight(w.b, "\x00")
 		if _, err := f.WriteAt(b, w.off); err != nil {
-			return fmt.Errorf("vhdx: write the %s at byte %d: %w", w.what, w.off, err)
+			return fmt.Errorf("write the %s at byte %d: %w", w.what, w.off, err)
 		}
 	}
 	// The last payload block ends the file, its tail zero pages too.
 	end := dataOff + int64(len(placed))*vhdxOutBlock
-	if err := f.Truncate(end); err != nil {
-		return fmt.Errorf("vhdx: %w", err)
-	}
-	return nil
+	return f.Truncate(end)
 }
 
 // vhdxWriteBAT writes the BAT entries of the placed blocks (block
 // placed[k] at dataOff + k MiB), 64 KiB of the table at a time, and only
 // the parts holding them: the rest is zero (NOT_PRESENT) and stays a
 // hole.
-func vhdxWriteBAT(f vhdFile, batOff, dataOff, chunk int64, placed []int64) error {
+func vhdxWriteBAT(f *os.File, batOff, dataOff, chunk int64, placed []int64) error {
 	const piece = 64 << 10
 	buf := make([]byte, piece)
 	cur, lo, hi := int64(-1), int64(piece), int64(0)
@@ -218,7 +240,7 @@ func vhdxWriteBAT(f vhdFile, batOff, dataOff, chunk int64, placed []int64) error
 		}
 		at := batOff + cur*piece + lo
 		if _, err := f.WriteAt(buf[lo:hi], at); err != nil {
-			return fmt.Errorf("vhdx: write the BAT at byte %d: %w", at, err)
+			return fmt.Errorf("write the BAT at byte %d: %w", at, err)
 		}
 		clear(buf)
 		lo, hi = piece, 0
