@@ -19,7 +19,10 @@ TOOLS := sgdisk:gdisk sfdisk:fdisk mkfs.fat:dosfstools fsck.fat:dosfstools \
 	resize2fs:e2fsprogs ntfsresize:ntfs-3g fatresize:fatresize xfs_growfs:xfsprogs \
 	resize.f2fs:f2fs-tools rsync:rsync \
 	qcowinfo:libqcow-utils qcowmount:libqcow-utils vmdkinfo:libvmdk-utils vmdkmount:libvmdk-utils \
-	vhdiinfo:libvhdi-utils vhdimount:libvhdi-utils
+	vhdiinfo:libvhdi-utils vhdimount:libvhdi-utils \
+	dumpe2fs:e2fsprogs grub-mkimage:grub-common \
+	/usr/lib/grub/i386-pc/boot.img:grub-pc-bin /usr/lib/grub/x86_64-efi/normal.mod:grub-efi-amd64-bin \
+	/usr/share/OVMF/OVMF_CODE.fd:ovmf /usr/share/doc/busybox-static:busybox-static
 
 # Fuzz targets run for FUZZTIME each in `make test`.
 FUZZTIME ?= 10s
@@ -33,7 +36,7 @@ FUZZ := ./internal/ptable:FuzzMBR ./internal/ptable:FuzzGPT \
 	./internal/fs/exfat:FuzzDetect ./internal/fs/exfat:FuzzFiles \
 	./internal/fs/f2fs:FuzzDetect ./internal/fs/swap:FuzzDetect
 
-.PHONY: all build build-purego deps minio test unit e2e fuzz vet demo bench clean install uninstall
+.PHONY: all build build-purego deps minio bootkernel test unit e2e fuzz vet demo bench clean install uninstall
 
 all: build
 
@@ -70,6 +73,22 @@ minio:
 		echo "==> minio: building $(MINIO_MODULE) into $(MINIO_DIR) (about 3 minutes, once)"; \
 		GOBIN="$(MINIO_DIR)" $(GO) install $(MINIO_MODULE); }
 
+# The Debian kernel on the boot tests' disks (test/e2e/bootdisk_test.go):
+# the package linux-image-cloud-amd64 depends on, fetched once with
+# apt-get download into the user's cache, where the tests look. It is
+# unpacked by the tests, never installed. A missing one fails them.
+BOOT_KERNEL := linux-image-cloud-amd64
+BOOT_DIR := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/platter/boot
+
+bootkernel:
+	@ls "$(BOOT_DIR)"/linux-image-*-cloud-amd64_*_amd64.deb >/dev/null 2>&1 || { \
+		echo "==> bootkernel: apt-get download of $(BOOT_KERNEL)'s kernel into $(BOOT_DIR)"; \
+		mkdir -p "$(BOOT_DIR)" && cd "$(BOOT_DIR)" && \
+		pkg() { apt-cache depends $(BOOT_KERNEL) 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[^ ]*\)$$/\1/p' | head -1; }; \
+		{ p=$$(pkg); [ -n "$$p" ] && apt-get download -qq -o APT::Sandbox::User=root "$$p"; } || \
+		{ apt-get update -qq && p=$$(pkg) && [ -n "$$p" ] && apt-get download -qq -o APT::Sandbox::User=root "$$p"; } || \
+		{ echo "bootkernel: cannot download $(BOOT_KERNEL)'s kernel"; exit 1; }; }
+
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 # Each phase prints its name first, so a long silent one (staticcheck's
@@ -97,7 +116,7 @@ unit: deps minio
 	@echo "==> unit (pure Go)"
 	CGO_ENABLED=0 $(GO) test -count=1 -timeout $(UNIT_TIMEOUT) ./internal/codec ./internal/backup ./internal/image ./internal/restore
 
-e2e: deps build minio
+e2e: deps build minio bootkernel
 	@echo "==> e2e"
 	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) ./test/...
 
@@ -107,7 +126,7 @@ fuzz: deps
 		out=$$($(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) -timeout $(FUZZ_TIMEOUT) $$pkg 2>&1) || { echo "$$out" | tail -40; exit 1; }; \
 	done
 
-test: deps minio vet fuzz unit e2e
+test: deps minio bootkernel vet fuzz unit e2e
 
 demo: deps build
 	./scripts/demo.sh
