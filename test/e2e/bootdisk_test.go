@@ -1005,6 +1005,81 @@ func lastLine(s string) string {
 	return lines[len(lines)-1]
 }
 
+// A disk imaged by create and put back by restore into a new file boots
+// as its source does: the boot code, the BIOS boot partition or the ESP,
+// and the root come back where the firmware, GRUB and the kernel look.
+func TestBootRestored(t *testing.T) {
+	for _, kind := range bootKinds {
+		t.Run(string(kind), func(t *testing.T) {
+			disk := bootDisk(t, kind)
+			dir := t.TempDir()
+			img := filepath.Join(dir, "disk.platter")
+			ok(t, "create", "--progress", "none", disk, img)
+			back := filepath.Join(dir, "restored.img")
+			ok(t, "restore", "--yes", "--progress", "none", img, back)
+			r := bootOK(t, back, kind)
+			root := sfdiskParts(t, disk)[bootLayouts[kind].root]
+			if r.Start != root.start || r.Size != root.size {
+				t.Errorf("the restored root is at byte %d, %d bytes; the source's at %d, %d bytes", r.Start, r.Size, root.start, root.size)
+			}
+		})
+	}
+}
+
+// The harness can fail: a disk without its boot sector, one whose root
+// GRUB cannot find by its UUID, one whose ESP lost its loader and one
+// with a byte of a file changed do not boot, each stopping where it
+// should; and a guest's line naming another root, or fewer files checked,
+// is refused.
+func TestBootBroken(t *testing.T) {
+	t.Run("no boot sector", func(t *testing.T) {
+		disk := bootDisk(t, bootBIOSGPT)
+		writeAt(t, disk, make([]byte, 512), 0)
+		bootFails(t, disk, bootBIOSGPT, "No bootable device")
+	})
+	t.Run("root UUID changed", func(t *testing.T) {
+		disk := bootDisk(t, bootBIOSMBR)
+		root := sfdiskParts(t, disk)[bootLayouts[bootBIOSMBR].root]
+		writeAt(t, disk, []byte("another fs uuid!"), root.start+1024+0x68) // s_uuid
+		bootFails(t, disk, bootBIOSMBR, "grub rescue>")
+	})
+	t.Run("no BOOTX64.EFI", func(t *testing.T) {
+		disk := bootDisk(t, bootUEFIGPT)
+		esp := sfdiskParts(t, disk)[1]
+		sh(t, "mdel", "-i", fmt.Sprintf("%s@@%d", disk, esp.start), "::/EFI/BOOT/BOOTX64.EFI")
+		bootFails(t, disk, bootUEFIGPT, "EFI Internal Shell")
+	})
+	t.Run("a file changed", func(t *testing.T) {
+		disk := bootDisk(t, bootBIOSGPT)
+		root := sfdiskParts(t, disk)[bootLayouts[bootBIOSGPT].root]
+		blk, err := strconv.ParseInt(strings.TrimSpace(lastLine(sh(t, "debugfs", "-R", "bmap /usr/share/platter/big/002.bin 100", extract(t, disk, root)))), 10, 64)
+		if err != nil || blk == 0 {
+			t.Fatalf("debugfs bmap: %d, %v", blk, err)
+		}
+		writeAt(t, disk, []byte("changed"), root.start+blk*4096+7)
+		if run := bootFails(t, disk, bootBIOSGPT, "PLATTER-BOOT-FAIL"); !strings.Contains(run.Serial, "PLATTER-BOOT-FAIL files differ") {
+			t.Errorf("the guest failed for another reason than the changed file:\n%s", bootTail(run.Serial))
+		}
+	})
+	t.Run("wrong line", func(t *testing.T) {
+		good := fmt.Sprintf("PLATTER-BOOT-OK root=%s dev=vda2 start=2097152 size=333430272 fs=333426688 files=%d kernel=6.1.0-57-cloud-amd64\r\n", bootLayouts[bootBIOSGPT].rootUUID, bootFiles())
+		if _, err := parseBootLog("noise\r\n"+good, bootBIOSGPT); err != nil {
+			t.Errorf("a good line is refused: %v", err)
+		}
+		for _, bad := range []string{
+			strings.Replace(good, bootLayouts[bootBIOSGPT].rootUUID, bootLayouts[bootUEFIGPT].rootUUID, 1),
+			strings.Replace(good, fmt.Sprintf("files=%d", bootFiles()), "files=3", 1),
+			"PLATTER-BOOT-FAIL files differ on /dev/vda2\r\n" + good,
+			"PLATTER-BOOT-OK root=\r\n",
+			"",
+		} {
+			if r, err := parseBootLog(bad, bootBIOSGPT); err == nil {
+				t.Errorf("the line %q is taken as a boot: %+v", bad, r)
+			}
+		}
+	})
+}
+
 // bootDynamic tells whether an executable asks for a program interpreter
 // (the dynamic linker), which an initramfs without libc lacks.
 func bootDynamic(t *testing.T, path string) bool {
