@@ -25,9 +25,10 @@ package e2e
 //   - uefi-gpt: p1 EFI system partition (EF00, 40 MiB FAT32, made with
 //     mkfs.fat, filled with mtools) holding \EFI\BOOT\BOOTX64.EFI, p2 ext4
 //     root; booted with OVMF.
-//   - bios-mbr: p1 FAT16 data partition, p2 extended, p5 logical swap, p6
-//     logical ext4 root (logical partitions move when a disk is fitted);
-//     core.img in the gap before p1.
+//   - bios-mbr: p1 FAT16 data partition, p2 extended holding p5 (logical
+//     ext4, 64 MiB, almost empty), p6 (logical swap) and p7 (logical ext4
+//     root); core.img in the gap before p1. Fit shrinks p5, so p6 and the
+//     root move down, each behind a new EBR.
 //
 // Why each piece:
 //   - The kernel is Debian's linux-image-cloud-amd64 (the package `make
@@ -142,10 +143,11 @@ var bootLayouts = map[bootKind]bootLayout{
 		parts: []bootPart{
 			{num: 1, start: 1 << 20, size: 32 << 20, typ: "e", fs: "vfat", uuid: "DA7A-0001"},
 			{num: 2, start: 33 << 20, typ: "5"},
-			{num: 5, size: 16 << 20, typ: "82", fs: "swap", uuid: "5a5a0607-0000-4000-8000-000000000005"},
-			{num: 6, typ: "83", fs: "ext4", uuid: "b1050b00-0000-4000-8000-000000000006"},
+			{num: 5, size: 64 << 20, typ: "83", fs: "ext4", uuid: "da7a0b00-0000-4000-8000-000000000005"},
+			{num: 6, size: 16 << 20, typ: "82", fs: "swap", uuid: "5a5a0607-0000-4000-8000-000000000006"},
+			{num: 7, typ: "83", fs: "ext4", uuid: "b1050b00-0000-4000-8000-000000000007"},
 		},
-		root: 6, rootUUID: "b1050b00-0000-4000-8000-000000000006",
+		root: 7, rootUUID: "b1050b00-0000-4000-8000-000000000007",
 	},
 }
 
@@ -441,7 +443,20 @@ func buildBootDisk(t *testing.T, kind bootKind, l bootLayout, out string) {
 		switch p.fs {
 		case "ext4":
 			sparseFile(t, img, at.size)
-			makeBootRoot(t, img, p.uuid, tree)
+			if p.num == l.root {
+				makeBootRoot(t, img, p.uuid, tree)
+				break
+			}
+			// A data filesystem, mostly free: fit shrinks it, and what
+			// follows it moves down.
+			data := filepath.Join(dir, fmt.Sprintf("data%d", p.num))
+			if err := os.MkdirAll(data, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(data, "README"), []byte("A data filesystem before the root.\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			sh(t, "mkfs.ext4", "-q", "-F", "-b", "4096", "-U", p.uuid, "-L", "data", "-E", "nodiscard", "-d", data, img)
 		case "vfat":
 			sparseFile(t, img, at.size)
 			id := strings.ReplaceAll(p.uuid, "-", "")
@@ -956,7 +971,7 @@ func TestBootFixtures(t *testing.T) {
 				if uuid := strings.TrimSpace(sh(t, "blkid", "-p", "-o", "value", "-s", "UUID", img)); uuid != p.uuid {
 					t.Errorf("partition %d: blkid says UUID %q, want %q", p.num, uuid, p.uuid)
 				}
-				if p.fs == "ext4" {
+				if p.num == l.root {
 					checkBootRoot(t, img)
 				}
 			}
