@@ -1041,6 +1041,49 @@ func TestBootRestored(t *testing.T) {
 	}
 }
 
+// A disk restored with --layout fit onto half its size, or with --layout
+// grow onto a larger one, still boots: GRUB finds the root by its UUID,
+// the kernel mounts it with every file intact, and the root is as large
+// as the new layout says. On the MBR disk fit moves the root (a logical
+// partition, behind a new EBR) down; grow is tried there, where the
+// extended partition has to grow with it.
+func TestBootFitGrow(t *testing.T) {
+	cases := []struct {
+		kind   bootKind
+		layout string
+		size   int64
+	}{
+		{bootBIOSGPT, "fit", 160 << 20},
+		{bootUEFIGPT, "fit", 160 << 20},
+		{bootBIOSMBR, "fit", 160 << 20},
+		{bootBIOSMBR, "grow", 512 << 20},
+	}
+	for _, c := range cases {
+		t.Run(string(c.kind)+"-"+c.layout, func(t *testing.T) {
+			disk := bootDisk(t, c.kind)
+			img := filepath.Join(t.TempDir(), "disk.platter")
+			ok(t, "create", "--progress", "none", disk, img)
+			target := sizedFile(t, c.size)
+			ok(t, "restore", "--progress", "none", "--layout", c.layout, img, target)
+			r := bootOK(t, target, c.kind)
+			was := sfdiskParts(t, disk)[bootLayouts[c.kind].root]
+			now := sfdiskParts(t, target)[bootLayouts[c.kind].root]
+			grown := c.layout == "grow" // the grown filesystem fills its partition
+			if r.Start != now.start || r.Size != now.size || r.FSSize > r.Size || (grown && r.FSSize <= r.Size-4096) {
+				t.Errorf("the guest saw the root at byte %d, %d bytes, filesystem %d bytes; the table says %d, %d bytes", r.Start, r.Size, r.FSSize, now.start, now.size)
+			}
+			switch {
+			case c.layout == "fit" && (r.Size >= was.size || r.FSSize >= was.size):
+				t.Errorf("fit left the root at %d bytes, filesystem %d; it was %d", r.Size, r.FSSize, was.size)
+			case c.layout == "grow" && r.Size <= was.size:
+				t.Errorf("grow left the root at %d bytes; it was %d", r.Size, was.size)
+			case c.kind == bootBIOSMBR && c.layout == "fit" && r.Start >= was.start:
+				t.Errorf("fit left the logical root at byte %d (it was at %d): it did not move down, the test proves less than it says", r.Start, was.start)
+			}
+		})
+	}
+}
+
 // The harness can fail: a disk without its boot sector, one whose root
 // GRUB cannot find by its UUID, one whose ESP lost its loader and one
 // with a byte of a file changed do not boot, each stopping where it
