@@ -107,7 +107,7 @@ vet:
 # default of 10 minutes and a hang still fails, with every goroutine's
 # stack, long before CI's 90.
 UNIT_TIMEOUT ?= 20m
-E2E_TIMEOUT ?= 30m
+E2E_TIMEOUT ?= 50m
 FUZZ_TIMEOUT ?= 10m
 
 unit: deps minio

@@ -170,20 +170,25 @@ func runConvert(cmd *cobra.Command, opts convertOptions, spec, output string) er
 // disk's source: its bytes through the view, and the extents the image
 // stores used data for.
 type diskSource struct {
-	r    io.ReaderAt
-	size int64
-	data []block.Extent
+	r          io.ReaderAt
+	size       int64
+	sectorSize int64
+	data       []block.Extent
 }
 
 func (s *diskSource) ReadAt(p []byte, off int64) (int, error) { return s.r.ReadAt(p, off) }
 func (s *diskSource) Size() int64                             { return s.size }
 func (s *diskSource) Data() []block.Extent                    { return s.data }
 
+// SectorSize is the source disk's logical sector size: VHDX records it,
+// VHD refuses anything but 512.
+func (s *diskSource) SectorSize() int64 { return s.sectorSize }
+
 // convertSource is the disk of r (part 0) or partition part: its data
 // is every stored, non-zero chunk's used runs.
 func convertSource(r *image.Reader, disk *view.Disk, part int) (*diskSource, error) {
 	m := r.Metadata()
-	src := &diskSource{r: disk, size: m.SourceSize}
+	src := &diskSource{r: disk, size: m.SourceSize, sectorSize: m.SectorSize}
 	base := int64(0)
 	if part != 0 {
 		i := -1
