@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"sort"
+	"sync"
 
 	"github.com/platter-dev/platter/internal/codec"
 	"github.com/platter-dev/platter/internal/seal"
@@ -47,7 +49,8 @@ type Stream struct {
 	kept    map[int64][]byte
 	keptLen int64
 	fbuf    []byte
-	marker  [4]byte // the index block's marker, once met
+	mu      sync.Mutex // bad and kept, for Decode
+	marker  [4]byte    // the index block's marker, once met
 	atIndex bool
 	done    bool
 }
@@ -233,14 +236,53 @@ type StreamFrame struct {
 	Area  uint32
 	Chunk uint64 // the chunk the frame header names (the first that had it)
 	Hash  [32]byte
-	Data  []byte // the decoded chunk
+	// Data is the decoded chunk: in the buffer given to Decode or Next,
+	// or, for a chunk stored as it is in a plain image, where its bytes
+	// were read (the raw buffer given to ReadFrame; Next's own, valid
+	// until the next call of Next).
+	Data []byte
 }
 
-// Next reads the next frame and decodes it into buf (grown when too
-// small). It returns io.EOF when the index block begins (Finish reads
-// the rest). A frame that fails a check gives a *ChunkError; the stream
-// goes on after it. Any other error ends the stream.
+// PendingFrame is a frame read from the stream whose header was checked
+// against the layout, and whose contents are not checked yet: Decode
+// checks and decodes them.
+type PendingFrame struct {
+	Off   int64 // image offset of the frame
+	Area  uint32
+	Chunk uint64
+	// Raw is the buffer the frame's bytes were read into (the one given
+	// to ReadFrame, or a larger one); it holds them until Decode returns.
+	Raw []byte
+
+	s       *Stream
+	h       frameHeader
+	head    [frameHeaderSize]byte // a plain frame's header, as read
+	payload []byte                // the stored bytes, in Raw
+	sealed  bool
+}
+
+// Next reads the next frame, checks it and decodes it into buf (grown
+// when too small). It returns io.EOF when the index block begins (Finish
+// reads the rest). A frame that fails a check gives a *ChunkError; the
+// stream goes on after it. Any other error ends the stream.
 func (s *Stream) Next(buf []byte) (*StreamFrame, error) {
+	p, err := s.ReadFrame(s.fbuf)
+	if err != nil {
+		return nil, err
+	}
+	s.fbuf = p.Raw
+	return p.Decode(buf)
+}
+
+// ReadFrame reads the next frame into raw (grown when too small) and
+// checks what its place in the stream says: its header and, in an
+// encrypted image, its authentication. Decode checks the rest, and may
+// run for several frames at once while the next ones are read; Finish
+// and Check come after every Decode has returned. ReadFrame returns
+// io.EOF when the index block begins, a *ChunkError for a frame that
+// fails a check (the stream goes on after it), and any other error when
+// the stream cannot go on.
+func (s *Stream) ReadFrame(raw []byte) (*PendingFrame, error) {
 	if s.atIndex {
 		return nil, io.EOF
 	}
@@ -258,9 +300,9 @@ func (s *Stream) Next(buf []byte) (*StreamFrame, error) {
 		s.marker, s.atIndex = m, true
 		return nil, io.EOF
 	case m == sealedMagic && s.ciphers != nil:
-		return s.sealedFrame(off, buf)
+		return s.sealedFrame(off, raw)
 	case m == frameMagic && s.ciphers == nil:
-		return s.plainFrame(off, buf)
+		return s.plainFrame(off, raw)
 	}
 	s.done = true
 	return nil, &FormatError{Off: off, Msg: "no frame or index marker"}
@@ -274,14 +316,16 @@ func (s *Stream) maxStoredFrame() int64 {
 	return maxChunkSize + 1024
 }
 
-func (s *Stream) grow(n int) []byte {
-	if cap(s.fbuf) < n {
-		s.fbuf = make([]byte, n)
+func grow(b []byte, n int) []byte {
+	if cap(b) < n {
+		return make([]byte, n)
 	}
-	return s.fbuf[:n]
+	return b[:n]
 }
 
-func (s *Stream) plainFrame(off int64, buf []byte) (*StreamFrame, error) {
+// plainFrame reads a frame's header, and its payload into the start of
+// raw (so a chunk stored as it is lies where the caller aligned raw).
+func (s *Stream) plainFrame(off int64, raw []byte) (*PendingFrame, error) {
 	var hb [frameHeaderSize]byte
 	copy(hb[:], frameMagic[:])
 	if err := s.readInto(hb[4:]); err != nil {
@@ -293,16 +337,19 @@ func (s *Stream) plainFrame(off int64, buf []byte) (*StreamFrame, error) {
 		s.done = true
 		return nil, &FormatError{Off: off + 12, Msg: fmt.Sprintf("frame claims %d stored and %d decoded bytes, more than a chunk", h.Stored, h.RawLen)}
 	}
-	fb := s.grow(frameHeaderSize + int(h.Stored))
-	copy(fb, hb[:])
-	if err := s.readInto(fb[frameHeaderSize:]); err != nil {
+	raw = grow(raw, int(h.Stored))
+	if err := s.readInto(raw); err != nil {
 		s.done = true
 		return nil, err
 	}
-	return s.frame(off, h, fb[frameHeaderSize:], int64(len(fb)), buf, fb[5:8])
+	p, err := s.pending(off, h, raw, raw, hb[5:8], false)
+	if p != nil {
+		p.head = hb
+	}
+	return p, err
 }
 
-func (s *Stream) sealedFrame(off int64, buf []byte) (*StreamFrame, error) {
+func (s *Stream) sealedFrame(off int64, raw []byte) (*PendingFrame, error) {
 	var lb [4]byte
 	if err := s.readInto(lb[:]); err != nil {
 		s.done = true
@@ -313,94 +360,127 @@ func (s *Stream) sealedFrame(off int64, buf []byte) (*StreamFrame, error) {
 		s.done = true
 		return nil, &FormatError{Off: off + 4, Msg: fmt.Sprintf("sealed frame claims %d bytes, more than a chunk or fewer than a frame", sealed)}
 	}
-	fb := s.grow(sealedFrameHead + int(sealed))
+	fb := grow(raw, sealedFrameHead+int(sealed))
 	copy(fb, sealedMagic[:])
 	copy(fb[4:], lb[:])
 	if err := s.readInto(fb[8:]); err != nil {
 		s.done = true
 		return nil, err
 	}
-	var raw []byte // the sealed bytes, which Open overwrites
+	var kept []byte // the sealed bytes, which Open overwrites
 	if s.Keep != nil {
-		raw = bytes.Clone(fb)
+		kept = bytes.Clone(fb)
 	}
 	in, err := s.ciphers.Frame.Open(fb[sealedFrameHead:sealedFrameHead], fb[8:sealedFrameHead], fb[sealedFrameHead:], frameAD(s.id, off))
 	if err != nil {
-		s.bad[off] = true
+		s.markBad(off)
 		return nil, &ChunkError{Entry: Entry{FrameOff: off}, Where: "a frame", Msg: "sealed frame fails authentication (changed, damaged, moved or from another image)"}
 	}
 	h, ok := parseFrameHeader(in)
 	if !ok || int(h.Stored) != len(in)-frameHeaderSize {
-		s.bad[off] = true
+		s.markBad(off)
 		return nil, &ChunkError{Entry: Entry{FrameOff: off}, Where: "a frame", Msg: "sealed frame holds no frame header that fits it"}
 	}
-	if raw != nil {
-		s.keep(off, h, raw)
+	if kept != nil {
+		s.keep(off, h, kept)
 	}
-	return s.frame(off, h, in[frameHeaderSize:], -1, buf, in[5:8])
+	return s.pending(off, h, fb, in[frameHeaderSize:], in[5:8], true)
 }
 
-// frame checks a frame's payload and decodes it. n is the frame's bytes
-// in the image when it is plain (kept as they are), -1 when sealed (kept
-// by sealedFrame).
+func (s *Stream) markBad(off int64) {
+	s.mu.Lock()
+	s.bad[off] = true
+	s.mu.Unlock()
+}
+
+// pending checks a frame's header against the layout and records it.
 // flags are the header's flags and reserved bytes, all zero.
-func (s *Stream) frame(off int64, h frameHeader, payload []byte, n int64, buf []byte, flags []byte) (*StreamFrame, error) {
-	e := Entry{Area: h.Area, Chunk: h.Chunk, FrameOff: off, Stored: h.Stored, RawLen: h.RawLen, Hash: h.Hash}
-	bad := func(format string, args ...any) error {
-		s.bad[off] = true
-		return &ChunkError{Entry: e, Where: s.where(h), Msg: fmt.Sprintf(format, args...)}
-	}
+func (s *Stream) pending(off int64, h frameHeader, raw, payload, flags []byte, sealed bool) (*PendingFrame, error) {
+	p := &PendingFrame{Off: off, Area: h.Area, Chunk: h.Chunk, Raw: raw, s: s, h: h, payload: payload, sealed: sealed}
 	if flags[0]|flags[1]|flags[2] != 0 {
-		return nil, bad("frame flags %x are not zero", flags)
+		return nil, p.bad("frame flags %x are not zero", flags)
 	}
 	if l := s.layout; l != nil {
 		if int(h.Area) >= len(l.Areas) {
-			return nil, bad("the frame names area %d; the layout has %d", h.Area, len(l.Areas))
+			return nil, p.bad("the frame names area %d; the layout has %d", h.Area, len(l.Areas))
 		}
 		a := l.Areas[h.Area]
 		if h.Chunk >= uint64((a.Size+l.ChunkSize-1)/l.ChunkSize) {
-			return nil, bad("the frame names chunk %d, past the end of its area", h.Chunk)
+			return nil, p.bad("the frame names chunk %d, past the end of its area", h.Chunk)
 		}
 		if want := min(l.ChunkSize, a.Size-int64(h.Chunk)*l.ChunkSize); int64(h.RawLen) != want {
-			return nil, bad("chunk length %d, want %d", h.RawLen, want)
+			return nil, p.bad("chunk length %d, want %d", h.RawLen, want)
 		}
 	}
 	if int64(h.Stored) > int64(h.RawLen)+1024 {
-		return nil, bad("frame payload of %d bytes for a %d-byte chunk", h.Stored, h.RawLen)
-	}
-	if crc(payload) != h.Checksum {
-		return nil, bad("stored bytes checksum mismatch")
+		return nil, p.bad("frame payload of %d bytes for a %d-byte chunk", h.Stored, h.RawLen)
 	}
 	if s.dec == nil {
-		d, err := codec.NewDecoder(1)
+		// Decode may run for several frames at once.
+		d, err := codec.NewDecoder(runtime.GOMAXPROCS(0))
 		if err != nil {
 			return nil, err
 		}
 		s.dec = d
 	}
-	if cap(buf) < int(h.RawLen) {
-		buf = make([]byte, 0, h.RawLen)
+	// Check finds a frame that fails Decode in bad.
+	s.frames = append(s.frames, seenFrame{off: off, stored: h.Stored, hash: h.Hash})
+	return p, nil
+}
+
+// bad marks the frame as failing its checks and describes why.
+func (p *PendingFrame) bad(format string, args ...any) error {
+	p.s.markBad(p.Off)
+	e := Entry{Area: p.h.Area, Chunk: p.h.Chunk, FrameOff: p.Off, Stored: p.h.Stored, RawLen: p.h.RawLen, Hash: p.h.Hash}
+	return &ChunkError{Entry: e, Where: p.s.where(p.h), Msg: fmt.Sprintf(format, args...)}
+}
+
+// Decode checks the frame's stored bytes (CRC) and decodes them into buf
+// (grown when too small), checking the chunk's BLAKE3 hash. A chunk
+// stored as it is in a plain image is checked where ReadFrame read it and
+// returned there, not copied. A frame that fails gives a *ChunkError.
+// Decode is safe to call for several frames at once.
+func (p *PendingFrame) Decode(buf []byte) (*StreamFrame, error) {
+	h := p.h
+	if crc(p.payload) != h.Checksum {
+		return nil, p.bad("stored bytes checksum mismatch")
 	}
-	data, err := s.dec.Decode(codec.ID(h.Codec), buf[:0:h.RawLen], payload)
-	if err != nil {
-		return nil, bad("%v", err)
+	var data []byte
+	if codec.ID(h.Codec) == codec.None && !p.sealed {
+		if len(p.payload) != int(h.RawLen) {
+			return nil, p.bad("%v: stored chunk is %d bytes, want %d", codec.ErrCorrupt, len(p.payload), h.RawLen)
+		}
+		data = p.payload
+	} else {
+		if cap(buf) < int(h.RawLen) {
+			buf = make([]byte, 0, h.RawLen)
+		}
+		var err error
+		data, err = p.s.dec.Decode(codec.ID(h.Codec), buf[:0:h.RawLen], p.payload)
+		if err != nil {
+			return nil, p.bad("%v", err)
+		}
 	}
 	if len(data) != int(h.RawLen) {
-		return nil, bad("decodes to %d bytes, not %d", len(data), h.RawLen)
+		return nil, p.bad("decodes to %d bytes, not %d", len(data), h.RawLen)
 	}
 	if blake3.Sum256(data) != h.Hash {
-		return nil, bad("BLAKE3 hash mismatch")
+		return nil, p.bad("BLAKE3 hash mismatch")
 	}
-	if n >= 0 {
-		s.keep(off, h, s.fbuf[:n])
+	if !p.sealed && p.s.Keep != nil {
+		p.s.keep(p.Off, h, append(p.head[:], p.payload...))
 	}
-	s.frames = append(s.frames, seenFrame{off: off, stored: h.Stored, hash: h.Hash})
-	return &StreamFrame{Off: off, Area: h.Area, Chunk: h.Chunk, Hash: h.Hash, Data: data}, nil
+	return &StreamFrame{Off: p.Off, Area: h.Area, Chunk: h.Chunk, Hash: h.Hash, Data: data}, nil
 }
 
 // keep copies a frame's bytes for the Reader when Keep asks for them.
 func (s *Stream) keep(off int64, h frameHeader, b []byte) {
-	if s.Keep == nil || s.keptLen+int64(len(b)) > maxKept || !s.Keep(h.Area, h.Chunk) {
+	if s.Keep == nil || !s.Keep(h.Area, h.Chunk) {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.keptLen+int64(len(b)) > maxKept {
 		return
 	}
 	s.kept[off] = bytes.Clone(b)

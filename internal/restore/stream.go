@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"sort"
+	"sync"
 
 	"github.com/platter-dev/platter/internal/block"
 	"github.com/platter-dev/platter/internal/image"
@@ -43,6 +45,9 @@ type StreamOptions struct {
 	// Parents attaches the parents of an incremental or differential
 	// image (its metadata names one); nil refuses such an image.
 	Parents func(img *image.Reader) error
+	// Writers is how many frames are checked and written at once while
+	// the next ones are read (0: four per core, at most 16).
+	Writers int
 }
 
 // ErrNoLayout is the error of restoring a version 1 image from a stream:
@@ -78,24 +83,8 @@ func Stream(ctx context.Context, s *image.Stream, t StreamTarget, opts StreamOpt
 		}
 	}
 	opts.Progress.Start(size)
-	buf := block.AlignedBuffer(int(l.ChunkSize))[:0]
-	for {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		f, err := s.Next(buf)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, err // damaged data is never written
-		}
-		at := loc{f.Area, f.Chunk}
-		sr.homes = append(sr.homes, home{f.Off, at})
-		if err := sr.place(at, f.Off, f.Data); err != nil {
-			return nil, err
-		}
-		opts.Progress.Add(int64(len(f.Data)))
+	if err := sr.frames(ctx, s, opts); err != nil {
+		return nil, err
 	}
 	img, err := s.Finish()
 	if err != nil {
@@ -141,6 +130,138 @@ type streamRestore struct {
 	spill   *os.File
 	spillN  int64
 	spilled map[int64]int64
+
+	// While frames are read, background writers check and decode them
+	// and write their chunks, each frame's bytes in a buffer of bufs,
+	// so that the target's writes and the checks (the BLAKE3 hash of
+	// every chunk) overlap reading the next frames. A chunk is read back
+	// or written again only once its write is done (wait).
+	bufs     chan []byte
+	jobs     chan writeJob
+	writers  sync.WaitGroup
+	mu       sync.Mutex
+	inflight map[loc]chan struct{}
+	werr     error
+}
+
+// writeJob is one frame for a background writer.
+type writeJob struct {
+	f     *image.PendingFrame
+	buf   []byte // from bufs, returned once written
+	at    loc
+	pos   int64
+	fresh bool
+	done  chan struct{}
+}
+
+// frames reads the stream's frames and writes each chunk where its frame
+// header puts it (the first chunk that had its bytes): read in order,
+// checked and written in parallel, the disk's first and last MiB held
+// back in memory. It returns once every write is done.
+func (sr *streamRestore) frames(ctx context.Context, s *image.Stream, opts StreamOptions) error {
+	n := opts.Writers
+	if n <= 0 {
+		n = min(4*runtime.GOMAXPROCS(0), 16)
+	}
+	cs := int(sr.l.ChunkSize)
+	// A frame's stored bytes: a chunk, and what compression or
+	// encryption adds. Aligned, so the target takes a chunk stored as it
+	// is directly from where it was read.
+	sr.bufs = make(chan []byte, n+2) // one being read, one waiting for a writer
+	for range n + 2 {
+		sr.bufs <- block.AlignedBuffer(cs + 8192)
+	}
+	sr.inflight = map[loc]chan struct{}{}
+	sr.jobs = make(chan writeJob)
+	for range n {
+		sr.writers.Add(1)
+		go func() {
+			defer sr.writers.Done()
+			out := block.AlignedBuffer(cs) // a compressed chunk, decoded
+			for j := range sr.jobs {
+				f, err := j.f.Decode(out)
+				if err == nil { // damaged data is never written
+					err = write(sr.t, f.Data, j.pos, j.fresh)
+				}
+				sr.mu.Lock()
+				if err != nil && sr.werr == nil {
+					sr.werr = err
+				}
+				delete(sr.inflight, j.at)
+				sr.mu.Unlock()
+				close(j.done)
+				if err == nil {
+					opts.Progress.Add(int64(len(f.Data)))
+				}
+				sr.bufs <- j.buf
+			}
+		}()
+	}
+	err := sr.readFrames(ctx, s, opts)
+	close(sr.jobs)
+	sr.writers.Wait()
+	sr.inflight = nil
+	if err == nil {
+		err = sr.werr
+	}
+	return err
+}
+
+func (sr *streamRestore) readFrames(ctx context.Context, s *image.Stream, opts StreamOptions) error {
+	edgeBuf := block.AlignedBuffer(int(sr.l.ChunkSize))
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		buf := <-sr.bufs
+		sr.mu.Lock()
+		err := sr.werr
+		sr.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		p, err := s.ReadFrame(buf)
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err // damaged data is never written
+		}
+		at := loc{p.Area, p.Chunk}
+		sr.homes = append(sr.homes, home{p.Off, at})
+		had, err := sr.claim(at, p.Off)
+		if err != nil {
+			return err
+		}
+		if sr.edge(at) {
+			f, err := p.Decode(edgeBuf)
+			if err != nil {
+				return err
+			}
+			sr.held[at] = append(sr.held[at][:0], f.Data...)
+			sr.bufs <- buf
+			opts.Progress.Add(int64(len(f.Data)))
+			continue
+		}
+		pos, _ := sr.offset(at)
+		done := make(chan struct{})
+		sr.mu.Lock()
+		sr.inflight[at] = done
+		sr.mu.Unlock()
+		// A chunk written before must be written whole; else zero
+		// blocks need not be (a fresh target reads zero there).
+		sr.jobs <- writeJob{f: p, buf: buf, at: at, pos: pos, fresh: sr.fresh && !had, done: done}
+	}
+}
+
+// wait returns once no background write to chunk at is in flight.
+func (sr *streamRestore) wait(at loc) {
+	sr.mu.Lock()
+	done := sr.inflight[at]
+	sr.mu.Unlock()
+	if done != nil {
+		<-done
+	}
 }
 
 func (sr *streamRestore) close() {
@@ -174,20 +295,11 @@ func (sr *streamRestore) homeOf(off int64) (loc, bool) {
 }
 
 // place writes data (frame off's chunk, or zeroed/fromPrev) at chunk at.
-// If at holds the only copy of an earlier frame's bytes, they are kept in
-// the spill file first: the index may still name that frame.
 func (sr *streamRestore) place(at loc, off int64, data []byte) error {
-	prev, had := sr.last[at]
-	if had && prev >= 0 && prev != off {
-		if h, ok := sr.homeOf(prev); ok && h == at {
-			if _, done := sr.spilled[prev]; !done {
-				if err := sr.keep(at, prev, len(data)); err != nil {
-					return err
-				}
-			}
-		}
+	had, err := sr.claim(at, off)
+	if err != nil {
+		return err
 	}
-	sr.last[at] = off
 	if sr.edge(at) {
 		sr.held[at] = append(sr.held[at][:0], data...)
 		return nil
@@ -196,6 +308,27 @@ func (sr *streamRestore) place(at loc, off int64, data []byte) error {
 	// A chunk written before must be written whole; else zero blocks
 	// need not be (a fresh target reads zero there).
 	return write(sr.t, data, pos, sr.fresh && !had)
+}
+
+// claim records that chunk at is about to hold off (a frame's offset, or
+// zeroed/fromPrev), and says whether it held anything before.
+// If at holds the only copy of an earlier frame's bytes, they are kept in
+// the spill file first: the index may still name that frame.
+func (sr *streamRestore) claim(at loc, off int64) (had bool, err error) {
+	sr.wait(at) // what is there now is on the target
+	prev, had := sr.last[at]
+	if had && prev >= 0 && prev != off {
+		if h, ok := sr.homeOf(prev); ok && h == at {
+			if _, done := sr.spilled[prev]; !done {
+				_, n := sr.offset(at)
+				if err := sr.keep(at, prev, int(n)); err != nil {
+					return had, err
+				}
+			}
+		}
+	}
+	sr.last[at] = off
+	return had, nil
 }
 
 // keep copies frame prev's bytes, now at chunk at, into the spill file.

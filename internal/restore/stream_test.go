@@ -208,3 +208,37 @@ func TestStreamRestoreLive(t *testing.T) {
 		}
 	}
 }
+
+// A frame whose bytes are damaged stops the restore with a ChunkError,
+// and its chunk is never written, although frames are checked and
+// written in parallel.
+func TestStreamDamagedFrame(t *testing.T) {
+	const cs = 64 << 10
+	data := make([]byte, 8<<20)
+	rand.New(rand.NewSource(8)).Read(data)
+	var out bytes.Buffer
+	if _, _, err := backup.Run(context.Background(), tooltest.NewMemSource(data), &out,
+		backup.Options{ChunkSize: cs, Compression: codec.Setting{ID: codec.None}}); err != nil {
+		t.Fatal(err)
+	}
+	img := out.Bytes()
+	// Chunk 60's frame, found by its bytes; one byte of it flipped.
+	at := bytes.Index(img, data[60*cs:61*cs])
+	if at < 0 {
+		t.Fatal("chunk 60 is not stored as it is")
+	}
+	img[at+1000] ^= 0x40
+	tg := &readBack{memTarget{b: make([]byte, len(data))}}
+	s, err := image.NewStream(bytes.NewReader(img), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Stream(context.Background(), s, tg, StreamOptions{Fresh: true, Writers: 8})
+	var ce *image.ChunkError
+	if !errors.As(err, &ce) || !errors.Is(err, image.ErrDamaged) || ce.Entry.Chunk != 60 {
+		t.Fatalf("err = %v, want the damaged chunk 60", err)
+	}
+	if bytes.Equal(tg.b[60*cs+1000-8:60*cs+1000+8], img[at+1000-8:at+1000+8]) {
+		t.Fatal("the damaged chunk was written")
+	}
+}
