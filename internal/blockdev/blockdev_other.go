@@ -58,3 +58,17 @@ func Identity(string) (model, serial string) { return "", "" }
 func MountAt(string) (Mount, bool, error) {
 	return Mount{}, false, errors.New("mount points are read on Linux only")
 }
+
+// Overlap reports whether a and b are the same file or device; off Linux
+// it cannot see partitions or loop devices.
+func Overlap(a, b string) (what string, overlap bool, err error) {
+	sa, err1 := os.Stat(a)
+	sb, err2 := os.Stat(b)
+	if err1 == nil && err2 == nil && os.SameFile(sa, sb) {
+		return a, true, nil
+	}
+	return "", false, nil
+}
+
+// SameFilesystem cannot tell on this system; it says no.
+func SameFilesystem(a, b string) bool { return false }

@@ -171,3 +171,10 @@ func unescape(s string) string {
 	}
 	return b.String()
 }
+
+// SameFilesystem reports whether the files at a and b are on the same
+// mounted filesystem.
+func SameFilesystem(a, b string) bool {
+	var sa, sb unix.Stat_t
+	return unix.Stat(a, &sa) == nil && unix.Stat(b, &sb) == nil && sa.Dev == sb.Dev
+}

@@ -228,20 +228,44 @@ func checkOutside(mounted []blockdev.Mount, output string, method Method) error 
 	if output == "" {
 		return nil // a pipe or an object store: no filesystem of the source
 	}
-	dir, err := filepath.Abs(filepath.Dir(output))
-	if err != nil {
-		return err
-	}
-	ds, err := os.Stat(dir)
+	point, on, err := onMount(mounted, filepath.Dir(output))
 	if err != nil {
 		return fmt.Errorf("image directory: %w", err)
 	}
-	for _, m := range mounted {
-		if ms, err := os.Stat(m.Point); err == nil && sameDevice(ds, ms) {
-			return &UsageError{fmt.Sprintf("IMAGE %s is on %s, which --snapshot %s would freeze: write the image to another filesystem", output, m.Point, method)}
-		}
+	if on {
+		return &UsageError{fmt.Sprintf("IMAGE %s is on %s, which --snapshot %s would freeze: write the image to another filesystem", output, point, method)}
 	}
 	return nil
+}
+
+// Holds reports whether the directory dir is on a filesystem the plan
+// holds still (frozen at the end of a live copy, or for all of it), and
+// its mount point: temporary files written there during the copy would
+// wait for the thaw. It is false for a plan that holds nothing.
+func (p *Plan) Holds(dir string) (point string, held bool, err error) {
+	if !p.Held() {
+		return "", false, nil
+	}
+	return onMount(p.Mounts, dir)
+}
+
+// onMount reports whether the directory dir is on one of mounted, and
+// which.
+func onMount(mounted []blockdev.Mount, dir string) (string, bool, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", false, err
+	}
+	ds, err := os.Stat(dir)
+	if err != nil {
+		return "", false, err
+	}
+	for _, m := range mounted {
+		if ms, err := os.Stat(m.Point); err == nil && sameDevice(ds, ms) {
+			return m.Point, true, nil
+		}
+	}
+	return "", false, nil
 }
 
 func mountDevices(ms []blockdev.Mount) []string {

@@ -198,3 +198,32 @@ func TestRunRefusals(t *testing.T) {
 		}
 	}
 }
+
+// Holds names the held filesystem a directory is on, so a command can
+// keep its temporary files off it; a plan that holds nothing holds no
+// directory.
+func TestHolds(t *testing.T) {
+	point := t.TempDir()
+	sub := filepath.Join(point, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m := blockdev.Mount{Device: "/dev/sdz2", Point: point, FSType: "ext4"}
+	p, err := choose("/dev/sdz", []blockdev.Mount{m}, Options{Snapshot: Freeze})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, held, err := p.Holds(sub); err != nil || !held || got != point {
+		t.Fatalf("Holds(%s) = %q, %v, %v; want %s", sub, got, held, err, point)
+	}
+	if _, held, err := p.Holds("/proc"); err != nil || held {
+		t.Fatalf("Holds(/proc) = %v, %v", held, err)
+	}
+	p, err = choose("/dev/sdz", []blockdev.Mount{m}, Options{Snapshot: None, AllowMounted: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, held, _ := p.Holds(sub); held {
+		t.Fatal("a plan that holds nothing holds a directory")
+	}
+}
