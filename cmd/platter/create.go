@@ -141,7 +141,7 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 		AllowMounted: opts.allowMounted,
 		Tracker:      opts.tracker,
 		MaxFreeze:    opts.maxFreeze,
-		Report:       liveReport{progress, mode},
+		Report:       liveReport{progress, mode, "create"},
 		Fault:        opts.fault,
 	})
 	if err != nil {
@@ -370,13 +370,15 @@ func parsePartitions(s string) ([]int, error) {
 type liveReport struct {
 	progress *ui.Progress
 	mode     ui.Mode
+	op       string // the command, in JSON notes
 }
 
 func (r liveReport) Warn(msg string) { warn("%s", msg) }
 
 func (r liveReport) Tracking(points []string, tracker string) {
 	if r.mode == ui.Bar {
-		r.progress.Note(fmt.Sprintf("imaging %s live: copying while in use, tracking writes (%s), then freezing briefly", strings.Join(points, ", "), tracker))
+		verb := map[string]string{"create": "imaging", "clone": "cloning"}[r.op]
+		r.progress.Note(fmt.Sprintf("%s %s live: copying while in use, tracking writes (%s), then freezing briefly", verb, strings.Join(points, ", "), tracker))
 	}
 }
 
@@ -391,7 +393,7 @@ func (r liveReport) Thawed(points []string, at time.Time, held time.Duration) {
 func (r liveReport) snapshot(what string, points []string, at time.Time, held time.Duration) {
 	switch {
 	case r.mode == ui.JSON:
-		b, _ := json.Marshal(map[string]any{"op": "create", "snapshot": what, "filesystems": points, "at": at.UTC().Format(time.RFC3339Nano), "frozen_seconds": held.Seconds()})
+		b, _ := json.Marshal(map[string]any{"op": r.op, "snapshot": what, "filesystems": points, "at": at.UTC().Format(time.RFC3339Nano), "frozen_seconds": held.Seconds()})
 		r.progress.Note(string(b))
 	case what == "frozen":
 		r.progress.Note(fmt.Sprintf("froze %s", strings.Join(points, ", ")))
@@ -403,7 +405,7 @@ func (r liveReport) snapshot(what string, points []string, at time.Time, held ti
 // Pass reports one pass of live imaging.
 func (r liveReport) Pass(p image.Pass) {
 	if r.mode == ui.JSON {
-		b, _ := json.Marshal(map[string]any{"op": "create", "pass": p.Kind, "dirty_bytes": p.DirtyBytes, "chunks": p.Chunks, "seconds": p.Seconds})
+		b, _ := json.Marshal(map[string]any{"op": r.op, "pass": p.Kind, "dirty_bytes": p.DirtyBytes, "chunks": p.Chunks, "seconds": p.Seconds})
 		r.progress.Note(string(b))
 		return
 	}

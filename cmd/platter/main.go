@@ -163,7 +163,7 @@ func newRootCommand() *cobra.Command {
 	root.PersistentFlags().StringVar(&s3Endpoint, "s3-endpoint", "", s3EndpointFlag)
 	addSecretFlags(root)
 	root.AddCommand(newVersionCommand())
-	root.AddCommand(newCreateCommand(), newVerifyCommand(), newInfoCommand(), newRestoreCommand(), newConsolidateCommand(), newPruneCommand(), newListCommand(), newServeCommand(), newMountCommand(), newUmountCommand(), newLsCommand(), newExtractCommand())
+	root.AddCommand(newCreateCommand(), newCloneCommand(), newVerifyCommand(), newInfoCommand(), newRestoreCommand(), newConsolidateCommand(), newPruneCommand(), newListCommand(), newServeCommand(), newMountCommand(), newUmountCommand(), newLsCommand(), newExtractCommand())
 	root.AddCommand(newKeygenCommand(), newPasswdCommand(), newConvertCommand())
 	root.AddCommand(newDocsCommand()) // hidden: man pages for make install
 	return root
