@@ -8,6 +8,9 @@
 #   restore: zstd -d -T0 < X | partclone.FS -r -s - -O TARGET
 #            platter restore --yes IMAGE TARGET
 #
+#   clone:   dd bs=4M of the used byte count (one sequential run, synced)
+#            platter clone FS TARGET (partclone.FS -b beside them)
+#
 # Each filesystem (FS_GIB, default 3 GiB) is made over random data (a used
 # disk's free space is not zero) and is about half used by real binaries
 # and libraries, generated text and incompressible random data: the ext4
@@ -17,8 +20,8 @@
 # ext4 come the compression levels, encryption, S3, and the incremental
 # and open-image benchmarks. LIVE=0 skips live imaging; ONLY=encryption runs
 # the encryption rows alone, ONLY=s3 the S3 rows (against MinIO on
-# loopback: make minio), ONLY=delta the delta restore rows. Needs root
-# (loop mount).
+# loopback: make minio), ONLY=delta the delta restore rows, ONLY=clone
+# the clone rows. Needs root (loop mount).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -457,6 +460,56 @@ if [ "${ONLY:-}" = delta ]; then
 	bench_delta
 	exit
 fi
+# Clone (issue 17): platter clone of the idle bench filesystem onto a new
+# file against dd bs=4M of as many bytes as the filesystem uses (the
+# issue's yardstick: dd over the used bytes; one sequential run from the
+# start of the source, which is the best case for dd), and
+# partclone.FS -b (Clonezilla's device-to-device copy of the used blocks)
+# beside them; alternating, median of ROUNDS; target: clone at most 1.2x
+# dd. Every run ends with its target synced (dd conv=fsync, sync FILE
+# after partclone; platter syncs its target), from a source in the page
+# cache.
+bench_clone() {
+	local fs=$1 src pc tgt size used r s fsck dd pl pcb
+	src=$(fixture "$fs"); pc=$(partclone_of "$fs"); tgt=$DIR/$fs-clone.img
+	size=$(stat -c %s "$src")
+	cat "$src" > /dev/null # into the page cache
+	rm -f "$tgt"
+	used=$("$P" clone --json --progress none "$src" "$tgt" | awk -F': ' '/"used_bytes"/ { gsub(",", "", $2); print $2; exit }')
+	for r in $(seq 1 "$ROUNDS"); do
+		echo "$fs clone round $r/$ROUNDS"
+		rm -f "$tgt"; settle; s=$(now)
+		dd if="$src" of="$tgt" bs=4M count="$used" iflag=count_bytes conv=fsync status=none
+		add "${fs}_dd" "$(echo "$(now) - $s" | bc)"
+		rm -f "$tgt"; settle; s=$(now)
+		"$P" clone --progress none "$src" "$tgt" > /dev/null
+		add "${fs}_clone" "$(echo "$(now) - $s" | bc)"
+		if [ "$r" = "$ROUNDS" ]; then fsck=$(check "$fs" "$src" "$tgt"); fi
+		rm -f "$tgt"; truncate -s "$size" "$tgt"; settle; s=$(now)
+		"$pc" -q -b -s "$src" -O "$tgt" > /dev/null 2>&1
+		sync "$tgt"
+		add "${fs}_pcb" "$(echo "$(now) - $s" | bc)"
+	done
+	rm -f "$tgt"
+	dd=$(med "${fs}_dd"); pl=$(med "${fs}_clone"); pcb=$(med "${fs}_pcb")
+	cat <<REPORT
+
+$fs clone: $GIB GiB, $((used / 1048576)) MiB used; median of $ROUNDS alternating rounds
+
+| dd bs=4M of $((used / 1048576)) MiB | platter clone | ratio | $pc -b |
+|----------------|---------------|-------|--------|
+| $(printf '%.2f s' "$dd") | $(printf '%.2f s' "$pl") | $(ratio "$pl" "$dd" "the time of dd" "<=" 1.2) | $(printf '%.2f s' "$pcb") |
+
+every run (s): dd${T[${fs}_dd]}; platter clone${T[${fs}_clone]}; $pc -b${T[${fs}_pcb]}
+platter's clone: $fsck
+REPORT
+	[ "${fsck%% *}" = clean ]
+}
+
+if [ "${ONLY:-}" = clone ]; then
+	for fs in $FSTYPES; do bench_clone "$fs"; done
+	exit
+fi
 if [ "${ONLY:-}" = encryption ]; then
 	bench_encryption
 	exit
@@ -467,6 +520,7 @@ if [ "${ONLY:-}" = s3 ]; then
 fi
 
 for fs in $FSTYPES; do vs_clonezilla "$fs"; done
+for fs in $FSTYPES; do bench_clone "$fs"; done
 
 # ext4 alone: the compression levels, the incremental and the open-image
 # benchmarks.
