@@ -46,7 +46,8 @@ cloned live, as create images it: the copy is the disk at one instant
 TARGET may be a block device (not mounted, at least as large as SOURCE;
 confirmation needed unless --yes) or a file (created or cut to SOURCE's
 size and written sparse). A larger device gets the disk as it was, its
-extra space left unused; a smaller one is refused. A clone that stops
+extra space left unused; a smaller one is refused (for now: a new layout
+that moves and resizes partitions is coming). A clone that stops
 leaves a TARGET without a partition table, never one that looks finished.`,
 		Example: `  platter clone /dev/nvme0n1 /dev/sdb              # the running system onto a new SSD (asks first)
   platter clone --yes --progress json /dev/sda /dev/sdb
@@ -221,6 +222,9 @@ type cloneSummary struct {
 // the source), a TARGET that is a Platter image (clone writes a disk
 // over it), and a SOURCE that is one (restore writes an image to a disk).
 func checkCloneArgs(source, target string) error {
+	if source == stdio || target == stdio {
+		return usagef("clone copies a disk onto a disk or a file, not through standard input or output: to send an image through a pipe, platter create SOURCE - | platter restore --yes - TARGET")
+	}
 	if _, err := os.Stat(source); errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("SOURCE %s: no such file or device", source)
 	}

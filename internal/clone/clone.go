@@ -105,7 +105,7 @@ func Run(ctx context.Context, src block.Source, t restore.StreamTarget, opts Opt
 }
 
 // errReaderDone closes the pipe when the restore side has stopped.
-var errReaderDone = errors.New("clone: the writing side stopped")
+var errReaderDone = errors.New("clone: the target's side stopped")
 
 func restoreStream(ctx context.Context, r io.Reader, t restore.StreamTarget, opts Options) (*image.Reader, error) {
 	s, err := image.NewStream(r, nil)

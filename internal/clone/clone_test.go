@@ -264,7 +264,7 @@ func TestCloneStops(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want one saying %q", err, tc.want)
 			}
-			if strings.Contains(err.Error(), "writing side stopped") {
+			if strings.Contains(err.Error(), "target's side stopped") {
 				t.Fatalf("err = %v: the pipe's end, not the cause", err)
 			}
 			if !tg.blank() {

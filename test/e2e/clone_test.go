@@ -323,6 +323,7 @@ func TestCloneRefusals(t *testing.T) {
 		{"no --yes, no terminal", []string{disk, okDev}, 2, []string{"gpt", "--yes"}},
 		{"image as source", []string{"--yes", img, okDev}, 2, []string{"platter restore"}},
 		{"image as target", []string{disk, img}, 2, []string{"is a Platter image"}},
+		{"standard output", []string{disk, "-"}, 2, []string{"platter create SOURCE -"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cmd := exec.Command(platter, append([]string{"clone", "--progress", "none"}, c.args...)...)
