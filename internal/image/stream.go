@@ -435,6 +435,12 @@ func (p *PendingFrame) bad(format string, args ...any) error {
 	return &ChunkError{Entry: e, Where: p.s.where(p.h), Msg: fmt.Sprintf(format, args...)}
 }
 
+// InPlace reports whether Decode returns the chunk where ReadFrame read
+// it (stored as it is in a plain image), so it needs no buffer.
+func (p *PendingFrame) InPlace() bool {
+	return codec.ID(p.h.Codec) == codec.None && !p.sealed
+}
+
 // Decode checks the frame's stored bytes (CRC) and decodes them into buf
 // (grown when too small), checking the chunk's BLAKE3 hash. A chunk
 // stored as it is in a plain image is checked where ReadFrame read it and
@@ -446,7 +452,7 @@ func (p *PendingFrame) Decode(buf []byte) (*StreamFrame, error) {
 		return nil, p.bad("stored bytes checksum mismatch")
 	}
 	var data []byte
-	if codec.ID(h.Codec) == codec.None && !p.sealed {
+	if p.InPlace() {
 		if len(p.payload) != int(h.RawLen) {
 			return nil, p.bad("%v: stored chunk is %d bytes, want %d", codec.ErrCorrupt, len(p.payload), h.RawLen)
 		}

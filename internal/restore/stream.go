@@ -46,7 +46,8 @@ type StreamOptions struct {
 	// image (its metadata names one); nil refuses such an image.
 	Parents func(img *image.Reader) error
 	// Writers is how many frames are checked and written at once while
-	// the next ones are read (0: four per core, at most 16).
+	// the next ones are read (0: four per core, at most 16, and at most
+	// 256 MiB of chunks).
 	Writers int
 }
 
@@ -159,11 +160,13 @@ type writeJob struct {
 // checked and written in parallel, the disk's first and last MiB held
 // back in memory. It returns once every write is done.
 func (sr *streamRestore) frames(ctx context.Context, s *image.Stream, opts StreamOptions) error {
+	cs := int(sr.l.ChunkSize)
 	n := opts.Writers
 	if n <= 0 {
-		n = min(4*runtime.GOMAXPROCS(0), 16)
+		// At most about 256 MiB of frames in flight, whatever the
+		// chunk size.
+		n = max(min(4*runtime.GOMAXPROCS(0), 16, (256<<20)/cs), 2)
 	}
-	cs := int(sr.l.ChunkSize)
 	// A frame's stored bytes: a chunk, and what compression or
 	// encryption adds. Aligned, so the target takes a chunk stored as it
 	// is directly from where it was read.
@@ -177,8 +180,11 @@ func (sr *streamRestore) frames(ctx context.Context, s *image.Stream, opts Strea
 		sr.writers.Add(1)
 		go func() {
 			defer sr.writers.Done()
-			out := block.AlignedBuffer(cs) // a compressed chunk, decoded
+			var out []byte // a compressed chunk, decoded (a chunk stored as it is needs none)
 			for j := range sr.jobs {
+				if out == nil && !j.f.InPlace() {
+					out = block.AlignedBuffer(cs)
+				}
 				f, err := j.f.Decode(out)
 				if err == nil { // damaged data is never written
 					err = write(sr.t, f.Data, j.pos, j.fresh)
