@@ -127,7 +127,13 @@ func runClone(cmd *cobra.Command, opts cloneOptions, source, target string) erro
 	if _, err := checkTarget(target, need); err != nil {
 		return err
 	}
-	tmp, err := cloneTempDir(plan, target, isDev)
+	// Temporary files: beside a target file, else where the copy
+	// freezes nothing (files written on a frozen filesystem wait).
+	tmpBeside := ""
+	if !isDev {
+		tmpBeside = filepath.Dir(target)
+	}
+	tmp, err := plan.TempDir(tmpBeside)
 	if err != nil {
 		return err
 	}
@@ -266,29 +272,4 @@ func checkCloneArgs(source, target string) error {
 		}
 	}
 	return nil
-}
-
-// cloneTempDir is where the engines keep what outgrows memory: beside a
-// target file, else the system's temporary directory, /dev/shm or
-// /var/tmp, whichever is not on a filesystem the copy freezes (files
-// written there while frozen would wait for the thaw).
-func cloneTempDir(plan *live.Plan, target string, isDev bool) (string, error) {
-	if !isDev {
-		return filepath.Dir(target), nil // live.Plan.Run refuses it on a frozen filesystem
-	}
-	var held []string
-	for _, dir := range []string{os.TempDir(), "/dev/shm", "/var/tmp"} {
-		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-			continue
-		}
-		point, on, err := plan.Holds(dir)
-		if err != nil {
-			return "", err
-		}
-		if !on {
-			return dir, nil
-		}
-		held = append(held, dir+" (on "+point+")")
-	}
-	return "", usagef("no directory for temporary files outside the filesystems the clone freezes: %v; set TMPDIR to one on another disk", held)
 }

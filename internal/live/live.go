@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/platter-dev/platter/internal/backup"
@@ -247,6 +248,39 @@ func (p *Plan) Holds(dir string) (point string, held bool, err error) {
 		return "", false, nil
 	}
 	return onMount(p.Mounts, dir)
+}
+
+// TempDir is a directory for the temporary files of the copy (the
+// allocation maps kept at the freeze, an index or chunks that outgrow
+// memory) on no filesystem the plan holds: a file created or written
+// there while the filesystems are frozen would wait for the thaw, and the
+// watchdog would end the copy. It is prefer if that is not held (the
+// directory of a local output: Run refuses one that is), else the first
+// of os.TempDir(), /dev/shm and /var/tmp that is not; "" (the system's
+// default) for a plan that holds nothing. With none left, a *UsageError
+// says to set TMPDIR.
+func (p *Plan) TempDir(prefer string) (string, error) {
+	if !p.Held() {
+		return prefer, nil
+	}
+	var held []string
+	for _, dir := range []string{prefer, os.TempDir(), "/dev/shm", "/var/tmp"} {
+		if dir == "" {
+			continue
+		}
+		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+			continue
+		}
+		point, on, err := p.Holds(dir)
+		if err != nil {
+			return "", err
+		}
+		if !on {
+			return dir, nil
+		}
+		held = append(held, dir+" (on "+point+")")
+	}
+	return "", &UsageError{fmt.Sprintf("no directory for temporary files outside the filesystems --snapshot %s freezes (%s): set TMPDIR to a directory on another disk", p.Method, strings.Join(held, ", "))}
 }
 
 // onMount reports whether the directory dir is on one of mounted, and

@@ -219,11 +219,28 @@ func TestHolds(t *testing.T) {
 	if _, held, err := p.Holds("/proc"); err != nil || held {
 		t.Fatalf("Holds(/proc) = %v, %v", held, err)
 	}
+	// Temporary files go elsewhere: not to a held directory, even when
+	// it is the one preferred.
+	t.Setenv("TMPDIR", sub)
+	dir, err := p.TempDir(sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, held, _ := p.Holds(dir); held || dir == sub {
+		t.Fatalf("TempDir(%s) = %s, on the held filesystem", sub, dir)
+	}
+	other := t.TempDir() // the same filesystem: held too, like sub
+	if dir, _ := p.TempDir(other); dir == other {
+		t.Fatalf("TempDir(%s) = %s, on the held filesystem", other, dir)
+	}
 	p, err = choose("/dev/sdz", []blockdev.Mount{m}, Options{Snapshot: None, AllowMounted: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, held, _ := p.Holds(sub); held {
 		t.Fatal("a plan that holds nothing holds a directory")
+	}
+	if dir, err := p.TempDir(sub); dir != sub || err != nil {
+		t.Fatalf("TempDir(%s) of a plan that holds nothing = %s, %v", sub, dir, err)
 	}
 }
