@@ -207,6 +207,13 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 	if plan.Held() && localImage(imagePath) {
 		output = imagePath
 	}
+	// Temporary files (the maps kept at the freeze) go beside a local
+	// image, else where the copy freezes nothing: the system's temporary
+	// directory may be on the root filesystem being imaged.
+	scratch, err := plan.TempDir("")
+	if err != nil {
+		return err
+	}
 	var (
 		meta  *image.Metadata
 		size  int64
@@ -220,7 +227,9 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 			return err
 		}
 		place = p
-		bopts.TempDir = tempDir(place)
+		if bopts.TempDir = tempDir(place); bopts.TempDir == "" {
+			bopts.TempDir = scratch
+		}
 		meta, size, err = backup.ToSink(ctx, src, sink, bopts)
 		return tooLarge(err)
 	})

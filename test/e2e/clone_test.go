@@ -165,10 +165,12 @@ func TestCloneIdle(t *testing.T) {
 }
 
 // cloneLive clones src with the snapshot flags in args and returns when
-// the filesystems were frozen and thawed, from its JSON progress.
-func cloneLive(t *testing.T, src, target string, args ...string) (frozen, thawed time.Time) {
+// the filesystems were frozen and thawed, from its JSON progress. env is
+// added to its environment.
+func cloneLive(t *testing.T, env []string, src, target string, args ...string) (frozen, thawed time.Time) {
 	t.Helper()
 	cmd := exec.Command(platter, append(append([]string{"clone", "--yes", "--progress", "json"}, args...), src, target)...)
+	cmd.Env = append(os.Environ(), env...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
@@ -198,9 +200,10 @@ func cloneLive(t *testing.T, src, target string, args ...string) (frozen, thawed
 }
 
 // A mounted ext4 and XFS, written at 25 MB/s while the whole disk is
-// cloned live (--snapshot track, onto a file) or frozen (--snapshot
-// freeze, onto a device): the clone checks clean and holds the writer's
-// files as they were at one instant between the freeze and the thaw.
+// cloned live (--snapshot track, onto a device, with TMPDIR on the
+// filesystem it freezes at the end) or frozen (--snapshot freeze, onto a
+// file): the clone checks clean and holds the writer's files as they were
+// at one instant between the freeze and the thaw.
 func TestCloneLive(t *testing.T) {
 	seed := int64(40)
 	for _, fs := range []string{"ext4", "xfs"} {
@@ -212,15 +215,27 @@ func TestCloneLive(t *testing.T) {
 				time.Sleep(1500 * time.Millisecond)
 				target := filepath.Join(t.TempDir(), "clone.img")
 				dest := target
-				if method == "freeze" {
+				var env []string
+				if method == "track" {
 					size, err := strconv.ParseInt(strings.TrimSpace(sh(t, "blockdev", "--getsize64", d.dev)), 10, 64)
 					if err != nil {
 						t.Fatal(err)
 					}
 					sparseFile(t, target, size)
 					dest = loop(t, target)
+					// Temporary files written there while it is frozen
+					// would wait for the thaw: the clone must go elsewhere.
+					tmp := filepath.Join(d.mnt, "tmp")
+					if err := os.Mkdir(tmp, 0o755); err != nil {
+						t.Fatal(err)
+					}
+					env = []string{"TMPDIR=" + tmp}
 				}
-				frozen, thawed := cloneLive(t, d.dev, dest, "--snapshot", method, "--max-freeze", "60s")
+				args := []string{"--snapshot", method} // track: the default --max-freeze, 10s
+				if method == "freeze" {
+					args = append(args, "--max-freeze", "60s") // the whole copy
+				}
+				frozen, thawed := cloneLive(t, env, d.dev, dest, args...)
 				time.Sleep(300 * time.Millisecond)
 				ops := w.Stop()
 				if lo, hi := liveWindow(ops, frozen, thawed); hi == len(ops) || lo == 0 {
@@ -244,7 +259,7 @@ func TestCloneLiveDroppedWrites(t *testing.T) {
 		w := startLiveWriter(t, filepath.Join(d.mnt, "live"), 25_000_000, int64(200+attempt))
 		time.Sleep(1500 * time.Millisecond)
 		target := filepath.Join(t.TempDir(), "clone.img")
-		frozen, thawed := cloneLive(t, d.part, target, "--snapshot", "track", "--test-fault", "drop-writes")
+		frozen, thawed := cloneLive(t, nil, d.part, target, "--snapshot", "track", "--test-fault", "drop-writes")
 		ops := w.Stop()
 		root, err := mountImage(t, target, "ro,noload")
 		if err != nil {

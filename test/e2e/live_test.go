@@ -307,6 +307,38 @@ func TestLiveNegativeControls(t *testing.T) {
 	})
 }
 
+// A live create to standard output keeps its temporary files (the maps
+// held at the freeze) off the filesystems it freezes, wherever TMPDIR
+// points: /tmp is on the root filesystem of a running system. Created
+// there, the file would wait for the thaw and --max-freeze end the copy.
+func TestLiveTempDirOnSource(t *testing.T) {
+	d := newLiveDisk(t, "ext4")
+	tmp := filepath.Join(d.mnt, "tmp")
+	if err := os.Mkdir(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	w := startLiveWriter(t, filepath.Join(d.mnt, "live"), 25_000_000, 9)
+	defer w.Stop()
+	time.Sleep(500 * time.Millisecond)
+	img := filepath.Join(t.TempDir(), "live.platter")
+	out, err := os.Create(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(platter, "create", "--snapshot", "track", "--progress", "none", d.part, "-")
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	var stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = out, &stderr
+	err = cmd.Run()
+	out.Close()
+	if err != nil {
+		t.Fatalf("create %s - with TMPDIR on it: %v\n%s", d.part, err, stderr.String())
+	}
+	if o := ok(t, "verify", img); !strings.Contains(o, "OK") {
+		t.Errorf("verify: %s", o)
+	}
+}
+
 // Writers faster than the copy: the dirty set stops shrinking, the passes
 // stop, and the freeze is longer but within --max-freeze; the image is
 // still the filesystem at the freeze, and the passes and freeze are
