@@ -899,7 +899,10 @@ wait:
 			}
 			break wait
 		case <-tick.C:
-			log := read()
+			// GRUB and the firmware draw with terminal escapes, which
+			// may land inside the words looked for ("g\x1b[08;02Hrub
+			// rescue>"): they are taken out first.
+			log := terminalEscapes.ReplaceAllString(read(), "")
 			for _, dead := range bootDeadEnds {
 				if strings.Contains(log, dead) && !strings.Contains(log, "PLATTER-BOOT-OK") {
 					// Let the guest finish its line, then stop it.
@@ -1170,3 +1173,7 @@ func bootDynamic(t *testing.T, path string) bool {
 	}
 	return false
 }
+
+// terminalEscapes are the ANSI control sequences a serial console
+// carries: CSI sequences (ESC [ ... letter) and two-byte escapes.
+var terminalEscapes = regexp.MustCompile(`\x1b(\[[0-9;?]*[A-Za-z]|[()][0-9A-Za-z]|[=>])`)
