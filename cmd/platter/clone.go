@@ -12,20 +12,15 @@ import (
 	"github.com/platter-dev/platter/internal/blockdev"
 	"github.com/platter-dev/platter/internal/clone"
 	"github.com/platter-dev/platter/internal/image"
-	"github.com/platter-dev/platter/internal/live"
 	"github.com/platter-dev/platter/internal/ui"
 	"github.com/spf13/cobra"
 )
 
 type cloneOptions struct {
-	yes          bool
-	allowMounted bool
-	progress     string
-	json         bool
-	snapshot     string
-	tracker      string
-	maxFreeze    time.Duration
-	fault        string // hidden: a fault injected so tests can prove they catch it
+	liveFlags
+	yes      bool
+	progress string
+	json     bool
 }
 
 func newCloneCommand() *cobra.Command {
@@ -62,12 +57,7 @@ leaves a TARGET without a partition table, never one that looks finished.`,
 	f.BoolVar(&opts.yes, "yes", false, "do not ask before overwriting a block device")
 	f.StringVar(&opts.progress, "progress", "auto", "progress display: auto, json or none")
 	f.BoolVar(&opts.json, "json", false, "print the result as JSON on stdout")
-	f.StringVar(&opts.snapshot, "snapshot", "auto", "how to clone a mounted, writable source: track (copy it live, tracking writes, then freeze it briefly for the last changes), freeze (hold it frozen for the whole copy: small volumes), none (refuse unless --allow-mounted); auto is track")
-	f.StringVar(&opts.tracker, "tracker", "auto", "write tracker for --snapshot track: bpf, tracefs or auto (bpf where it loads)")
-	f.BoolVar(&opts.allowMounted, "allow-mounted", false, "clone a source mounted read-write anyway (the copy may be inconsistent)")
-	f.DurationVar(&opts.maxFreeze, "max-freeze", 10*time.Second, "thaw and fail if the filesystems stay frozen longer (the whole copy with --snapshot freeze, the last pass with track)")
-	f.StringVar(&opts.fault, "test-fault", "", "for tests: drop-writes, tracefs-overrun or pause-frozen")
-	f.MarkHidden("test-fault")
+	opts.liveFlags.add(f, "clone", "copy")
 	return cmd
 }
 
@@ -76,28 +66,14 @@ func runClone(cmd *cobra.Command, opts cloneOptions, source, target string) erro
 	if err != nil {
 		return err
 	}
-	switch live.Method(opts.snapshot) {
-	case live.Auto, live.None, live.Freeze, live.Track:
-	default:
-		return usagef("--snapshot takes auto, track, freeze or none, not %q", opts.snapshot)
-	}
-	switch opts.tracker {
-	case "auto", "bpf", "tracefs":
-	default:
-		return usagef("--tracker takes auto, bpf or tracefs, not %q", opts.tracker)
+	if err := opts.check(); err != nil {
+		return err
 	}
 	if err := checkCloneArgs(source, target); err != nil {
 		return err
 	}
 	progress := newProgress(mode, "clone")
-	plan, err := live.Choose(source, live.Options{
-		Snapshot:     live.Method(opts.snapshot),
-		AllowMounted: opts.allowMounted,
-		Tracker:      opts.tracker,
-		MaxFreeze:    opts.maxFreeze,
-		Report:       liveReport{progress, mode, "clone"},
-		Fault:        opts.fault,
-	})
+	plan, err := opts.choose(source, liveReport{progress, mode, "clone"})
 	if err != nil {
 		return err
 	}

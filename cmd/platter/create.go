@@ -15,7 +15,6 @@ import (
 	"github.com/platter-dev/platter/internal/blockdev"
 	"github.com/platter-dev/platter/internal/codec"
 	"github.com/platter-dev/platter/internal/image"
-	"github.com/platter-dev/platter/internal/live"
 	"github.com/platter-dev/platter/internal/seal"
 	"github.com/platter-dev/platter/internal/store"
 	"github.com/platter-dev/platter/internal/ui"
@@ -24,16 +23,12 @@ import (
 )
 
 type createOptions struct {
+	liveFlags
 	partitions   string
 	compress     string
 	force        bool
-	allowMounted bool
 	progress     string
 	json         bool
-	snapshot     string
-	tracker      string
-	maxFreeze    time.Duration
-	fault        string // hidden: a fault injected so tests can prove they catch it
 	incremental  string
 	differential string
 	created      string // hidden, for tests of retention rules
@@ -70,11 +65,9 @@ complete.`,
 	f.StringVar(&opts.partitions, "partitions", "", "image only these partition numbers, e.g. 1,2,5 (the table and boot areas are always kept)")
 	f.StringVar(&opts.compress, "compress", codec.DefaultSetting.String(), "compression: zstd[:LEVEL] (1-22), fast (zstd:1) or none")
 	f.BoolVar(&opts.force, "force", false, "overwrite IMAGE if it exists")
-	f.BoolVar(&opts.allowMounted, "allow-mounted", false, "image a source mounted read-write anyway (the image may be inconsistent)")
+	opts.liveFlags.add(f, "image", "image")
 	f.StringVar(&opts.progress, "progress", "auto", "progress display: auto, json or none")
 	f.BoolVar(&opts.json, "json", false, "print the result as JSON on stdout")
-	f.StringVar(&opts.snapshot, "snapshot", "auto", "how to image a mounted, writable source: track (copy it live, tracking writes, then freeze it briefly for the last changes), freeze (hold it frozen for the whole copy: small volumes), none (refuse unless --allow-mounted); auto is track")
-	f.StringVar(&opts.tracker, "tracker", "auto", "write tracker for --snapshot track: bpf, tracefs or auto (bpf where it loads)")
 	f.StringVar(&opts.incremental, "incremental", "", "store only the chunks that differ from the image chain ending at PARENT (the newest image of the set)")
 	f.StringVar(&opts.differential, "differential", "", "store only the chunks that differ from the full image FULL")
 	f.StringVar(&opts.split, "split", "", splitFlag)
@@ -87,9 +80,6 @@ complete.`,
 	f.BoolVar(&opts.sectors, "sector-by-sector", false, "image every byte of the disk, free space and unpartitioned space included (forensics, deleted files): larger and slower; an incremental follows its parent")
 	f.StringVar(&opts.created, "test-created", "", "for tests: the creation time to record (RFC 3339)")
 	f.MarkHidden("test-created")
-	f.StringVar(&opts.fault, "test-fault", "", "for tests: drop-writes, tracefs-overrun or pause-frozen")
-	f.MarkHidden("test-fault")
-	f.DurationVar(&opts.maxFreeze, "max-freeze", 10*time.Second, "thaw and fail if the filesystems stay frozen longer (the whole copy with --snapshot freeze, the last pass with track)")
 	return cmd
 }
 
@@ -122,28 +112,14 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 	if err != nil {
 		return err
 	}
-	switch live.Method(opts.snapshot) {
-	case live.Auto, live.None, live.Freeze, live.Track:
-	default:
-		return usagef("--snapshot takes auto, track, freeze or none, not %q", opts.snapshot)
-	}
-	switch opts.tracker {
-	case "auto", "bpf", "tracefs":
-	default:
-		return usagef("--tracker takes auto, bpf or tracefs, not %q", opts.tracker)
+	if err := opts.check(); err != nil {
+		return err
 	}
 	if err := checkCreateArgs(source, imagePath); err != nil {
 		return err
 	}
 	progress := newProgress(mode, "create")
-	plan, err := live.Choose(source, live.Options{
-		Snapshot:     live.Method(opts.snapshot),
-		AllowMounted: opts.allowMounted,
-		Tracker:      opts.tracker,
-		MaxFreeze:    opts.maxFreeze,
-		Report:       liveReport{progress, mode, "create"},
-		Fault:        opts.fault,
-	})
+	plan, err := opts.choose(source, liveReport{progress, mode, "create"})
 	if err != nil {
 		return err
 	}
