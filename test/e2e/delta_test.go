@@ -37,9 +37,9 @@ func deltaRestore(t *testing.T, args ...string) deltaResult {
 }
 
 // changeExt mounts the ext4 filesystem at bytes [p.start, p.start+p.size)
-// of disk (all of it when p.size is 0) through a loop device, lets fn
-// change it, and unmounts and detaches it.
-func changeExt(t *testing.T, disk string, p part, fn func(root string)) {
+// of disk (all of it when p.size is 0) through a loop device with
+// mountOpts, lets fn change it, and unmounts and detaches it.
+func changeExt(t *testing.T, disk string, p part, fn func(root string), mountOpts ...string) {
 	t.Helper()
 	args := []string{"-f", "--show"}
 	if p.size > 0 {
@@ -48,7 +48,7 @@ func changeExt(t *testing.T, disk string, p part, fn func(root string)) {
 	dev := strings.TrimSpace(sh(t, "losetup", append(args, disk)...))
 	defer exec.Command("losetup", "-d", dev).Run()
 	mnt := t.TempDir()
-	sh(t, "mount", dev, mnt)
+	sh(t, "mount", append(mountOpts, dev, mnt)...)
 	defer sh(t, "umount", mnt)
 	fn(mnt)
 }
@@ -265,10 +265,12 @@ func TestDeltaRefuses(t *testing.T) {
 	sh(t, "truncate", "-s", "+1M", big)
 	refused(big, 1, "a delta restore needs the same disk; nothing was written")
 	refused(big, 1, "a delta restore needs the same disk; nothing was written", "--force")
-	// The disk's ext4 mounted (through a loop device on the file).
+	// The disk's ext4 mounted (through a loop device on the file), read
+	// only: a writable mount's own writes (lazy inode-table zeroing, the
+	// superblock) would reach the file while it is compared.
 	mounted := filepath.Join(dir, "mounted.img")
 	sh(t, "cp", "--sparse=always", full, mounted)
-	changeExt(t, mounted, sfdiskParts(t, disk)[1], func(string) { refused(mounted, 1, "is in use") })
+	changeExt(t, mounted, sfdiskParts(t, disk)[1], func(string) { refused(mounted, 1, "is in use") }, "-o", "ro,noload")
 	// Usage: no target, - as the image, --trim alone.
 	if _, stderr, code := run(t, "restore", "--delta", img, filepath.Join(dir, "missing.img")); code != 2 || !strings.Contains(stderr, "does not exist") {
 		t.Errorf("a missing target: exit %d: %s", code, stderr)
