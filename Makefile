@@ -34,7 +34,8 @@ FUZZ := ./internal/ptable:FuzzMBR ./internal/ptable:FuzzGPT \
 	./internal/fs/xfs:FuzzDetect ./internal/fs/btrfs:FuzzDetect \
 	./internal/fs/lvm:FuzzDetect ./internal/fs/lvm:FuzzMetadata ./internal/fs/luks:FuzzHeader \
 	./internal/fs/exfat:FuzzDetect ./internal/fs/exfat:FuzzFiles \
-	./internal/fs/f2fs:FuzzDetect ./internal/fs/swap:FuzzDetect
+	./internal/fs/f2fs:FuzzDetect ./internal/fs/swap:FuzzDetect \
+	./internal/vdisk:FuzzOpenQCOW2 ./internal/vdisk:FuzzOpenVHD ./internal/vdisk:FuzzOpenVHDX ./internal/vdisk:FuzzOpenVMDK
 
 .PHONY: all build build-purego deps minio bootkernel test unit e2e fuzz vet demo bench clean install uninstall
 

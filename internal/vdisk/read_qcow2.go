@@ -208,10 +208,10 @@ func openQCOW2Chain(f File, fileSize int64, head []byte, path string, chain *qco
 	perL2 := q.cs * q.l2Entries // guest bytes one L2 table maps
 	need := (q.size + perL2 - 1) / perL2
 	switch {
-	case int64(l1Size) < need:
-		return nil, corrupt("qcow2 header", 36, "L1 table of %d entries maps less than the %d-byte disk (it needs %d)", l1Size, q.size, need)
 	case int64(l1Size)*8 > qcowMaxL1Bytes:
 		return nil, corrupt("qcow2 header", 36, "L1 table of %d entries is larger than qemu allows (32 MiB)", l1Size)
+	case int64(l1Size) < need:
+		return nil, corrupt("qcow2 header", 36, "L1 table of %d entries maps less than the %d-byte disk (it needs %d)", l1Size, q.size, need)
 	case need > 0 && (l1Off%uint64(q.cs) != 0 || !within(int64(l1Off&(1<<62-1)), need*8, fileSize) || l1Off >= 1<<62):
 		return nil, corrupt("qcow2 L1 table", int64(l1Off&(1<<62-1)), "%d entries at a misaligned offset or past the end of the file (%d bytes)", need, fileSize)
 	}
@@ -335,6 +335,9 @@ func (q *qcowImage) scan() (data, zeros []block.Extent, err error) {
 					return nil, nil, err
 				}
 				n = min(n, q.size-off)
+				if n <= 0 {
+					return nil, nil, fmt.Errorf("qcow2: internal error: no progress at guest byte %d", off)
+				}
 				switch kind {
 				case qcowData:
 					if !within(host, n, q.fileSize) {

@@ -503,14 +503,15 @@ func (s *vmdkSparse) scan(size int64) ([]block.Extent, error) {
 			return nil, err
 		}
 		n := min(s.grain, size-gi*s.grain)
+		entry := int64(s.gd[gi/s.gtes])*vmdkSector + gi%s.gtes*4 // where the grain table says so
 		switch kind {
 		case vmdkGrainData:
 			if !within(at, n, s.fileSize) {
-				return nil, corrupt("VMDK grain table", s.gdOff, "grain %d at byte %d lies past the end of the file (%d bytes)", gi, at, s.fileSize)
+				return nil, corrupt("VMDK grain table", entry, "grain %d at byte %d lies past the end of the file (%d bytes)", gi, at, s.fileSize)
 			}
 		case vmdkGrainCompressed:
 			if !within(at, 12, s.fileSize) {
-				return nil, corrupt("VMDK grain table", s.gdOff, "compressed grain %d at byte %d lies past the end of the file (%d bytes)", gi, at, s.fileSize)
+				return nil, corrupt("VMDK grain table", entry, "compressed grain %d at byte %d lies past the end of the file (%d bytes)", gi, at, s.fileSize)
 			}
 		default:
 			if gt := s.gd[gi/s.gtes]; gt == 0 {
