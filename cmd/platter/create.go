@@ -12,12 +12,14 @@ import (
 	"time"
 
 	"github.com/platter-dev/platter/internal/backup"
+	"github.com/platter-dev/platter/internal/block"
 	"github.com/platter-dev/platter/internal/blockdev"
 	"github.com/platter-dev/platter/internal/codec"
 	"github.com/platter-dev/platter/internal/image"
 	"github.com/platter-dev/platter/internal/seal"
 	"github.com/platter-dev/platter/internal/store"
 	"github.com/platter-dev/platter/internal/ui"
+	"github.com/platter-dev/platter/internal/vdisk"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 )
@@ -48,12 +50,13 @@ func newCreateCommand() *cobra.Command {
 		Use:   "create [flags] SOURCE IMAGE",
 		Short: "Image a disk, a partition or a bare filesystem",
 		Long: `Create reads SOURCE (a block device, or a file holding a raw disk or a bare
-filesystem) read-only and writes IMAGE: the partition table and boot areas,
-and each partition's used blocks, compressed. IMAGE appears only when it is
-complete.`,
+filesystem, or a VM's disk file: qcow2, VHDX, VHD or VMDK) read-only and
+writes IMAGE: the partition table and boot areas, and each partition's used
+blocks, compressed. IMAGE appears only when it is complete.`,
 		Example: `  platter create /dev/nvme0n1 /backup/laptop.platter        # a whole disk, live if mounted
   platter create /dev/sda2 /backup/root.platter              # one partition
   platter create --partitions 1,2 disk.img two.platter       # some partitions of a disk file
+  platter create vm.qcow2 vm.platter                         # a VM's disk (qcow2, VHDX, VHD, VMDK)
   platter create --incremental /backup/laptop.platter /dev/nvme0n1 /backup/laptop-1.platter
   platter create --json --progress none /dev/sdb usb.platter # for scripts`,
 		Args: exactArgs(2),
@@ -131,6 +134,18 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 	if same(source, imagePath) {
 		return usagef("IMAGE %s is the source itself", imagePath)
 	}
+	// What the engine reads: the source, or the disk a VM disk file holds.
+	var data block.Source = src
+	if !src.IsDevice() {
+		vm, err := openVMDisk(source, plan)
+		if err != nil {
+			return err
+		}
+		if vm != nil {
+			defer vm.Close()
+			data = vm
+		}
+	}
 	// Chunks are read around the page cache: on a device because it is
 	// faster and what is read once need not be kept (docs/performance.md);
 	// from a mounted source (frozen or tracked) because the cache may hold
@@ -206,7 +221,7 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 		if bopts.TempDir = tempDir(place); bopts.TempDir == "" {
 			bopts.TempDir = scratch
 		}
-		meta, size, err = backup.ToSink(ctx, src, sink, bopts)
+		meta, size, err = backup.ToSink(ctx, data, sink, bopts)
 		return tooLarge(err)
 	})
 	progress.Finish()
@@ -239,6 +254,32 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 		lines = append(lines, areaLines(meta)...)
 	}
 	return report(cmd, opts.json, sum, lines...)
+}
+
+// vmDisk is a VM disk file (qcow2, VHDX, VHD, VMDK) as the engine reads
+// it: the disk its guest sees.
+type vmDisk struct{ vdisk.Disk }
+
+// SectorSize is not known up front, as for a raw disk file: the engine
+// finds it from the partition table.
+func (vmDisk) SectorSize() int64 { return 0 }
+
+// openVMDisk opens SOURCE, a regular file, as the disk a VM disk file
+// holds when it is one (nil when it is a raw disk or filesystem), so
+// that the guest's disk is imaged by its used blocks, not the file's
+// bytes.
+func openVMDisk(source string, plan *live.Plan) (*vmDisk, error) {
+	d, err := vdisk.Open(source)
+	switch {
+	case errors.Is(err, vdisk.ErrNotVirtual):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("open source: %w", err)
+	case len(plan.Mounts) > 0:
+		d.Close()
+		return nil, fmt.Errorf("%s is a %s disk file in use: %s is mounted at %s; stop what uses it first", source, d.Format(), plan.Mounts[0].Device, plan.Mounts[0].Point)
+	}
+	return &vmDisk{d}, nil
 }
 
 // createSummary is create's result for --json.
