@@ -168,8 +168,6 @@ var readers []reader
 
 // registerReader makes format readable by Open; readers are tried in
 // the order they register.
-//
-//lint:ignore U1000 the format readers (read_*.go) register themselves; until they land, Open answers ErrNotVirtual
 func registerReader(format Format, open opener) {
 	readers = append(readers, reader{format, open})
 }
