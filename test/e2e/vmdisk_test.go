@@ -39,6 +39,24 @@ func TestVMDisks(t *testing.T) {
 		})
 	}
 
+	t.Run("platter convert's own files", func(t *testing.T) {
+		// The raw disk's image converted back to each VM format, then
+		// imaged again: the same disk once more.
+		for _, f := range []string{"qcow2", "vhdx", "vhd", "vhd-fixed", "vmdk", "vmdk-stream"} {
+			vm := filepath.Join(dir, "converted-"+f)
+			ok(t, "convert", "--format", f, filepath.Join(dir, "raw.platter"), vm)
+			got, gotInfo := createRestore(t, dir, vm, "converted-"+f)
+			if f == "vhd-fixed" || f == "vhd" {
+				// Their disk may be rounded up (to a whole MiB for
+				// Azure): the raw disk's bytes, then zeros.
+				gotInfo.SourceSize = wantInfo.SourceSize
+				os.Truncate(got, wantInfo.SourceSize)
+			}
+			sameVMImage(t, wantInfo, gotInfo)
+			sameFile(t, want, got, "the restores of the raw disk's image and of its "+f+" conversion")
+		}
+	})
+
 	t.Run("qcow2 over a raw backing file", func(t *testing.T) {
 		// The recipe, the write landing in partition 3 (raw, so
 		// every byte of it is kept): judged against qemu-img's own
