@@ -515,9 +515,9 @@ func TestReadZeroWrites(t *testing.T) {
 }
 
 // TestReadLargeSparse reads disks of 5 GiB holding a few scattered
-// runs of data: many L2 tables, grain tables and BAT entries, and, in
-// the VHDX, payload blocks past the first chunk (whose BAT entries come
-// after a sector bitmap entry).
+// runs of data: many L2 tables, grain tables and BAT entries; in the
+// VHDX, payload blocks past the first chunk (whose BAT entries come
+// after a sector bitmap entry); VMDKs split into 2 GiB extents.
 func TestReadLargeSparse(t *testing.T) {
 	dir := t.TempDir()
 	raw := filepath.Join(dir, "big.raw")
@@ -546,6 +546,8 @@ func TestReadLargeSparse(t *testing.T) {
 		{"vhd", VHD, "vpc", []string{"-O", "vpc", "-o", "subformat=dynamic"}, "big.vhd", 2 << 20, "map"},
 		{"vhdx", VHDX, "vhdx", []string{"-O", "vhdx", "-o", "block_size=1M"}, "big.vhdx", 1 << 20, "none"},
 		{"vmdk", VMDK, "vmdk", nil, "big.vmdk", 64 << 10, "map"},
+		{"vmdk split sparse", VMDK, "vmdk", []string{"-O", "vmdk", "-o", "subformat=twoGbMaxExtentSparse"}, "bigsplit.vmdk", 64 << 10, "map"},
+		{"vmdk split flat", VMDK, "vmdk", []string{"-O", "vmdk", "-o", "subformat=twoGbMaxExtentFlat"}, "bigflat.vmdk", 4 << 10, "none"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			out := filepath.Join(dir, c.file)
@@ -567,7 +569,14 @@ func TestReadLargeSparse(t *testing.T) {
 			for _, s := range spots {
 				units.add(s.Off/c.grain*c.grain, min((s.End()+c.grain-1)/c.grain*c.grain, d.Size())-s.Off/c.grain*c.grain)
 			}
-			if got := roundOut(d.Allocated(), c.grain, d.Size()); fmt.Sprint(got) != fmt.Sprint([]block.Extent(units)) {
+			got := roundOut(d.Allocated(), c.grain, d.Size())
+			if c.grain == 4<<10 {
+				// Flat extents: what the filesystem holds as data, which
+				// may be more (qemu-img writes each extent's first block).
+				if s := subtract(units, got); len(s) > 0 {
+					t.Errorf("Allocated() %v misses %v", got, s)
+				}
+			} else if fmt.Sprint(got) != fmt.Sprint([]block.Extent(units)) {
 				t.Errorf("Allocated() %v, want %v", got, units)
 			}
 			if c.judge == "map" {
