@@ -124,7 +124,7 @@ e2e: deps build minio bootkernel
 fuzz: deps
 	@set -e; for f in $(FUZZ); do pkg=$${f%%:*}; fn=$${f##*:}; \
 		echo "==> fuzz $$pkg $$fn ($(FUZZTIME))"; \
-		out=$$($(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) -timeout $(FUZZ_TIMEOUT) $$pkg 2>&1) || { echo "$$out" | tail -40; exit 1; }; \
+		out=$$($(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s -timeout $(FUZZ_TIMEOUT) $$pkg 2>&1) || { echo "$$out" | tail -40; exit 1; }; \
 	done
 
 test: deps minio bootkernel vet fuzz unit e2e

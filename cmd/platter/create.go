@@ -16,6 +16,7 @@ import (
 	"github.com/platter-dev/platter/internal/blockdev"
 	"github.com/platter-dev/platter/internal/codec"
 	"github.com/platter-dev/platter/internal/image"
+	"github.com/platter-dev/platter/internal/live"
 	"github.com/platter-dev/platter/internal/seal"
 	"github.com/platter-dev/platter/internal/store"
 	"github.com/platter-dev/platter/internal/ui"
