@@ -223,3 +223,32 @@ func uncovered(k block.Extent, parts []ptable.Partition) []block.Extent {
 	}
 	return out
 }
+
+// Disk is what create reads of a disk before it copies anything: its
+// areas as an image's metadata names them (partitions with their
+// filesystems, and the gaps kept), and each area's allocation map.
+type Disk struct {
+	Size       int64
+	SectorSize int64
+	Table      string // "gpt", "mbr" or "none"
+	Areas      []image.Area
+	// Used are the areas' allocation maps, by index into Areas; nil
+	// for an area whose every byte is copied.
+	Used []*block.Usage
+}
+
+// Describe reads src's partition table and each partition's filesystem
+// and allocation map exactly as Run does before it copies: what a clone
+// onto a new layout copies is what create would have imaged.
+func Describe(src block.Source, detect fsmap.Options) (*Disk, error) {
+	l, err := planLayout(src, nil, false, detect)
+	if err != nil {
+		return nil, err
+	}
+	d := &Disk{Size: src.Size(), SectorSize: l.table.SectorSize, Table: l.table.Kind}
+	for _, a := range l.areas {
+		d.Areas = append(d.Areas, a.meta)
+		d.Used = append(d.Used, a.used)
+	}
+	return d, nil
+}

@@ -221,3 +221,28 @@ func (u *Usage) Keep(dir string) (*Usage, func() error, error) {
 	}
 	return kept, f.Close, nil
 }
+
+// Runs calls fn for each maximal run of used bytes inside [off, off+n),
+// in order, clipped to that range and to the map; runs that meet at a
+// window of the walk are reported separately. It reads the map a window
+// at a time, never the whole of it at once.
+func (u *Usage) Runs(off, n int64, fn func(Extent)) error {
+	end := min(off+n, u.length)
+	off = max(off, 0)
+	if off >= end {
+		return nil
+	}
+	for first := off / u.blockSize; first*u.blockSize < end; first += scanBlocks {
+		m, err := u.window(first, scanBlocks)
+		if err != nil {
+			return err
+		}
+		base := first * u.blockSize
+		lo := max(off, base) - base
+		hi := min(end, base+m.Len()) - base
+		if lo < hi {
+			m.Runs(lo, hi-lo, func(e Extent) { fn(Extent{Off: base + e.Off, Len: e.Len}) })
+		}
+	}
+	return nil
+}
