@@ -140,6 +140,12 @@ func Make(mode Mode, disk Disk, t Target) (*Plan, error) {
 	}
 	switch mode {
 	case Keep:
+		// Every partition where it was: they must all lie on the target.
+		for _, m := range p.Moves {
+			if end := m.NewStart + m.NewSize; end > usableEnd {
+				return nil, fmt.Errorf("the target is %d bytes: %s ends at byte %d, past the %d bytes the target holds for partitions; --layout keep needs a target of at least %d bytes (--layout fit moves partitions down)", t.Size, m.Label, end, usableEnd, end+(t.Size-usableEnd))
+			}
+		}
 		return p, nil
 	case Grow:
 		if err := p.grow(disk, t, usableEnd); err != nil {

@@ -257,3 +257,25 @@ func TestRandomLayouts(t *testing.T) {
 		}
 	}
 }
+
+// Keep puts every partition where it was: onto a target that does not
+// hold the last one, it is refused, naming it and the size needed; onto
+// one that does, nothing moves.
+func TestKeep(t *testing.T) {
+	d := windowsDisk()
+	_, err := Make(Keep, d, Target{Size: 32 * gib, Reserved: gptTail})
+	if err == nil || !strings.Contains(err.Error(), "partition 3 (ntfs)") || !strings.Contains(err.Error(), "--layout fit") {
+		t.Fatalf("keep onto half the disk: %v", err)
+	}
+	tg := Target{Size: 64 * gib, Reserved: gptTail}
+	p, err := Make(Keep, d, tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(t, p, d, tg)
+	for _, m := range p.Moves {
+		if m.NewStart != m.OldStart || m.NewSize != m.OldSize {
+			t.Errorf("%s moved: %+v", m.Label, m)
+		}
+	}
+}
