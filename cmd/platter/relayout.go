@@ -23,13 +23,16 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// relayout is a whole-disk restore onto a target laid out anew: the
-// partition table written for the target's size and sector size,
-// partitions moved, filesystems shrunk (on a scratch overlay of the
-// image, before anything is written) or grown (on the target, after).
+// relayout writes a disk onto a target laid out anew: the partition
+// table written for the target's size and sector size, partitions moved,
+// filesystems shrunk (on a scratch overlay of the source, before anything
+// is written) or grown (on the target, after). The disk comes from an
+// image (restore --layout) or from a disk (clone --layout): a
+// relayoutSource.
 type relayout struct {
-	img    *image.Reader
-	disk   *view.Disk
+	from   relayoutSource
+	disk   view.Device // the whole source disk, read at random
+	op     string      // "restore" or "clone", for progress and messages
 	src    *ptable.Table
 	orig   *ptable.Original
 	areas  map[int]int // partition index -> area index
@@ -43,26 +46,102 @@ type relayout struct {
 	scratch *resize.Scratch
 }
 
+// relayoutSource is the disk a relayout writes anew.
+type relayoutSource interface {
+	// Metadata describes the disk as an image's metadata does: its
+	// size, sector size and areas (SourceSize, SectorSize, Areas).
+	Metadata() *image.Metadata
+	// Used returns the used runs of area i within [off, off+n) of it;
+	// mapped is false when the area has no map (every byte counts).
+	Used(i int, off, n int64) (runs []block.Extent, mapped bool, err error)
+	// Write writes onto t each area that opts.Place puts somewhere, at
+	// that place: its used bytes, as a restore writes them.
+	Write(ctx context.Context, t restore.ReadTarget, opts restore.Options) error
+}
+
+// imageSource is an image as a relayoutSource.
+type imageSource struct{ img *image.Reader }
+
+func (s imageSource) Metadata() *image.Metadata { return s.img.Metadata() }
+
+func (s imageSource) Used(i int, off, n int64) ([]block.Extent, bool, error) {
+	m := s.img.Map(i)
+	if m == nil {
+		return nil, false, nil
+	}
+	var runs []block.Extent
+	m.Runs(off, n, func(e block.Extent) { runs = append(runs, e) })
+	return runs, true, nil
+}
+
+func (s imageSource) Write(ctx context.Context, t restore.ReadTarget, opts restore.Options) error {
+	return restore.Run(ctx, s.img, t, opts)
+}
+
 // runRestoreLayout restores img onto target with --layout mode (grow or
 // fit), or keep when only the sector size differs.
 func runRestoreLayout(cmd *cobra.Command, opts restoreOptions, mode layout.Mode, f chainFiles, img *image.Reader, imagePath, target string) error {
 	ctx := cmd.Context()
-	m := img.Metadata()
 	if opts.partition != 0 {
 		return usagef("--layout lays out a whole disk; --partition %d restores one partition's contents as they are", opts.partition)
 	}
-	r := &relayout{img: img, target: target, areas: map[int]int{}}
-	r.disk = view.New(img, 16)
-	defer r.disk.Close()
-	var err error
-	if r.src, err = ptable.Read(r.disk, m.SourceSize, m.SectorSize); err != nil {
-		return fmt.Errorf("read the image's partition table: %w", err)
+	disk := view.New(img, 16)
+	defer disk.Close()
+	r, err := newRelayout(ctx, imageSource{img}, disk, imagePath, target, mode, opts.growPartition)
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	summary := r.summary(imagePath)
+	if opts.plan {
+		return report(cmd, opts.json, summary, r.planLines()...)
+	}
+	r.announce(cmd, opts.progress, "restore", summary)
+	if r.isDev {
+		if err := confirmOverwrite(cmd, target, opts.yes); err != nil {
+			return err
+		}
+	}
+	start := time.Now()
+	var changes *restore.Changes
+	written, err := r.apply(ctx, "restore", opts.progress, opts.delta, func(ctx context.Context, t restore.ReadTarget, wopts restore.Options) error {
+		if c, ok := t.(*restore.Changes); ok {
+			changes = c
+		}
+		return r.from.Write(ctx, t, wopts)
+	})
+	if err != nil {
+		return f.inVolume(err)
+	}
+	summary.Seconds = time.Since(start).Seconds()
+	lines := []string{fmt.Sprintf("restored disk of %s to %s (%s, layout %s) in %.1fs", imagePath, target, ui.Bytes(r.size), mode, summary.Seconds)}
+	if opts.delta && changes != nil {
+		summary.Written = written
+		lines = append(lines, fmt.Sprintf("delta: wrote %s, the 4 KiB blocks that differed", ui.Bytes(summary.Written)))
+	}
+	return report(cmd, opts.json, summary, append(lines, r.stuckLines()...)...)
+}
+
+// newRelayout reads the source's partition table from disk, the
+// target's size, and makes the plan for mode; for fit it asks each
+// filesystem's tool, on a scratch overlay of disk, how small it can be.
+// Nothing is written. name is the source as the user gave it.
+func newRelayout(ctx context.Context, from relayoutSource, disk view.Device, name, target string, mode layout.Mode, grow int) (_ *relayout, err error) {
+	m := from.Metadata()
+	r := &relayout{from: from, disk: disk, target: target, areas: map[int]int{}}
+	defer func() {
+		if err != nil {
+			r.close()
+		}
+	}()
+	if r.src, err = ptable.Read(disk, m.SourceSize, m.SectorSize); err != nil {
+		return nil, fmt.Errorf("read the partition table of %s: %w", name, err)
 	}
 	if r.src.Kind != "gpt" && r.src.Kind != "mbr" {
-		return usagef("%s holds no partition table (%s): --layout %s needs a partitioned disk", imagePath, r.src.Kind, mode)
+		return nil, usagef("%s holds no partition table (%s): --layout %s needs a partitioned disk", name, r.src.Kind, mode)
 	}
-	if r.orig, err = ptable.ReadOriginal(r.disk, r.src); err != nil {
-		return fmt.Errorf("read the image's partition table: %w", err)
+	if r.orig, err = ptable.ReadOriginal(disk, r.src); err != nil {
+		return nil, fmt.Errorf("read the partition table of %s: %w", name, err)
 	}
 	for i, a := range m.Areas {
 		if a.Kind == image.KindPartition {
@@ -70,19 +149,18 @@ func runRestoreLayout(cmd *cobra.Command, opts restoreOptions, mode layout.Mode,
 		}
 	}
 	if err := r.openTarget(mode); err != nil {
-		return err
+		return nil, err
 	}
 	if mode == layout.Fit {
-		if r.scratch, err = resize.NewScratch("", r.disk); err != nil {
-			return err
+		if r.scratch, err = resize.NewScratch("", disk); err != nil {
+			return nil, err
 		}
-		defer r.scratch.Close()
 	}
 	ldisk, err := r.describe(ctx, mode)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	tg := layout.Target{Size: r.size, Grow: opts.growPartition}
+	tg := layout.Target{Size: r.size, Grow: grow}
 	if r.src.Kind == "gpt" {
 		entries := int64(r.orig.NumEntries) * int64(r.orig.EntrySize)
 		tg.Reserved = (entries+r.sector-1)/r.sector*r.sector + r.sector
@@ -90,45 +168,57 @@ func runRestoreLayout(cmd *cobra.Command, opts restoreOptions, mode layout.Mode,
 		tg.Limit = (1<<32 - 1) * r.sector
 	}
 	if r.plan, err = layout.Make(mode, ldisk, tg); err != nil {
-		return err
+		return nil, err
 	}
-	summary := r.summary(imagePath)
-	if opts.plan {
-		return report(cmd, opts.json, summary, r.planLines()...)
+	return r, nil
+}
+
+// close removes the scratch overlay.
+func (r *relayout) close() {
+	if r.scratch != nil {
+		r.scratch.Close()
+		r.scratch = nil
 	}
-	if mode, _ := displayMode(opts.progress); mode == ui.JSON {
-		b, _ := json.Marshal(map[string]any{"op": "restore", "layout": summary})
+}
+
+// announce shows the plan before anything is written: its lines, or
+// with --progress json the summary as one JSON line.
+func (r *relayout) announce(cmd *cobra.Command, progress, op string, summary layoutSummary) {
+	if mode, _ := displayMode(progress); mode == ui.JSON {
+		b, _ := json.Marshal(map[string]any{"op": op, "layout": summary})
 		fmt.Fprintln(cmd.ErrOrStderr(), string(b))
 	} else if !quiet {
 		for _, l := range r.planLines() {
 			fmt.Fprintln(cmd.ErrOrStderr(), l)
 		}
 	}
-	if r.isDev {
-		if err := confirmOverwrite(cmd, target, opts.yes); err != nil {
-			return err
-		}
-	}
-	start := time.Now()
+}
+
+// apply carries the plan out: the shrinking (on the scratch overlay;
+// nothing is written to the target if it fails), then the target opened,
+// each area written by write at the place opts.Place gives, the shrunk
+// partitions, the new partition table, the grown filesystems. With delta
+// every write goes through a restore.Changes (only the blocks that differ
+// from the target's are written); it returns the bytes so written.
+func (r *relayout) apply(ctx context.Context, op, progress string, delta bool, write func(context.Context, restore.ReadTarget, restore.Options) error) (int64, error) {
+	r.op = op
 	if err := r.shrink(ctx); err != nil {
-		return fmt.Errorf("nothing was written to %s: %w", target, err)
+		return 0, fmt.Errorf("nothing was written to %s: %w", r.target, err)
 	}
 	open := blockdev.OpenTarget
-	if opts.delta {
+	if delta {
 		open = blockdev.OpenExisting // the older state is what is compared
 	}
-	bt, err := open(target, r.size)
+	bt, err := open(r.target, r.size)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	// With --delta every write goes through Changes: only the blocks that
-	// differ from the target's are written.
 	var t restore.ReadTarget = bt
 	changes := &restore.Changes{T: bt}
-	if opts.delta {
+	if delta {
 		t = changes
 	}
-	err = r.write(ctx, t, bt.Fresh && !opts.delta, opts)
+	err = r.write(ctx, t, bt.Fresh && !delta, progress, write)
 	if err == nil {
 		err = r.grow(ctx, t, bt.Sync)
 	}
@@ -139,20 +229,21 @@ func runRestoreLayout(cmd *cobra.Command, opts restoreOptions, mode layout.Mode,
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("restore stopped: %s is incomplete and does not hold a usable disk: %w", target, f.inVolume(err))
+		return 0, fmt.Errorf("%s stopped: %s is incomplete and does not hold a usable disk: %w", op, r.target, err)
 	}
-	summary.Seconds = time.Since(start).Seconds()
-	lines := []string{fmt.Sprintf("restored disk of %s to %s (%s, layout %s) in %.1fs", imagePath, target, ui.Bytes(r.size), mode, summary.Seconds)}
-	if opts.delta {
-		summary.Written = changes.Written()
-		lines = append(lines, fmt.Sprintf("delta: wrote %s, the 4 KiB blocks that differed", ui.Bytes(summary.Written)))
-	}
+	return changes.Written(), nil
+}
+
+// stuckLines name the partitions made larger whose filesystems could not
+// grow.
+func (r *relayout) stuckLines() []string {
+	var lines []string
 	for _, mv := range r.plan.Moves {
 		if mv.Stuck {
 			lines = append(lines, fmt.Sprintf("%s: the partition is larger, its filesystem keeps its size (Platter cannot grow it)", mv.Label))
 		}
 	}
-	return report(cmd, opts.json, summary, lines...)
+	return lines
 }
 
 // openTarget finds the target's size and sector size and refuses what
@@ -169,7 +260,7 @@ func (r *relayout) openTarget(mode layout.Mode) error {
 	if _, err := checkTarget(r.target, 0); err != nil {
 		return err
 	}
-	r.isDev, r.size, r.sector = isDev, size, r.img.Metadata().SectorSize
+	r.isDev, r.size, r.sector = isDev, size, r.from.Metadata().SectorSize
 	if isDev {
 		d, err := blockdev.Open(r.target)
 		if err != nil {
@@ -230,7 +321,7 @@ func (r *relayout) describe(ctx context.Context, mode layout.Mode) (layout.Disk,
 // not imaged).
 func (r *relayout) fs(index int) string {
 	if i, ok := r.areas[index]; ok {
-		return r.img.Metadata().Areas[i].Filesystem
+		return r.from.Metadata().Areas[i].Filesystem
 	}
 	return ""
 }
@@ -272,8 +363,8 @@ func (r *relayout) shrink(ctx context.Context) error {
 
 // write puts every partition at its new place, the boot code before the
 // first one, and the partition table written anew.
-func (r *relayout) write(ctx context.Context, t restore.ReadTarget, fresh bool, opts restoreOptions) error {
-	mode, _ := displayMode(opts.progress)
+func (r *relayout) write(ctx context.Context, t restore.ReadTarget, fresh bool, progress string, write func(context.Context, restore.ReadTarget, restore.Options) error) error {
+	mode, _ := displayMode(progress)
 	// Partitions not shrunk come from their chunks; the area before the
 	// first partition (boot code; the table is written over it after)
 	// stays where it is. Other gaps held the old table's EBRs and backup.
@@ -291,8 +382,8 @@ func (r *relayout) write(ctx context.Context, t restore.ReadTarget, fresh bool, 
 		}
 		return mv.NewStart, true
 	}
-	p := newProgress(mode, "restore")
-	err := restore.Run(ctx, r.img, t, restore.Options{Place: place, Fresh: fresh, Progress: p})
+	p := newProgress(mode, r.op)
+	err := write(ctx, t, restore.Options{Place: place, Fresh: fresh, Progress: p})
 	p.Finish()
 	if err != nil {
 		return err
@@ -303,18 +394,19 @@ func (r *relayout) write(ctx context.Context, t restore.ReadTarget, fresh bool, 
 		if mv.Resize != layout.Shrink {
 			continue
 		}
-		var runs []block.Extent
-		if used := r.img.Map(r.areas[mv.Index]); used != nil {
-			used.Runs(0, mv.NewSize, func(e block.Extent) { runs = append(runs, e) })
-		} else {
-			runs = append(runs, block.Extent{Len: mv.NewSize})
+		runs, mapped, err := r.from.Used(r.areas[mv.Index], 0, mv.NewSize)
+		if err != nil {
+			return fmt.Errorf("%s: read its allocation map: %w", mv.Label, err)
+		}
+		if !mapped {
+			runs = []block.Extent{{Len: mv.NewSize}}
 		}
 		for _, w := range r.scratch.Written(mv.OldStart, mv.NewSize) {
 			runs = append(runs, block.Extent{Off: w.Off - mv.OldStart, Len: w.Len})
 		}
 		runs = block.MergeExtents(runs)
-		p := newProgress(mode, "restore")
-		err := restore.Copy(ctx, r.scratch.Section(mv.OldStart, mv.NewSize), t, runs, mv.NewStart, restore.Options{Fresh: fresh, Progress: p})
+		p := newProgress(mode, r.op)
+		err = restore.Copy(ctx, r.scratch.Section(mv.OldStart, mv.NewSize), t, runs, mv.NewStart, restore.Options{Fresh: fresh, Progress: p})
 		p.Finish()
 		if err != nil {
 			return fmt.Errorf("%s: %w", mv.Label, err)
@@ -415,7 +507,8 @@ func (s *targetSection) WriteAt(p []byte, off int64) (int, error) {
 
 // layoutSummary is the plan, for --plan --json and the JSON progress.
 type layoutSummary struct {
-	Image      string       `json:"image"`
+	Image      string       `json:"image,omitempty"`
+	Source     string       `json:"source,omitempty"` // clone's
 	Target     string       `json:"target"`
 	Layout     layout.Mode  `json:"layout"`
 	TargetSize int64        `json:"target_size"`
@@ -424,6 +517,8 @@ type layoutSummary struct {
 	Seconds    float64      `json:"seconds,omitempty"`
 	// Written, with --delta: the bytes of the blocks that differed.
 	Written int64 `json:"bytes_written,omitempty"`
+	// Snapshot, for a clone of a source in use: how it was held.
+	Snapshot *image.Snapshot `json:"snapshot,omitempty"`
 }
 
 type layoutPart struct {

@@ -16,17 +16,16 @@ import (
 	"github.com/platter-dev/platter/internal/restore"
 	"github.com/platter-dev/platter/internal/ui"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 )
 
 type restoreOptions struct {
-	partition     int
-	yes           bool
-	progress      string
-	json          bool
-	layout        string
-	growPartition int
-	plan          bool
+	partition int
+	yes       bool
+	progress  string
+	json      bool
+	layoutFlags
 
 	// restore --delta (restore_delta.go)
 	delta, trim, force bool
@@ -62,9 +61,7 @@ uses are left as they are (--trim discards them).`,
 	f.BoolVar(&opts.yes, "yes", false, "do not ask before overwriting a block device")
 	f.StringVar(&opts.progress, "progress", "auto", "progress display: auto, json or none")
 	f.BoolVar(&opts.json, "json", false, "print the result as JSON on stdout")
-	f.StringVar(&opts.layout, "layout", "", "onto a disk of another size: keep (the source's layout as it was), grow (the last partition, or --grow-partition N, takes the new space) or fit (filesystems shrink, partitions move down); a different-size disk without it is refused")
-	f.IntVar(&opts.growPartition, "grow-partition", 0, "with --layout grow: the partition that takes the new space (default: the last one that is not a system partition)")
-	f.BoolVar(&opts.plan, "plan", false, "with --layout: print the layout that would be written, and write nothing")
+	opts.layoutFlags.add(f)
 	f.BoolVar(&opts.delta, "delta", false, "TARGET holds an older state of the disk: write only what differs")
 	f.BoolVar(&opts.trim, "trim", false, "with --delta: discard the bytes no filesystem uses")
 	f.BoolVar(&opts.force, "force", false, "with --delta: restore onto a TARGET that does not look like the image's disk")
@@ -240,39 +237,68 @@ func checkTarget(target string, need int64) (isDev bool, err error) {
 // image's (the table is then written anew in them). A block device of
 // another size than the image's disk needs --layout.
 func chooseLayout(opts restoreOptions, img *image.Reader, target string, need int64) (layout.Mode, bool, error) {
-	if opts.layout == "" && (opts.plan || opts.growPartition != 0) {
+	lf := opts.layoutFlags
+	if opts.delta {
+		lf.relayout = true // a delta is compared block by block through the relayout
+	}
+	return lf.decide(target, need, img.Metadata().SectorSize, opts.partition != 0, "of the image's disk", "restores")
+}
+
+// layoutFlags are --layout, --grow-partition and --plan, of restore and
+// clone alike.
+type layoutFlags struct {
+	layout        string
+	growPartition int
+	plan          bool
+	// relayout forces a relayout even in keep mode.
+	relayout bool
+}
+
+func (l *layoutFlags) add(f *pflag.FlagSet) {
+	f.StringVar(&l.layout, "layout", "", "onto a disk of another size: keep (the source's layout as it was), grow (the last partition, or --grow-partition N, takes the new space) or fit (filesystems shrink, partitions move down); a different-size disk without it is refused")
+	f.IntVar(&l.growPartition, "grow-partition", 0, "with --layout grow: the partition that takes the new space (default: the last one that is not a system partition)")
+	f.BoolVar(&l.plan, "plan", false, "with --layout: print the layout that would be written, and write nothing")
+}
+
+// decide decides whether the disk of need bytes and sector bytes per
+// sector goes onto target as it was (false) or laid out anew in mode
+// (true). of names the source disk in messages ("of the image's
+// disk"), verb what the command does ("restores"); onePart says only
+// one partition's contents are written (no layout applies).
+func (l *layoutFlags) decide(target string, need, sector int64, onePart bool, of, verb string) (layout.Mode, bool, error) {
+	if l.layout == "" && (l.plan || l.growPartition != 0) {
 		return "", false, usagef("--plan and --grow-partition go with --layout")
 	}
-	if opts.growPartition != 0 && opts.layout != string(layout.Grow) {
+	if l.growPartition != 0 && l.layout != string(layout.Grow) {
 		return "", false, usagef("--grow-partition goes with --layout grow")
 	}
 	mode := layout.Keep
-	if opts.layout != "" {
-		m, err := layout.ParseMode(opts.layout)
+	if l.layout != "" {
+		m, err := layout.ParseMode(l.layout)
 		if err != nil {
 			return "", false, usagef("--layout: %v", err)
 		}
 		mode = m
 	}
-	if mode != layout.Keep || opts.delta {
+	if mode != layout.Keep || l.relayout {
 		return mode, true, nil
 	}
 	exists, isDev, size, err := blockdev.StatTarget(target)
-	if err != nil || !exists || !isDev || opts.partition != 0 {
-		return mode, opts.plan, err
+	if err != nil || !exists || !isDev || onePart {
+		return mode, l.plan, err
 	}
-	if size != need && opts.layout == "" {
+	if size != need && l.layout == "" {
 		if size < need {
-			return "", false, usagef("target %s is %d bytes (%s), smaller than the %d bytes (%s) of the image's disk: --layout fit restores onto it (filesystems shrink, partitions move down); nothing was written", target, size, ui.Bytes(size), need, ui.Bytes(need))
+			return "", false, usagef("target %s is %d bytes (%s), smaller than the %d bytes (%s) %s: --layout fit %s onto it (filesystems shrink, partitions move down); nothing was written", target, size, ui.Bytes(size), need, ui.Bytes(need), of, verb)
 		}
-		return "", false, usagef("target %s is %d bytes (%s), larger than the %d bytes (%s) of the image's disk: choose --layout grow (the last partition takes the new space), fit, or keep (the disk as it was, the rest unused); nothing was written", target, size, ui.Bytes(size), need, ui.Bytes(need))
+		return "", false, usagef("target %s is %d bytes (%s), larger than the %d bytes (%s) %s: choose --layout grow (the last partition takes the new space), fit, or keep (the disk as it was, the rest unused); nothing was written", target, size, ui.Bytes(size), need, ui.Bytes(need), of)
 	}
 	d, err := blockdev.Open(target)
 	if err != nil {
 		return "", false, err
 	}
 	defer d.Close()
-	return mode, opts.plan || d.SectorSize() != img.Metadata().SectorSize, nil
+	return mode, l.plan || d.SectorSize() != sector, nil
 }
 
 // openRestoreImage opens IMAGE for a restore onto target, with the
