@@ -12,12 +12,14 @@ import (
 	"github.com/platter-dev/platter/internal/blockdev"
 	"github.com/platter-dev/platter/internal/clone"
 	"github.com/platter-dev/platter/internal/image"
+	"github.com/platter-dev/platter/internal/ptable"
 	"github.com/platter-dev/platter/internal/ui"
 	"github.com/spf13/cobra"
 )
 
 type cloneOptions struct {
 	liveFlags
+	layoutFlags
 	yes      bool
 	progress string
 	json     bool
@@ -38,16 +40,28 @@ A SOURCE whose filesystems are mounted read-write (the running system) is
 cloned live, as create images it: the copy is the disk at one instant
 (--snapshot track, the default, or freeze).
 
-TARGET may be a block device (not mounted, at least as large as SOURCE;
-confirmation needed unless --yes) or a file (created or cut to SOURCE's
-size and written sparse). A larger device gets the disk as it was, its
-extra space left unused; a smaller one is refused (for now: a new layout
-that moves and resizes partitions is coming). A clone that stops
-leaves a TARGET without a partition table, never one that looks finished.`,
+TARGET may be a block device (not mounted; confirmation needed unless
+--yes) or a file (created or cut to SOURCE's size and written sparse). A
+device of another size than SOURCE needs --layout, as restore's does:
+grow (the last partition, or --grow-partition N, takes the new space and
+its filesystem grows), fit (filesystems shrink on a copy-on-write
+overlay of SOURCE, which is only ever read; partitions move down) or
+keep (the disk as it was, the extra space unused). --layout onto a file
+takes the file's size, so make it first (truncate -s 64G new.img);
+--plan prints the layout and writes nothing. With --layout an idle
+source's used blocks are read straight onto their new places (no image
+stream in between, so no chunk hashes: the result is what create +
+restore --layout give). A source in use clones live
+with grow or keep when no partition moves; --layout fit of a source with
+a filesystem mounted read-write is refused (the shrink would not be of
+the instant copied). A clone that stops leaves a TARGET without a
+partition table, never one that looks finished.`,
 		Example: `  platter clone /dev/nvme0n1 /dev/sdb              # the running system onto a new SSD (asks first)
   platter clone --yes --progress json /dev/sda /dev/sdb
   platter clone /dev/sda disk.img                   # into a sparse file
-  platter clone --snapshot freeze /dev/vdb /dev/vdc # writers held for the whole copy`,
+  platter clone --snapshot freeze /dev/vdb /dev/vdc # writers held for the whole copy
+  platter clone --layout fit /dev/sda /dev/sdb      # onto a smaller disk: filesystems shrink
+  platter clone --layout grow --plan /dev/sda /dev/sdb  # what a larger disk would get; writes nothing`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runClone(cmd, opts, args[0], args[1])
@@ -58,6 +72,7 @@ leaves a TARGET without a partition table, never one that looks finished.`,
 	f.StringVar(&opts.progress, "progress", "auto", "progress display: auto, json or none")
 	f.BoolVar(&opts.json, "json", false, "print the result as JSON on stdout")
 	opts.liveFlags.add(f, "clone", "copy")
+	opts.layoutFlags.add(f)
 	return cmd
 }
 
@@ -92,12 +107,25 @@ func runClone(cmd *cobra.Command, opts cloneOptions, source, target string) erro
 
 	// Every refusal happens here, before anything is frozen or written.
 	need := src.Size()
+	// The source's sectors as its partition table counts them (a file
+	// has none of its own).
+	sector := src.SectorSize()
+	if tb, err := ptable.Read(src, need, sector); err == nil {
+		sector = tb.SectorSize
+	}
+	lmode, relay, err := opts.layoutFlags.decide(target, need, sector, false, "of "+source, "clones")
+	if err != nil {
+		return err
+	}
+	if relay {
+		return runCloneLayout(cmd, opts, lmode, plan, progress, src, source, target)
+	}
 	exists, isDev, have, err := blockdev.StatTarget(target)
 	if err != nil {
 		return fmt.Errorf("target: %w", err)
 	}
 	if exists && isDev && have < need {
-		return fmt.Errorf("target %s is %d bytes (%s), smaller than the source %s, %d bytes (%s): nothing was written (a clone onto a smaller disk, which moves and shrinks partitions, is not available yet)",
+		return fmt.Errorf("target %s is %d bytes (%s), smaller than the source %s, %d bytes (%s): nothing was written (--layout fit clones onto a smaller disk: filesystems shrink, partitions move down)",
 			target, have, ui.Bytes(have), source, need, ui.Bytes(need))
 	}
 	if _, err := checkTarget(target, need); err != nil {

@@ -146,12 +146,13 @@ func TestCloneIdle(t *testing.T) {
 		checkClone(t, disk, backing) // the device's bytes, its partitions named as the source's
 	})
 
-	// A larger device gets the disk as it was, with a warning; the
-	// backup GPT stays where the source ended, as after restore.
+	// A larger device, with --layout keep, gets the disk as it was, with
+	// a warning; the backup GPT stays where the source ended, as after
+	// restore. (Without --layout it is refused: TestCloneLayoutRefusals.)
 	t.Run("larger device", func(t *testing.T) {
 		backing := sparseFile(t, filepath.Join(dir, "larger.img"), st.Size()+64<<20)
 		dev := loop(t, backing)
-		_, errOut, code := run(t, "clone", "--yes", "--progress", "none", disk, dev)
+		_, errOut, code := run(t, "clone", "--yes", "--progress", "none", "--layout", "keep", disk, dev)
 		if code != 0 || !strings.Contains(errOut, "larger") || !strings.Contains(errOut, "sgdisk -e") {
 			t.Fatalf("clone onto a larger device: exit %d\n%s", code, errOut)
 		}
@@ -334,7 +335,8 @@ func TestCloneRefusals(t *testing.T) {
 		{"a partition of the source", []string{"--yes", srcDev, srcDev + "p2"}, 2, []string{"overlaps SOURCE"}},
 		{"the disk of the source partition", []string{"--yes", srcDev + "p2", srcDev}, 2, []string{"overlaps SOURCE"}},
 		{"a file on the source", []string{"--yes", srcDev, filepath.Join(srcMnt, "clone.img")}, 2, []string{"a filesystem of SOURCE"}},
-		{"smaller device", []string{"--yes", disk, smallDev}, 1, []string{"smaller than the source", fmt.Sprint(64 << 20), fmt.Sprint(st.Size()), "nothing was written"}},
+		{"smaller device", []string{"--yes", disk, smallDev}, 2, []string{"smaller than", fmt.Sprint(64 << 20), fmt.Sprint(st.Size()), "--layout fit", "nothing was written"}},
+		{"smaller device, --layout keep", []string{"--yes", "--layout", "keep", disk, smallDev}, 1, []string{"smaller than the source", fmt.Sprint(64 << 20), fmt.Sprint(st.Size()), "nothing was written"}},
 		{"no --yes, no terminal", []string{disk, okDev}, 2, []string{"gpt", "--yes"}},
 		{"image as source", []string{"--yes", img, okDev}, 2, []string{"platter restore"}},
 		{"image as target", []string{disk, img}, 2, []string{"is a Platter image"}},

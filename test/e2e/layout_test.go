@@ -81,8 +81,6 @@ func TestLayoutFitGrow(t *testing.T) {
 	disk := fixture(t, "gpt-disk.sh")
 	img := filepath.Join(t.TempDir(), "disk.platter")
 	ok(t, "create", "--progress", "none", disk, img)
-	src := sfdiskParts(t, disk)
-	fss := map[int]string{1: "fat32", 2: "ext4", 3: "ntfs"}
 	for _, c := range []struct {
 		name string
 		size int64
@@ -94,60 +92,73 @@ func TestLayoutFitGrow(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			target := sizedFile(t, c.size)
 			ok(t, append(append([]string{"restore", "--progress", "none"}, c.args...), img, target)...)
-			if out := sh(t, "sgdisk", "-v", target); !strings.Contains(out, "No problems found") {
-				t.Errorf("sgdisk -v:\n%s", out)
-			}
-			sh(t, "sfdisk", "--verify", target)
-			parts := sfdiskParts(t, target)
-			if len(parts) != len(src) {
-				t.Fatalf("%d partitions, want %d", len(parts), len(src))
-			}
-			if a, b := sh(t, "sgdisk", "-p", disk), sh(t, "sgdisk", "-p", target); !strings.Contains(b, diskGUID(a)) {
-				t.Errorf("the disk GUID changed:\n%s\n---\n%s", a, b)
-			}
-			for n := range src {
-				if a, b := gptFields(t, disk, n), gptFields(t, target, n); a != b {
-					t.Errorf("partition %d: sgdisk -i differs:\n%s\n---\n%s", n, a, b)
-				}
-				if parts[n].start%(1<<20) != 0 {
-					t.Errorf("partition %d starts at %d, not 1 MiB aligned", n, parts[n].start)
-				}
-			}
-			for n, fs := range fss {
-				p := extract(t, target, parts[n])
-				checkPartition(t, p, fs, disk+".files/p"+strconv.Itoa(n))
-				was := extract(t, disk, src[n])
-				for _, tag := range []string{"UUID", "LABEL"} {
-					if a, b := blkidTag(t, was, tag), blkidTag(t, p, tag); a != b {
-						t.Errorf("partition %d: %s %q, was %q", n, tag, b, a)
-					}
-				}
-			}
-			if !bytes.Equal(readAt(t, disk, int(src[4].size), src[4].start), readAt(t, target, int(src[4].size), parts[4].start)) {
-				t.Error("the unknown partition's bytes differ")
-			}
-			switch c.name {
-			case "fit":
-				for _, n := range []int{2, 3} {
-					if parts[n].size >= src[n].size {
-						t.Errorf("partition %d: %d bytes, not smaller than %d", n, parts[n].size, src[n].size)
-					}
-				}
-				if parts[1] != src[1] {
-					t.Errorf("the EFI system partition moved or changed size: %+v, was %+v", parts[1], src[1])
-				}
-			case "grow":
-				if parts[2].size < src[2].size+200<<20 {
-					t.Errorf("partition 2 is %d bytes, did not take the new space", parts[2].size)
-				}
-				if got := fsSize(t, "ext4", extract(t, target, parts[2])); got < parts[2].size*95/100 {
-					t.Errorf("ext4 is %d bytes in a %d-byte partition", got, parts[2].size)
-				}
-				if end := parts[4].start + parts[4].size; end < c.size-(1<<20)-33*512 {
-					t.Errorf("the last partition ends at %d, not at the disk's end (%d)", end, c.size)
-				}
-			}
+			checkLayout(t, disk, target, c.name, c.size)
 		})
+	}
+}
+
+// checkLayout judges target, the GPT fixture disk laid out anew onto a
+// disk of size bytes by restore or clone with --layout mode (fit, or grow
+// with partition 2 taking the new space): the tables check clean and keep
+// every GUID, type and name; every filesystem checks clean with the same
+// files, UUID and label; the unknown partition is byte for byte the same;
+// fit shrinks ext4 and NTFS and keeps the ESP; grow fills the disk.
+func checkLayout(t *testing.T, disk, target, mode string, size int64) {
+	t.Helper()
+	src := sfdiskParts(t, disk)
+	fss := map[int]string{1: "fat32", 2: "ext4", 3: "ntfs"}
+	if out := sh(t, "sgdisk", "-v", target); !strings.Contains(out, "No problems found") {
+		t.Errorf("sgdisk -v:\n%s", out)
+	}
+	sh(t, "sfdisk", "--verify", target)
+	parts := sfdiskParts(t, target)
+	if len(parts) != len(src) {
+		t.Fatalf("%d partitions, want %d", len(parts), len(src))
+	}
+	if a, b := sh(t, "sgdisk", "-p", disk), sh(t, "sgdisk", "-p", target); !strings.Contains(b, diskGUID(a)) {
+		t.Errorf("the disk GUID changed:\n%s\n---\n%s", a, b)
+	}
+	for n := range src {
+		if a, b := gptFields(t, disk, n), gptFields(t, target, n); a != b {
+			t.Errorf("partition %d: sgdisk -i differs:\n%s\n---\n%s", n, a, b)
+		}
+		if parts[n].start%(1<<20) != 0 {
+			t.Errorf("partition %d starts at %d, not 1 MiB aligned", n, parts[n].start)
+		}
+	}
+	for n, fs := range fss {
+		p := extract(t, target, parts[n])
+		checkPartition(t, p, fs, disk+".files/p"+strconv.Itoa(n))
+		was := extract(t, disk, src[n])
+		for _, tag := range []string{"UUID", "LABEL"} {
+			if a, b := blkidTag(t, was, tag), blkidTag(t, p, tag); a != b {
+				t.Errorf("partition %d: %s %q, was %q", n, tag, b, a)
+			}
+		}
+	}
+	if !bytes.Equal(readAt(t, disk, int(src[4].size), src[4].start), readAt(t, target, int(src[4].size), parts[4].start)) {
+		t.Error("the unknown partition's bytes differ")
+	}
+	switch mode {
+	case "fit":
+		for _, n := range []int{2, 3} {
+			if parts[n].size >= src[n].size {
+				t.Errorf("partition %d: %d bytes, not smaller than %d", n, parts[n].size, src[n].size)
+			}
+		}
+		if parts[1] != src[1] {
+			t.Errorf("the EFI system partition moved or changed size: %+v, was %+v", parts[1], src[1])
+		}
+	case "grow":
+		if parts[2].size < src[2].size+200<<20 {
+			t.Errorf("partition 2 is %d bytes, did not take the new space", parts[2].size)
+		}
+		if got := fsSize(t, "ext4", extract(t, target, parts[2])); got < parts[2].size*95/100 {
+			t.Errorf("ext4 is %d bytes in a %d-byte partition", got, parts[2].size)
+		}
+		if end := parts[4].start + parts[4].size; end < size-(1<<20)-33*512 {
+			t.Errorf("the last partition ends at %d, not at the disk's end (%d)", end, size)
+		}
 	}
 }
 
