@@ -364,47 +364,56 @@ func TestLayoutXFSBtrfs(t *testing.T) {
 	}
 }
 
-// Ctrl-C while a filesystem is being shrunk on the overlay: nothing is
-// left behind (no overlay file, no window mount, no loop device) and the
-// target is untouched, since nothing is written before the shrinking ends.
+// Ctrl-C while a filesystem is being shrunk on the overlay (of the image,
+// or of the source disk for clone): nothing is left behind (no overlay
+// file, no window mount, no loop device), the target is untouched, since
+// nothing is written before the shrinking ends, and so is the source.
 func TestLayoutInterrupt(t *testing.T) {
 	disk := fixture(t, "gpt-disk.sh")
 	img := filepath.Join(t.TempDir(), "disk.platter")
 	ok(t, "create", "--progress", "none", disk, img)
-	target := sizedFile(t, 128<<20)
-	writeAt(t, target, []byte("untouched"), 0)
-	tmp := t.TempDir()
-	cmd := exec.Command(platter, "restore", "--progress", "none", "--layout", "fit", img, target)
-	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	sum := sh(t, "sha256sum", disk)
+	for _, c := range []struct{ name, cmd, from string }{{"restore", "restore", img}, {"clone", "clone", disk}} {
+		t.Run(c.name, func(t *testing.T) {
+			target := sizedFile(t, 128<<20)
+			writeAt(t, target, []byte("untouched"), 0)
+			tmp := t.TempDir()
+			cmd := exec.Command(platter, c.cmd, "--progress", "none", "--layout", "fit", c.from, target)
+			cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			// Interrupt once a window onto the overlay is mounted.
+			deadline := time.Now().Add(30 * time.Second)
+			for !mountedUnder(t, tmp) {
+				if time.Now().After(deadline) {
+					cmd.Process.Kill()
+					t.Fatal("no window was mounted under TMPDIR within 30 s")
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			cmd.Process.Signal(syscall.SIGINT)
+			if err := cmd.Wait(); err == nil {
+				t.Fatalf("the %s finished despite Ctrl-C:\n%s", c.cmd, stderr.String())
+			}
+			if mountedUnder(t, tmp) {
+				t.Errorf("a mount under %s is left after Ctrl-C", tmp)
+			}
+			if left, _ := os.ReadDir(tmp); len(left) > 0 {
+				t.Errorf("left in TMPDIR after Ctrl-C: %v", left)
+			}
+			if out := sh(t, "losetup", "-a"); strings.Contains(out, tmp) {
+				t.Errorf("a loop device is left on the overlay:\n%s", out)
+			}
+			if !bytes.Equal(readAt(t, target, 9, 0), []byte("untouched")) {
+				t.Error("the target was written before the shrinking was done")
+			}
+		})
 	}
-	// Interrupt once a window onto the overlay is mounted.
-	deadline := time.Now().Add(30 * time.Second)
-	for !mountedUnder(t, tmp) {
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			t.Fatal("no window was mounted under TMPDIR within 30 s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	cmd.Process.Signal(syscall.SIGINT)
-	if err := cmd.Wait(); err == nil {
-		t.Fatalf("the restore finished despite Ctrl-C:\n%s", stderr.String())
-	}
-	if mountedUnder(t, tmp) {
-		t.Errorf("a mount under %s is left after Ctrl-C", tmp)
-	}
-	if left, _ := os.ReadDir(tmp); len(left) > 0 {
-		t.Errorf("left in TMPDIR after Ctrl-C: %v", left)
-	}
-	if out := sh(t, "losetup", "-a"); strings.Contains(out, tmp) {
-		t.Errorf("a loop device is left on the overlay:\n%s", out)
-	}
-	if !bytes.Equal(readAt(t, target, 9, 0), []byte("untouched")) {
-		t.Error("the target was written before the shrinking was done")
+	if sh(t, "sha256sum", disk) != sum {
+		t.Error("the source disk changed")
 	}
 }
 
