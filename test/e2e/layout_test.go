@@ -221,31 +221,39 @@ func TestLayoutRefusals(t *testing.T) {
 }
 
 // The MBR fixture (FAT16, ext4, and an extended partition holding ext2
-// and NTFS) onto a disk of 128 MiB: FAT16 keeps its size (it cannot be
-// resized), ext4, ext2 and NTFS shrink, the logical partitions move
-// down with their EBRs; the boot code and the boot loader's gap before
-// the first partition come back byte for byte.
+// and NTFS) onto a disk of 128 MiB, restored from its image and cloned
+// from the disk: FAT16 keeps its size (it cannot be resized), ext4, ext2
+// and NTFS shrink, the logical partitions move down with their EBRs; the
+// boot code and the boot loader's gap before the first partition come
+// back byte for byte; the clone's table is the restore's.
 func TestLayoutFitMBR(t *testing.T) {
 	disk := fixture(t, "mbr-disk.sh")
 	img := filepath.Join(t.TempDir(), "disk.platter")
 	ok(t, "create", "--progress", "none", disk, img)
-	target := sizedFile(t, 128<<20)
-	ok(t, "restore", "--progress", "none", "--layout", "fit", img, target)
-	sh(t, "sfdisk", "--verify", target)
-	src, parts := sfdiskParts(t, disk), sfdiskParts(t, target)
-	if len(parts) != len(src) {
-		t.Fatalf("%d partitions (with the extended one), want %d", len(parts), len(src))
+	restored := sizedFile(t, 128<<20)
+	ok(t, "restore", "--progress", "none", "--layout", "fit", img, restored)
+	cloned := sizedFile(t, 128<<20)
+	ok(t, "clone", "--progress", "none", "--layout", "fit", disk, cloned)
+	for _, target := range []string{restored, cloned} {
+		sh(t, "sfdisk", "--verify", target)
+		src, parts := sfdiskParts(t, disk), sfdiskParts(t, target)
+		if len(parts) != len(src) {
+			t.Fatalf("%d partitions (with the extended one), want %d", len(parts), len(src))
+		}
+		sameBytes(t, disk, target, 0, 440, "boot code")
+		sameBytes(t, disk, target, 512, src[1].start-512, "the boot loader's gap")
+		if parts[1] != src[1] {
+			t.Errorf("FAT16 moved or was resized: %+v, was %+v", parts[1], src[1])
+		}
+		for n, fs := range map[int]string{1: "fat16", 2: "ext4", 5: "ext2", 6: "ntfs"} {
+			checkPartition(t, extract(t, target, parts[n]), fs, disk+".files/p"+strconv.Itoa(n))
+		}
+		if parts[6].start >= src[6].start {
+			t.Errorf("the last logical partition did not move down: %d, was %d", parts[6].start, src[6].start)
+		}
 	}
-	sameBytes(t, disk, target, 0, 440, "boot code")
-	sameBytes(t, disk, target, 512, src[1].start-512, "the boot loader's gap")
-	if parts[1] != src[1] {
-		t.Errorf("FAT16 moved or was resized: %+v, was %+v", parts[1], src[1])
-	}
-	for n, fs := range map[int]string{1: "fat16", 2: "ext4", 5: "ext2", 6: "ntfs"} {
-		checkPartition(t, extract(t, target, parts[n]), fs, disk+".files/p"+strconv.Itoa(n))
-	}
-	if parts[6].start >= src[6].start {
-		t.Errorf("the last logical partition did not move down: %d, was %d", parts[6].start, src[6].start)
+	if a, b := sfdiskDump(t, restored), sfdiskDump(t, cloned); a != b {
+		t.Errorf("sfdisk -d of restore and clone differ:\n%s\n---\n%s", a, b)
 	}
 }
 
