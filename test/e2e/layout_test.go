@@ -287,7 +287,8 @@ func TestLayoutSectors512To4K(t *testing.T) {
 // new space to XFS (--grow-partition 1: btrfs moves to the end) or to
 // btrfs (the last). Judged by xfs_repair -n, btrfs check, both mounted
 // with every file compared, and the grown filesystem filling its
-// partition.
+// partition. Each is done by restore from an image of the disk and by
+// clone from the disk itself.
 func TestLayoutXFSBtrfs(t *testing.T) {
 	dir := t.TempDir()
 	tree := filepath.Join(dir, "tree")
@@ -318,57 +319,66 @@ func TestLayoutXFSBtrfs(t *testing.T) {
 		{"grow-xfs", 1280 << 20, []string{"--layout", "grow", "--grow-partition", "1"}, 1},
 		{"grow-btrfs", 1280 << 20, []string{"--layout", "grow"}, 2},
 	} {
-		t.Run(c.name, func(t *testing.T) {
-			target := sizedFile(t, c.size)
-			ok(t, append(append([]string{"restore", "--progress", "none"}, c.args...), img, target)...)
-			if out := sh(t, "sgdisk", "-v", target); !strings.Contains(out, "No problems found") {
-				t.Errorf("sgdisk -v:\n%s", out)
+		for _, how := range [][2]string{{"restore", img}, {"clone", disk}} {
+			t.Run(c.name+"-"+how[0], func(t *testing.T) {
+				target := sizedFile(t, c.size)
+				ok(t, append(append([]string{how[0], "--progress", "none"}, c.args...), how[1], target)...)
+				checkXFSBtrfs(t, disk, target, tree, c.name, c.grown)
+			})
+		}
+	}
+}
+
+// checkXFSBtrfs judges target, TestLayoutXFSBtrfs's disk laid out anew
+// in mode (fit, or grow with partition grown taking the new space).
+func checkXFSBtrfs(t *testing.T, disk, target, tree, mode string, grown int) {
+	src := sfdiskParts(t, disk)
+	if out := sh(t, "sgdisk", "-v", target); !strings.Contains(out, "No problems found") {
+		t.Errorf("sgdisk -v:\n%s", out)
+	}
+	parts := sfdiskParts(t, target)
+	x, b := extract(t, target, parts[1]), extract(t, target, parts[2])
+	xfsRepairClean(t, x)
+	sh(t, "btrfs", "check", "--readonly", b)
+	for n, p := range map[int]string{1: x, 2: b} {
+		opts := "ro"
+		if n == 1 {
+			opts = "ro,nouuid"
+		}
+		mnt, done := tooltest.Mount(t, p, opts)
+		sameTree(t, tree, mnt)
+		done()
+		if a, got := blkidTag(t, extract(t, disk, src[n]), "UUID"), blkidTag(t, p, "UUID"); a != got {
+			t.Errorf("partition %d: UUID %q, was %q", n, got, a)
+		}
+	}
+	if mode == "fit" {
+		if parts[1] != src[1] {
+			t.Errorf("XFS moved or was resized: %+v, was %+v", parts[1], src[1])
+		}
+		if parts[2].size >= src[2].size {
+			t.Errorf("btrfs is %d bytes, not smaller than %d", parts[2].size, src[2].size)
+		}
+	}
+	if grown != 0 {
+		g := parts[grown]
+		if g.size < src[grown].size+400<<20 {
+			t.Errorf("partition %d is %d bytes: it did not take the new space", grown, g.size)
+		}
+		var fsBytes int64
+		if grown == 1 {
+			dblocks, bs, _, _ := xfsCounts(t, x)
+			fsBytes = dblocks * bs
+		} else {
+			for _, l := range strings.Split(sh(t, "btrfs", "inspect-internal", "dump-super", b), "\n") {
+				if v, ok := strings.CutPrefix(l, "dev_item.total_bytes"); ok {
+					fsBytes, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				}
 			}
-			parts := sfdiskParts(t, target)
-			x, b := extract(t, target, parts[1]), extract(t, target, parts[2])
-			xfsRepairClean(t, x)
-			sh(t, "btrfs", "check", "--readonly", b)
-			for n, p := range map[int]string{1: x, 2: b} {
-				opts := "ro"
-				if n == 1 {
-					opts = "ro,nouuid"
-				}
-				mnt, done := tooltest.Mount(t, p, opts)
-				sameTree(t, tree, mnt)
-				done()
-				if a, got := blkidTag(t, extract(t, disk, src[n]), "UUID"), blkidTag(t, p, "UUID"); a != got {
-					t.Errorf("partition %d: UUID %q, was %q", n, got, a)
-				}
-			}
-			if c.name == "fit" {
-				if parts[1] != src[1] {
-					t.Errorf("XFS moved or was resized: %+v, was %+v", parts[1], src[1])
-				}
-				if parts[2].size >= src[2].size {
-					t.Errorf("btrfs is %d bytes, not smaller than %d", parts[2].size, src[2].size)
-				}
-			}
-			if c.grown != 0 {
-				g := parts[c.grown]
-				if g.size < src[c.grown].size+400<<20 {
-					t.Errorf("partition %d is %d bytes: it did not take the new space", c.grown, g.size)
-				}
-				var fsBytes int64
-				if c.grown == 1 {
-					dblocks, bs, _, _ := xfsCounts(t, x)
-					fsBytes = dblocks * bs
-				} else {
-					for _, l := range strings.Split(sh(t, "btrfs", "inspect-internal", "dump-super", b), "\n") {
-						if v, ok := strings.CutPrefix(l, "dev_item.total_bytes"); ok {
-							fsBytes, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-						}
-					}
-				}
-				if fsBytes < g.size*95/100 {
-					t.Errorf("the grown filesystem is %d bytes in a %d-byte partition", fsBytes, g.size)
-				}
-			}
-		})
+		}
+		if fsBytes < g.size*95/100 {
+			t.Errorf("the grown filesystem is %d bytes in a %d-byte partition", fsBytes, g.size)
+		}
 	}
 }
 
