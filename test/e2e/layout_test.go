@@ -257,27 +257,31 @@ func TestLayoutFitMBR(t *testing.T) {
 	}
 }
 
-// A 512-byte-sector image onto a disk of 4096-byte sectors of the same
-// size: the table is written anew in the target's sectors, the
-// partitions stay at the same bytes.
+// A 512-byte-sector image (restore) or disk (clone) onto a disk of
+// 4096-byte sectors of the same size: the table is written anew in the
+// target's sectors, the partitions stay at the same bytes.
 func TestLayoutSectors512To4K(t *testing.T) {
 	disk := fixture(t, "gpt-disk.sh")
 	img := filepath.Join(t.TempDir(), "disk.platter")
 	ok(t, "create", "--progress", "none", disk, img)
-	target := sizedFile(t, 256<<20)
-	dev := loop(t, target, "-b", "4096")
-	ok(t, "restore", "--yes", "--progress", "none", img, dev)
-	if out := sh(t, "sgdisk", "-v", dev); !strings.Contains(out, "No problems found") {
-		t.Errorf("sgdisk -v:\n%s", out)
-	}
-	src, parts := sfdiskParts(t, disk), sfdiskParts(t, dev)
-	for n := range src {
-		if parts[n] != src[n] {
-			t.Errorf("partition %d at %+v, was %+v", n, parts[n], src[n])
-		}
-	}
-	for n, fs := range map[int]string{1: "fat32", 2: "ext4", 3: "ntfs"} {
-		checkPartition(t, extract(t, target, parts[n]), fs, disk+".files/p"+strconv.Itoa(n))
+	for _, how := range [][2]string{{"restore", img}, {"clone", disk}} {
+		t.Run(how[0], func(t *testing.T) {
+			target := sizedFile(t, 256<<20)
+			dev := loop(t, target, "-b", "4096")
+			ok(t, how[0], "--yes", "--progress", "none", how[1], dev)
+			if out := sh(t, "sgdisk", "-v", dev); !strings.Contains(out, "No problems found") {
+				t.Errorf("sgdisk -v:\n%s", out)
+			}
+			src, parts := sfdiskParts(t, disk), sfdiskParts(t, dev)
+			for n := range src {
+				if parts[n] != src[n] {
+					t.Errorf("partition %d at %+v, was %+v", n, parts[n], src[n])
+				}
+			}
+			for n, fs := range map[int]string{1: "fat32", 2: "ext4", 3: "ntfs"} {
+				checkPartition(t, extract(t, target, parts[n]), fs, disk+".files/p"+strconv.Itoa(n))
+			}
+		})
 	}
 }
 
