@@ -51,11 +51,11 @@ takes the file's size, so make it first (truncate -s 64G new.img);
 --plan prints the layout and writes nothing. With --layout an idle
 source's used blocks are read straight onto their new places (no image
 stream in between, so no chunk hashes: the result is what create +
-restore --layout give). A source in use clones live
-with grow or keep when no partition moves; --layout fit of a source with
-a filesystem mounted read-write is refused (the shrink would not be of
-the instant copied). A clone that stops leaves a TARGET without a
-partition table, never one that looks finished.`,
+restore --layout give). A source in use clones live with grow or keep
+when no partition moves; --layout fit of a source with a filesystem
+mounted read-write is refused (the shrink would not be of the instant
+copied). A clone that stops leaves a TARGET without a partition table,
+never one that looks finished.`,
 		Example: `  platter clone /dev/nvme0n1 /dev/sdb              # the running system onto a new SSD (asks first)
   platter clone --yes --progress json /dev/sda /dev/sdb
   platter clone /dev/sda disk.img                   # into a sparse file

@@ -103,19 +103,13 @@ func runRestoreLayout(cmd *cobra.Command, opts restoreOptions, mode layout.Mode,
 		}
 	}
 	start := time.Now()
-	var changes *restore.Changes
-	written, err := r.apply(ctx, "restore", opts.progress, opts.delta, func(ctx context.Context, t restore.ReadTarget, wopts restore.Options) error {
-		if c, ok := t.(*restore.Changes); ok {
-			changes = c
-		}
-		return r.from.Write(ctx, t, wopts)
-	})
+	written, err := r.apply(ctx, "restore", opts.progress, opts.delta, r.from.Write)
 	if err != nil {
 		return f.inVolume(err)
 	}
 	summary.Seconds = time.Since(start).Seconds()
 	lines := []string{fmt.Sprintf("restored disk of %s to %s (%s, layout %s) in %.1fs", imagePath, target, ui.Bytes(r.size), mode, summary.Seconds)}
-	if opts.delta && changes != nil {
+	if opts.delta {
 		summary.Written = written
 		lines = append(lines, fmt.Sprintf("delta: wrote %s, the 4 KiB blocks that differed", ui.Bytes(summary.Written)))
 	}
