@@ -226,7 +226,9 @@ func uncovered(k block.Extent, parts []ptable.Partition) []block.Extent {
 
 // Disk is what create reads of a disk before it copies anything: its
 // areas as an image's metadata names them (partitions with their
-// filesystems, and the gaps kept), and each area's allocation map.
+// filesystems, and the gaps kept), and each area's allocation map. An
+// area without a map has UsedBytes 0 here (Run counts its bytes as it
+// copies them).
 type Disk struct {
 	Size       int64
 	SectorSize int64
