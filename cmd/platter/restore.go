@@ -237,7 +237,8 @@ func checkTarget(target string, need int64) (isDev bool, err error) {
 // chooseLayout decides from --layout and the target whether the disk is
 // restored as it was (false) or laid out anew in mode (true): grow and
 // fit always, keep when the target's sectors are another size than the
-// image's (the table is then written anew in them). A block device of
+// image's (the table is then written anew in them) or when it is a larger
+// disk and the table a GPT (whose backup moves to its end). A block device of
 // another size than the image's disk needs --layout.
 func chooseLayout(opts restoreOptions, img *image.Reader, target string, need int64) (layout.Mode, bool, error) {
 	if opts.layout == "" && (opts.plan || opts.growPartition != 0) {
@@ -272,7 +273,10 @@ func chooseLayout(opts restoreOptions, img *image.Reader, target string, need in
 		return "", false, err
 	}
 	defer d.Close()
-	return mode, opts.plan || d.SectorSize() != img.Metadata().SectorSize, nil
+	// A GPT's backup header belongs in the target's last sector: onto a
+	// larger disk the table is written anew even when kept.
+	gptMoves := size != need && img.Metadata().Table == "gpt"
+	return mode, opts.plan || gptMoves || d.SectorSize() != img.Metadata().SectorSize, nil
 }
 
 // openRestoreImage opens IMAGE for a restore onto target, with the
