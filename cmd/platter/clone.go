@@ -109,11 +109,11 @@ func runClone(cmd *cobra.Command, opts cloneOptions, source, target string) erro
 	need := src.Size()
 	// The source's sectors as its partition table counts them (a file
 	// has none of its own).
-	sector := src.SectorSize()
+	sector, table := src.SectorSize(), ""
 	if tb, err := ptable.Read(src, need, sector); err == nil {
-		sector = tb.SectorSize
+		sector, table = tb.SectorSize, tb.Kind
 	}
-	lmode, relay, err := opts.layoutFlags.decide(target, need, sector, false, "of "+source, "clones")
+	lmode, relay, err := opts.layoutFlags.decide(target, need, sector, table, false, "of "+source, "clones")
 	if err != nil {
 		return err
 	}
@@ -146,7 +146,7 @@ func runClone(cmd *cobra.Command, opts cloneOptions, source, target string) erro
 			return err
 		}
 		if have > need {
-			warn("%s (%s) is larger than %s (%s): the disk is written as it was, and the last %s stay unused (a GPT's backup table stays where the source ended: sgdisk -e moves it to the end)",
+			warn("%s (%s) is larger than %s (%s): the disk is written as it was, and the last %s stay unused",
 				target, ui.Bytes(have), source, ui.Bytes(need), ui.Bytes(have-need))
 		}
 	}

@@ -234,14 +234,15 @@ func checkTarget(target string, need int64) (isDev bool, err error) {
 // chooseLayout decides from --layout and the target whether the disk is
 // restored as it was (false) or laid out anew in mode (true): grow and
 // fit always, keep when the target's sectors are another size than the
-// image's (the table is then written anew in them). A block device of
-// another size than the image's disk needs --layout.
+// image's (the table is then written anew in them) or when it is a larger
+// disk and the table a GPT (whose backup moves to its end). A block
+// device of another size than the image's disk needs --layout.
 func chooseLayout(opts restoreOptions, img *image.Reader, target string, need int64) (layout.Mode, bool, error) {
 	lf := opts.layoutFlags
 	if opts.delta {
 		lf.relayout = true // a delta is compared block by block through the relayout
 	}
-	return lf.decide(target, need, img.Metadata().SectorSize, opts.partition != 0, "of the image's disk", "restores")
+	return lf.decide(target, need, img.Metadata().SectorSize, img.Metadata().Table, opts.partition != 0, "of the image's disk", "restores")
 }
 
 // layoutFlags are --layout, --grow-partition and --plan, of restore and
@@ -260,12 +261,13 @@ func (l *layoutFlags) add(f *pflag.FlagSet) {
 	f.BoolVar(&l.plan, "plan", false, "with --layout: print the layout that would be written, and write nothing")
 }
 
-// decide decides whether the disk of need bytes and sector bytes per
-// sector goes onto target as it was (false) or laid out anew in mode
-// (true). of names the source disk in messages ("of the image's
-// disk"), verb what the command does ("restores"); onePart says only
-// one partition's contents are written (no layout applies).
-func (l *layoutFlags) decide(target string, need, sector int64, onePart bool, of, verb string) (layout.Mode, bool, error) {
+// decide decides whether the disk of need bytes, sector bytes per
+// sector and partition table kind table ("gpt", "mbr", "none") goes onto
+// target as it was (false) or laid out anew in mode (true). of names the
+// source disk in messages ("of the image's disk"), verb what the command
+// does ("restores"); onePart says only one partition's contents are
+// written (no layout applies).
+func (l *layoutFlags) decide(target string, need, sector int64, table string, onePart bool, of, verb string) (layout.Mode, bool, error) {
 	if l.layout == "" && (l.plan || l.growPartition != 0) {
 		return "", false, usagef("--plan and --grow-partition go with --layout")
 	}
@@ -298,7 +300,10 @@ func (l *layoutFlags) decide(target string, need, sector int64, onePart bool, of
 		return "", false, err
 	}
 	defer d.Close()
-	return mode, l.plan || d.SectorSize() != sector, nil
+	// A GPT's backup header belongs in the target's last sector: onto a
+	// larger disk the table is written anew even when kept.
+	gptMoves := size != need && table == "gpt"
+	return mode, l.plan || gptMoves || d.SectorSize() != sector, nil
 }
 
 // openRestoreImage opens IMAGE for a restore onto target, with the

@@ -141,10 +141,19 @@ func Make(mode Mode, disk Disk, t Target) (*Plan, error) {
 	switch mode {
 	case Keep:
 		// Every partition where it was: they must all lie on the target.
-		for _, m := range p.Moves {
-			if end := m.NewStart + m.NewSize; end > usableEnd {
-				return nil, fmt.Errorf("the target is %d bytes: %s ends at byte %d, past the %d bytes the target holds for partitions; --layout keep needs a target of at least %d bytes (--layout fit moves partitions down)", t.Size, m.Label, end, usableEnd, end+(t.Size-usableEnd))
+		var over *Move
+		last := int64(0)
+		for i := range p.Moves {
+			m := &p.Moves[i]
+			end := m.NewStart + m.NewSize
+			if end > usableEnd && over == nil {
+				over = m
 			}
+			last = max(last, end)
+		}
+		if over != nil {
+			return nil, fmt.Errorf("the target is %d bytes: %s ends at byte %d, past the %d bytes the target holds for partitions; --layout keep needs a target of at least %d bytes (--layout fit moves partitions down)",
+				t.Size, over.Label, over.NewStart+over.NewSize, usableEnd, last+(t.Size-usableEnd))
 		}
 		return p, nil
 	case Grow:

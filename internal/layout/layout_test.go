@@ -2,6 +2,7 @@ package layout
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -264,7 +265,8 @@ func TestRandomLayouts(t *testing.T) {
 func TestKeep(t *testing.T) {
 	d := windowsDisk()
 	_, err := Make(Keep, d, Target{Size: 32 * gib, Reserved: gptTail})
-	if err == nil || !strings.Contains(err.Error(), "partition 3 (ntfs)") || !strings.Contains(err.Error(), "--layout fit") {
+	if err == nil || !strings.Contains(err.Error(), "partition 3 (ntfs)") || !strings.Contains(err.Error(), "--layout fit") ||
+		!strings.Contains(err.Error(), fmt.Sprintf("at least %d bytes", d.Parts[4].Start+d.Parts[4].Size+gptTail)) {
 		t.Fatalf("keep onto half the disk: %v", err)
 	}
 	tg := Target{Size: 64 * gib, Reserved: gptTail}

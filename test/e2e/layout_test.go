@@ -285,6 +285,36 @@ func TestLayoutSectors512To4K(t *testing.T) {
 	}
 }
 
+// --layout keep onto a larger disk keeps every partition where it was
+// and moves the GPT's backup header to the disk's new last sector, as
+// firmware and sgdisk -v expect.
+func TestLayoutKeepLarger(t *testing.T) {
+	disk := fixture(t, "gpt-disk.sh")
+	img := filepath.Join(t.TempDir(), "disk.platter")
+	ok(t, "create", "--progress", "none", disk, img)
+	target := sizedFile(t, 2*info(t, img).SourceSize)
+	dev := loop(t, target)
+	ok(t, "restore", "--yes", "--progress", "none", "--layout", "keep", img, dev)
+	if out := sh(t, "sgdisk", "-v", dev); !strings.Contains(out, "No problems found") {
+		t.Errorf("sgdisk -v:\n%s", out)
+	}
+	src, parts := sfdiskParts(t, disk), sfdiskParts(t, dev)
+	for n := range src {
+		if parts[n] != src[n] {
+			t.Errorf("partition %d at %+v, was %+v", n, parts[n], src[n])
+		}
+		if got, want := gptFields(t, dev, n), gptFields(t, disk, n); got != want {
+			t.Errorf("partition %d: %s, was %s", n, got, want)
+		}
+	}
+	if got, want := blkidTag(t, dev, "PTUUID"), blkidTag(t, disk, "PTUUID"); got != want {
+		t.Errorf("disk GUID %s, was %s", got, want)
+	}
+	for n, fs := range map[int]string{1: "fat32", 2: "ext4", 3: "ntfs"} {
+		checkPartition(t, extract(t, target, parts[n]), fs, disk+".files/p"+strconv.Itoa(n))
+	}
+}
+
 // A GPT disk with XFS (grows, cannot shrink) and btrfs (both ways), each
 // made by its mkfs from a tree: fit onto a smaller disk keeps XFS whole
 // and shrinks btrfs (the kernel's resize, on the overlay); grow gives the

@@ -2,28 +2,18 @@ package ntfs
 
 import (
 	"encoding/binary"
-	"fmt"
 
 	"github.com/platter-dev/platter/internal/fs/vfs"
 )
 
-// moved sets the boot sector's hidden sectors (the sectors before the
-// partition, which Windows' boot code adds to every sector it loads; a
-// moved NTFS without it does not boot) to start, in the boot sector and
-// in its backups.
+// moved sets the boot sector's hidden sectors to start (a moved NTFS
+// without it does not boot), in the boot sector and in its backups.
 func moved(rw vfs.ReadWriterAt, size, start int64) error {
-	var bs [512]byte
-	if _, err := rw.ReadAt(bs[:], 0); err != nil {
-		return fmt.Errorf("NTFS: read the boot sector: %w", err)
+	bs, bps, err := vfs.BootSector(rw, "NTFS", 256)
+	if err != nil {
+		return err
 	}
-	bps := int64(binary.LittleEndian.Uint16(bs[11:]))
-	if bps < 256 || bps > 4096 || bps&(bps-1) != 0 {
-		return fmt.Errorf("NTFS: boot sector at byte 0: %d bytes per sector", bps)
-	}
-	if start%bps != 0 || start/bps > 1<<32-1 {
-		return fmt.Errorf("NTFS: a partition start of byte %d is not a whole number of %d-byte sectors that fits in 32 bits", start, bps)
-	}
-	offs := []int64{28}
+	at := []int64{0}
 	// The backup boot sector: after the volume's last sector (where NTFS
 	// looks for it) and in the partition's last one (where ntfsfix and
 	// Windows' chkdsk look); one sector when the volume fills its
@@ -35,18 +25,11 @@ func moved(rw vfs.ReadWriterAt, size, start int64) error {
 	if last := size/bps*bps - bps; len(candidates) == 0 || last != candidates[0] {
 		candidates = append(candidates, last)
 	}
-	for _, at := range candidates {
+	for _, off := range candidates {
 		var bk [512]byte
-		if _, err := rw.ReadAt(bk[:], at); err == nil && string(bk[3:11]) == "NTFS    " {
-			offs = append(offs, at+28)
+		if _, err := rw.ReadAt(bk[:], off); err == nil && string(bk[3:11]) == "NTFS    " {
+			at = append(at, off)
 		}
 	}
-	var field [4]byte
-	binary.LittleEndian.PutUint32(field[:], uint32(start/bps))
-	for _, off := range offs {
-		if _, err := rw.WriteAt(field[:], off); err != nil {
-			return fmt.Errorf("NTFS: write the hidden sectors at byte %d: %w", off-28, err)
-		}
-	}
-	return nil
+	return vfs.SetHiddenSectors(rw, "NTFS", bps, start, at)
 }
