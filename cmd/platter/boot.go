@@ -242,9 +242,9 @@ func runBoot(cmd *cobra.Command, opts bootOptions, path string) error {
 			fmt.Fprintf(os.Stderr, "platter: "+format+"\n", args...)
 		}
 	}
-	note("booting %s %s, %s firmware (%s), %d CPUs, %s of memory; the image is read only, what the VM writes is %s", path, accelNote, fw, why, cfg.CPUs, ui.Bytes(memory), after)
+	note("booting %s %s, %s firmware (%s), %s, %s of memory; the image is read only, what the VM writes is %s", path, accelNote, fw, why, plural(cfg.CPUs, "CPU"), ui.Bytes(memory), after)
 	if vnc != "" {
-		note("the screen is on VNC at %s (vncviewer %s)", vnc, vnc)
+		note("the screen is on VNC at %s (vncviewer %s)", vnc, strings.Replace(vnc, ":", "::", 1))
 	}
 	if cfg.SSHPort != 0 {
 		note("ssh to the guest: ssh -p %d USER@127.0.0.1", cfg.SSHPort)
