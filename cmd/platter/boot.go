@@ -144,11 +144,6 @@ func runBoot(cmd *cobra.Command, opts bootOptions, path string) error {
 	if m.Table == "none" {
 		return usagef("%s is an image of one partition (or a bare filesystem), not of a whole disk: there is no partition table or boot code to boot; restore it into a partition of a disk instead", path)
 	}
-	if opts.save != "" {
-		if held := files.holding(opts.save); held != "" {
-			return usagef("--save %s is %s, a file of the image's chain", opts.save, held)
-		}
-	}
 
 	cfg := vm.Config{Memory: memory, CPUs: opts.cpus, Export: "disk", SSHPort: opts.sshPort}
 	firmware, why := vm.FirmwareFor(m)
@@ -241,6 +236,9 @@ func runBoot(cmd *cobra.Command, opts bootOptions, path string) error {
 		if !quiet {
 			fmt.Fprintf(os.Stderr, "platter: "+format+"\n", args...)
 		}
+	}
+	if quiet && opts.accel == "auto" && cfg.Accel == "tcg" {
+		warn("booting %s", accelNote) // a warning: what runs slowly says why
 	}
 	note("booting %s %s, %s firmware (%s), %s, %s of memory; the image is read only, what the VM writes is %s", path, accelNote, fw, why, plural(cfg.CPUs, "CPU"), ui.Bytes(memory), after)
 	if vnc != "" {
