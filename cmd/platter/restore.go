@@ -27,6 +27,9 @@ type restoreOptions struct {
 	layout        string
 	growPartition int
 	plan          bool
+	// recreateXFS: with --layout fit, an XFS that must be smaller is made
+	// anew and its files copied in (relayout.go).
+	recreateXFS bool
 
 	// restore --delta (restore_delta.go)
 	delta, trim, force bool
@@ -46,12 +49,19 @@ standard input in one pass (the whole disk only).
 With --delta, TARGET holds an older state of the same disk (or partition),
 as when rolling a machine back: each chunk of the image is compared with
 what TARGET holds, and only what differs is written; bytes no filesystem
-uses are left as they are (--trim discards them).`,
+uses are left as they are (--trim discards them).
+
+With --layout fit, XFS (which cannot shrink) keeps its size unless
+--recreate-xfs is given: then a smaller XFS is made in its place with the
+same geometry, features, UUID and label, and every file is copied into it
+with its owner, mode, hard links, extended attributes, ACLs and access and
+modification times (not its change time, chattr flags or project ID).`,
 		Example: `  platter restore laptop.platter /dev/sdb --yes    # onto a disk (shows what it overwrites)
   platter restore laptop.platter disk.img          # into a sparse file
   platter restore --partition 2 laptop.platter /dev/sdb2
   ssh nas cat laptop.platter | platter restore --yes - /dev/sdb   # from a pipe
-  platter restore --delta --yes laptop.platter /dev/sdb            # roll the disk back, writing what differs`,
+  platter restore --delta --yes laptop.platter /dev/sdb            # roll the disk back, writing what differs
+  platter restore --layout fit --recreate-xfs --plan laptop.platter /dev/sdb   # a smaller disk, XFS copied file by file`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runRestore(cmd, opts, args[0], args[1])
@@ -65,6 +75,7 @@ uses are left as they are (--trim discards them).`,
 	f.StringVar(&opts.layout, "layout", "", "onto a disk of another size: keep (the source's layout as it was), grow (the last partition, or --grow-partition N, takes the new space) or fit (filesystems shrink, partitions move down); a different-size disk without it is refused")
 	f.IntVar(&opts.growPartition, "grow-partition", 0, "with --layout grow: the partition that takes the new space (default: the last one that is not a system partition)")
 	f.BoolVar(&opts.plan, "plan", false, "with --layout: print the layout that would be written, and write nothing")
+	f.BoolVar(&opts.recreateXFS, "recreate-xfs", false, "with --layout fit: make an XFS that must be smaller anew at the smaller size and copy its files in (XFS cannot shrink); its UUID and label are kept")
 	f.BoolVar(&opts.delta, "delta", false, "TARGET holds an older state of the disk: write only what differs")
 	f.BoolVar(&opts.trim, "trim", false, "with --delta: discard the bytes no filesystem uses")
 	f.BoolVar(&opts.force, "force", false, "with --delta: restore onto a TARGET that does not look like the image's disk")
@@ -84,6 +95,10 @@ func runRestore(cmd *cobra.Command, opts restoreOptions, imagePath, target strin
 		return usagef("--trim and --force are not for a delta onto a new layout (--delta --layout)")
 	case (opts.delta || opts.trim || opts.force) && opts.layout == "":
 		return runDeltaRestore(cmd, opts, mode, imagePath, target)
+	case opts.recreateXFS && opts.layout != string(layout.Fit):
+		return usagef("--recreate-xfs goes with --layout fit (XFS grows in place with --layout grow)")
+	case opts.recreateXFS && opts.delta:
+		return usagef("--recreate-xfs makes a new XFS, which has none of the image's blocks to compare: restore without --delta")
 	case opts.delta && imagePath == stdio:
 		return usagef("--delta needs the image's index, at its end: save the image to a file first (or restore without --delta)")
 	}

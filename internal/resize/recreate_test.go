@@ -1,0 +1,117 @@
+//go:build linux
+
+package resize
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/platter-dev/platter/internal/tooltest"
+)
+
+var xfsInfoKeys = regexp.MustCompile(`\b(isize|sectsz|crc|finobt|sparse|rmapbt|reflink|bigtime|inobtcount|nrext64|bsize|ftype|ascii-ci)=\S+?\b`)
+
+// xfsInfoLine is the geometry and features xfs_db reports of img, the
+// sizes and counts that depend on the filesystem's size left out.
+func xfsInfoLine(t *testing.T, img string) string {
+	var keys []string
+	for _, l := range strings.Split(tooltest.Run(t, "xfs_db", "-r", "-c", "info", img), "\n") {
+		if !strings.HasPrefix(l, "realtime") {
+			keys = append(keys, xfsInfoKeys.FindAllString(l, -1)...)
+		}
+	}
+	return strings.Join(keys, " ")
+}
+
+// An XFS of 1 GiB with an unusual geometry (4 KiB sectors, 1 KiB
+// inodes, 8 KiB directory blocks, rmapbt without reflink), shut down
+// with its last file in the log only, recreated in the middle of a
+// larger file with 4 KiB sectors: the new one has the same geometry,
+// UUID and label, checks clean, holds the same files as the source
+// mounted by the kernel (the log recovered: the last file is there), and
+// nothing outside its range was written. A size below mkfs.xfs's
+// smallest is refused.
+func TestRecreateXFS(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	src := fixture(t, 1<<30)
+	tooltest.Run(t, "mkfs.xfs", "-q", "-f", "-K", "-L", "odd-xfs", "-s", "size=4096", "-i", "size=1024",
+		"-n", "size=8192", "-m", "rmapbt=1,reflink=0", src)
+	mnt, umount := tooltest.Mount(t, src, "rw")
+	writeTree(t, mnt, true)
+	// Written last, then the filesystem shut down: these are in its log
+	// only.
+	if err := os.WriteFile(filepath.Join(mnt, "late"), bytes.Repeat([]byte("late "), 100000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tooltest.Run(t, "xfs_io", "-x", "-c", "shutdown -f", mnt)
+	umount()
+	if _, err := execOut("xfs_repair", "-n", src); err == nil {
+		t.Fatal("the shut-down XFS checks clean: its log holds nothing")
+	}
+
+	need, err := XFSCopyMin(ctx, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if need < xfsMinSize || need > 600<<20 {
+		t.Errorf("XFSCopyMin = %d; want at least mkfs.xfs's 300 MiB and well below the 1 GiB it was", need)
+	}
+	want := kernelFiles("xfs", "nouuid")(t, materialize(t, openDev(t, src, false), 1<<30, 1<<30))
+	if _, ok := want["late"]; !ok {
+		t.Fatal("the file in the log is not in the source as the kernel mounts it")
+	}
+
+	const off = 64 << 20
+	dst := fixture(t, 1<<30)
+	head := func() []byte {
+		b := make([]byte, off)
+		if _, err := openDev(t, dst, false).ReadAt(b, 0); err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	before := head()
+	size := (need + 4095) / 4096 * 4096
+	if err := RecreateXFS(ctx, src, dst, off, size, 4096); err != nil {
+		t.Fatal(err)
+	}
+	if l := loopsOf(dst); len(l) > 0 {
+		t.Errorf("loop devices left on the target: %v", l)
+	}
+	d := openDev(t, dst, false)
+	x := materialize(t, io.NewSectionReader(d, off, size), size, size)
+	tooltest.Run(t, "xfs_repair", "-n", x)
+	if a, b := xfsInfoLine(t, src), xfsInfoLine(t, x); a != b {
+		t.Errorf("geometry differs:\n%s\n---\n%s", a, b)
+	}
+	sameIdentity(t, src, x)
+	got := kernelFiles("xfs", "nouuid")(t, x)
+	for p, w := range want {
+		if got[p] != w {
+			t.Errorf("%s: %q, want %q", p, got[p], w)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("%d names, want %d", len(got), len(want))
+	}
+	// Outside [off, off+size): as it was.
+	tail := io.NewSectionReader(d, off+size, 1<<30-off-size)
+	if b, err := io.ReadAll(tail); err != nil || !bytes.Equal(b, make([]byte, len(b))) {
+		t.Errorf("bytes after the new XFS were written (%v)", err)
+	}
+	if !bytes.Equal(head(), before) {
+		t.Error("bytes before the new XFS were written")
+	}
+
+	var small *TooSmallError
+	if err := RecreateXFS(ctx, src, dst, off, 200<<20, 512); !errors.As(err, &small) || small.Need != xfsMinSize {
+		t.Errorf("RecreateXFS at 200 MiB: %v, want a TooSmallError naming 300 MiB", err)
+	}
+}
