@@ -54,8 +54,8 @@ uses are left as they are (--trim discards them).
 With --layout fit, XFS (which cannot shrink) keeps its size unless
 --recreate-xfs is given: then a smaller XFS is made in its place with the
 same geometry, features, UUID and label, and every file is copied into it
-with its owner, mode, hard links, extended attributes, ACLs and access and
-modification times (not its change time, chattr flags or project ID).`,
+with its owner, mode, hard links, extended attributes, ACLs, access and
+modification times, chattr flags and project ID (not its change time).`,
 		Example: `  platter restore laptop.platter /dev/sdb --yes    # onto a disk (shows what it overwrites)
   platter restore laptop.platter disk.img          # into a sparse file
   platter restore --partition 2 laptop.platter /dev/sdb2

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -264,10 +265,12 @@ func XFSCopyMin(ctx context.Context, path string) (int64, error) {
 // geometry, features, UUID and label of the XFS at src, and copies every
 // file of src into it: contents (sparse files stay sparse), hard links,
 // symlinks, device nodes, FIFOs, sockets, numeric owners, modes, every
-// extended attribute (user, trusted, security), POSIX ACLs, and access
-// and modification times. What it cannot carry (change and birth times,
-// inode numbers, chattr flags, project IDs, extent size hints, reflink
-// sharing) is listed in docs/filesystems.md. Everything it mounts and
+// extended attribute (user, trusted, security), POSIX ACLs, access and
+// modification times, and of directories and regular files their inode
+// flags and project IDs (and directories' extent size hints). What it
+// cannot carry (change and birth times, inode numbers, files' extent
+// size hints, reflink sharing, quota limits) is listed in
+// docs/filesystems.md. Everything it mounts and
 // attaches is unmounted and detached before it returns, also when ctx
 // ends. The new XFS is checked with xfs_repair -n.
 func RecreateXFS(ctx context.Context, src, dst string, off, size, sector int64) error {
@@ -337,7 +340,7 @@ func RecreateXFS(ctx context.Context, src, dst string, off, size, sector int64) 
 		}
 		return err
 	}
-	if err := copyTimes(ctx, from, to); err != nil {
+	if err := copyInodes(ctx, from, to); err != nil {
 		return err
 	}
 	if err := endTo(); err != nil {
@@ -352,12 +355,17 @@ func RecreateXFS(ctx context.Context, src, dst string, off, size, sector int64) 
 	return detach()
 }
 
-// copyTimes gives every name below to the access and modification times
-// of the same name below from, to the nanosecond: rsync 3 keeps access
-// times to the second only. Times are set on symlinks themselves. The
-// names come from walking from, which never descends through a symlink,
-// and to is a copy of it, so no name below to passes through one.
-func copyTimes(ctx context.Context, from, to string) error {
+// copyInodes gives every name below to what rsync does not carry of the
+// same name below from: access and modification times to the
+// nanosecond (rsync 3 keeps access times to the second; symlinks' own
+// times are set too), and of directories and regular files their XFS
+// inode flags (chattr's immutable, append-only, nodump, noatime, sync,
+// and XFS's project inherit, nodefrag, filestream, DAX, nosymlinks), project
+// ID and, for directories, extent size hint. Flags come after times:
+// an immutable file's times cannot be set. The names come from walking
+// from, which never descends through a symlink, and to is a copy of it,
+// so no name below to passes through one.
+func copyInodes(ctx context.Context, from, to string) error {
 	return filepath.WalkDir(from, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -373,12 +381,87 @@ func copyTimes(ctx context.Context, from, to string) error {
 		if err := unix.Lstat(p, &st); err != nil {
 			return fmt.Errorf("resize: %w", &os.PathError{Op: "lstat", Path: p, Err: err})
 		}
+		dst := filepath.Join(to, rel)
 		ts := []unix.Timespec{st.Atim, st.Mtim}
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(to, rel), ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, dst, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return fmt.Errorf("resize: set the times of %s in the new XFS: %w", rel, err)
+		}
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFREG, unix.S_IFDIR:
+			if err := copyFsxattr(p, dst, st.Mode&unix.S_IFMT == unix.S_IFDIR); err != nil {
+				return fmt.Errorf("resize: the inode flags of %s: %w", rel, err)
+			}
 		}
 		return nil
 	})
+}
+
+// fsxattr is the kernel's struct fsxattr (FS_IOC_FSGETXATTR).
+type fsxattr struct {
+	xflags, extsize, nextents, projid, cowextsize uint32
+	_                                             [8]byte
+}
+
+const (
+	fsIocFsgetxattr = 0x801c581f // _IOR('X', 31, struct fsxattr)
+	fsIocFssetxattr = 0x401c5820 // _IOW('X', 32, struct fsxattr)
+
+	xflagExtsize      = 0x800
+	xflagExtszinherit = 0x1000
+	// xflagsCarried are the flags set again on the copy: immutable,
+	// append, sync, noatime, nodump, projinherit, nosymlinks, nodefrag,
+	// filestream, DAX. Not realtime (no realtime section), not the
+	// extent size flags (below), not cowextsize.
+	xflagsCarried = 0x8 | 0x10 | 0x20 | 0x40 | 0x80 | 0x200 | 0x400 | 0x2000 | 0x4000 | 0x8000
+)
+
+func fsxattrIoctl(f *os.File, req uintptr, x *fsxattr) error {
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), req, uintptr(unsafe.Pointer(x))); e != 0 {
+		return e
+	}
+	return nil
+}
+
+// copyFsxattr sets the flags, project ID and (for a directory) extent
+// size hint of src on dst. A regular file's extent size hint is not
+// carried: XFS refuses one on a file that has data.
+func copyFsxattr(src, dst string, dir bool) error {
+	open := func(p string) (*os.File, error) {
+		return os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	}
+	sf, err := open(src)
+	if err != nil {
+		return err
+	}
+	defer sf.Close()
+	var sx fsxattr
+	if err := fsxattrIoctl(sf, fsIocFsgetxattr, &sx); err != nil {
+		return fmt.Errorf("FS_IOC_FSGETXATTR: %w", err)
+	}
+	want := sx.xflags & xflagsCarried
+	hint := dir && sx.xflags&xflagExtszinherit != 0
+	if want == 0 && sx.projid == 0 && !hint {
+		return nil
+	}
+	df, err := open(dst)
+	if err != nil {
+		return err
+	}
+	defer df.Close()
+	var dx fsxattr
+	if err := fsxattrIoctl(df, fsIocFsgetxattr, &dx); err != nil {
+		return fmt.Errorf("FS_IOC_FSGETXATTR: %w", err)
+	}
+	dx.xflags = dx.xflags&^xflagsCarried | want
+	dx.projid = sx.projid
+	if hint {
+		dx.xflags = dx.xflags&^(xflagExtsize|xflagExtszinherit) | xflagExtszinherit
+		dx.extsize = sx.extsize
+	}
+	if err := fsxattrIoctl(df, fsIocFssetxattr, &dx); err != nil {
+		return fmt.Errorf("FS_IOC_FSSETXATTR: %w", err)
+	}
+	return nil
 }
 
 // attachLoopRange is attachLoop over bytes [off, off+size) of path, with

@@ -29,8 +29,31 @@ func xfsInfoLine(t *testing.T, img string) string {
 	return strings.Join(keys, " ")
 }
 
+// xfsInodeFlags is what xfs_io says of the flags, project ID and extent
+// size hint of a few names in the XFS in img; of proj/inherits, its
+// project ID only (its extent size hint, inherited from proj, is a
+// file's, which XFS does not let be set once the file has data).
+func xfsInodeFlags(t *testing.T, img string) string {
+	mnt, umount := tooltest.Mount(t, img, "ro,nouuid")
+	defer umount()
+	var out []string
+	for _, p := range []string{"proj", "proj/inherits", "sizes/s3.bin", "private/key", "many", "bin/tool"} {
+		s := tooltest.Run(t, "xfs_io", "-r", "-c", "stat", "-c", "lsproj", filepath.Join(mnt, p))
+		for _, l := range strings.Split(s, "\n") {
+			if p == "proj/inherits" && !strings.HasPrefix(l, "projid") {
+				continue
+			}
+			if strings.HasPrefix(l, "fsxattr.xflags") || strings.HasPrefix(l, "fsxattr.projid") || strings.HasPrefix(l, "fsxattr.extsize") || strings.HasPrefix(l, "projid") {
+				out = append(out, p+": "+strings.TrimSpace(l))
+			}
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 // An XFS of 1 GiB with an unusual geometry (4 KiB sectors, 1 KiB
-// inodes, 8 KiB directory blocks, rmapbt without reflink), shut down
+// inodes, 8 KiB directory blocks, rmapbt without reflink; chattr flags,
+// a project ID and extent size hint on a directory), shut down
 // with its last file in the log only, recreated in the middle of a
 // larger file with 4 KiB sectors: the new one has the same geometry,
 // UUID and label, checks clean, holds the same files as the source
@@ -45,6 +68,14 @@ func TestRecreateXFS(t *testing.T) {
 		"-n", "size=8192", "-m", "rmapbt=1,reflink=0", src)
 	mnt, umount := tooltest.Mount(t, src, "rw")
 	writeTree(t, mnt, true)
+	// Inode flags, project IDs and a directory's extent size hint, which
+	// rsync does not carry.
+	tooltest.Run(t, "mkdir", filepath.Join(mnt, "proj"))
+	tooltest.Run(t, "xfs_io", "-c", "chproj 42", "-c", "chattr +P", "-c", "extsize 1m", filepath.Join(mnt, "proj"))
+	tooltest.Run(t, "cp", filepath.Join(mnt, "bin/tool"), filepath.Join(mnt, "proj/inherits"))
+	tooltest.Run(t, "chattr", "+d", "+A", filepath.Join(mnt, "sizes/s3.bin"))
+	tooltest.Run(t, "chattr", "+i", filepath.Join(mnt, "private/key"))
+	tooltest.Run(t, "chattr", "+a", filepath.Join(mnt, "many"))
 	// Written last, then the filesystem shut down: these are in its log
 	// only.
 	if err := os.WriteFile(filepath.Join(mnt, "late"), bytes.Repeat([]byte("late "), 100000), 0o644); err != nil {
@@ -100,6 +131,13 @@ func TestRecreateXFS(t *testing.T) {
 	}
 	if len(got) != len(want) {
 		t.Errorf("%d names, want %d", len(got), len(want))
+	}
+	if a := xfsInodeFlags(t, src); !strings.Contains(a, "proj: fsxattr.projid = 42") || !strings.Contains(a, "proj: fsxattr.extsize = 1048576") ||
+		!strings.Contains(a, "private/key: fsxattr.xflags = 0x80000008 ") || !strings.Contains(a, "proj/inherits: projid = 42") {
+		t.Errorf("the source's flags are not what the test set:\n%s", a)
+	}
+	if a, b := xfsInodeFlags(t, src), xfsInodeFlags(t, x); a != b {
+		t.Errorf("inode flags, project IDs, extent size hints differ:\n%s\n---\n%s", b, a)
 	}
 	// Outside [off, off+size): as it was.
 	tail := io.NewSectionReader(d, off+size, 1<<30-off-size)
