@@ -34,6 +34,7 @@ head -c 300000 /dev/urandom > docs/random.bin
 printf 'hello xfs\n' > docs/hello.txt
 for i in $(seq 1 200); do printf 'file %d\n' $i > docs/deep/er/f$i; done
 head -c 5000000 /dev/urandom > shared/big
+head -c 48000000 /dev/urandom > shared/bulk
 ln shared/big docs/big-link
 ln docs/hello.txt docs/deep/hello-link
 ln -s ../docs/hello.txt shared/hello-sym
@@ -244,7 +245,7 @@ func TestLayoutRecreateXFS(t *testing.T) {
 		sameXFSState(t, wantFiles, gotFiles, wantXattrs, gotXattrs, wantACLs, gotACLs)
 	})
 
-	// Ctrl-C while the new XFS is being made and filled: nothing is left
+	// Ctrl-C while the files are copied into the new XFS: nothing is left
 	// mounted or attached, and the temporary directory is empty.
 	t.Run("interrupted", func(t *testing.T) {
 		target := sizedFile(t, 600<<20)
@@ -256,11 +257,12 @@ func TestLayoutRecreateXFS(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		// Both XFSs mounted: the copy is under way.
 		deadline := time.Now().Add(60 * time.Second)
-		for !loopOver(target) {
+		for xfsMountsUnder(t, tmp) < 2 {
 			if time.Now().After(deadline) {
 				cmd.Process.Kill()
-				t.Fatal("no loop device over the target within 60 s")
+				t.Fatal("the two XFSs were not mounted under TMPDIR within 60 s")
 			}
 			time.Sleep(2 * time.Millisecond)
 		}
@@ -278,6 +280,21 @@ func TestLayoutRecreateXFS(t *testing.T) {
 			t.Errorf("a loop device is left on the target:\n%s", sh(t, "losetup", "-a"))
 		}
 	})
+}
+
+// xfsMountsUnder counts the XFSs mounted below dir.
+func xfsMountsUnder(t *testing.T, dir string) int {
+	b, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 2 && strings.HasPrefix(f[1], dir+"/") && f[2] == "xfs" {
+			n++
+		}
+	}
+	return n
 }
 
 // loopOver says whether a loop device is attached over file.
