@@ -37,7 +37,7 @@ import (
 // 299 MiB refused).
 const xfsMinSize = 300 << 20
 
-// xfsGeometry is what `xfs_db -r -c info` says of an XFS, as mkfs.xfs
+// xfsInfo is what `xfs_db -r -c info` says of an XFS, as mkfs.xfs
 // prints it: "section.key" -> value ("data.bsize" -> "4096").
 type xfsInfo map[string]string
 
@@ -48,28 +48,35 @@ func xfsReadInfo(ctx context.Context, path string) (xfsInfo, error) {
 	if err != nil {
 		return nil, err
 	}
+	info := parseXFSInfo(out)
+	if info["data.bsize"] == "" || info["meta-data.isize"] == "" {
+		return nil, &ToolError{Tool: "xfs_db", Args: []string{"-r", "-c", "info"}, Path: path, Err: errors.New("no block or inode size in its geometry"), Output: out}
+	}
+	return info, nil
+}
+
+// parseXFSInfo reads mkfs.xfs's geometry report: a section name before
+// "=" starts a section ("log      =internal log  bsize=4096 ..."), a
+// line indented to the "=" continues it.
+func parseXFSInfo(out string) xfsInfo {
 	info := xfsInfo{}
 	section := ""
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
-		l := sc.Text()
-		head, rest, ok := strings.Cut(l, "=")
+		head, rest, ok := strings.Cut(sc.Text(), "=")
 		if !ok {
 			continue
 		}
 		if h := strings.TrimSpace(head); h != "" {
 			section = h
-			// The section's own value: "log =internal log", "realtime =none".
+			// The section's own value: "internal log", "none".
 			info[section] = strings.TrimSpace(strings.SplitN(rest, "  ", 2)[0])
 		}
 		for _, m := range xfsInfoPair.FindAllStringSubmatch(rest, -1) {
 			info[section+"."+m[1]] = m[2]
 		}
 	}
-	if info["data.bsize"] == "" || info["meta-data.isize"] == "" {
-		return nil, &ToolError{Tool: "xfs_db", Args: []string{"-r", "-c", "info"}, Path: path, Err: errors.New("no block or inode size in its geometry"), Output: out}
-	}
-	return info, nil
+	return info
 }
 
 func (x xfsInfo) int(key string) int64 {

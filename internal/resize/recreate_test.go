@@ -153,3 +153,42 @@ func TestRecreateXFS(t *testing.T) {
 		t.Errorf("RecreateXFS at 200 MiB: %v, want a TooSmallError naming 300 MiB", err)
 	}
 }
+
+// mkfs.xfs options from xfs_db's report of a V5 and a V4 XFS, and the
+// XFSs a copy cannot make again.
+func TestXFSInfoArgs(t *testing.T) {
+	v5 := `meta-data=/dev/loop3             isize=1024   agcount=4, agsize=65536 blks
+         =                       sectsz=4096  attr=2, projid32bit=1
+         =                       crc=1        finobt=1, sparse=1, rmapbt=1
+         =                       reflink=0    bigtime=1 inobtcount=1 nrext64=0
+data     =                       bsize=4096   blocks=262144, imaxpct=25
+         =                       sunit=0      swidth=0 blks
+naming   =version 2              bsize=8192   ascii-ci=0, ftype=1
+log      =internal log           bsize=4096   blocks=16384, version=2
+         =                       sectsz=4096  sunit=1 blks, lazy-count=1
+realtime =none                   extsz=4096   blocks=0, rtextents=0
+`
+	x := parseXFSInfo(v5)
+	if err := x.recreatable(); err != nil {
+		t.Error(err)
+	}
+	want := "-b size=4096 -s size=4096 -i size=1024,sparse=1,nrext64=0 -m crc=1,finobt=1,rmapbt=1,reflink=0,bigtime=1,inobtcount=1 -n size=8192"
+	if got := strings.Join(x.mkfsArgs(512), " "); got != want {
+		t.Errorf("V5:\n got %s\nwant %s", got, want)
+	}
+	v4 := strings.NewReplacer("crc=1", "crc=0", "finobt=1", "finobt=0", "sparse=1", "sparse=0", "rmapbt=1", "rmapbt=0", "bigtime=1", "bigtime=0",
+		"inobtcount=1", "inobtcount=0", "isize=1024", "isize=256", "sectsz=4096", "sectsz=512", "ftype=1", "ftype=0", "ascii-ci=0", "ascii-ci=1").Replace(v5)
+	want = "-b size=4096 -s size=4096 -i size=256,sparse=0,nrext64=0,projid32bit=1 -m crc=0,finobt=0,rmapbt=0,reflink=0,bigtime=0,inobtcount=0 -n size=8192,ftype=0,ascii-ci=1 -l lazy-count=1"
+	if got := strings.Join(parseXFSInfo(v4).mkfsArgs(4096), " "); got != want {
+		t.Errorf("V4 onto 4096-byte sectors:\n got %s\nwant %s", got, want)
+	}
+	for _, c := range []struct{ from, to string }{
+		{"log      =internal log", "log      =/dev/sdb1             "},
+		{"realtime =none                ", "realtime =/dev/sdc1             "},
+	} {
+		err := parseXFSInfo(strings.Replace(v5, c.from, c.to, 1)).recreatable()
+		if !errors.Is(err, ErrCannotShrink) || !strings.Contains(err.Error(), "/dev/sd") {
+			t.Errorf("%s: %v, want a refusal naming the device", c.to, err)
+		}
+	}
+}
