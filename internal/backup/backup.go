@@ -143,6 +143,11 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 	for _, a := range l.areas {
 		head.Layout.Areas = append(head.Layout.Areas, image.LayoutArea{Kind: a.meta.Kind, Index: a.meta.Index, Start: a.meta.Start, Size: a.meta.Size})
 	}
+	if pr := opts.Parent; pr != nil {
+		// Named before the first frame: a restore from a stream finds
+		// and checks the chain before it writes.
+		head.Layout.Parent = &image.ParentRef{ID: pr.ID(), Digest: pr.ContentDigest()}
+	}
 	if opts.Lock != nil {
 		key, err := seal.NewKey()
 		if err != nil {

@@ -276,7 +276,7 @@ func (ir *Reader) readLayout(indexOff int64) error {
 		if _, err := io.ReadFull(r, b); err != nil {
 			return err
 		}
-		l, err := parseLayout(b)
+		l, err := parseLayout(b, binary.LittleEndian.Uint16(ir.head[8:]))
 		if err != nil {
 			return &FormatError{Off: off, Msg: "layout block: " + err.Error()}
 		}

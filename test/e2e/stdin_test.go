@@ -559,8 +559,8 @@ func plainFrames(t *testing.T, img string) []frameHead {
 	t.Helper()
 	b := readAll(t, img)
 	le := binary.LittleEndian
-	if len(b) < 128 || le.Uint16(b[8:]) != 2 || le.Uint32(b[12:]) != 0 || string(b[64:68]) != "PLLY" {
-		t.Fatalf("%s is not a plain version 2 image", img)
+	if v := le.Uint16(b[8:]); len(b) < 128 || v < 2 || v > 3 || le.Uint32(b[12:]) != 0 || string(b[64:68]) != "PLLY" {
+		t.Fatalf("%s is not a plain image of version 2 or 3", img)
 	}
 	var frames []frameHead
 	for off := 128 + int64(le.Uint64(b[64+16:])); ; {
