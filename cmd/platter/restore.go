@@ -44,7 +44,9 @@ func newRestoreCommand() *cobra.Command {
 only that partition's contents. TARGET may be a block device (at least as
 large as what is restored; confirmation needed unless --yes) or a file
 (created or cut to size and written sparse). IMAGE - reads the image from
-standard input in one pass (the whole disk only).
+standard input in one pass (the whole disk only); the parents of an
+incremental are looked for in the --search directories, and found and
+checked before TARGET is touched.
 
 With --delta, TARGET holds an older state of the same disk (or partition),
 as when rolling a machine back: each chunk of the image is compared with
