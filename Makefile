@@ -17,7 +17,7 @@ TOOLS := sgdisk:gdisk sfdisk:fdisk mkfs.fat:dosfstools fsck.fat:dosfstools \
 	mkfs.f2fs:f2fs-tools sload.f2fs:f2fs-tools fsck.f2fs:f2fs-tools dump.f2fs:f2fs-tools \
 	partclone.xfs:partclone mkswap:util-linux swaplabel:util-linux curl:curl \
 	resize2fs:e2fsprogs ntfsresize:ntfs-3g fatresize:fatresize xfs_growfs:xfsprogs \
-	resize.f2fs:f2fs-tools rsync:rsync \
+	resize.f2fs:f2fs-tools rsync:rsync getfacl:acl setfacl:acl \
 	qcowinfo:libqcow-utils qcowmount:libqcow-utils vmdkinfo:libvmdk-utils vmdkmount:libvmdk-utils \
 	vhdiinfo:libvhdi-utils vhdimount:libvhdi-utils \
 	dumpe2fs:e2fsprogs grub-mkimage:grub-common \

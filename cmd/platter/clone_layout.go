@@ -45,7 +45,7 @@ func runCloneLayout(cmd *cobra.Command, opts cloneOptions, mode layout.Mode, lp 
 		return fmt.Errorf("read %s: %w", source, err)
 	}
 	ds := &cloneSource{dev: src, d: d, meta: &image.Metadata{Source: source, SourceSize: d.Size, SectorSize: d.SectorSize, Table: d.Table, Areas: d.Areas}}
-	r, err := newRelayout(ctx, ds, src, source, target, mode, opts.growPartition)
+	r, err := newRelayout(ctx, ds, src, source, target, mode, opts.layoutFlags)
 	if err != nil {
 		return err
 	}

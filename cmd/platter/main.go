@@ -164,7 +164,7 @@ func newRootCommand() *cobra.Command {
 	addSecretFlags(root)
 	root.AddCommand(newVersionCommand())
 	root.AddCommand(newCreateCommand(), newCloneCommand(), newVerifyCommand(), newInfoCommand(), newRestoreCommand(), newConsolidateCommand(), newPruneCommand(), newListCommand(), newServeCommand(), newMountCommand(), newUmountCommand(), newLsCommand(), newExtractCommand())
-	root.AddCommand(newKeygenCommand(), newPasswdCommand(), newConvertCommand())
+	root.AddCommand(newKeygenCommand(), newPasswdCommand(), newConvertCommand(), newBootCommand())
 	root.AddCommand(newDocsCommand()) // hidden: man pages for make install
 	return root
 }

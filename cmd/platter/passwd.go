@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"slices"
@@ -30,7 +31,10 @@ on the terminal, or --new-password-file, or $PLATTER_NEW_PASSWORD), recipients
 added or removed, or the passphrase removed. The image is unlocked as any
 command unlocks it (--password-file, $PLATTER_PASSWORD, --identity, or the
 terminal). Only the key slots at the start of the file are rewritten, in
-place and crash-safe; the data is not. Give every image of a set at once:
+place and crash-safe; the data is not. An image in S3 (s3://BUCKET/KEY)
+is replaced by an object that differs only in its first 32 KiB, made on
+the server from the old one: about 5 MiB is sent, whatever its size, and
+the old object stays until the new one is complete. Give every image of a set at once:
 they share the new passphrase's salt, so a chain unlocks with one key
 derivation.
 
@@ -39,6 +43,7 @@ who read its data key, still reads it. To lock someone out for good, make
 a new image.`,
 		Example: `  platter passwd /backup/laptop*.platter                    # a new passphrase for the whole set
   platter passwd --add-recipient age1... /backup/laptop.platter
+  platter passwd s3://backups/laptop.platter
   platter passwd --remove-recipient age1... /backup/laptop.platter`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
@@ -87,8 +92,8 @@ func runPasswd(cmd *cobra.Command, opts passwdOptions, paths []string) error {
 	}()
 	ctx := cmd.Context()
 	for _, p := range paths {
-		if !localImage(p) {
-			return usagef("%s: passwd rewrites the key slots of an image in local files (one file, or split volumes)", p)
+		if p == stdio {
+			return usagef("passwd rewrites the key slots of stored images: - (standard input) is not one")
 		}
 		place, name, err := imageAt(ctx, p)
 		if err != nil {
@@ -140,21 +145,7 @@ func runPasswd(cmd *cobra.Command, opts passwdOptions, paths []string) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", t.r.Name(), err)
 		}
-		// The slots are at the start of the image: in its first volume
-		// when it is split.
-		file := t.o.Name()
-		if vols := store.Volumes(t.o); len(vols) > 0 {
-			file = vols[0].Name()
-		}
-		f, err := os.OpenFile(file, os.O_RDWR, 0)
-		if err != nil {
-			return err
-		}
-		err = t.r.Relock(f, slots)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
+		if err := relock(ctx, t.o, t.r, slots); err != nil {
 			return fmt.Errorf("%s: %w", t.r.Name(), err)
 		}
 		// Read back: both copies whole, the new generation in use.
@@ -178,6 +169,34 @@ func runPasswd(cmd *cobra.Command, opts passwdOptions, paths []string) error {
 		fmt.Fprintf(cmd.OutOrStdout(), "%s: key slots rewritten; it unlocks with %s\n", t.r.Name(), strings.Join(has, " and "))
 	}
 	return nil
+}
+
+// relock writes slots into the image r read from o. The slots are at the
+// start of the image: in its first volume when it is split. A local file
+// is written in place, copy by copy (image.Reader.Relock); an object that
+// cannot be (S3) is replaced whole by one that differs only there
+// (store.Patcher), without sending the rest again.
+func relock(ctx context.Context, o store.Object, r *image.Reader, slots *seal.Slots) error {
+	first := o
+	if vols := store.Volumes(o); len(vols) > 0 {
+		first = vols[0].Object
+	}
+	if p, ok := first.(store.Patcher); ok {
+		off, area, err := r.SlotArea(slots)
+		if err != nil {
+			return err
+		}
+		return p.Patch(ctx, off, area)
+	}
+	f, err := os.OpenFile(first.Name(), os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	err = r.Relock(f, slots)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // fixedKey is a Keyring that knows the data key already: reading back an

@@ -87,7 +87,7 @@ func runRestoreLayout(cmd *cobra.Command, opts restoreOptions, mode layout.Mode,
 	}
 	disk := view.New(img, 16)
 	defer disk.Close()
-	r, err := newRelayout(ctx, imageSource{img}, disk, imagePath, target, mode, opts.growPartition)
+	r, err := newRelayout(ctx, imageSource{img}, disk, imagePath, target, mode, opts.layoutFlags)
 	if err != nil {
 		return err
 	}
@@ -120,7 +120,7 @@ func runRestoreLayout(cmd *cobra.Command, opts restoreOptions, mode layout.Mode,
 // target's size, and makes the plan for mode; for fit it asks each
 // filesystem's tool, on a scratch overlay of disk, how small it can be.
 // Nothing is written. name is the source as the user gave it.
-func newRelayout(ctx context.Context, from relayoutSource, disk view.Device, name, target string, mode layout.Mode, grow int) (_ *relayout, err error) {
+func newRelayout(ctx context.Context, from relayoutSource, disk view.Device, name, target string, mode layout.Mode, lf layoutFlags) (_ *relayout, err error) {
 	m := from.Metadata()
 	r := &relayout{from: from, disk: disk, target: target, areas: map[int]int{}}
 	defer func() {
@@ -150,11 +150,11 @@ func newRelayout(ctx context.Context, from relayoutSource, disk view.Device, nam
 			return nil, err
 		}
 	}
-	ldisk, err := r.describe(ctx, mode)
+	ldisk, err := r.describe(ctx, mode, lf.recreateXFS)
 	if err != nil {
 		return nil, err
 	}
-	tg := layout.Target{Size: r.size, Grow: grow}
+	tg := layout.Target{Size: r.size, Grow: lf.growPartition}
 	if r.src.Kind == "gpt" {
 		entries := int64(r.orig.NumEntries) * int64(r.orig.EntrySize)
 		tg.Reserved = (entries+r.sector-1)/r.sector*r.sector + r.sector
@@ -162,7 +162,7 @@ func newRelayout(ctx context.Context, from relayoutSource, disk view.Device, nam
 		tg.Limit = (1<<32 - 1) * r.sector
 	}
 	if r.plan, err = layout.Make(mode, ldisk, tg); err != nil {
-		return nil, err
+		return nil, r.xfsHint(err, ldisk, lf.recreateXFS)
 	}
 	return r, nil
 }
@@ -213,6 +213,9 @@ func (r *relayout) apply(ctx context.Context, op, progress string, delta bool, w
 		t = changes
 	}
 	err = r.write(ctx, t, bt.Fresh && !delta, progress, write)
+	if err == nil {
+		err = r.recreate(ctx, bt.Sync)
+	}
 	if err == nil {
 		err = r.grow(ctx, t, bt.Sync)
 	}
@@ -279,8 +282,12 @@ var systemTypes = []string{
 // describe gives the plan the source's partitions: their filesystems,
 // what each can be grown or shrunk to (fit asks each filesystem's tool
 // for its smallest size, on the scratch overlay).
-func (r *relayout) describe(ctx context.Context, mode layout.Mode) (layout.Disk, error) {
+//
+// With recreateXFS an XFS may be smaller too: its minimum is what a copy
+// of its files needs in a new XFS.
+func (r *relayout) describe(ctx context.Context, mode layout.Mode, recreateXFS bool) (layout.Disk, error) {
 	d := layout.Disk{Size: r.src.DiskSize}
+	var err error
 	if r.src.Kind == "gpt" {
 		entries := int64(r.orig.NumEntries) * int64(r.orig.EntrySize)
 		ss := r.src.SectorSize
@@ -293,7 +300,12 @@ func (r *relayout) describe(ctx context.Context, mode layout.Mode) (layout.Disk,
 			Logical: r.src.Kind == "mbr" && p.Index > 4, EBR: r.orig.EBRGap[p.Index]}
 		if _, imaged := r.areas[p.Index]; imaged {
 			lp.CanGrow = resize.Can(fs, false)
-			if mode == layout.Fit && !lp.Fixed && resize.Can(fs, true) {
+			lp.Recreate = mode == layout.Fit && recreateXFS && fs == "xfs" && !lp.Fixed
+			if lp.Recreate {
+				if lp.Min, err = r.xfsMin(ctx, p); err != nil {
+					return d, err
+				}
+			} else if mode == layout.Fit && !lp.Fixed && resize.Can(fs, true) {
 				min, err := r.minSize(ctx, fs, p)
 				switch {
 				case errors.Is(err, resize.ErrCannotResize):
@@ -331,6 +343,68 @@ func (r *relayout) minSize(ctx context.Context, fs string, p ptable.Partition) (
 		return 0, fmt.Errorf("partition %d (%s): %w", p.Index, fs, err)
 	}
 	return min, nil
+}
+
+// xfsMin is the size a new XFS needs to hold the files of the XFS in
+// partition p (mounted from the scratch overlay, its log recovered
+// there).
+func (r *relayout) xfsMin(ctx context.Context, p ptable.Partition) (int64, error) {
+	w, err := resize.OpenWindow(r.scratch.Section(p.Start, p.Size))
+	if err != nil {
+		return 0, err
+	}
+	defer w.Close()
+	min, err := resize.XFSCopyMin(ctx, w.Path())
+	if err != nil {
+		return 0, fmt.Errorf("partition %d (xfs): --recreate-xfs: %w", p.Index, err)
+	}
+	return min, nil
+}
+
+// xfsHint adds to a target too small what --recreate-xfs would do, when
+// an XFS kept its size for want of it.
+func (r *relayout) xfsHint(err error, d layout.Disk, recreateXFS bool) error {
+	var short *layout.ShortError
+	if recreateXFS || !errors.As(err, &short) {
+		return err
+	}
+	var xfs []string
+	for _, p := range d.Parts {
+		if r.fs(p.Index) == "xfs" && !p.Fixed {
+			xfs = append(xfs, p.Label)
+		}
+	}
+	if len(xfs) > 0 {
+		short.Why += fmt.Sprintf("; XFS cannot shrink: --recreate-xfs makes %s anew at a smaller size and copies its files in", strings.Join(xfs, ", "))
+	}
+	return short
+}
+
+// recreate makes every XFS the plan makes smaller anew in its partition
+// on the target and copies its files in from the image's (on the scratch
+// overlay): after the partition table is written, before any filesystem
+// is grown.
+func (r *relayout) recreate(ctx context.Context, sync func() error) error {
+	for _, mv := range r.plan.Moves {
+		if mv.Resize != layout.Recreate {
+			continue
+		}
+		if err := sync(); err != nil { // the loop device reads the target itself
+			return err
+		}
+		w, err := resize.OpenWindow(r.scratch.Section(mv.OldStart, mv.OldSize))
+		if err != nil {
+			return err
+		}
+		err = resize.RecreateXFS(ctx, w.Path(), r.target, mv.NewStart, mv.NewSize, r.sector)
+		if cerr := w.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("recreate %s at %d bytes: %w", mv.Label, mv.NewSize, err)
+		}
+	}
+	return nil
 }
 
 // shrink shrinks, on the scratch overlay, every filesystem the plan makes
@@ -371,7 +445,7 @@ func (r *relayout) write(ctx context.Context, t restore.ReadTarget, fresh bool, 
 			return 0, false
 		}
 		mv := r.plan.Of(a.Index)
-		if mv == nil || mv.Resize == layout.Shrink {
+		if mv == nil || mv.Resize == layout.Shrink || mv.Resize == layout.Recreate {
 			return 0, false
 		}
 		return mv.NewStart, true
@@ -546,6 +620,8 @@ func (r *relayout) planLines() []string {
 			what = "filesystem shrunk"
 		case mv.Resize == layout.Enlarge:
 			what = "filesystem grown"
+		case mv.Resize == layout.Recreate:
+			what = "filesystem recreated file by file"
 		case mv.Stuck:
 			what = "partition larger, filesystem kept (it cannot grow)"
 		case mv.NewStart != mv.OldStart:

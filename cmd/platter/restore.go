@@ -40,17 +40,26 @@ func newRestoreCommand() *cobra.Command {
 only that partition's contents. TARGET may be a block device (at least as
 large as what is restored; confirmation needed unless --yes) or a file
 (created or cut to size and written sparse). IMAGE - reads the image from
-standard input in one pass (the whole disk only).
+standard input in one pass (the whole disk only); the parents of an
+incremental are looked for in the --search directories, and found and
+checked before TARGET is touched.
 
 With --delta, TARGET holds an older state of the same disk (or partition),
 as when rolling a machine back: each chunk of the image is compared with
 what TARGET holds, and only what differs is written; bytes no filesystem
-uses are left as they are (--trim discards them).`,
+uses are left as they are (--trim discards them).
+
+With --layout fit, XFS (which cannot shrink) keeps its size unless
+--recreate-xfs is given: then a smaller XFS is made in its place with the
+same geometry, features, UUID and label, and every file is copied into it
+with its owner, mode, hard links, extended attributes, ACLs, access and
+modification times, chattr flags and project ID (not its change time).`,
 		Example: `  platter restore laptop.platter /dev/sdb --yes    # onto a disk (shows what it overwrites)
   platter restore laptop.platter disk.img          # into a sparse file
   platter restore --partition 2 laptop.platter /dev/sdb2
   ssh nas cat laptop.platter | platter restore --yes - /dev/sdb   # from a pipe
-  platter restore --delta --yes laptop.platter /dev/sdb            # roll the disk back, writing what differs`,
+  platter restore --delta --yes laptop.platter /dev/sdb            # roll the disk back, writing what differs
+  platter restore --layout fit --recreate-xfs --plan laptop.platter /dev/sdb   # a smaller disk, XFS copied file by file`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runRestore(cmd, opts, args[0], args[1])
@@ -81,6 +90,8 @@ func runRestore(cmd *cobra.Command, opts restoreOptions, imagePath, target strin
 		return usagef("--trim and --force are not for a delta onto a new layout (--delta --layout)")
 	case (opts.delta || opts.trim || opts.force) && opts.layout == "":
 		return runDeltaRestore(cmd, opts, mode, imagePath, target)
+	case opts.recreateXFS && opts.delta:
+		return usagef("--recreate-xfs makes a new XFS, which has none of the image's blocks to compare: restore without --delta")
 	case opts.delta && imagePath == stdio:
 		return usagef("--delta needs the image's index, at its end: save the image to a file first (or restore without --delta)")
 	}
@@ -245,12 +256,15 @@ func chooseLayout(opts restoreOptions, img *image.Reader, target string, need in
 	return lf.decide(target, need, img.Metadata().SectorSize, img.Metadata().Table, opts.partition != 0, "of the image's disk", "restores")
 }
 
-// layoutFlags are --layout, --grow-partition and --plan, of restore and
-// clone alike.
+// layoutFlags are --layout, --grow-partition, --plan and --recreate-xfs,
+// of restore and clone alike.
 type layoutFlags struct {
 	layout        string
 	growPartition int
 	plan          bool
+	// recreateXFS: with --layout fit, an XFS that must be smaller is made
+	// anew and its files copied in (relayout.go).
+	recreateXFS bool
 	// relayout forces a relayout even in keep mode.
 	relayout bool
 }
@@ -259,6 +273,7 @@ func (l *layoutFlags) add(f *pflag.FlagSet) {
 	f.StringVar(&l.layout, "layout", "", "onto a disk of another size: keep (the source's layout as it was), grow (the last partition, or --grow-partition N, takes the new space) or fit (filesystems shrink, partitions move down); a different-size disk without it is refused")
 	f.IntVar(&l.growPartition, "grow-partition", 0, "with --layout grow: the partition that takes the new space (default: the last one that is not a system partition)")
 	f.BoolVar(&l.plan, "plan", false, "with --layout: print the layout that would be written, and write nothing")
+	f.BoolVar(&l.recreateXFS, "recreate-xfs", false, "with --layout fit: make an XFS that must be smaller anew at the smaller size and copy its files in (XFS cannot shrink); its UUID and label are kept")
 }
 
 // decide decides whether the disk of need bytes, sector bytes per
@@ -273,6 +288,9 @@ func (l *layoutFlags) decide(target string, need, sector int64, table string, on
 	}
 	if l.growPartition != 0 && l.layout != string(layout.Grow) {
 		return "", false, usagef("--grow-partition goes with --layout grow")
+	}
+	if l.recreateXFS && l.layout != string(layout.Fit) {
+		return "", false, usagef("--recreate-xfs goes with --layout fit (XFS grows in place with --layout grow)")
 	}
 	mode := layout.Keep
 	if l.layout != "" {

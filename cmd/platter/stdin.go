@@ -126,6 +126,48 @@ func runVerifyStream(cmd *cobra.Command, mode ui.Mode, asJSON bool) error {
 	return reportVerify(cmd, r, stdio, msgs, " read from standard input", asJSON)
 }
 
+// streamParents finds, opens and checks the parent chain of the image on
+// standard input from the parent its layout block names (format 3), before
+// anything is written: the parent by id in the --search directories, its
+// own parents above it (attachChain), its content digest the one the
+// child was made from, and its layout the child's. Whether the parent
+// holds every chunk the child takes from it is known only from the
+// child's index, at the end (AttachParent). It returns the parent, and
+// the files of the chain to close, even on error; the caller closes the
+// parent.
+func streamParents(ctx context.Context, l *image.Layout) (chainFiles, *image.Reader, error) {
+	id := l.Parent.ID.String()
+	pplace, pname, err := findImage(ctx, id, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("standard input is an incremental or differential of image %s: %w", id, err)
+	}
+	pf, pr, err := openOne(ctx, pplace, pname)
+	if err != nil {
+		return nil, nil, fmt.Errorf("parent %s of standard input: %w", id, err)
+	}
+	files := chainFiles{pf}
+	more, err := attachChain(ctx, pr, pplace)
+	files = append(files, more...)
+	bad := func(format string, args ...any) error {
+		return &image.ParentError{Image: "standard input", Parent: pr.Name(), Msg: fmt.Sprintf(format, args...)}
+	}
+	switch pl := image.LayoutOf(pr.Metadata()); {
+	case err != nil:
+	case pr.ContentDigest() != l.Parent.Digest:
+		d := pr.ContentDigest()
+		err = bad("its content changed since standard input was made from it (content digest %x, expected %x)", d, l.Parent.Digest)
+	default:
+		if gerr := l.SameGrid(&pl); gerr != nil {
+			err = bad("%v", gerr)
+		}
+	}
+	if err != nil {
+		pr.Close()
+		return files, nil, err
+	}
+	return files, pr, nil
+}
+
 // runInfoStream reads the whole image from standard input, checking it
 // as verify does, and describes it as info does a file. The first two
 // chunks of every area are kept for the filesystems' labels and UUIDs.
@@ -173,6 +215,17 @@ func runRestoreStream(cmd *cobra.Command, opts restoreOptions, mode ui.Mode, tar
 	if l == nil {
 		return fmt.Errorf("standard input: %w", restore.ErrNoLayout)
 	}
+	// The parents of an incremental are found and checked before the
+	// target is opened; an image of format 2 names them only at its end.
+	var files chainFiles
+	defer func() { files.Close() }()
+	var parent *image.Reader
+	if l.Parent != nil {
+		if files, parent, err = streamParents(cmd.Context(), l); err != nil {
+			return fmt.Errorf("%w; %s was not touched", err, target)
+		}
+		defer parent.Close()
+	}
 	need := l.SourceSize
 	isDev, err := checkTarget(target, need)
 	if err != nil {
@@ -191,14 +244,17 @@ func runRestoreStream(cmd *cobra.Command, opts restoreOptions, mode ui.Mode, tar
 	}
 	p := newProgress(mode, "restore")
 	start := time.Now()
-	var files chainFiles
 	img, err := restore.Stream(cmd.Context(), s, t, restore.StreamOptions{Fresh: t.Fresh, Progress: p, Parents: func(r *image.Reader) error {
 		r.SetName(stdio)
+		if parent != nil {
+			// The metadata names the parent the layout block did
+			// (checked by Finish): attach the chain found then.
+			return r.AttachParent(parent)
+		}
 		var err error
 		files, err = attachChain(cmd.Context(), r, nil)
 		return err
 	}})
-	defer files.Close()
 	p.Finish()
 	if err == nil {
 		defer img.Close()

@@ -80,6 +80,12 @@ type Options struct {
 	// attached. The source's layout must be the parent's.
 	Parent *image.Reader
 	Type   string // "incremental" or "differential" with Parent
+	// Changed, with Parent, are the byte ranges of the source that may
+	// differ from the parent's source (a VM's writes to an overlay on
+	// the parent's disk): a chunk outside them whose allocation map is
+	// the parent's is recorded as the parent's without being read. nil
+	// reads every chunk.
+	Changed []block.Extent
 	// Created is the time recorded as the image's (zero: now).
 	Created time.Time
 	// SectorBySector images every byte of the disk, free blocks and
@@ -137,6 +143,11 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 	for _, a := range l.areas {
 		head.Layout.Areas = append(head.Layout.Areas, image.LayoutArea{Kind: a.meta.Kind, Index: a.meta.Index, Start: a.meta.Start, Size: a.meta.Size})
 	}
+	if pr := opts.Parent; pr != nil {
+		// Named before the first frame: a restore from a stream finds
+		// and checks the chain before it writes.
+		head.Layout.Parent = &image.ParentRef{ID: pr.ID(), Digest: pr.ContentDigest()}
+	}
 	if opts.Lock != nil {
 		key, err := seal.NewKey()
 		if err != nil {
@@ -172,6 +183,12 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 	p := newPipeline(src, mapSrc, l.areas, opts.ChunkSize, enc, w, opts.Progress)
 	p.detect = fsmap.Options{Keys: opts.Keys}
 	p.parent = opts.Parent
+	if opts.Parent != nil && opts.Changed != nil {
+		p.changed = map[chunkRef]bool{}
+		for _, r := range p.chunksOf(opts.Changed) {
+			p.changed[r] = true
+		}
+	}
 	first := time.Now()
 	if err := p.run(ctx, opts.Workers, &pass{all: true}); err != nil {
 		return nil, 0, err
@@ -267,6 +284,7 @@ type job struct {
 	zero     bool
 	dup      bool
 	inParent bool // the parent's chain holds the chunk as it is
+	preset   bool // known without reading it (Options.Changed): nothing to process
 	held     bool // read while frozen, processed after the thaw
 	err      error
 	done     chan struct{}
@@ -278,7 +296,8 @@ type frameRef struct {
 }
 
 type pipeline struct {
-	parent   *image.Reader // of an incremental or differential
+	parent   *image.Reader     // of an incremental or differential
+	changed  map[chunkRef]bool // with parent: the chunks that may differ from it (nil: any)
 	src      block.Source
 	mapSrc   block.Source
 	detect   fsmap.Options // keys for encrypted volumes, when maps are read again
@@ -401,6 +420,7 @@ func (p *pipeline) run(ctx context.Context, workers int, ps *pass) error {
 			defer wg.Done()
 			for j := range work {
 				switch {
+				case j.preset:
 				case ctx.Err() != nil:
 					// Stopping: do not compress what will not be written.
 					j.err = context.Cause(ctx)
@@ -451,7 +471,11 @@ func (p *pipeline) produce(ps *pass, emit func(*job) bool) {
 		n := min(p.cs, a.meta.Size-off)
 		j := &job{area: i, chunk: k, off: a.meta.Start + off, n: n, used: n, done: make(chan struct{})}
 		copyIt := ps.all || ps.dirty[chunkRef{i, k}]
+		unchanged := ps.all && p.changed != nil && !p.changed[chunkRef{i, k}]
 		if a.used == nil {
+			if copyIt && unchanged {
+				p.fromParent(j)
+			}
 			return !copyIt || emit(j)
 		}
 		m, base, err := a.used.Window(off, n)
@@ -479,6 +503,9 @@ func (p *pipeline) produce(ps *pass, emit func(*job) bool) {
 			return true // no used block: nothing to copy
 		}
 		j.usedMap, j.mapBase, j.used = m, base, used
+		if unchanged && p.sameMap(i, off, n, m, base) {
+			p.fromParent(j)
+		}
 		return emit(j)
 	}
 	if ps.all || ps.scan {
@@ -506,6 +533,35 @@ func (p *pipeline) produce(ps *pass, emit func(*job) bool) {
 			return
 		}
 	}
+}
+
+// fromParent makes j the parent's chunk, unread, if the parent has an
+// entry for it (else j is read as any other).
+func (p *pipeline) fromParent(j *job) {
+	pe, ok := p.parent.Lookup(uint32(j.area), uint64(j.chunk))
+	if !ok || int64(pe.RawLen) != j.n {
+		return
+	}
+	j.preset, j.hash = true, pe.Hash
+	if pe.Zero() {
+		j.zero = true
+	} else {
+		j.inParent = true
+	}
+}
+
+// sameMap reports whether the used blocks of [off, off+n) of area i (m,
+// from byte base of the area) are the parent's there: a chunk whose
+// blocks were freed or taken holds other bytes though none was written.
+func (p *pipeline) sameMap(i int, off, n int64, m *block.Map, base int64) bool {
+	pm := p.parent.Map(i)
+	if pm == nil {
+		return false
+	}
+	var now, was []block.Extent
+	m.Runs(off-base, n, func(e block.Extent) { now = append(now, block.Extent{Off: e.Off + base, Len: e.Len}) })
+	pm.Runs(off, n, func(e block.Extent) { was = append(was, e) })
+	return slices.Equal(now, was)
 }
 
 // FNV-1a over 64-bit words, for fingerprints of a chunk's map.

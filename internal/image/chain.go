@@ -307,11 +307,6 @@ func Fold(w io.Writer, child, newParent *Reader, tempDir string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	iw, err := NewWriter(w, Head{ID: child.id, Created: child.meta.Created, Layout: LayoutOf(child.meta), Keys: child.Keys()})
-	if err != nil {
-		return 0, err
-	}
-	iw.TempDir = tempDir
 	meta := *child.meta
 	meta.Areas = append([]Area(nil), meta.Areas...)
 	for i := range meta.Areas {
@@ -325,6 +320,12 @@ func Fold(w io.Writer, child, newParent *Reader, tempDir string) (int, error) {
 			meta.Type = "incremental"
 		}
 	}
+	// The layout block names the new parent.
+	iw, err := NewWriter(w, Head{ID: child.id, Created: child.meta.Created, Layout: LayoutOf(&meta), Keys: child.Keys()})
+	if err != nil {
+		return 0, err
+	}
+	iw.TempDir = tempDir
 	type where struct {
 		r   *Reader
 		off int64

@@ -28,6 +28,10 @@ func chainImageKeys(t *testing.T, id ID, chunks [][]byte, parent *Reader, keys *
 	var buf bytes.Buffer
 	meta := &Metadata{SourceSize: int64(len(chunks)) * cs, SectorSize: 512, Table: "none", ChunkSize: cs, Type: "full",
 		Areas: []Area{{Kind: KindPartition, Index: 1, Size: int64(len(chunks)) * cs, Filesystem: "raw"}}}
+	if parent != nil {
+		d := parent.ContentDigest()
+		meta.Type, meta.Parent, meta.ParentDigest = "incremental", parent.ID().String(), hex.EncodeToString(d[:])
+	}
 	w, err := NewWriter(&buf, Head{ID: id, Created: time.Unix(1700000000, 0), Layout: LayoutOf(meta), Keys: keys})
 	if err != nil {
 		t.Fatal(err)
@@ -48,10 +52,6 @@ func chainImageKeys(t *testing.T, id ID, chunks [][]byte, parent *Reader, keys *
 		if err := w.AddEntry(e); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if parent != nil {
-		d := parent.ContentDigest()
-		meta.Type, meta.Parent, meta.ParentDigest = "incremental", parent.ID().String(), hex.EncodeToString(d[:])
 	}
 	if err := w.Finish([]Bitmap{nil}, meta, nil, nil); err != nil {
 		t.Fatal(err)

@@ -1,5 +1,5 @@
-// Package image reads and writes Platter images (format version 2, see
-// docs/format.md; version 1 is read too). The Writer streams: it never
+// Package image reads and writes Platter images (format version 3, see
+// docs/format.md; versions 1 and 2 are read too). The Writer streams: it never
 // seeks, so an image can go to a pipe or an object store. The Reader gives
 // random access to any chunk through the index at the end of the file.
 // An encrypted image seals every frame and block (internal/seal has the
@@ -16,7 +16,7 @@ import (
 
 // Version is the format version this package writes. Readers accept every
 // version up to it.
-const Version = 2
+const Version = 3
 
 // FlagEncrypted, in the header's and the footer's flags (version 2), says
 // the image is encrypted: key slots follow the header, and every frame and

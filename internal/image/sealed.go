@@ -213,6 +213,21 @@ func (ir *Reader) Relock(f WriterAtSyncer, slots *seal.Slots) error {
 	return nil
 }
 
+// SlotArea returns the key slot area of the encrypted image open in ir
+// with slots (made for the same data key: seal.Rewrap) in both copies,
+// and its offset in the file: for storage where it replaces the old
+// area all at once (store.Patcher), not copy by copy as Relock does.
+func (ir *Reader) SlotArea(slots *seal.Slots) (off int64, area []byte, err error) {
+	if ir.area == nil {
+		return 0, nil, errors.New("image: not encrypted")
+	}
+	b, err := slots.Encode(ir.id)
+	if err != nil {
+		return 0, nil, err
+	}
+	return slotAreaOff, append(b, b...), nil
+}
+
 // readSlots reads the key slot area after the header of an encrypted
 // image; only both copies damaged is an error.
 func (ir *Reader) readSlots() error {
@@ -261,7 +276,7 @@ func (ir *Reader) readLayout(indexOff int64) error {
 		if _, err := io.ReadFull(r, b); err != nil {
 			return err
 		}
-		l, err := parseLayout(b)
+		l, err := parseLayout(b, binary.LittleEndian.Uint16(ir.head[8:]))
 		if err != nil {
 			return &FormatError{Off: off, Msg: "layout block: " + err.Error()}
 		}

@@ -46,6 +46,10 @@ type Part struct {
 	Min int64
 	// CanGrow says its filesystem can be grown to fill a larger partition.
 	CanGrow bool
+	// Recreate says its filesystem is made smaller by making a new one
+	// and copying its files (XFS, which cannot shrink, with
+	// --recreate-xfs), not by a resizer; Min is then what the copy needs.
+	Recreate bool
 	// Fixed partitions keep their size whatever the mode: EFI system,
 	// Microsoft reserved, recovery and BIOS boot partitions.
 	Fixed bool
@@ -83,6 +87,9 @@ const (
 	NoResize Resize = ""
 	Shrink   Resize = "shrink"
 	Enlarge  Resize = "grow"
+	// Recreate is a smaller partition whose filesystem is made anew at
+	// its size and its files copied in (Part.Recreate).
+	Recreate Resize = "recreate"
 )
 
 // Move is one partition's place before and after.
@@ -98,8 +105,8 @@ type Move struct {
 	Logical bool
 	EBR     int64 // as Part.EBR
 
-	shrinkable, fixed, canGrow bool
-	min                        int64
+	shrinkable, fixed, canGrow, recreate bool
+	min                                  int64
 }
 
 // Plan is where every partition goes.
@@ -131,7 +138,7 @@ func Make(mode Mode, disk Disk, t Target) (*Plan, error) {
 	p := &Plan{Mode: mode}
 	for _, s := range parts {
 		p.Moves = append(p.Moves, Move{Index: s.Index, Label: s.Label, OldStart: s.Start, OldSize: s.Size, NewStart: s.Start, NewSize: s.Size,
-			Logical: s.Logical, EBR: s.EBR, fixed: s.Fixed, canGrow: s.CanGrow && !s.Fixed, min: s.Min,
+			Logical: s.Logical, EBR: s.EBR, fixed: s.Fixed, canGrow: s.CanGrow && !s.Fixed, min: s.Min, recreate: s.Recreate,
 			shrinkable: !s.Fixed && s.Min > 0 && s.Min < s.Size})
 	}
 	usableEnd := t.Size - t.Reserved
@@ -307,6 +314,8 @@ func (p *Plan) resizes() {
 	for i := range p.Moves {
 		m := &p.Moves[i]
 		switch {
+		case m.NewSize < m.OldSize && m.recreate:
+			m.Resize = Recreate
 		case m.NewSize < m.OldSize:
 			m.Resize = Shrink
 		case m.NewSize > m.OldSize && m.canGrow:

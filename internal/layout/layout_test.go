@@ -52,7 +52,8 @@ func check(t *testing.T, p *Plan, d Disk, tg Target) {
 		if m.NewSize < m.OldSize && (!m.shrinkable || m.NewSize < m.min) {
 			t.Errorf("%s shrunk to %d: shrinkable %v, min %d", m.Label, m.NewSize, m.shrinkable, m.min)
 		}
-		if (m.Resize == Shrink) != (m.NewSize < m.OldSize) || (m.Resize == Enlarge) != (m.NewSize > m.OldSize && !m.Stuck) {
+		if (m.Resize == Shrink || m.Resize == Recreate) != (m.NewSize < m.OldSize) || (m.Resize == Enlarge) != (m.NewSize > m.OldSize && !m.Stuck) ||
+			(m.Resize == Recreate) != (m.recreate && m.NewSize < m.OldSize) {
 			t.Errorf("%s: resize %q for %d -> %d", m.Label, m.Resize, m.OldSize, m.NewSize)
 		}
 	}
@@ -116,6 +117,45 @@ func TestFitUnshrinkable(t *testing.T) {
 	_, err = Make(Fit, d, Target{Size: 10 * gib, Reserved: gptTail})
 	if err == nil || !strings.Contains(err.Error(), "partition 1 (xfs)") {
 		t.Errorf("err = %v, want a refusal naming the XFS partition", err)
+	}
+}
+
+// An XFS marked Recreate (--recreate-xfs) shrinks as any filesystem with
+// a minimum does, and its resize says it is recreated; with room to
+// spare it keeps its size and is not recreated; grow grows it in place.
+func TestFitRecreate(t *testing.T) {
+	d := Disk{Size: 20 * gib, Reserved: gptTail, Parts: []Part{
+		{Index: 1, Start: mib, Size: 10 * gib, Label: "partition 1 (xfs)", CanGrow: true, Recreate: true, Min: 2 * gib},
+		{Index: 2, Start: mib + 10*gib, Size: 10*gib - 2*mib, Label: "partition 2 (ext4)", Min: gib, CanGrow: true},
+	}}
+	tg := Target{Size: 10 * gib, Reserved: gptTail}
+	p, err := Make(Fit, d, tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(t, p, d, tg)
+	if x := p.Of(1); x.Resize != Recreate || x.NewSize >= x.OldSize || x.NewSize < 2*gib {
+		t.Errorf("XFS: %+v, want recreated smaller, at least its minimum", *x)
+	}
+	if e := p.Of(2); e.Resize != Shrink {
+		t.Errorf("ext4: %+v, want shrunk", *e)
+	}
+	if _, err := Make(Fit, d, Target{Size: 3 * gib, Reserved: gptTail}); err == nil {
+		t.Error("a target smaller than both minimums was not refused")
+	}
+	for _, mode := range []Mode{Fit, Grow} {
+		tg := Target{Size: 40 * gib, Reserved: gptTail, Grow: 1}
+		if mode == Fit {
+			tg = Target{Size: 20 * gib, Reserved: gptTail}
+		}
+		p, err := Make(mode, d, tg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(t, p, d, tg)
+		if x := p.Of(1); x.Resize == Recreate {
+			t.Errorf("%s onto %d bytes: XFS recreated: %+v", mode, tg.Size, *x)
+		}
 	}
 }
 

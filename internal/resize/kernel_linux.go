@@ -30,7 +30,7 @@ const btrfsFloor = 256 << 20
 // withMount runs f on the filesystem at path mounted at a private
 // directory, and unmounts it, also when f fails or ctx is done.
 func withMount(path, fstype, opts string, f func(mnt string) error) error {
-	mnt, end, err := loopMount(path, fstype, opts)
+	mnt, end, err := loopMount(path, fstype, opts, 0)
 	if err != nil {
 		return err
 	}

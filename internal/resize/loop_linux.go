@@ -18,6 +18,12 @@ import (
 // returns its name; detachLoop detaches it. (Not autoclear: that
 // detaches it when this function closes its descriptor.)
 func attachLoop(path string) (string, error) {
+	return attachLoopConfig(path, nil)
+}
+
+// attachLoopConfig is attachLoop with set, if not nil, changing the
+// device's configuration first (an offset, a size limit, a block size).
+func attachLoopConfig(path string, set func(*unix.LoopConfig)) (string, error) {
 	back, err := os.OpenFile(path, os.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return "", fmt.Errorf("resize: loop device over %s: %w", path, err)
@@ -41,6 +47,9 @@ func attachLoop(path string) (string, error) {
 		}
 		cfg := unix.LoopConfig{Fd: uint32(back.Fd())}
 		copy(cfg.Info.File_name[:len(cfg.Info.File_name)-1], path)
+		if set != nil {
+			set(&cfg)
+		}
 		err = unix.IoctlLoopConfigure(int(lf.Fd()), &cfg)
 		lf.Close()
 		if err == nil {
@@ -180,7 +189,7 @@ func detachLoopsOf(path string) error {
 // (retrying while busy, lazily at last), detach, remove the directory.
 // The end does not depend on any context: it runs also after a
 // cancellation.
-func loopMount(path, fstype, opts string) (string, func() error, error) {
+func loopMount(path, fstype, opts string, flags uintptr) (string, func() error, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return "", nil, fmt.Errorf("resize: %w", err)
@@ -216,7 +225,7 @@ func loopMount(path, fstype, opts string) (string, func() error, error) {
 		}
 		return errors.Join(errs...)
 	}
-	if err := unix.Mount(dev, dir, fstype, 0, opts); err != nil {
+	if err := unix.Mount(dev, dir, fstype, flags, opts); err != nil {
 		end()
 		return "", nil, fmt.Errorf("resize: mount the %s in %s (%s) on %s: %w", fstype, path, dev, dir, err)
 	}

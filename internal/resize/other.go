@@ -25,3 +25,8 @@ func Shrink(ctx context.Context, fs, path string, size int64) (int64, error) {
 }
 func Grow(ctx context.Context, fs, path string, size int64) (int64, error) { return 0, errLinux }
 func Can(fs string, shrink bool) bool                                      { return false }
+
+func XFSCopyMin(ctx context.Context, path string) (int64, error) { return 0, errLinux }
+func RecreateXFS(ctx context.Context, src, dst string, off, size, sector int64) error {
+	return errLinux
+}

@@ -99,7 +99,7 @@ func TestWindowCloseAfterCancel(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	mnt, _, err := loopMount(w.Path(), "ext4", "")
+	mnt, _, err := loopMount(w.Path(), "ext4", "", 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -123,3 +123,19 @@ func Local(p Place) (string, bool) {
 		}
 	}
 }
+
+// Patcher is an Object whose bytes at the start can be replaced without
+// writing the rest again, as a whole: readers see the old object or the
+// new one, never a mix. passwd uses it on storage that cannot be written
+// in place (an S3 object); a local file is written in place instead.
+type Patcher interface {
+	Object
+	// Patch replaces b's bytes at off (off+len(b) at most Size) and
+	// keeps every other byte. It fails, changing nothing, if the object
+	// is no longer the one opened (the error wraps ErrChanged).
+	Patch(ctx context.Context, off int64, b []byte) error
+}
+
+// ErrChanged says a stored object was replaced since it was opened: a
+// read or a Patch of it fails rather than mix two images.
+var ErrChanged = errors.New("the object changed since it was opened")

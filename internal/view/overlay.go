@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -31,8 +30,16 @@ type Overlay struct {
 	base    Device
 	f       *os.File
 	mu      sync.RWMutex
-	written map[int64]bool // block numbers
+	written bitset // block numbers: one bit per block of the disk, bounded by its size whatever is written
 }
+
+// bitset is a set of block numbers.
+type bitset []uint64
+
+func newBitset(n int64) bitset       { return make(bitset, (n+63)/64) }
+func (b bitset) has(i int64) bool    { return i >= 0 && i/64 < int64(len(b)) && b[i/64]&(1<<(i%64)) != 0 }
+func (b bitset) add(i int64)         { b[i/64] |= 1 << (i % 64) }
+func (b bitset) word(i int64) uint64 { return b[i/64] }
 
 // OpenOverlay opens (or creates) the overlay file at path over base.
 func OpenOverlay(path string, base Device) (*Overlay, error) {
@@ -55,7 +62,7 @@ func OpenOverlay(path string, base Device) (*Overlay, error) {
 		f.Close()
 		return nil, fmt.Errorf("overlay %s is %d bytes, the image's disk %d: it belongs to another image", path, st.Size(), base.Size())
 	}
-	o := &Overlay{base: base, f: f, written: map[int64]bool{}}
+	o := &Overlay{base: base, f: f, written: newBitset((base.Size() + overlayBlock - 1) / overlayBlock)}
 	// The blocks written before: the file's data.
 	for off := int64(0); off < base.Size(); {
 		data, err := unix.Seek(int(f.Fd()), off, unix.SEEK_DATA)
@@ -66,8 +73,8 @@ func OpenOverlay(path string, base Device) (*Overlay, error) {
 		if err != nil {
 			hole = base.Size()
 		}
-		for b := data / overlayBlock; b*overlayBlock < hole; b++ {
-			o.written[b] = true
+		for b := data / overlayBlock; b*overlayBlock < hole && b*overlayBlock < base.Size(); b++ {
+			o.written.add(b)
 		}
 		off = hole
 	}
@@ -91,7 +98,7 @@ func (o *Overlay) readAt(p []byte, off int64) (int, error) {
 		b := pos / overlayBlock
 		n := min(len(p)-done, int((b+1)*overlayBlock-pos))
 		var src io.ReaderAt = o.base
-		if o.written[b] {
+		if o.written.has(b) {
 			src = o.f
 		}
 		k, err := src.ReadAt(p[done:done+n], pos)
@@ -122,7 +129,7 @@ func (o *Overlay) WriteAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	for b := first; b <= last; b++ {
-		o.written[b] = true
+		o.written.add(b)
 	}
 	return len(p), nil
 }
@@ -130,17 +137,21 @@ func (o *Overlay) WriteAt(p []byte, off int64) (int, error) {
 // Written returns the runs of [off, off+n) that were written, in order,
 // whole blocks clipped to the range: what a tool changed on the overlay.
 func (o *Overlay) Written(off, n int64) []block.Extent {
-	o.mu.RLock()
-	blocks := make([]int64, 0, len(o.written))
-	for b := range o.written {
-		if b*overlayBlock < off+n && (b+1)*overlayBlock > off {
-			blocks = append(blocks, b)
-		}
-	}
-	o.mu.RUnlock()
-	slices.Sort(blocks)
 	var runs []block.Extent
-	for _, b := range blocks {
+	if n <= 0 || off >= o.Size() {
+		return nil
+	}
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	first, last := max(off, 0)/overlayBlock, (min(off+n, o.Size())-1)/overlayBlock
+	for b := first; b <= last; b++ {
+		if b%64 == 0 && o.written.word(b) == 0 && b+63 <= last {
+			b += 63 // a word of blocks none written
+			continue
+		}
+		if !o.written.has(b) {
+			continue
+		}
 		lo, hi := max(b*overlayBlock, off), min((b+1)*overlayBlock, off+n)
 		if k := len(runs) - 1; k >= 0 && runs[k].End() == lo {
 			runs[k].Len += hi - lo

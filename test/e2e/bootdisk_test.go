@@ -362,9 +362,21 @@ sums=etc/platter/SHA256SUMS
 [ -f $sums ] || fail "no /$sums on $dev"
 bad=$(sha256sum -c $sums 2>&1 | grep -v ': OK$')
 [ -z "$bad" ] || fail "files differ on $dev: $bad"
-echo "PLATTER-BOOT-OK root=$uuid dev=$name start=$start size=$size fs=$((blocks << (10 + logsize))) files=$(wc -l < $sums) kernel=$(uname -r)"
+run=$(cat /proc/sys/kernel/random/uuid)
+echo "PLATTER-BOOT-OK root=$uuid dev=$name start=$start size=$size fs=$((blocks << (10 + logsize))) files=$(wc -l < $sums) kernel=$(uname -r) run=$run"
 cd /
-umount /root
+# A disk the VM may write (platter boot's overlay; bootVM's disks are
+# read-only, and the remount fails there): the run's marker goes into a
+# file on the root, unmounted cleanly before the power goes.
+if mount -o remount,rw /root 2>/dev/null; then
+	mkdir -p /root/var/lib/platter || fail "mkdir /var/lib/platter on $dev"
+	echo "$run" > /root/var/lib/platter/boot-run || fail "write /var/lib/platter/boot-run on $dev"
+	umount /root || fail "umount $dev"
+	echo "PLATTER-BOOT-WROTE run=$run file=/var/lib/platter/boot-run"
+else
+	umount /root
+	echo "PLATTER-BOOT-READONLY run=$run"
+fi
 poweroff -f
 `
 
@@ -768,9 +780,17 @@ type bootReport struct {
 	FSSize      int64  // the root filesystem's size, bytes
 	Files       int    // files checked against their SHA-256
 	Kernel      string
+	// Run is the marker the guest made up for this boot; Wrote says it
+	// wrote it to /var/lib/platter/boot-run on the root (a disk it may
+	// write: platter boot's), not that the root was read-only.
+	Run   string
+	Wrote bool
 }
 
-var bootLine = regexp.MustCompile(`PLATTER-BOOT-OK root=(\S+) dev=(\S+) start=(\d+) size=(\d+) fs=(\d+) files=(\d+) kernel=(\S+)`)
+var bootLine = regexp.MustCompile(`PLATTER-BOOT-OK root=(\S+) dev=(\S+) start=(\d+) size=(\d+) fs=(\d+) files=(\d+) kernel=(\S+)(?: run=([0-9a-f-]+))?`)
+
+// bootWrote is the guest's line after it wrote its run's marker.
+var bootWrote = regexp.MustCompile(`PLATTER-BOOT-WROTE run=([0-9a-f-]+) `)
 
 // bootFiles is how many files the guest checks on every fixture.
 func bootFiles() int {
@@ -793,7 +813,13 @@ func parseBootLog(log string, kind bootKind) (bootReport, error) {
 		return bootReport{}, errors.New("the guest printed no PLATTER-BOOT-OK line")
 	}
 	num := func(s string) int64 { n, _ := strconv.ParseInt(s, 10, 64); return n }
-	r := bootReport{RootUUID: m[1], Dev: m[2], Start: num(m[3]), Size: num(m[4]), FSSize: num(m[5]), Files: int(num(m[6])), Kernel: m[7]}
+	r := bootReport{RootUUID: m[1], Dev: m[2], Start: num(m[3]), Size: num(m[4]), FSSize: num(m[5]), Files: int(num(m[6])), Kernel: m[7], Run: m[8]}
+	if w := bootWrote.FindStringSubmatch(log); w != nil {
+		if w[1] != r.Run {
+			return r, fmt.Errorf("the guest wrote marker %s, its line said run=%s", w[1], r.Run)
+		}
+		r.Wrote = true
+	}
 	if want := bootLayouts[kind].rootUUID; r.RootUUID != want {
 		return r, fmt.Errorf("the guest mounted a root with UUID %s, want %s", r.RootUUID, want)
 	}

@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -348,4 +350,137 @@ func maxRSS(t *testing.T, out string) int64 {
 	}
 	t.Fatalf("no peak RSS in:\n%s", out)
 	return 0
+}
+
+// passwd of an encrypted image in a bucket: the object is replaced by
+// one that differs only in its key slots, made on the server from the
+// old one — the client sends about one 5 MiB part, not the image. The
+// new passphrase opens it, restores the source byte for byte, the old
+// one gets "wrong passphrase". Split volumes in local files too.
+func TestS3Passwd(t *testing.T) {
+	srv := s3Server(t)
+	src := filepath.Join(t.TempDir(), "random.img")
+	sh(t, "sh", "-c", "head -c 40M /dev/urandom > "+src)
+	k := newEncKeys(t, "correct horse battery staple")
+	nk := newEncKeys(t, "a new passphrase")
+	const img = "s3://platter/pcs/enc.platter"
+	encCreate(t, k, src, img, append(k.pw(), "--encrypt", "--compress", "none")...)
+	before := srv.Get("platter", "pcs/enc.platter")
+	const slotsEnd = 64 + 2*16<<10
+
+	px := srv.Proxy(t)
+	// A copy refused midway: passwd fails naming the object, which is
+	// as it was (the old passphrase opens it), and no upload is left.
+	px.Before(func(r *http.Request) int {
+		if r.URL.Query().Get("partNumber") == "2" {
+			return http.StatusBadRequest
+		}
+		return 0
+	})
+	_, stderr, code := run(t, append(append([]string{"--s3-endpoint", px.Endpoint, "passwd", "--test-kdf", cheapKDF, "--new-password-file", nk.pass}, k.pw()...), img)...)
+	px.Before(nil)
+	if code != 1 || !strings.Contains(stderr, img) || !strings.Contains(stderr, "part 2") {
+		t.Errorf("passwd with a copy refused: exit %d: %s", code, stderr)
+	}
+	if !bytes.Equal(srv.Get("platter", "pcs/enc.platter"), before) {
+		t.Fatal("a failed passwd changed the object")
+	}
+	if up := srv.Uploads("platter"); len(up) != 0 {
+		t.Fatalf("uploads left by a failed passwd: %v", up)
+	}
+	ok(t, append([]string{"verify"}, append(k.pw(), img)...)...)
+
+	px.Reset()
+	ok(t, append(append([]string{"--s3-endpoint", px.Endpoint, "passwd", "--test-kdf", cheapKDF, "--new-password-file", nk.pass}, k.pw()...), img)...)
+	sent := px.SentBytes()
+	t.Logf("passwd of a %d-byte object sent %d bytes", len(before), sent)
+	if sent > 5<<20+64<<10 {
+		t.Errorf("passwd sent %d bytes of a %d-byte image: want about one 5 MiB part", sent, len(before))
+	}
+	after := srv.Get("platter", "pcs/enc.platter")
+	if len(after) != len(before) || !bytes.Equal(after[:64], before[:64]) || !bytes.Equal(after[slotsEnd:], before[slotsEnd:]) {
+		t.Fatal("passwd changed bytes outside the key slots")
+	}
+	if bytes.Equal(after[64:slotsEnd], before[64:slotsEnd]) {
+		t.Fatal("passwd changed nothing")
+	}
+	if up := srv.Uploads("platter"); len(up) != 0 {
+		t.Fatalf("uploads left: %v", up)
+	}
+	if _, stderr, code := run(t, append([]string{"verify"}, append(k.pw(), img)...)...); code != 1 || !strings.Contains(stderr, "wrong passphrase") {
+		t.Errorf("the old passphrase: exit %d, %s", code, stderr)
+	}
+	ok(t, append([]string{"verify"}, append(nk.pw(), img)...)...)
+	back := filepath.Join(t.TempDir(), "back.img")
+	ok(t, append([]string{"restore", "--yes", "--progress", "none"}, append(nk.pw(), img, back)...)...)
+	sh(t, "cmp", src, back)
+
+	// Split volumes in a bucket: the slots are in the first object.
+	t.Run("s3-split", func(t *testing.T) {
+		const split = "s3://platter/split/enc.platter"
+		encCreate(t, k, src, split, append(k.pw(), "--encrypt", "--compress", "none", "--split", "16M")...)
+		objs := srv.Objects("platter", "split/")
+		if len(objs) != 3 {
+			t.Fatalf("volumes: %v", objs)
+		}
+		old := map[string][]byte{}
+		for key := range objs {
+			old[key] = srv.Get("platter", key)
+		}
+		ok(t, append(append([]string{"passwd", "--test-kdf", cheapKDF, "--new-password-file", nk.pass}, k.pw()...), split)...)
+		for key, b := range old {
+			now := srv.Get("platter", key)
+			same := bytes.Equal(now, b)
+			if key == "split/enc.platter" {
+				same = len(now) == len(b) && bytes.Equal(now[slotsEnd:], b[slotsEnd:]) && !bytes.Equal(now[64:slotsEnd], b[64:slotsEnd])
+			}
+			if !same {
+				t.Errorf("%s: passwd changed more than the first volume's key slots", key)
+			}
+		}
+		if _, stderr, code := run(t, append([]string{"verify"}, append(k.pw(), split)...)...); code != 1 || !strings.Contains(stderr, "wrong passphrase") {
+			t.Errorf("the old passphrase: exit %d, %s", code, stderr)
+		}
+		back := filepath.Join(t.TempDir(), "back.img")
+		ok(t, append([]string{"restore", "--yes", "--progress", "none"}, append(nk.pw(), split, back)...)...)
+		sh(t, "cmp", src, back)
+	})
+	t.Run("split", func(t *testing.T) {
+		dir := t.TempDir()
+		split := filepath.Join(dir, "enc.platter")
+		encCreate(t, k, src, split, append(k.pw(), "--encrypt", "--compress", "none", "--split", "8M")...)
+		vols, _ := filepath.Glob(split + "*")
+		if len(vols) < 5 {
+			t.Fatalf("volumes: %v", vols)
+		}
+		read := func() map[string][]byte {
+			m := map[string][]byte{}
+			for _, v := range vols {
+				b, err := os.ReadFile(v)
+				if err != nil {
+					t.Fatal(err)
+				}
+				m[v] = b
+			}
+			return m
+		}
+		old := read()
+		ok(t, append(append([]string{"passwd", "--test-kdf", cheapKDF, "--new-password-file", nk.pass}, k.pw()...), split)...)
+		now := read()
+		for v, b := range old {
+			same := bytes.Equal(now[v], b)
+			if v == split {
+				same = bytes.Equal(now[v][slotsEnd:], b[slotsEnd:]) && !bytes.Equal(now[v][64:slotsEnd], b[64:slotsEnd])
+			}
+			if !same {
+				t.Errorf("volume %s: passwd changed more than the first volume's key slots", v)
+			}
+		}
+		if _, stderr, code := run(t, append([]string{"verify"}, append(k.pw(), split)...)...); code != 1 || !strings.Contains(stderr, "wrong passphrase") {
+			t.Errorf("the old passphrase: exit %d, %s", code, stderr)
+		}
+		back := filepath.Join(t.TempDir(), "back.img")
+		ok(t, append([]string{"restore", "--yes", "--progress", "none"}, append(nk.pw(), split, back)...)...)
+		sh(t, "cmp", src, back)
+	})
 }

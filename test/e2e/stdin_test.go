@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -386,37 +388,117 @@ func TestStdinIncremental(t *testing.T) {
 		})
 	}
 
+	// The layout block names the parent (format 3): the chain is found
+	// and checked before the target is opened, so a missing or wrong
+	// parent leaves a new target uncreated and an existing one as it
+	// was, byte for byte.
 	t.Run("missing parent", func(t *testing.T) {
 		ids := map[string]string{}
 		for _, img := range []string{full, inc1} {
 			ids[img] = info(t, img).ID
 		}
-		// Beside the file is not looked in: a new target is removed.
+		// Beside the file is not looked in.
 		created := filepath.Join(t.TempDir(), "new.img")
 		_, e, code := piped(t, inc2, "restore", "--progress", "none", "--yes", "-", created)
-		if code != 3 || !strings.Contains(e, "no image with id "+ids[inc1]) || !strings.Contains(e, "looked for only in the --search directories, and none was given") || !strings.Contains(e, "removed") {
+		if code != 3 || !strings.Contains(e, "no image with id "+ids[inc1]) || !strings.Contains(e, "looked for only in the --search directories, and none was given") || !strings.Contains(e, created+" was not touched") {
 			t.Errorf("restore - of an incremental without --search: exit %d: %s", code, e)
 		}
 		if _, err := os.Stat(created); err == nil {
-			t.Error("the new target was left behind")
+			t.Error("a target was created")
 		}
-		// The parent's parent missing: named. An existing target is
-		// left without its first MiB, so it does not look restored.
+		// The parent's parent missing, and a wrong file in the
+		// parent's place (its id, another image's bytes): named, the
+		// target untouched.
+		target := filepath.Join(t.TempDir(), "target.img")
+		ok(t, "restore", "--progress", "none", full, target)
+		sum := sha256sum(t, target)
 		half := t.TempDir()
 		sh(t, "cp", inc1, half)
-		target := filepath.Join(t.TempDir(), "target.img")
-		ok(t, "restore", "--progress", "none", inc2, target)
-		_, e, code = piped(t, inc2, "--search", half, "restore", "--progress", "none", "--yes", "-", target)
-		if code != 3 || !strings.Contains(e, "no image with id "+ids[full]) || !strings.Contains(e, "incomplete") {
-			t.Errorf("restore - of an incremental whose parent's parent is missing: exit %d: %s", code, e)
-		}
-		if !bytes.Equal(readAt(t, target, 1<<20, 0), make([]byte, 1<<20)) {
-			t.Error("the target's first MiB is not zeros after a restore that stopped")
+		wrong := t.TempDir()
+		forgeID(t, diff, filepath.Join(wrong, "inc1.platter"), ids[inc1])
+		for _, tc := range []struct{ name, dir, want string }{
+			{"the parent's parent missing", half, "no image with id " + ids[full]},
+			{"a wrong parent", wrong, "parent " + ids[inc1] + " of standard input"},
+		} {
+			_, e, code = piped(t, inc2, "--search", tc.dir, "restore", "--progress", "none", "--yes", "-", target)
+			if code != 3 || !strings.Contains(e, tc.want) || !strings.Contains(e, target+" was not touched") {
+				t.Errorf("restore - of an incremental, %s: exit %d: %s", tc.name, code, e)
+			}
+			if sha256sum(t, target) != sum {
+				t.Errorf("restore - of an incremental, %s: the target changed", tc.name)
+			}
 		}
 		if _, e, code := piped(t, diff, "verify", "--progress", "none", "-"); code != 3 || !strings.Contains(e, "no image with id "+ids[full]) {
 			t.Errorf("verify - of a differential without --search: exit %d: %s", code, e)
 		}
 	})
+}
+
+// sha256sum is sha256sum's digest of path: the judge of "unchanged".
+func sha256sum(t *testing.T, path string) string {
+	t.Helper()
+	return strings.Fields(sh(t, "sha256sum", path))[0]
+}
+
+// forgeID copies the plain image src to dst with id in its header (CRC
+// fixed) and nothing else changed: a file that claims to be image id
+// but is not.
+func forgeID(t *testing.T, src, dst, id string) {
+	t.Helper()
+	b := readAll(t, src)
+	raw, err := hex.DecodeString(id)
+	if err != nil || len(raw) != 16 {
+		t.Fatalf("id %q", id)
+	}
+	copy(b[16:32], raw)
+	binary.LittleEndian.PutUint32(b[60:], crc32.Checksum(b[:60], crc32.MakeTable(crc32.Castagnoli)))
+	mustWrite(t, dst, b)
+}
+
+// An incremental of format version 2 (testdata/README.md: made by the
+// platter of commit 9a3ff6e), whose layout block does not name its
+// parent, restores from a file and from standard input (its parent then
+// found at the end of the stream, as that version allowed) to the same
+// disk, judged by sfdisk, fsck.fat and mtools.
+func TestStdinVersion2Incremental(t *testing.T) {
+	dir, err := filepath.Abs("testdata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(dir, "v2-inc.platter")
+	if j := info(t, img); j.FormatVersion != 2 || j.Type != "incremental" {
+		t.Fatalf("%s is format %d, %s: want a version 2 incremental", img, j.FormatVersion, j.Type)
+	}
+	out := t.TempDir()
+	fromFile := filepath.Join(out, "from-file.img")
+	ok(t, "restore", "--progress", "none", img, fromFile)
+	fromPipe := filepath.Join(out, "from-pipe.img")
+	if o, e, code := piped(t, img, "--search", dir, "restore", "--progress", "none", "--yes", "-", fromPipe); code != 0 {
+		t.Fatalf("restore - of a version 2 incremental: exit %d\n%s%s", code, o, e)
+	}
+	sh(t, "cmp", fromFile, fromPipe)
+	if dump := sfdiskDump(t, fromPipe); !strings.Contains(dump, `name="v2data"`) {
+		t.Fatalf("sfdisk -d of the restored disk:\n%s", dump)
+	}
+	p1 := extract(t, fromPipe, sfdiskParts(t, fromPipe)[1])
+	sh(t, "fsck.fat", "-n", p1)
+	files := fatTree(t, p1)
+	for name, want := range map[string]string{
+		"readme.txt":  "changed after the full image\n",
+		"numbers.txt": sh(t, "seq", "1", "20000"),
+		"more.txt":    sh(t, "seq", "50000", "60000"),
+	} {
+		if b, _ := os.ReadFile(filepath.Join(files, name)); string(b) != want {
+			t.Errorf("%s holds %d bytes, not what was written", name, len(b))
+		}
+	}
+	// Without its parent: found missing only at the end, as before; the
+	// target is then incomplete, and says so.
+	target := filepath.Join(out, "target.img")
+	_, e, code := piped(t, img, "restore", "--progress", "none", "--yes", "-", target)
+	if code != 3 || !strings.Contains(e, "no image with id "+info(t, filepath.Join(dir, "v2-full.platter")).ID) {
+		t.Errorf("restore - of a version 2 incremental without its parent: exit %d: %s", code, e)
+	}
 }
 
 // An image of an opened LUKS volume stores free sectors as "fill with
@@ -559,8 +641,8 @@ func plainFrames(t *testing.T, img string) []frameHead {
 	t.Helper()
 	b := readAll(t, img)
 	le := binary.LittleEndian
-	if len(b) < 128 || le.Uint16(b[8:]) != 2 || le.Uint32(b[12:]) != 0 || string(b[64:68]) != "PLLY" {
-		t.Fatalf("%s is not a plain version 2 image", img)
+	if v := le.Uint16(b[8:]); len(b) < 128 || v < 2 || v > 3 || le.Uint32(b[12:]) != 0 || string(b[64:68]) != "PLLY" {
+		t.Fatalf("%s is not a plain image of version 2 or 3", img)
 	}
 	var frames []frameHead
 	for off := 128 + int64(le.Uint64(b[64+16:])); ; {
@@ -675,5 +757,43 @@ func TestStdinLiveSuperseded(t *testing.T) {
 	verifyAtFreeze(t, filepath.Join(root, "live"), ops, frozen, thawed)
 	if out, e, code := piped(t, img, "verify", "--progress", "none", "-"); code != 0 || !strings.Contains(out, "OK") {
 		t.Errorf("verify -: exit %d\n%s%s", code, out, e)
+	}
+}
+
+// An encrypted incremental read from standard input: the parent its
+// sealed layout block names is found with the same passphrase and
+// checked before the target is opened; restored, the disk is the source
+// byte for byte; without --search, the target is untouched.
+func TestStdinEncryptedIncremental(t *testing.T) {
+	k := newEncKeys(t, "correct horse battery staple")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "disk.raw")
+	sh(t, "sh", "-c", "head -c 12M /dev/urandom > "+src)
+	set := t.TempDir()
+	full, inc := filepath.Join(set, "full.platter"), filepath.Join(set, "inc.platter")
+	encCreate(t, k, src, full, append(k.pw(), "--encrypt", "--chunk-size", "1M")...)
+	sh(t, "sh", "-c", "head -c 1M /dev/urandom | dd of="+src+" bs=1M seek=5 conv=notrunc status=none")
+	encCreate(t, k, src, inc, append(k.pw(), "--incremental", full)...)
+	inParent := 0
+	for _, c := range info(t, inc, append(k.pw(), "--chunks")...).Chunks {
+		if c.InParent {
+			inParent++
+		}
+	}
+	if inParent == 0 {
+		t.Fatal("the incremental takes no chunk from its parent: the test proves nothing")
+	}
+	back := filepath.Join(t.TempDir(), "back.img")
+	if out, e, code := piped(t, inc, append(append([]string{"--search", set}, k.pw()...), "restore", "--progress", "none", "--yes", "-", back)...); code != 0 {
+		t.Fatalf("restore - of an encrypted incremental: exit %d\n%s%s", code, out, e)
+	}
+	sh(t, "cmp", src, back)
+	sum := sha256sum(t, back)
+	fullID := info(t, full, k.pw()...).ID
+	if _, e, code := piped(t, inc, append(k.pw(), "restore", "--progress", "none", "--yes", "-", back)...); code != 3 || !strings.Contains(e, "no image with id "+fullID) || !strings.Contains(e, "was not touched") {
+		t.Errorf("restore - of an encrypted incremental without its parent: exit %d: %s", code, e)
+	}
+	if sha256sum(t, back) != sum {
+		t.Error("the target changed")
 	}
 }

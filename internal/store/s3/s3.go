@@ -85,6 +85,11 @@ type Config struct {
 	RetryFor        time.Duration
 	ConnectRetryFor time.Duration
 
+	// CopyPartSize is the size of the parts a Patch copies on the
+	// server (1 GiB; at least 5 MiB, at most 5 GiB, larger when the
+	// object would need more than MaxParts).
+	CopyPartSize int64
+
 	// Transport, if set, carries the requests (tests put a proxy here).
 	Transport http.RoundTripper
 }
@@ -97,6 +102,7 @@ const (
 	defaultMaxParts     = 10000
 	defaultUploads      = 4
 	defaultBufferBudget = 192 << 20
+	defaultCopyPartSize = 1 << 30
 	defaultBlockSize    = 8 << 20
 	defaultReadahead    = 4
 	defaultCacheBlocks  = 12
@@ -156,6 +162,7 @@ func (c *Config) setDefaults() {
 	defInt(&c.MaxParts, defaultMaxParts)
 	defInt(&c.Uploads, defaultUploads)
 	def(&c.BufferBudget, defaultBufferBudget)
+	def(&c.CopyPartSize, defaultCopyPartSize)
 	def(&c.BlockSize, defaultBlockSize)
 	defInt(&c.Readahead, defaultReadahead)
 	defInt(&c.CacheBlocks, defaultCacheBlocks)
@@ -175,7 +182,7 @@ var (
 	ErrCredentials = errors.New("credentials rejected")
 	ErrDenied      = errors.New("access denied")
 	ErrUnreachable = errors.New("cannot reach the server")
-	ErrChanged     = errors.New("the object changed while it was being read")
+	ErrChanged     = store.ErrChanged // the object was replaced since it was opened
 	ErrTooLarge    = errors.New("image too large for one S3 upload")
 )
 

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -294,4 +295,19 @@ func (s *Server) Remove(bucket, key string) {
 	if err := s.Client().RemoveObject(context.Background(), bucket, key, minio.RemoveObjectOptions{}); err != nil {
 		s.t.Fatalf("remove %s/%s: %v", bucket, key, err)
 	}
+}
+
+// Get returns the bytes of bucket/key, read behind platter's back.
+func (s *Server) Get(bucket, key string) []byte {
+	s.t.Helper()
+	o, err := s.Client().GetObject(context.Background(), bucket, key, minio.GetObjectOptions{})
+	if err != nil {
+		s.t.Fatalf("get %s/%s: %v", bucket, key, err)
+	}
+	defer o.Close()
+	b, err := io.ReadAll(o)
+	if err != nil {
+		s.t.Fatalf("get %s/%s: %v", bucket, key, err)
+	}
+	return b
 }

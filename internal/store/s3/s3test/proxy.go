@@ -23,10 +23,12 @@ type Proxy struct {
 	Endpoint string
 	gets     atomic.Int64
 	getBytes atomic.Int64
+	sent     atomic.Int64 // request body bytes: what the client uploads
 	fail     atomic.Int64 // requests still to answer 503
 	cut      atomic.Int64 // GET bodies still to cut short
 	mu       sync.Mutex
 	ranges   []string
+	before   func(*http.Request) int
 }
 
 // Proxy starts a counting proxy in front of s, closed when t ends.
@@ -58,6 +60,18 @@ func (s *Server) Proxy(t testing.TB) *Proxy {
 			http.Error(w, "injected", http.StatusServiceUnavailable)
 			return
 		}
+		p.mu.Lock()
+		before := p.before
+		p.mu.Unlock()
+		if before != nil {
+			if code := before(r); code != 0 {
+				http.Error(w, "refused by the test", code)
+				return
+			}
+		}
+		if r.Body != nil {
+			r.Body = &countingBody{ReadCloser: r.Body, n: &p.sent, left: -1}
+		}
 		rp.ServeHTTP(w, r)
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -75,6 +89,18 @@ func (s *Server) Proxy(t testing.TB) *Proxy {
 // Reset, and how many GETs there were.
 func (p *Proxy) GetBytes() (bytes, gets int64) { return p.getBytes.Load(), p.gets.Load() }
 
+// SentBytes returns the bytes of request bodies (uploads) since the last
+// Reset.
+func (p *Proxy) SentBytes() int64 { return p.sent.Load() }
+
+// Before calls fn with every request before it is passed on; a status
+// code fn returns (not 0) is the answer instead.
+func (p *Proxy) Before(fn func(r *http.Request) int) {
+	p.mu.Lock()
+	p.before = fn
+	p.mu.Unlock()
+}
+
 // Ranges returns the Range headers of the GETs since the last Reset.
 func (p *Proxy) Ranges() []string {
 	p.mu.Lock()
@@ -86,6 +112,7 @@ func (p *Proxy) Ranges() []string {
 func (p *Proxy) Reset() {
 	p.getBytes.Store(0)
 	p.gets.Store(0)
+	p.sent.Store(0)
 	p.mu.Lock()
 	p.ranges = nil
 	p.mu.Unlock()
