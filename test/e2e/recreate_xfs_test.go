@@ -229,6 +229,26 @@ func TestLayoutRecreateXFS(t *testing.T) {
 		newDone()
 	})
 
+	// clone --layout fit takes the flag too: the XFS made anew from the
+	// source disk (on the scratch overlay), the source never written.
+	t.Run("clone", func(t *testing.T) {
+		target := sizedFile(t, 600<<20)
+		before := sh(t, "sha256sum", disk)
+		if _, stderr, code := run(t, "clone", "--progress", "none", "--layout", "fit", disk, target); code == 0 || !strings.Contains(stderr, "--recreate-xfs") {
+			t.Errorf("clone fit without --recreate-xfs: exit %d, %q", code, stderr)
+		}
+		ok(t, "clone", "--progress", "none", "--layout", "fit", "--recreate-xfs", disk, target)
+		checkRecreated(t, disk, target, src, tree, 512)
+		x := extract(t, target, sfdiskParts(t, target)[1])
+		newMnt, newDone := tooltest.Mount(t, x, "ro,nouuid")
+		gotFiles, gotXattrs, gotACLs := xfsTreeState(t, newMnt)
+		sameXFSState(t, wantFiles, gotFiles, wantXattrs, gotXattrs, wantACLs, gotACLs)
+		newDone()
+		if after := sh(t, "sha256sum", disk); after != before {
+			t.Errorf("clone wrote to its source")
+		}
+	})
+
 	// A block device of 4096-byte sectors: the table in its sectors, the
 	// new XFS made with 4096-byte sectors (it cannot have less).
 	t.Run("4Kn device", func(t *testing.T) {
