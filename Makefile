@@ -22,7 +22,8 @@ TOOLS := sgdisk:gdisk sfdisk:fdisk mkfs.fat:dosfstools fsck.fat:dosfstools \
 	vhdiinfo:libvhdi-utils vhdimount:libvhdi-utils \
 	dumpe2fs:e2fsprogs grub-mkimage:grub-common \
 	/usr/lib/grub/i386-pc/boot.img:grub-pc-bin /usr/lib/grub/x86_64-efi/normal.mod:grub-efi-amd64-bin \
-	/usr/share/OVMF/OVMF_CODE.fd:ovmf /usr/share/doc/busybox-static:busybox-static
+	/usr/share/OVMF/OVMF_CODE.fd:ovmf /usr/share/doc/busybox-static:busybox-static \
+	ocs-sr:clonezilla parted:parted partclone.restore:partclone lz4:lz4 xz:xz-utils bzip2:bzip2 split:coreutils
 
 # Fuzz targets run for FUZZTIME each in `make test`.
 FUZZTIME ?= 10s
@@ -35,7 +36,8 @@ FUZZ := ./internal/ptable:FuzzMBR ./internal/ptable:FuzzGPT \
 	./internal/fs/lvm:FuzzDetect ./internal/fs/lvm:FuzzMetadata ./internal/fs/luks:FuzzHeader \
 	./internal/fs/exfat:FuzzDetect ./internal/fs/exfat:FuzzFiles \
 	./internal/fs/f2fs:FuzzDetect ./internal/fs/swap:FuzzDetect \
-	./internal/vdisk:FuzzOpenQCOW2 ./internal/vdisk:FuzzOpenVHD ./internal/vdisk:FuzzOpenVHDX ./internal/vdisk:FuzzOpenVMDK
+	./internal/vdisk:FuzzOpenQCOW2 ./internal/vdisk:FuzzOpenVHD ./internal/vdisk:FuzzOpenVHDX ./internal/vdisk:FuzzOpenVMDK \
+	./internal/partclone:FuzzPartclone
 
 .PHONY: all build build-purego deps minio bootkernel test unit e2e fuzz vet demo bench clean install uninstall
 
