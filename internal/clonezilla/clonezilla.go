@@ -3,7 +3,8 @@
 // rebuilt from the sfdisk dump (<disk>-pt.sf) with the boot code of
 // <disk>-mbr, the data between the MBR and the first partition
 // (<disk>-hidden-data-after-mbr), each partition from its partclone image
-// (<part>.<fs>-ptcl-img.<comp>.aa ...) or dd image (<part>.dd-img.*) at
+// (<part>.<fs>-ptcl-img.<comp>.aa ...) or dd image (<part>.dd-img.*,
+// <part>.dd-ptcl-img.<comp>.*: partclone.dd's raw bytes) at
 // its place in the table, and each swap partition's signature made again
 // from swappt-<part>.info with its UUID and label, as ocs-sr's restore
 // does with mkswap.
@@ -69,12 +70,11 @@ type Partition struct {
 	// Header is the partclone image's header (Kind "partclone").
 	Header *partclone.Header
 
-	src   partSource
-	once  sync.Once
-	err   error
-	bm    *partclone.Bitmap
-	swap  []byte
-	extra []block.Extent // used ranges when no bitmap says
+	src  partSource
+	once sync.Once
+	err  error
+	bm   *partclone.Bitmap
+	swap []byte
 }
 
 // partSource reads a partition's bytes.
@@ -292,6 +292,9 @@ func (d *Disk) findImages(dump *sfDump) error {
 			switch {
 			case strings.HasPrefix(rest, "ntfs-img"):
 				return fmt.Errorf("clonezilla: %s: %w: %s is an ntfsclone image; this version reads partclone and dd images (save NTFS with ocs-sr -q2, partclone)", d.Dir, ErrUnsupported, n)
+			case strings.HasPrefix(rest, "dd-ptcl-img"):
+				// partclone.dd's output: the partition's bytes, no header.
+				p.Kind, p.FS = "dd", "dd"
 			case strings.Contains(rest, "-ptcl-img"):
 				p.Kind, p.FS = "partclone", strings.SplitN(rest, "-ptcl-img", 2)[0]
 			case strings.HasPrefix(rest, "dd-img"):
@@ -381,6 +384,10 @@ func (d *Disk) Used() []block.Extent {
 	}
 	return block.MergeExtents(out)
 }
+
+// Data is Used: with Size and ReadAt, what a converter's source gives
+// (vdisk.Source), so a Disk converts to a VM disk as it is.
+func (d *Disk) Data() []block.Extent { return d.Used() }
 
 // ReadAt reads the disk's bytes. The first read of a compressed
 // partition decodes it (see the package doc); its errors, a damaged

@@ -30,8 +30,8 @@ type part struct {
 type fixture struct {
 	dir   string // the image directory
 	parts []part
-	tree  string // the files put in each filesystem
-	fat   string // a FAT filled the same way, for mtools' view
+	tree  string         // the files put in each filesystem
+	raw   map[int][]byte // what each partition without a filesystem held
 }
 
 // saveDisk makes a disk of the parts (label "gpt" or "dos"), fills each
@@ -59,10 +59,11 @@ func saveDisk(t *testing.T, label string, sizeMiB int64, parts []part, comp stri
 	}
 	loop := strings.TrimSpace(tooltest.Run(t, "losetup", "-f", "--show", img))
 	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
-	f := &fixture{parts: parts, tree: tooltest.Files(t)}
+	f := &fixture{parts: parts, tree: tooltest.Files(t), raw: map[int][]byte{}}
+	var rng *rand.Rand
 	// Data gzip cannot shrink, so the ext4's image spans volumes.
 	noise := make([]byte, 2500000)
-	rng := rand.New(rand.NewPCG(1, 2))
+	rng = rand.New(rand.NewPCG(1, 2))
 	for i := range noise {
 		noise[i] = byte(rng.Uint32())
 	}
@@ -87,6 +88,17 @@ func saveDisk(t *testing.T, label string, sizeMiB int64, parts []part, comp stri
 			tooltest.Run(t, "mcopy", "-s", "-i", dev, filepath.Join(f.tree, "d0"), filepath.Join(f.tree, "d1"), "::/")
 		case "swap":
 			tooltest.Run(t, "mkswap", "-L", "myswap", dev)
+		case "random":
+			// No filesystem: ocs-sr saves it whole.
+			b := make([]byte, p.size*512)
+			for i := range b {
+				b[i] = byte(rng.Uint32())
+			}
+			clear(b[len(b)/2:]) // and zeros, as an unused half
+			if err := os.WriteFile(dev, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			f.raw[n] = b
 		}
 	}
 	if label == "dos" {
@@ -227,6 +239,13 @@ func (f *fixture) check(t *testing.T) {
 			b, err := os.ReadFile(raw)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if want, ok := f.raw[p.Index]; ok {
+				if !bytes.Equal(want, b) {
+					t.Fatalf("partition %s (%s, %s) differs from what it held at byte %d", p.Name, p.Kind, p.FS, firstDiff(want, b))
+				}
+				t.Logf("partition %s: %s image, fs %s, %v", p.Name, p.Kind, p.FS, p.Files)
+				return
 			}
 			switch p.Kind {
 			case "partclone":
@@ -394,4 +413,14 @@ func sh(t *testing.T, script string) {
 	if out, err := exec.Command("bash", "-o", "pipefail", "-c", script).CombinedOutput(); err != nil {
 		t.Fatalf("%s: %v\n%s", script, err, out)
 	}
+}
+
+// TestClonezillaXZ: a GPT disk with an ext4 and a partition without a
+// filesystem (saved whole), saved with xz.
+func TestClonezillaXZ(t *testing.T) {
+	f := saveDisk(t, "gpt", 48, []part{
+		{2048, 49152, "0FC63DAF-8483-4772-8E79-3D69D8477DE4", "ext4"},
+		{51200, 16384, "0FC63DAF-8483-4772-8E79-3D69D8477DE4", "random"},
+	}, "-z5")
+	f.check(t)
 }

@@ -356,6 +356,9 @@ func printable(b []byte) string {
 func readHeader(r io.Reader) (*Header, error) {
 	b := make([]byte, v2HeadSize, maxHeadSize)
 	if n, err := io.ReadFull(r, b); err != nil {
+		if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, &FormatError{Off: int64(n), Msg: "cannot read the header", Err: err}
+		}
 		if n == 0 || n >= len(magic) && string(b[:len(magic)]) != magic || n < len(magic) && !bytes.HasPrefix([]byte(magic), b[:n]) {
 			return nil, fmt.Errorf("%w: no %q magic at byte 0", ErrNotPartclone, magic)
 		}

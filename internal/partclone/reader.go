@@ -29,6 +29,7 @@ type Reader struct {
 	err    error
 
 	volumes []string // the files of a split image, for errors
+	stream  *Stream
 }
 
 // runBytes bounds the blocks Next returns at once.
@@ -101,7 +102,7 @@ func (r *Reader) Next() (off int64, data []byte, err error) {
 	}
 	off, data, err = r.next1()
 	if err != nil && err != io.EOF && r.volumes != nil {
-		err = inVolumes(err, r.volumes)
+		err = inVolumes(err, r.volumes, r.stream)
 	}
 	if err != nil {
 		r.err = err
@@ -217,14 +218,15 @@ func (r *Reader) sumError(at int64) error {
 // cut is the error of an image that ends early: k bytes into what was
 // being read, block blk (-1: a checksum).
 func (r *Reader) cut(err error, k int, blk int64) error {
+	what := "a checksum"
+	if blk >= 0 {
+		what = fmt.Sprintf("block %d (device byte %d)", blk, blk*r.h.BlockSize)
+	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		what := "a checksum"
-		if blk >= 0 {
-			what = fmt.Sprintf("block %d (device byte %d)", blk, blk*r.h.BlockSize)
-		}
 		return &FormatError{Off: r.pos + int64(k), Msg: fmt.Sprintf("image ends inside %s, after %d of %d used blocks", what, r.done, r.bm.Used()), Err: err}
 	}
-	return fmt.Errorf("partclone: read at image byte %d: %w", r.pos+int64(k), err)
+	// A decompressor's error: the compressed stream is damaged or cut.
+	return &FormatError{Off: r.pos + int64(k), Msg: fmt.Sprintf("cannot read %s, after %d of %d used blocks", what, r.done, r.bm.Used()), Err: err}
 }
 
 // WriteTo writes every used block to w at its device offset, verifying

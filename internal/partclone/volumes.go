@@ -130,6 +130,7 @@ type Stream struct {
 	f     *os.File
 	pos   int64 // bytes read of all volumes
 	size  int64
+	atEnd bool // the last volume was read to its end
 }
 
 // OpenVolumes opens the volumes of an image (Volumes' list) as one
@@ -176,6 +177,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 			s.f.Close()
 			s.f = nil
 			s.i++
+			s.atEnd = s.i == len(s.paths)
 			if n > 0 {
 				return n, nil
 			}
@@ -309,9 +311,9 @@ func OpenFile(path string) (*Reader, io.Closer, error) {
 	r, err := NewReader(dec, size)
 	if err != nil {
 		closer.Close()
-		return nil, nil, inVolumes(err, paths)
+		return nil, nil, inVolumes(err, paths, s)
 	}
-	r.volumes = paths
+	r.volumes, r.stream = paths, s
 	return r, closer, nil
 }
 
@@ -326,15 +328,19 @@ func (c closers) Close() error {
 }
 
 // inVolumes adds to an error of an image that ends early, when it is
-// split, the volume that would come next: the one missing.
-func inVolumes(err error, paths []string) error {
+// split, the volume that would come next: the one missing. An image
+// ends early when its bytes run out (an uncompressed one) or when its
+// decompressor fails after the last volume was read to its end.
+func inVolumes(err error, paths []string, s *Stream) error {
 	var fe *FormatError
-	if !errors.As(err, &fe) || !errors.Is(fe.Err, io.ErrUnexpectedEOF) && !errors.Is(fe.Err, io.EOF) {
+	var ce *ChecksumError
+	cut := errors.As(err, &fe) && fe.Err != nil && errors.Is(fe.Err, io.ErrUnexpectedEOF)
+	if errors.As(err, &ce) || !cut && !s.atEnd {
 		return err
 	}
 	last := paths[len(paths)-1]
 	if next := NextVolume(last); next != "" {
-		return fmt.Errorf("%w (the last volume is %s: is %s %w?)", err, filepath.Base(last), filepath.Base(next), ErrMissingVolume)
+		return fmt.Errorf("%w (%s is the last volume there is; %w: %s?)", err, filepath.Base(last), ErrMissingVolume, filepath.Base(next))
 	}
 	return err
 }
