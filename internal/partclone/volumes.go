@@ -221,15 +221,16 @@ var compressors = map[string]func(io.Reader) (io.ReadCloser, error){
 		return z, nil
 	},
 	"zst": func(r io.Reader) (io.ReadCloser, error) {
-		z, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(1<<30))
+		// A window of at most 256 MiB: zstd -19 uses 8 MiB, --long 128 MiB.
+		z, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(256<<20))
 		if err != nil {
 			return nil, err
 		}
 		return z.IOReadCloser(), nil
 	},
 	"xz": func(r io.Reader) (io.ReadCloser, error) {
-		c := xz.ReaderConfig{DictCap: 1 << 30}
-		z, err := c.NewReader(r)
+		// The dictionary is the size the stream declares (xz -9: 64 MiB).
+		z, err := xz.NewReader(r)
 		if err != nil {
 			return nil, err
 		}
