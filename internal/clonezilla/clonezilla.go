@@ -9,12 +9,12 @@
 // from swappt-<part>.info with its UUID and label, as ocs-sr's restore
 // does with mkswap.
 //
-// An uncompressed partclone image is read in place. A compressed one can
-// only be read front to back: this first version decodes a partition,
-// the first time any of its bytes is read, into a private sparse
-// temporary file (unlinked at once, so nothing is left behind), verifying
-// every partclone checksum on the way; a gzip access index kept beside
-// the image is for later.
+// An uncompressed partclone image is read in place, across its volumes.
+// A compressed one can only be read front to back: this first version
+// decodes a partition, the first time any of its bytes is read, into a
+// private sparse temporary file (unlinked at once, so nothing is left
+// behind), verifying every partclone checksum on the way; a gzip access
+// index kept beside the image is for later.
 //
 // Not read yet, and refused with an error saying so: ntfsclone images
 // (<part>.ntfs-img.*), LVM volumes, directories holding more than one
@@ -443,35 +443,28 @@ func (d *Disk) open(p *Partition) error {
 }
 
 func (d *Disk) openSource(p *Partition) (partSource, error) {
-	if p.Kind == "partclone" && (p.Compression == "" || p.Compression == "uncomp") && len(p.Files) == 1 {
-		f, err := os.Open(p.Files[0])
+	if p.Kind == "partclone" && (p.Compression == "" || p.Compression == "uncomp") {
+		fs, err := partclone.OpenFiles(p.Files)
 		if err != nil {
 			return nil, err
 		}
-		st, err := f.Stat()
-		if err == nil && !st.Mode().IsRegular() {
-			err = fmt.Errorf("%s is not a regular file", p.Files[0])
-		}
+		im, err := partclone.Open(fs, fs.Size())
 		if err != nil {
-			f.Close()
+			fs.Close()
 			return nil, err
 		}
-		im, err := partclone.Open(f, st.Size())
-		if err != nil {
-			f.Close()
-			return nil, err
-		}
-		return fileImage{im, f}, nil
+		return inPlace{im, fs}, nil
 	}
 	return d.decode(p)
 }
 
-type fileImage struct {
+// inPlace is an uncompressed partclone image, its volumes read in place.
+type inPlace struct {
 	*partclone.Image
-	f *os.File
+	fs *partclone.Files
 }
 
-func (i fileImage) Close() error { return i.f.Close() }
+func (i inPlace) Close() error { return i.fs.Close() }
 
 // decode writes p's image, decompressed and verified, into a private
 // sparse temporary file.

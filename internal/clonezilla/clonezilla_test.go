@@ -210,6 +210,11 @@ func (f *fixture) check(t *testing.T) {
 		t.Fatalf("sum files %v, want MD5SUMS and SHA1SUMS", got)
 	}
 	disk := rebuild(t, d)
+	for _, p := range d.Partitions {
+		if _, ok := p.src.(inPlace); ok != (p.Kind == "partclone" && p.Compression == "uncomp") {
+			t.Fatalf("partition %s (%s, %s) read in place: %v", p.Name, p.Kind, p.Compression, ok)
+		}
+	}
 	// The table: sfdisk reads back what ocs-sr dumped.
 	want, err := os.ReadFile(filepath.Join(f.dir, d.Name+"-pt.sf"))
 	if err != nil {
@@ -422,5 +427,14 @@ func TestClonezillaXZ(t *testing.T) {
 		{2048, 49152, "0FC63DAF-8483-4772-8E79-3D69D8477DE4", "ext4"},
 		{51200, 16384, "0FC63DAF-8483-4772-8E79-3D69D8477DE4", "random"},
 	}, "-z5")
+	f.check(t)
+}
+
+// TestClonezillaUncompressed: ocs-sr -z0, split: the partclone images are
+// read in place across their volumes, nothing decoded.
+func TestClonezillaUncompressed(t *testing.T) {
+	f := saveDisk(t, "gpt", 40, []part{
+		{2048, 40960, "0FC63DAF-8483-4772-8E79-3D69D8477DE4", "ext4"},
+	}, "-z0")
 	f.check(t)
 }

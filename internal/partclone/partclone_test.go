@@ -196,10 +196,25 @@ func TestPartcloneCompressedSplit(t *testing.T) {
 			}
 			sameBytes(t, "streamed", want, streamed(t, prefix+"aa"))
 			if c.suffix == "uncomp" {
-				// A whole uncompressed image is read in place too.
+				// An uncompressed image is read in place too, whole or
+				// across its volumes.
 				whole := filepath.Join(dir, "whole.pc")
 				sh(t, "cat "+prefix+"* > "+whole)
 				sameBytes(t, "in place", want, inPlace(t, whole))
+				fs, err := OpenFiles(vols)
+				if err != nil {
+					t.Fatal(err)
+				}
+				im, err := Open(fs, fs.Size())
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := make([]byte, im.Size())
+				if _, err := im.ReadAt(got, 0); err != nil {
+					t.Fatal(err)
+				}
+				fs.Close()
+				sameBytes(t, "in place across volumes", want, got)
 			}
 			// The last volume gone: the error names it.
 			last := vols[len(vols)-1]

@@ -345,3 +345,83 @@ func inVolumes(err error, paths []string, s *Stream) error {
 	}
 	return err
 }
+
+// Files is the volumes of a split uncompressed image read at random as
+// the one image they hold. ReadAt is safe for parallel calls.
+type Files struct {
+	files []*os.File
+	ends  []int64 // the stream offset after each volume
+}
+
+// OpenFiles opens the volumes (Volumes' list) of an uncompressed image,
+// without following a symlink planted in the place of any.
+func OpenFiles(paths []string) (*Files, error) {
+	fs := &Files{}
+	var end int64
+	for _, p := range paths {
+		f, err := openNoFollow(p)
+		if err != nil {
+			fs.Close()
+			return nil, fmt.Errorf("partclone: open volume: %w", err)
+		}
+		fs.files = append(fs.files, f)
+		st, err := f.Stat()
+		if err == nil && !st.Mode().IsRegular() {
+			err = fmt.Errorf("volume %s is not a regular file", p)
+		}
+		if err != nil {
+			fs.Close()
+			return nil, fmt.Errorf("partclone: %w", err)
+		}
+		end += st.Size()
+		fs.ends = append(fs.ends, end)
+	}
+	return fs, nil
+}
+
+// Size is the bytes of all volumes.
+func (fs *Files) Size() int64 {
+	if len(fs.ends) == 0 {
+		return 0
+	}
+	return fs.ends[len(fs.ends)-1]
+}
+
+// ReadAt reads the image's bytes [off, off+len(p)) across volumes.
+func (fs *Files) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("partclone: negative offset %d", off)
+	}
+	n := 0
+	i := sort.Search(len(fs.ends), func(i int) bool { return fs.ends[i] > off })
+	for n < len(p) && i < len(fs.files) {
+		start := int64(0)
+		if i > 0 {
+			start = fs.ends[i-1]
+		}
+		want := min(int64(len(p)-n), fs.ends[i]-off)
+		k, err := fs.files[i].ReadAt(p[n:n+int(want)], off-start)
+		n += k
+		off += int64(k)
+		if err != nil && !(err == io.EOF && int64(k) == want) {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF // the volume shrank under us
+			}
+			return n, fmt.Errorf("partclone: read %s: %w", fs.files[i].Name(), err)
+		}
+		i++
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// Close closes the volumes.
+func (fs *Files) Close() error {
+	var err error
+	for _, f := range fs.files {
+		err = errors.Join(err, f.Close())
+	}
+	return err
+}
