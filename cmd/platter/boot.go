@@ -36,6 +36,7 @@ type bootOptions struct {
 	display  string
 	sshPort  int
 	accel    string
+	bus      string
 	progress string
 }
 
@@ -62,8 +63,8 @@ nothing but the forwarded ssh port.
 
 The overlay lives in $TMPDIR (else /var/tmp), in a private directory
 removed when boot ends; it grows by what the guest writes, up to the disk's
-size. The disk is virtio: a guest without virtio drivers (Windows as it
-comes) does not find it.`,
+size. The disk is a virtio disk, or a SATA disk when it holds an NTFS
+(Windows as installed has no virtio driver); --disk-bus chooses.`,
 		Example: `  platter boot laptop.platter                         # serial console here; Ctrl-] ends it
   platter boot --display vnc --memory 4G laptop.platter
   platter boot --ssh-port 2222 server.platter         # then: ssh -p 2222 root@127.0.0.1
@@ -82,6 +83,7 @@ comes) does not find it.`,
 	f.StringVar(&opts.display, "display", "none", "the VM's screen: none, or vnc (on 127.0.0.1, the port is printed)")
 	f.IntVar(&opts.sshPort, "ssh-port", 0, "forward this port of 127.0.0.1 to the guest's ssh port (22); the guest reaches nothing else")
 	f.StringVar(&opts.accel, "accel", "auto", "auto (KVM when /dev/kvm works, else TCG), kvm or tcg")
+	f.StringVar(&opts.bus, "disk-bus", "auto", "how the guest sees its disk: auto (SATA when the disk holds an NTFS, else virtio), virtio or sata")
 	f.StringVar(&opts.progress, "progress", "auto", "progress display of --save: auto, json or none")
 	return cmd
 }
@@ -118,6 +120,8 @@ func runBoot(cmd *cobra.Command, opts bootOptions, path string) error {
 		return usagef("--ssh-port takes a port from 1 to 65535, not %d", opts.sshPort)
 	case opts.accel != "auto" && opts.accel != "kvm" && opts.accel != "tcg":
 		return usagef("--accel takes auto, kvm or tcg, not %q", opts.accel)
+	case opts.bus != "auto" && opts.bus != string(vm.Virtio) && opts.bus != string(vm.SATA):
+		return usagef("--disk-bus takes auto, virtio or sata, not %q", opts.bus)
 	case opts.save == stdio:
 		return usagef("--save - : standard output is the VM's console; name a file")
 	}
@@ -154,6 +158,11 @@ func runBoot(cmd *cobra.Command, opts bootOptions, path string) error {
 		firmware, why = vm.BIOS, "--bios"
 	}
 	cfg.Firmware = firmware
+	bus, busWhy := vm.BusFor(m)
+	if opts.bus != "auto" {
+		bus, busWhy = vm.Bus(opts.bus), "--disk-bus "+opts.bus
+	}
+	cfg.Bus = bus
 	var varsTemplate string
 	if firmware == vm.UEFI {
 		if cfg.OVMFCode, varsTemplate, err = vm.OVMF(); err != nil {
@@ -240,7 +249,7 @@ func runBoot(cmd *cobra.Command, opts bootOptions, path string) error {
 	if quiet && opts.accel == "auto" && cfg.Accel == "tcg" {
 		warn("booting %s", accelNote) // a warning: what runs slowly says why
 	}
-	note("booting %s %s, %s firmware (%s), %s, %s of memory; the image is read only, what the VM writes is %s", path, accelNote, fw, why, plural(cfg.CPUs, "CPU"), ui.Bytes(memory), after)
+	note("booting %s %s, %s firmware (%s), a %s disk (%s), %s, %s of memory; the image is read only, what the VM writes is %s", path, accelNote, fw, why, bus, busWhy, plural(cfg.CPUs, "CPU"), ui.Bytes(memory), after)
 	if vnc != "" {
 		note("the screen is on VNC at %s (vncviewer %s)", vnc, strings.Replace(vnc, ":", "::", 1))
 	}

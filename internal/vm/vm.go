@@ -43,6 +43,29 @@ func FirmwareFor(m *image.Metadata) (Firmware, string) {
 	return BIOS, fmt.Sprintf("the disk has an %s partition table, no EFI system partition", strings.ToUpper(m.Table))
 }
 
+// Bus is how the guest sees its disk: a virtio block device (fast; Linux
+// has the driver) or a SATA disk on the machine's AHCI controller (every
+// operating system since Windows Vista has that driver inbox).
+type Bus string
+
+const (
+	Virtio Bus = "virtio"
+	SATA   Bus = "sata"
+)
+
+// BusFor chooses the bus for the disk m describes, and says why: SATA
+// when it holds an NTFS (a Windows disk: Windows as installed has no
+// virtio driver and stops with INACCESSIBLE_BOOT_DEVICE), virtio
+// otherwise.
+func BusFor(m *image.Metadata) (Bus, string) {
+	for _, a := range m.Areas {
+		if a.Kind == image.KindPartition && a.Filesystem == "ntfs" {
+			return SATA, fmt.Sprintf("partition %d is NTFS, and Windows has no virtio driver inbox", a.Index)
+		}
+	}
+	return Virtio, "no NTFS partition"
+}
+
 // MissingError says which program or file is missing and which Debian
 // package has it.
 type MissingError struct {
@@ -105,6 +128,7 @@ type Config struct {
 	// copy of its variable store (UEFI only).
 	OVMFCode, OVMFVars string
 	Accel              string // "kvm" or "tcg"
+	Bus                Bus    // the disk's; "" is virtio
 	Memory             int64  // bytes, a whole number of MiB
 	CPUs               int
 	// NBDSocket is the unix socket the disk is served on, as export
@@ -145,7 +169,16 @@ func (c Config) Args() ([]string, error) {
 		"-smp", strconv.Itoa(c.CPUs),
 		"-monitor", "none",
 		"-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console",
-		"-blockdev", string(disk), "-device", "virtio-blk-pci,drive=disk0,bootindex=1",
+		"-blockdev", string(disk),
+	}
+	switch c.Bus {
+	case Virtio, "":
+		args = append(args, "-device", "virtio-blk-pci,drive=disk0,bootindex=1")
+	case SATA:
+		// q35's own AHCI controller (ich9-ahci) has its ports as ide.0 …
+		args = append(args, "-device", "ide-hd,drive=disk0,bus=ide.0,bootindex=1")
+	default:
+		return nil, fmt.Errorf("vm: disk bus %q", c.Bus)
 	}
 	if c.Accel == "kvm" {
 		args = append(args, "-cpu", "host")

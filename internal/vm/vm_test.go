@@ -34,6 +34,37 @@ func TestFirmwareFor(t *testing.T) {
 	}
 }
 
+func TestBusFor(t *testing.T) {
+	part := func(i int, fs string) image.Area {
+		return image.Area{Kind: image.KindPartition, Index: i, Filesystem: fs}
+	}
+	for _, c := range []struct {
+		areas []image.Area
+		want  Bus
+	}{
+		{[]image.Area{part(1, "vfat"), part(2, "ext4")}, Virtio},
+		{[]image.Area{part(1, "vfat"), part(2, "raw"), part(3, "ntfs")}, SATA},
+		{[]image.Area{{Kind: image.KindGap, Filesystem: "ntfs"}, part(1, "xfs")}, Virtio},
+	} {
+		if got, why := BusFor(&image.Metadata{Table: "gpt", Areas: c.areas}); got != c.want || why == "" {
+			t.Errorf("%+v: %s (%s), want %s", c.areas, got, why, c.want)
+		}
+	}
+	c := Config{Firmware: BIOS, Accel: "tcg", Memory: 64 << 20, CPUs: 1, NBDSocket: "/s", Export: "disk"}
+	for bus, want := range map[Bus]string{"": "virtio-blk-pci,drive=disk0,bootindex=1", Virtio: "virtio-blk-pci,drive=disk0,bootindex=1",
+		SATA: "ide-hd,drive=disk0,bus=ide.0,bootindex=1"} {
+		c.Bus = bus
+		args, err := c.Args()
+		if err != nil || !slices.Equal(argValues(args, "-device"), []string{want}) {
+			t.Errorf("bus %q: -device %v (%v), want %s", bus, argValues(args, "-device"), err, want)
+		}
+	}
+	c.Bus = "scsi"
+	if _, err := c.Args(); err == nil {
+		t.Error("bus scsi: no error")
+	}
+}
+
 // arg returns the value after flag in args, each time it appears.
 func argValues(args []string, flag string) []string {
 	var out []string
