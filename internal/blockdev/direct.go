@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 
 	"github.com/platter-dev/platter/internal/block"
 )
@@ -134,4 +135,46 @@ func (w *SeqWriter) Close() error {
 	w.off += int64(len(b))
 	w.n = 0
 	return nil
+}
+
+// FileWriter writes a regular file at random offsets, as the formats
+// whose tables and data land in different places do (platter convert's
+// qcow2, VMDK, VHDX). Writes of whole 4 KiB blocks from an aligned
+// buffer at an aligned offset bypass the page cache where the filesystem
+// allows it, as Device.WriteAt does for a restore's target: the kernel
+// neither copies the data nor holds it dirty for the final sync. Other
+// writes (tables, headers, a short tail) go through the page cache.
+// WriteAt is safe for parallel calls on ranges that do not overlap.
+type FileWriter struct {
+	f        *os.File
+	direct   *os.File // the same file with O_DIRECT, nil if refused
+	noDirect atomic.Bool
+}
+
+// NewFileWriter writes to f, opened for writing; f stays the caller's to
+// sync and close. Close the FileWriter first.
+func NewFileWriter(f *os.File) *FileWriter {
+	return &FileWriter{f: f, direct: openDirect(f)}
+}
+
+// WriteAt writes p at off.
+func (w *FileWriter) WriteAt(p []byte, off int64) (int, error) {
+	if w.direct != nil && !w.noDirect.Load() && aligned(p, off, block.DirectAlign) {
+		n, err := w.direct.WriteAt(p, off)
+		if !errors.Is(err, errInvalid) {
+			return n, err
+		}
+		w.noDirect.Store(true) // refused: through the page cache from now on
+	}
+	return w.f.WriteAt(p, off)
+}
+
+// Close closes the second, direct descriptor; the file stays open.
+func (w *FileWriter) Close() error {
+	if w.direct == nil {
+		return nil
+	}
+	err := w.direct.Close()
+	w.direct = nil
+	return err
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"os"
 
 	"github.com/platter-dev/platter/internal/block"
 )
@@ -155,6 +154,7 @@ func writeQCOW2(ctx context.Context, out Output, src Source, progress Progress) 
 	if err != nil {
 		return err
 	}
+	defer f.release()
 	if f != nil {
 		err = l.writeFile(ctx, f, src, data, progress)
 	} else {
@@ -235,7 +235,7 @@ func (l *qcowLayout) writeStream(ctx context.Context, out Output, src Source, da
 
 // writeFile writes into the regular file f the clusters that hold
 // data, then the tables that find them, then the header.
-func (l *qcowLayout) writeFile(ctx context.Context, f *os.File, src Source, data []block.Extent, progress Progress) error {
+func (l *qcowLayout) writeFile(ctx context.Context, f *outFile, src Source, data []block.Extent, progress Progress) error {
 	table := make([]byte, qcowCluster)
 	cur, slot := int64(-1), 0
 	next := l.dataOff // where the next data cluster goes

@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/blockdev"
 )
 
 // raw: the disk byte for byte. To a regular file only the non-zero 4 KiB
@@ -33,6 +34,7 @@ func writeRaw(ctx context.Context, out Output, src Source, progress Progress) er
 	if err != nil {
 		return err
 	}
+	defer f.release()
 	if f != nil {
 		err = writeRawFile(ctx, f, src, data, progress)
 	} else {
@@ -44,7 +46,7 @@ func writeRaw(ctx context.Context, out Output, src Source, progress Progress) er
 	return nil
 }
 
-func writeRawFile(ctx context.Context, f *os.File, src Source, data []block.Extent, progress Progress) error {
+func writeRawFile(ctx context.Context, f *outFile, src Source, data []block.Extent, progress Progress) error {
 	size := src.Size()
 	err := readGrains(ctx, src, data, rawBlock, nil, func(p *piece) error {
 		end := min(p.off+int64(len(p.buf)), size)
@@ -250,7 +252,7 @@ func readGrains(ctx context.Context, src Source, data []block.Extent, grain int6
 					last++
 				}
 				if p.buf == nil {
-					p.buf = make([]byte, pieceSize)
+					p.buf = block.AlignedBuffer(pieceSize) // for direct writes
 				}
 				p.off, p.buf, p.ext, p.err = off, p.buf[:n], data[next:last], nil
 				select {
@@ -330,11 +332,30 @@ func allZero(b []byte) bool {
 	return true
 }
 
+// An outFile is a regular file written in place: its aligned writes of
+// whole 4 KiB blocks (the data, from the pieces' aligned buffers) bypass
+// the page cache, as a restore's writes do (blockdev.FileWriter); the
+// tables and headers go through it.
+type outFile struct {
+	*os.File
+	w *blockdev.FileWriter
+}
+
+func (o *outFile) WriteAt(p []byte, off int64) (int, error) { return o.w.WriteAt(p, off) }
+
+// release closes the direct descriptor (nil: nothing to do); the file
+// stays open for its owner to sync and close.
+func (o *outFile) release() {
+	if o != nil {
+		o.w.Close()
+	}
+}
+
 // regularFile returns out as a file to write in place and leave holes
 // in, or nil when out is a pipe, socket or device to be written front to
 // back. A file that already holds bytes is refused: its holes would show
 // them.
-func regularFile(out Output) (*os.File, error) {
+func regularFile(out Output) (*outFile, error) {
 	f, ok := out.(*os.File)
 	if !ok {
 		return nil, nil
@@ -349,7 +370,7 @@ func regularFile(out Output) (*os.File, error) {
 	if st.Size() != 0 {
 		return nil, fmt.Errorf("vdisk: the output %s is not empty (%d bytes)", f.Name(), st.Size())
 	}
-	return f, nil
+	return &outFile{File: f, w: blockdev.NewFileWriter(f)}, nil
 }
 
 // A streamWriter writes front to back, buffered, and counts.

@@ -17,7 +17,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/platter-dev/platter/internal/block"
@@ -78,6 +77,7 @@ func writeVHD(ctx context.Context, out Output, src Source, progress Progress) er
 	if err != nil {
 		return err
 	}
+	defer f.release()
 	if f == nil {
 		return errors.New("vhd (dynamic) is written to a regular file: its tables come before its data; for a pipe use vhd-fixed")
 	}
@@ -87,7 +87,7 @@ func writeVHD(ctx context.Context, out Output, src Source, progress Progress) er
 	return nil
 }
 
-func writeDynamicVHD(ctx context.Context, f *os.File, src Source, data []block.Extent, size int64, progress Progress) error {
+func writeDynamicVHD(ctx context.Context, f *outFile, src Source, data []block.Extent, size int64, progress Progress) error {
 	blocks := ceilDiv(size, vhdOutBlock)
 	const batOff = 512 + 1024 // after the footer copy and the dynamic header
 	batLen := ceilTo(blocks*4, 512)
@@ -187,6 +187,7 @@ func writeVHDFixed(ctx context.Context, out Output, src Source, progress Progres
 	if err != nil {
 		return err
 	}
+	defer f.release()
 	if f != nil {
 		err = readGrains(ctx, src, data, vhdPage, nil, func(p *piece) error {
 			err := p.nonZeroRuns(vhdPage, func(off, n int64) error {

@@ -27,7 +27,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"os"
 	"unicode/utf16"
 
 	"github.com/platter-dev/platter/internal/block"
@@ -74,6 +73,7 @@ func writeVHDX(ctx context.Context, out Output, src Source, progress Progress) e
 	if err != nil {
 		return err
 	}
+	defer f.release()
 	if f == nil {
 		return errors.New("vhdx is written to a regular file: its tables come before its data")
 	}
@@ -83,7 +83,7 @@ func writeVHDX(ctx context.Context, out Output, src Source, progress Progress) e
 	return nil
 }
 
-func writeVHDXFile(ctx context.Context, f *os.File, src Source, data []block.Extent, size, sector int64, progress Progress) error {
+func writeVHDXFile(ctx context.Context, f *outFile, src Source, data []block.Extent, size, sector int64, progress Progress) error {
 	const (
 		mib     = 1 << 20
 		logOff  = 1 * mib
@@ -230,7 +230,7 @@ func writeVHDXFile(ctx context.Context, f *os.File, src Source, data []block.Ext
 // placed[k] at dataOff + k MiB), 64 KiB of the table at a time, and only
 // the parts holding them: the rest is zero (NOT_PRESENT) and stays a
 // hole.
-func vhdxWriteBAT(f *os.File, batOff, dataOff, chunk int64, placed []int64) error {
+func vhdxWriteBAT(f *outFile, batOff, dataOff, chunk int64, placed []int64) error {
 	const piece = 64 << 10
 	buf := make([]byte, piece)
 	cur, lo, hi := int64(-1), int64(piece), int64(0)

@@ -179,6 +179,7 @@ func writeVMDK(ctx context.Context, out Output, src Source, progress Progress) e
 	if err != nil {
 		return err
 	}
+	defer f.release()
 	if f == nil {
 		return fmt.Errorf("vmdk (monolithicSparse) is written to a regular file: its tables come before its data; for a pipe use vmdk-stream")
 	}
@@ -188,7 +189,7 @@ func writeVMDK(ctx context.Context, out Output, src Source, progress Progress) e
 	return nil
 }
 
-func writeSparseVMDK(ctx context.Context, f *os.File, src Source, data []block.Extent, progress Progress, name string) error {
+func writeSparseVMDK(ctx context.Context, f *outFile, src Source, data []block.Extent, progress Progress, name string) error {
 	capacity := ceilDiv(src.Size(), vmdkSector)
 	tables, gdSectors := vmdkTables(capacity)
 	rgdOff := int64(vmdkDescOffset + vmdkDescSectors)
