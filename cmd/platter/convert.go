@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/platter-dev/platter/internal/block"
@@ -35,8 +36,11 @@ virtual disk file for a virtual machine: qcow2 (QEMU/KVM, Proxmox), vhdx
 vmdk-stream (streamOptimized: vSphere and AWS import), or raw. The format comes
 from OUTPUT's extension unless --format names it. Only the blocks the image
 stores as used are allocated in OUTPUT: free space and unimaged space stay
-unallocated. OUTPUT - writes to standard output, for the formats laid out in
-one pass (qcow2, vmdk-stream, vhd-fixed, raw).`,
+unallocated. OUTPUT - writes to standard output, for the formats laid out
+front to back (qcow2, vmdk-stream, vhd-fixed, raw); qcow2 to standard output
+reads the image twice, the first time to find the clusters that are all zero
+before its tables go out. docs/vm.md shows the import command of each
+hypervisor and cloud.`,
 		Example: `  platter convert laptop.platter laptop.vhdx             # Hyper-V
   platter convert laptop.platter laptop.qcow2            # QEMU/KVM, Proxmox
   platter convert --format vmdk-stream laptop.platter laptop.vmdk   # AWS, vSphere
@@ -106,7 +110,10 @@ func runConvert(cmd *cobra.Command, opts convertOptions, spec, output string) er
 			return usagef("OUTPUT %s is %s, a file of the image's chain", output, held)
 		}
 	}
-	disk := view.New(r, 32)
+	// The writers read the disk front to back, a piece per core at a
+	// time, and the view decodes two chunks ahead: a few chunks a core
+	// are all it needs, and keep memory near restore's.
+	disk := view.New(r, 2*runtime.GOMAXPROCS(0)+4)
 	defer disk.Close()
 	src, err := convertSource(r, disk, part)
 	if err != nil {

@@ -15,10 +15,11 @@ import (
 //	header | L1 table | refcount table | refcount blocks | L2 tables | data clusters
 //
 // with the data clusters in disk order. Everything before the data is
-// known from Data alone, so the image streams: to a pipe the layout is
-// computed first and written front to back, every cluster Data touches
-// allocated (one that turns out all zero is written as zeros: its L2
-// entry went out before it was read). To a regular file the same tables
+// known once it is known which clusters hold data, so the image streams:
+// to a pipe a first pass reads the data and marks its all-zero
+// clusters, then the layout is computed and written front to back with
+// only the other clusters allocated, read a second time
+// (writeQcowStream). To a regular file the same tables
 // are reserved, only the clusters that hold a non-zero byte are written,
 // one after the other, and the tables are filled in after them, the
 // header last: a file cut short is no qcow2 at all.
@@ -54,21 +55,22 @@ type qcowLayout struct {
 	l2Off      int64
 	l2         []int64 // the L1 indices that have an L2 table; table k is at l2Off + k*qcowCluster
 	dataOff    int64
-	clusters   int64 // the clusters Data touches: the data clusters when all are allocated
+	clusters   int64 // the data clusters: those Data touches, less the all-zero ones when those are known (a stream)
 }
 
-func newQcowLayout(size int64, data []block.Extent) (*qcowLayout, error) {
+// newQcowLayout lays out a disk of size bytes whose data clusters are
+// those data touches, less those zero says are all zero (zero nil: none
+// is left out; zero's bits are the touched clusters in disk order).
+func newQcowLayout(size int64, data []block.Extent, zero *bitset) (*qcowLayout, error) {
 	l := &qcowLayout{size: ceilTo(size, 512)}
 	l.l1Entries = ceilDiv(ceilDiv(l.size, qcowCluster), qcowL2Entries)
 	if l.l1Entries*8 > qcowMaxL1 {
 		return nil, fmt.Errorf("qcow2: a disk of %d bytes is larger than qcow2 with 64 KiB clusters holds", size)
 	}
-	coverRuns(data, qcowCluster, func(start, end int64) error {
-		l.clusters += (end - start) / qcowCluster
-		for i := start / qcowL2Span; i <= (end-1)/qcowL2Span; i++ {
-			if n := len(l.l2); n == 0 || l.l2[n-1] != i {
-				l.l2 = append(l.l2, i)
-			}
+	l.eachCluster(data, zero, func(off int64) error {
+		l.clusters++
+		if i, n := off/qcowL2Span, len(l.l2); n == 0 || l.l2[n-1] != i {
+			l.l2 = append(l.l2, i)
 		}
 		return nil
 	})
@@ -92,6 +94,25 @@ func newQcowLayout(size int64, data []block.Extent) (*qcowLayout, error) {
 	l.l2Off = l.rbOff + l.rbBlocks*qcowCluster
 	l.dataOff = l.l2Off + int64(len(l.l2))*qcowCluster
 	return l, nil
+}
+
+// eachCluster calls fn with the disk offset of each cluster data
+// touches, in order, but those zero marks.
+func (l *qcowLayout) eachCluster(data []block.Extent, zero *bitset, fn func(off int64) error) error {
+	var idx int64
+	return coverRuns(data, qcowCluster, func(start, end int64) error {
+		for off := start; off < end; off += qcowCluster {
+			if zero != nil && zero.get(idx) {
+				idx++
+				continue
+			}
+			idx++
+			if err := fn(off); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // header is the first cluster.
@@ -146,19 +167,18 @@ func writeQCOW2(ctx context.Context, out Output, src Source, progress Progress) 
 	if err != nil {
 		return err
 	}
-	l, err := newQcowLayout(src.Size(), data)
-	if err != nil {
-		return err
-	}
 	f, err := regularFile(out)
 	if err != nil {
 		return err
 	}
 	defer f.release()
 	if f != nil {
-		err = l.writeFile(ctx, f, src, data, progress)
+		var l *qcowLayout
+		if l, err = newQcowLayout(src.Size(), data, nil); err == nil {
+			err = l.writeFile(ctx, f, src, data, progress)
+		}
 	} else {
-		err = l.writeStream(ctx, out, src, data, progress)
+		err = writeQcowStream(ctx, out, src, data, progress)
 	}
 	if err != nil {
 		return fmt.Errorf("qcow2: %w", err)
@@ -166,9 +186,47 @@ func writeQCOW2(ctx context.Context, out Output, src Source, progress Progress) 
 	return nil
 }
 
+// writeQcowStream writes the image front to back. Its tables come
+// before the data, so which clusters are all zero must be known before
+// the first table is written: a first pass reads the data and marks
+// them (a bit per cluster Data touches), then the tables are laid out
+// without them, and a second pass reads the data again and writes the
+// other clusters. Each pass decodes every chunk once; memory stays the
+// pieces in flight and the bits.
+func writeQcowStream(ctx context.Context, out Output, src Source, data []block.Extent, progress Progress) error {
+	if _, err := newQcowLayout(src.Size(), nil, nil); err != nil {
+		return err // too large: said before the first pass, not after
+	}
+	var touched int64
+	coverRuns(data, qcowCluster, func(start, end int64) error {
+		touched += (end - start) / qcowCluster
+		return nil
+	})
+	zero := newBitset(touched)
+	var idx int64
+	err := readGrains(ctx, src, data, qcowCluster, nil, func(p *piece) error {
+		for _, z := range p.zero {
+			if z {
+				zero.set(idx)
+			}
+			idx++
+		}
+		progress(p.data / 2)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	l, err := newQcowLayout(src.Size(), data, zero)
+	if err != nil {
+		return err
+	}
+	return l.writeStream(ctx, out, src, data, zero, progress)
+}
+
 // writeStream writes the image front to back, every cluster Data
-// touches allocated.
-func (l *qcowLayout) writeStream(ctx context.Context, out Output, src Source, data []block.Extent, progress Progress) error {
+// touches allocated but those zero marks (the first pass's finding).
+func (l *qcowLayout) writeStream(ctx context.Context, out Output, src Source, data []block.Extent, zero *bitset, progress Progress) error {
 	w := newStreamWriter(ctx, out)
 	used := l.dataOff/qcowCluster + l.clusters
 	for _, b := range [][]byte{l.header(), l.l1(), l.refTable()} {
@@ -183,8 +241,8 @@ func (l *qcowLayout) writeStream(ctx context.Context, out Output, src Source, da
 			return err
 		}
 	}
-	// The L2 tables: the clusters Data touches, in disk order, one
-	// after the other from dataOff.
+	// The L2 tables: the clusters kept, in disk order, one after the
+	// other from dataOff; a table that would map none is not written.
 	clear(b)
 	cur, host := int64(-1), l.dataOff
 	flush := func() error {
@@ -198,17 +256,15 @@ func (l *qcowLayout) writeStream(ctx context.Context, out Output, src Source, da
 		clear(b)
 		return err
 	}
-	err := coverRuns(data, qcowCluster, func(start, end int64) error {
-		for off := start; off < end; off += qcowCluster {
-			if i := off / qcowL2Span; i != cur {
-				if err := flush(); err != nil {
-					return err
-				}
-				cur = i
+	err := l.eachCluster(data, zero, func(off int64) error {
+		if i := off / qcowL2Span; i != cur {
+			if err := flush(); err != nil {
+				return err
 			}
-			binary.BigEndian.PutUint64(b[off%qcowL2Span/qcowCluster*8:], uint64(host)|qcowCopied)
-			host += qcowCluster
+			cur = i
 		}
+		binary.BigEndian.PutUint64(b[off%qcowL2Span/qcowCluster*8:], uint64(host)|qcowCopied)
+		host += qcowCluster
 		return nil
 	})
 	if err == nil {
@@ -220,18 +276,42 @@ func (l *qcowLayout) writeStream(ctx context.Context, out Output, src Source, da
 	if w.pos() != l.dataOff {
 		return fmt.Errorf("internal error: the tables end at byte %d, the data was to start at %d", w.pos(), l.dataOff)
 	}
+	var idx int64
 	err = readGrains(ctx, src, data, qcowCluster, nil, func(p *piece) error {
-		if _, err := w.Write(p.buf); err != nil {
+		for i, z := range p.zero {
+			if z != zero.get(idx) {
+				// The tables already say otherwise: the source must read
+				// the same twice (an image's chunks are verified).
+				return fmt.Errorf("the disk read differently on the second pass at byte %d", p.off+int64(i)*qcowCluster)
+			}
+			idx++
+		}
+		err := p.nonZeroRuns(qcowCluster, func(off, n int64) error {
+			_, err := w.Write(p.buf[off-p.off : off-p.off+n])
+			return err
+		})
+		if err != nil {
 			return err
 		}
-		progress(p.data)
+		progress(p.data - p.data/2)
 		return nil
 	})
 	if err != nil {
 		return err
 	}
+	if end := l.dataOff + l.clusters*qcowCluster; w.pos() != end {
+		return fmt.Errorf("internal error: the data ends at byte %d, the tables say %d", w.pos(), end)
+	}
 	return w.Flush()
 }
+
+// A bitset holds n bits, all clear at first.
+type bitset struct{ w []uint64 }
+
+func newBitset(n int64) *bitset { return &bitset{w: make([]uint64, ceilDiv(n, 64))} }
+
+func (b *bitset) set(i int64)      { b.w[i/64] |= 1 << (i % 64) }
+func (b *bitset) get(i int64) bool { return i/64 < int64(len(b.w)) && b.w[i/64]&(1<<(i%64)) != 0 }
 
 // writeFile writes into the regular file f the clusters that hold
 // data, then the tables that find them, then the header.

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -63,7 +64,9 @@ func TestConvert(t *testing.T) {
 		}
 		cmd := exec.Command(platter, "convert", "--progress", "none", "--format", "qcow2", img, "-")
 		var stderr strings.Builder
-		cmd.Stdout, cmd.Stderr = f, &stderr
+		// Through a pipe, as `| ssh` gives: f itself is a regular file,
+		// which platter would write in place.
+		cmd.Stdout, cmd.Stderr = struct{ io.Writer }{f}, &stderr
 		if err := cmd.Run(); err != nil {
 			t.Fatalf("convert to stdout: %v\n%s", err, stderr.String())
 		}
