@@ -77,14 +77,16 @@ func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
 			k := (pos - a.Start) / d.cs
 			chunkStart := a.Start + k*d.cs
 			end := min(hi, chunkStart+d.cs)
-			data, err := d.chunk(i, k)
+			data, release, err := d.chunk(i, k)
 			if err != nil {
+				release()
 				return int(pos - off), err
 			}
 			d.ahead(i, k)
 			if data != nil {
 				copy(p[pos-off:end-off], data[pos-chunkStart:end-chunkStart])
 			}
+			release()
 			pos = end
 		}
 	}
@@ -111,20 +113,23 @@ func (d *Disk) ahead(i int, k int64) {
 	}
 	for a := k + 1; a <= k+d.aheadChunks() && a < n; a++ {
 		if !d.cache.has(key{i, a}) {
-			d.bg.Go(func() { d.chunk(i, a) })
+			d.bg.Go(func() {
+				_, release, _ := d.chunk(i, a)
+				release()
+			})
 		}
 	}
 }
 
 // chunk returns chunk k of area i as restore would write it (nil: all
-// zeros).
-func (d *Disk) chunk(i int, k int64) ([]byte, error) {
-	return d.cache.get(key{i, k}, func() ([]byte, error) {
+// zeros), and a release to call once its bytes are no longer read.
+func (d *Disk) chunk(i int, k int64) ([]byte, func(), error) {
+	return d.cache.get(key{i, k}, func(buf []byte) ([]byte, error) {
 		e, ok := d.r.Lookup(uint32(i), uint64(k))
 		if !ok || e.Zero() {
 			return nil, nil // no used block, or all zeros
 		}
-		data, err := d.r.ReadChunk(e, nil)
+		data, err := d.r.ReadChunk(e, buf)
 		if err != nil {
 			return nil, err
 		}
@@ -148,12 +153,16 @@ type key struct {
 }
 
 // cache keeps the most recently used decoded chunks; a chunk being
-// decoded is waited for, not decoded twice. Errors are not kept.
+// decoded is waited for, not decoded twice. Errors are not kept. The
+// buffer of a chunk pushed out is decoded into again once no reader
+// holds it: a reader going front to back through a disk would otherwise
+// allocate (and the kernel zero) a chunk's worth of memory per chunk.
 type cache struct {
 	mu    sync.Mutex
 	max   int
 	lru   *list.List // of *slot, most recent first
 	slots map[key]*list.Element
+	free  [][]byte // buffers of evicted chunks no reader holds
 }
 
 type slot struct {
@@ -161,6 +170,8 @@ type slot struct {
 	done chan struct{}
 	data []byte
 	err  error
+	refs int  // readers holding data (guarded by cache.mu)
+	gone bool // evicted: data goes to free once refs is 0
 }
 
 func newCache(n int) *cache {
@@ -174,32 +185,66 @@ func (c *cache) has(k key) bool {
 	return ok
 }
 
-func (c *cache) get(k key, load func() ([]byte, error)) ([]byte, error) {
+// get returns chunk k, loading it (into buf, a spare buffer or nil) if
+// it is not kept, and a release to call once data is no longer read:
+// after it the buffer may be decoded into again.
+func (c *cache) get(k key, load func(buf []byte) ([]byte, error)) ([]byte, func(), error) {
 	c.mu.Lock()
 	if el, ok := c.slots[k]; ok {
 		c.lru.MoveToFront(el)
 		s := el.Value.(*slot)
+		s.refs++
 		c.mu.Unlock()
 		<-s.done
-		return s.data, s.err
+		return s.data, func() { c.release(s) }, s.err
 	}
-	s := &slot{k: k, done: make(chan struct{})}
+	s := &slot{k: k, done: make(chan struct{}), refs: 1}
 	c.slots[k] = c.lru.PushFront(s)
 	for c.lru.Len() > c.max {
 		old := c.lru.Back()
 		c.lru.Remove(old)
-		delete(c.slots, old.Value.(*slot).k)
+		o := old.Value.(*slot)
+		delete(c.slots, o.k)
+		o.gone = true
+		c.recycle(o)
+	}
+	var buf []byte
+	if n := len(c.free); n > 0 {
+		buf, c.free = c.free[n-1], c.free[:n-1]
 	}
 	c.mu.Unlock()
-	s.data, s.err = load()
-	close(s.done)
-	if s.err != nil {
-		c.mu.Lock()
+	data, err := load(buf)
+	c.mu.Lock()
+	s.data, s.err = data, err
+	if data == nil && buf != nil && len(c.free) < c.max {
+		c.free = append(c.free, buf) // an all-zero chunk did not use it
+	}
+	if err != nil {
 		if el, ok := c.slots[k]; ok && el.Value.(*slot) == s {
 			c.lru.Remove(el)
 			delete(c.slots, k)
 		}
-		c.mu.Unlock()
 	}
-	return s.data, s.err
+	c.mu.Unlock()
+	close(s.done)
+	return data, func() { c.release(s) }, err
+}
+
+func (c *cache) release(s *slot) {
+	c.mu.Lock()
+	s.refs--
+	c.recycle(s)
+	c.mu.Unlock()
+}
+
+// recycle keeps the buffer of an evicted slot no reader holds, at most
+// max of them. c.mu is held.
+func (c *cache) recycle(s *slot) {
+	if !s.gone || s.refs > 0 || s.data == nil {
+		return
+	}
+	if len(c.free) < c.max {
+		c.free = append(c.free, s.data[:0])
+	}
+	s.data = nil
 }

@@ -76,3 +76,46 @@ func cached(d *Disk) int {
 	defer d.cache.mu.Unlock()
 	return d.cache.lru.Len()
 }
+
+// Readers at random places, in parallel, through a cache of two chunks:
+// every chunk pushed out has its buffer decoded into again, and no
+// reader ever sees another chunk's bytes in the one it asked for.
+func TestParallelReuse(t *testing.T) {
+	data := make([]byte, 6<<20)
+	rand.New(rand.NewSource(3)).Read(data[:5<<20])
+	r := open(t, imageOf(t, data, 64<<10))
+	defer r.Close()
+	d := New(r, 2)
+	defer d.Close()
+	done := make(chan error, 4)
+	for g := range 4 {
+		go func() {
+			rng := rand.New(rand.NewSource(int64(10 + g)))
+			buf := make([]byte, 100<<10)
+			for range 300 {
+				off := rng.Int63n(int64(len(data) - len(buf)))
+				n := 1 + rng.Intn(len(buf))
+				if _, err := d.ReadAt(buf[:n], off); err != nil {
+					done <- err
+					return
+				}
+				if !bytes.Equal(buf[:n], data[off:off+int64(n)]) {
+					done <- io.ErrUnexpectedEOF
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-done; err != nil {
+			t.Fatalf("a reader got wrong bytes or an error: %v", err)
+		}
+	}
+	d.cache.mu.Lock()
+	free := len(d.cache.free)
+	d.cache.mu.Unlock()
+	if free == 0 {
+		t.Error("no buffer was kept for reuse")
+	}
+}
