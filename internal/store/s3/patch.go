@@ -3,8 +3,8 @@ package s3
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -136,27 +136,9 @@ func (o *object) Patch(ctx context.Context, off int64, b []byte) error {
 	}
 	opts := minio.PutObjectOptions{}
 	opts.SetMatchETag(o.etag)
-	attempts := 0
-	lost := false
-	err = p.retry(ctx, func(ctx context.Context) error {
-		attempts++
-		_, err := p.core.CompleteMultipartUpload(ctx, p.bucket, o.key, upload, parts, opts)
-		if err != nil && attempts > 1 {
-			// An earlier attempt's answer was lost: see sink.complete.
-			code := minio.ToErrorResponse(err).Code
-			if code == "NoSuchUpload" || code == "PreconditionFailed" {
-				lost = true
-				return nil
-			}
-		}
-		return err
-	})
-	if err == nil && lost {
-		info, serr := p.stat(ctx, o.key)
-		if serr != nil || strings.Trim(info.ETag, `"`) != multipartETag(parts) {
-			return fmt.Errorf("%s: the upload that replaces it vanished while it was being completed", o.Name())
-		}
-		err = nil
+	err = p.completeUpload(ctx, o.key, upload, parts, opts)
+	if errors.Is(err, errVanished) {
+		return fmt.Errorf("%s: the upload that replaces it vanished while it was being completed", o.Name())
 	}
 	if err != nil {
 		return fmt.Errorf("complete the upload that replaces it: %w", p.fail(o.key, err))

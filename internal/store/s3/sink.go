@@ -398,20 +398,39 @@ func (s *sink) Commit() error {
 	return nil
 }
 
-// complete completes the upload. Completing is not idempotent: if an
-// attempt whose answer was lost did complete it, the next one hears
-// NoSuchUpload (or, conditional, PreconditionFailed); then the object
-// is checked to be this upload by its multipart ETag.
+// complete completes the upload, refused if the object exists (unless
+// forced).
 func (s *sink) complete(parts []minio.CompletePart) error {
 	opts := minio.PutObjectOptions{}
 	if !s.force {
 		opts.SetMatchETagExcept("*")
 	}
+	err := s.p.completeUpload(s.ctx, s.key, s.upload, parts, opts)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, errVanished):
+		return fmt.Errorf("%s: %w", s.Name(), err)
+	case minio.ToErrorResponse(err).Code == "PreconditionFailed":
+		return fmt.Errorf("%s: %w", s.Name(), store.ErrExists)
+	}
+	return fmt.Errorf("complete the upload: %w", s.p.fail(s.key, err))
+}
+
+// errVanished: an upload's completion was answered as if another had
+// completed or aborted it, and the object is not this upload's.
+var errVanished = errors.New("the upload vanished while it was being completed")
+
+// completeUpload completes an upload. Completing is not idempotent: if
+// an attempt whose answer was lost did complete it, the next one hears
+// NoSuchUpload (or, conditional, PreconditionFailed); then the object is
+// checked to be this upload by its multipart ETag (errVanished if not).
+func (p *place) completeUpload(ctx context.Context, key, upload string, parts []minio.CompletePart, opts minio.PutObjectOptions) error {
 	attempts := 0
-	var lost bool
-	err := s.p.retry(s.ctx, func(ctx context.Context) error {
+	lost := false
+	err := p.retry(ctx, func(ctx context.Context) error {
 		attempts++
-		_, err := s.p.core.CompleteMultipartUpload(ctx, s.p.bucket, s.key, s.upload, parts, opts)
+		_, err := p.core.CompleteMultipartUpload(ctx, p.bucket, key, upload, parts, opts)
 		if err != nil && attempts > 1 {
 			code := minio.ToErrorResponse(err).Code
 			if code == "NoSuchUpload" || code == "PreconditionFailed" {
@@ -422,19 +441,12 @@ func (s *sink) complete(parts []minio.CompletePart) error {
 		return err
 	})
 	if err == nil && lost {
-		info, serr := s.p.stat(s.ctx, s.key)
+		info, serr := p.stat(ctx, key)
 		if serr != nil || strings.Trim(info.ETag, `"`) != multipartETag(parts) {
-			return fmt.Errorf("%s: the upload vanished while it was being completed", s.Name())
+			return errVanished
 		}
-		return nil
 	}
-	if err != nil {
-		if minio.ToErrorResponse(err).Code == "PreconditionFailed" {
-			return fmt.Errorf("%s: %w", s.Name(), store.ErrExists)
-		}
-		return fmt.Errorf("complete the upload: %w", s.p.fail(s.key, err))
-	}
-	return nil
+	return err
 }
 
 // multipartETag is the ETag S3 gives an object completed from parts:
