@@ -249,6 +249,9 @@ func runInfo(w io.Writer, opts infoOptions, path string) error {
 	if path == stdio {
 		return runInfoStream(w, opts)
 	}
+	if isClonezilla(path) {
+		return runInfoClonezilla(w, opts, path)
+	}
 	f, r, err := openImage(path)
 	if err != nil {
 		return err

@@ -119,7 +119,7 @@ func exitCode(err error) int {
 	case errors.As(err, &ue), errors.As(err, &bue), errors.As(err, &lue), errors.As(err, &pe), errors.Is(err, image.ErrNotImage):
 		// A file that is not an image at all was named by mistake.
 		return exitUsage
-	case errors.Is(err, image.ErrDamaged), errors.As(err, &ce), errors.As(err, &se):
+	case errors.Is(err, image.ErrDamaged), errors.As(err, &ce), errors.As(err, &se), clonezillaDamaged(err):
 		return exitDamaged
 	case strings.HasPrefix(err.Error(), "unknown command"), strings.HasPrefix(err.Error(), "unknown flag"):
 		return exitUsage
@@ -164,7 +164,7 @@ func newRootCommand() *cobra.Command {
 	addSecretFlags(root)
 	root.AddCommand(newVersionCommand())
 	root.AddCommand(newCreateCommand(), newCloneCommand(), newVerifyCommand(), newInfoCommand(), newRestoreCommand(), newConsolidateCommand(), newPruneCommand(), newListCommand(), newServeCommand(), newMountCommand(), newUmountCommand(), newLsCommand(), newExtractCommand())
-	root.AddCommand(newKeygenCommand(), newPasswdCommand(), newConvertCommand(), newBootCommand())
+	root.AddCommand(newKeygenCommand(), newPasswdCommand(), newConvertCommand(), newBootCommand(), newImportCommand())
 	root.AddCommand(newDocsCommand()) // hidden: man pages for make install
 	return root
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -329,6 +330,14 @@ func (l *layoutFlags) decide(target string, need, sector int64, table string, on
 // file of the image's chain), and says how many bytes the target must
 // hold for partition (0: the whole disk).
 func openRestoreImage(imagePath, target string, partition int) (chainFiles, *image.Reader, int64, error) {
+	if isClonezilla(imagePath) {
+		// The Platter image of a Clonezilla directory is private; the
+		// directory's own files are what a target must not be.
+		dir, _ := filepath.Abs(imagePath)
+		if t, err := filepath.Abs(target); err == nil && filepath.Dir(t) == dir {
+			return nil, nil, 0, usagef("TARGET %s is a file of the Clonezilla image %s: restoring onto it would destroy the image being read", target, imagePath)
+		}
+	}
 	f, img, err := openImage(imagePath)
 	if errors.Is(err, image.ErrNotImage) {
 		if _, terr := image.ReadID(target); terr == nil {

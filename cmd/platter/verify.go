@@ -50,6 +50,9 @@ func runVerify(cmd *cobra.Command, progressFlag string, asJSON bool, path string
 	if path == stdio {
 		return runVerifyStream(cmd, mode, asJSON)
 	}
+	if isClonezilla(path) {
+		return runVerifyClonezilla(cmd.Context(), cmd, mode, asJSON, path)
+	}
 	f, r, err := openImage(path)
 	if err != nil {
 		return err
