@@ -34,7 +34,8 @@ func newInfoCommand() *cobra.Command {
 		Example: `  platter info disk.platter
   platter info --json disk.platter | jq '.partitions[] | {index, filesystem, label, used_bytes}'
   platter info --json --chunks disk.platter   # where every chunk's frame is
-  ssh nas cat disk.platter | platter info -     # from a pipe, in one pass`,
+  ssh nas cat disk.platter | platter info -     # from a pipe, in one pass
+  platter info /home/partimag/2024-05-01-img    # a Clonezilla image directory`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runInfo(cmd.OutOrStdout(), opts, args[0])

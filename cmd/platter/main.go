@@ -150,8 +150,11 @@ func exactArgs(n int) cobra.PositionalArgs {
 
 func newRootCommand() *cobra.Command {
 	root := &cobra.Command{
-		Use:           "platter",
-		Short:         "Make, check, describe and restore disk images",
+		Use:   "platter",
+		Short: "Make, check, describe and restore disk images",
+		Long: `Platter makes, checks, describes and restores disk images. Every command
+that reads an IMAGE also takes a Clonezilla image directory (ocs-sr
+savedisk's); platter import converts one into a Platter image.`,
 		Version:       version + " (zstd encoder: " + codec.EncoderName + ")",
 		SilenceUsage:  true,
 		SilenceErrors: true,

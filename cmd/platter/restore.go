@@ -57,6 +57,7 @@ with its owner, mode, hard links, extended attributes, ACLs, access and
 modification times, chattr flags and project ID (not its change time).`,
 		Example: `  platter restore laptop.platter /dev/sdb --yes    # onto a disk (shows what it overwrites)
   platter restore laptop.platter disk.img          # into a sparse file
+  platter restore /home/partimag/2024-05-01-img /dev/sdb --yes   # a Clonezilla image directory
   platter restore --partition 2 laptop.platter /dev/sdb2
   ssh nas cat laptop.platter | platter restore --yes - /dev/sdb   # from a pipe
   platter restore --delta --yes laptop.platter /dev/sdb            # roll the disk back, writing what differs

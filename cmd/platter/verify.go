@@ -17,7 +17,8 @@ func newVerifyCommand() *cobra.Command {
 		Short: "Read every chunk of an image and check its hash",
 		Example: `  platter verify /backup/laptop-1.platter    # the whole chain, every chunk
   platter verify --json -q set/wed.platter
-  ssh nas cat laptop.platter | platter verify -   # from a pipe, in one pass`,
+  ssh nas cat laptop.platter | platter verify -   # from a pipe, in one pass
+  platter verify /home/partimag/2024-05-01-img   # a Clonezilla directory: *SUMS and partclone checksums`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runVerify(cmd, progress, asJSON, args[0])
