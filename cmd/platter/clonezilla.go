@@ -20,6 +20,7 @@ package main
 // directory directly and decode nothing they need not.
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -36,7 +37,6 @@ import (
 	"github.com/platter-dev/platter/internal/codec"
 	"github.com/platter-dev/platter/internal/image"
 	"github.com/platter-dev/platter/internal/partclone"
-	"github.com/platter-dev/platter/internal/store"
 	"github.com/platter-dev/platter/internal/ui"
 	"github.com/spf13/cobra"
 )
@@ -139,43 +139,71 @@ func verifyPartition(ctx context.Context, d *clonezilla.Disk, p *clonezilla.Part
 }
 
 // openClonezillaImage is openImage for a Clonezilla directory: its disk
-// converted into a private Platter image in the system's temporary
-// directory (fast compression), opened, and unlinked at once, so
-// nothing is left behind whatever happens after.
+// converted into a private Platter image (fast compression) in a
+// temporary file that is unlinked before anything is written to it, so
+// nothing is left behind whatever happens, a kill included.
 func openClonezillaImage(path string) (chainFiles, *image.Reader, error) {
-	ctx := context.Background()
+	ctx := runContext
 	d, err := clonezilla.Open(path, clonezilla.Options{})
 	if err != nil {
 		return nil, nil, err
 	}
 	defer d.Close() // the decoded partitions are in the Platter image now
-	tmp, err := os.MkdirTemp("", "platter-clonezilla-*")
+	f, err := os.CreateTemp("", "platter-clonezilla-*.platter")
 	if err != nil {
 		return nil, nil, err
 	}
-	defer os.RemoveAll(tmp)
-	place := store.NewDir(tmp)
-	sink, err := place.Create(ctx, "image.platter", store.CreateOptions{})
-	if err != nil {
-		return nil, nil, err
-	}
+	os.Remove(f.Name())
+	o := &privateImage{File: f, name: path + " (read as a Platter image)"}
 	mode, _ := displayMode("auto")
 	p := newProgress(mode, "read Clonezilla image")
 	start := time.Now()
-	_, _, err = importClonezilla(ctx, d, sink, codec.FastSetting, backup.DefaultChunkSize, tmp, p)
+	_, _, err = importClonezilla(ctx, d, o.sink(), codec.FastSetting, backup.DefaultChunkSize, "", p)
 	p.Finish()
 	if err != nil {
+		f.Close()
 		return nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
 	if verbose {
 		warn("%s: Clonezilla image read in %.1fs", path, time.Since(start).Seconds())
 	}
-	f, r, err := openOne(ctx, place, "image.platter")
+	r, err := image.Open(o, o.size, nil)
 	if err != nil {
-		return nil, nil, err
+		f.Close()
+		return nil, nil, fmt.Errorf("%s: %w", o.name, err)
 	}
-	return chainFiles{f}, r, nil
+	r.SetName(o.name)
+	return chainFiles{o}, r, nil
 }
+
+// privateImage is the Platter image of a Clonezilla directory, in an
+// unlinked temporary file: a store.Object once written.
+type privateImage struct {
+	*os.File
+	name string
+	size int64
+	w    *bufio.Writer
+}
+
+func (o *privateImage) Name() string { return o.name }
+func (o *privateImage) Size() int64  { return o.size }
+
+// sink is where the image is written, front to back; there is no name
+// to commit to, and an aborted image is closed with the command.
+func (o *privateImage) sink() backup.Sink {
+	o.w = bufio.NewWriterSize(o.File, 1<<20)
+	return privateSink{o}
+}
+
+type privateSink struct{ o *privateImage }
+
+func (s privateSink) Write(b []byte) (int, error) {
+	n, err := s.o.w.Write(b)
+	s.o.size += int64(n)
+	return n, err
+}
+func (s privateSink) Commit() error { return s.o.w.Flush() }
+func (s privateSink) Abort()        {}
 
 // clonezillaDamaged says whether err is damage in a Clonezilla image
 // (exit code 3).

@@ -54,6 +54,7 @@ func run(args []string) int {
 		}
 	}
 	ctx, interrupted := onSignal()
+	runContext = ctx
 	root := newRootCommand()
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
@@ -67,6 +68,10 @@ func run(args []string) int {
 	fmt.Fprintf(os.Stderr, "platter: %s\n", oneLine(err.Error()))
 	return exitCode(err)
 }
+
+// runContext is the context of the command being run, for what runs
+// below the commands' own functions (openImage's Clonezilla conversion).
+var runContext = context.Background()
 
 // signalGrace is how long a command has to stop cleanly (remove what it
 // half-made, thaw what it froze) after SIGINT or SIGTERM before platter
