@@ -29,6 +29,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -57,6 +58,46 @@ func isClonezilla(path string) bool {
 	return false
 }
 
+// czProgress shows an import's progress on one bar: each partition
+// image decoded (or, read in place, verified) and the disk's used bytes
+// compressed, so the bar moves while a partition is decoded on its
+// first read.
+type czProgress struct {
+	bar  *ui.Progress
+	mu   sync.Mutex
+	seen map[string]int64 // bytes decoded of each partition so far
+}
+
+func newCZProgress(bar *ui.Progress) *czProgress {
+	return &czProgress{bar: bar, seen: map[string]int64{}}
+}
+
+// options are the clonezilla.Options whose decodes it hears.
+func (p *czProgress) options() clonezilla.Options {
+	return clonezilla.Options{Progress: func(part string, done, _ int64) {
+		p.mu.Lock()
+		n := done - p.seen[part]
+		p.seen[part] = done
+		p.mu.Unlock()
+		p.bar.Add(n)
+	}}
+}
+
+func (p *czProgress) start(d *clonezilla.Disk) {
+	total := usedBytes(d)
+	for _, part := range d.Partitions {
+		if part.Kind == "partclone" || part.Kind == "dd" {
+			total += partUsed(d, part)
+		}
+	}
+	p.bar.Start(total)
+}
+
+// Start is the engine's: the bar's total is set already.
+func (p *czProgress) Start(int64) {}
+func (p *czProgress) Add(n int64) { p.bar.Add(n) }
+func (p *czProgress) Finish()     { p.bar.Finish() }
+
 // czSource is a Clonezilla disk as the backup engine reads it.
 type czSource struct{ *clonezilla.Disk }
 
@@ -74,10 +115,11 @@ func usedBytes(d *clonezilla.Disk) int64 {
 // decoded whole on its first read, every partclone checksum verified;
 // an uncompressed one is read in place and is verified whole first, so
 // that no block goes unchecked. Any mismatch aborts the sink.
-func importClonezilla(ctx context.Context, d *clonezilla.Disk, sink backup.Sink, setting codec.Setting, chunkSize int64, tempDir string, p backup.Progress) (*image.Metadata, int64, error) {
+func importClonezilla(ctx context.Context, d *clonezilla.Disk, sink backup.Sink, setting codec.Setting, chunkSize int64, tempDir string, p *czProgress) (*image.Metadata, int64, error) {
+	p.start(d)
 	for _, part := range d.Partitions {
 		if part.Kind == "partclone" && (part.Compression == "" || part.Compression == "uncomp") {
-			if err := verifyPartition(ctx, d, part, nil); err != nil {
+			if err := verifyPartition(ctx, d, part, p.bar.Add); err != nil {
 				sink.Abort()
 				return nil, 0, err
 			}
@@ -144,7 +186,9 @@ func verifyPartition(ctx context.Context, d *clonezilla.Disk, p *clonezilla.Part
 // nothing is left behind whatever happens, a kill included.
 func openClonezillaImage(path string) (chainFiles, *image.Reader, error) {
 	ctx := runContext
-	d, err := clonezilla.Open(path, clonezilla.Options{})
+	mode, _ := displayMode("auto")
+	p := newCZProgress(newProgress(mode, "read Clonezilla image"))
+	d, err := clonezilla.Open(path, p.options())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -155,8 +199,6 @@ func openClonezillaImage(path string) (chainFiles, *image.Reader, error) {
 	}
 	os.Remove(f.Name())
 	o := &privateImage{File: f, name: path + " (read as a Platter image)"}
-	mode, _ := displayMode("auto")
-	p := newProgress(mode, "read Clonezilla image")
 	start := time.Now()
 	_, _, err = importClonezilla(ctx, d, o.sink(), codec.FastSetting, backup.DefaultChunkSize, "", p)
 	p.Finish()

@@ -89,7 +89,8 @@ func runImport(cmd *cobra.Command, opts importOptions, source, imagePath string)
 		return usagef("SOURCE %s is not a Clonezilla image directory (one with the file ocs-sr names disk); import reads those", source)
 	}
 	ctx := cmd.Context()
-	d, err := clonezilla.Open(source, clonezilla.Options{})
+	progress := newCZProgress(newProgress(mode, "import"))
+	d, err := clonezilla.Open(source, progress.options())
 	if err != nil {
 		return err
 	}
@@ -104,7 +105,6 @@ func runImport(cmd *cobra.Command, opts importOptions, source, imagePath string)
 	if err != nil {
 		return err
 	}
-	progress := newProgress(mode, "import")
 	meta, size, err := importClonezilla(ctx, d, sink, setting, chunkSize, tempDir(place), progress)
 	progress.Finish()
 	if err != nil {
@@ -121,10 +121,7 @@ func runImport(cmd *cobra.Command, opts importOptions, source, imagePath string)
 	for _, a := range meta.Areas {
 		sum.UsedBytes += a.UsedBytes
 	}
-	checked := "every partclone checksum"
-	if len(sum.SumFiles) > 0 {
-		checked += " and " + joinAnd(sum.SumFiles)
-	}
+	checked := joinAnd(append([]string{"every partclone checksum"}, sum.SumFiles...))
 	lines := []string{fmt.Sprintf("imported %s from Clonezilla image %s: %s used of %s, image %s, in %.1fs (%s/s); %s verified",
 		imagePath, source, ui.Bytes(sum.UsedBytes), ui.Bytes(meta.SourceSize), ui.Bytes(size), sum.Seconds,
 		ui.Bytes(int64(float64(sum.UsedBytes)/max(sum.Seconds, 1e-9))), checked)}

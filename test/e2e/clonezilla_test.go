@@ -242,7 +242,7 @@ func TestClonezillaRestoreImport(t *testing.T) {
 
 	img := filepath.Join(tmp, "cz.platter")
 	out := ok(t, "import", dir, img)
-	if !strings.Contains(out, "every partclone checksum and MD5SUMS and SHA1SUMS verified") {
+	if !strings.Contains(out, "every partclone checksum, MD5SUMS and SHA1SUMS verified") {
 		t.Errorf("import: %s", out)
 	}
 	if st, err := os.Stat(img); err != nil || st.Mode().Perm() != 0o600 {
