@@ -138,6 +138,16 @@ func TestClonezillaInfoVerify(t *testing.T) {
 	if out := ok(t, "verify", dir); !strings.Contains(out, "OK, Clonezilla image: 2 partition images") {
 		t.Errorf("verify: %s", out)
 	}
+	var v struct {
+		Format     string   `json:"format"`
+		OK         bool     `json:"ok"`
+		Partitions int      `json:"partitions"`
+		SumFiles   []string `json:"sum_files"`
+		Damaged    []string `json:"damaged"`
+	}
+	if err := json.Unmarshal([]byte(ok(t, "verify", "--json", dir)), &v); err != nil || !v.OK || v.Format != "clonezilla" || v.Partitions != 2 || len(v.SumFiles) != 2 || len(v.Damaged) != 0 {
+		t.Errorf("verify --json: %+v (%v)", v, err)
+	}
 
 	// A block changed inside the ext4's partclone image, the gzip stream
 	// made anew around it so only partclone's checksum can tell: verify
@@ -159,6 +169,9 @@ func TestClonezillaInfoVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	sh(t, "bash", "-c", fmt.Sprintf("gzip -c %s > %s", plain, vols[0]))
+	if o, _, code := run(t, "verify", "--json", bad); code != 3 || json.Unmarshal([]byte(o), &v) != nil || v.OK || len(v.Damaged) != 2 {
+		t.Errorf("verify --json of a damaged image: exit %d\n%s", code, o)
+	}
 	o, e, code := run(t, "verify", bad)
 	if code != 3 || !regexpMatch(`loop0p2 \(loop0p2\.ext4-ptcl-img\.gz\.aa\): partclone: CRC32 checksum mismatch for blocks \d+-\d+ \(device bytes \d+-\d+\)`, o+e) ||
 		!strings.Contains(o+e, "MD5SUMS lists") {
@@ -183,11 +196,11 @@ func TestClonezillaInfoVerify(t *testing.T) {
 
 	// A volume gone is named.
 	gone := copyTree(t, dir)
-	v := czVolumes(t, gone, 1)
-	os.Remove(v[1])
+	gv := czVolumes(t, gone, 1)
+	os.Remove(gv[1])
 	os.Remove(filepath.Join(gone, "MD5SUMS"))
 	os.Remove(filepath.Join(gone, "SHA1SUMS"))
-	if o, e, code := run(t, "verify", gone); code != 3 || !strings.Contains(o+e, "volume missing") || !strings.Contains(o+e, filepath.Base(v[1])) {
+	if o, e, code := run(t, "verify", gone); code != 3 || !strings.Contains(o+e, "volume missing") || !strings.Contains(o+e, filepath.Base(gv[1])) {
 		t.Errorf("verify with a volume missing: exit %d\n%s%s", code, o, e)
 	}
 }
