@@ -267,6 +267,10 @@ func newPassKey(file, env, what, kdf string) (*seal.PassKey, error) {
 // line or the environment. It opens the image first, so a passphrase is
 // asked for here, where the terminal is.
 func childSecrets(path string) ([]string, []*os.File, error) {
+	if isClonezilla(path) {
+		// Not encrypted, and its conversion is the child's to make.
+		return nil, nil, nil
+	}
 	files, r, err := openImage(path)
 	if err != nil {
 		return nil, nil, err

@@ -253,6 +253,12 @@ func TestClonezillaRestoreImport(t *testing.T) {
 		t.Errorf("restore into the image directory: exit %d\n%s", code, e)
 	}
 
+	// A Clonezilla directory is no incremental's parent: its Platter
+	// image is private to one run.
+	if _, e, code := run(t, "create", "--incremental", dir, src, filepath.Join(tmp, "inc.platter")); code != 2 || !strings.Contains(e, "platter import") {
+		t.Errorf("create --incremental DIR: exit %d\n%s", code, e)
+	}
+
 	img := filepath.Join(tmp, "cz.platter")
 	out := ok(t, "import", dir, img)
 	if !strings.Contains(out, "every partclone checksum, MD5SUMS and SHA1SUMS verified") {
