@@ -1,0 +1,957 @@
+// Package mrimgx reads Macrium Reflect X image files (.mrimgx), the
+// format Macrium publishes (github.com/macrium/mrimgx_file_layout:
+// docs/FILE_LAYOUT.md), as the disk they were made from.
+//
+// A file ends in a 20-byte footer (the offset of the root metadata
+// block list, then "MACRIUM_FILE"). Metadata blocks are lists of
+// 32-byte headers (name, length, MD5 of the stored bytes, flags) each
+// followed by its bytes. The root list holds $JSON, which describes the
+// disks and partitions and says where the disk metadata begins
+// (index_file_position): per disk a list holding $TRACK0 (the disk's
+// first bytes, up to the first partition) and $EPT (the EBRs of an MBR
+// disk), then per partition a list ending in $INDEX: the FAT reserved
+// sectors' index and the data block index, one entry per block of the
+// partition's fixed grid (file position, MD5 of the plain bytes, stored
+// length, file number), a stored length of 0 being a block not saved.
+//
+// The data block index is read in place, never loaded whole: an entry is
+// 30 bytes at a known offset, so a disk of any size opens in memory
+// bounded by its number of partitions. Every block read is checked
+// against its MD5; a mismatch names the block and the disk bytes it
+// covers.
+//
+// Not read yet, and refused with an error saying so: encrypted images,
+// incremental and differential images, split files (blocks in another
+// file of the set), compressed or encrypted metadata indexes.
+package mrimgx
+
+import (
+	"bytes"
+	"crypto/md5"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/ptable"
+)
+
+// ErrNotMrimgx is a file without the Macrium Reflect X footer.
+var ErrNotMrimgx = errors.New("not a Macrium Reflect X image")
+
+// ErrUnsupported is an image that holds what this package does not read.
+var ErrUnsupported = errors.New("not supported yet")
+
+// ErrChecksum is a block whose MD5 does not match its index.
+var ErrChecksum = errors.New("MD5 mismatch")
+
+// FormatError is a damaged structure at a byte offset of the file.
+type FormatError struct {
+	Off int64
+	Msg string
+}
+
+func (e *FormatError) Error() string {
+	return fmt.Sprintf("mrimgx: damaged image at byte %d: %s", e.Off, e.Msg)
+}
+
+func bad(off int64, format string, args ...any) error {
+	return &FormatError{Off: off, Msg: fmt.Sprintf(format, args...)}
+}
+
+const (
+	footerLen    = 20
+	headerLen    = 32
+	entryLen     = 30 // DataBlockIndexElement, packed
+	deltaLen     = 34 // DeltaDataBlock, packed
+	bootRecLen   = 512
+	reservedStep = 4 << 20 // reserved sectors are cut into 4 MiB blocks
+	maxTrack0    = 1 << 20
+	maxJSON      = 64 << 20
+	maxBlockSize = 64 << 20
+	maxMetaList  = 256 // blocks in one metadata list
+	maxDisks     = 128
+	maxParts     = 1024
+	cacheBlocks  = 16
+)
+
+var magic = []byte("MACRIUM_FILE")
+
+// Header is what the $JSON block says of the image (the fields this
+// package uses; JSON is the whole text).
+type Header struct {
+	Compression struct {
+		Level  string `json:"compression_level"`
+		Method string `json:"compression_method"`
+	} `json:"_compression"`
+	Encryption struct {
+		Enable bool   `json:"enable"`
+		AES    string `json:"aes_type"`
+	} `json:"_encryption"`
+	Header struct {
+		BackupFormat      string `json:"backup_format"`
+		BackupType        string `json:"backup_type"`
+		DeltaIndex        bool   `json:"delta_index"`
+		FileNumber        int    `json:"file_number"`
+		ImageID           string `json:"imageid"`
+		IncrementNumber   int    `json:"increment_number"`
+		IndexFilePosition int64  `json:"index_file_position"`
+		SplitFile         bool   `json:"split_file"`
+		BackupTime        int64  `json:"backup_time"`
+		NetbiosName       string `json:"netbios_name"`
+	} `json:"_header"`
+	Disks []DiskJSON `json:"disks"`
+	JSON  []byte     `json:"-"`
+}
+
+// DiskJSON is one disk of the $JSON block.
+type DiskJSON struct {
+	Geometry struct {
+		BytesPerSector int64 `json:"bytes_per_sector"`
+		DiskSize       int64 `json:"disk_size"`
+	} `json:"_geometry"`
+	Header struct {
+		DiskFormat    string `json:"disk_format"`
+		DiskNumber    int    `json:"disk_number"`
+		DiskSignature string `json:"disk_signature"`
+	} `json:"_header"`
+	Partitions []PartitionJSON `json:"partitions"`
+}
+
+// PartitionJSON is one partition of a disk in the $JSON block.
+type PartitionJSON struct {
+	FileSystem struct {
+		Type                  string `json:"type"`
+		Start                 int64  `json:"start"`
+		End                   int64  `json:"end"`
+		LCN0Offset            int64  `json:"lcn0_offset"`
+		ReservedSectorsLength int64  `json:"reserved_sectors_byte_length"`
+		VolumeLabel           string `json:"volume_label"`
+	} `json:"_file_system"`
+	Geometry struct {
+		Start            int64 `json:"start"`
+		End              int64 `json:"end"`
+		Length           int64 `json:"length"`
+		BootSectorOffset int64 `json:"boot_sector_offset"`
+	} `json:"_geometry"`
+	Header struct {
+		BlockCount      int64 `json:"block_count"`
+		BlockSize       int64 `json:"block_size"`
+		PartitionNumber int   `json:"partition_number"`
+	} `json:"_header"`
+}
+
+// Options tune Open.
+type Options struct {
+	// Disk is the disk_number of the disk to open; -1 opens the first.
+	Disk int
+}
+
+// Partition is one imaged partition and where its blocks are.
+type Partition struct {
+	Number    int
+	FS        string
+	Start     int64 // bytes from the start of the disk
+	Size      int64
+	BlockSize int64
+	Blocks    int64 // entries in the data block index
+	// DataStart is where block 0 lies on the disk (the FAT data region,
+	// or the partition's start).
+	DataStart int64
+	// ReservedStart and ReservedLen are the FAT reserved sectors and
+	// FATs, kept in their own index (ReservedLen 0: none).
+	ReservedStart, ReservedLen int64
+
+	index    int64   // file offset of the first data block index entry
+	reserved []entry // small: at most a few hundred
+	used     []block.Extent
+}
+
+type entry struct {
+	pos    int64
+	md5    [16]byte
+	length uint32
+	file   uint16
+}
+
+func parseEntry(b []byte) entry {
+	var e entry
+	e.pos = int64(binary.LittleEndian.Uint64(b))
+	copy(e.md5[:], b[8:24])
+	e.length = binary.LittleEndian.Uint32(b[24:])
+	e.file = binary.LittleEndian.Uint16(b[28:])
+	return e
+}
+
+// Disk is one disk of a .mrimgx file, read as the disk it was imaged
+// from. ReadAt is safe for parallel calls.
+type Disk struct {
+	Header     *Header
+	Number     int
+	Format     string // "gpt" or "mbr"
+	Partitions []*Partition
+
+	r        io.ReaderAt
+	fileSize int64
+	closer   io.Closer
+	size, ss int64
+	zstd     bool
+	fileNum  uint16
+	pieces   []ptable.Piece
+
+	dec   *zstd.Decoder
+	mu    sync.Mutex
+	cache map[cacheKey][]byte
+	order []cacheKey
+}
+
+type cacheKey struct {
+	part  *Partition
+	index int64
+}
+
+// Open opens the .mrimgx file at path.
+func Open(path string, opts Options) (*Disk, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("mrimgx: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("mrimgx: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("mrimgx: %s is not a regular file", path)
+	}
+	d, err := NewReader(f, st.Size(), opts)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%w (%s)", err, path)
+	}
+	d.closer = f
+	return d, nil
+}
+
+// NewReader reads the image held by r, size bytes long.
+func NewReader(r io.ReaderAt, size int64, opts Options) (*Disk, error) {
+	if size < footerLen {
+		return nil, bad(0, "%d bytes is too short for the %d-byte footer: %v", size, footerLen, ErrNotMrimgx)
+	}
+	foot := make([]byte, footerLen)
+	if err := readFull(r, foot, size-footerLen); err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(foot[8:], magic) {
+		return nil, fmt.Errorf("mrimgx: %w (no MACRIUM_FILE footer)", ErrNotMrimgx)
+	}
+	d := &Disk{r: r, fileSize: size, cache: map[cacheKey][]byte{}}
+	root := int64(binary.LittleEndian.Uint64(foot))
+	if root < 0 || root > size-footerLen-headerLen {
+		return nil, bad(size-footerLen, "the footer points at byte %d, outside the file's %d bytes of metadata", uint64(root), size-footerLen)
+	}
+	list, _, err := d.readList(root)
+	if err != nil {
+		return nil, err
+	}
+	js, ok := list["$JSON   "]
+	if !ok {
+		return nil, bad(root, "the root metadata list has no $JSON block")
+	}
+	text, err := d.blockData(js, maxJSON)
+	if err != nil {
+		return nil, err
+	}
+	h := &Header{JSON: text}
+	if err := json.Unmarshal(text, h); err != nil {
+		return nil, bad(js.off, "$JSON: %v", err)
+	}
+	d.Header = h
+	if err := d.checkHeader(); err != nil {
+		return nil, err
+	}
+	if err := d.readDisks(opts); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func readFull(r io.ReaderAt, b []byte, off int64) error {
+	n, err := r.ReadAt(b, off)
+	if n == len(b) {
+		return nil
+	}
+	if err == nil || err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("mrimgx: read %d bytes at byte %d: %w", len(b), off, err)
+}
+
+// metaBlock is one metadata block's header and where its bytes are.
+type metaBlock struct {
+	off    int64 // of the header
+	name   string
+	length int64
+	md5    [16]byte
+	flags  byte
+}
+
+func (m metaBlock) data() int64 { return m.off + headerLen }
+
+const (
+	flagLast       = 1 << 0
+	flagCompressed = 1 << 1
+	flagEncrypted  = 1 << 2
+)
+
+// readList reads a metadata block list at off: its blocks by name and
+// the offset after its last block.
+func (d *Disk) readList(off int64) (map[string]metaBlock, int64, error) {
+	out := map[string]metaBlock{}
+	hdr := make([]byte, headerLen)
+	limit := d.fileSize - footerLen
+	for i := 0; ; i++ {
+		if i == maxMetaList {
+			return nil, 0, bad(off, "a metadata list of more than %d blocks", maxMetaList)
+		}
+		if off < 0 || off > limit-headerLen {
+			return nil, 0, bad(off, "a metadata block header would lie outside the file (%d bytes before the footer)", limit)
+		}
+		if err := readFull(d.r, hdr, off); err != nil {
+			return nil, 0, err
+		}
+		m := metaBlock{off: off, name: string(hdr[:8]), length: int64(binary.LittleEndian.Uint32(hdr[8:])), flags: hdr[28]}
+		copy(m.md5[:], hdr[12:28])
+		if !printable(m.name) {
+			return nil, 0, bad(off, "metadata block name %q is not a block name", m.name)
+		}
+		if m.length > limit-m.data() {
+			return nil, 0, bad(off+8, "metadata block %s says it is %d bytes; the file holds %d after it", strings.TrimSpace(m.name), m.length, limit-m.data())
+		}
+		if _, dup := out[m.name]; !dup {
+			out[m.name] = m
+		}
+		off = m.data() + m.length
+		if m.flags&flagLast != 0 {
+			return out, off, nil
+		}
+	}
+}
+
+func printable(s string) bool {
+	for _, c := range []byte(s) {
+		if c < 0x20 || c > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// blockData reads a metadata block whole (at most max bytes once
+// decoded), checking its MD5.
+func (d *Disk) blockData(m metaBlock, max int64) ([]byte, error) {
+	name := strings.TrimSpace(m.name)
+	if m.length > max {
+		return nil, bad(m.off+8, "metadata block %s is %d bytes, more than the %d it can hold", name, m.length, max)
+	}
+	if m.flags&flagEncrypted != 0 {
+		return nil, fmt.Errorf("mrimgx: metadata block %s at byte %d is encrypted: %w", name, m.off, ErrUnsupported)
+	}
+	b := make([]byte, m.length)
+	if err := readFull(d.r, b, m.data()); err != nil {
+		return nil, err
+	}
+	if sum := md5.Sum(b); sum != m.md5 {
+		return nil, fmt.Errorf("mrimgx: metadata block %s at byte %d: %w (stored %x, computed %x)", name, m.off, ErrChecksum, m.md5, sum)
+	}
+	if m.flags&flagCompressed != 0 {
+		out, err := d.unzstd(b, max)
+		if err != nil {
+			return nil, bad(m.data(), "metadata block %s: %v", name, err)
+		}
+		b = out
+	}
+	return b, nil
+}
+
+func (d *Disk) decoder() (*zstd.Decoder, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.dec == nil {
+		dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(maxBlockSize), zstd.WithDecoderMaxWindow(maxBlockSize))
+		if err != nil {
+			return nil, err
+		}
+		d.dec = dec
+	}
+	return d.dec, nil
+}
+
+// unzstd decodes one zstd frame into at most max bytes.
+func (d *Disk) unzstd(b []byte, max int64) ([]byte, error) {
+	dec, err := d.decoder()
+	if err != nil {
+		return nil, err
+	}
+	var fh zstd.Header
+	if err := fh.Decode(b); err != nil {
+		return nil, fmt.Errorf("zstd: %w", err)
+	}
+	if fh.HasFCS && fh.FrameContentSize > uint64(max) {
+		return nil, fmt.Errorf("zstd frame says it holds %d bytes, more than %d", fh.FrameContentSize, max)
+	}
+	out, err := dec.DecodeAll(b, make([]byte, 0, min(max, 1<<20)))
+	if err != nil {
+		return nil, fmt.Errorf("zstd: %w", err)
+	}
+	if int64(len(out)) > max {
+		return nil, fmt.Errorf("zstd frame holds %d bytes, more than %d", len(out), max)
+	}
+	return out, nil
+}
+
+func (d *Disk) checkHeader() error {
+	h := d.Header
+	switch {
+	case h.Encryption.Enable:
+		return fmt.Errorf("mrimgx: the image is encrypted (%s): %w", h.Encryption.AES, ErrUnsupported)
+	case h.Header.BackupType != "" && h.Header.BackupType != "full":
+		return fmt.Errorf("mrimgx: a %s image (increment %d): %w; open the full image of the set", h.Header.BackupType, h.Header.IncrementNumber, ErrUnsupported)
+	case h.Header.IncrementNumber != 0:
+		return fmt.Errorf("mrimgx: increment %d of a backup set: %w; open the full image of the set", h.Header.IncrementNumber, ErrUnsupported)
+	case h.Header.SplitFile || h.Header.FileNumber != 0:
+		return fmt.Errorf("mrimgx: file %d of an image split into several files: %w", h.Header.FileNumber, ErrUnsupported)
+	case h.Header.BackupFormat == "file_and_folder" || h.Header.BackupFormat == "file":
+		return fmt.Errorf("mrimgx: a file-and-folder backup: %w", ErrUnsupported)
+	}
+	switch strings.ToLower(h.Compression.Level) {
+	case "none":
+	default:
+		if m := strings.ToLower(h.Compression.Method); m != "" && m != "zstd" {
+			return fmt.Errorf("mrimgx: compression %q: %w", h.Compression.Method, ErrUnsupported)
+		}
+		d.zstd = true
+	}
+	if len(h.Disks) == 0 {
+		return fmt.Errorf("mrimgx: $JSON lists no disk")
+	}
+	if len(h.Disks) > maxDisks {
+		return fmt.Errorf("mrimgx: $JSON lists %d disks, more than %d", len(h.Disks), maxDisks)
+	}
+	d.fileNum = uint16(h.Header.FileNumber)
+	return nil
+}
+
+// readDisks walks the disk metadata from index_file_position, every
+// disk's lists in order, and lays out the chosen disk.
+func (d *Disk) readDisks(opts Options) error {
+	h := d.Header
+	pick := 0
+	if opts.Disk >= 0 {
+		pick = -1
+		for i, dj := range h.Disks {
+			if dj.Header.DiskNumber == opts.Disk {
+				pick = i
+			}
+		}
+		if pick < 0 {
+			return fmt.Errorf("mrimgx: the image holds no disk number %d", opts.Disk)
+		}
+	}
+	off := h.Header.IndexFilePosition
+	for i, dj := range h.Disks {
+		if len(dj.Partitions) > maxParts {
+			return fmt.Errorf("mrimgx: disk %d lists %d partitions, more than %d", dj.Header.DiskNumber, len(dj.Partitions), maxParts)
+		}
+		list, next, err := d.readList(off)
+		if err != nil {
+			return fmt.Errorf("disk %d metadata: %w", dj.Header.DiskNumber, err)
+		}
+		if i == pick {
+			if err := d.layDisk(dj, list); err != nil {
+				return err
+			}
+		}
+		off = next
+		for j := range dj.Partitions {
+			pl, pnext, err := d.readList(off)
+			if err != nil {
+				return fmt.Errorf("disk %d partition %d metadata: %w", dj.Header.DiskNumber, dj.Partitions[j].Header.PartitionNumber, err)
+			}
+			if i == pick {
+				if err := d.layPartition(&dj.Partitions[j], pl); err != nil {
+					return err
+				}
+			}
+			off = pnext
+		}
+		if i == pick {
+			return d.checkOverlap()
+		}
+	}
+	return nil
+}
+
+func (d *Disk) layDisk(dj DiskJSON, list map[string]metaBlock) error {
+	d.Number = dj.Header.DiskNumber
+	d.Format = strings.ToLower(dj.Header.DiskFormat)
+	d.ss = dj.Geometry.BytesPerSector
+	if d.ss < 512 || d.ss > 64<<10 || d.ss&(d.ss-1) != 0 {
+		return fmt.Errorf("mrimgx: disk %d: bytes_per_sector %d is not a sector size", d.Number, d.ss)
+	}
+	d.size = dj.Geometry.DiskSize
+	if d.size <= 0 || d.size%d.ss != 0 || d.size > 1<<60 {
+		return fmt.Errorf("mrimgx: disk %d: disk_size %d is impossible for %d-byte sectors", d.Number, d.size, d.ss)
+	}
+	t0, ok := list["$TRACK0 "]
+	if !ok {
+		return bad(t0.off, "disk %d has no $TRACK0 block", d.Number)
+	}
+	track0, err := d.blockData(t0, maxTrack0)
+	if err != nil {
+		return err
+	}
+	if int64(len(track0)) > d.size {
+		return bad(t0.off, "$TRACK0 of %d bytes is larger than the %d-byte disk", len(track0), d.size)
+	}
+	d.pieces = append(d.pieces, ptable.Piece{Off: 0, Data: track0})
+	if ept, ok := list["$EPT    "]; ok {
+		if err := d.layEPT(ept); err != nil {
+			return err
+		}
+	}
+	if d.Format == "gpt" {
+		if p := backupGPT(track0, d.ss, d.size); p != nil {
+			d.pieces = append(d.pieces, p...)
+		}
+	}
+	return nil
+}
+
+// layEPT places the EBRs of the $EPT block: a uint32 count, then the
+// entries, each a 512-byte boot record, its disk byte offset (uint64)
+// and partition number (uint16). The published reader declares the
+// entry without packing (528 bytes with padding); the document's layout
+// packs it (522). Either is taken, by which one the length fits.
+func (d *Disk) layEPT(m metaBlock) error {
+	b, err := d.blockData(m, 1<<20)
+	if err != nil {
+		return err
+	}
+	if len(b) < 4 {
+		return bad(m.data(), "$EPT of %d bytes holds no count", len(b))
+	}
+	n := int64(binary.LittleEndian.Uint32(b))
+	rest := int64(len(b) - 4)
+	var stride int64
+	switch {
+	case n == 0:
+		return nil
+	case rest == n*528:
+		stride = 528
+	case rest == n*522:
+		stride = 522
+	default:
+		return bad(m.data(), "$EPT counts %d entries in %d bytes", n, rest)
+	}
+	for i := int64(0); i < n; i++ {
+		e := b[4+i*stride:]
+		off := int64(binary.LittleEndian.Uint64(e[bootRecLen:]))
+		if off < 0 || off%d.ss != 0 || off > d.size-bootRecLen {
+			return bad(m.data()+4+i*stride+bootRecLen, "$EPT entry %d is at disk byte %d, outside the %d-byte disk", i, off, d.size)
+		}
+		d.pieces = append(d.pieces, ptable.Piece{Off: off, Data: e[:bootRecLen:bootRecLen]})
+	}
+	return nil
+}
+
+// backupGPT makes the backup GPT from the primary held in track0: the
+// image keeps only the disk's first bytes, and the backup header and
+// entries at its end are what a whole disk would have.
+func backupGPT(track0 []byte, ss, size int64) []ptable.Piece {
+	if int64(len(track0)) < 2*ss {
+		return nil
+	}
+	h, err := ptable.ParseGPTHeader(track0[ss : 2*ss])
+	if err != nil || h.MyLBA != 1 {
+		return nil
+	}
+	n := h.EntriesLen()
+	eoff := int64(h.EntriesLBA) * ss
+	if eoff+n > int64(len(track0)) || int64(h.AlternateLBA) != size/ss-1 {
+		return nil
+	}
+	entries := track0[eoff : eoff+n]
+	esec := (n + ss - 1) / ss
+	bEntriesLBA := int64(h.AlternateLBA) - esec
+	if bEntriesLBA <= int64(h.LastUsableLBA) {
+		return nil
+	}
+	hdr := bytes.Clone(track0[ss : 2*ss])
+	le := binary.LittleEndian
+	le.PutUint64(hdr[24:], h.AlternateLBA)
+	le.PutUint64(hdr[32:], h.MyLBA)
+	le.PutUint64(hdr[72:], uint64(bEntriesLBA))
+	clear(hdr[16:20])
+	le.PutUint32(hdr[16:], crc32.ChecksumIEEE(hdr[:h.HeaderSize]))
+	return []ptable.Piece{
+		{Off: bEntriesLBA * ss, Data: bytes.Clone(entries)},
+		{Off: int64(h.AlternateLBA) * ss, Data: hdr},
+	}
+}
+
+// layPartition checks a partition's geometry against the disk and reads
+// its $INDEX block: uint32 count and the reserved sectors' entries, then
+// uint32 count and the data block entries, 30 bytes each.
+func (d *Disk) layPartition(pj *PartitionJSON, list map[string]metaBlock) error {
+	p := &Partition{
+		Number:    pj.Header.PartitionNumber,
+		FS:        pj.FileSystem.Type,
+		Start:     pj.Geometry.Start,
+		Size:      pj.Geometry.Length,
+		BlockSize: pj.Header.BlockSize,
+	}
+	where := fmt.Sprintf("mrimgx: disk %d partition %d", d.Number, p.Number)
+	if p.Size == 0 && pj.Geometry.End > p.Start {
+		p.Size = pj.Geometry.End - p.Start + 1
+	}
+	if p.Start < 0 || p.Size <= 0 || p.Start > d.size || p.Size > d.size-p.Start {
+		return fmt.Errorf("%s: bytes %d+%d lie outside the %d-byte disk", where, p.Start, p.Size, d.size)
+	}
+	if p.BlockSize <= 0 || p.BlockSize > maxBlockSize {
+		return fmt.Errorf("%s: block_size %d is impossible", where, p.BlockSize)
+	}
+	fs := pj.FileSystem
+	if fs.LCN0Offset < fs.Start || fs.LCN0Offset-fs.Start > p.Size {
+		return fmt.Errorf("%s: lcn0_offset %d is outside the file system at %d", where, fs.LCN0Offset, fs.Start)
+	}
+	p.DataStart = p.Start + fs.LCN0Offset - fs.Start
+	p.ReservedStart = p.Start + pj.Geometry.BootSectorOffset
+	p.ReservedLen = fs.ReservedSectorsLength
+	if pj.Geometry.BootSectorOffset < 0 || p.ReservedLen < 0 || pj.Geometry.BootSectorOffset > p.Size || p.ReservedLen > p.Start+p.Size-p.ReservedStart {
+		return fmt.Errorf("%s: reserved sectors (%d bytes at %d) lie outside the partition", where, p.ReservedLen, pj.Geometry.BootSectorOffset)
+	}
+	idx, ok := list["$INDEX  "]
+	if !ok {
+		return bad(0, "disk %d partition %d has no $INDEX block", d.Number, p.Number)
+	}
+	if idx.flags&(flagCompressed|flagEncrypted) != 0 {
+		return fmt.Errorf("%s: a compressed or encrypted $INDEX at byte %d: %w", where, idx.off, ErrUnsupported)
+	}
+	if err := d.readIndex(p, idx); err != nil {
+		return err
+	}
+	d.Partitions = append(d.Partitions, p)
+	return nil
+}
+
+// readIndex checks the $INDEX block's MD5 and every entry in one pass,
+// keeping only the reserved entries and the runs of saved blocks.
+func (d *Disk) readIndex(p *Partition, m metaBlock) error {
+	where := fmt.Sprintf("disk %d partition %d $INDEX", d.Number, p.Number)
+	if m.length < 8 {
+		return bad(m.off, "%s is %d bytes, too short for its two counts", where, m.length)
+	}
+	sum := md5.New()
+	pos := m.data()
+	end := pos + m.length
+	var cnt [4]byte
+	readCount := func() (int64, error) {
+		if end-pos < 4 {
+			return 0, bad(pos, "%s ends before a count", where)
+		}
+		if err := readFull(d.r, cnt[:], pos); err != nil {
+			return 0, err
+		}
+		sum.Write(cnt[:])
+		pos += 4
+		return int64(binary.LittleEndian.Uint32(cnt[:])), nil
+	}
+	nres, err := readCount()
+	if err != nil {
+		return err
+	}
+	if nres*entryLen > end-pos-4 {
+		return bad(pos-4, "%s counts %d reserved sector blocks; the block holds %d bytes after it", where, nres, end-pos)
+	}
+	if want := (p.ReservedLen + reservedStep - 1) / reservedStep; nres != want {
+		return bad(pos-4, "%s counts %d reserved sector blocks for %d reserved bytes (%d blocks of 4 MiB)", where, nres, p.ReservedLen, want)
+	}
+	buf := make([]byte, nres*entryLen)
+	if err := readFull(d.r, buf, pos); err != nil {
+		return err
+	}
+	sum.Write(buf)
+	pos += int64(len(buf))
+	for i := int64(0); i < nres; i++ {
+		e := parseEntry(buf[i*entryLen:])
+		if err := d.checkEntry(e, reservedStep); err != nil {
+			return bad(pos-int64(len(buf))+i*entryLen, "%s reserved entry %d: %v", where, i, err)
+		}
+		if e.length == 0 {
+			return bad(pos-int64(len(buf))+i*entryLen, "%s reserved entry %d is empty", where, i)
+		}
+		p.reserved = append(p.reserved, e)
+	}
+	n, err := readCount()
+	if err != nil {
+		return err
+	}
+	if n*entryLen != end-pos {
+		return bad(pos-4, "%s counts %d data blocks (%d bytes); the block holds %d bytes after the count", where, n, n*entryLen, end-pos)
+	}
+	span := p.Start + p.Size - p.DataStart
+	if n > (span+p.BlockSize-1)/p.BlockSize {
+		return bad(pos-4, "%s counts %d blocks of %d bytes; the partition holds %d bytes from its first block", where, n, p.BlockSize, span)
+	}
+	p.Blocks = n
+	p.index = pos
+	chunk := make([]byte, min(n*entryLen, 1<<20/entryLen*entryLen))
+	var run block.Extent
+	for i := int64(0); i < n; {
+		k := min(n-i, int64(len(chunk))/entryLen)
+		b := chunk[:k*entryLen]
+		if err := readFull(d.r, b, pos); err != nil {
+			return err
+		}
+		sum.Write(b)
+		for j := int64(0); j < k; j++ {
+			e := parseEntry(b[j*entryLen:])
+			if err := d.checkEntry(e, p.BlockSize); err != nil {
+				return bad(pos+j*entryLen, "%s entry %d: %v", where, i+j, err)
+			}
+			if e.length == 0 {
+				continue
+			}
+			off := p.DataStart + (i+j)*p.BlockSize
+			ln := min(p.BlockSize, p.Start+p.Size-off)
+			if run.Len > 0 && run.End() == off {
+				run.Len += ln
+			} else {
+				if run.Len > 0 {
+					p.used = append(p.used, run)
+				}
+				run = block.Extent{Off: off, Len: ln}
+			}
+		}
+		pos += k * entryLen
+		i += k
+	}
+	if run.Len > 0 {
+		p.used = append(p.used, run)
+	}
+	if got := [16]byte(sum.Sum(nil)); got != m.md5 {
+		return fmt.Errorf("mrimgx: %s at byte %d: %w (stored %x, computed %x)", where, m.off, ErrChecksum, m.md5, got)
+	}
+	return nil
+}
+
+// maxStored bounds a stored block: zstd never grows data by more than a
+// small fraction.
+func maxStored(plain int64) int64 { return plain + plain/8 + 1024 }
+
+func (d *Disk) checkEntry(e entry, plain int64) error {
+	if e.length == 0 {
+		return nil
+	}
+	if e.file != d.fileNum {
+		return fmt.Errorf("the block lies in file %d of a split set: %w", e.file, ErrUnsupported)
+	}
+	if int64(e.length) > maxStored(plain) {
+		return fmt.Errorf("stored length %d is more than a %d-byte block can take", e.length, plain)
+	}
+	if !d.zstd && int64(e.length) > plain {
+		return fmt.Errorf("stored length %d of an uncompressed image is more than the %d-byte block", e.length, plain)
+	}
+	if e.pos < 0 || e.pos > d.fileSize-footerLen-int64(e.length) {
+		return fmt.Errorf("block at file byte %d+%d lies outside the %d-byte file", e.pos, e.length, d.fileSize)
+	}
+	return nil
+}
+
+func (d *Disk) checkOverlap() error {
+	for i, p := range d.Partitions {
+		for _, q := range d.Partitions[i+1:] {
+			if p.Start < q.Start+q.Size && q.Start < p.Start+p.Size {
+				return fmt.Errorf("mrimgx: disk %d: partitions %d and %d overlap", d.Number, p.Number, q.Number)
+			}
+		}
+	}
+	return nil
+}
+
+// Size is the disk's size in bytes.
+func (d *Disk) Size() int64 { return d.size }
+
+// SectorSize is the disk's logical sector size.
+func (d *Disk) SectorSize() int64 { return d.ss }
+
+// Used is every byte range the image holds: the first track, the EBRs,
+// the backup GPT made from the primary, each partition's reserved
+// sectors and saved blocks. The rest reads as zeros.
+func (d *Disk) Used() []block.Extent {
+	var out []block.Extent
+	for _, pc := range d.pieces {
+		out = append(out, block.Extent{Off: pc.Off, Len: int64(len(pc.Data))})
+	}
+	for _, p := range d.Partitions {
+		if p.ReservedLen > 0 {
+			out = append(out, block.Extent{Off: p.ReservedStart, Len: p.ReservedLen})
+		}
+		out = append(out, p.used...)
+	}
+	return block.MergeExtents(out)
+}
+
+// Data is Used (what a converter's source gives).
+func (d *Disk) Data() []block.Extent { return d.Used() }
+
+// ReadAt reads the disk's bytes, checking every block it touches against
+// its MD5.
+func (d *Disk) ReadAt(b []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("mrimgx: negative offset %d", off)
+	}
+	if off >= d.size {
+		return 0, io.EOF
+	}
+	want := len(b)
+	if rest := d.size - off; int64(len(b)) > rest {
+		b = b[:rest]
+	}
+	clear(b)
+	end := off + int64(len(b))
+	for _, p := range d.Partitions {
+		if err := d.readPartition(p, b, off, end); err != nil {
+			return 0, err
+		}
+	}
+	for _, pc := range d.pieces {
+		lo, hi := max(off, pc.Off), min(end, pc.Off+int64(len(pc.Data)))
+		if lo < hi {
+			copy(b[lo-off:hi-off], pc.Data[lo-pc.Off:hi-pc.Off])
+		}
+	}
+	if len(b) < want {
+		return len(b), io.EOF
+	}
+	return len(b), nil
+}
+
+func (d *Disk) readPartition(p *Partition, b []byte, off, end int64) error {
+	if lo, hi := max(off, p.ReservedStart), min(end, p.ReservedStart+p.ReservedLen); lo < hi {
+		for i := (lo - p.ReservedStart) / reservedStep; i < int64(len(p.reserved)); i++ {
+			bs := p.ReservedStart + i*reservedStep
+			if bs >= hi {
+				break
+			}
+			plain := min(reservedStep, p.ReservedLen-i*reservedStep)
+			data, err := d.block(p, -1-i, p.reserved[i], plain, bs)
+			if err != nil {
+				return err
+			}
+			l, h := max(lo, bs), min(hi, bs+plain)
+			copy(b[l-off:h-off], data[l-bs:h-bs])
+		}
+	}
+	lo, hi := max(off, p.DataStart), min(end, p.Start+p.Size, p.DataStart+p.Blocks*p.BlockSize)
+	if lo >= hi {
+		return nil
+	}
+	raw := make([]byte, entryLen)
+	for i := (lo - p.DataStart) / p.BlockSize; i < p.Blocks; i++ {
+		bs := p.DataStart + i*p.BlockSize
+		if bs >= hi {
+			break
+		}
+		if err := readFull(d.r, raw, p.index+i*entryLen); err != nil {
+			return err
+		}
+		e := parseEntry(raw)
+		if e.length == 0 {
+			continue
+		}
+		plain := min(p.BlockSize, p.Start+p.Size-bs)
+		if err := d.checkEntry(e, p.BlockSize); err != nil { // the file may have changed since Open
+			return bad(p.index+i*entryLen, "disk %d partition %d entry %d: %v", d.Number, p.Number, i, err)
+		}
+		data, err := d.block(p, i, e, plain, bs)
+		if err != nil {
+			return err
+		}
+		l, h := max(lo, bs), min(hi, bs+int64(len(data)))
+		if l < h {
+			copy(b[l-off:h-off], data[l-bs:h-bs])
+		}
+	}
+	return nil
+}
+
+// block reads, decodes and checks one block (index < 0: a reserved
+// sectors block), at most plain bytes once decoded, from a small cache.
+func (d *Disk) block(p *Partition, index int64, e entry, plain, diskOff int64) ([]byte, error) {
+	key := cacheKey{p, index}
+	d.mu.Lock()
+	if c, ok := d.cache[key]; ok {
+		d.mu.Unlock()
+		return c, nil
+	}
+	d.mu.Unlock()
+	name := fmt.Sprintf("block %d", index)
+	if index < 0 {
+		name = fmt.Sprintf("reserved sectors block %d", -1-index)
+	}
+	where := func() string {
+		return fmt.Sprintf("mrimgx: disk %d partition %d %s (disk bytes %d-%d, file byte %d)", d.Number, p.Number, name, diskOff, diskOff+plain-1, e.pos)
+	}
+	stored := make([]byte, e.length)
+	if err := readFull(d.r, stored, e.pos); err != nil {
+		return nil, fmt.Errorf("%s: %w", where(), err)
+	}
+	data := stored
+	if d.zstd {
+		out, err := d.unzstd(stored, max(plain, p.BlockSize))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", where(), err)
+		}
+		data = out
+	}
+	if sum := md5.Sum(data); sum != e.md5 {
+		return nil, fmt.Errorf("%s: %w (index %x, data %x)", where(), ErrChecksum, e.md5, sum)
+	}
+	if int64(len(data)) < plain && index < 0 {
+		return nil, fmt.Errorf("%s: holds %d bytes, the reserved sectors need %d", where(), len(data), plain)
+	}
+	d.mu.Lock()
+	if len(d.order) >= cacheBlocks {
+		delete(d.cache, d.order[0])
+		d.order = d.order[1:]
+	}
+	d.cache[key] = data
+	d.order = append(d.order, key)
+	d.mu.Unlock()
+	return data, nil
+}
+
+// Close closes the file.
+func (d *Disk) Close() error {
+	d.mu.Lock()
+	if d.dec != nil {
+		d.dec.Close()
+		d.dec = nil
+	}
+	d.mu.Unlock()
+	if d.closer != nil {
+		return d.closer.Close()
+	}
+	return nil
+}

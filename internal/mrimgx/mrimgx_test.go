@@ -1,0 +1,229 @@
+package mrimgx
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/mrimgx/mrimgxtest"
+	"github.com/platter-dev/platter/internal/tooltest"
+)
+
+const mib = 1 << 20
+
+// gptDisk is a GPT disk made by real tools: an NTFS (mkntfs, files
+// copied in through ntfs-3g) and a FAT32 (mkfs.fat, files copied in with
+// mtools) on a disk whose free space is random bytes, as a used disk's
+// is, with the partitions' used blocks read by partclone from the
+// filesystems' own $Bitmap and FAT.
+type gptDisk struct {
+	path       string
+	files      string // what the NTFS holds
+	fatTree    string // what the FAT holds, as mtools read it from the source
+	ntfsOff    int64
+	ntfsSize   int64
+	fatOff     int64
+	fatSize    int64
+	ntfsUsed   []block.Extent
+	fatUsed    []block.Extent
+	fatReserve int64
+}
+
+func makeGPTDisk(t *testing.T) *gptDisk {
+	t.Helper()
+	g := &gptDisk{ntfsOff: 1 * mib, ntfsSize: 32 * mib, fatOff: 33 * mib, fatSize: 40 * mib}
+	g.files = tooltest.Files(t)
+
+	ntfs := tooltest.Garbage(t, g.ntfsSize)
+	tooltest.Run(t, "mkntfs", "-q", "-F", "-Q", "-c", "4096", ntfs)
+	mnt := t.TempDir()
+	tooltest.Run(t, "ntfs-3g", ntfs, mnt)
+	tooltest.Run(t, "cp", "-r", g.files+"/.", mnt)
+	tooltest.Run(t, "fusermount", "-u", mnt)
+	// partclone leaves out the backup boot sector, the volume's last
+	// sector, outside its clusters; Reflect's grid covers the whole
+	// partition (block_count x block_size = length in its example), and
+	// ntfsfix wants the sector, so the writer saves it as Reflect must.
+	g.ntfsUsed = append(tooltest.PartcloneUsed(t, "partclone.ntfs", ntfs), block.Extent{Off: g.ntfsSize - 512, Len: 512})
+
+	fat := tooltest.MakeFAT(t, g.fatSize, 40, 2020, "-F", "32", "-s", "1")
+	g.fatUsed = tooltest.PartcloneUsed(t, "partclone.fat32", fat)
+	boot := make([]byte, 512)
+	readAt(t, fat, boot, 0)
+	le := binary.LittleEndian
+	bps := int64(le.Uint16(boot[0x0b:]))
+	g.fatReserve = (int64(le.Uint16(boot[0x0e:])) + int64(boot[0x10])*int64(le.Uint32(boot[0x24:]))) * bps
+	g.fatTree = tooltest.MtoolsTree(t, fat)
+
+	g.path = tooltest.Garbage(t, 80*mib)
+	tooltest.Run(t, "sgdisk", "-o",
+		"-n", fmt.Sprintf("1:%d:+%dM", g.ntfsOff/512, g.ntfsSize/mib), "-t", "1:0700",
+		"-n", fmt.Sprintf("2:%d:+%dM", g.fatOff/512, g.fatSize/mib), "-t", "2:ef00", g.path)
+	place(t, g.path, ntfs, g.ntfsOff)
+	place(t, g.path, fat, g.fatOff)
+	return g
+}
+
+func (g *gptDisk) spec(compress bool) mrimgxtest.Spec {
+	return mrimgxtest.Spec{
+		Source: g.path, SectorSize: 512, Format: "gpt", Track0: g.ntfsOff, Compress: compress,
+		Parts: []mrimgxtest.Part{
+			{Number: 1, FS: "NTFS", Start: g.ntfsOff, Size: g.ntfsSize, BlockSize: 64 << 10, Used: g.ntfsUsed},
+			{Number: 2, FS: "FAT32", Start: g.fatOff, Size: g.fatSize, BlockSize: 64 << 10, Reserved: g.fatReserve, Used: g.fatUsed},
+		},
+	}
+}
+
+func readAt(t *testing.T, path string, b []byte, off int64) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func place(t *testing.T, disk, part string, off int64) {
+	t.Helper()
+	b, err := os.ReadFile(part)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(disk, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readOut writes the whole disk as read through d into a file.
+func readOut(t *testing.T, d *Disk) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "disk.img")
+	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if n, err := io.Copy(f, io.NewSectionReader(d, 0, d.Size())); err != nil || n != d.Size() {
+		t.Fatalf("copied %d of %d bytes: %v", n, d.Size(), err)
+	}
+	return out
+}
+
+func cut(t *testing.T, disk string, off, n int64) string {
+	t.Helper()
+	b := make([]byte, n)
+	readAt(t, disk, b, off)
+	p := filepath.Join(t.TempDir(), "part.img")
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestWholeDiskGPT(t *testing.T) {
+	g := makeGPTDisk(t)
+	for _, compress := range []bool{true, false} {
+		t.Run(fmt.Sprintf("zstd=%v", compress), func(t *testing.T) {
+			img := filepath.Join(t.TempDir(), "disk.mrimgx")
+			if err := mrimgxtest.Write(img, g.spec(compress)); err != nil {
+				t.Fatal(err)
+			}
+			d, err := Open(img, Options{Disk: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			if d.Size() != 80*mib || d.SectorSize() != 512 || len(d.Partitions) != 2 {
+				t.Fatalf("size %d, sector %d, %d partitions", d.Size(), d.SectorSize(), len(d.Partitions))
+			}
+			out := readOut(t, d)
+			// The table, both copies, is whole: sgdisk checks the
+			// backup made from the primary.
+			if v := tooltest.Run(t, "sgdisk", "-v", out); !strings.Contains(v, "No problems found") {
+				t.Errorf("sgdisk -v:\n%s", v)
+			}
+			// Every byte the image says it holds is the source's.
+			src, _ := os.ReadFile(g.path)
+			got, _ := os.ReadFile(out)
+			for _, e := range d.Used() {
+				if !bytes.Equal(src[e.Off:e.End()], got[e.Off:e.End()]) {
+					t.Errorf("disk bytes %d-%d differ from the source", e.Off, e.End()-1)
+				}
+			}
+			// Every byte partclone would copy is among them.
+			for _, pu := range []struct {
+				off  int64
+				used []block.Extent
+			}{{g.ntfsOff, g.ntfsUsed}, {g.fatOff, g.fatUsed}} {
+				for _, e := range pu.used {
+					if !covered(d.Used(), e.Off+pu.off, e.Len) {
+						t.Errorf("partclone's used bytes %d+%d are not in the image", e.Off+pu.off, e.Len)
+					}
+				}
+			}
+			ntfs := cut(t, out, g.ntfsOff, g.ntfsSize)
+			tooltest.Run(t, "ntfsfix", "-n", ntfs)
+			mnt := t.TempDir()
+			tooltest.Run(t, "ntfs-3g", "-o", "ro", ntfs, mnt)
+			tooltest.SameTree(t, g.files, mnt)
+			tooltest.Run(t, "fusermount", "-u", mnt)
+			fat := cut(t, out, g.fatOff, g.fatSize)
+			tooltest.Run(t, "fsck.fat", "-n", fat)
+			tooltest.SameTree(t, g.fatTree, tooltest.MtoolsTree(t, fat))
+			tooltest.SameTree(t, tooltest.MtoolsTree(t, fat), g.fatTree)
+		})
+	}
+}
+
+func covered(ext []block.Extent, off, n int64) bool {
+	for _, e := range ext {
+		if e.Off <= off && off+n <= e.End() {
+			return true
+		}
+	}
+	return false
+}
+
+// TestMD5Mismatch damages one stored block and expects the read of it to
+// name the block and its disk bytes.
+func TestMD5Mismatch(t *testing.T) {
+	src := tooltest.Garbage(t, 4*mib)
+	img := filepath.Join(t.TempDir(), "d.mrimgx")
+	spec := mrimgxtest.Spec{Source: src, SectorSize: 512, Format: "mbr", Track0: 512,
+		Parts: []mrimgxtest.Part{{Number: 1, FS: "unknown", Start: mib, Size: 3 * mib, BlockSize: 64 << 10, Used: []block.Extent{{Off: 0, Len: 3 * mib}}}}}
+	if err := mrimgxtest.Write(img, spec); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := os.OpenFile(img, os.O_RDWR, 0)
+	f.WriteAt([]byte{0xff ^ 0x5a}, 5*(64<<10)+100) // in block 5
+	f.Close()
+	d, err := Open(img, Options{Disk: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	b := make([]byte, 4096)
+	if _, err := d.ReadAt(b, mib+4*(64<<10)); err != nil {
+		t.Fatalf("block 4: %v", err)
+	}
+	_, err = d.ReadAt(b, mib+5*(64<<10)+4096)
+	want := fmt.Sprintf("block 5 (disk bytes %d-%d", mib+5*(64<<10), mib+6*(64<<10)-1)
+	if !errors.Is(err, ErrChecksum) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("got %v, want an MD5 mismatch naming %q", err, want)
+	}
+}

@@ -1,0 +1,273 @@
+// Package mrimgxtest writes Macrium Reflect X images for tests, from the
+// published description (github.com/macrium/mrimgx_file_layout,
+// docs/FILE_LAYOUT.md): there is no Reflect on Linux to make them. It
+// writes what the reader must meet: data blocks first, then each disk's
+// metadata list ($TRACK0, $EPT), each partition's list ending in
+// $INDEX, the root list ($AUXDATA, $JSON) and the 20-byte footer.
+package mrimgxtest
+
+import (
+	"crypto/md5"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/platter-dev/platter/internal/block"
+)
+
+// Part is one partition to image from the source disk.
+type Part struct {
+	Number    int
+	FS        string // "NTFS", "FAT32", ...
+	Start     int64  // bytes from the disk's start
+	Size      int64
+	BlockSize int64 // 65536 is what Reflect uses
+	// Reserved is the FAT reserved sectors and FATs, from the
+	// partition's start; block 0 of the grid follows them (0: none).
+	Reserved int64
+	// Used is the partition's used byte ranges (partition-relative),
+	// read off the filesystem's own allocation data; a block of the grid
+	// touching one is saved.
+	Used []block.Extent
+}
+
+// Spec is a whole-disk image to write.
+type Spec struct {
+	Source     string // the raw disk the image is made of
+	SectorSize int64
+	Format     string // "gpt" or "mbr"
+	Track0     int64  // bytes of the disk's first track (up to the first partition, 1 MiB at most)
+	EBRs       []int64
+	Parts      []Part
+	Compress   bool
+	// EPTStride is the $EPT entry size: 528 (the published reader's
+	// unpacked struct, the default) or 522 (packed).
+	EPTStride int
+}
+
+type entry struct {
+	pos    int64
+	sum    [16]byte
+	length uint32
+}
+
+// Write writes the image of spec to out (0600, created anew).
+func Write(out string, spec Spec) error {
+	src, err := os.Open(spec.Source)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	st, err := src.Stat()
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	w := &counter{w: f}
+	var enc *zstd.Encoder
+	if spec.Compress {
+		if enc, err = zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1)); err != nil {
+			return err
+		}
+		defer enc.Close()
+	}
+	put := func(plain []byte) (entry, error) {
+		e := entry{pos: w.n, sum: md5.Sum(plain)}
+		data := plain
+		if enc != nil {
+			data = enc.EncodeAll(plain, nil)
+		}
+		e.length = uint32(len(data))
+		_, err := w.Write(data)
+		return e, err
+	}
+	read := func(off, n int64) ([]byte, error) {
+		b := make([]byte, n)
+		_, err := src.ReadAt(b, off)
+		return b, err
+	}
+	type partIdx struct{ reserved, data []entry }
+	var idx []partIdx
+	for _, p := range spec.Parts {
+		var pi partIdx
+		for o := int64(0); o < p.Reserved; o += 4 << 20 {
+			b, err := read(p.Start+o, min(4<<20, p.Reserved-o))
+			if err != nil {
+				return err
+			}
+			e, err := put(b)
+			if err != nil {
+				return err
+			}
+			pi.reserved = append(pi.reserved, e)
+		}
+		for o := p.Reserved; o < p.Size; o += p.BlockSize {
+			n := min(p.BlockSize, p.Size-o)
+			if !touches(p.Used, o, n) {
+				pi.data = append(pi.data, entry{})
+				continue
+			}
+			b, err := read(p.Start+o, n)
+			if err != nil {
+				return err
+			}
+			e, err := put(b)
+			if err != nil {
+				return err
+			}
+			pi.data = append(pi.data, e)
+		}
+		idx = append(idx, pi)
+	}
+	indexPos := w.n
+	flags := byte(0)
+	if spec.Compress {
+		flags = 2
+	}
+	track0, err := read(0, spec.Track0)
+	if err != nil {
+		return err
+	}
+	t0 := track0
+	if enc != nil {
+		t0 = enc.EncodeAll(track0, nil)
+	}
+	if len(spec.EBRs) == 0 {
+		err = meta(w, "$TRACK0 ", t0, flags|1)
+	} else {
+		err = meta(w, "$TRACK0 ", t0, flags)
+		stride := spec.EPTStride
+		if stride == 0 {
+			stride = 528
+		}
+		ept := binary.LittleEndian.AppendUint32(nil, uint32(len(spec.EBRs)))
+		for i, off := range spec.EBRs {
+			rec, rerr := read(off, 512)
+			if rerr != nil {
+				return rerr
+			}
+			e := make([]byte, stride)
+			copy(e, rec)
+			binary.LittleEndian.PutUint64(e[512:], uint64(off))
+			binary.LittleEndian.PutUint16(e[520:], uint16(5+i))
+			ept = append(ept, e...)
+		}
+		if err == nil {
+			err = meta(w, "$EPT    ", ept, 1)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	type jpart = map[string]any
+	var parts []jpart
+	for i, p := range spec.Parts {
+		var b []byte
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(idx[i].reserved)))
+		for _, e := range idx[i].reserved {
+			b = appendEntry(b, e)
+		}
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(idx[i].data)))
+		for _, e := range idx[i].data {
+			b = appendEntry(b, e)
+		}
+		if err := meta(w, "$INDEX  ", b, 1); err != nil {
+			return err
+		}
+		parts = append(parts, jpart{
+			"_header": map[string]any{"block_count": len(idx[i].data), "block_size": p.BlockSize, "partition_number": p.Number,
+				"partition_file_offset": 0, "file_history_count": 1,
+				"file_history": []any{map[string]any{"file_name": "C:\\fixture-00-00.mrimgx", "file_number": 0}}},
+			"_geometry": map[string]any{"start": p.Start, "end": p.Start + p.Size - 1, "length": p.Size, "boot_sector_offset": 0},
+			"_file_system": map[string]any{"type": p.FS, "start": p.Start, "end": p.Start + p.Size - 1,
+				"lcn0_offset": p.Start + p.Reserved, "reserved_sectors_byte_length": p.Reserved, "lcn0_file_number": 0},
+			"_partition_table_entry": map[string]any{"boot_sector": p.Start / spec.SectorSize, "num_sectors": p.Size / spec.SectorSize},
+		})
+	}
+	level, method := "none", "none"
+	if spec.Compress {
+		level, method = "medium", "zstd"
+	}
+	doc := map[string]any{
+		"_compression": map[string]any{"compression_level": level, "compression_method": method},
+		"_encryption":  map[string]any{"enable": false, "key_iterations": 0},
+		"_header": map[string]any{"backup_format": "disk", "backup_type": "full", "delta_index": false, "file_number": 0,
+			"imaged_disks_count": 1, "imageid": "D684BA87241263E2", "increment_number": 0, "index_file_position": indexPos,
+			"json_version": 1, "split_file": false, "backup_time": 1713104325, "netbios_name": "FIXTURE"},
+		"disks": []any{map[string]any{
+			"_geometry": map[string]any{"bytes_per_sector": spec.SectorSize, "disk_size": st.Size()},
+			"_header":   map[string]any{"disk_format": spec.Format, "disk_number": 1, "imaged_partition_count": len(parts)},
+			"partitions": parts,
+		}},
+	}
+	js, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return err
+	}
+	root := w.n
+	if err := meta(w, "$AUXDATA", []byte("internal"), 0); err != nil {
+		return err
+	}
+	if err := meta(w, "$JSON   ", js, 1); err != nil {
+		return err
+	}
+	foot := binary.LittleEndian.AppendUint64(nil, uint64(root))
+	foot = append(foot, "MACRIUM_FILE"...)
+	if _, err := w.Write(foot); err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+func touches(used []block.Extent, off, n int64) bool {
+	for _, e := range used {
+		if e.Off < off+n && off < e.End() {
+			return true
+		}
+	}
+	return false
+}
+
+func appendEntry(b []byte, e entry) []byte {
+	b = binary.LittleEndian.AppendUint64(b, uint64(e.pos))
+	b = append(b, e.sum[:]...)
+	b = binary.LittleEndian.AppendUint32(b, e.length)
+	return binary.LittleEndian.AppendUint16(b, 0)
+}
+
+// meta writes one metadata block: name, length, MD5 of the stored bytes,
+// flags (1 last, 2 compressed, 4 encrypted), padding.
+func meta(w io.Writer, name string, data []byte, flags byte) error {
+	if len(name) != 8 {
+		return fmt.Errorf("block name %q is not 8 bytes", name)
+	}
+	h := []byte(name)
+	h = binary.LittleEndian.AppendUint32(h, uint32(len(data)))
+	sum := md5.Sum(data)
+	h = append(h, sum[:]...)
+	h = append(h, flags, 0, 0, 0)
+	if _, err := w.Write(h); err != nil {
+		return err
+	}
+	_, err := w.Write(data)
+	return err
+}
+
+type counter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *counter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	return n, err
+}
