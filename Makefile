@@ -37,7 +37,8 @@ FUZZ := ./internal/ptable:FuzzMBR ./internal/ptable:FuzzGPT \
 	./internal/fs/exfat:FuzzDetect ./internal/fs/exfat:FuzzFiles \
 	./internal/fs/f2fs:FuzzDetect ./internal/fs/swap:FuzzDetect \
 	./internal/vdisk:FuzzOpenQCOW2 ./internal/vdisk:FuzzOpenVHD ./internal/vdisk:FuzzOpenVHDX ./internal/vdisk:FuzzOpenVMDK \
-	./internal/partclone:FuzzPartclone ./internal/clonezilla:FuzzSfdisk
+	./internal/partclone:FuzzPartclone ./internal/clonezilla:FuzzSfdisk \
+	./internal/mrimgx:FuzzMrimgx
 
 .PHONY: all build build-purego deps minio bootkernel test unit e2e fuzz vet demo bench clean install uninstall
 

@@ -428,6 +428,8 @@ func (d *Disk) checkHeader() error {
 		return fmt.Errorf("mrimgx: a %s image (increment %d): %w; open the full image of the set", h.Header.BackupType, h.Header.IncrementNumber, ErrUnsupported)
 	case h.Header.IncrementNumber != 0:
 		return fmt.Errorf("mrimgx: increment %d of a backup set: %w; open the full image of the set", h.Header.IncrementNumber, ErrUnsupported)
+	case h.Header.DeltaIndex:
+		return fmt.Errorf("mrimgx: an image with a delta index (the blocks changed since its parent): %w", ErrUnsupported)
 	case h.Header.SplitFile || h.Header.FileNumber != 0:
 		return fmt.Errorf("mrimgx: file %d of an image split into several files: %w", h.Header.FileNumber, ErrUnsupported)
 	case h.Header.BackupFormat == "file_and_folder" || h.Header.BackupFormat == "file":
@@ -627,8 +629,8 @@ func (d *Disk) layPartition(pj *PartitionJSON, list map[string]metaBlock) error 
 	if p.Start < 0 || p.Size <= 0 || p.Start > d.size || p.Size > d.size-p.Start {
 		return fmt.Errorf("%s: bytes %d+%d lie outside the %d-byte disk", where, p.Start, p.Size, d.size)
 	}
-	if p.BlockSize <= 0 || p.BlockSize > maxBlockSize {
-		return fmt.Errorf("%s: block_size %d is impossible", where, p.BlockSize)
+	if p.BlockSize < d.ss || p.BlockSize%d.ss != 0 || p.BlockSize > maxBlockSize {
+		return fmt.Errorf("%s: block_size %d is not a whole number of %d-byte sectors up to %d", where, p.BlockSize, d.ss, maxBlockSize)
 	}
 	fs := pj.FileSystem
 	if fs.LCN0Offset < fs.Start || fs.LCN0Offset-fs.Start > p.Size {

@@ -203,8 +203,8 @@ func Write(out string, spec Spec) error {
 			"imaged_disks_count": 1, "imageid": "D684BA87241263E2", "increment_number": 0, "index_file_position": indexPos,
 			"json_version": 1, "split_file": false, "backup_time": 1713104325, "netbios_name": "FIXTURE"},
 		"disks": []any{map[string]any{
-			"_geometry": map[string]any{"bytes_per_sector": spec.SectorSize, "disk_size": st.Size()},
-			"_header":   map[string]any{"disk_format": spec.Format, "disk_number": 1, "imaged_partition_count": len(parts)},
+			"_geometry":  map[string]any{"bytes_per_sector": spec.SectorSize, "disk_size": st.Size()},
+			"_header":    map[string]any{"disk_format": spec.Format, "disk_number": 1, "imaged_partition_count": len(parts)},
 			"partitions": parts,
 		}},
 	}
@@ -270,4 +270,79 @@ func (c *counter) Write(b []byte) (int, error) {
 	n, err := c.w.Write(b)
 	c.n += int64(n)
 	return n, err
+}
+
+// RewriteJSON replaces the $JSON of the image at path with what edit
+// makes of it: the root list is the last thing before the footer, so it
+// is cut off and written again.
+func RewriteJSON(path string, edit func(doc map[string]any)) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if len(b) < 20 {
+		return fmt.Errorf("%s is too short", path)
+	}
+	root := int64(binary.LittleEndian.Uint64(b[len(b)-20:]))
+	off := root
+	var js []byte
+	for off+32 <= int64(len(b)) {
+		n := int64(binary.LittleEndian.Uint32(b[off+8:]))
+		if string(b[off:off+8]) == "$JSON   " {
+			js = b[off+32 : off+32+n]
+		}
+		last := b[off+28]&1 != 0
+		off += 32 + n
+		if last {
+			break
+		}
+	}
+	if js == nil {
+		return fmt.Errorf("%s: no $JSON", path)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(js, &doc); err != nil {
+		return err
+	}
+	edit(doc)
+	if js, err = json.Marshal(doc); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Truncate(root); err != nil {
+		return err
+	}
+	if _, err := f.Seek(root, io.SeekStart); err != nil {
+		return err
+	}
+	if err := meta(f, "$JSON   ", js, 1); err != nil {
+		return err
+	}
+	foot := binary.LittleEndian.AppendUint64(nil, uint64(root))
+	if _, err := f.Write(append(foot, "MACRIUM_FILE"...)); err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// Section returns a JSON object inside doc by its path of keys (and
+// "0", "1" for array items), for RewriteJSON's edits.
+func Section(doc map[string]any, keys ...string) map[string]any {
+	var cur any = doc
+	for _, k := range keys {
+		switch c := cur.(type) {
+		case map[string]any:
+			cur = c[k]
+		case []any:
+			var i int
+			fmt.Sscan(k, &i)
+			cur = c[i]
+		}
+	}
+	m, _ := cur.(map[string]any)
+	return m
 }

@@ -1,0 +1,263 @@
+package mrimgx
+
+import (
+	"bytes"
+	"crypto/md5"
+	"encoding/binary"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/mrimgx/mrimgxtest"
+	"github.com/platter-dev/platter/internal/tooltest"
+)
+
+// small writes a small image of a 4 MiB disk of random bytes: an MBR
+// track, one partition with 64 KiB of FAT-like reserved sectors and
+// every other block of its grid saved.
+func small(t testing.TB, compress bool) string {
+	t.Helper()
+	return smallOf(t, compress, mib)
+}
+
+// smallOf is small scaled: the disk is 4 units, the partition the
+// middle two, its blocks 1/32 of a unit, reserved sectors 1/16.
+func smallOf(t testing.TB, compress bool, unit int64) string {
+	t.Helper()
+	src := tooltest.Garbage(t, 4*unit)
+	var used []block.Extent
+	for o := unit / 16; o < 2*unit; o += unit / 8 {
+		used = append(used, block.Extent{Off: o, Len: 512})
+	}
+	img := filepath.Join(t.TempDir(), "small.mrimgx")
+	spec := mrimgxtest.Spec{Source: src, SectorSize: 512, Format: "mbr", Track0: 1024, Compress: compress,
+		EBRs:  []int64{3*unit + 512},
+		Parts: []mrimgxtest.Part{{Number: 1, FS: "FAT32", Start: unit, Size: 2 * unit, BlockSize: unit / 32, Reserved: unit / 16, Used: used}}}
+	if err := mrimgxtest.Write(img, spec); err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// readAll reads every byte the image holds, and returns the first error.
+func readAll(d *Disk) error {
+	buf := make([]byte, 64<<10)
+	for _, e := range d.Used() {
+		for o := e.Off; o < e.End(); o += int64(len(buf)) {
+			if _, err := d.ReadAt(buf[:min(int64(len(buf)), e.End()-o)], o); err != nil && err != io.EOF {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func TestSmallRoundTrip(t *testing.T) {
+	for _, z := range []bool{false, true} {
+		img := small(t, z)
+		d, err := Open(img, Options{Disk: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := readAll(d); err != nil {
+			t.Fatal(err)
+		}
+		// The EBR of $EPT is where it was.
+		got := make([]byte, 512)
+		d.ReadAt(got, 3*mib+512)
+		d.Close()
+		if bytes.Count(got, []byte{0}) > 100 {
+			t.Errorf("zstd=%v: the EBR reads as zeros", z)
+		}
+	}
+}
+
+// edit changes bytes of a copy of img.
+func edit(t *testing.T, img string, fn func(b []byte) []byte) string {
+	t.Helper()
+	b, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "hostile.mrimgx")
+	if err := os.WriteFile(p, fn(b), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// findBlock is the offset of a metadata block's header by name.
+func findBlock(b []byte, name string) int {
+	return bytes.LastIndex(b, []byte(name))
+}
+
+func TestHostile(t *testing.T) {
+	img := small(t, true)
+	le := binary.LittleEndian
+	fixMD5 := func(b []byte, h int) {
+		n := int(le.Uint32(b[h+8:]))
+		sum := md5.Sum(b[h+32 : h+32+n])
+		copy(b[h+12:], sum[:])
+	}
+	cases := map[string]struct {
+		fn   func(b []byte) []byte
+		want string
+	}{
+		"footer outside": {func(b []byte) []byte {
+			le.PutUint64(b[len(b)-20:], uint64(len(b))+100)
+			return b
+		}, "footer points at byte"},
+		"footer far outside": {func(b []byte) []byte {
+			le.PutUint64(b[len(b)-20:], 1<<63)
+			return b
+		}, "footer points at byte"},
+		"no magic": {func(b []byte) []byte { b[len(b)-1] = 'X'; return b }, "not a Macrium Reflect X image"},
+		"huge index count": {func(b []byte) []byte {
+			h := findBlock(b, "$INDEX  ")
+			nres := int(le.Uint32(b[h+32:]))
+			le.PutUint32(b[h+32+4+nres*30:], 0xffffffff)
+			fixMD5(b, h)
+			return b
+		}, "counts 4294967295 data blocks"},
+		"huge reserved count": {func(b []byte) []byte {
+			h := findBlock(b, "$INDEX  ")
+			le.PutUint32(b[h+32:], 0x7fffffff)
+			fixMD5(b, h)
+			return b
+		}, "reserved sector blocks"},
+		"JSON lies about its length": {func(b []byte) []byte {
+			h := findBlock(b, "$JSON   ")
+			le.PutUint32(b[h+8:], 0xfffffff0)
+			return b
+		}, "says it is 4294967280 bytes"},
+		"TRACK0 lies about its length": {func(b []byte) []byte {
+			h := findBlock(b, "$TRACK0 ")
+			le.PutUint32(b[h+8:], le.Uint32(b[h+8:])+7)
+			return b
+		}, "metadata block"},
+		"INDEX longer than its entries": {func(b []byte) []byte {
+			h := findBlock(b, "$INDEX  ")
+			le.PutUint32(b[h+8:], le.Uint32(b[h+8:])+30)
+			return b
+		}, "$INDEX counts"},
+		"entry outside the file": {func(b []byte) []byte {
+			h := findBlock(b, "$INDEX  ")
+			nres := int(le.Uint32(b[h+32:]))
+			e := h + 32 + 4 + nres*30 + 4 // the first block, saved
+			le.PutUint64(b[e:], uint64(len(b)))
+			fixMD5(b, h)
+			return b
+		}, "outside the"},
+		"entry too long": {func(b []byte) []byte {
+			h := findBlock(b, "$INDEX  ")
+			nres := int(le.Uint32(b[h+32:]))
+			e := h + 32 + 4 + nres*30 + 4
+			le.PutUint32(b[e+24:], 1<<31)
+			fixMD5(b, h)
+			return b
+		}, "stored length"},
+		"entry in another file": {func(b []byte) []byte {
+			h := findBlock(b, "$INDEX  ")
+			nres := int(le.Uint32(b[h+32:]))
+			e := h + 32 + 4 + nres*30 + 4
+			le.PutUint16(b[e+28:], 3)
+			fixMD5(b, h)
+			return b
+		}, "file 3 of a split set: not supported yet"},
+		"metadata loop without end": {func(b []byte) []byte {
+			h := findBlock(b, "$JSON   ")
+			b[h+28] &^= 1 // not last: the footer follows, read as a header
+			return b
+		}, "metadata block"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			p := edit(t, img, c.fn)
+			d, err := Open(p, Options{Disk: -1})
+			if err == nil {
+				err = readAll(d)
+				d.Close()
+			}
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want an error with %q", err, c.want)
+			}
+			if strings.Count(err.Error(), "\n") > 0 {
+				t.Errorf("not one line: %q", err)
+			}
+		})
+	}
+}
+
+func TestTruncated(t *testing.T) {
+	img := small(t, true)
+	b, _ := os.ReadFile(img)
+	for n := 0; n < len(b); n += max(1, len(b)/97) {
+		if _, err := NewReader(bytes.NewReader(b[:n]), int64(n), Options{Disk: -1}); err == nil {
+			t.Fatalf("cut to %d bytes: opened", n)
+		}
+	}
+	// Cut and given a footer again: the metadata points past the end.
+	for _, n := range []int{len(b) / 2, len(b) - 200} {
+		c := append(bytes.Clone(b[:n]), b[len(b)-20:]...)
+		if _, err := NewReader(bytes.NewReader(c), int64(len(c)), Options{Disk: -1}); err == nil {
+			t.Fatalf("cut to %d bytes with its footer: opened", n)
+		}
+	}
+}
+
+func TestUnsupported(t *testing.T) {
+	img := small(t, false)
+	for name, fn := range map[string]func(doc map[string]any){
+		"encrypted":   func(doc map[string]any) { mrimgxtest.Section(doc, "_encryption")["enable"] = true },
+		"incremental": func(doc map[string]any) { mrimgxtest.Section(doc, "_header")["backup_type"] = "incremental" },
+		"split":       func(doc map[string]any) { mrimgxtest.Section(doc, "_header")["split_file"] = true },
+		"lz4": func(doc map[string]any) {
+			mrimgxtest.Section(doc, "_compression")["compression_level"] = "high"
+			mrimgxtest.Section(doc, "_compression")["compression_method"] = "lz4"
+		},
+		"file+folder": func(doc map[string]any) { mrimgxtest.Section(doc, "_header")["backup_format"] = "file_and_folder" },
+		"delta index": func(doc map[string]any) { mrimgxtest.Section(doc, "_header")["delta_index"] = true },
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := edit(t, img, func(b []byte) []byte { return b })
+			if err := mrimgxtest.RewriteJSON(p, fn); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Open(p, Options{Disk: -1})
+			if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "not supported yet") {
+				t.Fatalf("got %v, want not supported yet", err)
+			}
+		})
+	}
+}
+
+func FuzzMrimgx(f *testing.F) {
+	for _, z := range []bool{false, true} {
+		b, err := os.ReadFile(smallOf(f, z, 16<<10))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d, err := NewReader(bytes.NewReader(b), int64(len(b)), Options{Disk: -1})
+		if err != nil {
+			return
+		}
+		defer d.Close()
+		buf := make([]byte, 64<<10)
+		var read int64
+		for _, e := range d.Used() {
+			for o := e.Off; o < e.End() && read < 16<<20; o += int64(len(buf)) {
+				n := min(int64(len(buf)), e.End()-o)
+				d.ReadAt(buf[:n], o)
+				read += n
+			}
+		}
+		d.ReadAt(buf, d.Size()-100)
+	})
+}
