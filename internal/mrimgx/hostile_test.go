@@ -37,7 +37,7 @@ func smallOf(t testing.TB, compress bool, unit int64) string {
 	spec := mrimgxtest.Spec{Source: src, SectorSize: 512, Format: "mbr", Track0: 1024, Compress: compress,
 		EBRs:  []int64{3*unit + 512},
 		Parts: []mrimgxtest.Part{{Number: 1, FS: "FAT32", Start: unit, Size: 2 * unit, BlockSize: unit / 32, Reserved: unit / 16, Used: used}}}
-	if err := mrimgxtest.Write(img, spec); err != nil {
+	if _, err := mrimgxtest.Write(img, spec); err != nil {
 		t.Fatal(err)
 	}
 	return img
@@ -151,7 +151,7 @@ func TestHostile(t *testing.T) {
 			le.PutUint64(b[e:], uint64(len(b)))
 			fixMD5(b, h)
 			return b
-		}, "outside the"},
+		}, "lies outside file 0"},
 		"entry too long": {func(b []byte) []byte {
 			h := findBlock(b, "$INDEX  ")
 			nres := int(le.Uint32(b[h+32:]))
@@ -167,7 +167,7 @@ func TestHostile(t *testing.T) {
 			le.PutUint16(b[e+28:], 3)
 			fixMD5(b, h)
 			return b
-		}, "file 3 of a split set: not supported yet"},
+		}, "file 3 of the backup set, which is not beside this one"},
 		"metadata loop without end": {func(b []byte) []byte {
 			h := findBlock(b, "$JSON   ")
 			b[h+28] &^= 1 // not last: the footer follows, read as a header
@@ -212,15 +212,12 @@ func TestTruncated(t *testing.T) {
 func TestUnsupported(t *testing.T) {
 	img := small(t, false)
 	for name, fn := range map[string]func(doc map[string]any){
-		"encrypted":   func(doc map[string]any) { mrimgxtest.Section(doc, "_encryption")["enable"] = true },
-		"incremental": func(doc map[string]any) { mrimgxtest.Section(doc, "_header")["backup_type"] = "incremental" },
-		"split":       func(doc map[string]any) { mrimgxtest.Section(doc, "_header")["split_file"] = true },
+		"encrypted": func(doc map[string]any) { mrimgxtest.Section(doc, "_encryption")["enable"] = true },
 		"lz4": func(doc map[string]any) {
 			mrimgxtest.Section(doc, "_compression")["compression_level"] = "high"
 			mrimgxtest.Section(doc, "_compression")["compression_method"] = "lz4"
 		},
 		"file+folder": func(doc map[string]any) { mrimgxtest.Section(doc, "_header")["backup_format"] = "file_and_folder" },
-		"delta index": func(doc map[string]any) { mrimgxtest.Section(doc, "_header")["delta_index"] = true },
 	} {
 		t.Run(name, func(t *testing.T) {
 			p := edit(t, img, func(b []byte) []byte { return b })
@@ -230,6 +227,26 @@ func TestUnsupported(t *testing.T) {
 			_, err := Open(p, Options{Disk: -1})
 			if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "not supported yet") {
 				t.Fatalf("got %v, want not supported yet", err)
+			}
+		})
+	}
+}
+
+// TestMissing opens one file of a set without the rest.
+func TestMissing(t *testing.T) {
+	img := small(t, false)
+	for name, fn := range map[string]func(doc map[string]any){
+		"split part alone": func(doc map[string]any) { mrimgxtest.Section(doc, "_header")["split_file"] = true },
+		"delta alone":      func(doc map[string]any) { mrimgxtest.Section(doc, "_header")["delta_index"] = true },
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := edit(t, img, func(b []byte) []byte { return b })
+			if err := mrimgxtest.RewriteJSON(p, fn); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Open(p, Options{Disk: -1})
+			if !errors.Is(err, ErrMissing) {
+				t.Fatalf("got %v, want a missing file of the set", err)
 			}
 		})
 	}

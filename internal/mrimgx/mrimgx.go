@@ -20,9 +20,16 @@
 // against its MD5; a mismatch names the block and the disk bytes it
 // covers.
 //
+// Open finds the rest of a backup set beside the file, as Reflect does
+// (same extension and image ID, increment number up to the file's): the
+// parts of a split image hold data only and the last part the index,
+// whose entries name the file holding each block (file_number); an
+// increment with a delta index lists the blocks changed, laid over the
+// newest full index before it.
+//
 // Not read yet, and refused with an error saying so: encrypted images,
-// incremental and differential images, split files (blocks in another
-// file of the set), compressed or encrypted metadata indexes.
+// compressed or encrypted $INDEX blocks, compressors other than zstd,
+// file-and-folder backups.
 package mrimgx
 
 import (
@@ -35,6 +42,8 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 
@@ -50,6 +59,9 @@ var ErrNotMrimgx = errors.New("not a Macrium Reflect X image")
 // ErrUnsupported is an image that holds what this package does not read.
 var ErrUnsupported = errors.New("not supported yet")
 
+// ErrMissing is a file of a backup set that is not beside the one opened.
+var ErrMissing = errors.New("a file of the backup set is missing")
+
 // ErrChecksum is a block whose MD5 does not match its index.
 var ErrChecksum = errors.New("MD5 mismatch")
 
@@ -57,14 +69,23 @@ var ErrChecksum = errors.New("MD5 mismatch")
 type FormatError struct {
 	Off int64
 	Msg string
+	Err error // the cause, when there is one (ErrMissing, ErrUnsupported)
 }
+
+func (e *FormatError) Unwrap() error { return e.Err }
 
 func (e *FormatError) Error() string {
 	return fmt.Sprintf("mrimgx: damaged image at byte %d: %s", e.Off, e.Msg)
 }
 
 func bad(off int64, format string, args ...any) error {
-	return &FormatError{Off: off, Msg: fmt.Sprintf(format, args...)}
+	e := &FormatError{Off: off, Msg: fmt.Sprintf(format, args...)}
+	for _, a := range args {
+		if err, ok := a.(error); ok && e.Err == nil {
+			e.Err = err
+		}
+	}
+	return e
 }
 
 const (
@@ -81,6 +102,9 @@ const (
 	maxDisks     = 128
 	maxParts     = 1024
 	cacheBlocks  = 16
+	// maxDeltaIndex bounds a delta index held in memory: 8M changed
+	// blocks, 512 GiB of 64 KiB blocks.
+	maxDeltaIndex = 8 << 20 * deltaLen
 )
 
 var magic = []byte("MACRIUM_FILE")
@@ -100,6 +124,7 @@ type Header struct {
 		BackupFormat      string `json:"backup_format"`
 		BackupType        string `json:"backup_type"`
 		DeltaIndex        bool   `json:"delta_index"`
+		MergedFiles       []int  `json:"merged_files"`
 		FileNumber        int    `json:"file_number"`
 		ImageID           string `json:"imageid"`
 		IncrementNumber   int    `json:"increment_number"`
@@ -170,9 +195,12 @@ type Partition struct {
 	// FATs, kept in their own index (ReservedLen 0: none).
 	ReservedStart, ReservedLen int64
 
-	index    int64   // file offset of the first data block index entry
-	reserved []entry // small: at most a few hundred
-	used     []block.Extent
+	indexFile *setFile
+	index     int64   // offset in indexFile of the first data block index entry
+	fullLen   int64   // entries there
+	reserved  []entry // small: at most a few hundred
+	delta     map[int64]entry
+	used      []block.Extent
 }
 
 type entry struct {
@@ -199,12 +227,9 @@ type Disk struct {
 	Format     string // "gpt" or "mbr"
 	Partitions []*Partition
 
-	r        io.ReaderAt
-	fileSize int64
-	closer   io.Closer
+	files    map[uint16]*setFile // by file_number (and merged_files)
+	all      []*setFile
 	size, ss int64
-	zstd     bool
-	fileNum  uint16
 	pieces   []ptable.Piece
 
 	dec   *zstd.Decoder
@@ -218,8 +243,59 @@ type cacheKey struct {
 	index int64
 }
 
-// Open opens the .mrimgx file at path.
+// setFile is one file of a backup set.
+type setFile struct {
+	path   string
+	r      io.ReaderAt
+	size   int64
+	closer io.Closer
+	h      *Header
+	num    uint16
+	zstd   bool
+}
+
+// Open opens the .mrimgx file at path with the rest of its backup set:
+// the files beside it with the same extension and image ID, up to its
+// increment (the earlier parts of a split image, the full image and the
+// increments before it), as Reflect finds them.
 func Open(path string, opts Options) (*Disk, error) {
+	f, err := openFile(path)
+	if err != nil {
+		return nil, err
+	}
+	set := []*setFile{f}
+	fail := func(err error) (*Disk, error) {
+		for _, g := range set {
+			g.closer.Close()
+		}
+		return nil, err
+	}
+	ext := filepath.Ext(path)
+	if ents, err := os.ReadDir(filepath.Dir(path)); err == nil && ext != "" {
+		for _, e := range ents {
+			p := filepath.Join(filepath.Dir(path), e.Name())
+			if !e.Type().IsRegular() || filepath.Ext(p) != ext || e.Name() == filepath.Base(path) {
+				continue // never a symlink planted among the files
+			}
+			g, err := openFile(p)
+			if err != nil {
+				continue // not part of any set: Reflect passes over it too
+			}
+			if g.h.Header.ImageID != f.h.Header.ImageID || g.h.Header.IncrementNumber > f.h.Header.IncrementNumber {
+				g.closer.Close()
+				continue
+			}
+			set = append(set, g)
+		}
+	}
+	d, err := newDisk(set, opts)
+	if err != nil {
+		return fail(fmt.Errorf("%w (%s)", err, path))
+	}
+	return d, nil
+}
+
+func openFile(path string) (*setFile, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("mrimgx: %w", err)
@@ -233,54 +309,145 @@ func Open(path string, opts Options) (*Disk, error) {
 		f.Close()
 		return nil, fmt.Errorf("mrimgx: %s is not a regular file", path)
 	}
-	d, err := NewReader(f, st.Size(), opts)
-	if err != nil {
+	sf := &setFile{path: path, r: f, size: st.Size(), closer: f}
+	if err := readHeader(sf); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%w (%s)", err, path)
 	}
-	d.closer = f
-	return d, nil
+	return sf, nil
 }
 
-// NewReader reads the image held by r, size bytes long.
+// NewReader reads the image held by r, size bytes long, alone: a block
+// in another file of its set is an error.
 func NewReader(r io.ReaderAt, size int64, opts Options) (*Disk, error) {
-	if size < footerLen {
-		return nil, bad(0, "%d bytes is too short for the %d-byte footer: %v", size, footerLen, ErrNotMrimgx)
+	f := &setFile{path: "the image", r: r, size: size, closer: io.NopCloser(nil)}
+	if err := readHeader(f); err != nil {
+		return nil, err
+	}
+	return newDisk([]*setFile{f}, opts)
+}
+
+// readHeader reads a file's footer and $JSON.
+func readHeader(f *setFile) error {
+	if f.size < footerLen {
+		return bad(0, "%d bytes is too short for the %d-byte footer: %v", f.size, footerLen, ErrNotMrimgx)
 	}
 	foot := make([]byte, footerLen)
-	if err := readFull(r, foot, size-footerLen); err != nil {
-		return nil, err
+	if err := readFull(f.r, foot, f.size-footerLen); err != nil {
+		return err
 	}
 	if !bytes.Equal(foot[8:], magic) {
-		return nil, fmt.Errorf("mrimgx: %w (no MACRIUM_FILE footer)", ErrNotMrimgx)
+		return fmt.Errorf("mrimgx: %w (no MACRIUM_FILE footer)", ErrNotMrimgx)
 	}
-	d := &Disk{r: r, fileSize: size, cache: map[cacheKey][]byte{}}
 	root := int64(binary.LittleEndian.Uint64(foot))
-	if root < 0 || root > size-footerLen-headerLen {
-		return nil, bad(size-footerLen, "the footer points at byte %d, outside the file's %d bytes of metadata", uint64(root), size-footerLen)
+	if root < 0 || root > f.size-footerLen-headerLen {
+		return bad(f.size-footerLen, "the footer points at byte %d, outside the file's %d bytes of metadata", uint64(root), f.size-footerLen)
 	}
-	list, _, err := d.readList(root)
+	list, _, err := readList(f, root)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	js, ok := list["$JSON   "]
 	if !ok {
-		return nil, bad(root, "the root metadata list has no $JSON block")
+		return bad(root, "the root metadata list has no $JSON block")
 	}
-	text, err := d.blockData(js, maxJSON)
+	text, err := blockData(nil, f, js, maxJSON)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	h := &Header{JSON: text}
 	if err := json.Unmarshal(text, h); err != nil {
-		return nil, bad(js.off, "$JSON: %v", err)
+		return bad(js.off, "$JSON: %v", err)
 	}
-	d.Header = h
-	if err := d.checkHeader(); err != nil {
+	if h.Header.FileNumber < 0 || h.Header.FileNumber > 0xffff {
+		return bad(js.off, "$JSON: file_number %d", h.Header.FileNumber)
+	}
+	f.h, f.num = h, uint16(h.Header.FileNumber)
+	return checkFile(f)
+}
+
+// newDisk lays out one disk of a backup set: the table and geometry from
+// its newest file holding metadata, the blocks from the newest full index
+// with the delta indexes of the files after it laid over it.
+func newDisk(set []*setFile, opts Options) (*Disk, error) {
+	d := &Disk{files: map[uint16]*setFile{}, cache: map[cacheKey][]byte{}, all: set}
+	sort.Slice(set, func(i, j int) bool { return set[i].num > set[j].num })
+	for _, f := range set {
+		if g, dup := d.files[f.num]; dup {
+			return nil, fmt.Errorf("mrimgx: %s and %s both say they are file %d of image %s", g.path, f.path, f.num, f.h.Header.ImageID)
+		}
+		d.files[f.num] = f
+	}
+	for _, f := range set {
+		for _, m := range f.h.Header.MergedFiles {
+			if _, ok := d.files[uint16(m)]; !ok && m >= 0 && m <= 0xffff {
+				d.files[uint16(m)] = f
+			}
+		}
+	}
+	var layout, full *setFile
+	var deltas []*setFile
+	for _, f := range set {
+		if f.h.Header.SplitFile {
+			continue // data only: its index is in a later file
+		}
+		if layout == nil {
+			layout = f
+		}
+		if !f.h.Header.DeltaIndex {
+			full = f
+			break
+		}
+		deltas = append(deltas, f)
+	}
+	switch {
+	case layout == nil:
+		return nil, fmt.Errorf("mrimgx: file %d of image %s is a part of a split image, and the last part, which holds the index, is not beside it: %w", set[0].num, set[0].h.Header.ImageID, ErrMissing)
+	case full == nil:
+		return nil, fmt.Errorf("mrimgx: image %s: no file of the set holds a full block index (the full image is not beside file %d): %w", layout.h.Header.ImageID, layout.num, ErrMissing)
+	}
+	d.Header = layout.h
+	if err := d.walk(layout, opts, d.layDisk, func(j int, pj *PartitionJSON, list map[string]metaBlock) error {
+		return d.layPartition(layout, layout == full, pj, list)
+	}); err != nil {
 		return nil, err
 	}
-	if err := d.readDisks(opts); err != nil {
+	if err := d.checkOverlap(); err != nil {
 		return nil, err
+	}
+	if layout != full {
+		parts := func(f *setFile, delta bool) error {
+			n := 0
+			err := d.walk(f, opts, nil, func(j int, pj *PartitionJSON, list map[string]metaBlock) error {
+				n++
+				if j >= len(d.Partitions) || pj.Header.PartitionNumber != d.Partitions[j].Number {
+					return fmt.Errorf("mrimgx: file %d: its partitions are not those of file %d", f.num, layout.num)
+				}
+				idx, ok := list["$INDEX  "]
+				if !ok {
+					return fmt.Errorf("mrimgx: file %d: partition %d has no $INDEX block", f.num, pj.Header.PartitionNumber)
+				}
+				if delta {
+					return d.readDelta(f, d.Partitions[j], idx)
+				}
+				return d.readIndex(f, d.Partitions[j], idx)
+			})
+			if err == nil && n != len(d.Partitions) {
+				err = fmt.Errorf("mrimgx: file %d: %d partitions, file %d has %d", f.num, n, layout.num, len(d.Partitions))
+			}
+			return err
+		}
+		if err := parts(full, false); err != nil {
+			return nil, err
+		}
+		for i := len(deltas) - 1; i >= 0; i-- { // oldest first: a later delta wins
+			if err := parts(deltas[i], true); err != nil {
+				return nil, err
+			}
+		}
+		for _, p := range d.Partitions {
+			p.mergeDeltas()
+		}
 	}
 	return d, nil
 }
@@ -315,10 +482,10 @@ const (
 
 // readList reads a metadata block list at off: its blocks by name and
 // the offset after its last block.
-func (d *Disk) readList(off int64) (map[string]metaBlock, int64, error) {
+func readList(f *setFile, off int64) (map[string]metaBlock, int64, error) {
 	out := map[string]metaBlock{}
 	hdr := make([]byte, headerLen)
-	limit := d.fileSize - footerLen
+	limit := f.size - footerLen
 	for i := 0; ; i++ {
 		if i == maxMetaList {
 			return nil, 0, bad(off, "a metadata list of more than %d blocks", maxMetaList)
@@ -326,7 +493,7 @@ func (d *Disk) readList(off int64) (map[string]metaBlock, int64, error) {
 		if off < 0 || off > limit-headerLen {
 			return nil, 0, bad(off, "a metadata block header would lie outside the file (%d bytes before the footer)", limit)
 		}
-		if err := readFull(d.r, hdr, off); err != nil {
+		if err := readFull(f.r, hdr, off); err != nil {
 			return nil, 0, err
 		}
 		m := metaBlock{off: off, name: string(hdr[:8]), length: int64(binary.LittleEndian.Uint32(hdr[8:])), flags: hdr[28]}
@@ -358,7 +525,8 @@ func printable(s string) bool {
 
 // blockData reads a metadata block whole (at most max bytes once
 // decoded), checking its MD5.
-func (d *Disk) blockData(m metaBlock, max int64) ([]byte, error) {
+// d may be nil (no decoder yet) while the header is read.
+func blockData(d *Disk, f *setFile, m metaBlock, max int64) ([]byte, error) {
 	name := strings.TrimSpace(m.name)
 	if m.length > max {
 		return nil, bad(m.off+8, "metadata block %s is %d bytes, more than the %d it can hold", name, m.length, max)
@@ -367,13 +535,17 @@ func (d *Disk) blockData(m metaBlock, max int64) ([]byte, error) {
 		return nil, fmt.Errorf("mrimgx: metadata block %s at byte %d is encrypted: %w", name, m.off, ErrUnsupported)
 	}
 	b := make([]byte, m.length)
-	if err := readFull(d.r, b, m.data()); err != nil {
+	if err := readFull(f.r, b, m.data()); err != nil {
 		return nil, err
 	}
 	if sum := md5.Sum(b); sum != m.md5 {
 		return nil, fmt.Errorf("mrimgx: metadata block %s at byte %d: %w (stored %x, computed %x)", name, m.off, ErrChecksum, m.md5, sum)
 	}
 	if m.flags&flagCompressed != 0 {
+		if d == nil {
+			d = &Disk{}
+			defer d.Close()
+		}
 		out, err := d.unzstd(b, max)
 		if err != nil {
 			return nil, bad(m.data(), "metadata block %s: %v", name, err)
@@ -419,19 +591,12 @@ func (d *Disk) unzstd(b []byte, max int64) ([]byte, error) {
 	return out, nil
 }
 
-func (d *Disk) checkHeader() error {
-	h := d.Header
+// checkFile refuses what this package does not read yet.
+func checkFile(f *setFile) error {
+	h := f.h
 	switch {
 	case h.Encryption.Enable:
-		return fmt.Errorf("mrimgx: the image is encrypted (%s): %w", h.Encryption.AES, ErrUnsupported)
-	case h.Header.BackupType != "" && h.Header.BackupType != "full":
-		return fmt.Errorf("mrimgx: a %s image (increment %d): %w; open the full image of the set", h.Header.BackupType, h.Header.IncrementNumber, ErrUnsupported)
-	case h.Header.IncrementNumber != 0:
-		return fmt.Errorf("mrimgx: increment %d of a backup set: %w; open the full image of the set", h.Header.IncrementNumber, ErrUnsupported)
-	case h.Header.DeltaIndex:
-		return fmt.Errorf("mrimgx: an image with a delta index (the blocks changed since its parent): %w", ErrUnsupported)
-	case h.Header.SplitFile || h.Header.FileNumber != 0:
-		return fmt.Errorf("mrimgx: file %d of an image split into several files: %w", h.Header.FileNumber, ErrUnsupported)
+		return fmt.Errorf("mrimgx: file %d is encrypted (%s): %w", f.num, h.Encryption.AES, ErrUnsupported)
 	case h.Header.BackupFormat == "file_and_folder" || h.Header.BackupFormat == "file":
 		return fmt.Errorf("mrimgx: a file-and-folder backup: %w", ErrUnsupported)
 	}
@@ -441,22 +606,22 @@ func (d *Disk) checkHeader() error {
 		if m := strings.ToLower(h.Compression.Method); m != "" && m != "zstd" {
 			return fmt.Errorf("mrimgx: compression %q: %w", h.Compression.Method, ErrUnsupported)
 		}
-		d.zstd = true
+		f.zstd = true
 	}
-	if len(h.Disks) == 0 {
+	if !h.Header.SplitFile && len(h.Disks) == 0 {
 		return fmt.Errorf("mrimgx: $JSON lists no disk")
 	}
 	if len(h.Disks) > maxDisks {
 		return fmt.Errorf("mrimgx: $JSON lists %d disks, more than %d", len(h.Disks), maxDisks)
 	}
-	d.fileNum = uint16(h.Header.FileNumber)
 	return nil
 }
 
-// readDisks walks the disk metadata from index_file_position, every
-// disk's lists in order, and lays out the chosen disk.
-func (d *Disk) readDisks(opts Options) error {
-	h := d.Header
+// walk goes through a file's disk metadata from index_file_position,
+// every disk's lists in order, calling onDisk (if set) and onPart for
+// the chosen disk (opts.Disk, or the first).
+func (d *Disk) walk(f *setFile, opts Options, onDisk func(f *setFile, dj DiskJSON, list map[string]metaBlock) error, onPart func(j int, pj *PartitionJSON, list map[string]metaBlock) error) error {
+	h := f.h
 	pick := 0
 	if opts.Disk >= 0 {
 		pick = -1
@@ -466,7 +631,7 @@ func (d *Disk) readDisks(opts Options) error {
 			}
 		}
 		if pick < 0 {
-			return fmt.Errorf("mrimgx: the image holds no disk number %d", opts.Disk)
+			return fmt.Errorf("mrimgx: file %d holds no disk number %d", f.num, opts.Disk)
 		}
 	}
 	off := h.Header.IndexFilePosition
@@ -474,36 +639,36 @@ func (d *Disk) readDisks(opts Options) error {
 		if len(dj.Partitions) > maxParts {
 			return fmt.Errorf("mrimgx: disk %d lists %d partitions, more than %d", dj.Header.DiskNumber, len(dj.Partitions), maxParts)
 		}
-		list, next, err := d.readList(off)
+		list, next, err := readList(f, off)
 		if err != nil {
 			return fmt.Errorf("disk %d metadata: %w", dj.Header.DiskNumber, err)
 		}
-		if i == pick {
-			if err := d.layDisk(dj, list); err != nil {
+		if i == pick && onDisk != nil {
+			if err := onDisk(f, dj, list); err != nil {
 				return err
 			}
 		}
 		off = next
 		for j := range dj.Partitions {
-			pl, pnext, err := d.readList(off)
+			pl, pnext, err := readList(f, off)
 			if err != nil {
 				return fmt.Errorf("disk %d partition %d metadata: %w", dj.Header.DiskNumber, dj.Partitions[j].Header.PartitionNumber, err)
 			}
 			if i == pick {
-				if err := d.layPartition(&dj.Partitions[j], pl); err != nil {
+				if err := onPart(j, &dj.Partitions[j], pl); err != nil {
 					return err
 				}
 			}
 			off = pnext
 		}
 		if i == pick {
-			return d.checkOverlap()
+			return nil
 		}
 	}
 	return nil
 }
 
-func (d *Disk) layDisk(dj DiskJSON, list map[string]metaBlock) error {
+func (d *Disk) layDisk(f *setFile, dj DiskJSON, list map[string]metaBlock) error {
 	d.Number = dj.Header.DiskNumber
 	d.Format = strings.ToLower(dj.Header.DiskFormat)
 	d.ss = dj.Geometry.BytesPerSector
@@ -516,9 +681,9 @@ func (d *Disk) layDisk(dj DiskJSON, list map[string]metaBlock) error {
 	}
 	t0, ok := list["$TRACK0 "]
 	if !ok {
-		return bad(t0.off, "disk %d has no $TRACK0 block", d.Number)
+		return fmt.Errorf("mrimgx: file %d: disk %d has no $TRACK0 block", f.num, d.Number)
 	}
-	track0, err := d.blockData(t0, maxTrack0)
+	track0, err := blockData(d, f, t0, maxTrack0)
 	if err != nil {
 		return err
 	}
@@ -527,7 +692,7 @@ func (d *Disk) layDisk(dj DiskJSON, list map[string]metaBlock) error {
 	}
 	d.pieces = append(d.pieces, ptable.Piece{Off: 0, Data: track0})
 	if ept, ok := list["$EPT    "]; ok {
-		if err := d.layEPT(ept); err != nil {
+		if err := d.layEPT(f, ept); err != nil {
 			return err
 		}
 	}
@@ -544,8 +709,8 @@ func (d *Disk) layDisk(dj DiskJSON, list map[string]metaBlock) error {
 // and partition number (uint16). The published reader declares the
 // entry without packing (528 bytes with padding); the document's layout
 // packs it (522). Either is taken, by which one the length fits.
-func (d *Disk) layEPT(m metaBlock) error {
-	b, err := d.blockData(m, 1<<20)
+func (d *Disk) layEPT(f *setFile, m metaBlock) error {
+	b, err := blockData(d, f, m, 1<<20)
 	if err != nil {
 		return err
 	}
@@ -614,7 +779,7 @@ func backupGPT(track0 []byte, ss, size int64) []ptable.Piece {
 // layPartition checks a partition's geometry against the disk and reads
 // its $INDEX block: uint32 count and the reserved sectors' entries, then
 // uint32 count and the data block entries, 30 bytes each.
-func (d *Disk) layPartition(pj *PartitionJSON, list map[string]metaBlock) error {
+func (d *Disk) layPartition(f *setFile, full bool, pj *PartitionJSON, list map[string]metaBlock) error {
 	p := &Partition{
 		Number:    pj.Header.PartitionNumber,
 		FS:        pj.FileSystem.Type,
@@ -642,24 +807,24 @@ func (d *Disk) layPartition(pj *PartitionJSON, list map[string]metaBlock) error 
 	if pj.Geometry.BootSectorOffset < 0 || p.ReservedLen < 0 || pj.Geometry.BootSectorOffset > p.Size || p.ReservedLen > p.Start+p.Size-p.ReservedStart {
 		return fmt.Errorf("%s: reserved sectors (%d bytes at %d) lie outside the partition", where, p.ReservedLen, pj.Geometry.BootSectorOffset)
 	}
+	d.Partitions = append(d.Partitions, p)
+	if !full {
+		return nil // the index is a delta, read over the full one
+	}
 	idx, ok := list["$INDEX  "]
 	if !ok {
-		return bad(0, "disk %d partition %d has no $INDEX block", d.Number, p.Number)
+		return fmt.Errorf("%s has no $INDEX block", where)
 	}
-	if idx.flags&(flagCompressed|flagEncrypted) != 0 {
-		return fmt.Errorf("%s: a compressed or encrypted $INDEX at byte %d: %w", where, idx.off, ErrUnsupported)
-	}
-	if err := d.readIndex(p, idx); err != nil {
-		return err
-	}
-	d.Partitions = append(d.Partitions, p)
-	return nil
+	return d.readIndex(f, p, idx)
 }
 
 // readIndex checks the $INDEX block's MD5 and every entry in one pass,
 // keeping only the reserved entries and the runs of saved blocks.
-func (d *Disk) readIndex(p *Partition, m metaBlock) error {
-	where := fmt.Sprintf("disk %d partition %d $INDEX", d.Number, p.Number)
+func (d *Disk) readIndex(f *setFile, p *Partition, m metaBlock) error {
+	where := fmt.Sprintf("file %d disk %d partition %d $INDEX", f.num, d.Number, p.Number)
+	if m.flags&(flagCompressed|flagEncrypted) != 0 {
+		return fmt.Errorf("mrimgx: %s at byte %d is compressed or encrypted: %w", where, m.off, ErrUnsupported)
+	}
 	if m.length < 8 {
 		return bad(m.off, "%s is %d bytes, too short for its two counts", where, m.length)
 	}
@@ -671,7 +836,7 @@ func (d *Disk) readIndex(p *Partition, m metaBlock) error {
 		if end-pos < 4 {
 			return 0, bad(pos, "%s ends before a count", where)
 		}
-		if err := readFull(d.r, cnt[:], pos); err != nil {
+		if err := readFull(f.r, cnt[:], pos); err != nil {
 			return 0, err
 		}
 		sum.Write(cnt[:])
@@ -689,21 +854,14 @@ func (d *Disk) readIndex(p *Partition, m metaBlock) error {
 		return bad(pos-4, "%s counts %d reserved sector blocks for %d reserved bytes (%d blocks of 4 MiB)", where, nres, p.ReservedLen, want)
 	}
 	buf := make([]byte, nres*entryLen)
-	if err := readFull(d.r, buf, pos); err != nil {
+	if err := readFull(f.r, buf, pos); err != nil {
 		return err
 	}
 	sum.Write(buf)
-	pos += int64(len(buf))
-	for i := int64(0); i < nres; i++ {
-		e := parseEntry(buf[i*entryLen:])
-		if err := d.checkEntry(e, reservedStep); err != nil {
-			return bad(pos-int64(len(buf))+i*entryLen, "%s reserved entry %d: %v", where, i, err)
-		}
-		if e.length == 0 {
-			return bad(pos-int64(len(buf))+i*entryLen, "%s reserved entry %d is empty", where, i)
-		}
-		p.reserved = append(p.reserved, e)
+	if p.reserved, err = d.reservedEntries(buf, pos, where); err != nil {
+		return err
 	}
+	pos += int64(len(buf))
 	n, err := readCount()
 	if err != nil {
 		return err
@@ -715,14 +873,14 @@ func (d *Disk) readIndex(p *Partition, m metaBlock) error {
 	if n > (span+p.BlockSize-1)/p.BlockSize {
 		return bad(pos-4, "%s counts %d blocks of %d bytes; the partition holds %d bytes from its first block", where, n, p.BlockSize, span)
 	}
-	p.Blocks = n
-	p.index = pos
+	p.Blocks, p.fullLen = n, n
+	p.index, p.indexFile = pos, f
 	chunk := make([]byte, min(n*entryLen, 1<<20/entryLen*entryLen))
 	var run block.Extent
 	for i := int64(0); i < n; {
 		k := min(n-i, int64(len(chunk))/entryLen)
 		b := chunk[:k*entryLen]
-		if err := readFull(d.r, b, pos); err != nil {
+		if err := readFull(f.r, b, pos); err != nil {
 			return err
 		}
 		sum.Write(b)
@@ -757,6 +915,137 @@ func (d *Disk) readIndex(p *Partition, m metaBlock) error {
 	return nil
 }
 
+// reservedEntries parses and checks the reserved sectors' entries, at
+// file byte off.
+func (d *Disk) reservedEntries(buf []byte, off int64, where string) ([]entry, error) {
+	var out []entry
+	for i := int64(0); i < int64(len(buf))/entryLen; i++ {
+		e := parseEntry(buf[i*entryLen:])
+		if err := d.checkEntry(e, reservedStep); err != nil {
+			return nil, bad(off+i*entryLen, "%s reserved entry %d: %v", where, i, err)
+		}
+		if e.length == 0 {
+			return nil, bad(off+i*entryLen, "%s reserved entry %d is empty", where, i)
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// readDelta reads the $INDEX of an increment with a delta index: the
+// reserved sectors' entries, which replace those before, then entries of
+// 34 bytes, a block's entry and its number in the grid, laid over the
+// full index. It is held in memory: it lists only the blocks changed.
+func (d *Disk) readDelta(f *setFile, p *Partition, m metaBlock) error {
+	where := fmt.Sprintf("file %d disk %d partition %d delta $INDEX", f.num, d.Number, p.Number)
+	b, err := blockData(d, f, m, maxDeltaIndex)
+	if err != nil {
+		return err
+	}
+	fail := func(at int, format string, args ...any) error {
+		return bad(m.data()+int64(at), "%s: %s", where, fmt.Sprintf(format, args...))
+	}
+	if len(b) < 8 {
+		return fail(0, "%d bytes is too short for its two counts", len(b))
+	}
+	nres := int64(binary.LittleEndian.Uint32(b))
+	if want := (p.ReservedLen + reservedStep - 1) / reservedStep; nres != want {
+		return fail(0, "counts %d reserved sector blocks for %d reserved bytes", nres, p.ReservedLen)
+	}
+	if 4+nres*entryLen+4 > int64(len(b)) {
+		return fail(0, "counts %d reserved sector blocks in %d bytes", nres, len(b))
+	}
+	res, err := d.reservedEntries(b[4:4+nres*entryLen], m.data()+4, where)
+	if err != nil {
+		return err
+	}
+	at := 4 + nres*entryLen
+	n := int64(binary.LittleEndian.Uint32(b[at:]))
+	at += 4
+	if n*deltaLen != int64(len(b))-at {
+		return fail(int(at-4), "counts %d changed blocks (%d bytes); the block holds %d after the count", n, n*deltaLen, int64(len(b))-at)
+	}
+	grid := (p.Start + p.Size - p.DataStart + p.BlockSize - 1) / p.BlockSize
+	if p.delta == nil {
+		p.delta = map[int64]entry{}
+	}
+	for i := int64(0); i < n; i++ {
+		rec := b[at+i*deltaLen:]
+		e := parseEntry(rec)
+		k := int64(binary.LittleEndian.Uint32(rec[entryLen:]))
+		if k >= grid {
+			return fail(int(at+i*deltaLen+entryLen), "entry %d is for block %d; the partition has %d", i, k, grid)
+		}
+		if err := d.checkEntry(e, p.BlockSize); err != nil {
+			return fail(int(at+i*deltaLen), "entry %d (block %d): %v", i, k, err)
+		}
+		p.delta[k] = e
+		p.Blocks = max(p.Blocks, k+1)
+	}
+	p.reserved = res
+	return nil
+}
+
+// mergeDeltas lays the delta entries over the used runs of the full
+// index: a changed block is saved, a block emptied is not.
+func (p *Partition) mergeDeltas() {
+	if len(p.delta) == 0 {
+		return
+	}
+	var add, cut []block.Extent
+	for k, e := range p.delta {
+		off := p.DataStart + k*p.BlockSize
+		x := block.Extent{Off: off, Len: min(p.BlockSize, p.Start+p.Size-off)}
+		if e.length == 0 {
+			cut = append(cut, x)
+		} else {
+			add = append(add, x)
+		}
+	}
+	used := block.MergeExtents(append(p.used, add...))
+	cut = block.MergeExtents(cut)
+	var out []block.Extent
+	j := 0
+	for _, u := range used {
+		for u.Len > 0 {
+			for j < len(cut) && cut[j].End() <= u.Off {
+				j++
+			}
+			if j == len(cut) || cut[j].Off >= u.End() {
+				out = append(out, u)
+				break
+			}
+			if cut[j].Off > u.Off {
+				out = append(out, block.Extent{Off: u.Off, Len: cut[j].Off - u.Off})
+			}
+			end := u.End()
+			u.Off = min(cut[j].End(), end)
+			u.Len = end - u.Off
+		}
+	}
+	p.used = out
+}
+
+// entry is block i's index entry: the newest delta's, else the full
+// index's, read in place.
+func (d *Disk) entry(p *Partition, i int64) (entry, error) {
+	if e, ok := p.delta[i]; ok {
+		return e, nil
+	}
+	if i >= p.fullLen {
+		return entry{}, nil
+	}
+	raw := make([]byte, entryLen)
+	if err := readFull(p.indexFile.r, raw, p.index+i*entryLen); err != nil {
+		return entry{}, err
+	}
+	e := parseEntry(raw)
+	if err := d.checkEntry(e, p.BlockSize); err != nil { // the file may have changed since Open
+		return entry{}, bad(p.index+i*entryLen, "file %d disk %d partition %d entry %d: %v", p.indexFile.num, d.Number, p.Number, i, err)
+	}
+	return e, nil
+}
+
 // maxStored bounds a stored block: zstd never grows data by more than a
 // small fraction.
 func maxStored(plain int64) int64 { return plain + plain/8 + 1024 }
@@ -765,17 +1054,18 @@ func (d *Disk) checkEntry(e entry, plain int64) error {
 	if e.length == 0 {
 		return nil
 	}
-	if e.file != d.fileNum {
-		return fmt.Errorf("the block lies in file %d of a split set: %w", e.file, ErrUnsupported)
+	f, ok := d.files[e.file]
+	if !ok {
+		return fmt.Errorf("the block lies in file %d of the backup set, which is not beside this one: %w", e.file, ErrMissing)
 	}
 	if int64(e.length) > maxStored(plain) {
 		return fmt.Errorf("stored length %d is more than a %d-byte block can take", e.length, plain)
 	}
-	if !d.zstd && int64(e.length) > plain {
+	if !f.zstd && int64(e.length) > plain {
 		return fmt.Errorf("stored length %d of an uncompressed image is more than the %d-byte block", e.length, plain)
 	}
-	if e.pos < 0 || e.pos > d.fileSize-footerLen-int64(e.length) {
-		return fmt.Errorf("block at file byte %d+%d lies outside the %d-byte file", e.pos, e.length, d.fileSize)
+	if e.pos < 0 || e.pos > f.size-footerLen-int64(e.length) {
+		return fmt.Errorf("block at byte %d+%d lies outside file %d's %d bytes", e.pos, e.length, e.file, f.size)
 	}
 	return nil
 }
@@ -869,23 +1159,19 @@ func (d *Disk) readPartition(p *Partition, b []byte, off, end int64) error {
 	if lo >= hi {
 		return nil
 	}
-	raw := make([]byte, entryLen)
 	for i := (lo - p.DataStart) / p.BlockSize; i < p.Blocks; i++ {
 		bs := p.DataStart + i*p.BlockSize
 		if bs >= hi {
 			break
 		}
-		if err := readFull(d.r, raw, p.index+i*entryLen); err != nil {
+		e, err := d.entry(p, i)
+		if err != nil {
 			return err
 		}
-		e := parseEntry(raw)
 		if e.length == 0 {
 			continue
 		}
 		plain := min(p.BlockSize, p.Start+p.Size-bs)
-		if err := d.checkEntry(e, p.BlockSize); err != nil { // the file may have changed since Open
-			return bad(p.index+i*entryLen, "disk %d partition %d entry %d: %v", d.Number, p.Number, i, err)
-		}
 		data, err := d.block(p, i, e, plain, bs)
 		if err != nil {
 			return err
@@ -915,12 +1201,13 @@ func (d *Disk) block(p *Partition, index int64, e entry, plain, diskOff int64) (
 	where := func() string {
 		return fmt.Sprintf("mrimgx: disk %d partition %d %s (disk bytes %d-%d, file byte %d)", d.Number, p.Number, name, diskOff, diskOff+plain-1, e.pos)
 	}
+	f := d.files[e.file] // checkEntry saw it is there
 	stored := make([]byte, e.length)
-	if err := readFull(d.r, stored, e.pos); err != nil {
+	if err := readFull(f.r, stored, e.pos); err != nil {
 		return nil, fmt.Errorf("%s: %w", where(), err)
 	}
 	data := stored
-	if d.zstd {
+	if f.zstd {
 		out, err := d.unzstd(stored, max(plain, p.BlockSize))
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", where(), err)
@@ -952,8 +1239,9 @@ func (d *Disk) Close() error {
 		d.dec = nil
 	}
 	d.mu.Unlock()
-	if d.closer != nil {
-		return d.closer.Close()
+	var err error
+	for _, f := range d.all {
+		err = errors.Join(err, f.closer.Close())
 	}
-	return nil
+	return err
 }

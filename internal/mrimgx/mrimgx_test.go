@@ -34,6 +34,8 @@ type gptDisk struct {
 	ntfsUsed   []block.Extent
 	fatUsed    []block.Extent
 	fatReserve int64
+	ntfsImg    string
+	fatImg     string
 }
 
 func makeGPTDisk(t *testing.T) *gptDisk {
@@ -68,6 +70,7 @@ func makeGPTDisk(t *testing.T) *gptDisk {
 		"-n", fmt.Sprintf("2:%d:+%dM", g.fatOff/512, g.fatSize/mib), "-t", "2:ef00", g.path)
 	place(t, g.path, ntfs, g.ntfsOff)
 	place(t, g.path, fat, g.fatOff)
+	g.ntfsImg, g.fatImg = ntfs, fat
 	return g
 }
 
@@ -140,7 +143,7 @@ func TestWholeDiskGPT(t *testing.T) {
 	for _, compress := range []bool{true, false} {
 		t.Run(fmt.Sprintf("zstd=%v", compress), func(t *testing.T) {
 			img := filepath.Join(t.TempDir(), "disk.mrimgx")
-			if err := mrimgxtest.Write(img, g.spec(compress)); err != nil {
+			if _, err := mrimgxtest.Write(img, g.spec(compress)); err != nil {
 				t.Fatal(err)
 			}
 			d, err := Open(img, Options{Disk: -1})
@@ -148,24 +151,8 @@ func TestWholeDiskGPT(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer d.Close()
-			if d.Size() != 80*mib || d.SectorSize() != 512 || len(d.Partitions) != 2 {
-				t.Fatalf("size %d, sector %d, %d partitions", d.Size(), d.SectorSize(), len(d.Partitions))
-			}
-			out := readOut(t, d)
-			// The table, both copies, is whole: sgdisk checks the
-			// backup made from the primary.
-			if v := tooltest.Run(t, "sgdisk", "-v", out); !strings.Contains(v, "No problems found") {
-				t.Errorf("sgdisk -v:\n%s", v)
-			}
-			// Every byte the image says it holds is the source's.
-			src, _ := os.ReadFile(g.path)
-			got, _ := os.ReadFile(out)
-			for _, e := range d.Used() {
-				if !bytes.Equal(src[e.Off:e.End()], got[e.Off:e.End()]) {
-					t.Errorf("disk bytes %d-%d differ from the source", e.Off, e.End()-1)
-				}
-			}
-			// Every byte partclone would copy is among them.
+			judge(t, d, g, g.path, g.files, g.fatTree)
+			// Every byte partclone would copy is in the image.
 			for _, pu := range []struct {
 				off  int64
 				used []block.Extent
@@ -176,18 +163,46 @@ func TestWholeDiskGPT(t *testing.T) {
 					}
 				}
 			}
-			ntfs := cut(t, out, g.ntfsOff, g.ntfsSize)
-			tooltest.Run(t, "ntfsfix", "-n", ntfs)
-			mnt := t.TempDir()
-			tooltest.Run(t, "ntfs-3g", "-o", "ro", ntfs, mnt)
-			tooltest.SameTree(t, g.files, mnt)
-			tooltest.Run(t, "fusermount", "-u", mnt)
-			fat := cut(t, out, g.fatOff, g.fatSize)
-			tooltest.Run(t, "fsck.fat", "-n", fat)
-			tooltest.SameTree(t, g.fatTree, tooltest.MtoolsTree(t, fat))
-			tooltest.SameTree(t, tooltest.MtoolsTree(t, fat), g.fatTree)
 		})
 	}
+}
+
+// judge reads the whole disk out of d and checks it with the
+// filesystems' own tools: the GPT (both copies) with sgdisk, the NTFS
+// with ntfsfix and its files through ntfs-3g, the FAT with fsck.fat and
+// its files through mtools. src, when set, is the disk the image was
+// made of, which every byte the image holds must equal.
+func judge(t *testing.T, d *Disk, g *gptDisk, src, ntfsTree, fatTree string) {
+	t.Helper()
+	if d.Size() != 80*mib || d.SectorSize() != 512 || len(d.Partitions) != 2 {
+		t.Fatalf("size %d, sector %d, %d partitions", d.Size(), d.SectorSize(), len(d.Partitions))
+	}
+	out := readOut(t, d)
+	// The table, both copies, is whole: sgdisk checks the backup made
+	// from the primary.
+	if v := tooltest.Run(t, "sgdisk", "-v", out); !strings.Contains(v, "No problems found") {
+		t.Errorf("sgdisk -v:\n%s", v)
+	}
+	if src != "" {
+		want, _ := os.ReadFile(src)
+		got, _ := os.ReadFile(out)
+		for _, e := range d.Used() {
+			if !bytes.Equal(want[e.Off:e.End()], got[e.Off:e.End()]) {
+				t.Errorf("disk bytes %d-%d differ from the source", e.Off, e.End()-1)
+			}
+		}
+	}
+	ntfs := cut(t, out, g.ntfsOff, g.ntfsSize)
+	tooltest.Run(t, "ntfsfix", "-n", ntfs)
+	mnt := t.TempDir()
+	tooltest.Run(t, "ntfs-3g", "-o", "ro", ntfs, mnt)
+	tooltest.SameTree(t, ntfsTree, mnt)
+	tooltest.SameTree(t, mnt, ntfsTree)
+	tooltest.Run(t, "fusermount", "-u", mnt)
+	fat := cut(t, out, g.fatOff, g.fatSize)
+	tooltest.Run(t, "fsck.fat", "-n", fat)
+	tooltest.SameTree(t, fatTree, tooltest.MtoolsTree(t, fat))
+	tooltest.SameTree(t, tooltest.MtoolsTree(t, fat), fatTree)
 }
 
 func covered(ext []block.Extent, off, n int64) bool {
@@ -206,7 +221,7 @@ func TestMD5Mismatch(t *testing.T) {
 	img := filepath.Join(t.TempDir(), "d.mrimgx")
 	spec := mrimgxtest.Spec{Source: src, SectorSize: 512, Format: "mbr", Track0: 512,
 		Parts: []mrimgxtest.Part{{Number: 1, FS: "unknown", Start: mib, Size: 3 * mib, BlockSize: 64 << 10, Used: []block.Extent{{Off: 0, Len: 3 * mib}}}}}
-	if err := mrimgxtest.Write(img, spec); err != nil {
+	if _, err := mrimgxtest.Write(img, spec); err != nil {
 		t.Fatal(err)
 	}
 	f, _ := os.OpenFile(img, os.O_RDWR, 0)
@@ -225,5 +240,94 @@ func TestMD5Mismatch(t *testing.T) {
 	want := fmt.Sprintf("block 5 (disk bytes %d-%d", mib+5*(64<<10), mib+6*(64<<10)-1)
 	if !errors.Is(err, ErrChecksum) || !strings.Contains(err.Error(), want) {
 		t.Fatalf("got %v, want an MD5 mismatch naming %q", err, want)
+	}
+}
+
+// TestSplit reads an image split into several files, opened by its last
+// part or its first, and names the part that is missing.
+func TestSplit(t *testing.T) {
+	g := makeGPTDisk(t)
+	dir := t.TempDir()
+	spec := g.spec(true)
+	spec.SplitAt = 96 << 10
+	res, err := mrimgxtest.Write(filepath.Join(dir, "D684BA87241263E2-00-00.mrimgx"), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Files) < 3 {
+		t.Fatalf("%d files; the fixture should split into 3 or more", len(res.Files))
+	}
+	for _, open := range []string{res.Files[len(res.Files)-1], res.Files[0]} {
+		d, err := Open(open, Options{Disk: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		judge(t, d, g, g.path, g.files, g.fatTree)
+		d.Close()
+	}
+	os.Remove(res.Files[1])
+	_, err = Open(res.Files[len(res.Files)-1], Options{Disk: -1})
+	if !errors.Is(err, ErrMissing) || !strings.Contains(err.Error(), "file 1 of the backup set") {
+		t.Fatalf("got %v, want file 1 named missing", err)
+	}
+}
+
+// TestIncremental changes both filesystems after a full image and reads
+// the increment over it, with a delta index and with a full one; the
+// full image alone still reads as it was.
+func TestIncremental(t *testing.T) {
+	g := makeGPTDisk(t)
+	for _, delta := range []bool{true, false} {
+		t.Run(fmt.Sprintf("delta=%v", delta), func(t *testing.T) {
+			g := *g
+			g.path = cut(t, g.path, 0, 80*mib) // a disk of this test's own
+			dir := t.TempDir()
+			full := filepath.Join(dir, "D684BA87241263E2-00-00.mrimgx")
+			base, err := mrimgxtest.Write(full, g.spec(true))
+			if err != nil {
+				t.Fatal(err)
+			}
+			oldFAT := g.fatTree
+			// Change both filesystems: a file removed, one added.
+			newNTFS := t.TempDir()
+			tooltest.Run(t, "cp", "-r", g.files+"/.", newNTFS)
+			os.Remove(filepath.Join(newNTFS, "d0", "f0.bin"))
+			os.WriteFile(filepath.Join(newNTFS, "added.bin"), bytes.Repeat([]byte("increment "), 300000), 0o644)
+			ntfs := cut(t, g.ntfsImg, 0, g.ntfsSize)
+			mnt := t.TempDir()
+			tooltest.Run(t, "ntfs-3g", ntfs, mnt)
+			os.Remove(filepath.Join(mnt, "d0", "f0.bin"))
+			tooltest.Run(t, "cp", filepath.Join(newNTFS, "added.bin"), mnt)
+			tooltest.Run(t, "fusermount", "-u", mnt)
+			fat := cut(t, g.fatImg, 0, g.fatSize)
+			tooltest.Run(t, "mcopy", "-i", fat, filepath.Join(newNTFS, "added.bin"), "::/ADDED.BIN")
+			g.ntfsUsed = append(tooltest.PartcloneUsed(t, "partclone.ntfs", ntfs), block.Extent{Off: g.ntfsSize - 512, Len: 512})
+			g.fatUsed = tooltest.PartcloneUsed(t, "partclone.fat32", fat)
+			place(t, g.path, ntfs, g.ntfsOff)
+			place(t, g.path, fat, g.fatOff)
+			newFAT := tooltest.MtoolsTree(t, fat)
+
+			spec := g.spec(true)
+			spec.Base, spec.Increment, spec.Delta = base, 1, delta
+			inc := filepath.Join(dir, "D684BA87241263E2-01-01.mrimgx")
+			if _, err := mrimgxtest.Write(inc, spec); err != nil {
+				t.Fatal(err)
+			}
+			if st, _ := os.Stat(inc); st.Size() > 8*mib {
+				t.Errorf("the increment is %d bytes: more than what changed", st.Size())
+			}
+			d, err := Open(inc, Options{Disk: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			judge(t, d, &g, g.path, newNTFS, newFAT)
+			d.Close()
+			d, err = Open(full, Options{Disk: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			judge(t, d, &g, "", g.files, oldFAT)
+			d.Close()
+		})
 	}
 }

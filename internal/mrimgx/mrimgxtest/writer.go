@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -47,40 +49,132 @@ type Spec struct {
 	// EPTStride is the $EPT entry size: 528 (the published reader's
 	// unpacked struct, the default) or 522 (packed).
 	EPTStride int
+	// SplitAt starts a new file of a split image once a file holds this
+	// many bytes of data (0: one file).
+	SplitAt int64
+	// Base makes an incremental image over what Write made before:
+	// Increment is its increment_number, Delta writes a delta index
+	// (the changed blocks only), else a full index naming the files
+	// that hold each block.
+	Base      *Result
+	Increment int
+	Delta     bool
 }
 
 type entry struct {
 	pos    int64
 	sum    [16]byte
 	length uint32
+	file   uint16
 }
 
-// Write writes the image of spec to out (0600, created anew).
-func Write(out string, spec Spec) error {
+// Result is what Write made, for an increment over it.
+type Result struct {
+	Files    []string // in file number order; the last holds the index
+	NextFile uint16
+	// Index is each partition's full index (every block, with the file
+	// holding it), and Reserved its reserved sectors' entries.
+	Index, Reserved [][]entry
+}
+
+// Write writes the image of spec: out, and before it, when spec.SplitAt
+// cuts the data, the earlier parts of a split image (out with -NN
+// before the extension). Files are created anew, 0600.
+func Write(out string, spec Spec) (*Result, error) {
 	src, err := os.Open(spec.Source)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer src.Close()
 	st, err := src.Stat()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
+	res := &Result{}
+	fileNum := uint16(0)
+	if spec.Base != nil {
+		fileNum = spec.Base.NextFile
 	}
-	defer f.Close()
-	w := &counter{w: f}
+	var f *os.File
+	var w *counter
+	open := func() error {
+		name := out + ".part"
+		fh, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return err
+		}
+		f, w = fh, &counter{w: fh}
+		return nil
+	}
+	if err := open(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if f != nil {
+			f.Close()
+		}
+	}()
 	var enc *zstd.Encoder
 	if spec.Compress {
 		if enc, err = zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1)); err != nil {
-			return err
+			return nil, err
 		}
 		defer enc.Close()
 	}
+	level, method := "none", "none"
+	if spec.Compress {
+		level, method = "medium", "zstd"
+	}
+	backupType := "full"
+	if spec.Base != nil {
+		backupType = "incremental"
+	}
+	header := func(split bool, indexPos int64) map[string]any {
+		return map[string]any{
+			"_compression": map[string]any{"compression_level": level, "compression_method": method},
+			"_encryption":  map[string]any{"enable": false, "key_iterations": 0},
+			"_header": map[string]any{"backup_format": "disk", "backup_type": backupType, "delta_index": spec.Base != nil && spec.Delta,
+				"file_number": fileNum, "imaged_disks_count": 1, "imageid": "D684BA87241263E2", "increment_number": spec.Increment,
+				"index_file_position": indexPos, "json_version": 1, "split_file": split, "backup_time": 1713104325, "netbios_name": "FIXTURE"},
+		}
+	}
+	// finish ends the current file with its root list and footer.
+	finish := func(doc map[string]any) error {
+		js, err := json.MarshalIndent(doc, "", "  ")
+		if err != nil {
+			return err
+		}
+		root := w.n
+		if err := meta(w, "$AUXDATA", []byte("internal"), 0); err != nil {
+			return err
+		}
+		if err := meta(w, "$JSON   ", js, 1); err != nil {
+			return err
+		}
+		foot := binary.LittleEndian.AppendUint64(nil, uint64(root))
+		if _, err := w.Write(append(foot, "MACRIUM_FILE"...)); err != nil {
+			return err
+		}
+		return f.Close()
+	}
 	put := func(plain []byte) (entry, error) {
-		e := entry{pos: w.n, sum: md5.Sum(plain)}
+		if spec.SplitAt > 0 && w.n >= spec.SplitAt {
+			doc := header(true, 0)
+			doc["disks"] = []any{}
+			if err := finish(doc); err != nil {
+				return entry{}, err
+			}
+			name := fmt.Sprintf("%s-%02d%s", strings.TrimSuffix(out, filepath.Ext(out)), fileNum, filepath.Ext(out))
+			if err := os.Rename(out+".part", name); err != nil {
+				return entry{}, err
+			}
+			res.Files = append(res.Files, name)
+			fileNum++
+			if err := open(); err != nil {
+				return entry{}, err
+			}
+		}
+		e := entry{pos: w.n, sum: md5.Sum(plain), file: fileNum}
 		data := plain
 		if enc != nil {
 			data = enc.EncodeAll(plain, nil)
@@ -94,38 +188,48 @@ func Write(out string, spec Spec) error {
 		_, err := src.ReadAt(b, off)
 		return b, err
 	}
-	type partIdx struct{ reserved, data []entry }
-	var idx []partIdx
-	for _, p := range spec.Parts {
-		var pi partIdx
+	// changed says which blocks an increment stores: those whose bytes
+	// differ from the base's (by MD5), or saved now and not then.
+	for i, p := range spec.Parts {
+		var resv, data []entry
 		for o := int64(0); o < p.Reserved; o += 4 << 20 {
 			b, err := read(p.Start+o, min(4<<20, p.Reserved-o))
 			if err != nil {
-				return err
+				return nil, err
 			}
 			e, err := put(b)
 			if err != nil {
-				return err
+				return nil, err
 			}
-			pi.reserved = append(pi.reserved, e)
+			resv = append(resv, e)
 		}
-		for o := p.Reserved; o < p.Size; o += p.BlockSize {
+		k := 0
+		for o := p.Reserved; o < p.Size; o, k = o+p.BlockSize, k+1 {
 			n := min(p.BlockSize, p.Size-o)
+			var base entry
+			if spec.Base != nil && k < len(spec.Base.Index[i]) {
+				base = spec.Base.Index[i][k]
+			}
 			if !touches(p.Used, o, n) {
-				pi.data = append(pi.data, entry{})
+				data = append(data, entry{})
 				continue
 			}
 			b, err := read(p.Start+o, n)
 			if err != nil {
-				return err
+				return nil, err
+			}
+			if spec.Base != nil && base.length != 0 && base.sum == md5.Sum(b) {
+				data = append(data, base)
+				continue
 			}
 			e, err := put(b)
 			if err != nil {
-				return err
+				return nil, err
 			}
-			pi.data = append(pi.data, e)
+			data = append(data, e)
 		}
-		idx = append(idx, pi)
+		res.Index = append(res.Index, data)
+		res.Reserved = append(res.Reserved, resv)
 	}
 	indexPos := w.n
 	flags := byte(0)
@@ -134,7 +238,7 @@ func Write(out string, spec Spec) error {
 	}
 	track0, err := read(0, spec.Track0)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	t0 := track0
 	if enc != nil {
@@ -152,7 +256,7 @@ func Write(out string, spec Spec) error {
 		for i, off := range spec.EBRs {
 			rec, rerr := read(off, 512)
 			if rerr != nil {
-				return rerr
+				return nil, rerr
 			}
 			e := make([]byte, stride)
 			copy(e, rec)
@@ -165,25 +269,42 @@ func Write(out string, spec Spec) error {
 		}
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
-	type jpart = map[string]any
-	var parts []jpart
+	var parts []any
 	for i, p := range spec.Parts {
 		var b []byte
-		b = binary.LittleEndian.AppendUint32(b, uint32(len(idx[i].reserved)))
-		for _, e := range idx[i].reserved {
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(res.Reserved[i])))
+		for _, e := range res.Reserved[i] {
 			b = appendEntry(b, e)
 		}
-		b = binary.LittleEndian.AppendUint32(b, uint32(len(idx[i].data)))
-		for _, e := range idx[i].data {
-			b = appendEntry(b, e)
+		if spec.Base != nil && spec.Delta {
+			var changed []byte
+			n := 0
+			for k, e := range res.Index[i] {
+				var base entry
+				if k < len(spec.Base.Index[i]) {
+					base = spec.Base.Index[i][k]
+				}
+				if e != base {
+					changed = appendEntry(changed, e)
+					changed = binary.LittleEndian.AppendUint32(changed, uint32(k))
+					n++
+				}
+			}
+			b = binary.LittleEndian.AppendUint32(b, uint32(n))
+			b = append(b, changed...)
+		} else {
+			b = binary.LittleEndian.AppendUint32(b, uint32(len(res.Index[i])))
+			for _, e := range res.Index[i] {
+				b = appendEntry(b, e)
+			}
 		}
 		if err := meta(w, "$INDEX  ", b, 1); err != nil {
-			return err
+			return nil, err
 		}
-		parts = append(parts, jpart{
-			"_header": map[string]any{"block_count": len(idx[i].data), "block_size": p.BlockSize, "partition_number": p.Number,
+		parts = append(parts, map[string]any{
+			"_header": map[string]any{"block_count": len(res.Index[i]), "block_size": p.BlockSize, "partition_number": p.Number,
 				"partition_file_offset": 0, "file_history_count": 1,
 				"file_history": []any{map[string]any{"file_name": "C:\\fixture-00-00.mrimgx", "file_number": 0}}},
 			"_geometry": map[string]any{"start": p.Start, "end": p.Start + p.Size - 1, "length": p.Size, "boot_sector_offset": 0},
@@ -192,39 +313,22 @@ func Write(out string, spec Spec) error {
 			"_partition_table_entry": map[string]any{"boot_sector": p.Start / spec.SectorSize, "num_sectors": p.Size / spec.SectorSize},
 		})
 	}
-	level, method := "none", "none"
-	if spec.Compress {
-		level, method = "medium", "zstd"
+	doc := header(false, indexPos)
+	doc["disks"] = []any{map[string]any{
+		"_geometry":  map[string]any{"bytes_per_sector": spec.SectorSize, "disk_size": st.Size()},
+		"_header":    map[string]any{"disk_format": spec.Format, "disk_number": 1, "imaged_partition_count": len(parts)},
+		"partitions": parts,
+	}}
+	if err := finish(doc); err != nil {
+		return nil, err
 	}
-	doc := map[string]any{
-		"_compression": map[string]any{"compression_level": level, "compression_method": method},
-		"_encryption":  map[string]any{"enable": false, "key_iterations": 0},
-		"_header": map[string]any{"backup_format": "disk", "backup_type": "full", "delta_index": false, "file_number": 0,
-			"imaged_disks_count": 1, "imageid": "D684BA87241263E2", "increment_number": 0, "index_file_position": indexPos,
-			"json_version": 1, "split_file": false, "backup_time": 1713104325, "netbios_name": "FIXTURE"},
-		"disks": []any{map[string]any{
-			"_geometry":  map[string]any{"bytes_per_sector": spec.SectorSize, "disk_size": st.Size()},
-			"_header":    map[string]any{"disk_format": spec.Format, "disk_number": 1, "imaged_partition_count": len(parts)},
-			"partitions": parts,
-		}},
+	f = nil
+	if err := os.Rename(out+".part", out); err != nil {
+		return nil, err
 	}
-	js, err := json.MarshalIndent(doc, "", "  ")
-	if err != nil {
-		return err
-	}
-	root := w.n
-	if err := meta(w, "$AUXDATA", []byte("internal"), 0); err != nil {
-		return err
-	}
-	if err := meta(w, "$JSON   ", js, 1); err != nil {
-		return err
-	}
-	foot := binary.LittleEndian.AppendUint64(nil, uint64(root))
-	foot = append(foot, "MACRIUM_FILE"...)
-	if _, err := w.Write(foot); err != nil {
-		return err
-	}
-	return f.Close()
+	res.Files = append(res.Files, out)
+	res.NextFile = fileNum + 1
+	return res, nil
 }
 
 func touches(used []block.Extent, off, n int64) bool {
@@ -240,7 +344,7 @@ func appendEntry(b []byte, e entry) []byte {
 	b = binary.LittleEndian.AppendUint64(b, uint64(e.pos))
 	b = append(b, e.sum[:]...)
 	b = binary.LittleEndian.AppendUint32(b, e.length)
-	return binary.LittleEndian.AppendUint16(b, 0)
+	return binary.LittleEndian.AppendUint16(b, e.file)
 }
 
 // meta writes one metadata block: name, length, MD5 of the stored bytes,
