@@ -212,7 +212,6 @@ func TestTruncated(t *testing.T) {
 func TestUnsupported(t *testing.T) {
 	img := small(t, false)
 	for name, fn := range map[string]func(doc map[string]any){
-		"encrypted": func(doc map[string]any) { mrimgxtest.Section(doc, "_encryption")["enable"] = true },
 		"lz4": func(doc map[string]any) {
 			mrimgxtest.Section(doc, "_compression")["compression_level"] = "high"
 			mrimgxtest.Section(doc, "_compression")["compression_method"] = "lz4"
@@ -229,6 +228,20 @@ func TestUnsupported(t *testing.T) {
 				t.Fatalf("got %v, want not supported yet", err)
 			}
 		})
+	}
+}
+
+// TestHostileKey asks for more PBKDF2 work than any image needs.
+func TestHostileKey(t *testing.T) {
+	p := edit(t, small(t, false), func(b []byte) []byte { return b })
+	if err := mrimgxtest.RewriteJSON(p, func(doc map[string]any) {
+		doc["_encryption"] = map[string]any{"enable": true, "aes_type": "aes-256", "key_iterations": 2000000000, "hmac": strings.Repeat("ab", 32)}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(p, Options{Disk: -1, Password: "x"})
+	if err == nil || !strings.Contains(err.Error(), "PBKDF2 iterations") {
+		t.Fatalf("got %v", err)
 	}
 }
 

@@ -27,13 +27,18 @@
 // increment with a delta index lists the blocks changed, laid over the
 // newest full index before it.
 //
-// Not read yet, and refused with an error saying so: encrypted images,
-// compressed or encrypted $INDEX blocks, compressors other than zstd,
-// file-and-folder backups.
+// An encrypted set opens with its password (docs/ENCRYPTION.md: AES-CBC
+// per block, IVs from the image ID, disk, partition and block numbers,
+// the key from PBKDF2; see crypt.go).
+//
+// Not read yet, and refused with an error saying so: compressed or
+// encrypted $INDEX blocks, compressors other than zstd, file-and-folder
+// backups.
 package mrimgx
 
 import (
 	"bytes"
+	"crypto/cipher"
 	"crypto/md5"
 	"encoding/binary"
 	"encoding/json"
@@ -117,8 +122,11 @@ type Header struct {
 		Method string `json:"compression_method"`
 	} `json:"_compression"`
 	Encryption struct {
-		Enable bool   `json:"enable"`
-		AES    string `json:"aes_type"`
+		Enable        bool   `json:"enable"`
+		AES           string `json:"aes_type"`
+		HMAC          string `json:"hmac"`
+		KeyDerivation string `json:"key_derivation"`
+		KeyIterations int    `json:"key_iterations"`
 	} `json:"_encryption"`
 	Header struct {
 		BackupFormat      string `json:"backup_format"`
@@ -178,6 +186,8 @@ type PartitionJSON struct {
 type Options struct {
 	// Disk is the disk_number of the disk to open; -1 opens the first.
 	Disk int
+	// Password opens an encrypted image.
+	Password string
 }
 
 // Partition is one imaged partition and where its blocks are.
@@ -252,6 +262,9 @@ type setFile struct {
 	h      *Header
 	num    uint16
 	zstd   bool
+	// Encrypted files: the block cipher, the IVs' cipher, the image ID.
+	aes, ivAES cipher.Block
+	id         [8]byte
 }
 
 // Open opens the .mrimgx file at path with the rest of its backup set:
@@ -372,6 +385,12 @@ func readHeader(f *setFile) error {
 func newDisk(set []*setFile, opts Options) (*Disk, error) {
 	d := &Disk{files: map[uint16]*setFile{}, cache: map[cacheKey][]byte{}, all: set}
 	sort.Slice(set, func(i, j int) bool { return set[i].num > set[j].num })
+	keys := map[string][]byte{}
+	for _, f := range set {
+		if err := unlock(f, opts.Password, keys); err != nil {
+			return nil, err
+		}
+	}
 	for _, f := range set {
 		if g, dup := d.files[f.num]; dup {
 			return nil, fmt.Errorf("mrimgx: %s and %s both say they are file %d of image %s", g.path, f.path, f.num, f.h.Header.ImageID)
@@ -531,9 +550,6 @@ func blockData(d *Disk, f *setFile, m metaBlock, max int64) ([]byte, error) {
 	if m.length > max {
 		return nil, bad(m.off+8, "metadata block %s is %d bytes, more than the %d it can hold", name, m.length, max)
 	}
-	if m.flags&flagEncrypted != 0 {
-		return nil, fmt.Errorf("mrimgx: metadata block %s at byte %d is encrypted: %w", name, m.off, ErrUnsupported)
-	}
 	b := make([]byte, m.length)
 	if err := readFull(f.r, b, m.data()); err != nil {
 		return nil, err
@@ -541,7 +557,19 @@ func blockData(d *Disk, f *setFile, m metaBlock, max int64) ([]byte, error) {
 	if sum := md5.Sum(b); sum != m.md5 {
 		return nil, fmt.Errorf("mrimgx: metadata block %s at byte %d: %w (stored %x, computed %x)", name, m.off, ErrChecksum, m.md5, sum)
 	}
+	if m.flags&flagEncrypted != 0 {
+		if err := f.decryptECB(b); err != nil {
+			return nil, bad(m.data(), "metadata block %s: %v", name, err)
+		}
+	}
 	if m.flags&flagCompressed != 0 {
+		if m.flags&flagEncrypted != 0 {
+			n, err := zstdFrameLen(b)
+			if err != nil {
+				return nil, bad(m.data(), "metadata block %s: %v", name, err)
+			}
+			b = b[:n]
+		}
 		if d == nil {
 			d = &Disk{}
 			defer d.Close()
@@ -595,8 +623,6 @@ func (d *Disk) unzstd(b []byte, max int64) ([]byte, error) {
 func checkFile(f *setFile) error {
 	h := f.h
 	switch {
-	case h.Encryption.Enable:
-		return fmt.Errorf("mrimgx: file %d is encrypted (%s): %w", f.num, h.Encryption.AES, ErrUnsupported)
 	case h.Header.BackupFormat == "file_and_folder" || h.Header.BackupFormat == "file":
 		return fmt.Errorf("mrimgx: a file-and-folder backup: %w", ErrUnsupported)
 	}
@@ -1058,10 +1084,10 @@ func (d *Disk) checkEntry(e entry, plain int64) error {
 	if !ok {
 		return fmt.Errorf("the block lies in file %d of the backup set, which is not beside this one: %w", e.file, ErrMissing)
 	}
-	if int64(e.length) > maxStored(plain) {
+	if int64(e.length) > maxStored(plain)+16 {
 		return fmt.Errorf("stored length %d is more than a %d-byte block can take", e.length, plain)
 	}
-	if !f.zstd && int64(e.length) > plain {
+	if !f.zstd && int64(e.length) > plain+15 {
 		return fmt.Errorf("stored length %d of an uncompressed image is more than the %d-byte block", e.length, plain)
 	}
 	if e.pos < 0 || e.pos > f.size-footerLen-int64(e.length) {
@@ -1205,6 +1231,20 @@ func (d *Disk) block(p *Partition, index int64, e entry, plain, diskOff int64) (
 	stored := make([]byte, e.length)
 	if err := readFull(f.r, stored, e.pos); err != nil {
 		return nil, fmt.Errorf("%s: %w", where(), err)
+	}
+	if f.aes != nil {
+		if err := f.decryptCBC(stored, d.Number, p.Number, max(index, -1-index)); err != nil {
+			return nil, fmt.Errorf("%s: %w", where(), err)
+		}
+		if f.zstd {
+			n, err := zstdFrameLen(stored)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w (a wrong key, or damage)", where(), err)
+			}
+			stored = stored[:n]
+		} else if int64(len(stored)) > plain {
+			stored = stored[:plain] // padded to whole AES blocks
+		}
 	}
 	data := stored
 	if f.zstd {

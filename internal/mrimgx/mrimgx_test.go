@@ -331,3 +331,34 @@ func TestIncremental(t *testing.T) {
 		})
 	}
 }
+
+// TestEncrypted reads images encrypted as ENCRYPTION.md describes (AES
+// CBC per block, PBKDF2 key, $TRACK0 in ECB), and refuses a wrong or
+// missing password.
+func TestEncrypted(t *testing.T) {
+	g := makeGPTDisk(t)
+	for _, c := range []struct {
+		bits     int
+		compress bool
+	}{{256, true}, {128, false}, {192, true}} {
+		t.Run(fmt.Sprintf("aes-%d zstd=%v", c.bits, c.compress), func(t *testing.T) {
+			img := filepath.Join(t.TempDir(), "enc.mrimgx")
+			spec := g.spec(c.compress)
+			spec.Password, spec.AESBits, spec.Iterations = "pässword 1", c.bits, 1000
+			if _, err := mrimgxtest.Write(img, spec); err != nil {
+				t.Fatal(err)
+			}
+			for _, pw := range []string{"", "password 1"} {
+				if _, err := Open(img, Options{Disk: -1, Password: pw}); !errors.Is(err, ErrPassword) {
+					t.Fatalf("password %q: got %v, want ErrPassword", pw, err)
+				}
+			}
+			d, err := Open(img, Options{Disk: -1, Password: "pässword 1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			judge(t, d, g, g.path, g.files, g.fatTree)
+		})
+	}
+}

@@ -7,8 +7,15 @@
 package mrimgxtest
 
 import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/md5"
+	"crypto/pbkdf2"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -59,6 +66,63 @@ type Spec struct {
 	Base      *Result
 	Increment int
 	Delta     bool
+	// Password encrypts the image with AES of AESBits (128, 192, 256)
+	// and a key of Iterations rounds of PBKDF2 (ENCRYPTION.md).
+	Password   string
+	AESBits    int
+	Iterations int
+}
+
+const imageID = "D684BA87241263E2"
+
+// crypt is an image's encryption, as ENCRYPTION.md describes it.
+type crypt struct {
+	block, iv cipher.Block
+	hmac      string
+}
+
+func newCrypt(spec Spec) (*crypt, error) {
+	id, _ := hex.DecodeString(imageID)
+	salt := sha256.Sum256(id)
+	key, err := pbkdf2.Key(sha256.New, spec.Password, salt[:], spec.Iterations, 32)
+	if err != nil {
+		return nil, err
+	}
+	c := &crypt{hmac: hex.EncodeToString(hmac.New(sha256.New, key).Sum(nil))}
+	if c.block, err = aes.NewCipher(key[:spec.AESBits/8]); err != nil {
+		return nil, err
+	}
+	ivKey := sha256.Sum256(key)
+	c.iv, err = aes.NewCipher(ivKey[:])
+	return c, err
+}
+
+func pad16(b []byte) []byte {
+	if r := len(b) % 16; r != 0 {
+		b = append(b, make([]byte, 16-r)...)
+	}
+	return b
+}
+
+func (c *crypt) cbc(b []byte, part, index int) []byte {
+	b = pad16(b)
+	id, _ := hex.DecodeString(imageID)
+	var in, iv [16]byte
+	copy(in[:], id)
+	binary.LittleEndian.PutUint16(in[8:], 1) // disk_number
+	binary.LittleEndian.PutUint16(in[10:], uint16(part))
+	binary.LittleEndian.PutUint32(in[12:], uint32(index))
+	c.iv.Encrypt(iv[:], in[:])
+	cipher.NewCBCEncrypter(c.block, iv[:]).CryptBlocks(b, b)
+	return b
+}
+
+func (c *crypt) ecb(b []byte) []byte {
+	b = pad16(b)
+	for i := 0; i < len(b); i += 16 {
+		c.block.Encrypt(b[i:i+16], b[i:i+16])
+	}
+	return b
 }
 
 type entry struct {
@@ -121,6 +185,12 @@ func Write(out string, spec Spec) (*Result, error) {
 		}
 		defer enc.Close()
 	}
+	var cr *crypt
+	if spec.Password != "" {
+		if cr, err = newCrypt(spec); err != nil {
+			return nil, err
+		}
+	}
 	level, method := "none", "none"
 	if spec.Compress {
 		level, method = "medium", "zstd"
@@ -130,11 +200,16 @@ func Write(out string, spec Spec) (*Result, error) {
 		backupType = "incremental"
 	}
 	header := func(split bool, indexPos int64) map[string]any {
+		enc := map[string]any{"enable": false, "key_iterations": 0}
+		if cr != nil {
+			enc = map[string]any{"enable": true, "aes_type": fmt.Sprintf("aes-%d", spec.AESBits), "hmac": cr.hmac,
+				"key_derivation": "pbkdf2", "key_iterations": spec.Iterations}
+		}
 		return map[string]any{
 			"_compression": map[string]any{"compression_level": level, "compression_method": method},
-			"_encryption":  map[string]any{"enable": false, "key_iterations": 0},
+			"_encryption":  enc,
 			"_header": map[string]any{"backup_format": "disk", "backup_type": backupType, "delta_index": spec.Base != nil && spec.Delta,
-				"file_number": fileNum, "imaged_disks_count": 1, "imageid": "D684BA87241263E2", "increment_number": spec.Increment,
+				"file_number": fileNum, "imaged_disks_count": 1, "imageid": imageID, "increment_number": spec.Increment,
 				"index_file_position": indexPos, "json_version": 1, "split_file": split, "backup_time": 1713104325, "netbios_name": "FIXTURE"},
 		}
 	}
@@ -157,7 +232,7 @@ func Write(out string, spec Spec) (*Result, error) {
 		}
 		return f.Close()
 	}
-	put := func(plain []byte) (entry, error) {
+	put := func(plain []byte, part, index int) (entry, error) {
 		if spec.SplitAt > 0 && w.n >= spec.SplitAt {
 			doc := header(true, 0)
 			doc["disks"] = []any{}
@@ -179,6 +254,9 @@ func Write(out string, spec Spec) (*Result, error) {
 		if enc != nil {
 			data = enc.EncodeAll(plain, nil)
 		}
+		if cr != nil {
+			data = cr.cbc(bytes.Clone(data), part, index)
+		}
 		e.length = uint32(len(data))
 		_, err := w.Write(data)
 		return e, err
@@ -197,7 +275,7 @@ func Write(out string, spec Spec) (*Result, error) {
 			if err != nil {
 				return nil, err
 			}
-			e, err := put(b)
+			e, err := put(b, p.Number, len(resv))
 			if err != nil {
 				return nil, err
 			}
@@ -222,7 +300,7 @@ func Write(out string, spec Spec) (*Result, error) {
 				data = append(data, base)
 				continue
 			}
-			e, err := put(b)
+			e, err := put(b, p.Number, k)
 			if err != nil {
 				return nil, err
 			}
@@ -243,6 +321,10 @@ func Write(out string, spec Spec) (*Result, error) {
 	t0 := track0
 	if enc != nil {
 		t0 = enc.EncodeAll(track0, nil)
+	}
+	if cr != nil {
+		t0 = cr.ecb(bytes.Clone(t0))
+		flags |= 4
 	}
 	if len(spec.EBRs) == 0 {
 		err = meta(w, "$TRACK0 ", t0, flags|1)
