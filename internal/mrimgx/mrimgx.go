@@ -547,7 +547,7 @@ func printable(s string) bool {
 // d may be nil (no decoder yet) while the header is read.
 func blockData(d *Disk, f *setFile, m metaBlock, max int64) ([]byte, error) {
 	name := strings.TrimSpace(m.name)
-	if m.length > max {
+	if m.length > maxStored(max)+16 {
 		return nil, bad(m.off+8, "metadata block %s is %d bytes, more than the %d it can hold", name, m.length, max)
 	}
 	b := make([]byte, m.length)
@@ -579,6 +579,9 @@ func blockData(d *Disk, f *setFile, m metaBlock, max int64) ([]byte, error) {
 			return nil, bad(m.data(), "metadata block %s: %v", name, err)
 		}
 		b = out
+	}
+	if int64(len(b)) > max+15 { // stored: no more than it holds, but AES padding
+		return nil, bad(m.off+8, "metadata block %s is %d bytes, more than the %d it can hold", name, len(b), max)
 	}
 	return b, nil
 }
@@ -746,12 +749,20 @@ func (d *Disk) layEPT(f *setFile, m metaBlock) error {
 	n := int64(binary.LittleEndian.Uint32(b))
 	rest := int64(len(b) - 4)
 	var stride int64
+	// An encrypted block is padded to whole AES blocks.
+	padded := func(stride int64) bool {
+		return m.flags&flagEncrypted != 0 && n <= rest/stride && rest-n*stride < 16
+	}
 	switch {
 	case n == 0:
 		return nil
 	case rest == n*528:
 		stride = 528
 	case rest == n*522:
+		stride = 522
+	case padded(528):
+		stride = 528
+	case padded(522):
 		stride = 522
 	default:
 		return bad(m.data(), "$EPT counts %d entries in %d bytes", n, rest)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -361,4 +362,116 @@ func TestEncrypted(t *testing.T) {
 			judge(t, d, g, g.path, g.files, g.fatTree)
 		})
 	}
+}
+
+// TestMBRLogical reads an MBR disk with logical partitions (sfdisk):
+// a FAT16 primary, and in the extended partition a FAT16 and an NTFS,
+// their EBRs in $EPT.
+func TestMBRLogical(t *testing.T) {
+	disk := tooltest.Garbage(t, 48*mib)
+	script := "label: dos\nstart=2048, size=24576, type=6\nstart=26624, type=5\nstart=28672, size=24576, type=6\nstart=55296, type=7\n"
+	cmd := exec.Command("sfdisk", "-q", disk)
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sfdisk: %v\n%s", err, out)
+	}
+	ebrs := ebrChain(t, disk)
+	if len(ebrs) != 2 {
+		t.Fatalf("EBRs %v, want 2", ebrs)
+	}
+	type part struct {
+		num       int
+		off, size int64
+		fs        string
+		tree      string
+		used      []block.Extent
+		reserved  int64
+	}
+	parts := []*part{{num: 1, off: 2048 * 512, size: 24576 * 512, fs: "FAT16"}, {num: 5, off: 28672 * 512, size: 24576 * 512, fs: "FAT16"}, {num: 6, off: 55296 * 512, size: 48*mib - 55296*512, fs: "NTFS"}}
+	files := tooltest.Files(t)
+	var spec mrimgxtest.Spec
+	for _, p := range parts {
+		var img string
+		if p.fs == "NTFS" {
+			img = tooltest.Garbage(t, p.size)
+			tooltest.Run(t, "mkntfs", "-q", "-F", "-Q", img)
+			mnt := t.TempDir()
+			tooltest.Run(t, "ntfs-3g", img, mnt)
+			tooltest.Run(t, "cp", "-r", files+"/.", mnt)
+			tooltest.Run(t, "fusermount", "-u", mnt)
+			p.used = append(tooltest.PartcloneUsed(t, "partclone.ntfs", img), block.Extent{Off: p.size - 512, Len: 512})
+			p.tree = files
+		} else {
+			img = tooltest.MakeFAT(t, p.size, 10, 2020, "-F", "16")
+			p.used = tooltest.PartcloneUsed(t, "partclone.fat16", img)
+			boot := make([]byte, 512)
+			readAt(t, img, boot, 0)
+			le := binary.LittleEndian
+			bps := int64(le.Uint16(boot[0x0b:]))
+			// Everything before cluster 2: reserved sectors, FATs and
+			// FAT16's root directory.
+			p.reserved = (int64(le.Uint16(boot[0x0e:]))+int64(boot[0x10])*int64(le.Uint16(boot[0x16:])))*bps + int64(le.Uint16(boot[0x11:]))*32
+			p.tree = tooltest.MtoolsTree(t, img)
+		}
+		place(t, disk, img, p.off)
+		spec.Parts = append(spec.Parts, mrimgxtest.Part{Number: p.num, FS: p.fs, Start: p.off, Size: p.size, BlockSize: 64 << 10, Reserved: p.reserved, Used: p.used})
+	}
+	spec.Source, spec.SectorSize, spec.Format, spec.Track0, spec.EBRs, spec.Compress = disk, 512, "mbr", mib, ebrs, true
+	for _, pw := range []string{"", "secret"} {
+		spec.Password, spec.AESBits, spec.Iterations = pw, 256, 100
+		img := filepath.Join(t.TempDir(), "mbr.mrimgx")
+		if _, err := mrimgxtest.Write(img, spec); err != nil {
+			t.Fatal(err)
+		}
+		d, err := Open(img, Options{Disk: -1, Password: pw})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := readOut(t, d)
+		d.Close()
+		want := tooltest.Run(t, "sfdisk", "-d", disk)
+		if got := tooltest.Run(t, "sfdisk", "-d", out); strings.ReplaceAll(got, out, disk) != want {
+			t.Errorf("sfdisk -d:\n%s\nwant:\n%s", got, want)
+		}
+		for _, p := range parts {
+			pi := cut(t, out, p.off, p.size)
+			if p.fs == "NTFS" {
+				tooltest.Run(t, "ntfsfix", "-n", pi)
+				mnt := t.TempDir()
+				tooltest.Run(t, "ntfs-3g", "-o", "ro", pi, mnt)
+				tooltest.SameTree(t, p.tree, mnt)
+				tooltest.Run(t, "fusermount", "-u", mnt)
+				continue
+			}
+			tooltest.Run(t, "fsck.fat", "-n", pi)
+			tooltest.SameTree(t, p.tree, tooltest.MtoolsTree(t, pi))
+		}
+	}
+}
+
+// ebrChain is where the disk's EBRs are, read off its MBR.
+func ebrChain(t *testing.T, disk string) []int64 {
+	t.Helper()
+	mbr := make([]byte, 512)
+	readAt(t, disk, mbr, 0)
+	le := binary.LittleEndian
+	var ext int64 = -1
+	for i := 0; i < 4; i++ {
+		e := mbr[446+16*i:]
+		if e[4] == 5 || e[4] == 0x0f {
+			ext = int64(le.Uint32(e[8:])) * 512
+		}
+	}
+	var out []int64
+	for at := ext; at >= 0 && len(out) < 16; {
+		out = append(out, at)
+		ebr := make([]byte, 512)
+		readAt(t, disk, ebr, at)
+		next := ebr[446+16:]
+		if next[4] == 0 {
+			break
+		}
+		at = ext + int64(le.Uint32(next[8:]))*512
+	}
+	return out
 }

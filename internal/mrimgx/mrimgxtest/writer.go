@@ -347,7 +347,11 @@ func Write(out string, spec Spec) (*Result, error) {
 			ept = append(ept, e...)
 		}
 		if err == nil {
-			err = meta(w, "$EPT    ", ept, 1)
+			if cr != nil {
+				err = meta(w, "$EPT    ", cr.ecb(ept), 1|4)
+			} else {
+				err = meta(w, "$EPT    ", ept, 1)
+			}
 		}
 	}
 	if err != nil {
