@@ -5,6 +5,7 @@ import (
 	"crypto/md5"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"github.com/platter-dev/platter/internal/block"
 	"github.com/platter-dev/platter/internal/mrimgx/mrimgxtest"
 	"github.com/platter-dev/platter/internal/tooltest"
+	"github.com/platter-dev/platter/internal/vdisk"
 )
 
 // small writes a small image of a 4 MiB disk of random bytes: an MBR
@@ -290,4 +292,44 @@ func FuzzMrimgx(f *testing.F) {
 		}
 		d.ReadAt(buf, d.Size()-100)
 	})
+}
+
+// A Disk is what a converter takes (vdisk.Source).
+var _ vdisk.Source = (*Disk)(nil)
+
+// TestParallel reads the disk from many goroutines at once (go test
+// -race) and gets what one reader gets.
+func TestParallel(t *testing.T) {
+	d, err := Open(small(t, true), Options{Disk: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	want := make([]byte, d.Size())
+	if _, err := d.ReadAt(want, 0); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 8)
+	for g := 0; g < 8; g++ {
+		go func(g int) {
+			b := make([]byte, 7777)
+			for off := int64(g * 1000); off < d.Size(); off += 7777 * 3 {
+				n, err := d.ReadAt(b, off)
+				if err != nil && err != io.EOF {
+					errs <- err
+					return
+				}
+				if !bytes.Equal(b[:n], want[off:off+int64(n)]) {
+					errs <- fmt.Errorf("bytes at %d differ", off)
+					return
+				}
+			}
+			errs <- nil
+		}(g)
+	}
+	for g := 0; g < 8; g++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -475,3 +475,35 @@ func ebrChain(t *testing.T, disk string) []int64 {
 	}
 	return out
 }
+
+// TestPartitionImage reads an image of one partition of the disk (as
+// Reflect's own example is): the table and that partition; the other
+// reads as zeros.
+func TestPartitionImage(t *testing.T) {
+	g := makeGPTDisk(t)
+	spec := g.spec(true)
+	spec.Parts = spec.Parts[1:]
+	img := filepath.Join(t.TempDir(), "part.mrimgx")
+	if _, err := mrimgxtest.Write(img, spec); err != nil {
+		t.Fatal(err)
+	}
+	d, err := Open(img, Options{Disk: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if len(d.Partitions) != 1 || d.Partitions[0].Number != 2 {
+		t.Fatalf("partitions %+v", d.Partitions)
+	}
+	out := readOut(t, d)
+	if v := tooltest.Run(t, "sgdisk", "-v", out); !strings.Contains(v, "No problems found") {
+		t.Errorf("sgdisk -v:\n%s", v)
+	}
+	ntfs, _ := os.ReadFile(cut(t, out, g.ntfsOff, g.ntfsSize))
+	if !bytes.Equal(ntfs, make([]byte, len(ntfs))) {
+		t.Errorf("the partition not imaged does not read as zeros")
+	}
+	fat := cut(t, out, g.fatOff, g.fatSize)
+	tooltest.Run(t, "fsck.fat", "-n", fat)
+	tooltest.SameTree(t, g.fatTree, tooltest.MtoolsTree(t, fat))
+}
