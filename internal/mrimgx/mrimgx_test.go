@@ -507,3 +507,50 @@ func TestPartitionImage(t *testing.T) {
 	tooltest.Run(t, "fsck.fat", "-n", fat)
 	tooltest.SameTree(t, g.fatTree, tooltest.MtoolsTree(t, fat))
 }
+
+// TestExfat reads an exFAT partition (mkfs.exfat, files copied in
+// through exfat-fuse) imaged with a $BITMAP block before its $INDEX, its
+// used blocks chosen by partclone from the allocation bitmap.
+func TestExfat(t *testing.T) {
+	const off, size = 1 * mib, 32 * mib
+	fs := tooltest.Garbage(t, size)
+	tooltest.Run(t, "mkfs.exfat", "-c", "4096", fs)
+	files := tooltest.Files(t)
+	dev, detach := tooltest.ExfatLoop(t, fs, 0, 0, false)
+	mnt, umount := tooltest.ExfatMount(t, dev, false)
+	tooltest.Run(t, "cp", "-r", files+"/.", mnt)
+	umount()
+	detach()
+	used := tooltest.PartcloneUsed(t, "partclone.exfat", fs)
+	bitmap := make([]byte, size/4096/8)
+	for _, e := range used {
+		for c := e.Off / 4096; c < (e.End()+4095)/4096; c++ {
+			bitmap[c/8] |= 1 << (c % 8)
+		}
+	}
+	disk := tooltest.Garbage(t, 40*mib)
+	tooltest.Run(t, "sgdisk", "-o", "-n", "1:2048:+32M", "-t", "1:0700", disk)
+	place(t, disk, fs, off)
+	img := filepath.Join(t.TempDir(), "exfat.mrimgx")
+	spec := mrimgxtest.Spec{Source: disk, SectorSize: 512, Format: "gpt", Track0: off, Compress: true,
+		Parts: []mrimgxtest.Part{{Number: 1, FS: "exFAT", Start: off, Size: size, BlockSize: 64 << 10, Used: used, Bitmap: bitmap}}}
+	if _, err := mrimgxtest.Write(img, spec); err != nil {
+		t.Fatal(err)
+	}
+	d, err := Open(img, Options{Disk: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	out := readOut(t, d)
+	if v := tooltest.Run(t, "sgdisk", "-v", out); !strings.Contains(v, "No problems found") {
+		t.Errorf("sgdisk -v:\n%s", v)
+	}
+	part := cut(t, out, off, size)
+	tooltest.Run(t, "fsck.exfat", "-n", part)
+	dev, _ = tooltest.ExfatLoop(t, part, 0, 0, true)
+	mnt, umount = tooltest.ExfatMount(t, dev, true)
+	tooltest.SameTree(t, files, mnt)
+	tooltest.SameTree(t, mnt, files)
+	umount()
+}

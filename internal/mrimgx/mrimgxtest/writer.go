@@ -38,6 +38,9 @@ type Part struct {
 	// Reserved is the FAT reserved sectors and FATs, from the
 	// partition's start; block 0 of the grid follows them (0: none).
 	Reserved int64
+	// Bitmap, when set, is written as the partition's $BITMAP block
+	// (Reflect writes one for exFAT and ReFS; not needed to restore).
+	Bitmap []byte
 	// Used is the partition's used byte ranges (partition-relative),
 	// read off the filesystem's own allocation data; a block of the grid
 	// touching one is saved.
@@ -384,6 +387,11 @@ func Write(out string, spec Spec) (*Result, error) {
 			b = binary.LittleEndian.AppendUint32(b, uint32(len(res.Index[i])))
 			for _, e := range res.Index[i] {
 				b = appendEntry(b, e)
+			}
+		}
+		if len(p.Bitmap) > 0 {
+			if err := meta(w, "$BITMAP ", p.Bitmap, 0); err != nil {
+				return nil, err
 			}
 		}
 		if err := meta(w, "$INDEX  ", b, 1); err != nil {
