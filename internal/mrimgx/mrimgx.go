@@ -38,6 +38,7 @@ package mrimgx
 
 import (
 	"bytes"
+	"context"
 	"crypto/cipher"
 	"crypto/md5"
 	"encoding/binary"
@@ -1280,6 +1281,62 @@ func (d *Disk) block(p *Partition, index int64, e entry, plain, diskOff int64) (
 	d.order = append(d.order, key)
 	d.mu.Unlock()
 	return data, nil
+}
+
+// Verify reads every block the image holds, in every file of the set,
+// checking each against its MD5; it returns the first damage found (the
+// block and the disk bytes it covers). progress, if set, hears the
+// bytes of blocks checked so far and the total.
+func (d *Disk) Verify(ctx context.Context, progress func(done, total int64)) error {
+	var total, done int64
+	for _, p := range d.Partitions {
+		total += p.ReservedLen
+		for _, u := range p.used {
+			total += u.Len
+		}
+	}
+	for _, p := range d.Partitions {
+		for i, e := range p.reserved {
+			bs := p.ReservedStart + int64(i)*reservedStep
+			plain := min(reservedStep, p.ReservedLen-int64(i)*reservedStep)
+			if _, err := d.verifyBlock(p, -1-int64(i), e, plain, bs); err != nil {
+				return err
+			}
+			done += plain
+		}
+		for _, u := range p.used {
+			for bs := u.Off; bs < u.End(); bs += p.BlockSize {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				i := (bs - p.DataStart) / p.BlockSize
+				e, err := d.entry(p, i)
+				if err != nil {
+					return err
+				}
+				plain := min(p.BlockSize, p.Start+p.Size-bs)
+				if _, err := d.verifyBlock(p, i, e, plain, bs); err != nil {
+					return err
+				}
+				done += plain
+				if progress != nil {
+					progress(done, total)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// verifyBlock reads a block past the cache, so that each is checked.
+func (d *Disk) verifyBlock(p *Partition, index int64, e entry, plain, diskOff int64) ([]byte, error) {
+	if e.length == 0 {
+		return nil, nil
+	}
+	d.mu.Lock()
+	delete(d.cache, cacheKey{p, index})
+	d.mu.Unlock()
+	return d.block(p, index, e, plain, diskOff)
 }
 
 // Close closes the file.

@@ -2,6 +2,7 @@ package mrimgx
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -152,6 +153,10 @@ func TestWholeDiskGPT(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer d.Close()
+			var last, total int64
+			if err := d.Verify(context.Background(), func(done, all int64) { last, total = done, all }); err != nil || last != total || total == 0 {
+				t.Fatalf("Verify: %v (%d of %d bytes)", err, last, total)
+			}
 			judge(t, d, g, g.path, g.files, g.fatTree)
 			// Every byte partclone would copy is in the image.
 			for _, pu := range []struct {
@@ -177,6 +182,9 @@ func judge(t *testing.T, d *Disk, g *gptDisk, src, ntfsTree, fatTree string) {
 	t.Helper()
 	if d.Size() != 80*mib || d.SectorSize() != 512 || len(d.Partitions) != 2 {
 		t.Fatalf("size %d, sector %d, %d partitions", d.Size(), d.SectorSize(), len(d.Partitions))
+	}
+	if err := d.Verify(context.Background(), nil); err != nil {
+		t.Fatalf("Verify: %v", err)
 	}
 	out := readOut(t, d)
 	// The table, both copies, is whole: sgdisk checks the backup made
@@ -241,6 +249,10 @@ func TestMD5Mismatch(t *testing.T) {
 	want := fmt.Sprintf("block 5 (disk bytes %d-%d", mib+5*(64<<10), mib+6*(64<<10)-1)
 	if !errors.Is(err, ErrChecksum) || !strings.Contains(err.Error(), want) {
 		t.Fatalf("got %v, want an MD5 mismatch naming %q", err, want)
+	}
+	err = d.Verify(context.Background(), nil)
+	if !errors.Is(err, ErrChecksum) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Verify: got %v, want an MD5 mismatch naming %q", err, want)
 	}
 }
 
