@@ -23,12 +23,12 @@ import (
 // every other block of its grid saved.
 func small(t testing.TB, compress bool) string {
 	t.Helper()
-	return smallOf(t, compress, mib)
+	return smallOf(t, compress, mib, "")
 }
 
 // smallOf is small scaled: the disk is 4 units, the partition the
 // middle two, its blocks 1/32 of a unit, reserved sectors 1/16.
-func smallOf(t testing.TB, compress bool, unit int64) string {
+func smallOf(t testing.TB, compress bool, unit int64, password string) string {
 	t.Helper()
 	src := tooltest.Garbage(t, 4*unit)
 	var used []block.Extent
@@ -39,6 +39,7 @@ func smallOf(t testing.TB, compress bool, unit int64) string {
 	spec := mrimgxtest.Spec{Source: src, SectorSize: 512, Format: "mbr", Track0: 1024, Compress: compress,
 		EBRs:  []int64{3*unit + 512},
 		Parts: []mrimgxtest.Part{{Number: 1, FS: "FAT32", Start: unit, Size: 2 * unit, BlockSize: unit / 32, Reserved: unit / 16, Used: used}}}
+	spec.Password, spec.AESBits, spec.Iterations = password, 256, 1
 	if _, err := mrimgxtest.Write(img, spec); err != nil {
 		t.Fatal(err)
 	}
@@ -59,9 +60,10 @@ func readAll(d *Disk) error {
 }
 
 func TestSmallRoundTrip(t *testing.T) {
-	for _, z := range []bool{false, true} {
-		img := small(t, z)
-		d, err := Open(img, Options{Disk: -1})
+	for i, z := range []bool{false, true, false, true} {
+		pw := []string{"", "x"}[i/2]
+		img := smallOf(t, z, mib, pw)
+		d, err := Open(img, Options{Disk: -1, Password: pw})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -269,14 +271,16 @@ func TestMissing(t *testing.T) {
 
 func FuzzMrimgx(f *testing.F) {
 	for _, z := range []bool{false, true} {
-		b, err := os.ReadFile(smallOf(f, z, 16<<10))
-		if err != nil {
-			f.Fatal(err)
+		for _, pw := range []string{"", "x"} {
+			b, err := os.ReadFile(smallOf(f, z, 16<<10, pw))
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(b)
 		}
-		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		d, err := NewReader(bytes.NewReader(b), int64(len(b)), Options{Disk: -1})
+		d, err := NewReader(bytes.NewReader(b), int64(len(b)), Options{Disk: -1, Password: "x"})
 		if err != nil {
 			return
 		}
