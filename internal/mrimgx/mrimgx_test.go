@@ -323,7 +323,8 @@ func TestIncremental(t *testing.T) {
 			spec := g.spec(true)
 			spec.Base, spec.Increment, spec.Delta = base, 1, delta
 			inc := filepath.Join(dir, "D684BA87241263E2-01-01.mrimgx")
-			if _, err := mrimgxtest.Write(inc, spec); err != nil {
+			inc1, err := mrimgxtest.Write(inc, spec)
+			if err != nil {
 				t.Fatal(err)
 			}
 			if st, _ := os.Stat(inc); st.Size() > 8*mib {
@@ -340,6 +341,32 @@ func TestIncremental(t *testing.T) {
 				t.Fatal(err)
 			}
 			judge(t, d, &g, "", g.files, oldFAT)
+			d.Close()
+
+			// A second increment over the first: a FAT file removed,
+			// so a block saved by the first is now unused.
+			tooltest.Run(t, "mdel", "-i", fat, "::/ADDED.BIN")
+			g.fatUsed = tooltest.PartcloneUsed(t, "partclone.fat32", fat)
+			place(t, g.path, fat, g.fatOff)
+			newFAT2 := tooltest.MtoolsTree(t, fat)
+			spec = g.spec(true)
+			spec.Base, spec.Increment, spec.Delta = inc1, 2, delta
+			inc2 := filepath.Join(dir, "D684BA87241263E2-02-02.mrimgx")
+			if _, err := mrimgxtest.Write(inc2, spec); err != nil {
+				t.Fatal(err)
+			}
+			d, err = Open(inc2, Options{Disk: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			judge(t, d, &g, g.path, newNTFS, newFAT2)
+			d.Close()
+			// The first increment still reads as it was.
+			d, err = Open(inc, Options{Disk: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			judge(t, d, &g, "", newNTFS, newFAT)
 			d.Close()
 		})
 	}
