@@ -593,3 +593,60 @@ func TestExfat(t *testing.T) {
 	tooltest.SameTree(t, mnt, files)
 	umount()
 }
+
+// TestTwoDisks reads each disk of an image of two (their data in turn,
+// then each disk's metadata lists, as FILE_LAYOUT.md draws it), chosen
+// by disk_number.
+func TestTwoDisks(t *testing.T) {
+	var specs []mrimgxtest.Spec
+	var trees []string
+	for i := 0; i < 2; i++ {
+		disk := tooltest.Garbage(t, 16*mib)
+		cmd := exec.Command("sfdisk", "-q", disk)
+		cmd.Stdin = strings.NewReader("label: dos\nstart=2048, type=6\n")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("sfdisk: %v\n%s", err, out)
+		}
+		fat := tooltest.MakeFAT(t, 15*mib, 5+i*10, 2020, "-F", "16")
+		boot := make([]byte, 512)
+		readAt(t, fat, boot, 0)
+		le := binary.LittleEndian
+		reserved := (int64(le.Uint16(boot[0x0e:]))+int64(boot[0x10])*int64(le.Uint16(boot[0x16:])))*512 + int64(le.Uint16(boot[0x11:]))*32
+		place(t, disk, fat, mib)
+		trees = append(trees, tooltest.MtoolsTree(t, fat))
+		specs = append(specs, mrimgxtest.Spec{Source: disk, SectorSize: 512, Format: "mbr", Track0: mib,
+			Parts: []mrimgxtest.Part{{Number: 1, FS: "FAT16", Start: mib, Size: 15 * mib, BlockSize: 64 << 10, Reserved: reserved,
+				Used: tooltest.PartcloneUsed(t, "partclone.fat16", fat)}}})
+	}
+	spec := specs[0]
+	spec.Compress, spec.More = true, specs[1:]
+	img := filepath.Join(t.TempDir(), "two.mrimgx")
+	if _, err := mrimgxtest.Write(img, spec); err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range []int{-1, 2} {
+		d, err := Open(img, Options{Disk: n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Number != i+1 {
+			t.Fatalf("Disk %d opened disk %d", n, d.Number)
+		}
+		if err := d.Verify(context.Background(), nil); err != nil {
+			t.Fatal(err)
+		}
+		out := readOut(t, d)
+		d.Close()
+		want := tooltest.Run(t, "sfdisk", "-d", specs[i].Source)
+		if got := tooltest.Run(t, "sfdisk", "-d", out); strings.ReplaceAll(got, out, specs[i].Source) != want {
+			t.Errorf("disk %d: sfdisk -d:\n%s\nwant:\n%s", i+1, got, want)
+		}
+		fat := cut(t, out, mib, 15*mib)
+		tooltest.Run(t, "fsck.fat", "-n", fat)
+		tooltest.SameTree(t, trees[i], tooltest.MtoolsTree(t, fat))
+		tooltest.SameTree(t, tooltest.MtoolsTree(t, fat), trees[i])
+	}
+	if _, err := Open(img, Options{Disk: 7}); err == nil || !strings.Contains(err.Error(), "no disk number 7") {
+		t.Fatalf("disk 7: %v", err)
+	}
+}

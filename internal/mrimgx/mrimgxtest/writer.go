@@ -59,6 +59,9 @@ type Spec struct {
 	// EPTStride is the $EPT entry size: 528 (the published reader's
 	// unpacked struct, the default) or 522 (packed).
 	EPTStride int
+	// More are further disks of the same image (their Source,
+	// SectorSize, Format, Track0, EBRs and Parts), disk_number 2, 3, ...
+	More []Spec
 	// SplitAt starts a new file of a split image once a file holds this
 	// many bytes of data (0: one file).
 	SplitAt int64
@@ -107,12 +110,12 @@ func pad16(b []byte) []byte {
 	return b
 }
 
-func (c *crypt) cbc(b []byte, part, index int) []byte {
+func (c *crypt) cbc(b []byte, disk, part, index int) []byte {
 	b = pad16(b)
 	id, _ := hex.DecodeString(imageID)
 	var in, iv [16]byte
 	copy(in[:], id)
-	binary.LittleEndian.PutUint16(in[8:], 1) // disk_number
+	binary.LittleEndian.PutUint16(in[8:], uint16(disk))
 	binary.LittleEndian.PutUint16(in[10:], uint16(part))
 	binary.LittleEndian.PutUint32(in[12:], uint32(index))
 	c.iv.Encrypt(iv[:], in[:])
@@ -148,15 +151,22 @@ type Result struct {
 // cuts the data, the earlier parts of a split image (out with -NN
 // before the extension). Files are created anew, 0600.
 func Write(out string, spec Spec) (*Result, error) {
-	src, err := os.Open(spec.Source)
-	if err != nil {
-		return nil, err
+	disks := append([]Spec{spec}, spec.More...)
+	var srcs []*os.File
+	var sizes []int64
+	for _, ds := range disks {
+		src, err := os.Open(ds.Source)
+		if err != nil {
+			return nil, err
+		}
+		defer src.Close()
+		st, err := src.Stat()
+		if err != nil {
+			return nil, err
+		}
+		srcs, sizes = append(srcs, src), append(sizes, st.Size())
 	}
-	defer src.Close()
-	st, err := src.Stat()
-	if err != nil {
-		return nil, err
-	}
+	var err error
 	res := &Result{}
 	fileNum := uint16(0)
 	if spec.Base != nil {
@@ -235,7 +245,7 @@ func Write(out string, spec Spec) (*Result, error) {
 		}
 		return f.Close()
 	}
-	put := func(plain []byte, part, index int) (entry, error) {
+	put := func(plain []byte, disk, part, index int) (entry, error) {
 		if spec.SplitAt > 0 && w.n >= spec.SplitAt {
 			doc := header(true, 0)
 			doc["disks"] = []any{}
@@ -258,161 +268,177 @@ func Write(out string, spec Spec) (*Result, error) {
 			data = enc.EncodeAll(plain, nil)
 		}
 		if cr != nil {
-			data = cr.cbc(bytes.Clone(data), part, index)
+			data = cr.cbc(bytes.Clone(data), disk, part, index)
 		}
 		e.length = uint32(len(data))
 		_, err := w.Write(data)
 		return e, err
 	}
-	read := func(off, n int64) ([]byte, error) {
-		b := make([]byte, n)
-		_, err := src.ReadAt(b, off)
-		return b, err
+	reader := func(src *os.File) func(off, n int64) ([]byte, error) {
+		return func(off, n int64) ([]byte, error) {
+			b := make([]byte, n)
+			_, err := src.ReadAt(b, off)
+			return b, err
+		}
 	}
-	// changed says which blocks an increment stores: those whose bytes
+	// An increment (of the first disk) stores the blocks whose bytes
 	// differ from the base's (by MD5), or saved now and not then.
-	for i, p := range spec.Parts {
-		var resv, data []entry
-		for o := int64(0); o < p.Reserved; o += 4 << 20 {
-			b, err := read(p.Start+o, min(4<<20, p.Reserved-o))
-			if err != nil {
-				return nil, err
+	type diskData struct{ index, reserved [][]entry }
+	var dd []diskData
+	for dn, spec := range disks {
+		read := reader(srcs[dn])
+		var cur diskData
+		for i, p := range spec.Parts {
+			var resv, data []entry
+			for o := int64(0); o < p.Reserved; o += 4 << 20 {
+				b, err := read(p.Start+o, min(4<<20, p.Reserved-o))
+				if err != nil {
+					return nil, err
+				}
+				e, err := put(b, dn+1, p.Number, len(resv))
+				if err != nil {
+					return nil, err
+				}
+				resv = append(resv, e)
 			}
-			e, err := put(b, p.Number, len(resv))
-			if err != nil {
-				return nil, err
-			}
-			resv = append(resv, e)
-		}
-		k := 0
-		for o := p.Reserved; o < p.Size; o, k = o+p.BlockSize, k+1 {
-			n := min(p.BlockSize, p.Size-o)
-			var base entry
-			if spec.Base != nil && k < len(spec.Base.Index[i]) {
-				base = spec.Base.Index[i][k]
-			}
-			if !touches(p.Used, o, n) {
-				data = append(data, entry{})
-				continue
-			}
-			b, err := read(p.Start+o, n)
-			if err != nil {
-				return nil, err
-			}
-			if spec.Base != nil && base.length != 0 && base.sum == md5.Sum(b) {
-				data = append(data, base)
-				continue
-			}
-			e, err := put(b, p.Number, k)
-			if err != nil {
-				return nil, err
-			}
-			data = append(data, e)
-		}
-		res.Index = append(res.Index, data)
-		res.Reserved = append(res.Reserved, resv)
-	}
-	indexPos := w.n
-	flags := byte(0)
-	if spec.Compress {
-		flags = 2
-	}
-	track0, err := read(0, spec.Track0)
-	if err != nil {
-		return nil, err
-	}
-	t0 := track0
-	if enc != nil {
-		t0 = enc.EncodeAll(track0, nil)
-	}
-	if cr != nil {
-		t0 = cr.ecb(bytes.Clone(t0))
-		flags |= 4
-	}
-	if len(spec.EBRs) == 0 {
-		err = meta(w, "$TRACK0 ", t0, flags|1)
-	} else {
-		err = meta(w, "$TRACK0 ", t0, flags)
-		stride := spec.EPTStride
-		if stride == 0 {
-			stride = 528
-		}
-		ept := binary.LittleEndian.AppendUint32(nil, uint32(len(spec.EBRs)))
-		for i, off := range spec.EBRs {
-			rec, rerr := read(off, 512)
-			if rerr != nil {
-				return nil, rerr
-			}
-			e := make([]byte, stride)
-			copy(e, rec)
-			binary.LittleEndian.PutUint64(e[512:], uint64(off))
-			binary.LittleEndian.PutUint16(e[520:], uint16(5+i))
-			ept = append(ept, e...)
-		}
-		if err == nil {
-			if cr != nil {
-				err = meta(w, "$EPT    ", cr.ecb(ept), 1|4)
-			} else {
-				err = meta(w, "$EPT    ", ept, 1)
-			}
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-	var parts []any
-	for i, p := range spec.Parts {
-		var b []byte
-		b = binary.LittleEndian.AppendUint32(b, uint32(len(res.Reserved[i])))
-		for _, e := range res.Reserved[i] {
-			b = appendEntry(b, e)
-		}
-		if spec.Base != nil && spec.Delta {
-			var changed []byte
-			n := 0
-			for k, e := range res.Index[i] {
+			k := 0
+			for o := p.Reserved; o < p.Size; o, k = o+p.BlockSize, k+1 {
+				n := min(p.BlockSize, p.Size-o)
 				var base entry
-				if k < len(spec.Base.Index[i]) {
+				if spec.Base != nil && k < len(spec.Base.Index[i]) {
 					base = spec.Base.Index[i][k]
 				}
-				if e != base {
-					changed = appendEntry(changed, e)
-					changed = binary.LittleEndian.AppendUint32(changed, uint32(k))
-					n++
+				if !touches(p.Used, o, n) {
+					data = append(data, entry{})
+					continue
 				}
+				b, err := read(p.Start+o, n)
+				if err != nil {
+					return nil, err
+				}
+				if spec.Base != nil && base.length != 0 && base.sum == md5.Sum(b) {
+					data = append(data, base)
+					continue
+				}
+				e, err := put(b, dn+1, p.Number, k)
+				if err != nil {
+					return nil, err
+				}
+				data = append(data, e)
 			}
-			b = binary.LittleEndian.AppendUint32(b, uint32(n))
-			b = append(b, changed...)
-		} else {
-			b = binary.LittleEndian.AppendUint32(b, uint32(len(res.Index[i])))
-			for _, e := range res.Index[i] {
-				b = appendEntry(b, e)
-			}
+			cur.index = append(cur.index, data)
+			cur.reserved = append(cur.reserved, resv)
 		}
-		if len(p.Bitmap) > 0 {
-			if err := meta(w, "$BITMAP ", p.Bitmap, 0); err != nil {
-				return nil, err
-			}
+		dd = append(dd, cur)
+	}
+	res.Index, res.Reserved = dd[0].index, dd[0].reserved
+	indexPos := w.n
+	var jdisks []any
+	for dn, spec := range disks {
+		read := reader(srcs[dn])
+		flags := byte(0)
+		if enc != nil {
+			flags = 2
 		}
-		if err := meta(w, "$INDEX  ", b, 1); err != nil {
+		track0, err := read(0, spec.Track0)
+		if err != nil {
 			return nil, err
 		}
-		parts = append(parts, map[string]any{
-			"_header": map[string]any{"block_count": len(res.Index[i]), "block_size": p.BlockSize, "partition_number": p.Number,
-				"partition_file_offset": 0, "file_history_count": 1,
-				"file_history": []any{map[string]any{"file_name": "C:\\fixture-00-00.mrimgx", "file_number": 0}}},
-			"_geometry": map[string]any{"start": p.Start, "end": p.Start + p.Size - 1, "length": p.Size, "boot_sector_offset": 0},
-			"_file_system": map[string]any{"type": p.FS, "start": p.Start, "end": p.Start + p.Size - 1,
-				"lcn0_offset": p.Start + p.Reserved, "reserved_sectors_byte_length": p.Reserved, "lcn0_file_number": 0},
-			"_partition_table_entry": map[string]any{"boot_sector": p.Start / spec.SectorSize, "num_sectors": p.Size / spec.SectorSize},
+		t0 := track0
+		if enc != nil {
+			t0 = enc.EncodeAll(track0, nil)
+		}
+		if cr != nil {
+			t0 = cr.ecb(bytes.Clone(t0))
+			flags |= 4
+		}
+		if len(spec.EBRs) == 0 {
+			err = meta(w, "$TRACK0 ", t0, flags|1)
+		} else {
+			err = meta(w, "$TRACK0 ", t0, flags)
+			stride := spec.EPTStride
+			if stride == 0 {
+				stride = 528
+			}
+			ept := binary.LittleEndian.AppendUint32(nil, uint32(len(spec.EBRs)))
+			for i, off := range spec.EBRs {
+				rec, rerr := read(off, 512)
+				if rerr != nil {
+					return nil, rerr
+				}
+				e := make([]byte, stride)
+				copy(e, rec)
+				binary.LittleEndian.PutUint64(e[512:], uint64(off))
+				binary.LittleEndian.PutUint16(e[520:], uint16(5+i))
+				ept = append(ept, e...)
+			}
+			if err == nil {
+				if cr != nil {
+					err = meta(w, "$EPT    ", cr.ecb(ept), 1|4)
+				} else {
+					err = meta(w, "$EPT    ", ept, 1)
+				}
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+		var parts []any
+		cur := dd[dn]
+		for i, p := range spec.Parts {
+			var b []byte
+			b = binary.LittleEndian.AppendUint32(b, uint32(len(cur.reserved[i])))
+			for _, e := range cur.reserved[i] {
+				b = appendEntry(b, e)
+			}
+			if spec.Base != nil && spec.Delta {
+				var changed []byte
+				n := 0
+				for k, e := range cur.index[i] {
+					var base entry
+					if k < len(spec.Base.Index[i]) {
+						base = spec.Base.Index[i][k]
+					}
+					if e != base {
+						changed = appendEntry(changed, e)
+						changed = binary.LittleEndian.AppendUint32(changed, uint32(k))
+						n++
+					}
+				}
+				b = binary.LittleEndian.AppendUint32(b, uint32(n))
+				b = append(b, changed...)
+			} else {
+				b = binary.LittleEndian.AppendUint32(b, uint32(len(cur.index[i])))
+				for _, e := range cur.index[i] {
+					b = appendEntry(b, e)
+				}
+			}
+			if len(p.Bitmap) > 0 {
+				if err := meta(w, "$BITMAP ", p.Bitmap, 0); err != nil {
+					return nil, err
+				}
+			}
+			if err := meta(w, "$INDEX  ", b, 1); err != nil {
+				return nil, err
+			}
+			parts = append(parts, map[string]any{
+				"_header": map[string]any{"block_count": len(cur.index[i]), "block_size": p.BlockSize, "partition_number": p.Number,
+					"partition_file_offset": 0, "file_history_count": 1,
+					"file_history": []any{map[string]any{"file_name": "C:\\fixture-00-00.mrimgx", "file_number": 0}}},
+				"_geometry": map[string]any{"start": p.Start, "end": p.Start + p.Size - 1, "length": p.Size, "boot_sector_offset": 0},
+				"_file_system": map[string]any{"type": p.FS, "start": p.Start, "end": p.Start + p.Size - 1,
+					"lcn0_offset": p.Start + p.Reserved, "reserved_sectors_byte_length": p.Reserved, "lcn0_file_number": 0},
+				"_partition_table_entry": map[string]any{"boot_sector": p.Start / spec.SectorSize, "num_sectors": p.Size / spec.SectorSize},
+			})
+		}
+		jdisks = append(jdisks, map[string]any{
+			"_geometry":  map[string]any{"bytes_per_sector": spec.SectorSize, "disk_size": sizes[dn]},
+			"_header":    map[string]any{"disk_format": spec.Format, "disk_number": dn + 1, "imaged_partition_count": len(parts)},
+			"partitions": parts,
 		})
 	}
 	doc := header(false, indexPos)
-	doc["disks"] = []any{map[string]any{
-		"_geometry":  map[string]any{"bytes_per_sector": spec.SectorSize, "disk_size": st.Size()},
-		"_header":    map[string]any{"disk_format": spec.Format, "disk_number": 1, "imaged_partition_count": len(parts)},
-		"partitions": parts,
-	}}
+	doc["disks"] = jdisks
 	if err := finish(doc); err != nil {
 		return nil, err
 	}
