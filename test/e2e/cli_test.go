@@ -187,7 +187,7 @@ func TestPartitionSpecs(t *testing.T) {
 	}
 	mnt := t.TempDir()
 	ok(t, "mount", "--daemon", img+":2", mnt)
-	t.Cleanup(func() { run(t, "umount", mnt) })
+	t.Cleanup(func() { unmountPlatter(t, mnt) })
 	ents, _ := os.ReadDir(mnt)
 	if len(ents) != 1 || ents[0].Name() != "p2.img" {
 		t.Errorf("mount IMAGE:2 shows %v, want p2.img alone", ents)

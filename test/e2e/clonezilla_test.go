@@ -219,7 +219,7 @@ func TestClonezillaFiles(t *testing.T) {
 	// mount --files: the ext4's files through FUSE.
 	mnt := t.TempDir()
 	ok(t, "mount", "--daemon", "--files", dir+":2", mnt)
-	t.Cleanup(func() { run(t, "umount", mnt) })
+	t.Cleanup(func() { unmountPlatter(t, mnt) })
 	got := t.TempDir()
 	sh(t, "cp", "-a", mnt+"/.", got)
 	os.RemoveAll(filepath.Join(got, "lost+found"))

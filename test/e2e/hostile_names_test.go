@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 	"unicode/utf16"
 )
 
@@ -183,11 +184,28 @@ func checkHostileLs(t *testing.T, img string, good, bad []string) {
 // checkHostileMount mounts img's files: the root lists its good entries
 // (no I/O error for the directory, no bad name), and the good files read
 // back byte for byte.
+// unmountPlatter ends the platter mount at mnt, trying again for a few
+// seconds while the kernel still calls it busy (a file just read may
+// hold it a moment), so that the test's temporary directory is not
+// removed through a mount still there.
+func unmountPlatter(t *testing.T, mnt string) {
+	t.Helper()
+	var stderr string
+	for range 50 {
+		var code int
+		if _, stderr, code = run(t, "umount", mnt); code == 0 || strings.Contains(stderr, "is not mounted") {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Errorf("platter umount %s: %s", mnt, stderr)
+}
+
 func checkHostileMount(t *testing.T, img string, good []string, want map[string][]byte) {
 	t.Helper()
 	mnt := t.TempDir()
 	ok(t, "mount", "--daemon", "--files", img, mnt)
-	t.Cleanup(func() { run(t, "umount", mnt) })
+	t.Cleanup(func() { unmountPlatter(t, mnt) })
 	ents, err := os.ReadDir(mnt)
 	if err != nil {
 		t.Errorf("mount --files: list the root: %v", err)
