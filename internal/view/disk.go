@@ -163,6 +163,7 @@ type cache struct {
 	lru   *list.List // of *slot, most recent first
 	slots map[key]*list.Element
 	free  [][]byte // buffers of evicted chunks no reader holds
+	reuse int      // loads given a buffer from free (for tests)
 }
 
 type slot struct {
@@ -211,6 +212,7 @@ func (c *cache) get(k key, load func(buf []byte) ([]byte, error)) ([]byte, func(
 	var buf []byte
 	if n := len(c.free); n > 0 {
 		buf, c.free = c.free[n-1], c.free[:n-1]
+		c.reuse++
 	}
 	c.mu.Unlock()
 	data, err := load(buf)

@@ -112,10 +112,13 @@ func TestParallelReuse(t *testing.T) {
 			t.Fatalf("a reader got wrong bytes or an error: %v", err)
 		}
 	}
+	// Whether a buffer is spare when the readers stop depends on their
+	// timing (each load takes the one its eviction just freed); that
+	// loads were given spare buffers does not.
 	d.cache.mu.Lock()
-	free := len(d.cache.free)
+	reuse := d.cache.reuse
 	d.cache.mu.Unlock()
-	if free == 0 {
-		t.Error("no buffer was kept for reuse")
+	if reuse == 0 {
+		t.Error("no load was given an evicted chunk's buffer")
 	}
 }
