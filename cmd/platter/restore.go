@@ -43,7 +43,9 @@ large as what is restored; confirmation needed unless --yes) or a file
 (created or cut to size and written sparse). IMAGE - reads the image from
 standard input in one pass (the whole disk only); the parents of an
 incremental are looked for in the --search directories, and found and
-checked before TARGET is touched.
+checked before TARGET is touched. TARGET is refused if it is a file of the
+image's chain (the image, a parent, a volume of a split image, the file
+standard input is) or a file that backs a mounted loop device.
 
 With --delta, TARGET holds an older state of the same disk (or partition),
 as when rolling a machine back: each chunk of the image is compared with
@@ -326,6 +328,12 @@ func (l *layoutFlags) decide(target string, need, sector int64, table string, on
 	return mode, l.plan || gptMoves || d.SectorSize() != sector, nil
 }
 
+// chainTargetError is restore's refusal of a TARGET that is held, a file
+// of the image's chain (the image, a parent, a volume, standard input).
+func chainTargetError(target, held string) error {
+	return usagef("TARGET %s is %s, a file of the image's chain: restoring onto it would destroy the image being read", target, held)
+}
+
 // openRestoreImage opens IMAGE for a restore onto target, with the
 // refusals every restore makes first (IMAGE and TARGET swapped, TARGET a
 // file of the image's chain), and says how many bytes the target must
@@ -358,7 +366,7 @@ func openRestoreImage(imagePath, target string, partition int) (chainFiles, *ima
 		return fail(err)
 	}
 	if held := f.holding(target); held != "" {
-		return fail(usagef("TARGET %s is %s, a file of the image's chain: restoring onto it would destroy the image being read", target, held))
+		return fail(chainTargetError(target, held))
 	}
 	return f, img, need, nil
 }

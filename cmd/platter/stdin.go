@@ -204,6 +204,13 @@ func runRestoreStream(cmd *cobra.Command, opts restoreOptions, mode ui.Mode, tar
 	if opts.partition != 0 {
 		return usagef("--partition needs the image's index, at its end: save the image to a file first (a stream restores the whole disk)")
 	}
+	// Standard input may be a file (restore - IMAGE < IMAGE): never
+	// the target.
+	if in, err := os.Stdin.Stat(); err == nil {
+		if st, err := os.Stat(target); err == nil && os.SameFile(in, st) {
+			return chainTargetError(target, "standard input")
+		}
+	}
 	s, err := openStream()
 	if err != nil {
 		if errors.Is(err, image.ErrDamaged) {
@@ -225,6 +232,9 @@ func runRestoreStream(cmd *cobra.Command, opts restoreOptions, mode ui.Mode, tar
 			return fmt.Errorf("%w; %s was not touched", err, target)
 		}
 		defer parent.Close()
+		if held := files.holding(target); held != "" {
+			return chainTargetError(target, held)
+		}
 	}
 	need := l.SourceSize
 	isDev, err := checkTarget(target, need)

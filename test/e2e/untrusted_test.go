@@ -310,3 +310,62 @@ func TestSignalsEndCommands(t *testing.T) {
 		}
 	}
 }
+
+// restore from standard input refuses as TARGET the file standard input
+// is (restore - IMAGE < IMAGE) and every parent the image names, found
+// by --search before anything is written; the refused files are left as
+// they were.
+func TestRestoreStreamOntoChain(t *testing.T) {
+	disk := fixture(t, "bare-ext4.sh")
+	dir := t.TempDir()
+	full, inc := filepath.Join(dir, "full.platter"), filepath.Join(dir, "inc.platter")
+	ok(t, "create", "--progress", "none", disk, full)
+	ok(t, "create", "--progress", "none", "--incremental", full, disk, inc)
+	if err := os.Link(full, filepath.Join(dir, "full-link")); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]byte{full: readFile(t, full), inc: readFile(t, inc)}
+	for _, c := range []struct{ in, target string }{
+		{full, full}, {inc, inc}, {inc, full}, {inc, filepath.Join(dir, "full-link")},
+	} {
+		o, e, code := piped(t, c.in, "--search", dir, "restore", "--progress", "none", "-", c.target)
+		if code != 2 || !strings.Contains(e, "a file of the image's chain") {
+			t.Errorf("restore - %s < %s: exit %d, want 2\n%s%s", filepath.Base(c.target), filepath.Base(c.in), code, o, e)
+		}
+		for f, b := range want {
+			if !bytes.Equal(readFile(t, f), b) {
+				t.Errorf("restore - %s < %s changed %s", filepath.Base(c.target), filepath.Base(c.in), f)
+				os.WriteFile(f, b, 0o600) // for the next case
+			}
+		}
+	}
+	ok(t, "verify", inc)
+}
+
+// restore refuses as TARGET every volume of a split image.
+func TestRestoreOntoVolume(t *testing.T) {
+	disk := fixture(t, "mbr-disk.sh")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.platter")
+	ok(t, "create", "--progress", "none", "--split", "4M", disk, img)
+	names, _ := volumes(t, img)
+	if len(names) < 3 {
+		t.Fatalf("volumes %v: want several", names)
+	}
+	want := map[string][]byte{}
+	for _, n := range names {
+		want[n] = readFile(t, filepath.Join(dir, n))
+	}
+	for _, n := range names {
+		out, code, _, _ := runIn(t, dir, "restore", "--progress", "none", "disk.platter", n)
+		if code != 2 || !strings.Contains(out, "a file of the image's chain") {
+			t.Errorf("restore onto %s: exit %d, want 2:\n%s", n, code, out)
+		}
+	}
+	for n, b := range want {
+		if !bytes.Equal(readFile(t, filepath.Join(dir, n)), b) {
+			t.Errorf("%s was changed", n)
+		}
+	}
+	ok(t, "verify", img)
+}
