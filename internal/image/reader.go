@@ -124,8 +124,13 @@ func Open(r io.ReaderAt, size int64, keys Keyring) (*Reader, error) {
 	if version >= 2 && (f.Version != version || f.Flags != flags) {
 		return nil, &FormatError{Off: footOff + 8, Msg: fmt.Sprintf("footer says version %d, flags %#x; the header %d, %#x", f.Version, f.Flags, version, flags)}
 	}
-	// Index, maps and metadata follow each other, and the footer follows them.
-	if f.IndexOff < ir.dataStart || f.IndexLen < blockHeaderSize || f.MapsLen < blockHeaderSize || f.MetaLen < blockHeaderSize ||
+	// Index, maps and metadata follow each other, and the footer follows
+	// them. Each block is bounded by the file before any sum, so no sum
+	// wraps around to where the next block should be.
+	within := func(off, n int64) bool {
+		return off >= ir.dataStart && off <= footOff && n >= blockHeaderSize && n <= footOff-off
+	}
+	if !within(f.IndexOff, f.IndexLen) || !within(f.MapsOff, f.MapsLen) || !within(f.MetaOff, f.MetaLen) ||
 		f.IndexOff+f.IndexLen != f.MapsOff || f.MapsOff+f.MapsLen != f.MetaOff || f.MetaOff+f.MetaLen != footOff {
 		return nil, &FormatError{Off: footOff + 32, Msg: "footer points outside the file"}
 	}
@@ -434,7 +439,8 @@ func (ir *Reader) checkEntry(e Entry, i int, indexOff int64) error {
 		return bad("chunk is in a parent, but the image has none")
 	}
 	if !e.Zero() && !e.InParent() {
-		if e.FrameOff < ir.dataStart || int64(e.Stored) > int64(e.RawLen)+1024 || e.FrameOff+ir.frameLen(e) > indexOff {
+		// (Subtracted, not added: a frame offset near 2^63 would wrap.)
+		if e.FrameOff < ir.dataStart || int64(e.Stored) > int64(e.RawLen)+1024 || e.FrameOff > indexOff-ir.frameLen(e) {
 			return bad("frame at byte %d (%d bytes) lies outside the data area", e.FrameOff, e.Stored)
 		}
 	}
