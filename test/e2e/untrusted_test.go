@@ -369,3 +369,49 @@ func TestRestoreOntoVolume(t *testing.T) {
 	}
 	ok(t, "verify", img)
 }
+
+// SIGTERM and SIGINT end info and verify while they are still opening
+// an image (here one whose bytes stop coming: standard input held open
+// after its first bytes), where nothing checks for the signal: the
+// command has 3 s to stop, then platter exits anyway, 128 + the signal.
+func TestSignalsEndOpening(t *testing.T) {
+	disk := fixture(t, "bare-ext4.sh")
+	img := filepath.Join(t.TempDir(), "fs.platter")
+	ok(t, "create", "--progress", "none", disk, img)
+	head := readFile(t, img)[:4096]
+	for _, c := range []struct {
+		sig  syscall.Signal
+		args []string
+	}{
+		{syscall.SIGTERM, []string{"verify", "-"}},
+		{syscall.SIGINT, []string{"info", "-"}},
+	} {
+		cmd := exec.Command(platter, c.args...)
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		in.Write(head) // and no more, the pipe kept open
+		time.Sleep(500 * time.Millisecond)
+		sent := time.Now()
+		cmd.Process.Signal(c.sig)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		in.Close()
+		took := time.Since(sent)
+		if code := cmd.ProcessState.ExitCode(); code != 128+int(c.sig) || took > 4*time.Second {
+			t.Errorf("%v to %v: exit %d after %v, want %d within 4s\n%s", c.sig, c.args, code, took, 128+int(c.sig), out.String())
+		}
+	}
+}
