@@ -439,10 +439,13 @@ func ntfsRename(t *testing.T, img, from, to string) {
 
 // An NTFS made by mkntfs and filled through ntfs-3g, its names patched
 // to "..\..\pwned", "../x" and "a/b" (each also a real path of the
-// volume, so the old extract found what to write), and "dup.txt" beside
+// volume, so the old extract found what to write), an absolute path, and "dup.txt" beside
 // "DUP.TXT" (ntfs-3g makes both; Windows sees one name).
 func TestHostileNamesNTFS(t *testing.T) {
 	dir := t.TempDir()
+	// An absolute name: inside the test's own directories, so even an
+	// extract that followed it wrote nothing elsewhere.
+	abs := filepath.Join(t.TempDir(), "escape", "x")
 	fs := sparseFile(t, filepath.Join(dir, "ntfs.img"), 32<<20)
 	sh(t, "mkntfs", "-q", "-F", "-Q", fs)
 	mnt := filepath.Join(dir, "mnt")
@@ -466,6 +469,7 @@ func TestHostileNamesNTFS(t *testing.T) {
 		{name: "zqzqzqzqzq1", becomes: `..\..\pwned`, data: []byte("PWNED 1\n")},
 		{name: "zqz2", becomes: "../x", data: []byte("PWNED 2\n")},
 		{name: "zq3", becomes: "a/b", data: []byte("PWNED 3\n")},
+		{name: strings.Repeat("q", len(abs)), becomes: abs, data: []byte("PWNED 4\n")},
 		{name: "dup.txt", data: []byte("lower\n")},
 		{name: "DUP.TXT", data: []byte("upper\n")},
 		{name: "zlast.bin", data: big},
@@ -523,7 +527,7 @@ func TestHostileNamesNTFS(t *testing.T) {
 
 	t.Run("extract", func(t *testing.T) {
 		checkHostileExtract(t, img, want, bad, func(base, dest string) []string {
-			return []string{filepath.Join(dest, "../x"), filepath.Join(dest, `..\..\pwned`)}
+			return []string{filepath.Join(dest, "../x"), filepath.Join(dest, `..\..\pwned`), abs, filepath.Dir(abs)}
 		})
 	})
 	t.Run("ls", func(t *testing.T) { checkHostileLs(t, img, good, bad) })
