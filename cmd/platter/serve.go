@@ -35,8 +35,9 @@ func newServeCommand() *cobra.Command {
 		Long: `Serve exports the disk an image holds over the Network Block Device protocol:
 the whole disk as export "disk" (also the default export) and each partition
 as "pN"; IMAGE:N serves partition N alone, as the default export "pN". Read-only unless --overlay FILE is given: writes then go to FILE
-(sparse, copy-on-write, kept for the next run) and the image is never
-written. Runs until interrupted.
+(sparse, copy-on-write, kept for the next run; created 0600, and refused
+if it is a symlink) and the image is never written. Runs until
+interrupted.
 
 ADDRESS is host:port, :port or a unix socket path (created 0600). :port
 listens on 127.0.0.1 only: there is no password, and anyone who can

@@ -30,7 +30,9 @@ func Create(path string) (*os.File, error) {
 
 // OpenOrCreate opens the existing file at path for reading and writing,
 // or creates it with mode 0600: for files a user names and reuses (an
-// overlay). It says whether it created the file.
+// overlay). It says whether it created the file. A symlink at path is
+// refused, not followed: one planted where the file goes would have it
+// written through.
 func OpenOrCreate(path string) (*os.File, bool, error) {
 	f, err := Create(path)
 	if err == nil {
@@ -39,7 +41,10 @@ func OpenOrCreate(path string) (*os.File, bool, error) {
 	if !errors.Is(err, os.ErrExist) {
 		return nil, false, err
 	}
-	f, err = os.OpenFile(path, os.O_RDWR|syscall.O_CLOEXEC, 0)
+	f, err = os.OpenFile(path, os.O_RDWR|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, false, fmt.Errorf("%s is a symlink: Platter writes through no link (name the file it points to)", path)
+	}
 	return f, false, err
 }
 

@@ -415,3 +415,46 @@ func TestSignalsEndOpening(t *testing.T) {
 		}
 	}
 }
+
+// serve --overlay FILE where FILE is a symlink (planted beforehand,
+// to an empty file or to one of the disk's size) is refused: the overlay
+// is written through no link, and what the link points at is left as it
+// was.
+func TestOverlayPlantedLink(t *testing.T) {
+	disk := fixture(t, "bare-ext4.sh")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "fs.platter")
+	ok(t, "create", "--progress", "none", disk, img)
+	size := info(t, img).SourceSize
+	for _, victimSize := range []int64{0, size} {
+		victim := filepath.Join(dir, fmt.Sprintf("victim-%d", victimSize))
+		if err := os.WriteFile(victim, nil, 0o644); err != nil || os.Truncate(victim, victimSize) != nil {
+			t.Fatal(err)
+		}
+		link := filepath.Join(dir, fmt.Sprintf("overlay-%d", victimSize))
+		if err := os.Symlink(victim, link); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(platter, "serve", "--nbd", "127.0.0.1:0", "--overlay", link, img)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Signal(os.Interrupt)
+			<-done
+			t.Errorf("serve --overlay %s, a symlink to a %d-byte file, served", link, victimSize)
+		}
+		if code := cmd.ProcessState.ExitCode(); code == 0 || !strings.Contains(out.String(), "symlink") {
+			t.Errorf("serve --overlay a symlink: exit %d\n%s", code, out.String())
+		}
+		if st, err := os.Stat(victim); err != nil || st.Size() != victimSize || st.Mode().Perm() != 0o644 {
+			t.Errorf("the file the planted overlay led to was changed: %v %v", st.Size(), err)
+		}
+	}
+}
