@@ -235,7 +235,7 @@ give is skipped and named, the rest extracted, and the exit code is 3.`,
 		Args: exactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			src, dest := args[1], args[2]
-			dir, name, err := extractTarget(src, dest)
+			dir, name, exact, err := extractTarget(src, dest)
 			if err != nil {
 				return err
 			}
@@ -253,7 +253,7 @@ give is skipped and named, the rest extracted, and the exit code is 3.`,
 						return err
 					}
 				}
-				x := fsread.Extractor{Skipped: s.note, Owners: os.Geteuid() == 0}
+				x := fsread.Extractor{Skipped: s.note, Owners: os.Geteuid() == 0, DirNoFollow: exact}
 				n, err := x.Extract(cmd.Context(), fsys, src, dir, name)
 				if err != nil {
 					return err
@@ -273,24 +273,29 @@ give is skipped and named, the rest extracted, and the exit code is 3.`,
 // receives PATH under its own name ("" for the root: its entries go
 // into DEST); anything else is the name PATH is given. DEST must not be
 // a symlink, which extract would follow out of where the user looked,
-// unless named DEST/. to mean the directory it points to.
-func extractTarget(src, dest string) (dir, name string, err error) {
+// unless named DEST/. to mean the directory it points to. exact says
+// dir is DEST itself, to be opened without following a symlink swapped
+// in after this check.
+func extractTarget(src, dest string) (dir, name string, exact bool, err error) {
 	follow := dest == "." || strings.HasSuffix(dest, "/.")
 	if fi, err := os.Lstat(strings.TrimRight(dest, "/")); err == nil && fi.Mode()&os.ModeSymlink != 0 && !follow {
-		return "", "", usagef("%s is a symlink: extract writes only into a real directory (name it %s/. to extract into the directory it points to)", dest, strings.TrimRight(dest, "/"))
+		return "", "", false, usagef("%s is a symlink: extract writes only into a real directory (name it %s/. to extract into the directory it points to)", dest, strings.TrimRight(dest, "/"))
 	}
 	if fi, err := os.Stat(dest); err == nil && fi.IsDir() {
 		name := path.Base(path.Clean("/" + src))
 		if name == "/" {
 			name = ""
 		}
-		return dest, name, nil
+		if d := strings.TrimRight(dest, "/"); d != "" && !follow {
+			dest = d // a trailing slash would make the open follow a link
+		}
+		return dest, name, !follow, nil
 	}
 	if follow {
-		return "", "", usagef("%s is not a directory", dest)
+		return "", "", false, usagef("%s is not a directory", dest)
 	}
 	dest = strings.TrimRight(dest, "/")
-	return filepath.Dir(dest), filepath.Base(dest), nil
+	return filepath.Dir(dest), filepath.Base(dest), false, nil
 }
 
 // skips counts the entries of an image's filesystem left out (by its

@@ -40,6 +40,10 @@ type Extractor struct {
 	// Owners gives each file the owner the filesystem records (ext
 	// only), as tar does for root.
 	Owners bool
+	// DirNoFollow refuses dir itself if it is a symlink: opened with
+	// O_NOFOLLOW, so that a caller's check that it is none and the open
+	// are one step, with no moment in which it can be swapped for one.
+	DirNoFollow bool
 }
 
 // Extracted counts what Extract wrote (regular files and their bytes)
@@ -52,7 +56,8 @@ type Extracted struct {
 // Extract copies src of fsys (a file, symlink or directory with
 // everything below it) to name in directory dir; with name "", src must
 // be a directory and its entries are copied into dir itself. dir is the
-// caller's and followed if a symlink; below it nothing is. An error
+// caller's and followed if a symlink (unless DirNoFollow); below it
+// nothing is. An error
 // means the destination could not be written (or ctx ended); what the
 // image could not give is skipped, counted and told to Skipped.
 func (x Extractor) Extract(ctx context.Context, fsys FS, src, dir, name string) (Extracted, error) {
@@ -62,7 +67,16 @@ func (x Extractor) Extract(ctx context.Context, fsys FS, src, dir, name string) 
 		return w.n, err
 	}
 	src = path.Clean("/" + src)
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	flags := unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC
+	if x.DirNoFollow {
+		flags |= unix.O_NOFOLLOW
+	}
+	fd, err := unix.Open(dir, flags, 0)
+	if errors.Is(err, unix.ELOOP) || x.DirNoFollow && errors.Is(err, unix.ENOTDIR) {
+		if fi, lerr := os.Lstat(dir); lerr == nil && fi.Mode()&os.ModeSymlink != 0 {
+			return w.n, fmt.Errorf("%s is a symlink: extract writes only into a real directory", dir)
+		}
+	}
 	if err != nil {
 		return w.n, fmt.Errorf("open %s: %w", dir, err)
 	}

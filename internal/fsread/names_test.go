@@ -279,3 +279,31 @@ func TestExtractPlanted(t *testing.T) {
 		t.Errorf("the skipped file left %v", err)
 	}
 }
+
+// A destination swapped for a symlink after the caller checked it is not
+// one is refused by the open itself, and nothing lands where it points.
+func TestExtractDirNoFollow(t *testing.T) {
+	fsys := memFS{"f": {Name: "f", Mode: 0o644, Size: 3}}
+	base := t.TempDir()
+	out, dest := filepath.Join(base, "outside"), filepath.Join(base, "dest")
+	if err := os.Mkdir(out, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(out, dest); err != nil {
+		t.Fatal(err)
+	}
+	x := Extractor{DirNoFollow: true}
+	if _, err := x.Extract(context.Background(), fsys, "/", dest, ""); err == nil || !strings.Contains(err.Error(), "is a symlink") {
+		t.Errorf("extract into a symlinked DEST: %v, want it refused as a symlink", err)
+	}
+	if ents, _ := os.ReadDir(out); len(ents) != 0 {
+		t.Errorf("%d entries written where the symlink points", len(ents))
+	}
+	// Followed when the caller means it (DEST/.).
+	if _, err := x.Extract(context.Background(), fsys, "/", dest+"/.", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(out, "f")); err != nil {
+		t.Error(err)
+	}
+}
