@@ -53,7 +53,7 @@ hypervisor and cloud.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&opts.format, "format", "", "the virtual disk format: qcow2, vhdx, vhd, vhd-fixed, vmdk, vmdk-stream or raw (default: from OUTPUT's extension)")
-	f.BoolVar(&opts.force, "force", false, "overwrite OUTPUT if it exists")
+	f.BoolVar(&opts.force, "force", false, "overwrite OUTPUT if it exists (a file: never a device, which platter restore writes)")
 	f.StringVar(&opts.progress, "progress", "auto", "progress display: auto, json or none")
 	f.BoolVar(&opts.json, "json", false, "print the result as JSON on stdout")
 	return cmd
@@ -123,6 +123,9 @@ func runConvert(cmd *cobra.Command, opts convertOptions, spec, output string) er
 	var out vdisk.Output = os.Stdout
 	var partial *outfile.Partial
 	if output != stdio {
+		if err := outfile.Replaceable(output); err != nil {
+			return usagef("OUTPUT %v: name the virtual disk file to write (to write the disk onto a device: platter restore IMAGE DEVICE)", err)
+		}
 		if !opts.force {
 			if _, err := os.Lstat(output); err == nil {
 				return usagef("%s exists (use --force to overwrite)", output)

@@ -19,6 +19,7 @@ import (
 	"github.com/platter-dev/platter/internal/codec"
 	"github.com/platter-dev/platter/internal/image"
 	"github.com/platter-dev/platter/internal/live"
+	"github.com/platter-dev/platter/internal/outfile"
 	"github.com/platter-dev/platter/internal/restore"
 	"github.com/spf13/cobra"
 )
@@ -121,8 +122,9 @@ func exitCode(err error) int {
 	var ce *block.CorruptError
 	var se *skippedError
 	switch {
-	case errors.As(err, &ue), errors.As(err, &bue), errors.As(err, &lue), errors.As(err, &pe), errors.Is(err, image.ErrNotImage):
-		// A file that is not an image at all was named by mistake.
+	case errors.As(err, &ue), errors.As(err, &bue), errors.As(err, &lue), errors.As(err, &pe), errors.Is(err, image.ErrNotImage), errors.Is(err, outfile.ErrNotFile):
+		// A file that is not an image at all was named by mistake, or
+		// a device or directory where a file is to be written.
 		return exitUsage
 	case errors.Is(err, image.ErrDamaged), errors.As(err, &ce), errors.As(err, &se), clonezillaDamaged(err):
 		return exitDamaged

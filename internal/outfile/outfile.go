@@ -48,6 +48,31 @@ func OpenOrCreate(path string) (*os.File, bool, error) {
 	return f, false, err
 }
 
+// ErrNotFile says the name a file is to take is held by something that
+// is not a regular file: a device node, a directory, a FIFO. Writing
+// NAME.partial and renaming it over a device node destroys the node
+// (a swapped SOURCE and IMAGE), so that is refused before anything is
+// written.
+var ErrNotFile = errors.New("not a regular file")
+
+// Replaceable fails with ErrNotFile unless path does not exist, is a
+// regular file or is a symlink (a rename replaces the link, never what
+// it points at).
+func Replaceable(path string) error {
+	st, err := os.Lstat(path)
+	if err != nil || st.Mode().IsRegular() || st.Mode()&os.ModeSymlink != 0 {
+		return nil
+	}
+	what := "a special file"
+	switch {
+	case st.Mode()&os.ModeDevice != 0:
+		what = "a device"
+	case st.IsDir():
+		what = "a directory"
+	}
+	return fmt.Errorf("%s is %s, %w", path, what, ErrNotFile)
+}
+
 // BusyError says another process is writing the same image.
 type BusyError struct {
 	Path string // the image
@@ -73,8 +98,12 @@ type Partial struct {
 }
 
 // NewPartial creates PATH.partial for writing the image PATH, mode 0600,
-// locked. It fails with a *BusyError while another process writes PATH.
+// locked. It fails with a *BusyError while another process writes PATH,
+// and with ErrNotFile if PATH is a device or a directory.
 func NewPartial(final string) (*Partial, error) {
+	if err := Replaceable(final); err != nil {
+		return nil, err
+	}
 	path := final + ".partial"
 	// The file is made under a private name and locked before it takes
 	// the .partial name, so no one ever sees it unlocked.
@@ -130,13 +159,17 @@ func (p *Partial) Name() string { return p.path }
 var ErrExists = errors.New("the image file exists")
 
 // Commit syncs the .partial and gives it the image's name: replacing a
-// file there if replace, else failing with ErrExists if one appeared
+// file there if replace (never a device or a directory: ErrNotFile), else failing with ErrExists if one appeared
 // meanwhile. The directory is synced, so the name survives a crash.
 func (p *Partial) Commit(replace bool) error {
 	if err := p.f.Sync(); err != nil {
 		return fmt.Errorf("sync %s: %w", p.path, err)
 	}
 	if replace {
+		// Something may have taken the name since NewPartial.
+		if err := Replaceable(p.final); err != nil {
+			return err
+		}
 		if err := os.Rename(p.path, p.final); err != nil {
 			return err
 		}

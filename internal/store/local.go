@@ -108,6 +108,11 @@ func (d *Dir) Create(ctx context.Context, name string, opts CreateOptions) (Sink
 		return nil, errors.New("store: a directory writes split volumes only through store.Split")
 	}
 	path := d.file(name)
+	// A device or directory there is refused before "exists, use
+	// --force" would invite replacing it.
+	if err := outfile.Replaceable(path); err != nil {
+		return nil, err
+	}
 	if !opts.Force {
 		if _, err := os.Lstat(path); err == nil {
 			return nil, &existsError{path}

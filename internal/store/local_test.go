@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/platter-dev/platter/internal/outfile"
 	"github.com/platter-dev/platter/internal/store"
 	"github.com/platter-dev/platter/internal/store/storetest"
 )
@@ -130,5 +133,26 @@ func TestDirNotRegular(t *testing.T) {
 		if _, err := store.NewDir(dir).Open(context.Background(), bad); err == nil || errors.Is(err, store.ErrNotFound) {
 			t.Errorf("Open(%q): %v", bad, err)
 		}
+	}
+}
+
+// Create refuses a name held by a device or a directory, even with
+// Force, before it writes anything: renaming the image over a device
+// node destroyed it.
+func TestDirCreateNotFile(t *testing.T) {
+	dir := t.TempDir()
+	if err := unix.Mkfifo(filepath.Join(dir, "fifo"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Mkdir(filepath.Join(dir, "sub"), 0o755)
+	for _, name := range []string{"fifo", "sub"} {
+		for _, force := range []bool{false, true} {
+			if _, err := store.NewDir(dir).Create(context.Background(), name, store.CreateOptions{Force: force}); !errors.Is(err, outfile.ErrNotFile) {
+				t.Errorf("Create(%s, force %v): %v, want outfile.ErrNotFile", name, force, err)
+			}
+		}
+	}
+	if got := files(t, dir); len(got) != 2 {
+		t.Errorf("Create left %q", got)
 	}
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"crypto/rand"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Swapped arguments are refused before anything is written: a device (or
@@ -50,6 +53,44 @@ func TestSwappedArguments(t *testing.T) {
 	}
 	if !bytes.Equal(readFile(t, img), before) {
 		t.Error("the image was changed")
+	}
+}
+
+// convert, import and boot --save write their file as create writes an
+// image (NAME.partial renamed over NAME): a device node at OUTPUT is
+// refused, --force or not, and kept. The node is made in a temporary
+// directory (for the loop device of a scratch file), so a regression
+// destroys nothing of the machine's /dev.
+func TestConvertOntoDevice(t *testing.T) {
+	disk := fixture(t, "bare-ext4.sh")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "fs.platter")
+	ok(t, "create", "--progress", "none", disk, img)
+	back := filepath.Join(dir, "loop-backing")
+	sh(t, "truncate", "-s", "64M", back)
+	loop := strings.TrimSpace(sh(t, "losetup", "--find", "--show", back))
+	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
+	var st unix.Stat_t
+	if err := unix.Stat(loop, &st); err != nil {
+		t.Fatal(err)
+	}
+	node := filepath.Join(dir, "disk")
+	sh(t, "mknod", "-m", "600", node, "b", fmt.Sprint(unix.Major(st.Rdev)), fmt.Sprint(unix.Minor(st.Rdev)))
+	for _, args := range [][]string{
+		{"convert", "--format", "raw", "--force", img, node},
+		{"convert", "--format", "qcow2", img, node},
+		{"convert", "--format", "raw", img, dir},
+	} {
+		_, errOut, code := run(t, args...)
+		if code != 2 || !strings.Contains(errOut, "not a regular file") || strings.Contains(errOut, "--force") {
+			t.Errorf("platter %s: exit %d, want 2, naming what is there:\n%s", strings.Join(args, " "), code, errOut)
+		}
+	}
+	if fi, err := os.Lstat(node); err != nil || fi.Mode()&os.ModeDevice == 0 {
+		t.Errorf("%s is no longer a device node: %v %v", node, fi.Mode(), err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(dir, "*partial*")); len(m) > 0 {
+		t.Errorf("left behind: %v", m)
 	}
 }
 
