@@ -96,7 +96,11 @@ func (p *czProgress) start(d *clonezilla.Disk) {
 // Start is the engine's: the bar's total is set already.
 func (p *czProgress) Start(int64) {}
 func (p *czProgress) Add(n int64) { p.bar.Add(n) }
-func (p *czProgress) Finish()     { p.bar.Finish() }
+
+// Less is the engine's too: the bar's total is the disk's used extents,
+// not the engine's reckoning, so it has nothing to take off.
+func (p *czProgress) Less(int64) {}
+func (p *czProgress) Finish()    { p.bar.Finish() }
 
 // czSource is a Clonezilla disk as the backup engine reads it.
 type czSource struct{ *clonezilla.Disk }

@@ -34,16 +34,23 @@ const DefaultChunkSize = 8 << 20
 const maxDedup = 512 << 10
 
 // Progress receives the engine's progress; ui implements it. Calls come
-// from several goroutines.
+// from several goroutines. Start's total is the bytes in use as far as
+// they are known before reading: a filesystem's used blocks, and the
+// whole of an area copied raw. Less takes off the total a raw area's
+// zero chunks as they are found (they are not in use), so the total
+// comes down to the bytes Add counts, the summary's "used", as the run
+// goes, and the time left is not reckoned on bytes that need no work.
 type Progress interface {
 	Start(total int64)
 	Add(n int64)
+	Less(n int64)
 }
 
 type noProgress struct{}
 
 func (noProgress) Start(int64) {}
 func (noProgress) Add(int64)   {}
+func (noProgress) Less(int64)  {}
 
 // Options tune an imaging run. The zero value images everything,
 // uncompressed; the CLI passes codec.DefaultSetting unless told otherwise.
@@ -752,9 +759,11 @@ func (p *pipeline) write(ctx context.Context, order chan *job, ps *pass) error {
 			if err := p.w.AddEntry(e); err != nil {
 				return err
 			}
-			if !(j.zero && p.areas[j.area].used == nil) {
-				// A raw area's zero chunks are not in use: the
-				// total counted them, Finish corrects it.
+			if j.zero && p.areas[j.area].used == nil {
+				// A raw area's zero chunk is not in use: the
+				// total counted it.
+				p.progress.Less(j.used)
+			} else {
 				p.progress.Add(j.used)
 			}
 		} else {

@@ -3,7 +3,9 @@ package backup
 import (
 	"bytes"
 	"context"
+	"io"
 	"math/rand"
+	"sync/atomic"
 	"testing"
 
 	"github.com/platter-dev/platter/internal/codec"
@@ -50,6 +52,33 @@ func TestZeroAndDuplicateChunks(t *testing.T) {
 	}
 	if !bytes.Equal(readImage(t, out.Bytes()), data) {
 		t.Fatal("chunks do not read back as the source")
+	}
+}
+
+// tally records what the engine tells its Progress.
+type tally struct{ total, done, less atomic.Int64 }
+
+func (p *tally) Start(n int64) { p.total.Store(n) }
+func (p *tally) Add(n int64)   { p.done.Add(n) }
+func (p *tally) Less(n int64)  { p.less.Add(n) }
+
+// A raw area's total is its size at Start (what is in use is not known
+// before it is read); its zero chunks are taken off as they are found,
+// so the total ends as the bytes done: the summary's "used" (issue
+// 13.7: the bar's total was the raw size until the last moment).
+func TestProgressRaw(t *testing.T) {
+	const cs = 64 << 10
+	data := make([]byte, 16*cs+1000)
+	rand.New(rand.NewSource(2)).Read(data[3*cs : 5*cs])
+	data[11*cs+7] = 1
+	var p tally
+	meta, _, err := Run(context.Background(), tooltest.NewMemSource(data), io.Discard, Options{ChunkSize: cs, Progress: &p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := meta.Areas[0].UsedBytes
+	if used != 3*cs || p.total.Load() != int64(len(data)) || p.done.Load() != used || p.total.Load()-p.less.Load() != used {
+		t.Errorf("total %d, done %d, less %d; %d used", p.total.Load(), p.done.Load(), p.less.Load(), used)
 	}
 }
 

@@ -68,6 +68,7 @@ type writeDuring struct {
 
 func (w *writeDuring) Start(int64) {}
 func (w *writeDuring) Add(int64)   { w.once.Do(w.fn) }
+func (w *writeDuring) Less(int64)  {}
 
 // liveRun images src live, writing to it during the first copy, before
 // the sync pass and at the freeze, and returns the image's bytes and the

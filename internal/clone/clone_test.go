@@ -238,6 +238,7 @@ type progressFunc func()
 
 func (progressFunc) Start(int64) {}
 func (f progressFunc) Add(int64) { f() }
+func (progressFunc) Less(int64)  {}
 
 // A clone that stops — the source cannot be read, the target cannot be
 // written, the run is cancelled — returns why and leaves a target whose

@@ -76,6 +76,10 @@ func (p *Progress) Start(total int64) {
 // Add counts n more bytes done.
 func (p *Progress) Add(n int64) { p.done.Add(n) }
 
+// Less takes n bytes off the total: bytes counted in it that turned out
+// to need no work (an imaged raw area's zero chunks).
+func (p *Progress) Less(n int64) { p.total.Add(-n) }
+
 // Finish draws the final state and ends the display. The total becomes
 // what was done: a total known only as an upper bound at Start (raw
 // areas, whose zero chunks are not counted) ends as the real figure.
