@@ -7,11 +7,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
 
 	"github.com/platter-dev/platter/internal/image"
+	"github.com/platter-dev/platter/internal/ui"
 )
 
 // platter version, and a misspelt flag answered with the flag meant.
@@ -67,12 +69,33 @@ func TestSummaries(t *testing.T) {
 		t.Errorf("create --json %+v, info says id %s, %d bytes, partitions use %d", c, j.ID, st.Size(), used)
 	}
 	var v struct {
-		OK        bool  `json:"ok"`
-		Chunks    int   `json:"chunks"`
-		UsedBytes int64 `json:"used_bytes"`
+		OK         bool  `json:"ok"`
+		Chunks     int   `json:"chunks"`
+		UsedBytes  int64 `json:"used_bytes"`
+		ImageBytes int64 `json:"image_bytes"`
 	}
-	if err := json.Unmarshal([]byte(ok(t, "verify", "--json", "--progress", "none", img)), &v); err != nil || !v.OK || v.Chunks == 0 || v.UsedBytes != c.UsedBytes {
-		t.Errorf("verify --json: %v %+v (create said %d used)", err, v, c.UsedBytes)
+	if err := json.Unmarshal([]byte(ok(t, "verify", "--json", "--progress", "none", img)), &v); err != nil || !v.OK || v.Chunks == 0 || v.UsedBytes != c.UsedBytes || v.ImageBytes != st.Size() {
+		t.Errorf("verify --json: %v %+v (create said %d used, the file is %d bytes)", err, v, c.UsedBytes, st.Size())
+	}
+	if o := ok(t, "verify", "--progress", "none", img); !strings.Contains(o, ui.Bytes(c.UsedBytes)+" in use on the disk, "+ui.Bytes(st.Size())+" of image") {
+		t.Errorf("verify does not give the sizes create gave (%s used, %s of image): %s", ui.Bytes(c.UsedBytes), ui.Bytes(st.Size()), o)
+	}
+	// The progress display's total, at its start and its end, is the
+	// summary's "used".
+	stdout, stderr, code := run(t, "create", "--force", "--json", "--progress", "json", disk, img)
+	if code != 0 || json.Unmarshal([]byte(stdout), &c) != nil {
+		t.Fatalf("create --json --progress json: exit %d\n%s%s", code, stdout, stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	var first, last struct {
+		Done     int64 `json:"bytes_done"`
+		Total    int64 `json:"bytes_total"`
+		Finished bool  `json:"finished"`
+	}
+	json.Unmarshal([]byte(lines[0]), &first)
+	json.Unmarshal([]byte(lines[len(lines)-1]), &last)
+	if !last.Finished || last.Done != c.UsedBytes || last.Total != c.UsedBytes || first.Total != c.UsedBytes {
+		t.Errorf("progress from %+v to %+v; the summary says %d bytes used", first, last, c.UsedBytes)
 	}
 	var r struct {
 		Target string `json:"target"`
@@ -231,13 +254,14 @@ func TestInfoReadable(t *testing.T) {
 	}
 	img := filepath.Join(dir, "d.platter")
 	ok(t, "create", "--progress", "none", disk, img)
-	j := info(t, img)
 	var got struct {
 		Digest     string `json:"digest"`
 		Host       string `json:"host"`
 		Partitions []struct {
 			Index    int    `json:"index"`
+			Start    int64  `json:"start"`
 			TypeName string `json:"type_name"`
+			Name     string `json:"name"`
 			Label    string `json:"label"`
 			UUID     string `json:"uuid"`
 		} `json:"partitions"`
@@ -258,14 +282,26 @@ func TestInfoReadable(t *testing.T) {
 		if p.TypeName == "" || !strings.Contains(fdisk, " "+p.TypeName+"\n") {
 			t.Errorf("partition %d: type %q, not as sfdisk names it:\n%s", p.Index, p.TypeName, fdisk)
 		}
+		// The GPT name sgdisk -c gave, as sgdisk -i reads it back.
+		if name := sgdiskName(t, disk, p.Index); p.Name != name || name == "" {
+			t.Errorf("partition %d: GPT name %q, sgdisk says %q", p.Index, p.Name, name)
+		}
+		if p.Start != parts[p.Index].start {
+			t.Errorf("partition %d starts at %d, sfdisk says %d", p.Index, p.Start, parts[p.Index].start)
+		}
 	}
 	text := ok(t, "info", img)
-	for _, want := range []string{"EFI System", "Linux filesystem", "Microsoft basic data", "MYESP", "rootfs", "Data Disk", got.Digest, "on host " + host} {
+	// Offsets as a person reads them in the table, and exactly below it.
+	want := []string{"EFI System", "Linux filesystem", "Microsoft basic data", "MYESP", "rootfs", "Data Disk", got.Digest, "on host " + host,
+		"ESP", "root", "data", "1.0 MiB", "33.0 MiB", "81.0 MiB"}
+	for n := 1; n <= 3; n++ {
+		want = append(want, fmt.Sprintf("Partition %d: starts at byte %d, %d bytes", n, parts[n].start, parts[n].size))
+	}
+	for _, want := range want {
 		if !strings.Contains(text, want) {
 			t.Errorf("info does not show %q:\n%s", want, text)
 		}
 	}
-	_ = j
 	// An incremental after one file changed: a few chunks changed.
 	inc := filepath.Join(dir, "inc.platter")
 	o := ok(t, "create", "--progress", "none", "--incremental", img, disk, inc)
@@ -274,5 +310,105 @@ func TestInfoReadable(t *testing.T) {
 	}
 	if text := ok(t, "info", inc); !strings.Contains(text, "0 of its") {
 		t.Errorf("info of an incremental does not say how many chunks changed:\n%s", text)
+	}
+	// One file written into the ext4 (debugfs, then the partition put
+	// back): some chunks changed, not all, and create and info agree.
+	src := filepath.Join(dir, "new-file")
+	writeRandom(t, src, 3<<20)
+	sh(t, "debugfs", "-w", "-R", "write "+src+" new-file", files[2])
+	sh(t, "dd", "if="+files[2], "of="+disk, "bs=1M", "oflag=seek_bytes", "seek="+itoa(parts[2].start), "conv=notrunc", "status=none")
+	inc2 := filepath.Join(dir, "inc2.platter")
+	var c struct {
+		Changed *int `json:"changed_chunks"`
+		Chunks  int  `json:"chunks"`
+	}
+	if err := json.Unmarshal([]byte(ok(t, "create", "--json", "--progress", "none", "--incremental", inc, disk, inc2)), &c); err != nil || c.Changed == nil || *c.Changed == 0 || *c.Changed >= c.Chunks {
+		t.Fatalf("create --json of an incremental after a file was written: %v %+v", err, c)
+	}
+	if text := ok(t, "info", inc2); !strings.Contains(text, fmt.Sprintf("(%d of its %d chunks changed since its parent)", *c.Changed, c.Chunks)) {
+		t.Errorf("info of the incremental does not say %d of %d chunks changed:\n%s", *c.Changed, c.Chunks, text)
+	}
+}
+
+// sgdiskName is the GPT name of partition n as sgdisk reads it.
+func sgdiskName(t *testing.T, disk string, n int) string {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^Partition name: '(.*)'$`).FindStringSubmatch(sh(t, "sgdisk", "-i", fmt.Sprint(n), disk))
+	if m == nil {
+		t.Fatalf("sgdisk -i %d %s gives no name", n, disk)
+	}
+	return m[1]
+}
+
+// Every command's --help shows examples (cobra's own help and
+// completion commands aside: their text is cobra's).
+func TestHelpExamples(t *testing.T) {
+	var walk func(path []string)
+	n := 0
+	walk = func(path []string) {
+		help := ok(t, append(path, "--help")...)
+		inCmds := false
+		for _, line := range strings.Split(help, "\n") {
+			switch {
+			case strings.HasPrefix(line, "Available Commands:"):
+				inCmds = true
+			case inCmds && strings.HasPrefix(line, "  "):
+				if name := strings.Fields(line)[0]; name != "help" && name != "completion" {
+					walk(append(slices.Clip(path), name))
+				}
+			default:
+				inCmds = false
+			}
+		}
+		if len(path) == 0 {
+			return
+		}
+		n++
+		ex := "platter " + strings.Join(path, " ")
+		if !strings.Contains(help, "\nExamples:\n  "+ex) && !strings.Contains(help, "\nExamples:\n  $ "+ex) {
+			t.Errorf("platter %s --help shows no example of itself:\n%s", strings.Join(path, " "), help)
+		}
+	}
+	walk(nil)
+	if n < 15 {
+		t.Errorf("only %d commands found in --help", n)
+	}
+}
+
+// A permission error on a device says that disks belong to root, for a
+// source and for a target. The commands run as nobody, from a copy of
+// the binary nobody can run.
+func TestPermissionHint(t *testing.T) {
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Fatal("setpriv (util-linux) is needed for this test and is not installed")
+	}
+	disk := fixture(t, "bare-ext4.sh")
+	dir, err := os.MkdirTemp("", "platter-nobody-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o777)
+	bin := filepath.Join(dir, "platter")
+	sh(t, "install", "-m", "0755", platter, bin)
+	img := filepath.Join(dir, "fs.platter")
+	ok(t, "create", "--progress", "none", disk, img)
+	os.Chmod(img, 0o644)
+	back := filepath.Join(dir, "loop-backing")
+	sh(t, "truncate", "-s", "64M", back)
+	loop := strings.TrimSpace(sh(t, "losetup", "--find", "--show", back))
+	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
+	os.Chmod(loop, 0o600)
+	for _, args := range [][]string{
+		{"create", "--progress", "none", loop, filepath.Join(dir, "x.platter")},
+		{"restore", "--progress", "none", "--yes", img, loop},
+	} {
+		cmd := exec.Command(setpriv, append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", bin}, args...)...)
+		cmd.Dir = dir
+		out, _ := cmd.CombinedOutput()
+		if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), "permission denied") || !strings.Contains(string(out), "run platter as root, or with sudo") {
+			t.Errorf("platter %s as nobody: exit %d, want 1 and a word about root:\n%s", strings.Join(args, " "), code, out)
+		}
 	}
 }
