@@ -152,6 +152,9 @@ func runConvert(cmd *cobra.Command, opts convertOptions, spec, output string) er
 	if err == nil && partial != nil {
 		err = partial.Commit(opts.force)
 	}
+	if err != nil && partial != nil {
+		err = partial.Named(err)
+	}
 	if err != nil {
 		return fmt.Errorf("convert %s to %s: %w", spec, output, files.inVolume(err))
 	}

@@ -51,11 +51,13 @@ func openDirect(f *os.File) *os.File { return reopenDirect(f, os.O_WRONLY) }
 func openDirectRead(f *os.File) *os.File { return reopenDirect(f, os.O_RDONLY) }
 
 func reopenDirect(f *os.File, mode int) *os.File {
-	d, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), mode|unix.O_DIRECT, 0)
+	fd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), mode|unix.O_DIRECT|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil
 	}
-	return d
+	// Named as f is: an error (a full disk) names the file the caller
+	// knows, never /proc/self/fd/N.
+	return os.NewFile(uintptr(fd), f.Name())
 }
 
 // discard discards a device's range (BLKDISCARD) or punches a hole in a

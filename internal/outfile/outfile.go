@@ -112,6 +112,12 @@ func NewPartial(final string) (*Partial, error) {
 	tmp := filepath.Join(filepath.Dir(final), "."+filepath.Base(final)+".partial-"+hex.EncodeToString(suffix[:]))
 	f, err := Create(tmp)
 	if err != nil {
+		// The user named the image, not this private name (a missing
+		// directory, a read-only one).
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			pe.Path = final
+		}
 		return nil, err
 	}
 	fail := func(err error) (*Partial, error) {
@@ -146,6 +152,19 @@ func NewPartial(final string) (*Partial, error) {
 		}
 	}
 	return &Partial{f: f, path: path, final: final}, nil
+}
+
+// Named gives err, if it is about the .partial (by either of its
+// names), as the error of the image the user named: the .partial's
+// names and what was wrapped around them (a writer's offset in the
+// .partial) say nothing to the user, and a wrapper's message cannot be
+// renamed after it is made. Other errors are returned as they are.
+func (p *Partial) Named(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) && (pe.Path == p.path || pe.Path == p.f.Name()) {
+		return &os.PathError{Op: pe.Op, Path: p.final, Err: pe.Err}
+	}
+	return err
 }
 
 // File is the open .partial.

@@ -2,6 +2,7 @@ package outfile
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -57,5 +58,26 @@ func TestNotFile(t *testing.T) {
 	}
 	if st, err := os.Lstat(late); err != nil || st.Mode()&os.ModeNamedPipe == 0 {
 		t.Errorf("the FIFO was replaced: %v %v", st.Mode(), err)
+	}
+}
+
+// An error about the .partial, by either of its names and however it
+// was wrapped, is given as the image's: the user named the image.
+func TestNamed(t *testing.T) {
+	final := filepath.Join(t.TempDir(), "x.platter")
+	p, err := NewPartial(final)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Abort()
+	for _, name := range []string{p.Name(), p.File().Name()} {
+		err := fmt.Errorf("write at byte 0: %w", &os.PathError{Op: "write", Path: name, Err: unix.ENOSPC})
+		if got := p.Named(err); got.Error() != "write "+final+": no space left on device" || !errors.Is(got, unix.ENOSPC) {
+			t.Errorf("Named(%v) = %v", err, got)
+		}
+	}
+	other := &os.PathError{Op: "open", Path: "/elsewhere", Err: unix.ENOENT}
+	if got := p.Named(other); got != error(other) {
+		t.Errorf("Named(%v) = %v", other, got)
 	}
 }

@@ -155,13 +155,7 @@ func (s *fileSink) Write(b []byte) (int, error) {
 
 // named says the image's name where err says its .partial's: the user
 // named the image.
-func (s *fileSink) named(err error) error {
-	var pe *os.PathError
-	if errors.As(err, &pe) && (pe.Path == s.p.Name() || pe.Path == s.p.File().Name()) {
-		pe.Path = s.path
-	}
-	return err
-}
+func (s *fileSink) named(err error) error { return s.p.Named(err) }
 
 // flush writes what the SeqWriter holds.
 func (s *fileSink) flush() error {

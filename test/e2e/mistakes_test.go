@@ -94,6 +94,45 @@ func TestConvertOntoDevice(t *testing.T) {
 	}
 }
 
+// Errors name what the user named, in words: not the private name an
+// image is written under (.NAME.partial-XXXX), not /proc/self/fd/N (the
+// second descriptor writes go through), not a package's or a step's
+// name (qcow2:, ext:).
+func TestPlainMessages(t *testing.T) {
+	disk := fixture(t, "gpt-disk.sh")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "d.platter")
+	ok(t, "create", "--progress", "none", disk, img)
+	full := filepath.Join(dir, "full")
+	os.Mkdir(full, 0o755)
+	sh(t, "mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", full)
+	defer exec.Command("umount", full).Run()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"create", "--progress", "none", disk, filepath.Join(full, "x.platter")}, "write " + filepath.Join(full, "x.platter") + ": no space left on device"},
+		{[]string{"convert", "--progress", "none", img, filepath.Join(full, "x.qcow2")}, "write " + filepath.Join(full, "x.qcow2") + ": no space left on device"},
+		{[]string{"convert", "--progress", "none", img, filepath.Join(full, "x.raw")}, "write " + filepath.Join(full, "x.raw") + ": no space left on device"},
+		{[]string{"create", "--progress", "none", disk, filepath.Join(dir, "none", "x.platter")}, filepath.Join(dir, "none", "x.platter") + ": no such file or directory"},
+		{[]string{"convert", "--progress", "none", img, filepath.Join(dir, "none", "x.qcow2")}, filepath.Join(dir, "none", "x.qcow2") + ": no such file or directory"},
+		{[]string{"ls", img + ":2", "/no/such"}, "/no/such: no such file or directory"},
+	} {
+		_, errOut, code := run(t, c.args...)
+		if code != 1 || !strings.Contains(errOut, c.want) {
+			t.Errorf("platter %s: exit %d, want 1 and %q:\n%s", strings.Join(c.args, " "), code, c.want, errOut)
+		}
+		for _, bad := range []string{".partial", "/proc/self", " qcow2:", " raw:", " ext:", "exit status"} {
+			if strings.Contains(errOut, bad) {
+				t.Errorf("platter %s says %q:\n%s", strings.Join(c.args, " "), bad, errOut)
+			}
+		}
+	}
+	if ents, _ := os.ReadDir(full); len(ents) != 0 {
+		t.Errorf("left behind: %v", ents)
+	}
+}
+
 // A restore that stops (interrupted, or at a damaged chunk) removes a
 // target file it created, and says a target that existed is incomplete.
 func TestStoppedRestore(t *testing.T) {
