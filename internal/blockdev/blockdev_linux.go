@@ -186,6 +186,12 @@ func Identity(path string) (model, serial string) {
 	}
 	model, serial = read("model"), read("serial")
 	if serial == "" {
+		// virtio-blk (a cloud or KVM guest's disk): the serial QEMU
+		// was given, on the block device itself; it has no model.
+		b, _ := os.ReadFile(filepath.Join(sys, "serial"))
+		serial = strings.TrimSpace(string(b))
+	}
+	if serial == "" {
 		// SCSI and SATA disks: the unit serial number VPD page (0x80):
 		// a 4-byte header, then the serial.
 		if b, err := os.ReadFile(filepath.Join(sys, "device", "vpd_pg80")); err == nil && len(b) > 4 {
