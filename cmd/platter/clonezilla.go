@@ -31,7 +31,6 @@ import (
 	"strings"
 	"sync"
 	"text/tabwriter"
-	"time"
 
 	"github.com/platter-dev/platter/internal/backup"
 	"github.com/platter-dev/platter/internal/clonezilla"
@@ -185,41 +184,36 @@ func verifyPartition(ctx context.Context, d *clonezilla.Disk, p *clonezilla.Part
 }
 
 // openClonezillaImage is openImage for a Clonezilla directory: its disk
-// converted into a private Platter image (fast compression) in a
-// temporary file that is unlinked before anything is written to it, so
-// nothing is left behind whatever happens, a kill included.
+// converted into a Platter image (fast compression), kept in the cache
+// of converted images (keyed by every regular file of the directory) or,
+// where that is off, in a temporary file that is unlinked before
+// anything is written to it (imgcache.go).
 func openClonezillaImage(path string) (chainFiles, *image.Reader, error) {
-	ctx := runContext
-	mode, _ := displayMode("auto")
-	p := newCZProgress(newProgress(mode, "read Clonezilla image"))
-	d, err := clonezilla.Open(path, p.options())
+	files, err := regularFiles(path)
 	if err != nil {
 		return nil, nil, err
 	}
-	defer d.Close() // the decoded partitions are in the Platter image now
-	f, err := os.CreateTemp("", "platter-clonezilla-*.platter")
-	if err != nil {
-		return nil, nil, err
-	}
-	os.Remove(f.Name())
-	o := &privateImage{File: f, name: path + " (read as a Platter image)"}
-	start := time.Now()
-	_, _, err = importClonezilla(ctx, d, o.sink(), codec.FastSetting, backup.DefaultChunkSize, "", p)
-	p.Finish()
-	if err != nil {
-		f.Close()
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if verbose {
-		warn("%s: Clonezilla image read in %.1fs", path, time.Since(start).Seconds())
-	}
-	r, err := image.Open(o, o.size, nil)
-	if err != nil {
-		f.Close()
-		return nil, nil, fmt.Errorf("%s: %w", o.name, err)
-	}
-	r.SetName(o.name)
-	return chainFiles{o}, r, nil
+	kind := fmt.Sprintf("clonezilla %s %v %d", converterID(), codec.FastSetting, backup.DefaultChunkSize)
+	return openConverted(path, kind, files, func(sinkFor sinkFor) error {
+		mode, _ := displayMode("auto")
+		p := newCZProgress(newProgress(mode, "read Clonezilla image"))
+		d, err := clonezilla.Open(path, p.options())
+		if err != nil {
+			return err
+		}
+		defer d.Close() // the decoded partitions are in the Platter image now
+		// The image holds at most the used bytes, compressed.
+		sink, err := sinkFor(usedBytes(d) + 64<<20)
+		if err != nil {
+			return err
+		}
+		_, _, err = importClonezilla(runContext, d, sink, codec.FastSetting, backup.DefaultChunkSize, "", p)
+		p.Finish()
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		return nil
+	})
 }
 
 // privateImage is the Platter image of a Clonezilla directory, in an

@@ -67,6 +67,7 @@ func run(args []string) int {
 		return exitOK
 	}
 	fmt.Fprintf(os.Stderr, "platter: %s\n", oneLine(err.Error()))
+	forgetDamagedConversions(err)
 	return exitCode(err)
 }
 
@@ -171,10 +172,11 @@ savedisk's); platter import converts one into a Platter image.`,
 	root.PersistentFlags().BoolVarP(&quiet, "quiet", "q", false, "print only warnings and errors (no progress, no summary)")
 	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "print more: each partition of what was made, written or checked")
 	root.PersistentFlags().StringVar(&s3Endpoint, "s3-endpoint", "", s3EndpointFlag)
+	root.PersistentFlags().BoolVar(&noCache, "no-cache", false, noCacheFlag)
 	addSecretFlags(root)
 	root.AddCommand(newVersionCommand())
 	root.AddCommand(newCreateCommand(), newCloneCommand(), newVerifyCommand(), newInfoCommand(), newRestoreCommand(), newConsolidateCommand(), newPruneCommand(), newListCommand(), newServeCommand(), newMountCommand(), newUmountCommand(), newLsCommand(), newExtractCommand())
-	root.AddCommand(newKeygenCommand(), newPasswdCommand(), newConvertCommand(), newBootCommand(), newImportCommand())
+	root.AddCommand(newKeygenCommand(), newPasswdCommand(), newConvertCommand(), newBootCommand(), newImportCommand(), newCacheCommand())
 	root.AddCommand(newDocsCommand()) // hidden: man pages for make install
 	return root
 }

@@ -36,6 +36,9 @@ func TestMain(m *testing.M) {
 	fixtures = filepath.Join(root, "test", "fixtures")
 	shared = filepath.Join(dir, "shared")
 	os.Mkdir(shared, 0o755)
+	// Clonezilla images converted by the tests are cached here, not in
+	// the user's cache.
+	os.Setenv("PLATTER_CACHE", filepath.Join(dir, "cache"))
 	platter = filepath.Join(dir, "platter")
 	// The same static build as `make build`.
 	build := exec.Command("go", "build", "-trimpath", "-tags", "netgo,osusergo", "-ldflags", `-extldflags "-static"`, "-o", platter, "./cmd/platter")
