@@ -162,7 +162,8 @@ func newRootCommand() *cobra.Command {
 		Short: "Make, check, describe and restore disk images",
 		Long: `Platter makes, checks, describes and restores disk images. Every command
 that reads an IMAGE also takes a Clonezilla image directory (ocs-sr
-savedisk's); platter import converts one into a Platter image.`,
+savedisk's), converted once and kept in a cache (platter cache);
+platter import converts one into a Platter image.`,
 		Version:       version + " (zstd encoder: " + codec.EncoderName + ")",
 		SilenceUsage:  true,
 		SilenceErrors: true,
