@@ -26,6 +26,7 @@ import (
 	"github.com/platter-dev/platter/internal/backup"
 	"github.com/platter-dev/platter/internal/image"
 	"github.com/platter-dev/platter/internal/imgcache"
+	"github.com/platter-dev/platter/internal/ui"
 	"github.com/spf13/cobra"
 )
 
@@ -267,7 +268,11 @@ platter cache clear empties it.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d bytes of converted images (limit %d bytes)\n", c.Path(), used, limit)
+			state := fmt.Sprintf("limit %s, PLATTER_CACHE_MAX", ui.Bytes(limit))
+			if limit == 0 {
+				state = "off: PLATTER_CACHE_MAX=0"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s of converted images (%s)\n", c.Path(), ui.Bytes(used), state)
 			return nil
 		},
 	}
@@ -285,7 +290,7 @@ platter cache clear empties it.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: removed %d bytes of converted images\n", c.Path(), freed)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: removed %s of converted images\n", c.Path(), ui.Bytes(freed))
 			return nil
 		},
 	})
