@@ -92,6 +92,9 @@ func openConverted(path, kind string, files []string, build func(sinkFor) error)
 		err = build(sinks)
 	}
 	if err != nil {
+		if entry != nil {
+			entry.Abort() // a no-op if the conversion aborted it already
+		}
 		if private != nil {
 			private.Close()
 		}
