@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/platter-dev/platter/internal/block"
 	"github.com/platter-dev/platter/internal/outfile"
@@ -22,14 +24,23 @@ type Target struct {
 }
 
 // StatTarget describes path without opening it for writing: whether it
-// exists, is a block device, and its size.
+// exists, is a block device, and its size. Under /dev only a block
+// device is a target: a mistyped disk name (/dev/sdx) would otherwise
+// become a regular file there, the size of the disk, in memory.
 func StatTarget(path string) (exists, isDevice bool, size int64, err error) {
 	st, err := os.Stat(path)
+	inDev := underDev(path)
 	if errors.Is(err, os.ErrNotExist) {
+		if inDev {
+			return false, false, 0, fmt.Errorf("%s does not exist: under /dev only an existing block device is written, never a new file (is the disk's name mistyped? lsblk lists them)", path)
+		}
 		return false, false, 0, nil
 	}
 	if err != nil {
 		return false, false, 0, err
+	}
+	if inDev && (st.Mode()&os.ModeDevice == 0 || st.Mode()&os.ModeCharDevice != 0) {
+		return true, false, 0, fmt.Errorf("%s is not a block device: under /dev only a block device is written", path)
 	}
 	if st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0 {
 		d, err := Open(path)
@@ -162,4 +173,10 @@ func (t *Target) Zero(off, n int64) error {
 		return nil
 	}
 	return zeroRange(t.Device, off, n)
+}
+
+// underDev says whether path names something in /dev.
+func underDev(path string) bool {
+	abs, err := filepath.Abs(path)
+	return err == nil && strings.HasPrefix(abs, "/dev/")
 }

@@ -2,6 +2,8 @@ package blockdev
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -57,5 +59,29 @@ func TestOpenExisting(t *testing.T) {
 	clear(want[256<<10 : 320<<10])
 	if !bytes.Equal(b, want) {
 		t.Fatal("the file does not hold what was written and discarded, and the rest as it was")
+	}
+}
+
+// Under /dev only a block device is a target: a mistyped disk name made
+// a regular file there, as large as the disk, and the restore said OK.
+func TestTargetUnderDev(t *testing.T) {
+	missing := fmt.Sprintf("/dev/platter-test-missing-%d", os.Getpid())
+	if _, _, _, err := StatTarget(missing); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("StatTarget(%s): %v, want it refused as missing", missing, err)
+	}
+	if tg, err := OpenTarget(missing, 1<<20); err == nil {
+		tg.Close()
+		t.Errorf("OpenTarget(%s) made it", missing)
+	}
+	if _, err := os.Lstat(missing); !errors.Is(err, os.ErrNotExist) {
+		os.Remove(missing)
+		t.Errorf("%s was created: %v", missing, err)
+	}
+	if _, _, _, err := StatTarget("/dev/null"); err == nil || !strings.Contains(err.Error(), "not a block device") {
+		t.Errorf("StatTarget(/dev/null): %v, want it refused", err)
+	}
+	// Outside /dev a missing file is a new target, as ever.
+	if exists, _, _, err := StatTarget(filepath.Join(t.TempDir(), "new.img")); exists || err != nil {
+		t.Errorf("a new file outside /dev: exists %v, %v", exists, err)
 	}
 }
