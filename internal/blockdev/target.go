@@ -3,6 +3,7 @@ package blockdev
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,10 +72,10 @@ func OpenTarget(path string, size int64) (*Target, error) {
 		}
 		f, err := os.OpenFile(path, os.O_RDWR|os.O_EXCL, 0)
 		if errors.Is(err, os.ErrPermission) {
-			return nil, fmt.Errorf("open target: %w", needRoot(path, err))
+			return nil, needRoot(path, targetError(path, err))
 		}
 		if err != nil {
-			return nil, fmt.Errorf("open target: %w (is it in use?)", err)
+			return nil, fmt.Errorf("%w (is it in use?)", targetError(path, err))
 		}
 		d, err := newDevice(f, path)
 		if err != nil {
@@ -92,7 +93,7 @@ func OpenTarget(path string, size int64) (*Target, error) {
 		f, err = os.OpenFile(path, os.O_RDWR|os.O_TRUNC, 0)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open target: %w", err)
+		return nil, targetError(path, err)
 	}
 	if err := f.Truncate(size); err != nil {
 		f.Close()
@@ -129,10 +130,10 @@ func OpenExisting(path string, size int64) (*Target, error) {
 	}
 	f, err := os.OpenFile(path, flags, 0)
 	if errors.Is(err, os.ErrPermission) {
-		return nil, fmt.Errorf("open target: %w", needRoot(path, err))
+		return nil, needRoot(path, targetError(path, err))
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open target: %w", err)
+		return nil, targetError(path, err)
 	}
 	d, err := newDevice(f, path)
 	if err != nil {
@@ -179,4 +180,13 @@ func (t *Target) Zero(off, n int64) error {
 func underDev(path string) bool {
 	abs, err := filepath.Abs(path)
 	return err == nil && strings.HasPrefix(abs, "/dev/")
+}
+
+// targetError says why TARGET cannot be written, naming it as the user
+// did: "target ./x/: is a directory", not "open target: open ./x/: ...".
+func targetError(path string, err error) error {
+	if pe, ok := err.(*fs.PathError); ok && pe.Path == path {
+		err = pe.Err
+	}
+	return fmt.Errorf("target %s: %w", path, err)
 }

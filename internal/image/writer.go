@@ -3,9 +3,11 @@ package image
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"slices"
 	"time"
 
@@ -104,9 +106,20 @@ func (w *Writer) write(b []byte) error {
 	n, err := w.w.Write(b)
 	w.off += int64(n)
 	if err != nil {
-		return fmt.Errorf("image: write at byte %d: %w", w.off, err)
+		return w.writeError(err)
 	}
 	return nil
+}
+
+// writeError says where writing the image failed, in the user's words:
+// "/backup/x.platter: no space left on device (at byte 16777216 of the
+// image)", not the system call's.
+func (w *Writer) writeError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s: %w (at byte %d of the image)", pe.Path, pe.Err, w.off)
+	}
+	return fmt.Errorf("%w (at byte %d of the image)", err, w.off)
 }
 
 // Offset is the number of bytes written so far.
@@ -436,7 +449,7 @@ func (w *Writer) emit(st *staged, head, foot []byte) error {
 		n, err := io.Copy(w.w, r)
 		w.off += n
 		if err != nil {
-			return fmt.Errorf("image: write at byte %d: %w", w.off, err)
+			return w.writeError(err)
 		}
 		return nil
 	}

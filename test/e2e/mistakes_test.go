@@ -111,18 +111,20 @@ func TestPlainMessages(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"create", "--progress", "none", disk, filepath.Join(full, "x.platter")}, "write " + filepath.Join(full, "x.platter") + ": no space left on device"},
+		{[]string{"create", "--progress", "none", disk, filepath.Join(full, "x.platter")}, "platter: " + filepath.Join(full, "x.platter") + ": no space left on device (at byte "},
 		{[]string{"convert", "--progress", "none", img, filepath.Join(full, "x.qcow2")}, "write " + filepath.Join(full, "x.qcow2") + ": no space left on device"},
 		{[]string{"convert", "--progress", "none", img, filepath.Join(full, "x.raw")}, "write " + filepath.Join(full, "x.raw") + ": no space left on device"},
 		{[]string{"create", "--progress", "none", disk, filepath.Join(dir, "none", "x.platter")}, filepath.Join(dir, "none", "x.platter") + ": no such file or directory"},
 		{[]string{"convert", "--progress", "none", img, filepath.Join(dir, "none", "x.qcow2")}, filepath.Join(dir, "none", "x.qcow2") + ": no such file or directory"},
 		{[]string{"ls", img + ":2", "/no/such"}, "/no/such: no such file or directory"},
+		{[]string{"restore", "--progress", "none", img, filepath.Join(dir, "new") + "/"}, "target " + filepath.Join(dir, "new") + "/: is a directory"},
+		{[]string{"restore", "--progress", "none", "--yes", img, "/dev/platter-mistyped"}, "/dev/platter-mistyped does not exist"},
 	} {
 		_, errOut, code := run(t, c.args...)
 		if code != 1 || !strings.Contains(errOut, c.want) {
 			t.Errorf("platter %s: exit %d, want 1 and %q:\n%s", strings.Join(c.args, " "), code, c.want, errOut)
 		}
-		for _, bad := range []string{".partial", "/proc/self", " qcow2:", " raw:", " ext:", "exit status"} {
+		for _, bad := range []string{".partial", "/proc/self", " qcow2:", " raw:", " ext:", "exit status", " image:", "open target"} {
 			if strings.Contains(errOut, bad) {
 				t.Errorf("platter %s says %q:\n%s", strings.Join(c.args, " "), bad, errOut)
 			}
