@@ -3,9 +3,9 @@ package main
 // Clonezilla image directories as IMAGE.
 //
 // Every command that reads an image opens it with openImage, which takes
-// a Clonezilla directory too: it converts the directory, in one pass,
-// into a private Platter image (a temporary file unlinked as soon as it
-// is open) and hands that on, so restore, mount, serve, ls, extract,
+// a Clonezilla directory too (foreign.go): it converts the directory, in
+// one pass, into a private Platter image (a temporary file unlinked as
+// soon as it is open) and hands that on, so restore, mount, serve, ls, extract,
 // convert and boot read it exactly as they read any image, through the
 // one code path that is tested for them. The other seam — a read-only
 // disk under view, restore, info and verify — was weighed and not taken:
@@ -20,7 +20,6 @@ package main
 // directory directly and decode nothing they need not.
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -32,10 +31,8 @@ import (
 	"sync"
 	"text/tabwriter"
 
-	"github.com/platter-dev/platter/internal/backup"
+	"github.com/platter-dev/platter/internal/block"
 	"github.com/platter-dev/platter/internal/clonezilla"
-	"github.com/platter-dev/platter/internal/codec"
-	"github.com/platter-dev/platter/internal/image"
 	"github.com/platter-dev/platter/internal/partclone"
 	"github.com/platter-dev/platter/internal/ui"
 	"github.com/spf13/cobra"
@@ -101,47 +98,13 @@ func (p *czProgress) Add(n int64) { p.bar.Add(n) }
 func (p *czProgress) Less(int64) {}
 func (p *czProgress) Finish()    { p.bar.Finish() }
 
-// czSource is a Clonezilla disk as the backup engine reads it.
-type czSource struct{ *clonezilla.Disk }
-
 // usedBytes is the bytes of the disk that hold data.
-func usedBytes(d *clonezilla.Disk) int64 {
+func usedBytes(d interface{ Used() []block.Extent }) int64 {
 	var n int64
 	for _, e := range d.Used() {
 		n += e.Len
 	}
 	return n
-}
-
-// importClonezilla writes the disk of the Clonezilla directory d into
-// sink as a Platter image, reading it once: a compressed partition is
-// decoded whole on its first read, every partclone checksum verified;
-// an uncompressed one is read in place and is verified whole first, so
-// that no block goes unchecked. Any mismatch aborts the sink.
-func importClonezilla(ctx context.Context, d *clonezilla.Disk, sink backup.Sink, setting codec.Setting, chunkSize int64, tempDir string, p *czProgress) (*image.Metadata, int64, error) {
-	p.start(d)
-	for _, part := range d.Partitions {
-		if part.Kind == "partclone" && (part.Compression == "" || part.Compression == "uncomp") {
-			if err := verifyPartition(ctx, d, part, p.bar.Add); err != nil {
-				sink.Abort()
-				return nil, 0, err
-			}
-		}
-	}
-	abs, err := filepath.Abs(d.Dir)
-	if err != nil {
-		abs = d.Dir
-	}
-	opts := backup.Options{
-		SourceName:  abs,
-		Compression: setting,
-		ChunkSize:   chunkSize,
-		Tool:        "platter " + version + " (from a Clonezilla image)",
-		Host:        hostname(),
-		Progress:    p,
-		TempDir:     tempDir,
-	}
-	return backup.ToSink(ctx, czSource{d}, sink, opts)
 }
 
 // discard is an io.WriterAt that keeps nothing.
@@ -182,68 +145,6 @@ func verifyPartition(ctx context.Context, d *clonezilla.Disk, p *clonezilla.Part
 	}
 	return nil
 }
-
-// openClonezillaImage is openImage for a Clonezilla directory: its disk
-// converted into a Platter image (fast compression), kept in the cache
-// of converted images (keyed by every regular file of the directory) or,
-// where that is off, in a temporary file that is unlinked before
-// anything is written to it (imgcache.go).
-func openClonezillaImage(path string) (chainFiles, *image.Reader, error) {
-	files, err := regularFiles(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	kind := fmt.Sprintf("clonezilla %s %v %d", converterID(), codec.FastSetting, backup.DefaultChunkSize)
-	return openConverted(path, kind, files, func(sinkFor sinkFor) error {
-		mode, _ := displayMode("auto")
-		p := newCZProgress(newProgress(mode, "read Clonezilla image"))
-		d, err := clonezilla.Open(path, p.options())
-		if err != nil {
-			return err
-		}
-		defer d.Close() // the decoded partitions are in the Platter image now
-		// The image holds at most the used bytes, compressed.
-		sink, err := sinkFor(usedBytes(d) + 64<<20)
-		if err != nil {
-			return err
-		}
-		_, _, err = importClonezilla(runContext, d, sink, codec.FastSetting, backup.DefaultChunkSize, "", p)
-		p.Finish()
-		if err != nil {
-			return fmt.Errorf("%s: %w", path, err)
-		}
-		return nil
-	})
-}
-
-// privateImage is the Platter image of a Clonezilla directory, in an
-// unlinked temporary file: a store.Object once written.
-type privateImage struct {
-	*os.File
-	name string
-	size int64
-	w    *bufio.Writer
-}
-
-func (o *privateImage) Name() string { return o.name }
-func (o *privateImage) Size() int64  { return o.size }
-
-// sink is where the image is written, front to back; there is no name
-// to commit to, and an aborted image is closed with the command.
-func (o *privateImage) sink() backup.Sink {
-	o.w = bufio.NewWriterSize(o.File, 1<<20)
-	return privateSink{o}
-}
-
-type privateSink struct{ o *privateImage }
-
-func (s privateSink) Write(b []byte) (int, error) {
-	n, err := s.o.w.Write(b)
-	s.o.size += int64(n)
-	return n, err
-}
-func (s privateSink) Commit() error { return s.o.w.Flush() }
-func (s privateSink) Abort()        {}
 
 // clonezillaDamaged says whether err is damage in a Clonezilla image
 // (exit code 3).

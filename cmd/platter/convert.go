@@ -56,6 +56,7 @@ hypervisor and cloud.`,
 	f.BoolVar(&opts.force, "force", false, "overwrite OUTPUT if it exists (a file: never a device, which platter restore writes)")
 	f.StringVar(&opts.progress, "progress", "auto", "progress display: auto, json or none")
 	f.BoolVar(&opts.json, "json", false, "print the result as JSON on stdout")
+	addDiskFlag(cmd)
 	return cmd
 }
 

@@ -350,9 +350,9 @@ func openParent(bopts *backup.Options, opts createOptions) (chainFiles, error) {
 	case path == "":
 		return nil, nil
 	}
-	if isClonezilla(path) {
+	if kind := foreignKind(path); kind != "" {
 		// Its Platter image would be a private one, gone after this run.
-		return nil, usagef("%s is a Clonezilla image directory: the parent of %s must be a Platter image (platter import it, then name the imported image)", path, article(typ))
+		return nil, usagef("%s is %s: the parent of %s must be a Platter image (platter import it, then name the imported image)", path, foreignTitle(kind), article(typ))
 	}
 	files, r, err := openImage(path)
 	if err != nil {

@@ -59,6 +59,7 @@ size and modification time; -R lists every directory below PATH too.`,
 	f.BoolVarP(&opts.long, "long", "l", false, "long listing: mode, owner, size, time")
 	f.BoolVarP(&opts.recursive, "recursive", "R", false, "list the directories below too")
 	f.BoolVar(&opts.json, "json", false, "print the entries as a JSON array (with their paths)")
+	addDiskFlag(cmd)
 	return cmd
 }
 
@@ -216,7 +217,7 @@ func lsMode(m iofs.FileMode) string {
 }
 
 func newExtractCommand() *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "extract IMAGE[:N] PATH DEST",
 		Short: "Copy files or directories out of an image",
 		Long: `Extract copies PATH (a file, or a directory with everything below it) out
@@ -267,6 +268,8 @@ give is skipped and named, the rest extracted, and the exit code is 3.`,
 			})
 		},
 	}
+	addDiskFlag(cmd)
+	return cmd
 }
 
 // extractTarget applies cp -r's rule to DEST: an existing directory

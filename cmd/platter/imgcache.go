@@ -47,10 +47,10 @@ type sinkFor func(need int64) (backup.Sink, error)
 // returned as they are: build names the image in them), kept in the
 // cache when the cache takes it, else in a private unlinked temporary
 // file. A cached image that does not open as a sound image is removed
-// and made again.
-func openConverted(path, kind string, files []string, build func(sinkFor) error) (chainFiles, *image.Reader, error) {
+// and made again. uncached, if set, says why this image is never cached.
+func openConverted(path, kind string, files []string, uncached string, build func(sinkFor) error) (chainFiles, *image.Reader, error) {
 	name := path + " (read as a Platter image)"
-	cache, key, why := openCache(kind, files)
+	cache, key, why := openCache(kind, files, uncached)
 	if cache != nil {
 		defer cache.Close()
 		if f, ok := cache.Get(key); ok {
@@ -129,8 +129,11 @@ func openConverted(path, kind string, files []string, build func(sinkFor) error)
 
 // openCache opens the cache and makes the key of files, or says why the
 // cache is not used.
-func openCache(kind string, files []string) (*imgcache.Cache, string, string) {
-	if noCache {
+func openCache(kind string, files []string, uncached string) (*imgcache.Cache, string, string) {
+	switch {
+	case uncached != "":
+		return nil, "", uncached
+	case noCache:
 		return nil, "", "--no-cache"
 	}
 	limit, err := imgcache.Limit()

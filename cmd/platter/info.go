@@ -43,6 +43,7 @@ func newInfoCommand() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&opts.json, "json", false, "print JSON")
 	cmd.Flags().BoolVar(&opts.chunks, "chunks", false, "with --json, list every chunk and where its frame is")
+	addDiskFlag(cmd)
 	return cmd
 }
 
@@ -250,8 +251,15 @@ func runInfo(w io.Writer, opts infoOptions, path string) error {
 	if path == stdio {
 		return runInfoStream(w, opts)
 	}
-	if isClonezilla(path) {
+	kind := foreignKind(path)
+	if err := checkDiskFlag(path, kind); err != nil {
+		return err
+	}
+	switch kind {
+	case kindClonezilla:
 		return runInfoClonezilla(w, opts, path)
+	case kindMrimgx:
+		return runInfoMrimgx(w, opts, path)
 	}
 	f, r, err := openImage(path)
 	if err != nil {

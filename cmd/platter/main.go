@@ -127,7 +127,7 @@ func exitCode(err error) int {
 		// A file that is not an image at all was named by mistake, or
 		// a device or directory where a file is to be written.
 		return exitUsage
-	case errors.Is(err, image.ErrDamaged), errors.As(err, &ce), errors.As(err, &se), clonezillaDamaged(err):
+	case errors.Is(err, image.ErrDamaged), errors.As(err, &ce), errors.As(err, &se), foreignDamaged(err):
 		return exitDamaged
 	case strings.HasPrefix(err.Error(), "unknown command"), strings.HasPrefix(err.Error(), "unknown flag"):
 		return exitUsage
@@ -162,8 +162,9 @@ func newRootCommand() *cobra.Command {
 		Short: "Make, check, describe and restore disk images",
 		Long: `Platter makes, checks, describes and restores disk images. Every command
 that reads an IMAGE also takes a Clonezilla image directory (ocs-sr
-savedisk's), converted once and kept in a cache (platter cache);
-platter import converts one into a Platter image.`,
+savedisk's) or a Macrium Reflect X image (.mrimgx), converted once and
+kept in a cache (platter cache); platter import converts either into a
+Platter image.`,
 		Version:       version + " (zstd encoder: " + codec.EncoderName + ")",
 		SilenceUsage:  true,
 		SilenceErrors: true,

@@ -52,6 +52,7 @@ once mounted and leaves it running.`,
 	cmd.Flags().BoolVar(&daemon, "daemon", false, "return once mounted, leaving the mount running")
 	cmd.Flags().BoolVar(&files, "files", false, "show the files of partition N's filesystem instead of disk and partition images")
 	cmd.Flags().IntVar(&cache, "cache", 32, "decoded chunks to keep in memory (8 MiB each by default)")
+	addDiskFlag(cmd)
 	return cmd
 }
 
@@ -156,6 +157,9 @@ func mountDaemon(path, dir string, cache int, files bool) error {
 	}
 	if s3Endpoint != "" {
 		args = append(args, "--s3-endpoint", s3Endpoint)
+	}
+	if diskFlag != 0 {
+		args = append(args, fmt.Sprintf("--disk=%d", diskFlag))
 	}
 	imgPath, _ := splitSpec(path)
 	secrets, extra, err := childSecrets(imgPath) // asks here, on the terminal

@@ -74,11 +74,15 @@ func (c chainFiles) inVolume(err error) error {
 // openImage opens and checks an image and, for an incremental or
 // differential, its parents (found by id beside it, then in searchDirs),
 // checked to be the images it was made from; the caller closes both. A
-// Clonezilla image directory is opened as the Platter image of its disk
-// (clonezilla.go).
+// Clonezilla image directory or a Macrium Reflect X image is opened as
+// the Platter image of its disk (foreign.go).
 func openImage(path string) (chainFiles, *image.Reader, error) {
-	if isClonezilla(path) {
-		return openClonezillaImage(path)
+	kind := foreignKind(path)
+	if err := checkDiskFlag(path, kind); err != nil {
+		return nil, nil, err
+	}
+	if kind != "" {
+		return openForeignImage(path, kind)
 	}
 	var files chainFiles
 	fail := func(err error) (chainFiles, *image.Reader, error) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -78,6 +77,7 @@ modification times, chattr flags and project ID (not its change time).`,
 	f.BoolVar(&opts.delta, "delta", false, "TARGET holds an older state of the disk: write only what differs")
 	f.BoolVar(&opts.trim, "trim", false, "with --delta: discard the bytes no filesystem uses")
 	f.BoolVar(&opts.force, "force", false, "with --delta: restore onto a TARGET that does not look like the image's disk")
+	addDiskFlag(cmd)
 	return cmd
 }
 
@@ -339,13 +339,8 @@ func chainTargetError(target, held string) error {
 // file of the image's chain), and says how many bytes the target must
 // hold for partition (0: the whole disk).
 func openRestoreImage(imagePath, target string, partition int) (chainFiles, *image.Reader, int64, error) {
-	if isClonezilla(imagePath) {
-		// The Platter image of a Clonezilla directory is private; the
-		// directory's own files are what a target must not be.
-		dir, _ := filepath.Abs(imagePath)
-		if t, err := filepath.Abs(target); err == nil && filepath.Dir(t) == dir {
-			return nil, nil, 0, usagef("TARGET %s is a file of the Clonezilla image %s: restoring onto it would destroy the image being read", target, imagePath)
-		}
+	if err := foreignTarget(imagePath, foreignKind(imagePath), target); err != nil {
+		return nil, nil, 0, err
 	}
 	f, img, err := openImage(imagePath)
 	if errors.Is(err, image.ErrNotImage) {

@@ -86,6 +86,28 @@ func (k *cliKeyring) loaded() (*seal.Secrets, error) {
 	return k.secrets, k.err
 }
 
+// password is the passphrase given to the command, for an image of
+// another tool (a Macrium Reflect X image's password): "" if none was
+// given and, with ask, none could be asked for on the terminal. A typed
+// one is kept for the rest of the command, so it is asked once.
+func (k *cliKeyring) password(ask bool) (string, error) {
+	s, err := k.loaded()
+	if err != nil {
+		return "", err
+	}
+	if len(s.Passphrases) == 0 && ask && s.Ask != nil {
+		p, err := s.Ask()
+		if err != nil {
+			return "", err
+		}
+		s.Passphrases = append(s.Passphrases, p)
+	}
+	if len(s.Passphrases) == 0 {
+		return "", nil
+	}
+	return string(s.Passphrases[0]), nil
+}
+
 // Unlock implements image.Keyring, adding to a failure what to give.
 func (k *cliKeyring) Unlock(id [16]byte, slots *seal.Slots) (seal.Key, error) {
 	s, err := k.loaded()
@@ -267,16 +289,26 @@ func newPassKey(file, env, what, kdf string) (*seal.PassKey, error) {
 // line or the environment. It opens the image first, so a passphrase is
 // asked for here, where the terminal is.
 func childSecrets(path string) ([]string, []*os.File, error) {
-	if isClonezilla(path) {
+	switch kind := foreignKind(path); kind {
+	case kindClonezilla:
 		// Not encrypted, and its conversion is the child's to make.
 		return nil, nil, nil
+	case kindMrimgx:
+		// Its conversion is the child's to make; its password is
+		// checked here (asked for, if need be) and passed on.
+		d, err := openMrimgx(path, diskFlag, false)
+		if err != nil {
+			return nil, nil, err
+		}
+		d.Close()
+	default:
+		files, r, err := openImage(path)
+		if err != nil {
+			return nil, nil, err
+		}
+		r.Close()
+		files.Close()
 	}
-	files, r, err := openImage(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	r.Close()
-	files.Close()
 	var args []string
 	for _, id := range secretFlags.identities {
 		args = append(args, "--identity", id)

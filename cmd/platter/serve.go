@@ -71,6 +71,7 @@ between requests is never dropped. Requests are at most 32 MiB.`,
 	f.DurationVar(&opts.replyTimeout, "reply-timeout", nbd.DefaultReply, "drop a client that does not take a reply (or send a write's data) within this long")
 	f.StringVar(&opts.tlsCert, "tls-cert", "", "serve TLS only (NBD STARTTLS), with this PEM certificate (chain)")
 	f.StringVar(&opts.tlsKey, "tls-key", "", "the PEM private key of --tls-cert")
+	addDiskFlag(cmd)
 	return cmd
 }
 

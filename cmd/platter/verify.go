@@ -26,6 +26,7 @@ func newVerifyCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&progress, "progress", "auto", "progress display: auto, json or none")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON on stdout")
+	addDiskFlag(cmd)
 	return cmd
 }
 
@@ -51,8 +52,15 @@ func runVerify(cmd *cobra.Command, progressFlag string, asJSON bool, path string
 	if path == stdio {
 		return runVerifyStream(cmd, mode, asJSON)
 	}
-	if isClonezilla(path) {
+	kind := foreignKind(path)
+	if err := checkDiskFlag(path, kind); err != nil {
+		return err
+	}
+	switch kind {
+	case kindClonezilla:
 		return runVerifyClonezilla(cmd.Context(), cmd, mode, asJSON, path)
+	case kindMrimgx:
+		return runVerifyMrimgx(cmd.Context(), cmd, mode, asJSON, path)
 	}
 	f, r, err := openImage(path)
 	if err != nil {

@@ -71,6 +71,10 @@ var ErrMissing = errors.New("a file of the backup set is missing")
 // ErrChecksum is a block whose MD5 does not match its index.
 var ErrChecksum = errors.New("MD5 mismatch")
 
+// ErrDecode is a stored block that does not decode (its zstd frame is
+// damaged, or was decrypted with a wrong key): damage, as a mismatch is.
+var ErrDecode = errors.New("the stored block does not decode")
+
 // FormatError is a damaged structure at a byte offset of the file.
 type FormatError struct {
 	Off int64
@@ -1251,7 +1255,7 @@ func (d *Disk) block(p *Partition, index int64, e entry, plain, diskOff int64) (
 		if f.zstd {
 			n, err := zstdFrameLen(stored)
 			if err != nil {
-				return nil, fmt.Errorf("%s: %w (a wrong key, or damage)", where(), err)
+				return nil, fmt.Errorf("%s: %w: %v (a wrong key, or damage)", where(), ErrDecode, err)
 			}
 			stored = stored[:n]
 		} else if int64(len(stored)) > plain {
@@ -1262,7 +1266,7 @@ func (d *Disk) block(p *Partition, index int64, e entry, plain, diskOff int64) (
 	if f.zstd {
 		out, err := d.unzstd(stored, max(plain, p.BlockSize))
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", where(), err)
+			return nil, fmt.Errorf("%s: %w: %v", where(), ErrDecode, err)
 		}
 		data = out
 	}
@@ -1352,4 +1356,58 @@ func (d *Disk) Close() error {
 		err = errors.Join(err, f.closer.Close())
 	}
 	return err
+}
+
+// HasFooter says whether the file at path ends in the Macrium Reflect X
+// footer: what tells a .mrimgx from any other file, whatever its name.
+// It reads the last 20 bytes only.
+func HasFooter(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() || st.Size() < footerLen {
+		return false
+	}
+	foot := make([]byte, footerLen)
+	if err := readFull(f, foot, st.Size()-footerLen); err != nil {
+		return false
+	}
+	return bytes.Equal(foot[8:], magic)
+}
+
+// SetFile is one file of the backup set a Disk was opened from.
+type SetFile struct {
+	Path   string
+	Number int // file_number
+	Size   int64
+	// Split says the file is a part of a split image (data only).
+	Split bool
+	// Increment is its increment_number; Delta, that it holds a delta
+	// index.
+	Increment int
+	Delta     bool
+}
+
+// Files is every file of the backup set read, by file number.
+func (d *Disk) Files() []SetFile {
+	var out []SetFile
+	for _, f := range d.all {
+		out = append(out, SetFile{Path: f.path, Number: int(f.num), Size: f.size, Split: f.h.Header.SplitFile,
+			Increment: f.h.Header.IncrementNumber, Delta: f.h.Header.DeltaIndex})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Number < out[j].Number })
+	return out
+}
+
+// UsedBytes is the bytes of the partition the image holds: its reserved
+// sectors and its saved blocks.
+func (p *Partition) UsedBytes() int64 {
+	n := p.ReservedLen
+	for _, u := range p.used {
+		n += u.Len
+	}
+	return n
 }
