@@ -35,7 +35,8 @@ func newInfoCommand() *cobra.Command {
   platter info --json disk.platter | jq '.partitions[] | {index, filesystem, label, used_bytes}'
   platter info --json --chunks disk.platter   # where every chunk's frame is
   ssh nas cat disk.platter | platter info -     # from a pipe, in one pass
-  platter info /home/partimag/2024-05-01-img    # a Clonezilla image directory`,
+  platter info /home/partimag/2024-05-01-img    # a Clonezilla image directory
+  platter info D684BA87241263E2-00-00.mrimgx    # a Macrium Reflect X image: its disks, partitions, files`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runInfo(cmd.OutOrStdout(), opts, args[0])

@@ -18,7 +18,8 @@ func newVerifyCommand() *cobra.Command {
 		Example: `  platter verify /backup/laptop-1.platter    # the whole chain, every chunk
   platter verify --json -q set/wed.platter
   ssh nas cat laptop.platter | platter verify -   # from a pipe, in one pass
-  platter verify /home/partimag/2024-05-01-img   # a Clonezilla directory: *SUMS and partclone checksums`,
+  platter verify /home/partimag/2024-05-01-img   # a Clonezilla directory: *SUMS and partclone checksums
+  platter verify D684BA87241263E2-00-00.mrimgx   # a Macrium Reflect X image: every block's MD5`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runVerify(cmd, progress, asJSON, args[0])

@@ -256,6 +256,33 @@ func TestMD5Mismatch(t *testing.T) {
 	}
 }
 
+// TestUndecodable damages a compressed block so that its zstd frame no
+// longer decodes: damage, named by the block, as a mismatch is.
+func TestUndecodable(t *testing.T) {
+	src := tooltest.Garbage(t, 2*mib)
+	img := filepath.Join(t.TempDir(), "d.mrimgx")
+	spec := mrimgxtest.Spec{Source: src, SectorSize: 512, Format: "mbr", Track0: 512, Compress: true,
+		Parts: []mrimgxtest.Part{{Number: 1, FS: "unknown", Start: mib, Size: mib, BlockSize: 64 << 10, Used: []block.Extent{{Off: 0, Len: mib}}}}}
+	if _, err := mrimgxtest.Write(img, spec); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := os.OpenFile(img, os.O_RDWR, 0)
+	f.WriteAt([]byte{0xff, 0xff, 0xff, 0xff}, 0) // block 0's zstd magic
+	f.Close()
+	d, err := Open(img, Options{Disk: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	want := fmt.Sprintf("block 0 (disk bytes %d-%d", mib, mib+(64<<10)-1)
+	if _, err := d.ReadAt(make([]byte, 512), mib); !errors.Is(err, ErrDecode) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("got %v, want ErrDecode naming %q", err, want)
+	}
+	if err := d.Verify(context.Background(), nil); !errors.Is(err, ErrDecode) {
+		t.Fatalf("Verify: got %v, want ErrDecode", err)
+	}
+}
+
 // TestSplit reads an image split into several files, opened by its last
 // part or its first, and names the part that is missing.
 func TestSplit(t *testing.T) {

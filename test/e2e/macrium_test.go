@@ -369,6 +369,16 @@ func TestMacrium(t *testing.T) {
 		if _, e, code := run(t, "create", "--incremental", img, gpt.path, filepath.Join(t.TempDir(), "inc.platter")); code != 2 || !strings.Contains(e, "is a Macrium Reflect X image") {
 			t.Errorf("create --incremental X.mrimgx: exit %d\n%s", code, e)
 		}
+		// A byte flipped in a compressed block: it does not decode, or
+		// its MD5 does not match; either is damage, named by the block.
+		bad := filepath.Join(t.TempDir(), id+"-00-00.mrimgx")
+		sh(t, "cp", img, bad)
+		b := readAt(t, bad, 1, 40)
+		writeAt(t, bad, []byte{b[0] ^ 0x5a}, 40)
+		want := fmt.Sprintf("disk 1 partition 1 block 0 (disk bytes %d-%d", mib, mib+64<<10-1)
+		if o, e, code := run(t, "verify", bad); code != 3 || !strings.Contains(o+e, want) {
+			t.Errorf("verify of a damaged compressed block: exit %d, want 3 naming %q\n%s%s", code, want, o, e)
+		}
 		// A symlink to the image is not followed.
 		link := filepath.Join(t.TempDir(), "link.mrimgx")
 		os.Symlink(img, link)
