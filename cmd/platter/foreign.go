@@ -37,13 +37,15 @@ const (
 
 // foreignKind says what foreign image path is: a Clonezilla image
 // directory, a Macrium Reflect X image (a regular local file, not a
-// symlink, that ends in the MACRIUM_FILE footer, whatever its name), or
-// "" for neither.
+// symlink, that ends in the MACRIUM_FILE footer, whatever its name, or
+// is named .mrimgx: one cut short is then said to be damaged, not "not
+// a Platter image"), or "" for neither.
 func foreignKind(path string) string {
 	if isClonezilla(path) {
 		return kindClonezilla
 	}
-	if st, err := os.Lstat(path); err == nil && st.Mode().IsRegular() && mrimgx.HasFooter(path) {
+	if st, err := os.Lstat(path); err == nil && st.Mode().IsRegular() &&
+		(strings.EqualFold(filepath.Ext(path), ".mrimgx") || mrimgx.HasFooter(path)) {
 		return kindMrimgx
 	}
 	return ""
@@ -293,14 +295,16 @@ func (s privateSink) Abort()        {}
 
 // foreignDamaged says whether err is damage in a foreign image (exit
 // code 3): a checksum that does not match, a file of the image missing,
-// a structure that cannot be what its tool wrote. A wrong password is
-// not damage (exit code 1), nor is what is not read yet.
+// a structure that cannot be what its tool wrote, a .mrimgx without its
+// footer (cut short). A wrong password is not damage (exit code 1), nor
+// is what is not read yet.
 func foreignDamaged(err error) bool {
-	if clonezillaDamaged(err) || errors.Is(err, mrimgx.ErrChecksum) || errors.Is(err, mrimgx.ErrDecode) || errors.Is(err, mrimgx.ErrMissing) {
+	if clonezillaDamaged(err) || errors.Is(err, mrimgx.ErrChecksum) || errors.Is(err, mrimgx.ErrDecode) || errors.Is(err, mrimgx.ErrMissing) ||
+		errors.Is(err, mrimgx.ErrDamaged) || errors.Is(err, mrimgx.ErrNotMrimgx) {
 		return true
 	}
 	var fe *mrimgx.FormatError
-	return errors.As(err, &fe) && !errors.Is(err, mrimgx.ErrUnsupported) && !errors.Is(err, mrimgx.ErrNotMrimgx)
+	return errors.As(err, &fe) && !errors.Is(err, mrimgx.ErrUnsupported)
 }
 
 // foreignTarget refuses a restore target that is a file of the foreign

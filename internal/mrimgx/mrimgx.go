@@ -75,6 +75,21 @@ var ErrChecksum = errors.New("MD5 mismatch")
 // damaged, or was decrypted with a wrong key): damage, as a mismatch is.
 var ErrDecode = errors.New("the stored block does not decode")
 
+// ErrDamaged is an image whose structures cannot be what Reflect wrote
+// (files of a set that disagree, impossible geometry, overlapping
+// partitions): a FormatError, or an error that says what disagrees.
+var ErrDamaged = errors.New("damaged image")
+
+// damageError is damage that no one byte offset names.
+type damageError struct{ msg string }
+
+func (e *damageError) Error() string        { return e.msg }
+func (e *damageError) Is(target error) bool { return target == ErrDamaged }
+
+func damagef(format string, args ...any) error {
+	return &damageError{msg: fmt.Sprintf(format, args...)}
+}
+
 // FormatError is a damaged structure at a byte offset of the file.
 type FormatError struct {
 	Off int64
@@ -398,7 +413,7 @@ func newDisk(set []*setFile, opts Options) (*Disk, error) {
 	}
 	for _, f := range set {
 		if g, dup := d.files[f.num]; dup {
-			return nil, fmt.Errorf("mrimgx: %s and %s both say they are file %d of image %s", g.path, f.path, f.num, f.h.Header.ImageID)
+			return nil, damagef("mrimgx: %s and %s both say they are file %d of image %s", g.path, f.path, f.num, f.h.Header.ImageID)
 		}
 		d.files[f.num] = f
 	}
@@ -445,11 +460,11 @@ func newDisk(set []*setFile, opts Options) (*Disk, error) {
 			err := d.walk(f, opts, nil, func(j int, pj *PartitionJSON, list map[string]metaBlock) error {
 				n++
 				if j >= len(d.Partitions) || pj.Header.PartitionNumber != d.Partitions[j].Number {
-					return fmt.Errorf("mrimgx: file %d: its partitions are not those of file %d", f.num, layout.num)
+					return damagef("mrimgx: file %d: its partitions are not those of file %d", f.num, layout.num)
 				}
 				idx, ok := list["$INDEX  "]
 				if !ok {
-					return fmt.Errorf("mrimgx: file %d: partition %d has no $INDEX block", f.num, pj.Header.PartitionNumber)
+					return damagef("mrimgx: file %d: partition %d has no $INDEX block", f.num, pj.Header.PartitionNumber)
 				}
 				if delta {
 					return d.readDelta(f, d.Partitions[j], idx)
@@ -457,7 +472,7 @@ func newDisk(set []*setFile, opts Options) (*Disk, error) {
 				return d.readIndex(f, d.Partitions[j], idx)
 			})
 			if err == nil && n != len(d.Partitions) {
-				err = fmt.Errorf("mrimgx: file %d: %d partitions, file %d has %d", f.num, n, layout.num, len(d.Partitions))
+				err = damagef("mrimgx: file %d: %d partitions, file %d has %d", f.num, n, layout.num, len(d.Partitions))
 			}
 			return err
 		}
@@ -643,10 +658,10 @@ func checkFile(f *setFile) error {
 		f.zstd = true
 	}
 	if !h.Header.SplitFile && len(h.Disks) == 0 {
-		return fmt.Errorf("mrimgx: $JSON lists no disk")
+		return damagef("mrimgx: $JSON lists no disk")
 	}
 	if len(h.Disks) > maxDisks {
-		return fmt.Errorf("mrimgx: $JSON lists %d disks, more than %d", len(h.Disks), maxDisks)
+		return damagef("mrimgx: $JSON lists %d disks, more than %d", len(h.Disks), maxDisks)
 	}
 	return nil
 }
@@ -671,7 +686,7 @@ func (d *Disk) walk(f *setFile, opts Options, onDisk func(f *setFile, dj DiskJSO
 	off := h.Header.IndexFilePosition
 	for i, dj := range h.Disks {
 		if len(dj.Partitions) > maxParts {
-			return fmt.Errorf("mrimgx: disk %d lists %d partitions, more than %d", dj.Header.DiskNumber, len(dj.Partitions), maxParts)
+			return damagef("mrimgx: disk %d lists %d partitions, more than %d", dj.Header.DiskNumber, len(dj.Partitions), maxParts)
 		}
 		list, next, err := readList(f, off)
 		if err != nil {
@@ -707,15 +722,15 @@ func (d *Disk) layDisk(f *setFile, dj DiskJSON, list map[string]metaBlock) error
 	d.Format = strings.ToLower(dj.Header.DiskFormat)
 	d.ss = dj.Geometry.BytesPerSector
 	if d.ss < 512 || d.ss > 64<<10 || d.ss&(d.ss-1) != 0 {
-		return fmt.Errorf("mrimgx: disk %d: bytes_per_sector %d is not a sector size", d.Number, d.ss)
+		return damagef("mrimgx: disk %d: bytes_per_sector %d is not a sector size", d.Number, d.ss)
 	}
 	d.size = dj.Geometry.DiskSize
 	if d.size <= 0 || d.size%d.ss != 0 || d.size > 1<<60 {
-		return fmt.Errorf("mrimgx: disk %d: disk_size %d is impossible for %d-byte sectors", d.Number, d.size, d.ss)
+		return damagef("mrimgx: disk %d: disk_size %d is impossible for %d-byte sectors", d.Number, d.size, d.ss)
 	}
 	t0, ok := list["$TRACK0 "]
 	if !ok {
-		return fmt.Errorf("mrimgx: file %d: disk %d has no $TRACK0 block", f.num, d.Number)
+		return damagef("mrimgx: file %d: disk %d has no $TRACK0 block", f.num, d.Number)
 	}
 	track0, err := blockData(d, f, t0, maxTrack0)
 	if err != nil {
@@ -1116,7 +1131,7 @@ func (d *Disk) checkOverlap() error {
 	for i, p := range d.Partitions {
 		for _, q := range d.Partitions[i+1:] {
 			if p.Start < q.Start+q.Size && q.Start < p.Start+p.Size {
-				return fmt.Errorf("mrimgx: disk %d: partitions %d and %d overlap", d.Number, p.Number, q.Number)
+				return damagef("mrimgx: disk %d: partitions %d and %d overlap", d.Number, p.Number, q.Number)
 			}
 		}
 	}

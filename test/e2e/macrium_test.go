@@ -295,8 +295,9 @@ func checkMrInfo(t *testing.T, j mrInfoJSON, d *mrDisk, typ string, files int) {
 
 // checkMrAll runs every command on the image img of d: info, verify,
 // extract, restore (judged by the filesystems' tools), import (verified,
-// and restored byte for byte as the direct restore), with env.
-func checkMrAll(t *testing.T, d *mrDisk, img string, trees map[int]string, env ...string) {
+// and restored byte for byte as the direct restore), with env. It
+// returns the disk the direct restore wrote.
+func checkMrAll(t *testing.T, d *mrDisk, img string, trees map[int]string, env ...string) string {
 	t.Helper()
 	if out := okEnv(t, env, "verify", img); !strings.Contains(out, "OK, Macrium Reflect X image") {
 		t.Errorf("verify: %s", out)
@@ -323,6 +324,7 @@ func checkMrAll(t *testing.T, d *mrDisk, img string, trees map[int]string, env .
 	if out := sh(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", direct, fromImport); !strings.Contains(out, "identical") {
 		t.Errorf("the disk restored from the imported image differs from the one restored from the .mrimgx: %s", out)
 	}
+	return direct
 }
 
 // TestMacrium opens Macrium Reflect X images (written by mrimgxtest over
@@ -360,7 +362,21 @@ func TestMacrium(t *testing.T) {
 		if out := ok(t, "ls", img+":1", "/d0"); !strings.Contains(out, "f0.bin") {
 			t.Errorf("ls: %s", out)
 		}
-		checkMrAll(t, gpt, img, gpt.trees)
+		direct := checkMrAll(t, gpt, img, gpt.trees)
+		// The same disk through mount, serve and convert.
+		mnt := mountDaemon(t, img)
+		if out := sh(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", filepath.Join(mnt, "disk.img"), direct); !strings.Contains(out, "identical") {
+			t.Errorf("mount: %s", out)
+		}
+		addr, _ := startServe(t, img)
+		if out := sh(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", "nbd://"+addr+"/disk", direct); !strings.Contains(out, "identical") {
+			t.Errorf("serve: %s", out)
+		}
+		qcow := filepath.Join(t.TempDir(), "mr.qcow2")
+		ok(t, "convert", img, qcow)
+		if out := sh(t, "qemu-img", "compare", "-f", "qcow2", "-F", "raw", qcow, direct); !strings.Contains(out, "identical") {
+			t.Errorf("convert: %s", out)
+		}
 		// The restore target is never the image itself; the image is
 		// no incremental's parent.
 		if _, e, code := run(t, "restore", img, img); code != 2 {
@@ -378,6 +394,20 @@ func TestMacrium(t *testing.T) {
 		want := fmt.Sprintf("disk 1 partition 1 block 0 (disk bytes %d-%d", mib, mib+64<<10-1)
 		if o, e, code := run(t, "verify", bad); code != 3 || !strings.Contains(o+e, want) {
 			t.Errorf("verify of a damaged compressed block: exit %d, want 3 naming %q\n%s%s", code, want, o, e)
+		}
+		// Cut short, or its footer pointing outside: one line, exit 3.
+		cutShort := filepath.Join(t.TempDir(), "cut.mrimgx")
+		sh(t, "cp", img, cutShort)
+		st, _ := os.Stat(cutShort)
+		os.Truncate(cutShort, st.Size()-7)
+		if o, e, code := run(t, "info", cutShort); code != 3 || !strings.Contains(e, "no MACRIUM_FILE footer") || strings.Count(strings.TrimSpace(e), "\n") != 0 {
+			t.Errorf("info of a cut image: exit %d\n%s%s", code, o, e)
+		}
+		outside := filepath.Join(t.TempDir(), "outside.mrimgx")
+		sh(t, "cp", img, outside)
+		writeAt(t, outside, binary.LittleEndian.AppendUint64(nil, 1<<40), st.Size()-20)
+		if o, e, code := run(t, "verify", outside); code != 3 || !strings.Contains(e, "the footer points at byte 1099511627776") {
+			t.Errorf("verify of a footer pointing outside: exit %d\n%s%s", code, o, e)
 		}
 		// A symlink to the image is not followed.
 		link := filepath.Join(t.TempDir(), "link.mrimgx")
