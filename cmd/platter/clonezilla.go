@@ -5,8 +5,8 @@ package main
 // Every command that reads an image opens it with openImage, which takes
 // a Clonezilla directory too (foreign.go): it converts the directory, in
 // one pass, into a private Platter image (a temporary file unlinked as
-// soon as it is open) and hands that on, so restore, mount, serve, ls, extract,
-// convert and boot read it exactly as they read any image, through the
+// soon as it is open) and hands that on, so restore, mount, serve, ls,
+// extract, convert and boot read it exactly as they read any image, through the
 // one code path that is tested for them. The other seam — a read-only
 // disk under view, restore, info and verify — was weighed and not taken:
 // all of those take an *image.Reader (its metadata, areas, maps, chunk

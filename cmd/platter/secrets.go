@@ -295,8 +295,9 @@ func childSecrets(path string) ([]string, []*os.File, error) {
 		return nil, nil, nil
 	case kindMrimgx:
 		// Its conversion is the child's to make; its password is
-		// checked here (asked for, if need be) and passed on.
-		d, err := openMrimgx(path, diskFlag, false)
+		// checked here (asked for, if need be) and passed on, and the
+		// disks left out are said here, where stderr is the user's.
+		d, err := openMrimgx(path, diskFlag, true)
 		if err != nil {
 			return nil, nil, err
 		}
