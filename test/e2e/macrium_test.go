@@ -343,6 +343,10 @@ func TestMacrium(t *testing.T) {
 		if out := ok(t, "ls", img+":1", "/d0"); !strings.Contains(out, "f0.bin") {
 			t.Errorf("ls: %s", out)
 		}
+		// That ls converted it into the cache: the next open reads it there.
+		if _, e, code, _ := runEnv(t, nil, "-v", "ls", img+":1", "/d0"); code != 0 || !strings.Contains(e, "converted image read from the cache") {
+			t.Errorf("a second ls: exit %d, not from the cache:\n%s", code, e)
+		}
 		direct := checkMrAll(t, gpt, img, gpt.trees)
 		// The same disk through mount, serve and convert.
 		mnt := mountDaemon(t, img)
@@ -569,6 +573,10 @@ func TestMacrium(t *testing.T) {
 			t.Errorf("info: not encrypted")
 		}
 		checkMrAll(t, gpt, img, gpt.trees, env...)
+		// Its disk is never kept decrypted in the cache.
+		if _, e, code, _ := runEnv(t, env, "-v", "ls", img+":1", "/"); code != 0 || !strings.Contains(e, "not cached (an encrypted image is not kept decrypted)") {
+			t.Errorf("ls of an encrypted image: exit %d, cached?\n%s", code, e)
+		}
 
 		pw := filepath.Join(t.TempDir(), "pw")
 		os.WriteFile(pw, []byte(pass+"\n"), 0o600)
