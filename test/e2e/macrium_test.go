@@ -402,6 +402,32 @@ func TestMacrium(t *testing.T) {
 		}
 	})
 
+	// A partition image: Reflect's choice of some partitions of a disk.
+	// The table and the FAT32 come back; the partitions not imaged read
+	// as zeros (their source bytes are a filesystem and random garbage).
+	t.Run("partition image", func(t *testing.T) {
+		one := *gpt
+		one.spec.Parts = nil
+		for _, p := range gpt.spec.Parts {
+			if p.Number == 2 {
+				one.spec.Parts = append(one.spec.Parts, p)
+			}
+		}
+		one.parts = map[int]part{2: gpt.parts[2]}
+		img := write(t.TempDir(), one.spec, "part.mrimgx").Files[0]
+		checkMrInfo(t, mrInfo(t, img), &one, "full", 1)
+		direct := checkMrAll(t, &one, img, one.trees)
+		for _, n := range []int{1, 3} {
+			p := gpt.parts[n]
+			if b := readAt(t, direct, int(min(p.size, 4<<20)), p.start); !bytes.Equal(b, make([]byte, len(b))) {
+				t.Errorf("partition %d, not imaged, does not read as zeros", n)
+			}
+		}
+		if _, _, code, _ := runEnv(t, nil, "ls", img+":1", "/"); code == 0 {
+			t.Errorf("ls of a partition not imaged succeeded")
+		}
+	})
+
 	t.Run("mbr", func(t *testing.T) {
 		img := write(t.TempDir(), mbr.spec, "mbr.mrimgx").Files[0]
 		checkMrInfo(t, mrInfo(t, img), mbr, "full", 1)
