@@ -225,18 +225,7 @@ func runVerifyClonezilla(ctx context.Context, cmd *cobra.Command, mode ui.Mode, 
 		lines = append(lines, fmt.Sprintf("%s: OK, Clonezilla image: %d partition images read whole, every partclone checksum verified; %s; %s in use on the disk",
 			path, sum.Partitions, sums, ui.Bytes(sum.UsedBytes)))
 	}
-	if quiet && !asJSON {
-		for _, l := range sum.Damaged {
-			fmt.Fprintln(cmd.OutOrStdout(), l)
-		}
-	}
-	if err := report(cmd, asJSON, sum, lines...); err != nil {
-		return err
-	}
-	if !sum.OK {
-		return &damagedError{what: fmt.Sprintf("%s: the Clonezilla image is damaged (%d finding(s) above)", path, len(sum.Damaged))}
-	}
-	return nil
+	return reportForeignVerify(cmd, asJSON, sum, sum.Damaged, lines, path, kindClonezilla)
 }
 
 // czInfo is info's description of a Clonezilla directory (--json).

@@ -371,3 +371,21 @@ func openMrimgx(path string, n int, warnDisks bool) (*mrimgx.Disk, error) {
 	}
 	return d, nil
 }
+
+// reportForeignVerify prints verify's result for a foreign image: lines,
+// or sum as JSON, and with -q only the damage found; damage is exit code
+// 3.
+func reportForeignVerify(cmd *cobra.Command, asJSON bool, sum any, damaged, lines []string, path, kind string) error {
+	if quiet && !asJSON {
+		for _, l := range damaged {
+			fmt.Fprintln(cmd.OutOrStdout(), l)
+		}
+	}
+	if err := report(cmd, asJSON, sum, lines...); err != nil {
+		return err
+	}
+	if len(damaged) > 0 {
+		return &damagedError{what: fmt.Sprintf("%s: the %s image is damaged (%d finding(s) above)", path, foreignTool(kind), len(damaged))}
+	}
+	return nil
+}

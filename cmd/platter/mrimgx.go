@@ -273,16 +273,5 @@ func runVerifyMrimgx(ctx context.Context, cmd *cobra.Command, mode ui.Mode, asJS
 		lines = append(lines, fmt.Sprintf("%s: OK, Macrium Reflect X image: %s of blocks on %s checked against their MD5s, in %s (%s)",
 			path, ui.Bytes(sum.UsedBytes), plural(sum.Disks, "disk"), plural(len(sum.Files), "file"), strings.Join(names, ", ")))
 	}
-	if quiet && !asJSON {
-		for _, l := range sum.Damaged {
-			fmt.Fprintln(cmd.OutOrStdout(), l)
-		}
-	}
-	if err := report(cmd, asJSON, sum, lines...); err != nil {
-		return err
-	}
-	if !sum.OK {
-		return &damagedError{what: fmt.Sprintf("%s: the Macrium Reflect X image is damaged (%d finding(s) above)", path, len(sum.Damaged))}
-	}
-	return nil
+	return reportForeignVerify(cmd, asJSON, sum, sum.Damaged, lines, path, kindMrimgx)
 }
