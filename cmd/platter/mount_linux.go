@@ -32,7 +32,9 @@ any tool ("mount -o loop,ro DIR/p2.img /mnt/x" gives the filesystem).
 With IMAGE:N, DIR shows only pN.img, partition N.
 With --files, DIR shows the files of the filesystem in partition N
 (` + readableList(", ") + `; without :N the first platter reads), read
-in place: no root, no loop device, no kernel driver for the filesystem. It
+in place: no root, no loop device, no kernel driver for the filesystem; an
+entry the image cannot give is left out and named on stderr, the rest
+shown, and the mount ends with exit code 3. It
 runs until unmounted (platter umount DIR) or interrupted; --daemon returns
 once mounted and leaves it running.`,
 		Example: `  platter mount --daemon disk.platter /mnt/img && mount -o loop,ro /mnt/img/p2.img /mnt/root

@@ -93,6 +93,11 @@ type File struct {
 	// Uid and Gid own the file (32 bits: the high halves are in
 	// osd2, as Linux writes them).
 	Uid, Gid uint32
+	// Err, set only by ReadDir, says why the entry's inode could not be
+	// described (it is free, out of range, of no known type, or its
+	// symlink target cannot be read); Name and Inode are from the
+	// directory entry, the other fields are not to be used.
+	Err error
 }
 
 // OpenFiles reads the superblock and group descriptors of the filesystem
@@ -394,7 +399,9 @@ func (f *Files) Stat(name string) (File, error) {
 }
 
 // ReadDir lists a directory's entries, without "." and "..", in on-disk
-// order.
+// order. An entry whose inode cannot be described comes with Err set and
+// the rest are still listed, as debugfs dumps them: one damaged inode
+// must not hide its siblings.
 func (f *Files) ReadDir(name string) ([]File, error) {
 	n, clean, err := f.lookup(name)
 	if err != nil {
@@ -404,25 +411,21 @@ func (f *Files) ReadDir(name string) ([]File, error) {
 		return nil, fmt.Errorf("%s: %w", clean, vfs.ErrNotDir)
 	}
 	var out []File
-	var inner error
 	err = f.dirEntries(n, func(ent []byte, ino uint32) bool {
 		if string(ent) == "." || string(ent) == ".." {
 			return true
 		}
-		var c *inode
-		if c, inner = f.readInode(ino); inner != nil {
-			return false
-		}
+		c, err := f.readInode(ino)
 		var fi File
-		if fi, inner = f.file(string(ent), c); inner != nil {
-			return false
+		if err == nil {
+			fi, err = f.file(string(ent), c)
+		}
+		if err != nil {
+			fi = File{Name: string(ent), Inode: ino, Err: err}
 		}
 		out = append(out, fi)
 		return true
 	})
-	if err == nil {
-		err = inner
-	}
 	if err != nil {
 		return nil, err
 	}

@@ -25,9 +25,9 @@ var FS = vfs.Filesystem{
 // entry is a File as vfs.Entry; names are bytes ("Dup" and "dup" are
 // two files), every one handed up as the directory holds it (a slash or
 // NUL included) for fsread to judge; an entry whose inode cannot be read
-// still fails the directory.
+// comes with Err set, for fsread to skip and name.
 func entry(f File) vfs.Entry {
-	e := vfs.Entry{Name: f.Name, Mode: f.Mode, Size: f.Size, ModTime: f.ModTime, Target: f.Target, Owner: true, Uid: f.Uid, Gid: f.Gid}
+	e := vfs.Entry{Name: f.Name, Mode: f.Mode, Size: f.Size, ModTime: f.ModTime, Target: f.Target, Owner: true, Uid: f.Uid, Gid: f.Gid, Err: f.Err}
 	if e.Mode.IsDir() {
 		e.Size = 0
 	}
