@@ -40,7 +40,7 @@ FUZZ := ./internal/ptable:FuzzMBR ./internal/ptable:FuzzGPT \
 	./internal/partclone:FuzzPartclone ./internal/clonezilla:FuzzSfdisk \
 	./internal/mrimgx:FuzzMrimgx
 
-.PHONY: all build build-purego deps minio bootkernel test unit e2e fuzz vet demo bench clean install uninstall
+.PHONY: all build build-purego deps minio bootkernel ntfs3kernel test unit e2e fuzz vet demo bench clean install uninstall
 
 all: build
 
@@ -93,6 +93,22 @@ bootkernel:
 		{ apt-get update -qq && p=$$(pkg) && [ -n "$$p" ] && apt-get download -qq -o APT::Sandbox::User=root "$$p"; } || \
 		{ echo "bootkernel: cannot download $(BOOT_KERNEL)'s kernel"; exit 1; }; }
 
+# The Debian kernel the ntfs3 test boots (test/e2e/ntfs3_test.go) to have
+# Linux's ntfs3 driver write an NTFS volume: Debian 12's own kernel (6.1)
+# and its cloud kernel have no ntfs3; the 6.12 one has it as a module.
+# Fetched once like bootkernel, unpacked by the test; a missing one fails it.
+NTFS3_KERNEL := linux-image-6.12-amd64
+NTFS3_DIR := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/platter/ntfs3kernel
+
+ntfs3kernel:
+	@ls "$(NTFS3_DIR)"/linux-image-*-amd64_*_amd64.deb >/dev/null 2>&1 || { \
+		echo "==> ntfs3kernel: apt-get download of $(NTFS3_KERNEL)'s kernel into $(NTFS3_DIR)"; \
+		mkdir -p "$(NTFS3_DIR)" && cd "$(NTFS3_DIR)" && \
+		pkg() { apt-cache depends $(NTFS3_KERNEL) 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[^ ]*\)$$/\1/p' | head -1; }; \
+		{ p=$$(pkg); [ -n "$$p" ] && apt-get download -qq -o APT::Sandbox::User=root "$$p"; } || \
+		{ apt-get update -qq && p=$$(pkg) && [ -n "$$p" ] && apt-get download -qq -o APT::Sandbox::User=root "$$p"; } || \
+		{ echo "ntfs3kernel: cannot download $(NTFS3_KERNEL)'s kernel"; exit 1; }; }
+
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 # Each phase prints its name first, so a long silent one (staticcheck's
@@ -120,7 +136,7 @@ unit: deps minio
 	@echo "==> unit (pure Go)"
 	CGO_ENABLED=0 $(GO) test -count=1 -timeout $(UNIT_TIMEOUT) ./internal/codec ./internal/backup ./internal/image ./internal/restore
 
-e2e: deps build minio bootkernel
+e2e: deps build minio bootkernel ntfs3kernel
 	@echo "==> e2e"
 	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) ./test/...
 
@@ -130,7 +146,7 @@ fuzz: deps
 		out=$$($(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s -timeout $(FUZZ_TIMEOUT) $$pkg 2>&1) || { echo "$$out" | tail -40; exit 1; }; \
 	done
 
-test: deps minio bootkernel vet fuzz unit e2e
+test: deps minio bootkernel ntfs3kernel vet fuzz unit e2e
 
 demo: deps build
 	./scripts/demo.sh
