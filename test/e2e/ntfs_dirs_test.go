@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io/fs"
@@ -547,4 +548,31 @@ func TestNTFSDirsFragmented(t *testing.T) {
 		}
 		judgeNTFS(t, v.img)
 	})
+}
+
+// Index blocks and clusters of every relation mkntfs makes: 4 KiB index
+// blocks over 512-byte clusters (a block spans 8 clusters, its VCN counts
+// clusters), and over 8 KiB and 64 KiB clusters (a block is smaller than
+// a cluster, and its VCN counts 512-byte units, as ntfs-3g reads it). A
+// directory of 600 files on each has its index in $INDEX_ALLOCATION.
+func TestNTFSDirsClusterSizes(t *testing.T) {
+	for _, c := range []string{"512", "8192", "65536"} {
+		t.Run(c, func(t *testing.T) {
+			v := newNTFS(t, 128<<20, []string{"-c", c})
+			os.Mkdir(v.path("d"), 0o755)
+			fill(t, v, "d", 600, 100, longName)
+			v.unmount()
+			boot := readAt(t, v.img, 512, 0)
+			if got := fmt.Sprint(int(binary.LittleEndian.Uint16(boot[0x0b:])) * int(boot[0x0d])); got != c {
+				t.Fatalf("mkntfs -c %s made clusters of %s bytes", c, got)
+			}
+			if recs, info := attrRecords(t, v.img, "/d"); len(recs["$INDEX_ALLOCATION"]) == 0 || !strings.Contains(info, "Index Block Size:\t 4096") {
+				t.Fatalf("/d has no index allocation of 4 KiB blocks:\n%s", info)
+			}
+			want := judgeNTFS(t, v.img)
+			if len(want) != 601 {
+				t.Errorf("ntfs-3g shows %d entries, want 601", len(want))
+			}
+		})
+	}
 }
