@@ -432,22 +432,36 @@ func TestTrustBigallocSymlink(t *testing.T) {
 	}
 }
 
-// A FAT whose BPB gives no sector count is a damaged FAT: copied raw,
-// with a note saying why.
+// A FAT whose BPB gives no sector count, or whose 16-bit FAT size makes
+// it a FAT16 of more clusters than FAT16 can number (the kernel and
+// fsck.fat refuse both), is a damaged FAT: copied raw, and create, info
+// and info --json say why.
 func TestTrustFATNoSectorCount(t *testing.T) {
-	src := trustFile(t, 40<<20)
-	sh(t, "mkfs.fat", "-F", "16", src)
-	writeAt(t, src, make([]byte, 2), 0x13)
-	writeAt(t, src, make([]byte, 4), 0x20)
-	img := filepath.Join(t.TempDir(), "fat.platter")
-	ok(t, "create", "--progress", "none", src, img)
-	var j trustInfo
-	json.Unmarshal([]byte(ok(t, "info", "--json", img)), &j)
-	if len(j.Partitions) != 1 || j.Partitions[0].Filesystem != "raw" || !strings.Contains(j.Partitions[0].Note, "no sector count") {
-		t.Errorf("info --json: %+v, want raw with a note saying the BPB has no sector count", j.Partitions)
-	}
-	if back := trustRestore(t, img); !bytes.Equal(readAt(t, back, 40<<20, 0), readAt(t, src, 40<<20, 0)) {
-		t.Error("the restored copy differs from the source")
+	for _, c := range []struct {
+		name, want string
+		mkfs       []string
+		damage     func(p string)
+	}{
+		{"no-sector-count", "no sector count", []string{"-F", "16"}, func(p string) {
+			writeAt(t, p, make([]byte, 2), 0x13)
+			writeAt(t, p, make([]byte, 4), 0x20)
+		}},
+		{"fat16-of-too-many-clusters", "more than FAT16 can number", []string{"-F", "32", "-s", "1"}, func(p string) {
+			writeAt(t, p, []byte{0, 1}, 0x16) // a 16-bit FAT size of 256 sectors
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			src := trustFile(t, 40<<20)
+			sh(t, "mkfs.fat", append(c.mkfs, src)...)
+			c.damage(src)
+			if out, err := exec.Command("fsck.fat", "-n", src).CombinedOutput(); err == nil {
+				t.Fatalf("fsck.fat takes the damaged boot sector:\n%s", out)
+			}
+			img, _ := trustCreate(t, src, "raw", c.want)
+			if back := trustRestore(t, img); !bytes.Equal(readAt(t, back, 40<<20, 0), readAt(t, src, 40<<20, 0)) {
+				t.Error("the restored copy differs from the source")
+			}
+		})
 	}
 }
 
