@@ -53,7 +53,15 @@ func newCreateCommand() *cobra.Command {
 		Long: `Create reads SOURCE (a block device, or a file holding a raw disk or a bare
 filesystem, or a VM's disk file: qcow2, VHDX, VHD or VMDK) read-only and
 writes IMAGE: the partition table and boot areas, and each partition's used
-blocks, compressed. IMAGE appears only when it is complete.`,
+blocks, compressed. IMAGE appears only when it is complete.
+
+Used blocks come from each filesystem's own allocation data, when it can be
+trusted. A journal that needs recovery (a crash) adds the blocks its replay
+needs; a filesystem its checker would repair (errors recorded, bitmaps or
+counts that disagree, an NTFS marked dirty) is stored whole, and FAT copies
+that disagree are united; a damaged or unknown one is stored raw. Create
+prints a warning naming the reason, and info shows it
+(docs/filesystems.md).`,
 		Example: `  platter create /dev/nvme0n1 /backup/laptop.platter        # a whole disk, live if mounted
   platter create /dev/sda2 /backup/root.platter              # one partition
   platter create --partitions 1,2 disk.img two.platter       # some partitions of a disk file
