@@ -64,6 +64,9 @@ type SkipError struct {
 }
 
 func (e *SkipError) Error() string {
+	if e.Name == "" && !errors.Is(e.Err, ErrBadName) {
+		return fmt.Sprintf("%s: entries skipped: %v", e.Dir, e.Err)
+	}
 	var ne *NameError
 	if errors.As(e.Err, &ne) && ne.Name == e.Name {
 		return fmt.Sprintf("%s: %q skipped: its name %s", e.Dir, e.Name, ne.Why)
@@ -157,8 +160,10 @@ func (c *checked) list(dir string) ([]Entry, []*SkipError, error) {
 	skips := make([]*SkipError, len(raw))
 	first := make(map[string]string, len(raw)) // by key: the name kept
 	for i, d := range raw {
-		err := CheckName(d.Name)
-		if err == nil {
+		var err error
+		if d.Name == "" && d.Err != nil {
+			err = d.Err // entries the reader could not name
+		} else if err = CheckName(d.Name); err == nil {
 			// An entry that cannot be read still claims its name: the
 			// readers find the first entry of a name, never a later one.
 			k := d.Name

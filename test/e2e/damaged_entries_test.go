@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -104,5 +105,95 @@ func TestExtractExtDamagedInodes(t *testing.T) {
 				t.Errorf("%s through the mount: %d bytes (%v), want %d as debugfs dumps it", p, len(got), err, len(w))
 			}
 		}
+	})
+}
+
+// An ext2 directory of 200 files over four 1 KiB blocks, the first entry
+// of its second block damaged (rec_len 0): that block's entries cannot be
+// named, the other three blocks' can. ls, extract and mount --files give
+// exactly what e2fsck -fy keeps of the directory outside that block,
+// byte for byte as debugfs dumps it, and name the damage; extract exits
+// 3. Before, the whole directory was skipped (0 of 200), and debugfs
+// rdump itself stops at the damage (the first block's 62).
+func TestExtractExtDamagedDirBlock(t *testing.T) {
+	dir := t.TempDir()
+	tree := filepath.Join(dir, "tree")
+	os.MkdirAll(filepath.Join(tree, "d"), 0o755)
+	for i := 0; i < 200; i++ {
+		os.WriteFile(filepath.Join(tree, "d", fmt.Sprintf("file%03d", i)), []byte(fmt.Sprintf("file %d\n", i)), 0o644)
+	}
+	fs := sparseFile(t, filepath.Join(dir, "fs.img"), 16<<20)
+	sh(t, "mkfs.ext2", "-q", "-F", "-b", "1024", "-d", tree, fs)
+	undamaged := t.TempDir()
+	sh(t, "debugfs", "-R", "rdump /d "+undamaged, fs)
+
+	var blocks []int64
+	for _, f := range strings.Fields(sh(t, "debugfs", "-R", "blocks /d", fs)) {
+		var b int64
+		if _, err := fmt.Sscan(f, &b); err == nil {
+			blocks = append(blocks, b)
+		}
+	}
+	if len(blocks) < 3 {
+		t.Fatalf("/d has blocks %v: want several", blocks)
+	}
+	// The names the second block holds, read off its bytes.
+	lost := map[string]bool{}
+	for _, m := range regexp.MustCompile(`file\d{3}`).FindAll(readAt(t, fs, 1024, blocks[1]*1024), -1) {
+		lost[string(m)] = true
+	}
+	if len(lost) == 0 {
+		t.Fatal("no names in the second block of /d")
+	}
+	writeAt(t, fs, []byte{0, 0}, blocks[1]*1024+4)
+
+	// What e2fsck keeps, less that block's names (it may salvage some).
+	repaired := trustCopy(t, fs)
+	if out, err := exec.Command("e2fsck", "-fy", repaired).CombinedOutput(); err != nil && !strings.Contains(err.Error(), "exit status 1") {
+		t.Fatalf("e2fsck -fy: %v\n%s", err, out)
+	}
+	kept := t.TempDir()
+	sh(t, "debugfs", "-R", "rdump /d "+kept, repaired)
+	want := t.TempDir()
+	os.Mkdir(filepath.Join(want, "d"), 0o755)
+	ents, _ := os.ReadDir(filepath.Join(kept, "d"))
+	for _, e := range ents {
+		if !lost[e.Name()] {
+			b := readFile(t, filepath.Join(undamaged, "d", e.Name()))
+			os.WriteFile(filepath.Join(want, "d", e.Name()), b, 0o644)
+		}
+	}
+	if n := 200 - len(lost); len(ents) < n {
+		t.Fatalf("e2fsck keeps %d entries of /d, fewer than the %d outside the damaged block", len(ents), n)
+	}
+
+	img := filepath.Join(dir, "fs.platter")
+	ok(t, "create", "--progress", "none", fs, img)
+	named := func(what, stderr string, code int) {
+		t.Helper()
+		if code != 3 || !strings.Contains(stderr, "/d: entries skipped:") || !strings.Contains(stderr, "directory entry length 0") {
+			t.Errorf("%s: exit %d, want 3 and the damaged block of /d named:\n%s", what, code, stderr)
+		}
+	}
+	t.Run("extract", func(t *testing.T) {
+		dest := filepath.Join(t.TempDir(), "out")
+		_, stderr, code := run(t, "extract", img, "/d", dest)
+		named("extract", stderr, code)
+		got := t.TempDir()
+		os.Rename(dest, filepath.Join(got, "d"))
+		sameTree(t, want, got)
+	})
+	t.Run("ls", func(t *testing.T) {
+		stdout, stderr, code := run(t, "ls", img, "/d")
+		named("ls", stderr, code)
+		if n := len(strings.Fields(stdout)); n != 200-len(lost) {
+			t.Errorf("ls /d lists %d entries, want %d", n, 200-len(lost))
+		}
+	})
+	t.Run("mount", func(t *testing.T) {
+		mnt := t.TempDir()
+		ok(t, "mount", "--daemon", "--files", img, mnt)
+		t.Cleanup(func() { run(t, "umount", mnt) })
+		sameTree(t, filepath.Join(want, "d"), filepath.Join(mnt, "d"))
 	})
 }

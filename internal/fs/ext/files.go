@@ -364,8 +364,8 @@ func (f *Files) find(n *inode, name string) (uint32, error) {
 		return true
 	})
 	if err != nil {
-		// A damaged directory is not kept; a name before the damage
-		// is still found.
+		// A damaged directory is not kept; a name outside the damage
+		// (in another block, or before it) is still found.
 		if ino := names[name]; ino != 0 {
 			return ino, nil
 		}
@@ -401,7 +401,9 @@ func (f *Files) Stat(name string) (File, error) {
 // ReadDir lists a directory's entries, without "." and "..", in on-disk
 // order. An entry whose inode cannot be described comes with Err set and
 // the rest are still listed, as debugfs dumps them: one damaged inode
-// must not hide its siblings.
+// must not hide its siblings. A directory block that cannot be read or
+// parsed ends the list with one entry without a name, its Err a
+// *DirDamageError; the entries of the other blocks are listed.
 func (f *Files) ReadDir(name string) ([]File, error) {
 	n, clean, err := f.lookup(name)
 	if err != nil {
@@ -426,6 +428,12 @@ func (f *Files) ReadDir(name string) ([]File, error) {
 		out = append(out, fi)
 		return true
 	})
+	var dd *DirDamageError
+	if errors.As(err, &dd) {
+		// The entries of a damaged block cannot be named: one
+		// nameless entry says what was lost.
+		return append(out, File{Err: err}), nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -473,6 +481,7 @@ func (f *Files) dirEntries(n *inode, fn func(name []byte, ino uint32) bool) erro
 		return err
 	}
 	bs := f.sb.blockSize
+	var damage error
 	nblocks := (uint64(n.size) + uint64(bs) - 1) / uint64(bs)
 	if nblocks > f.sb.blocksCount {
 		return corrupt(n.off+0x4, "inode %d: directory of %d bytes is larger than the filesystem", n.num, n.size)
@@ -493,17 +502,38 @@ func (f *Files) dirEntries(n *inode, fn func(name []byte, ino uint32) bool) erro
 			continue
 		}
 		off := int64(r.pb+lb-r.lb) * bs
-		if err := readFull(f.r, buf, off); err != nil {
-			return fmt.Errorf("ext: read block %d of directory inode %d at byte %d: %w", lb, n.num, off, err)
+		more := true
+		err = readFull(f.r, buf, off)
+		if err != nil {
+			err = fmt.Errorf("ext: read block %d of directory inode %d at byte %d: %w", lb, n.num, off, err)
+		} else {
+			more, err = f.dirBlock(n, buf, off, fn)
 		}
-		more, err := f.dirBlock(n, buf, off, fn)
-		if err != nil || !more {
-			return err
+		if err != nil && damage == nil {
+			// Each block holds whole entries: the next ones are
+			// still read, as e2fsck reads them.
+			damage = &DirDamageError{Err: err}
+		}
+		if !more && err == nil {
+			return damage
 		}
 		lb++
 	}
-	return nil
+	return damage
 }
+
+// A DirDamageError is a directory block that could not be read or
+// parsed; the entries of the directory's other blocks (and those of this
+// block before the damage) were listed.
+type DirDamageError struct {
+	Err error
+}
+
+func (e *DirDamageError) Error() string {
+	return fmt.Sprintf("the rest of a directory block: %v", e.Err)
+}
+
+func (e *DirDamageError) Unwrap() error { return e.Err }
 
 // dirBlock walks the entries in b, a directory block (or an inline
 // directory's region) found at byte off. It reports whether fn wants more.

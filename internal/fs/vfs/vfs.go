@@ -119,7 +119,9 @@ type Entry struct {
 type Files interface {
 	// ReadDir lists directory dir in the filesystem's order. An entry
 	// it can name but not describe comes with Err set, and the rest of
-	// the directory is still listed.
+	// the directory is still listed. An entry with Err set and no Name
+	// stands for entries that could not even be named (a damaged
+	// directory block).
 	ReadDir(dir string) ([]Entry, error)
 	// Stat describes name; "" is the root. Of the entries whose names
 	// match name, it finds the first ReadDir lists.
