@@ -2,6 +2,7 @@ package ntfs
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	iofs "io/fs"
@@ -146,6 +147,10 @@ func (n *reader) read(dir string, ref uint64) (*listing, error) {
 		return nil, fmt.Errorf("/%s is not a directory", dir)
 	}
 	entries, err := f.index()
+	var damage *IndexDamageError
+	if errors.As(err, &damage) {
+		err = nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -159,6 +164,12 @@ func (n *reader) read(dir string, ref uint64) (*listing, error) {
 		e.Err = err
 		l.ents = append(l.ents, e)
 		l.refs = append(l.refs, ie.ref)
+	}
+	if damage != nil {
+		// The lost entries cannot be named: one nameless entry says
+		// what was lost (vfs.Files).
+		l.ents = append(l.ents, vfs.Entry{Err: damage})
+		l.refs = append(l.refs, 0)
 	}
 	return l, nil
 }

@@ -1,6 +1,7 @@
 package ntfs
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 
@@ -75,6 +76,7 @@ func (f *file) index() ([]indexEntry, error) {
 		return nil, err
 	}
 	block := make([]byte, blockSize)
+	var damage error // the first index block that could not be read
 	for i, b := range bits {
 		for k := 0; k < 8; k++ {
 			if b&(1<<k) == 0 {
@@ -84,17 +86,41 @@ func (f *file) index() ([]indexEntry, error) {
 			if n >= blocks {
 				return nil, corrupt(rec, -1, "index $BITMAP marks block %d in use; $INDEX_ALLOCATION holds %d", n, blocks)
 			}
+			// Each index block holds whole entries: one that cannot
+			// be read or parsed loses only its own, and the others
+			// are still read (chkdsk rebuilds the index from the
+			// files' records; ntfs-3g's readdir stops there).
 			off := n * blockSize
 			if err := vfs.ReadFull(alloc, block, off); err != nil {
-				return nil, fmt.Errorf("ntfs: MFT record %d: read index block %d: %w", rec, n, err)
+				damage = cmp.Or(damage, fmt.Errorf("ntfs: MFT record %d: read index block %d: %w", rec, n, err))
+				continue
 			}
-			if err := indexBlock(block, off/vcnSize, &out); err != nil {
-				return nil, corrupt(rec, alloc.where(off), "index block %d: %v", n, err)
+			var got []indexEntry
+			if err := indexBlock(block, off/vcnSize, &got); err != nil {
+				damage = cmp.Or(damage, corrupt(rec, alloc.where(off), "index block %d: %v", n, err))
+				continue
 			}
+			out = append(out, got...)
 		}
+	}
+	if damage != nil {
+		return out, &IndexDamageError{Err: damage}
 	}
 	return out, nil
 }
+
+// An IndexDamageError is an index block of a directory that could not be
+// read or parsed; the entries of its other blocks (and of $INDEX_ROOT)
+// were listed.
+type IndexDamageError struct {
+	Err error
+}
+
+func (e *IndexDamageError) Error() string {
+	return fmt.Sprintf("the entries of a damaged index block: %v", e.Err)
+}
+
+func (e *IndexDamageError) Unwrap() error { return e.Err }
 
 // indexRoot parses an $INDEX_ROOT value, adding its entries to out,
 // and returns the size of the index's blocks.
