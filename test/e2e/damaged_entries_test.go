@@ -94,7 +94,7 @@ func TestExtractExtDamagedInodes(t *testing.T) {
 	t.Run("mount", func(t *testing.T) {
 		mnt := t.TempDir()
 		ok(t, "mount", "--daemon", "--files", img, mnt)
-		t.Cleanup(func() { run(t, "umount", mnt) })
+		t.Cleanup(func() { unmountPlatter(t, mnt) })
 		ents, err := os.ReadDir(filepath.Join(mnt, "d"))
 		if err != nil || len(ents) != 80+2-len(bad) {
 			t.Fatalf("mount --files lists %d entries of d (%v), want %d", len(ents), err, 80+2-len(bad))
@@ -193,7 +193,76 @@ func TestExtractExtDamagedDirBlock(t *testing.T) {
 	t.Run("mount", func(t *testing.T) {
 		mnt := t.TempDir()
 		ok(t, "mount", "--daemon", "--files", img, mnt)
-		t.Cleanup(func() { run(t, "umount", mnt) })
+		t.Cleanup(func() { unmountPlatter(t, mnt) })
 		sameTree(t, filepath.Join(want, "d"), filepath.Join(mnt, "d"))
+	})
+}
+
+// A FAT16 directory of 120 files with long names over 31 clusters, its
+// cluster chain broken after the fourth (a link outside the volume, in
+// the FAT that is read): ls, extract and mount --files give the entries
+// of the clusters before the break, exactly the files mcopy finds once
+// fsck.fat -a has cut the chain there, byte for byte; the break is
+// named and extract exits 3. Before, the whole directory was skipped.
+func TestExtractFATDamagedDirChain(t *testing.T) {
+	dir := t.TempDir()
+	tree := filepath.Join(dir, "tree")
+	os.MkdirAll(filepath.Join(tree, "d"), 0o755)
+	for i := 0; i < 120; i++ {
+		os.WriteFile(filepath.Join(tree, "d", fmt.Sprintf("a file with a long name number %d.txt", i)), []byte(fmt.Sprintf("content %d\n", i)), 0o644)
+	}
+	os.WriteFile(filepath.Join(tree, "top.txt"), []byte("top\n"), 0o644)
+	fs := sparseFile(t, filepath.Join(dir, "fs.img"), 16<<20)
+	sh(t, "mkfs.fat", "-F", "16", "-s", "1", fs)
+	mcopyTree(t, fs, tree)
+	chain := frChain(t, fs, "d")
+	if len(chain) < 8 {
+		t.Fatalf("/d's chain %v: want a long one", chain)
+	}
+	frSetEntry(t, fs, chain[3], 0xfff0)
+
+	repaired := trustCopy(t, fs)
+	if out, err := exec.Command("fsck.fat", "-a", "-w", repaired).CombinedOutput(); err != nil && !strings.Contains(err.Error(), "exit status 1") {
+		t.Fatalf("fsck.fat -a: %v\n%s", err, out)
+	}
+	want := fatTree(t, repaired)
+	// fsck.fat saves the lost clusters' chains as FSCKnnnn.REC in the
+	// root: not files of the source.
+	recs, _ := filepath.Glob(filepath.Join(want, "FSCK*.REC"))
+	for _, r := range recs {
+		os.Remove(r)
+	}
+	ents, _ := os.ReadDir(filepath.Join(want, "d"))
+	if len(ents) == 0 || len(ents) >= 120 {
+		t.Fatalf("fsck.fat keeps %d of /d's 120 entries: the chain was not cut in the middle", len(ents))
+	}
+	t.Logf("fsck.fat keeps %d of /d's 120 entries", len(ents))
+
+	img := filepath.Join(dir, "fs.platter")
+	ok(t, "create", "--progress", "none", fs, img)
+	named := func(what, stderr string, code int) {
+		t.Helper()
+		if code != 3 || !strings.Contains(stderr, "/d: entries skipped:") || !strings.Contains(stderr, fmt.Sprintf("from cluster %d to cluster %d", chain[3], 0xfff0)) {
+			t.Errorf("%s: exit %d, want 3 and the break in /d's chain named:\n%s", what, code, stderr)
+		}
+	}
+	t.Run("extract", func(t *testing.T) {
+		dest := filepath.Join(t.TempDir(), "out")
+		_, stderr, code := run(t, "extract", img, "/", dest)
+		named("extract", stderr, code)
+		sameTree(t, want, dest)
+	})
+	t.Run("ls", func(t *testing.T) {
+		stdout, stderr, code := run(t, "ls", img, "/d")
+		named("ls", stderr, code)
+		if n := strings.Count(stdout, "\n"); n != len(ents) {
+			t.Errorf("ls /d lists %d entries, want %d", n, len(ents))
+		}
+	})
+	t.Run("mount", func(t *testing.T) {
+		mnt := t.TempDir()
+		ok(t, "mount", "--daemon", "--files", img, mnt)
+		t.Cleanup(func() { unmountPlatter(t, mnt) })
+		sameTree(t, want, mnt)
 	})
 }

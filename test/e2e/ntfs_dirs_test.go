@@ -661,7 +661,7 @@ func TestNTFSDirsDamagedIndexBlock(t *testing.T) {
 	t.Run("mount", func(t *testing.T) {
 		mnt := t.TempDir()
 		ok(t, "mount", "--daemon", "--files", img, mnt)
-		t.Cleanup(func() { run(t, "umount", mnt) })
+		t.Cleanup(func() { unmountPlatter(t, mnt) })
 		sameDigest(t, "mount --files", want, digest(t, mnt))
 	})
 }

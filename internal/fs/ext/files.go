@@ -403,7 +403,7 @@ func (f *Files) Stat(name string) (File, error) {
 // the rest are still listed, as debugfs dumps them: one damaged inode
 // must not hide its siblings. A directory block that cannot be read or
 // parsed ends the list with one entry without a name, its Err a
-// *DirDamageError; the entries of the other blocks are listed.
+// *vfs.LostEntriesError; the entries of the other blocks are listed.
 func (f *Files) ReadDir(name string) ([]File, error) {
 	n, clean, err := f.lookup(name)
 	if err != nil {
@@ -428,8 +428,8 @@ func (f *Files) ReadDir(name string) ([]File, error) {
 		out = append(out, fi)
 		return true
 	})
-	var dd *DirDamageError
-	if errors.As(err, &dd) {
+	var lost *vfs.LostEntriesError
+	if errors.As(err, &lost) {
 		// The entries of a damaged block cannot be named: one
 		// nameless entry says what was lost.
 		return append(out, File{Err: err}), nil
@@ -512,7 +512,7 @@ func (f *Files) dirEntries(n *inode, fn func(name []byte, ino uint32) bool) erro
 		if err != nil && damage == nil {
 			// Each block holds whole entries: the next ones are
 			// still read, as e2fsck reads them.
-			damage = &DirDamageError{Err: err}
+			damage = &vfs.LostEntriesError{Err: err}
 		}
 		if !more && err == nil {
 			return damage
@@ -521,19 +521,6 @@ func (f *Files) dirEntries(n *inode, fn func(name []byte, ino uint32) bool) erro
 	}
 	return damage
 }
-
-// A DirDamageError is a directory block that could not be read or
-// parsed; the entries of the directory's other blocks (and those of this
-// block before the damage) were listed.
-type DirDamageError struct {
-	Err error
-}
-
-func (e *DirDamageError) Error() string {
-	return fmt.Sprintf("the rest of a directory block: %v", e.Err)
-}
-
-func (e *DirDamageError) Unwrap() error { return e.Err }
 
 // dirBlock walks the entries in b, a directory block (or an inline
 // directory's region) found at byte off. It reports whether fn wants more.

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/fs/vfs"
 	"github.com/platter-dev/platter/internal/tooltest"
 )
 
@@ -1022,9 +1023,9 @@ func lostEntries(fs *Files, dir string) error {
 	if last < 0 || ents[last].Err == nil {
 		return nil
 	}
-	var dd *DirDamageError
-	if last != 0 || ents[last].Name != "" || !errors.As(ents[last].Err, &dd) {
-		return fmt.Errorf("%d entries, the last %q with %v: want one without a name, its Err a DirDamageError", len(ents), ents[last].Name, ents[last].Err)
+	var lost *vfs.LostEntriesError
+	if last != 0 || ents[last].Name != "" || !errors.As(ents[last].Err, &lost) {
+		return fmt.Errorf("%d entries, the last %q with %v: want one without a name, its Err a LostEntriesError", len(ents), ents[last].Name, ents[last].Err)
 	}
 	return ents[last].Err
 }

@@ -17,6 +17,7 @@ package fat
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	iofs "io/fs"
@@ -97,6 +98,10 @@ type File struct {
 	ModTime time.Time
 	// Short is the 8.3 name, as mdir lists it beside the long one.
 	Short string
+	// Err, set only by ReadDir, on an entry without a name: the rest of
+	// the directory's cluster chain could not be followed (a
+	// *vfs.LostEntriesError).
+	Err error
 
 	cluster uint32 // first cluster; 0 for an empty file
 	off     int64  // byte of the 8.3 entry, -1 for the root
@@ -188,6 +193,12 @@ func (f *Files) list(d File) ([]File, error) {
 			files = append(files, e)
 		}
 	})
+	var lost *vfs.LostEntriesError
+	if errors.As(err, &lost) {
+		// The entries past the break cannot be named: one nameless
+		// entry says what was lost.
+		return append(files, File{Err: err}), nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -239,22 +250,31 @@ func (f *Files) dirEntries(d File, fn func(raw []byte, off int64)) error {
 	buf := make([]byte, f.clusterSize)
 	for c, i := d.cluster, int64(0); ; i++ {
 		if i == maxClusters {
-			return corrupt(f.entryOff(c), "%s runs past %d clusters (%d entries, the most a directory holds) at cluster %d", what, maxClusters, maxDirEntries, c)
+			return &vfs.LostEntriesError{Err: corrupt(f.entryOff(c), "%s runs past %d clusters (%d entries, the most a directory holds) at cluster %d", what, maxClusters, maxDirEntries, c)}
 		}
 		off := f.clusterOff(c)
 		if err := vfs.ReadFull(f.r, buf, off); err != nil {
-			return fmt.Errorf("fat: read cluster %d of %s at byte %d: %w", c, what, off, err)
+			err = fmt.Errorf("fat: read cluster %d of %s at byte %d: %w", c, what, off, err)
+			if i == 0 {
+				return err
+			}
+			return &vfs.LostEntriesError{Err: err}
 		}
 		if !each(buf, off) {
 			return nil
 		}
 		seen[c] = true
+		// Past here the entries read so far stand, as fsck.fat keeps
+		// them when it cuts the chain where it breaks.
 		next, end, err := f.next(c, what)
-		if err != nil || end {
-			return err
+		if err != nil {
+			return &vfs.LostEntriesError{Err: err}
+		}
+		if end {
+			return nil
 		}
 		if seen[next] {
-			return corrupt(f.entryOff(c), "%s loops: cluster %d leads back to cluster %d", what, c, next)
+			return &vfs.LostEntriesError{Err: corrupt(f.entryOff(c), "%s loops: cluster %d leads back to cluster %d", what, c, next)}
 		}
 		c = next
 	}

@@ -34,7 +34,7 @@ var FS = vfs.Filesystem{
 // and returns errors on damage, never panics (FuzzFiles holds it to
 // that).
 func entry(f File) vfs.Entry {
-	return vfs.Entry{Name: f.Name, Mode: f.Mode, Size: f.Size, ModTime: f.ModTime}
+	return vfs.Entry{Name: f.Name, Mode: f.Mode, Size: f.Size, ModTime: f.ModTime, Err: f.Err}
 }
 
 // identify: the boot sector's volume id and label (at 39 and 43, or 67

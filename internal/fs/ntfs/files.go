@@ -147,7 +147,7 @@ func (n *reader) read(dir string, ref uint64) (*listing, error) {
 		return nil, fmt.Errorf("/%s is not a directory", dir)
 	}
 	entries, err := f.index()
-	var damage *IndexDamageError
+	var damage *vfs.LostEntriesError
 	if errors.As(err, &damage) {
 		err = nil
 	}

@@ -292,9 +292,9 @@ func TestReaderDamage(t *testing.T) {
 				// A damaged index block: the entries of the others
 				// are listed, one nameless entry says what is lost.
 				err = ents[len(ents)-1].Err
-				var id *IndexDamageError
-				if !errors.As(err, &id) || len(ents) < 2 {
-					t.Errorf("/%s: %d entries, the nameless one %v: want an IndexDamageError after the other blocks' entries", c.dir, len(ents), err)
+				var lost *vfs.LostEntriesError
+				if !errors.As(err, &lost) || len(ents) < 2 {
+					t.Errorf("/%s: %d entries, the nameless one %v: want a LostEntriesError after the other blocks' entries", c.dir, len(ents), err)
 				}
 			}
 			var ce *block.CorruptError

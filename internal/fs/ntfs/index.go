@@ -104,23 +104,10 @@ func (f *file) index() ([]indexEntry, error) {
 		}
 	}
 	if damage != nil {
-		return out, &IndexDamageError{Err: damage}
+		return out, &vfs.LostEntriesError{Err: damage}
 	}
 	return out, nil
 }
-
-// An IndexDamageError is an index block of a directory that could not be
-// read or parsed; the entries of its other blocks (and of $INDEX_ROOT)
-// were listed.
-type IndexDamageError struct {
-	Err error
-}
-
-func (e *IndexDamageError) Error() string {
-	return fmt.Sprintf("the entries of a damaged index block: %v", e.Err)
-}
-
-func (e *IndexDamageError) Unwrap() error { return e.Err }
 
 // indexRoot parses an $INDEX_ROOT value, adding its entries to out,
 // and returns the size of the index's blocks.

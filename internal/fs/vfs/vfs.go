@@ -16,6 +16,7 @@
 package vfs
 
 import (
+	"fmt"
 	"io"
 	iofs "io/fs"
 	"time"
@@ -119,9 +120,9 @@ type Entry struct {
 type Files interface {
 	// ReadDir lists directory dir in the filesystem's order. An entry
 	// it can name but not describe comes with Err set, and the rest of
-	// the directory is still listed. An entry with Err set and no Name
-	// stands for entries that could not even be named (a damaged
-	// directory block).
+	// the directory is still listed. An entry with no Name, its Err a
+	// *LostEntriesError, stands for entries that could not even be
+	// named (a damaged directory block).
 	ReadDir(dir string) ([]Entry, error)
 	// Stat describes name; "" is the root. Of the entries whose names
 	// match name, it finds the first ReadDir lists.
@@ -132,3 +133,18 @@ type Files interface {
 	// exFAT, NTFS): Stat and Open find "README" by "readme".
 	CaseInsensitive() bool
 }
+
+// A LostEntriesError is a part of a directory that could not be read or
+// parsed (an ext directory block, an NTFS index block, the rest of a FAT
+// directory's cluster chain): the entries it held cannot be named, and
+// the rest of the directory was listed. Files.ReadDir hands it up as the
+// Err of an entry without a name.
+type LostEntriesError struct {
+	Err error
+}
+
+func (e *LostEntriesError) Error() string {
+	return fmt.Sprintf("a damaged part of the directory: %v", e.Err)
+}
+
+func (e *LostEntriesError) Unwrap() error { return e.Err }
