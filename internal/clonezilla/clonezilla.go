@@ -22,7 +22,6 @@
 package clonezilla
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -506,7 +505,7 @@ func (d *Disk) decode(p *Partition) (partSource, error) {
 			return fail(err)
 		}
 		defer s.Close()
-		comp, src, err := sniff(s)
+		comp, src, err := partclone.Sniff(s)
 		if err != nil {
 			return fail(err)
 		}
@@ -520,31 +519,6 @@ func (d *Disk) decode(p *Partition) (partSource, error) {
 		}
 	}
 	return tmp, nil
-}
-
-// sniff finds a dd image's compression by its first bytes (ocs-sr names
-// it NAME.dd-img.aa whatever compressed it).
-func sniff(r io.Reader) (string, io.Reader, error) {
-	head := make([]byte, 6)
-	n, err := io.ReadFull(r, head)
-	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
-		return "", nil, err
-	}
-	head = head[:n]
-	comp := ""
-	switch {
-	case bytes.HasPrefix(head, []byte{0x1f, 0x8b}):
-		comp = "gz"
-	case bytes.HasPrefix(head, []byte{0x28, 0xb5, 0x2f, 0xfd}):
-		comp = "zst"
-	case bytes.HasPrefix(head, []byte{0xfd, '7', 'z', 'X', 'Z', 0}):
-		comp = "xz"
-	case bytes.HasPrefix(head, []byte("BZh")):
-		comp = "bz2"
-	case bytes.HasPrefix(head, []byte{0x04, 0x22, 0x4d, 0x18}):
-		comp = "lz4"
-	}
-	return comp, io.MultiReader(bytes.NewReader(head), r), nil
 }
 
 // copySparse copies r into w from byte 0, leaving holes where the data is

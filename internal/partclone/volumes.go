@@ -1,6 +1,7 @@
 package partclone
 
 import (
+	"bytes"
 	"compress/bzip2"
 	"errors"
 	"fmt"
@@ -106,19 +107,22 @@ func volumeSuffix(base string) (stem, suf string, ok bool) {
 			return "", "", false
 		}
 	}
-	// "gz", "xz" and the like are compressor suffixes, not volumes.
-	if _, isComp := compressors[suf]; isComp {
-		return "", "", false
-	}
 	// A first volume is always one; a later one only after a
 	// compressor's suffix, as Clonezilla names them (a file NAME.pc is
-	// not a volume).
+	// not a volume), or after the names of the dd and ntfsclone images,
+	// which ocs-sr gives whatever compressed them (NAME.dd-img.aa,
+	// NAME.ntfs-img.aa). split's suffixes run through "gz" and "xz":
+	// after those stems they are volumes, else compressors' suffixes.
 	stem = base[:i]
-	if suf != strings.Repeat("a", len(suf)) {
-		j := strings.LastIndexByte(stem, '.')
-		if _, isComp := compressors[stem[j+1:]]; j < 0 || !isComp {
-			return "", "", false
-		}
+	j := strings.LastIndexByte(stem, '.')
+	_, stemComp := compressors[stem[j+1:]]
+	afterComp := j >= 0 && stemComp
+	rawImage := strings.HasSuffix(stem, ".dd-img") || strings.HasSuffix(stem, ".ntfs-img")
+	if _, isComp := compressors[suf]; isComp && !afterComp && !rawImage {
+		return "", "", false
+	}
+	if suf != strings.Repeat("a", len(suf)) && !afterComp && !rawImage {
+		return "", "", false
 	}
 	return stem, suf, true
 }
@@ -424,4 +428,31 @@ func (fs *Files) Close() error {
 		err = errors.Join(err, f.Close())
 	}
 	return err
+}
+
+// Sniff finds a stream's compression by its first bytes, for the images
+// ocs-sr names without it (NAME.dd-img.aa, NAME.ntfs-img.aa): gz, zst,
+// xz, bz2, lz4 or "" (none). The returned reader gives r's bytes from
+// the first.
+func Sniff(r io.Reader) (string, io.Reader, error) {
+	head := make([]byte, 6)
+	n, err := io.ReadFull(r, head)
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+		return "", nil, err
+	}
+	head = head[:n]
+	comp := ""
+	switch {
+	case bytes.HasPrefix(head, []byte{0x1f, 0x8b}):
+		comp = "gz"
+	case bytes.HasPrefix(head, []byte{0x28, 0xb5, 0x2f, 0xfd}):
+		comp = "zst"
+	case bytes.HasPrefix(head, []byte{0xfd, '7', 'z', 'X', 'Z', 0}):
+		comp = "xz"
+	case bytes.HasPrefix(head, []byte("BZh")):
+		comp = "bz2"
+	case bytes.HasPrefix(head, []byte{0x04, 0x22, 0x4d, 0x18}):
+		comp = "lz4"
+	}
+	return comp, io.MultiReader(bytes.NewReader(head), r), nil
 }

@@ -1,0 +1,333 @@
+// Package ntfsclone reads the images `ntfsclone --save-image` writes
+// (what `ocs-sr -q` saves an NTFS partition as: <part>.ntfs-img, piped
+// through the chosen compressor and split into .aa, .ab, ...).
+//
+// The format, from ntfs-3g's ntfsclone.c (all little-endian):
+//
+//	0   16  magic "\0ntfsclone-image"
+//	16  1   major version (10: the first endianness-safe one)
+//	17  1   minor version (1 adds offset_to_image_data)
+//	18  4   cluster size in bytes
+//	22  8   device size in bytes
+//	30  8   clusters of the filesystem (nr_clusters)
+//	38  8   clusters in use
+//	46  4   offset of the image data from byte 0 (minor >= 1; else 46)
+//
+// then a stream of commands from cluster 0: 0x00 and an 8-byte count of
+// clusters that are not saved (zeros), or 0x01 and one cluster's bytes.
+// After the filesystem's last cluster ntfsclone saves one more cluster,
+// the device's tail, which holds NTFS's backup boot sector.
+//
+// The stream has no map up front and no checksum: it can only be read
+// front to back, and damage shows as an impossible command or count or a
+// stream that ends early, each reported with the stream's byte offset.
+package ntfsclone
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/platter-dev/platter/internal/block"
+)
+
+// Magic starts every ntfsclone image.
+const Magic = "\x00ntfsclone-image"
+
+// headerSize is the bytes of the header up to and with offset_to_image_data.
+const (
+	headerSize    = 50
+	headerSizeOld = 46 // minor version 0: no offset field, data follows
+	maxDataOffset = 1 << 20
+	runBytes      = 1 << 20 // the bytes Next returns at once, at most
+)
+
+// ErrNotNtfsclone is returned (wrapped) for bytes that do not start with
+// ntfsclone's magic.
+var ErrNotNtfsclone = errors.New("not an ntfsclone image")
+
+// ErrDamaged is matched (errors.Is) by every FormatError.
+var ErrDamaged = errors.New("ntfsclone image damaged")
+
+// FormatError is a structure of the image that is missing, impossible or
+// cut short, at a byte offset of the (uncompressed) image stream.
+type FormatError struct {
+	Off int64
+	Msg string
+	Err error
+}
+
+func (e *FormatError) Error() string {
+	s := fmt.Sprintf("ntfsclone: %s at image byte %d", e.Msg, e.Off)
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+func (e *FormatError) Unwrap() error { return e.Err }
+
+func (e *FormatError) Is(target error) bool { return target == ErrDamaged }
+
+// Header is an ntfsclone image's header.
+type Header struct {
+	Major, Minor uint8
+	ClusterSize  int64
+	DeviceSize   int64
+	Clusters     int64 // the filesystem's clusters (nr_clusters)
+	InUse        int64 // clusters in use, as ntfsclone counted them
+	DataOffset   int64 // where the command stream starts
+}
+
+// ParseHeader parses the header at the start of b (at least 50 bytes,
+// or 46 for a minor version 0 image).
+func ParseHeader(b []byte) (*Header, error) {
+	if len(b) < len(Magic) || string(b[:len(Magic)]) != Magic {
+		return nil, fmt.Errorf("ntfsclone: %w (no magic at byte 0)", ErrNotNtfsclone)
+	}
+	if len(b) < headerSizeOld {
+		return nil, &FormatError{Off: int64(len(b)), Msg: "header cut short", Err: io.ErrUnexpectedEOF}
+	}
+	le := binary.LittleEndian
+	h := &Header{
+		Major:       b[16],
+		Minor:       b[17],
+		ClusterSize: int64(le.Uint32(b[18:])),
+		DeviceSize:  int64(le.Uint64(b[22:])),
+		Clusters:    int64(le.Uint64(b[30:])),
+		InUse:       int64(le.Uint64(b[38:])),
+		DataOffset:  headerSizeOld,
+	}
+	if h.Major != 10 {
+		return nil, &FormatError{Off: 16, Msg: fmt.Sprintf("image format version %d.%d is not one this reader knows (10.x, written by ntfsclone since 2006)", h.Major, h.Minor)}
+	}
+	if h.Minor >= 1 {
+		if len(b) < headerSize {
+			return nil, &FormatError{Off: int64(len(b)), Msg: "header cut short", Err: io.ErrUnexpectedEOF}
+		}
+		h.DataOffset = int64(le.Uint32(b[46:]))
+		if h.DataOffset < headerSize || h.DataOffset > maxDataOffset {
+			return nil, &FormatError{Off: 46, Msg: fmt.Sprintf("image data offset %d is outside %d-%d", h.DataOffset, headerSize, maxDataOffset)}
+		}
+	}
+	cs := h.ClusterSize
+	switch {
+	case cs < 256 || cs > 2<<20 || cs&(cs-1) != 0:
+		return nil, &FormatError{Off: 18, Msg: fmt.Sprintf("cluster size %d is not a power of two from 256 to 2 MiB", cs)}
+	case h.DeviceSize <= 0 || h.DeviceSize > 1<<60:
+		return nil, &FormatError{Off: 22, Msg: fmt.Sprintf("device size %d is impossible", h.DeviceSize)}
+	case h.Clusters <= 0 || h.Clusters > h.DeviceSize/cs:
+		return nil, &FormatError{Off: 30, Msg: fmt.Sprintf("%d clusters of %d bytes do not fit the device's %d bytes", h.Clusters, cs, h.DeviceSize)}
+	case h.InUse < 0 || h.InUse > h.Clusters:
+		return nil, &FormatError{Off: 38, Msg: fmt.Sprintf("%d clusters in use of %d", h.InUse, h.Clusters)}
+	}
+	return h, nil
+}
+
+// Reader reads an image front to back.
+type Reader struct {
+	h    *Header
+	r    *bufio.Reader
+	pos  int64 // stream bytes consumed
+	next int64 // the cluster the next command is about
+	tail bool  // the device's tail after the last cluster was read
+	buf  []byte
+	used []block.Extent
+	err  error
+
+	volumes []string // the files of a split image, for errors
+}
+
+// NewReader reads the header of the image r streams.
+func NewReader(r io.Reader) (*Reader, error) {
+	br := bufio.NewReaderSize(r, 1<<20)
+	head, err := br.Peek(headerSize)
+	if err != nil && len(head) < headerSizeOld {
+		if len(head) < len(Magic) || !bytes.HasPrefix(head, []byte(Magic)) {
+			return nil, fmt.Errorf("ntfsclone: %w (%d bytes, no magic)", ErrNotNtfsclone, len(head))
+		}
+		return nil, &FormatError{Off: int64(len(head)), Msg: "header cut short", Err: io.ErrUnexpectedEOF}
+	}
+	h, err := ParseHeader(head)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := br.Discard(headerSizeOld); err != nil {
+		return nil, err
+	}
+	rd := &Reader{h: h, r: br, pos: headerSizeOld, buf: make([]byte, max(runBytes, h.ClusterSize))}
+	if err := rd.skip(h.DataOffset - headerSizeOld); err != nil {
+		return nil, err
+	}
+	return rd, nil
+}
+
+func (r *Reader) skip(n int64) error {
+	m, err := r.r.Discard(int(n))
+	r.pos += int64(m)
+	if err != nil {
+		return r.cut("image data offset", err)
+	}
+	return nil
+}
+
+// cut is the error of a stream that ends (or fails) where more was due.
+func (r *Reader) cut(what string, err error) error {
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return &FormatError{Off: r.pos, Msg: "stream ends inside " + what, Err: err}
+}
+
+// Header is the image's header.
+func (r *Reader) Header() *Header { return r.h }
+
+// Used is the device's byte ranges the image held, sorted, of what has
+// been read so far: all of them once Next has returned io.EOF.
+func (r *Reader) Used() []block.Extent { return r.used }
+
+// Next returns the next run of saved bytes and their device offset, at
+// most 1 MiB (or one cluster) at once; io.EOF after the last. data is
+// valid until the next call.
+func (r *Reader) Next() (off int64, data []byte, err error) {
+	if r.err != nil {
+		return 0, nil, r.err
+	}
+	off, data, err = r.next1()
+	if err != nil {
+		if err != io.EOF {
+			err = inVolumes(err, r.volumes)
+		}
+		r.err = err
+		return 0, nil, err
+	}
+	if n := len(r.used); n > 0 && r.used[n-1].End() == off {
+		r.used[n-1].Len += int64(len(data))
+	} else {
+		r.used = append(r.used, block.Extent{Off: off, Len: int64(len(data))})
+	}
+	return off, data, nil
+}
+
+func (r *Reader) next1() (int64, []byte, error) {
+	cs := r.h.ClusterSize
+	first := int64(-1)
+	n := int64(0) // bytes of the run in r.buf
+	for {
+		if first >= 0 && (n+cs > int64(len(r.buf)) || r.next >= r.h.Clusters) {
+			return first * cs, r.buf[:n], nil
+		}
+		if r.next >= r.h.Clusters {
+			return r.tailCluster()
+		}
+		at := r.pos
+		cmd, err := r.r.ReadByte()
+		if err != nil {
+			return 0, nil, r.cut(fmt.Sprintf("the command for cluster %d of %d", r.next, r.h.Clusters), err)
+		}
+		r.pos++
+		switch cmd {
+		case 0:
+			var c [8]byte
+			m, err := io.ReadFull(r.r, c[:])
+			r.pos += int64(m)
+			if err != nil {
+				return 0, nil, r.cut("a gap's count", err)
+			}
+			gap := int64(binary.LittleEndian.Uint64(c[:]))
+			if gap < 0 || gap > r.h.Clusters-r.next {
+				return 0, nil, &FormatError{Off: at, Msg: fmt.Sprintf("a gap of %d clusters from cluster %d runs past the filesystem's %d", gap, r.next, r.h.Clusters)}
+			}
+			r.next += gap
+			if first >= 0 && gap > 0 {
+				// The run ends here; the clusters after the gap start
+				// the next one.
+				return first * cs, r.buf[:n], nil
+			}
+		case 1:
+			if first < 0 {
+				first = r.next
+			}
+			m, err := io.ReadFull(r.r, r.buf[n:n+cs])
+			r.pos += int64(m)
+			if err != nil {
+				return 0, nil, r.cut(fmt.Sprintf("cluster %d", r.next), err)
+			}
+			n += cs
+			r.next++
+		default:
+			return 0, nil, &FormatError{Off: at, Msg: fmt.Sprintf("command byte 0x%02x for cluster %d is neither 0x00 (gap) nor 0x01 (cluster)", cmd, r.next)}
+		}
+	}
+}
+
+// tailCluster reads what follows the filesystem's last cluster: the
+// device's tail, one more cluster, as ntfsclone saves it; then the end.
+func (r *Reader) tailCluster() (int64, []byte, error) {
+	cs := r.h.ClusterSize
+	if r.tail {
+		return r.end()
+	}
+	r.tail = true
+	at := r.pos
+	cmd, err := r.r.ReadByte()
+	if err == io.EOF {
+		return 0, nil, io.EOF // an image without the tail
+	}
+	if err != nil {
+		return 0, nil, r.cut("the device's tail", err)
+	}
+	r.pos++
+	if cmd != 1 {
+		return 0, nil, &FormatError{Off: at, Msg: fmt.Sprintf("command byte 0x%02x after the last cluster (%d) is not 0x01 (the device's tail)", cmd, r.h.Clusters)}
+	}
+	m, err := io.ReadFull(r.r, r.buf[:cs])
+	r.pos += int64(m)
+	if err != nil {
+		return 0, nil, r.cut("the device's tail", err)
+	}
+	off := r.h.Clusters * cs
+	keep := min(cs, r.h.DeviceSize-off)
+	if keep <= 0 {
+		return r.end()
+	}
+	return off, r.buf[:keep], nil
+}
+
+// end checks that nothing follows the image.
+func (r *Reader) end() (int64, []byte, error) {
+	if _, err := r.r.ReadByte(); err != io.EOF {
+		if err != nil {
+			return 0, nil, r.cut("the image's end", err)
+		}
+		return 0, nil, &FormatError{Off: r.pos, Msg: "bytes follow the image's last cluster"}
+	}
+	return 0, nil, io.EOF
+}
+
+// WriteTo writes every saved byte to w at its device offset; progress
+// (may be nil) hears the bytes written.
+func (r *Reader) WriteTo(ctx context.Context, w io.WriterAt, progress func(n int64)) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		off, data, err := r.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := w.WriteAt(data, off); err != nil {
+			return fmt.Errorf("ntfsclone: write device bytes %d-%d: %w", off, off+int64(len(data))-1, err)
+		}
+		if progress != nil {
+			progress(int64(len(data)))
+		}
+	}
+}
