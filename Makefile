@@ -23,7 +23,8 @@ TOOLS := sgdisk:gdisk sfdisk:fdisk mkfs.fat:dosfstools fsck.fat:dosfstools \
 	dumpe2fs:e2fsprogs grub-mkimage:grub-common \
 	/usr/lib/grub/i386-pc/boot.img:grub-pc-bin /usr/lib/grub/x86_64-efi/normal.mod:grub-efi-amd64-bin \
 	/usr/share/OVMF/OVMF_CODE.fd:ovmf /usr/share/doc/busybox-static:busybox-static \
-	ocs-sr:clonezilla parted:parted partclone.restore:partclone lz4:lz4 xz:xz-utils bzip2:bzip2 split:coreutils
+	ocs-sr:clonezilla parted:parted partclone.restore:partclone lz4:lz4 xz:xz-utils bzip2:bzip2 split:coreutils \
+	ntfsclone:ntfs-3g xfs_repair:xfsprogs
 
 # Fuzz targets run for FUZZTIME each in `make test`.
 FUZZTIME ?= 10s
@@ -38,7 +39,7 @@ FUZZ := ./internal/ptable:FuzzMBR ./internal/ptable:FuzzGPT \
 	./internal/fs/f2fs:FuzzDetect ./internal/fs/swap:FuzzDetect \
 	./internal/vdisk:FuzzOpenQCOW2 ./internal/vdisk:FuzzOpenVHD ./internal/vdisk:FuzzOpenVHDX ./internal/vdisk:FuzzOpenVMDK \
 	./internal/partclone:FuzzPartclone ./internal/clonezilla:FuzzSfdisk \
-	./internal/mrimgx:FuzzMrimgx
+	./internal/mrimgx:FuzzMrimgx ./internal/ntfsclone:FuzzReader
 
 .PHONY: all build build-purego deps minio bootkernel ntfs3kernel test unit e2e fuzz vet demo bench clean install uninstall
 

@@ -33,6 +33,7 @@ import (
 
 	"github.com/platter-dev/platter/internal/block"
 	"github.com/platter-dev/platter/internal/clonezilla"
+	"github.com/platter-dev/platter/internal/ntfsclone"
 	"github.com/platter-dev/platter/internal/partclone"
 	"github.com/platter-dev/platter/internal/ui"
 	"github.com/spf13/cobra"
@@ -82,7 +83,7 @@ func (p *czProgress) options() clonezilla.Options {
 func (p *czProgress) start(d *clonezilla.Disk) {
 	total := usedBytes(d)
 	for _, part := range d.Partitions {
-		if part.Kind == "partclone" || part.Kind == "dd" {
+		if part.Kind == "partclone" || part.Kind == "dd" || part.Kind == "ntfsclone" {
 			total += partUsed(d, part)
 		}
 	}
@@ -125,9 +126,9 @@ func verifyPartition(ctx context.Context, d *clonezilla.Disk, p *clonezilla.Part
 		if err := r.WriteTo(ctx, discard{}, progress); err != nil {
 			return fmt.Errorf("partition %s (%s): %w", p.Name, filepath.Base(p.Files[0]), err)
 		}
-	case "dd":
-		// dd images carry no checksum of their own; reading them whole
-		// finds a cut or damaged compressed stream.
+	case "dd", "ntfsclone":
+		// dd and ntfsclone images carry no checksum of their own;
+		// reading them whole finds a cut or damaged stream.
 		buf := make([]byte, 1<<20)
 		for off := p.Start; off < p.Start+p.Size; {
 			if err := ctx.Err(); err != nil {
@@ -149,7 +150,7 @@ func verifyPartition(ctx context.Context, d *clonezilla.Disk, p *clonezilla.Part
 // clonezillaDamaged says whether err is damage in a Clonezilla image
 // (exit code 3).
 func clonezillaDamaged(err error) bool {
-	return errors.Is(err, partclone.ErrDamaged) || errors.Is(err, partclone.ErrMissingVolume) || errors.Is(err, clonezilla.ErrSumMismatch)
+	return errors.Is(err, partclone.ErrDamaged) || errors.Is(err, ntfsclone.ErrDamaged) || errors.Is(err, partclone.ErrMissingVolume) || errors.Is(err, clonezilla.ErrSumMismatch)
 }
 
 // partUsed is the bytes of partition p that hold data.
@@ -187,7 +188,7 @@ func runVerifyClonezilla(ctx context.Context, cmd *cobra.Command, mode ui.Mode, 
 	sum := czVerifySummary{Image: path, Format: "clonezilla", SumFiles: d.SumFiles(), Damaged: []string{}}
 	var total int64
 	for _, p := range d.Partitions {
-		if p.Kind == "partclone" || p.Kind == "dd" {
+		if p.Kind == "partclone" || p.Kind == "dd" || p.Kind == "ntfsclone" {
 			total += partUsed(d, p)
 		}
 	}
@@ -202,7 +203,7 @@ func runVerifyClonezilla(ctx context.Context, cmd *cobra.Command, mode ui.Mode, 
 	}
 	bar.Start(total)
 	for _, p := range d.Partitions {
-		if p.Kind != "partclone" && p.Kind != "dd" {
+		if p.Kind != "partclone" && p.Kind != "dd" && p.Kind != "ntfsclone" {
 			continue
 		}
 		sum.Partitions++
@@ -230,16 +231,19 @@ func runVerifyClonezilla(ctx context.Context, cmd *cobra.Command, mode ui.Mode, 
 
 // czInfo is info's description of a Clonezilla directory (--json).
 type czInfo struct {
-	Format     string            `json:"format"` // "clonezilla"
-	Directory  string            `json:"directory"`
-	Disk       string            `json:"disk"` // the kernel's name when saved
-	SourceSize int64             `json:"source_size"`
-	SectorSize int64             `json:"sector_size"`
-	Table      string            `json:"table"`
-	DiskID     string            `json:"disk_id,omitempty"`
-	UsedBytes  int64             `json:"used_bytes"`
-	SumFiles   []string          `json:"sum_files"`
-	Partitions []czPartitionInfo `json:"partitions"`
+	Format     string   `json:"format"` // "clonezilla"
+	Directory  string   `json:"directory"`
+	Disk       string   `json:"disk"` // the kernel's name when saved
+	SourceSize int64    `json:"source_size"`
+	SectorSize int64    `json:"sector_size"`
+	Table      string   `json:"table"`
+	DiskID     string   `json:"disk_id,omitempty"`
+	UsedBytes  int64    `json:"used_bytes"`
+	SumFiles   []string `json:"sum_files"`
+	// SavedPartitions are an ocs-sr saveparts image's partitions (the
+	// others read as zeros); absent for savedisk.
+	SavedPartitions []string          `json:"saved_partitions,omitempty"`
+	Partitions      []czPartitionInfo `json:"partitions"`
 }
 
 type czPartitionInfo struct {
@@ -270,7 +274,7 @@ var compressionNames = map[string]string{"gz": "gzip", "zst": "zstd", "xz": "xz"
 
 func describeClonezilla(d *clonezilla.Disk) *czInfo {
 	info := &czInfo{Format: "clonezilla", Directory: d.Dir, Disk: d.Name, SourceSize: d.Size(), SectorSize: d.SectorSize(),
-		Table: d.Table.Kind, DiskID: d.Table.DiskID, UsedBytes: usedBytes(d), SumFiles: d.SumFiles(), Partitions: []czPartitionInfo{}}
+		Table: d.Table.Kind, DiskID: d.Table.DiskID, UsedBytes: usedBytes(d), SumFiles: d.SumFiles(), SavedPartitions: d.Saved, Partitions: []czPartitionInfo{}}
 	if info.SumFiles == nil {
 		info.SumFiles = []string{}
 	}
@@ -284,12 +288,12 @@ func describeClonezilla(d *clonezilla.Disk) *czInfo {
 		if pi.Saved == "" {
 			pi.Saved = "none"
 		}
-		if p.Kind == "partclone" || p.Kind == "dd" {
+		if p.Kind == "partclone" || p.Kind == "dd" || p.Kind == "ntfsclone" {
 			pi.Compression = compressionNames[p.Compression]
 			if pi.Compression == "" {
 				pi.Compression = p.Compression
 			}
-			if p.Kind == "dd" && p.Compression == "" {
+			if (p.Kind == "dd" || p.Kind == "ntfsclone") && p.Compression == "" {
 				pi.Compression = "found from its first bytes"
 			}
 		}
@@ -297,6 +301,11 @@ func describeClonezilla(d *clonezilla.Disk) *czInfo {
 			if st, err := os.Lstat(f); err == nil {
 				pi.FileBytes += st.Size()
 			}
+		}
+		if h := p.Ntfs; h != nil {
+			// Where its clusters are is known only once it is read; how
+			// many, from its header (and the device's tail it keeps).
+			pi.UsedBytes = min((h.InUse+1)*h.ClusterSize, h.DeviceSize)
 		}
 		if h := p.Header; h != nil {
 			pi.Partclone = &czPartclone{Format: h.Version, Version: h.PartcloneVersion, BlockSize: h.BlockSize, Checksum: h.ChecksumName()}
@@ -322,7 +331,11 @@ func runInfoClonezilla(w io.Writer, opts infoOptions, path string) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(info)
 	}
-	fmt.Fprintf(w, "Image:       %s (Clonezilla image directory, ocs-sr savedisk)\n", path)
+	saved := "ocs-sr savedisk"
+	if d.Saved != nil {
+		saved = "ocs-sr saveparts of " + strings.Join(d.Saved, ", ") + "; the other partitions read as zeros"
+	}
+	fmt.Fprintf(w, "Image:       %s (Clonezilla image directory, %s)\n", path, saved)
 	fmt.Fprintf(w, "Source:      %s, %s (%d bytes), %d-byte sectors\n", info.Disk, ui.Bytes(info.SourceSize), info.SourceSize, info.SectorSize)
 	table := info.Table
 	if info.DiskID != "" {

@@ -27,7 +27,9 @@ func newImportCommand() *cobra.Command {
 		Long: `Import reads SOURCE and writes IMAGE: the disk SOURCE was saved from, as
 create would have imaged it, in one pass. SOURCE is either of:
 
-  a Clonezilla image directory (what ocs-sr savedisk writes). Everything
+  a Clonezilla image directory (what ocs-sr savedisk or saveparts
+  writes: partclone, ntfsclone and dd images; after saveparts, the
+  partitions not saved are zeros). Everything
   read is verified: the files MD5SUMS, SHA1SUMS, SHA512SUMS and B2SUMS
   list, then every partclone checksum as the partitions are decoded.
 

@@ -162,7 +162,7 @@ func newRootCommand() *cobra.Command {
 		Short: "Make, check, describe and restore disk images",
 		Long: `Platter makes, checks, describes and restores disk images. Every command
 that reads an IMAGE also takes a Clonezilla image directory (ocs-sr
-savedisk's) or a Macrium Reflect X image (.mrimgx), converted once and
+savedisk's or saveparts') or a Macrium Reflect X image (.mrimgx), converted once and
 kept in a cache (platter cache); platter import converts either into a
 Platter image.`,
 		Version:       version + " (zstd encoder: " + codec.EncoderName + ")",

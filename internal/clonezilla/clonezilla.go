@@ -1,24 +1,27 @@
 // Package clonezilla opens a Clonezilla image directory (what `ocs-sr
-// savedisk` writes) as the disk it was made from: the partition table
-// rebuilt from the sfdisk dump (<disk>-pt.sf) with the boot code of
-// <disk>-mbr, the data between the MBR and the first partition
-// (<disk>-hidden-data-after-mbr), each partition from its partclone image
-// (<part>.<fs>-ptcl-img.<comp>.aa ...) or dd image (<part>.dd-img.*,
-// <part>.dd-ptcl-img.<comp>.*: partclone.dd's raw bytes) at
-// its place in the table, and each swap partition's signature made again
-// from swappt-<part>.info with its UUID and label, as ocs-sr's restore
-// does with mkswap.
+// savedisk` or `saveparts` writes) as the disk it was made from: the
+// partition table rebuilt from the sfdisk dump (<disk>-pt.sf) with the
+// boot code of <disk>-mbr, the data between the MBR and the first
+// partition (<disk>-hidden-data-after-mbr), each partition from its
+// partclone image (<part>.<fs>-ptcl-img.<comp>.aa ...), ntfsclone image
+// (<part>.ntfs-img[.aa ...], ocs-sr -q) or dd image (<part>.dd-img.*,
+// <part>.dd-ptcl-img.<comp>.*: partclone.dd's raw bytes) at its place in
+// the table, and each swap partition's signature made again from
+// swappt-<part>.info with its UUID and label, as ocs-sr's restore does
+// with mkswap. A saveparts directory has no disk file: its disk is the
+// one whose table ocs-sr saved beside the partitions, and the
+// partitions it did not save read as zeros.
 //
 // An uncompressed partclone image is read in place, across its volumes.
-// A compressed one can only be read front to back: this first version
-// decodes a partition, the first time any of its bytes is read, into a
-// private sparse temporary file (unlinked at once, so nothing is left
-// behind), verifying every partclone checksum on the way; a gzip access
-// index kept beside the image is for later.
+// A compressed one, and an ntfsclone image, can only be read front to
+// back: this first version decodes a partition, the first time any of
+// its bytes is read, into a private sparse temporary file (unlinked at
+// once, so nothing is left behind), verifying every partclone checksum
+// on the way; a gzip access index kept beside the image is for later.
 //
-// Not read yet, and refused with an error saying so: ntfsclone images
-// (<part>.ntfs-img.*), LVM volumes, directories holding more than one
-// disk.
+// Not read, and refused with an error saying so: LVM volumes (lvm_*
+// files), directories holding more than one disk, a saveparts directory
+// without its disk's table.
 package clonezilla
 
 import (
@@ -35,6 +38,7 @@ import (
 	"sync"
 
 	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/ntfsclone"
 	"github.com/platter-dev/platter/internal/partclone"
 	"github.com/platter-dev/platter/internal/ptable"
 )
@@ -68,12 +72,24 @@ type Partition struct {
 	Compression string
 	// Header is the partclone image's header (Kind "partclone").
 	Header *partclone.Header
+	// Ntfs is the ntfsclone image's header (Kind "ntfsclone").
+	Ntfs *ntfsclone.Header
 
 	src  partSource
 	once sync.Once
 	err  error
 	bm   *partclone.Bitmap
 	swap []byte
+	mu   sync.Mutex
+	used []block.Extent // an ntfsclone image's, once decoded
+}
+
+// ntfsUsed is the bytes of the partition an ntfsclone image held (nil
+// before it is decoded).
+func (p *Partition) ntfsUsed() []block.Extent {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.used
 }
 
 // partSource reads a partition's bytes.
@@ -89,23 +105,33 @@ type Disk struct {
 	Name       string // the disk's kernel name when saved: sda
 	Table      *ptable.Table
 	Partitions []*Partition
-	size       int64
-	ss         int64
-	pieces     []ptable.Piece // the table and boot areas
-	opts       Options
+	// Saved is, for an image of partitions (ocs-sr saveparts), the
+	// partitions it saved; nil for an image of the disk (savedisk).
+	Saved  []string
+	size   int64
+	ss     int64
+	pieces []ptable.Piece // the table and boot areas
+	opts   Options
 }
 
 // Open opens the Clonezilla image directory dir.
 func Open(dir string, opts Options) (*Disk, error) {
 	read := func(name string) ([]byte, error) { return readSmall(filepath.Join(dir, name)) }
 	diskFile, err := read("disk")
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			if _, perr := read("parts"); perr == nil {
-				return nil, fmt.Errorf("clonezilla: %s: %w: an image of partitions (saveparts) has no disk to rebuild; this version opens savedisk images", dir, ErrUnsupported)
-			}
+	var saved []string // saveparts: the partitions saved
+	if errors.Is(err, os.ErrNotExist) {
+		partsFile, perr := read("parts")
+		if perr != nil {
 			return nil, fmt.Errorf("clonezilla: %s: %w (no file named disk or parts)", dir, ErrNotClonezilla)
 		}
+		saved = strings.Fields(string(partsFile))
+		if len(saved) == 0 {
+			return nil, fmt.Errorf("clonezilla: %s/parts names no partition", dir)
+		}
+		if diskFile, err = partsDisk(dir, saved); err != nil {
+			return nil, err
+		}
+	} else if err != nil {
 		return nil, fmt.Errorf("clonezilla: %w", err)
 	}
 	disks := strings.Fields(string(diskFile))
@@ -115,7 +141,7 @@ func Open(dir string, opts Options) (*Disk, error) {
 	case len(disks) > 1:
 		return nil, fmt.Errorf("clonezilla: %s: %w: the image holds %d disks (%s); this version opens one", dir, ErrUnsupported, len(disks), strings.Join(disks, ", "))
 	}
-	d := &Disk{Dir: dir, Name: toFilename(disks[0]), opts: opts}
+	d := &Disk{Dir: dir, Name: toFilename(disks[0]), Saved: saved, opts: opts}
 	if err := checkName(d.Name); err != nil {
 		return nil, fmt.Errorf("clonezilla: %s/disk: %w", dir, err)
 	}
@@ -136,6 +162,9 @@ func Open(dir string, opts Options) (*Disk, error) {
 		return nil, err
 	}
 	if err := d.layTable(dump); err != nil {
+		return nil, err
+	}
+	if err := d.checkSaved(dump); err != nil {
 		return nil, err
 	}
 	if err := d.findImages(dump); err != nil {
@@ -159,6 +188,56 @@ func readSmall(p string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %d bytes is too large for what it should hold", p, st.Size())
 	}
 	return os.ReadFile(p)
+}
+
+// partsDisk finds the disk of a saveparts image: ocs-sr saves the table
+// of the disk the partitions are on (<disk>-pt.sf) beside them. It
+// returns the disk's name as a disk file would hold it.
+func partsDisk(dir string, saved []string) ([]byte, error) {
+	m, err := filepath.Glob(filepath.Join(dir, "*-pt.sf"))
+	if err != nil {
+		return nil, fmt.Errorf("clonezilla: %w", err)
+	}
+	var disks []string
+	for _, p := range m {
+		disks = append(disks, strings.TrimSuffix(filepath.Base(p), "-pt.sf"))
+	}
+	switch len(disks) {
+	case 0:
+		return nil, fmt.Errorf("clonezilla: %s: %w: an image of partitions (saveparts: %s) without its disk's partition table (no <disk>-pt.sf); restore it with ocs-sr restoreparts", dir, ErrUnsupported, strings.Join(saved, ", "))
+	case 1:
+		return []byte(disks[0]), nil
+	}
+	return nil, fmt.Errorf("clonezilla: %s: %w: the image holds partitions of %d disks (%s); this version opens one", dir, ErrUnsupported, len(disks), strings.Join(disks, ", "))
+}
+
+// checkSaved checks that every partition a saveparts image names is in
+// its disk's table.
+func (d *Disk) checkSaved(dump *sfDump) error {
+	for _, name := range d.Saved {
+		found := false
+		for _, p := range dump.Parts {
+			found = found || toFilename(p.Dev) == toFilename(name)
+		}
+		if !found {
+			return fmt.Errorf("clonezilla: %s/parts names %s, which is not in %s-pt.sf", d.Dir, name, d.Name)
+		}
+	}
+	return nil
+}
+
+// saved says whether partition name is one the image saved: every one
+// of a savedisk image, the listed ones of a saveparts image.
+func (d *Disk) saved(name string) bool {
+	if d.Saved == nil {
+		return true
+	}
+	for _, n := range d.Saved {
+		if toFilename(n) == name {
+			return true
+		}
+	}
+	return false
 }
 
 // toFilename is ocs-sr's to_filename: cciss/c0d0 -> cciss-c0d0.
@@ -283,6 +362,10 @@ func (d *Disk) findImages(dump *sfDump) error {
 			return fmt.Errorf("clonezilla: %s-pt.sf: %w", d.Name, err)
 		}
 		p := &Partition{Name: name, Index: sp.Index, Start: sp.Start, Size: sp.Size}
+		if !d.saved(name) {
+			d.Partitions = append(d.Partitions, p) // zeros
+			continue
+		}
 		for _, n := range names {
 			rest, ok := strings.CutPrefix(n, name+".")
 			if !ok || !isFirstVolume(n) {
@@ -290,7 +373,7 @@ func (d *Disk) findImages(dump *sfDump) error {
 			}
 			switch {
 			case strings.HasPrefix(rest, "ntfs-img"):
-				return fmt.Errorf("clonezilla: %s: %w: %s is an ntfsclone image; this version reads partclone and dd images (save NTFS with ocs-sr -q2, partclone)", d.Dir, ErrUnsupported, n)
+				p.Kind, p.FS = "ntfsclone", "ntfs"
 			case strings.HasPrefix(rest, "dd-ptcl-img"):
 				// partclone.dd's output: the partition's bytes, no header.
 				p.Kind, p.FS = "dd", "dd"
@@ -317,8 +400,13 @@ func (d *Disk) findImages(dump *sfDump) error {
 				}
 			}
 		}
-		if p.Kind == "partclone" {
+		switch p.Kind {
+		case "partclone":
 			if err := d.readHeader(p); err != nil {
+				return err
+			}
+		case "ntfsclone":
+			if err := d.readNtfsHeader(p); err != nil {
 				return err
 			}
 		}
@@ -334,7 +422,7 @@ func isFirstVolume(n string) bool {
 	if len(suf) >= 2 && len(suf) <= 3 && suf == strings.Repeat("a", len(suf)) {
 		return true
 	}
-	return partclone.Compression(n) == suf || suf == "dd-img" || strings.HasSuffix(n, "-ptcl-img")
+	return partclone.Compression(n) == suf || suf == "dd-img" || suf == "ntfs-img" || strings.HasSuffix(n, "-ptcl-img")
 }
 
 // readHeader reads a partclone image's header and bitmap (the front of
@@ -353,6 +441,22 @@ func (d *Disk) readHeader(p *Partition) error {
 	return nil
 }
 
+// readNtfsHeader reads an ntfsclone image's header and checks it fits
+// its partition.
+func (d *Disk) readNtfsHeader(p *Partition) error {
+	r, c, err := ntfsclone.OpenFile(p.Files[0])
+	if err != nil {
+		return fmt.Errorf("clonezilla: partition %s: %w", p.Name, err)
+	}
+	defer c.Close()
+	h := r.Header()
+	if h.DeviceSize > p.Size {
+		return fmt.Errorf("clonezilla: partition %s: its ntfsclone image is of a %d-byte device, larger than the partition's %d bytes", p.Name, h.DeviceSize, p.Size)
+	}
+	p.Ntfs = h
+	return nil
+}
+
 // Size is the disk's length in bytes.
 func (d *Disk) Size() int64 { return d.size }
 
@@ -361,7 +465,9 @@ func (d *Disk) SectorSize() int64 { return d.ss }
 
 // Used lists the byte ranges that hold data, sorted and disjoint: the
 // table and boot areas, the used blocks of each partclone image, every
-// byte of a dd image, a swap partition's signature. Every other byte
+// byte of a dd image, a swap partition's signature, the clusters of an
+// ntfsclone image once it is decoded (all of its partition before: its
+// stream says where they are only as it is read). Every other byte
 // reads as zero: a converter copies only these.
 func (d *Disk) Used() []block.Extent {
 	var out []block.Extent
@@ -377,6 +483,16 @@ func (d *Disk) Used() []block.Extent {
 			})
 		case "dd":
 			out = append(out, block.Extent{Off: p.Start, Len: p.Size})
+		case "ntfsclone":
+			// The stream says where its clusters are only as it is
+			// read: until it is decoded, all of the partition may be.
+			used := p.ntfsUsed()
+			if used == nil {
+				out = append(out, block.Extent{Off: p.Start, Len: p.Size})
+			}
+			for _, e := range used {
+				out = append(out, block.Extent{Off: p.Start + e.Off, Len: e.Len})
+			}
 		case "swap":
 			out = append(out, block.Extent{Off: p.Start, Len: int64(len(p.swap))})
 		}
@@ -499,6 +615,22 @@ func (d *Disk) decode(p *Partition) (partSource, error) {
 		if err != nil {
 			return fail(err)
 		}
+	case "ntfsclone":
+		r, c, err := ntfsclone.OpenFile(p.Files[0])
+		if err != nil {
+			return fail(err)
+		}
+		err = r.WriteTo(ctx, tmp, progress)
+		c.Close()
+		if err != nil {
+			return fail(err)
+		}
+		p.mu.Lock()
+		p.used = r.Used()
+		if p.used == nil {
+			p.used = []block.Extent{}
+		}
+		p.mu.Unlock()
 	case "dd":
 		s, err := partclone.OpenVolumes(p.Files)
 		if err != nil {

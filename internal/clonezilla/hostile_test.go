@@ -1,6 +1,7 @@
 package clonezilla
 
 import (
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/ntfsclone"
 	"github.com/platter-dev/platter/internal/vdisk"
 )
 
@@ -52,7 +54,10 @@ func TestClonezillaHostile(t *testing.T) {
 		is    error
 	}{
 		{"empty", nil, nil, "no file named disk or parts", ErrNotClonezilla},
-		{"saveparts", map[string]string{"parts": "sda1"}, nil, "saveparts", ErrUnsupported},
+		{"saveparts without a table", map[string]string{"parts": "sda1"}, nil, "saveparts: sda1) without its disk's partition table", ErrUnsupported},
+		{"saveparts of two disks", map[string]string{"parts": "sda1 sdb1", "sda-pt.sf": goodSf, "sdb-pt.sf": goodSf}, nil, "partitions of 2 disks", ErrUnsupported},
+		{"saveparts of a partition not in the table", map[string]string{"parts": "sda7", "sda-pt.sf": goodSf}, nil, "parts names sda7, which is not in sda-pt.sf", nil},
+		{"empty parts", map[string]string{"parts": " \n"}, nil, "names no partition", nil},
 		{"two disks", map[string]string{"disk": "sda sdb"}, nil, "2 disks", ErrUnsupported},
 		{"name walking out", map[string]string{"disk": "../../etc"}, nil, "not one a kernel gives", nil},
 		{"no table", map[string]string{"disk": "sda"}, nil, "partition table dump", nil},
@@ -60,7 +65,8 @@ func TestClonezillaHostile(t *testing.T) {
 		{"unknown label", map[string]string{"disk": "sda", "sda-pt.sf": "label: sun\n"}, nil, "label", nil},
 		{"partition past the disk", map[string]string{"disk": "sda", "sda-pt.parted": "Disk /dev/sda: 100000s\n", "sda-pt.sf": goodSf}, nil, "runs past the disk", nil},
 		{"huge start", map[string]string{"disk": "sda", "sda-pt.sf": "label: dos\n/dev/sda1 : start=99999999999999999999, size=1, type=83\n"}, nil, "start=", nil},
-		{"ntfsclone", map[string]string{"disk": "sda", "sda-pt.parted": parted, "sda-pt.sf": goodSf, "sda2.ntfs-img.aa": "x"}, nil, "ntfsclone", ErrUnsupported},
+		{"ntfsclone", map[string]string{"disk": "sda", "sda-pt.parted": parted, "sda-pt.sf": goodSf, "sda2.ntfs-img.aa": "x"}, nil, "not an ntfsclone image", nil},
+		{"ntfsclone larger than its partition", map[string]string{"disk": "sda", "sda-pt.parted": parted, "sda-pt.sf": goodSf, "sda2.ntfs-img": ntfsHead(1 << 30)}, nil, "larger than the partition", nil},
 		{"lvm", map[string]string{"disk": "sda", "sda-pt.sf": goodSf, "lvm_vg_dev.list": "x"}, nil, "LVM", ErrUnsupported},
 		{"missing middle volume", map[string]string{"disk": "sda", "sda-pt.parted": parted, "sda-pt.sf": goodSf,
 			"sda2.ext4-ptcl-img.gz.aa": "x", "sda2.ext4-ptcl-img.gz.ac": "x"}, nil, "sda2.ext4-ptcl-img.gz.ab", nil},
@@ -124,4 +130,16 @@ func FuzzSfdisk(f *testing.F) {
 			}
 		}
 	})
+}
+
+// ntfsHead is the header of an ntfsclone image of a device of size bytes.
+func ntfsHead(size int64) string {
+	h := make([]byte, 56)
+	copy(h, ntfsclone.Magic)
+	h[16], h[17] = 10, 1
+	binary.LittleEndian.PutUint32(h[18:], 4096)
+	binary.LittleEndian.PutUint64(h[22:], uint64(size))
+	binary.LittleEndian.PutUint64(h[30:], uint64(size/4096-1))
+	binary.LittleEndian.PutUint32(h[46:], 56)
+	return string(h)
 }

@@ -459,6 +459,65 @@ func TestPartcloneFAT(t *testing.T) {
 	tooltest.SameTree(t, tooltest.MtoolsTree(t, fs), tooltest.MtoolsTree(t, dev))
 }
 
+// TestPartcloneNTFSXFS reads the images partclone.ntfs -c and
+// partclone.xfs -c write directly (format 0002: partclone 0.3.23 has no
+// option to write 0001, which TestPartcloneHandMade covers), against
+// partclone.restore; the results check clean and hold every file.
+func TestPartcloneNTFSXFS(t *testing.T) {
+	tree := tooltest.Files(t)
+	t.Run("ntfs", func(t *testing.T) {
+		fs := tooltest.Garbage(t, 16<<20)
+		tooltest.Run(t, "mkntfs", "-q", "-F", "-Q", fs)
+		mnt := t.TempDir()
+		tooltest.Run(t, "ntfs-3g", fs, mnt)
+		tooltest.Run(t, "cp", "-a", tree+"/.", mnt)
+		tooltest.Run(t, "fusermount", "-u", mnt)
+		img := clone(t, "partclone.ntfs", fs)
+		want := restored(t, img)
+		sameBytes(t, "streamed", want, streamed(t, img))
+		sameBytes(t, "in place", want, inPlace(t, img))
+		dev := writeFile(t, want)
+		// partclone.ntfs saves the clusters, not the device's last
+		// sector past them, where NTFS keeps its backup boot sector:
+		// partclone.restore's device lacks it, and ntfsfix says so and
+		// nothing else.
+		out, err := exec.Command("ntfsfix", "-n", dev).CombinedOutput()
+		if err != nil && !(strings.Contains(string(out), "$MFT and $MFTMirr completed successfully") && strings.Contains(string(out), "alternate boot sector... BAD")) {
+			t.Errorf("ntfsfix -n: %v\n%s", err, out)
+		}
+		tooltest.Run(t, "ntfs-3g", "-o", "ro", dev, mnt)
+		defer exec.Command("fusermount", "-u", mnt).Run()
+		got := tooltest.Manifest(t, mnt)
+		for k := range got {
+			if strings.HasPrefix(k, "$") || strings.HasPrefix(k, "System Volume Information") {
+				delete(got, k)
+			}
+		}
+		tooltest.SameManifest(t, tooltest.Manifest(t, tree), got, 10)
+	})
+	t.Run("xfs", func(t *testing.T) {
+		fs := tooltest.Garbage(t, 40<<20)
+		// mkfs.xfs's 300 MiB floor lifted as xfstests lifts it.
+		cmd := exec.Command("mkfs.xfs", "-q", "-f", "-K", fs)
+		cmd.Env = append(os.Environ(), "TEST_DIR=1", "TEST_DEV=1", "QA_CHECK_FS=1")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("mkfs.xfs: %v\n%s", err, out)
+		}
+		mnt, umount := tooltest.Mount(t, fs, "rw")
+		tooltest.Run(t, "cp", "-a", tree+"/.", mnt)
+		umount()
+		img := clone(t, "partclone.xfs", fs)
+		want := restored(t, img)
+		sameBytes(t, "streamed", want, streamed(t, img))
+		sameBytes(t, "in place", want, inPlace(t, img))
+		dev := writeFile(t, want)
+		tooltest.Run(t, "xfs_repair", "-n", dev)
+		mnt, umount = tooltest.Mount(t, dev, "ro")
+		tooltest.SameTree(t, tree, mnt)
+		umount()
+	})
+}
+
 // TestPartcloneHostile feeds cut and impossible images: each is one error
 // naming what and where, never a panic, and nothing is allocated from a
 // size the image cannot hold.
