@@ -187,7 +187,9 @@ func (r *Reader) cut(what string, err error) error {
 func (r *Reader) Header() *Header { return r.h }
 
 // Used is the device's byte ranges the image held, sorted, of what has
-// been read so far: all of them once Next has returned io.EOF.
+// been read so far: all of them once Next has returned io.EOF. Past a
+// million runs, neighbouring runs are joined across the gaps between
+// them (which hold zeros): a superset, in bounded memory.
 func (r *Reader) Used() []block.Extent { return r.used }
 
 // Next returns the next run of saved bytes and their device offset, at
@@ -208,9 +210,31 @@ func (r *Reader) Next() (off int64, data []byte, err error) {
 	if n := len(r.used); n > 0 && r.used[n-1].End() == off {
 		r.used[n-1].Len += int64(len(data))
 	} else {
+		if n >= maxRuns {
+			r.used = coarser(r.used)
+		}
 		r.used = append(r.used, block.Extent{Off: off, Len: int64(len(data))})
 	}
 	return off, data, nil
+}
+
+// maxRuns bounds the runs Used keeps (16 bytes each): an image of
+// scattered clusters would otherwise hold memory in proportion to its
+// size.
+const maxRuns = 1 << 20
+
+// coarser halves a sorted list of runs by joining each pair, gap and
+// all: a superset, whose extra bytes read as the zeros they are.
+func coarser(runs []block.Extent) []block.Extent {
+	out := runs[:0]
+	for i := 0; i < len(runs); i += 2 {
+		e := runs[i]
+		if i+1 < len(runs) {
+			e.Len = runs[i+1].End() - e.Off
+		}
+		out = append(out, e)
+	}
+	return out
 }
 
 func (r *Reader) next1() (int64, []byte, error) {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/platter-dev/platter/internal/block"
 	"github.com/platter-dev/platter/internal/partclone"
 	"github.com/platter-dev/platter/internal/tooltest"
 )
@@ -290,4 +291,18 @@ func FuzzReader(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestCoarser(t *testing.T) {
+	runs := []block.Extent{{Off: 0, Len: 1}, {Off: 4, Len: 2}, {Off: 10, Len: 1}, {Off: 20, Len: 5}, {Off: 30, Len: 1}}
+	got := coarser(runs)
+	want := []block.Extent{{Off: 0, Len: 6}, {Off: 10, Len: 15}, {Off: 30, Len: 1}}
+	if len(got) != len(want) {
+		t.Fatalf("%v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("%v, want %v", got, want)
+		}
+	}
 }

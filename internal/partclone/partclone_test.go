@@ -683,3 +683,29 @@ func smallV1() []byte {
 	}
 	return w.Bytes()
 }
+
+// TestVolumesNamedLikeCompressors: split(1)'s 182nd suffix is "gz" and
+// its 624th "xz". After a dd or ntfsclone image's name (which ocs-sr
+// gives whatever compressed it) and after a compressor's suffix they
+// are volumes; after a partclone image's name, compressors.
+func TestVolumesNamedLikeCompressors(t *testing.T) {
+	dir := t.TempDir()
+	data := bytes.Repeat([]byte("0123456789"), 63)
+	src := writeFile(t, data)
+	for _, stem := range []string{"sda3.ntfs-img.", "sda4.dd-img.", "sda1.ext4-ptcl-img.gz."} {
+		tooltest.Run(t, "split", "-b", "1", src, filepath.Join(dir, stem))
+		vols, err := Volumes(filepath.Join(dir, stem+"aa"))
+		if err != nil || len(vols) != len(data) {
+			t.Fatalf("%s: %d volumes, %v; want %d", stem, len(vols), err, len(data))
+		}
+		if vols[181] != filepath.Join(dir, stem+"gz") || vols[623] != filepath.Join(dir, stem+"xz") {
+			t.Errorf("%s: volume 182 is %s, 624 is %s", stem, vols[181], vols[623])
+		}
+	}
+	if c := Compression("sda1.ext4-ptcl-img.gz"); c != "gz" {
+		t.Errorf("sda1.ext4-ptcl-img.gz: compression %q", c)
+	}
+	if vols, err := Volumes(filepath.Join(dir, "x.ext4-ptcl-img.gz")); err != nil || len(vols) != 1 {
+		t.Errorf("a whole gzip'd partclone image: %v, %v", vols, err)
+	}
+}
