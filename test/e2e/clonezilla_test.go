@@ -290,16 +290,17 @@ func copyTree(t *testing.T, dir string) string {
 }
 
 // clonezillaNX is the disk of clonezilla-gpt-nx.sh (FAT32 ESP, ext4,
-// NTFS, XFS) and the three directories the real ocs-sr made of it:
-// savedisk (partclone, zstd, 1 MB volumes), saveparts of p2 and p4
-// (gzip), saveparts -q of p3 (ntfsclone, gzip).
-func clonezillaNX(t *testing.T) (disk, saved, parts, ntfs string) {
+// NTFS, XFS) and the two directories the real ocs-sr made of it:
+// savedisk (partclone, zstd, 1 MB volumes), and saveparts of p2, p3 and
+// p4 (the NTFS by ntfsclone, the others by partclone; gzip, 1 MB
+// volumes).
+func clonezillaNX(t *testing.T) (disk, saved, parts string) {
 	t.Helper()
 	if _, err := exec.LookPath("ocs-sr"); err != nil {
 		t.Fatal("ocs-sr (Debian's clonezilla) is needed for this test and is not installed")
 	}
 	disk = fixture(t, "clonezilla-gpt-nx.sh")
-	return disk, disk + ".cz", disk + ".parts", disk + ".ntfs"
+	return disk, disk + ".cz", disk + ".parts"
 }
 
 // czVolumesOf are the volumes (or the one file) of partition n's image
@@ -402,7 +403,7 @@ func checkNXPartition(t *testing.T, src, dir, got string, n int, p part) {
 // partition byte for byte, checkers clean, every file), and ls, extract
 // and mount --files give the files of the three Platter reads.
 func TestClonezillaNTFSXFS(t *testing.T) {
-	src, dir, _, _ := clonezillaNX(t)
+	src, dir, _ := clonezillaNX(t)
 	var j struct {
 		Table      string `json:"table"`
 		Partitions []struct {
@@ -470,7 +471,7 @@ func TestClonezillaNTFSXFS(t *testing.T) {
 // partitions and the disk's table, no disk file) opens as the disk with
 // those partitions filled in and the others zeros.
 func TestClonezillaSaveparts(t *testing.T) {
-	src, _, dir, _ := clonezillaNX(t)
+	src, _, dir := clonezillaNX(t)
 	if _, err := os.Stat(filepath.Join(dir, "disk")); err == nil {
 		t.Fatal("ocs-sr saveparts wrote a disk file; the test assumes it does not")
 	}
@@ -483,14 +484,14 @@ func TestClonezillaSaveparts(t *testing.T) {
 	if err := json.Unmarshal([]byte(ok(t, "info", "--json", dir)), &j); err != nil {
 		t.Fatal(err)
 	}
-	if len(j.Saved) != 2 || len(j.Partitions) != 4 || j.Partitions[0].Saved != "none" || j.Partitions[1].Saved != "partclone" ||
-		j.Partitions[2].Saved != "none" || j.Partitions[3].Saved != "partclone" {
+	if len(j.Saved) != 3 || len(j.Partitions) != 4 || j.Partitions[0].Saved != "none" || j.Partitions[1].Saved != "partclone" ||
+		j.Partitions[2].Saved != "ntfsclone" || j.Partitions[3].Saved != "partclone" {
 		t.Fatalf("info --json: %+v", j)
 	}
 	if out := ok(t, "info", dir); !strings.Contains(out, "ocs-sr saveparts of loop") {
 		t.Errorf("info: %s", out)
 	}
-	if out := ok(t, "verify", dir); !strings.Contains(out, "OK, Clonezilla image: 2 partition images") {
+	if out := ok(t, "verify", dir); !strings.Contains(out, "OK, Clonezilla image: 3 partition images") {
 		t.Errorf("verify: %s", out)
 	}
 	got := filepath.Join(t.TempDir(), "disk.img")
@@ -499,13 +500,14 @@ func TestClonezillaSaveparts(t *testing.T) {
 		t.Errorf("partition table differs:\nsource:\n%s\nrestored:\n%s", a, b)
 	}
 	parts := sfdiskParts(t, got)
-	for _, n := range []int{2, 4} {
+	for _, n := range []int{2, 3, 4} {
 		t.Run(fmt.Sprintf("p%d", n), func(t *testing.T) { checkNXPartition(t, src, dir, got, n, parts[n]) })
 	}
-	for _, n := range []int{1, 3} {
-		if b := readAt(t, got, int(parts[n].size), parts[n].start); !bytes.Equal(b, make([]byte, len(b))) {
-			t.Errorf("partition %d, not saved, is not zeros", n)
-		}
+	if b := readAt(t, got, int(parts[1].size), parts[1].start); !bytes.Equal(b, make([]byte, len(b))) {
+		t.Error("partition 1, not saved, is not zeros")
+	}
+	if _, e, code := run(t, "ls", dir+":1", "/"); code == 0 {
+		t.Errorf("ls of a partition saveparts did not save: exit 0\n%s", e)
 	}
 	p2 := filepath.Join(t.TempDir(), "p2.img")
 	ok(t, "restore", "--partition", "2", dir, p2)
@@ -520,16 +522,16 @@ func TestClonezillaSaveparts(t *testing.T) {
 	}
 }
 
-// TestClonezillaNtfsclone: `ocs-sr -q saveparts` saves the NTFS with
-// ntfsclone (gzip'd): the partition restored is what ntfsclone
+// TestClonezillaNtfsclone: `ocs-sr -q … saveparts` saves the NTFS with
+// ntfsclone (gzip'd, split): the partition restored is what ntfsclone
 // --restore-image makes of it, ntfsfix finds it clean, and its files,
 // restored or extracted, are the source's. A damaged stream is named
 // with its byte offset.
 func TestClonezillaNtfsclone(t *testing.T) {
-	src, _, _, dir := clonezillaNX(t)
+	src, _, dir := clonezillaNX(t)
 	vols := czVolumesOf(t, dir, 3)
-	if !strings.Contains(vols[0], ".ntfs-img") {
-		t.Fatalf("ocs-sr -q saved %v, not an ntfsclone image", vols)
+	if !strings.Contains(vols[0], ".ntfs-img") || len(vols) < 2 {
+		t.Fatalf("ocs-sr -q saved %v, not an ntfsclone image in volumes", vols)
 	}
 	var j struct {
 		Partitions []struct {
@@ -540,13 +542,19 @@ func TestClonezillaNtfsclone(t *testing.T) {
 	if err := json.Unmarshal([]byte(ok(t, "info", "--json", dir)), &j); err != nil || len(j.Partitions) != 4 || j.Partitions[2].Saved != "ntfsclone" || j.Partitions[2].Filesystem != "ntfs" {
 		t.Fatalf("info --json: %+v (%v)", j, err)
 	}
-	if out := ok(t, "verify", dir); !strings.Contains(out, "OK, Clonezilla image: 1 partition images") {
-		t.Errorf("verify: %s", out)
+	// The partition alone (the whole disk is TestClonezillaSaveparts').
+	p3 := filepath.Join(t.TempDir(), "p3.img")
+	ok(t, "restore", "--partition", "3", dir, p3)
+	size := sfdiskParts(t, src)[3].size
+	if want := ocsRef(t, dir, 3, size); !bytes.Equal(want, readAt(t, p3, int(size), 0)) {
+		t.Errorf("partition 3 differs from ntfsclone --restore-image's (first difference at byte %d)", firstDifference(want, readAt(t, p3, int(size), 0)))
 	}
-	got := filepath.Join(t.TempDir(), "disk.img")
-	ok(t, "restore", dir, got)
-	parts := sfdiskParts(t, got)
-	checkNXPartition(t, src, dir, got, 3, parts[3])
+	sh(t, "ntfsfix", "-n", p3)
+	sameTree(t, filepath.Join(src+".files", "p3"), ntfsTree(t, p3))
+	mnt := t.TempDir()
+	ok(t, "mount", "--daemon", "--files", dir+":3", mnt)
+	t.Cleanup(func() { unmountPlatter(t, mnt) })
+	sameTree(t, filepath.Join(src+".files", "p3"), mnt)
 	out := filepath.Join(t.TempDir(), "out")
 	ok(t, "extract", dir+":3", "/", out)
 	sameTree(t, filepath.Join(src+".files", "p3"), out)
@@ -564,6 +572,7 @@ func TestClonezillaNtfsclone(t *testing.T) {
 		t.Fatal(err)
 	}
 	sh(t, "bash", "-c", fmt.Sprintf("gzip -c %s > %s", plain, bv[0]))
+	// Without the checksum files, so that only the stream can tell.
 	os.Remove(filepath.Join(bad, "MD5SUMS"))
 	os.Remove(filepath.Join(bad, "SHA1SUMS"))
 	o, e, code := run(t, "verify", bad)
