@@ -11,12 +11,15 @@
 //	22  8   device size in bytes
 //	30  8   clusters of the filesystem (nr_clusters)
 //	38  8   clusters in use
-//	46  4   offset of the image data from byte 0 (minor >= 1; else 46)
+//	46  4   offset of the image data from byte 0 (56: 8-byte aligned)
 //
-// then a stream of commands from cluster 0: 0x00 and an 8-byte count of
-// clusters that are not saved (zeros), or 0x01 and one cluster's bytes.
-// After the filesystem's last cluster ntfsclone saves one more cluster,
-// the device's tail, which holds NTFS's backup boot sector.
+// then a stream of commands for clusters 0 to nr_clusters: 0x00 and an
+// 8-byte count of clusters that are not saved (zeros), or 0x01 and one
+// cluster's bytes. Cluster nr_clusters is the device's tail, past the
+// filesystem, which holds NTFS's backup boot sector (saved since 10.1;
+// a 10.0 image may end before it), and the cluster that reaches the
+// device's end is saved only up to it. So ntfsclone's restore_image
+// reads it, and so does this reader.
 //
 // The stream has no map up front and no checksum: it can only be read
 // front to back, and damage shows as an impossible command or count or a
@@ -41,7 +44,7 @@ const Magic = "\x00ntfsclone-image"
 // headerSize is the bytes of the header up to and with offset_to_image_data.
 const (
 	headerSize    = 50
-	headerSizeOld = 46 // minor version 0: no offset field, data follows
+	headerSizeOld = 46 // the header without the data offset
 	maxDataOffset = 1 << 20
 	runBytes      = 1 << 20 // the bytes Next returns at once, at most
 )
@@ -100,19 +103,20 @@ func ParseHeader(b []byte) (*Header, error) {
 		DeviceSize:  int64(le.Uint64(b[22:])),
 		Clusters:    int64(le.Uint64(b[30:])),
 		InUse:       int64(le.Uint64(b[38:])),
-		DataOffset:  headerSizeOld,
 	}
 	if h.Major != 10 {
+		// Before 10.0 the header was in the saving machine's byte
+		// order; after, the format changed in a way this reader cannot
+		// know.
 		return nil, &FormatError{Off: 16, Msg: fmt.Sprintf("image format version %d.%d is not one this reader knows (10.x, written by ntfsclone since 2006)", h.Major, h.Minor)}
 	}
-	if h.Minor >= 1 {
-		if len(b) < headerSize {
-			return nil, &FormatError{Off: int64(len(b)), Msg: "header cut short", Err: io.ErrUnexpectedEOF}
-		}
-		h.DataOffset = int64(le.Uint32(b[46:]))
-		if h.DataOffset < headerSize || h.DataOffset > maxDataOffset {
-			return nil, &FormatError{Off: 46, Msg: fmt.Sprintf("image data offset %d is outside %d-%d", h.DataOffset, headerSize, maxDataOffset)}
-		}
+	if len(b) < headerSize {
+		return nil, &FormatError{Off: int64(len(b)), Msg: "header cut short", Err: io.ErrUnexpectedEOF}
+	}
+	// ntfsclone skips to the data offset when it lies past the header.
+	h.DataOffset = max(int64(le.Uint32(b[46:])), headerSize)
+	if h.DataOffset > maxDataOffset {
+		return nil, &FormatError{Off: 46, Msg: fmt.Sprintf("image data offset %d is past %d", h.DataOffset, maxDataOffset)}
 	}
 	cs := h.ClusterSize
 	switch {
@@ -134,7 +138,6 @@ type Reader struct {
 	r    *bufio.Reader
 	pos  int64 // stream bytes consumed
 	next int64 // the cluster the next command is about
-	tail bool  // the device's tail after the last cluster was read
 	buf  []byte
 	used []block.Extent
 	err  error
@@ -242,14 +245,24 @@ func (r *Reader) next1() (int64, []byte, error) {
 	first := int64(-1)
 	n := int64(0) // bytes of the run in r.buf
 	for {
-		if first >= 0 && (n+cs > int64(len(r.buf)) || r.next >= r.h.Clusters) {
-			return first * cs, r.buf[:n], nil
+		// ntfsclone's restore reads commands for clusters 0 to
+		// nr_clusters, the last being the device's tail.
+		if r.next > r.h.Clusters {
+			if first >= 0 {
+				return first * cs, r.buf[:n], nil
+			}
+			return r.end()
 		}
-		if r.next >= r.h.Clusters {
-			return r.tailCluster()
+		if first >= 0 && n+cs > int64(len(r.buf)) {
+			return first * cs, r.buf[:n], nil
 		}
 		at := r.pos
 		cmd, err := r.r.ReadByte()
+		if err == io.EOF && r.next == r.h.Clusters {
+			// Images before format 10.1 end without the tail.
+			r.next++
+			continue
+		}
 		if err != nil {
 			return 0, nil, r.cut(fmt.Sprintf("the command for cluster %d of %d", r.next, r.h.Clusters), err)
 		}
@@ -263,11 +276,11 @@ func (r *Reader) next1() (int64, []byte, error) {
 				return 0, nil, r.cut("a gap's count", err)
 			}
 			gap := int64(binary.LittleEndian.Uint64(c[:]))
-			if gap < 0 || gap > r.h.Clusters-r.next {
-				return 0, nil, &FormatError{Off: at, Msg: fmt.Sprintf("a gap of %d clusters from cluster %d runs past the filesystem's %d", gap, r.next, r.h.Clusters)}
+			if gap <= 0 || gap > r.h.Clusters-r.next {
+				return 0, nil, &FormatError{Off: at, Msg: fmt.Sprintf("a gap of %d clusters from cluster %d is not within the filesystem's %d", gap, r.next, r.h.Clusters)}
 			}
 			r.next += gap
-			if first >= 0 && gap > 0 {
+			if first >= 0 {
 				// The run ends here; the clusters after the gap start
 				// the next one.
 				return first * cs, r.buf[:n], nil
@@ -276,53 +289,30 @@ func (r *Reader) next1() (int64, []byte, error) {
 			if first < 0 {
 				first = r.next
 			}
-			m, err := io.ReadFull(r.r, r.buf[n:n+cs])
+			// The cluster that reaches the device's end is saved only
+			// up to it (the tail, holding the backup boot sector).
+			size := cs
+			if (r.next+1)*cs >= r.h.DeviceSize {
+				size = r.h.DeviceSize - r.next*cs
+			}
+			m, err := io.ReadFull(r.r, r.buf[n:n+size])
 			r.pos += int64(m)
 			if err != nil {
 				return 0, nil, r.cut(fmt.Sprintf("cluster %d", r.next), err)
 			}
-			n += cs
+			n += size
 			r.next++
+			if size < cs {
+				return first * cs, r.buf[:n], nil
+			}
 		default:
 			return 0, nil, &FormatError{Off: at, Msg: fmt.Sprintf("command byte 0x%02x for cluster %d is neither 0x00 (gap) nor 0x01 (cluster)", cmd, r.next)}
 		}
 	}
 }
 
-// tailCluster reads what follows the filesystem's last cluster: the
-// device's tail, one more cluster, as ntfsclone saves it; then the end.
-func (r *Reader) tailCluster() (int64, []byte, error) {
-	cs := r.h.ClusterSize
-	if r.tail {
-		return r.end()
-	}
-	r.tail = true
-	at := r.pos
-	cmd, err := r.r.ReadByte()
-	if err == io.EOF {
-		return 0, nil, io.EOF // an image without the tail
-	}
-	if err != nil {
-		return 0, nil, r.cut("the device's tail", err)
-	}
-	r.pos++
-	if cmd != 1 {
-		return 0, nil, &FormatError{Off: at, Msg: fmt.Sprintf("command byte 0x%02x after the last cluster (%d) is not 0x01 (the device's tail)", cmd, r.h.Clusters)}
-	}
-	m, err := io.ReadFull(r.r, r.buf[:cs])
-	r.pos += int64(m)
-	if err != nil {
-		return 0, nil, r.cut("the device's tail", err)
-	}
-	off := r.h.Clusters * cs
-	keep := min(cs, r.h.DeviceSize-off)
-	if keep <= 0 {
-		return r.end()
-	}
-	return off, r.buf[:keep], nil
-}
-
-// end checks that nothing follows the image.
+// end checks that nothing follows the image (reading to the end lets a
+// compressor check its own trailer too).
 func (r *Reader) end() (int64, []byte, error) {
 	if _, err := r.r.ReadByte(); err != io.EOF {
 		if err != nil {

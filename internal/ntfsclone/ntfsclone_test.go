@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -18,12 +19,12 @@ import (
 	"github.com/platter-dev/platter/internal/tooltest"
 )
 
-// ntfsFixture is a 16 MiB NTFS over garbage (mkntfs), filled with
+// ntfsFixture is an NTFS of size bytes over garbage (mkntfs), filled with
 // tooltest.Files through ntfs-3g, with a deleted file's bytes left in
 // its free space; and the tree put in it.
-func ntfsFixture(t *testing.T) (fs, tree string) {
+func ntfsFixture(t *testing.T, size int64) (fs, tree string) {
 	t.Helper()
-	fs = tooltest.Garbage(t, 16<<20)
+	fs = tooltest.Garbage(t, size)
 	tree = tooltest.Files(t)
 	tooltest.Run(t, "mkntfs", "-q", "-F", "-Q", "-L", "pltr", fs)
 	mnt := t.TempDir()
@@ -106,7 +107,7 @@ func sameBytes(t *testing.T, what string, want, got []byte) {
 // zstd'd, split by split(1) as ocs-sr does, against ntfsclone's own
 // restore; the result checks clean (ntfsfix -n) and holds every file.
 func TestNtfsclone(t *testing.T) {
-	fs, tree := ntfsFixture(t)
+	fs, tree := ntfsFixture(t, 16<<20)
 	plain := saved(t, fs, "")
 	want := restored(t, plain)
 	for _, c := range []struct{ name, comp string }{{"plain", ""}, {"gzip", "gzip -1"}, {"zstd", "zstd -q -3"}} {
@@ -204,12 +205,46 @@ func TestNtfsclone(t *testing.T) {
 	}
 }
 
+// readAllOf reads an image's runs to the end.
+func readAllOf(b []byte) (int, error) {
+	r, err := NewReader(bytes.NewReader(b))
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for {
+		_, _, err := r.Next()
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		n++
+	}
+}
+
+// TestNtfscloneOddSize: on a device whose size is not a whole number of
+// clusters, ntfsclone saves of the last cluster only what the device
+// holds (with the backup boot sector): read as ntfsclone restores it.
+func TestNtfscloneOddSize(t *testing.T) {
+	fs, _ := ntfsFixture(t, 16<<20+1536)
+	img := saved(t, fs, "gzip -1")
+	out, got, r := decoded(t, img)
+	if h := r.Header(); h.DeviceSize != 16<<20+1536 || h.DeviceSize%h.ClusterSize == 0 {
+		t.Fatalf("header %+v", *h)
+	}
+	sameBytes(t, "decoded image", restored(t, img), got)
+	tooltest.Run(t, "ntfsfix", "-n", out)
+}
+
 type discard struct{}
 
 func (discard) WriteAt(b []byte, _ int64) (int, error) { return len(b), nil }
 
-// small is a hand-made image of 8 clusters of 512 bytes: cluster 0, a
-// gap of 3, clusters 4-6, a gap of 1, and the tail.
+// small is a hand-made image of 8 clusters of 512 bytes on a device of
+// 4508 bytes: cluster 0, a gap of 3, clusters 4-6, a gap of 1, and the
+// tail.
 func small() []byte {
 	var b bytes.Buffer
 	head := make([]byte, 56)
@@ -230,40 +265,56 @@ func small() []byte {
 	cl(5)
 	cl(6)
 	gap(1)
-	cl(9)
+	// The tail: the device's last 412 bytes (9*512-100 - 8*512), all
+	// that is saved of cluster 8.
+	b.WriteByte(1)
+	b.Write(bytes.Repeat([]byte{9}, 412))
 	return b.Bytes()
 }
 
 func TestNtfscloneHandMade(t *testing.T) {
-	r, err := NewReader(bytes.NewReader(small()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for {
-		off, data, err := r.Next()
-		if err == io.EOF {
-			break
-		}
+	runs := func(b []byte) string {
+		t.Helper()
+		r, err := NewReader(bytes.NewReader(b))
 		if err != nil {
 			t.Fatal(err)
 		}
-		got = append(got, string(rune('0'+off/512))+":"+string(rune('0'+int64(len(data))/512))+"/"+string(rune('0'+data[0])))
+		var got []string
+		for {
+			off, data, err := r.Next()
+			if err == io.EOF {
+				return strings.Join(got, " ")
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, fmt.Sprintf("%d+%d:%d", off, len(data), data[0]))
+		}
 	}
-	// The tail is the device's last 412 bytes (9*512-100 - 8*512).
-	if want := "0:1/1 4:3/4 8:0/9"; strings.Join(got, " ") != want {
-		t.Errorf("runs %q, want %q", strings.Join(got, " "), want)
+	if got, want := runs(small()), "0+512:1 2048+1536:4 4096+412:9"; got != want {
+		t.Errorf("runs %q, want %q", got, want)
+	}
+	// Format 10.0 ends without the tail.
+	old := small()
+	old[17] = 0
+	old = old[:len(old)-413]
+	if got, want := runs(old), "0+512:1 2048+1536:4"; got != want {
+		t.Errorf("10.0: runs %q, want %q", got, want)
+	}
+	// Cut anywhere else, it is damage.
+	if _, err := readAllOf(small()[:600]); !errors.Is(err, ErrDamaged) || !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("cut: %v", err)
+	}
+	// A gap of 0 clusters, which ntfsclone refuses too.
+	zero := small()
+	binary.LittleEndian.PutUint64(zero[570:], 0)
+	if _, err := readAllOf(zero); !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "a gap of 0 clusters") {
+		t.Errorf("gap of 0: %v", err)
 	}
 	// A gap past the filesystem's clusters.
 	b := small()
 	binary.LittleEndian.PutUint64(b[56+1+512+1:], 100)
-	r, _ = NewReader(bytes.NewReader(b))
-	_, _, err = r.Next()
-	_, _, err2 := r.Next()
-	if err == nil {
-		err = err2
-	}
-	if !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "a gap of 100 clusters from cluster 1 runs past") || !strings.Contains(err.Error(), "image byte 569") {
+	if _, err := readAllOf(b); !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "a gap of 100 clusters from cluster 1 is not within") || !strings.Contains(err.Error(), "image byte 569") {
 		t.Errorf("a gap too long: %v", err)
 	}
 }
