@@ -4,6 +4,7 @@
 package block
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -74,4 +75,34 @@ func AlignedBuffer(n int) []byte {
 	b := make([]byte, n+DirectAlign)
 	skip := int(-uintptr(unsafe.Pointer(&b[0])) & (DirectAlign - 1))
 	return b[skip : skip+n : skip+n]
+}
+
+// Stream is a device image read front to back: Next gives each run of
+// saved bytes and its device offset, io.EOF after the last.
+type Stream interface {
+	Next() (off int64, data []byte, err error)
+}
+
+// WriteStream writes every run s gives to w at its device offset, until
+// s ends or ctx does; progress (may be nil) hears the bytes written. A
+// write error names the device bytes; what names s prefixes it.
+func WriteStream(ctx context.Context, s Stream, w io.WriterAt, what string, progress func(n int64)) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		off, data, err := s.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := w.WriteAt(data, off); err != nil {
+			return fmt.Errorf("%s: write device bytes %d-%d: %w", what, off, off+int64(len(data))-1, err)
+		}
+		if progress != nil {
+			progress(int64(len(data)))
+		}
+	}
 }

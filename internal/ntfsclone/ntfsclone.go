@@ -326,22 +326,5 @@ func (r *Reader) end() (int64, []byte, error) {
 // WriteTo writes every saved byte to w at its device offset; progress
 // (may be nil) hears the bytes written.
 func (r *Reader) WriteTo(ctx context.Context, w io.WriterAt, progress func(n int64)) error {
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		off, data, err := r.Next()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if _, err := w.WriteAt(data, off); err != nil {
-			return fmt.Errorf("ntfsclone: write device bytes %d-%d: %w", off, off+int64(len(data))-1, err)
-		}
-		if progress != nil {
-			progress(int64(len(data)))
-		}
-	}
+	return block.WriteStream(ctx, r, w, "ntfsclone", progress)
 }

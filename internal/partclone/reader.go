@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/platter-dev/platter/internal/block"
 )
 
 // Reader reads an image front to back: the header and bitmap when it is
@@ -232,22 +234,5 @@ func (r *Reader) cut(err error, k int, blk int64) error {
 // WriteTo writes every used block to w at its device offset, verifying
 // every checksum; progress (may be nil) hears the bytes written.
 func (r *Reader) WriteTo(ctx context.Context, w io.WriterAt, progress func(n int64)) error {
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		off, data, err := r.Next()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if _, err := w.WriteAt(data, off); err != nil {
-			return fmt.Errorf("partclone: write device bytes %d-%d: %w", off, off+int64(len(data))-1, err)
-		}
-		if progress != nil {
-			progress(int64(len(data)))
-		}
-	}
+	return block.WriteStream(ctx, r, w, "partclone", progress)
 }
