@@ -57,8 +57,7 @@ func saveDisk(t *testing.T, label string, sizeMiB int64, parts []part, comp stri
 	if out, err := sfdisk.CombinedOutput(); err != nil {
 		t.Fatalf("sfdisk: %v\n%s", err, out)
 	}
-	loop := strings.TrimSpace(tooltest.Run(t, "losetup", "-f", "--show", img))
-	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
+	loop := tooltest.Loop(t, img)
 	f := &fixture{parts: parts, tree: tooltest.Files(t), raw: map[int][]byte{}}
 	var rng *rand.Rand
 	// Data gzip cannot shrink, so the ext4's image spans volumes.

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/tooltest"
 	"golang.org/x/sys/unix"
 )
 
@@ -22,16 +23,7 @@ func loopDevice(t *testing.T, size int64) string {
 		t.Fatal(err)
 	}
 	os.Truncate(p, size)
-	out, err := exec.Command("losetup", "-f", "--show", p).CombinedOutput()
-	if err != nil {
-		t.Fatalf("losetup: %v: %s", err, out)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		exec.Command("delpart", dev, "1").Run()
-		exec.Command("losetup", "-d", dev).Run()
-	})
-	return dev
+	return tooltest.Loop(t, p)
 }
 
 // directWrite writes n bytes at off with O_DIRECT, so the write reaches
@@ -153,7 +145,6 @@ func TestTracefsLossIsAnError(t *testing.T) {
 // devices.
 func loopPartition(t *testing.T) (dev, part string) {
 	dev = loopDevice(t, 64<<20)
-	exec.Command("delpart", dev, "1").Run() // left by an earlier user of this loop device
 	if out, err := exec.Command("addpart", dev, "1", "2048", "32768").CombinedOutput(); err != nil {
 		t.Fatalf("addpart: %v: %s", err, out)
 	}

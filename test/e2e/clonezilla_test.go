@@ -602,8 +602,7 @@ func TestClonezillaLVMRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	sh(t, "sgdisk", "-o", "-n", "1:2048:+32M", "-t", "1:8E00", "-c", "1:lvm", img)
-	loop := strings.TrimSpace(sh(t, "losetup", "-f", "--show", img))
-	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
+	loop := tooltest.Loop(t, img)
 	sh(t, "addpart", loop, "1", "2048", "65536")
 	t.Cleanup(func() { exec.Command("delpart", loop, "1").Run() })
 	pv := loop + "p1"

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/platter-dev/platter/internal/tooltest"
 )
 
 func TestDamagedChunk(t *testing.T) {
@@ -165,15 +167,9 @@ func TestFullDisk(t *testing.T) {
 }
 
 // loop attaches a loop device to file and detaches it when the test ends,
-// deleting the partitions 1 and 2 a test may have added to it first.
+// deleting the partitions a test (or an earlier user) added to it first.
 func loop(t *testing.T, file string, args ...string) string {
-	dev := strings.TrimSpace(sh(t, "losetup", append(append([]string{"-f", "--show"}, args...), file)...))
-	t.Cleanup(func() {
-		exec.Command("delpart", dev, "1").Run()
-		exec.Command("delpart", dev, "2").Run()
-		exec.Command("losetup", "-d", dev).Run()
-	})
-	return dev
+	return tooltest.Loop(t, file, args...)
 }
 
 func TestMounted(t *testing.T) {
