@@ -34,7 +34,7 @@ import (
 // reading nor filling the cache.
 var noCache bool
 
-const noCacheFlag = "convert a Clonezilla image privately for this command: neither use nor fill the cache of converted images (PLATTER_CACHE_MAX=0 does it always)"
+const noCacheFlag = "convert a Clonezilla or Macrium image privately for this command: neither use nor fill the cache of converted images (PLATTER_CACHE_MAX=0 does it always)"
 
 // sinkFor gives a conversion the sink to write its Platter image into,
 // for an image of at most need bytes.
@@ -254,15 +254,18 @@ func verbosef(format string, args ...any) {
 func newCacheCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cache",
-		Short: "Show the cache of converted Clonezilla images (see clear)",
-		Long: `A Clonezilla image directory given as IMAGE is converted into a Platter
-image, which is kept in a cache so that the next command given the same
-directory opens it at once: $PLATTER_CACHE, else
+		Short: "Show the cache of converted Clonezilla and Macrium images (see clear)",
+		Long: `A Clonezilla image directory or a Macrium Reflect X image given as IMAGE
+is converted into a Platter image, which is kept in a cache so that the
+next command given the same image opens it at once (an encrypted Macrium
+image's never is): $PLATTER_CACHE, else
 $XDG_CACHE_HOME/platter/converted, else ~/.cache/platter/converted; at most
 $PLATTER_CACHE_MAX bytes (default 20G; 0 turns the cache off), the least
-recently used conversions removed first. A changed file in the directory
+recently used conversions removed first. A changed file of the image
 makes it convert anew. platter cache shows where the cache is and its size;
 platter cache clear empties it.`,
+		Example: `  platter cache
+  PLATTER_CACHE=/var/tmp/platter-cache platter ls /home/partimag/2024-05-01-img:2 /`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, limit, err := openCacheForCommand()
@@ -283,9 +286,10 @@ platter cache clear empties it.`,
 		},
 	}
 	cmd.AddCommand(&cobra.Command{
-		Use:   "clear",
-		Short: "Remove every converted image from the cache",
-		Args:  exactArgs(0),
+		Use:     "clear",
+		Short:   "Remove every converted image from the cache",
+		Example: "  platter cache clear",
+		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, _, err := openCacheForCommand()
 			if err != nil {
