@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -334,18 +333,7 @@ sync
 		t.Fatalf("the kernel reads %d entries back: %v", len(want), want)
 	}
 
-	img := filepath.Join(t.TempDir(), "fat.platter")
-	ok(t, "create", "--progress", "none", src, img)
-	var j trustInfo
-	json.Unmarshal([]byte(ok(t, "info", "--json", img)), &j)
-	if len(j.Partitions) != 1 || j.Partitions[0].Filesystem != "fat32" {
-		t.Fatalf("info --json: %+v, want fat32", j.Partitions)
-	}
-	if p := j.Partitions[0]; p.UsedBytes <= 0 || p.UsedBytes >= p.Size/2 {
-		t.Errorf("used %d of %d bytes: not a used-block map", p.UsedBytes, p.Size)
-	}
-	back := trustRestore(t, img)
-	sh(t, "fsck.fat", "-n", back)
+	img, back := fat32Restored(t, src)
 	got := vfatSums(t, back)
 	for p, v := range want {
 		if got[p] != v {

@@ -295,18 +295,7 @@ func TestTrustSmallFAT32(t *testing.T) {
 				t.Fatalf("blkid says %s", v)
 			}
 
-			img := filepath.Join(t.TempDir(), "fat.platter")
-			ok(t, "create", "--progress", "none", src, img)
-			var j trustInfo
-			json.Unmarshal([]byte(ok(t, "info", "--json", img)), &j)
-			if len(j.Partitions) != 1 || j.Partitions[0].Filesystem != "fat32" {
-				t.Fatalf("info --json: %+v, want fat32", j.Partitions)
-			}
-			if p := j.Partitions[0]; p.UsedBytes <= 0 || p.UsedBytes >= p.Size/2 {
-				t.Errorf("used %d of %d bytes: not a used-block map", p.UsedBytes, p.Size)
-			}
-			back := trustRestore(t, img)
-			sh(t, "fsck.fat", "-n", back)
+			img, back := fat32Restored(t, src)
 			srcCopy, backCopy := trustCopy(t, src), trustCopy(t, back)
 			setSectors(srcCopy, orig)
 			setSectors(backCopy, orig)
@@ -547,4 +536,24 @@ func TestTrustNTFSDirty(t *testing.T) {
 		sh(t, "ntfsfix", "-d", p)
 	}
 	sameTree(t, ntfsTree(t, src), ntfsTree(t, back))
+}
+
+// fat32Restored images the small FAT32 src, checks that info calls it
+// fat32 with a used-block map (not a raw copy), and restores it, clean
+// by fsck.fat -n; it returns the image and the restored copy.
+func fat32Restored(t *testing.T, src string) (img, back string) {
+	t.Helper()
+	img = filepath.Join(t.TempDir(), "fat.platter")
+	ok(t, "create", "--progress", "none", src, img)
+	var j trustInfo
+	json.Unmarshal([]byte(ok(t, "info", "--json", img)), &j)
+	if len(j.Partitions) != 1 || j.Partitions[0].Filesystem != "fat32" {
+		t.Fatalf("info --json: %+v, want fat32", j.Partitions)
+	}
+	if p := j.Partitions[0]; p.UsedBytes <= 0 || p.UsedBytes >= p.Size/2 {
+		t.Errorf("used %d of %d bytes: not a used-block map", p.UsedBytes, p.Size)
+	}
+	back = trustRestore(t, img)
+	sh(t, "fsck.fat", "-n", back)
+	return img, back
 }
