@@ -51,6 +51,34 @@ type Filesystem struct {
 	// exFAT's VolumeOffset. A restore that moves a partition calls it;
 	// filesystems that do not know where they sit leave it nil.
 	Moved func(rw ReadWriterAt, size, start int64) error
+	// Owners, if set, walks what holds the bytes of the filesystem in
+	// the size bytes of r: every file and directory, by path, and the
+	// metadata it knows by name (superblock, journal, $MFT, ...),
+	// calling visit with each one's byte ranges in r. A file with
+	// several paths (hard links) is visited once per path. The walk
+	// goes on past what it cannot read (a damaged directory loses its
+	// entries, not the walk) and stops at visit's first error, which it
+	// returns. internal/owners says, for a list of byte ranges (a
+	// failing disk's unreadable sectors), what each one hit.
+	Owners func(r io.ReaderAt, size int64, visit func(o Owner, at []block.Extent) error) error
+}
+
+// OwnerKind says what an Owner is.
+type OwnerKind int
+
+const (
+	OwnerFile OwnerKind = iota + 1
+	OwnerDir
+	OwnerMeta
+)
+
+// Owner is what holds some bytes of a filesystem: a file or directory,
+// Path its slash-separated path from the root ("/home/a/x"); or
+// filesystem metadata, Path its name ("superblock", "journal",
+// "inode table", "$MFT", "FAT").
+type Owner struct {
+	Kind OwnerKind
+	Path string
 }
 
 // ReadWriterAt reads and writes at offsets: a partition being restored.
