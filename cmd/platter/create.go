@@ -17,6 +17,7 @@ import (
 	"github.com/platter-dev/platter/internal/codec"
 	"github.com/platter-dev/platter/internal/image"
 	"github.com/platter-dev/platter/internal/live"
+	"github.com/platter-dev/platter/internal/rescue"
 	"github.com/platter-dev/platter/internal/seal"
 	"github.com/platter-dev/platter/internal/store"
 	"github.com/platter-dev/platter/internal/ui"
@@ -43,6 +44,10 @@ type createOptions struct {
 	encrypt      bool
 	recipients   []string
 	kdf          string // hidden: cheap Argon2id for tests
+	rescue       bool
+	retries      int
+	mapFile      string
+	readTimeout  time.Duration
 }
 
 func newCreateCommand() *cobra.Command {
@@ -67,7 +72,8 @@ prints a warning naming the reason, and info shows it
   platter create --partitions 1,2 disk.img two.platter       # some partitions of a disk file
   platter create vm.qcow2 vm.platter                         # a VM's disk (qcow2, VHDX, VHD, VMDK)
   platter create --incremental /backup/laptop.platter /dev/nvme0n1 /backup/laptop-1.platter
-  platter create --json --progress none /dev/sdb usb.platter # for scripts`,
+  platter create --json --progress none /dev/sdb usb.platter # for scripts
+  platter create --rescue --map sdb.map /dev/sdb /backup/failing.platter  # a failing disk (docs/rescue.md)`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runCreate(cmd, opts, args[0], args[1])
@@ -90,6 +96,10 @@ prints a warning naming the reason, and info shows it
 	f.StringArrayVar(&opts.recipients, "recipient", nil, "encrypt the image to this age X25519 public key (age1..., from platter keygen; repeatable; alone or with --encrypt): only its identity (or the passphrase) reads the image")
 	kdfFlag(cmd, &opts.kdf)
 	f.BoolVar(&opts.sectors, "sector-by-sector", false, "image every byte of the disk, free space and unpartitioned space included (forensics, deleted files): larger and slower; an incremental follows its parent")
+	f.BoolVar(&opts.rescue, "rescue", false, "image a failing disk: read errors do not stop the copy; the readable bulk is read first, then the failed areas sector by sector; unreadable sectors are stored as missing and info lists the files they hit (docs/rescue.md)")
+	f.IntVar(&opts.retries, "retries", 0, "with --rescue: read each bad sector this many more times at the end")
+	f.StringVar(&opts.mapFile, "map", "", "with --rescue: keep the rescue's state in `FILE` (GNU ddrescue's mapfile format: ddrescuelog reads it), saved every few seconds; the same --map again resumes an interrupted rescue")
+	f.DurationVar(&opts.readTimeout, "read-timeout", rescue.DefaultTimeout, "with --rescue: a read taking longer is reported as stalled and its bytes left for a later pass")
 	f.StringVar(&opts.created, "test-created", "", "for tests: the creation time to record (RFC 3339)")
 	f.MarkHidden("test-created")
 	return cmd
@@ -130,10 +140,16 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 	if err := checkCreateArgs(source, imagePath); err != nil {
 		return err
 	}
+	if err := checkRescueFlags(cmd, opts); err != nil {
+		return err
+	}
 	progress := newProgress(mode, "create")
 	plan, err := opts.choose(source, liveReport{progress, mode, "create"})
 	if err != nil {
 		return err
+	}
+	if opts.rescue && len(plan.Mounts) > 0 {
+		return usagef("%s is mounted (%s at %s): a failing disk is imaged unmounted, so nothing writes to it; unmount it, then create --rescue", source, plan.Mounts[0].Device, plan.Mounts[0].Point)
 	}
 	src, err := blockdev.Open(source)
 	if err != nil {
@@ -152,6 +168,9 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 		}
 		if vm != nil {
 			defer vm.Close()
+			if opts.rescue {
+				return usagef("%s is a %s disk file: --rescue reads a failing disk or a raw copy of one", source, vm.Format())
+			}
 			data = vm
 		}
 	}
@@ -159,7 +178,7 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 	// faster and what is read once need not be kept (docs/performance.md);
 	// from a mounted source (frozen or tracked) because the cache may hold
 	// stale blocks (live.Plan.Held).
-	if src.IsDevice() || plan.Held() {
+	if src.IsDevice() || plan.Held() || opts.rescue {
 		if err := src.ReadDirect(); err != nil {
 			return fmt.Errorf("open %s for direct reads: %w", src.Path(), err)
 		}
@@ -192,6 +211,14 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 			parentFiles.Close()
 		}
 		return err
+	}
+	if opts.rescue {
+		r, err := startRescue(src, opts, progress)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		bopts.Rescue, bopts.Retries, bopts.Classify = r, opts.retries, classifyHits
 	}
 	if parentFiles != nil {
 		defer parentFiles.Close()
@@ -235,7 +262,7 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 	})
 	progress.Finish()
 	if err != nil {
-		return err
+		return rescueHint(err, opts)
 	}
 	for _, w := range meta.Warnings {
 		warn("%s", w)
@@ -261,6 +288,13 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 		imagePath, ui.Bytes(sum.UsedBytes), ui.Bytes(meta.SourceSize), ui.Bytes(size), sum.Seconds, ui.Bytes(int64(float64(sum.UsedBytes)/max(sum.Seconds, 1e-9))), how)}
 	if verbose {
 		lines = append(lines, areaLines(meta)...)
+	}
+	if meta.Rescue != nil {
+		sum.Rescue = meta.Rescue
+		lines = append(lines, rescueLines(meta)...)
+		if opts.mapFile != "" {
+			lines = append(lines, "map: "+opts.mapFile+" (GNU ddrescue's format; create --rescue --map with it again retries nothing read well, only what is missing: add --retries N)")
+		}
 	}
 	return report(cmd, opts.json, sum, lines...)
 }
@@ -308,6 +342,7 @@ type createSummary struct {
 	Chunks        int             `json:"chunks,omitempty"`
 	Snapshot      *image.Snapshot `json:"snapshot,omitempty"`
 	Encrypted     bool            `json:"encrypted,omitempty"`
+	Rescue        *image.Rescue   `json:"rescue,omitempty"`
 }
 
 // changedChunks counts the chunks of the image at path that are not its

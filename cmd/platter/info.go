@@ -68,7 +68,10 @@ type infoJSON struct {
 	Digest        string          `json:"digest"`
 	Warnings      []string        `json:"warnings"`
 	Snapshot      *image.Snapshot `json:"snapshot,omitempty"`
-	Type          string          `json:"type"`
+	// Rescue lists what a rescue of a failing disk could not read.
+	Rescue      *image.Rescue `json:"rescue,omitempty"`
+	rescueLines []string
+	Type        string `json:"type"`
 	// SectorBySector: every byte of the disk is in the image.
 	SectorBySector bool `json:"sector_by_sector"`
 	// ChangedChunks (of Chunks) are those an incremental or
@@ -140,6 +143,7 @@ func describe(r *image.Reader, chunks bool) *infoJSON {
 		Digest: hex.EncodeToString(d[:]), Warnings: m.Warnings, Snapshot: m.Snapshot,
 		Partitions: []partitionJSON{}, Gaps: []gapJSON{}, Type: imageType(m),
 		SectorBySector: m.SectorBySector, Encryption: encryption(r),
+		Rescue: m.Rescue, rescueLines: rescueLines(m),
 	}
 	if m.Parent != "" {
 		n := 0
@@ -340,6 +344,13 @@ func printInfo(w io.Writer, opts infoOptions, path string, r *image.Reader) erro
 		default:
 			fmt.Fprintf(w, "Snapshot:    none: %s copied while mounted read-write (may be inconsistent)\n", strings.Join(s.Filesystems, ", "))
 		}
+	}
+	for i, l := range info.rescueLines {
+		label := "Rescue:      "
+		if i > 0 {
+			label = "           "
+		}
+		fmt.Fprintf(w, "%s%s\n", label, l)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nPART\tSTART\tSIZE\tTYPE\tNAME\tFS\tLABEL\tUSED\tSTORED")

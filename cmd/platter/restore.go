@@ -29,6 +29,7 @@ type restoreOptions struct {
 
 	// restore --delta (restore_delta.go)
 	delta, trim, force bool
+	fill               string
 }
 
 func newRestoreCommand() *cobra.Command {
@@ -74,6 +75,7 @@ modification times, chattr flags and project ID (not its change time).`,
 	f.StringVar(&opts.progress, "progress", "auto", "progress display: auto, json or none")
 	f.BoolVar(&opts.json, "json", false, "print the result as JSON on stdout")
 	opts.layoutFlags.add(f)
+	f.StringVar(&opts.fill, "fill", "", "write `TEXT`, repeated from each sector's start, over the sectors a rescue of a failing disk could not read (create --rescue), instead of zeros, so they are told from data (e.g. BADSECTOR)")
 	f.BoolVar(&opts.delta, "delta", false, "TARGET holds an older state of the disk: write only what differs")
 	f.BoolVar(&opts.trim, "trim", false, "with --delta: discard the bytes no filesystem uses")
 	f.BoolVar(&opts.force, "force", false, "with --delta: restore onto a TARGET that does not look like the image's disk")
@@ -88,6 +90,9 @@ func runRestore(cmd *cobra.Command, opts restoreOptions, imagePath, target strin
 	}
 	if opts.partition < 0 {
 		return usagef("--partition must be a partition number")
+	}
+	if opts.fill != "" && (opts.delta || opts.layout != "" || imagePath == stdio) {
+		return usagef("--fill is for a restore from an image file onto the image's layout (not --delta, --layout or standard input)")
 	}
 	switch {
 	case (opts.trim || opts.force) && opts.layout != "":
@@ -134,7 +139,7 @@ func runRestore(cmd *cobra.Command, opts restoreOptions, imagePath, target strin
 	}
 	p := newProgress(mode, "restore")
 	start := time.Now()
-	err = restore.Run(cmd.Context(), img, t, restore.Options{Partition: opts.partition, Fresh: t.Fresh, Progress: p})
+	err = restore.Run(cmd.Context(), img, t, restore.Options{Partition: opts.partition, Fresh: t.Fresh, Progress: p, Fill: []byte(opts.fill)})
 	p.Finish()
 	if err == nil {
 		err = t.Sync()
@@ -157,6 +162,13 @@ func runRestore(cmd *cobra.Command, opts restoreOptions, imagePath, target strin
 	}
 	secs := time.Since(start).Seconds()
 	lines := []string{fmt.Sprintf("restored %s of %s to %s (%s) in %.1fs", what, imagePath, target, ui.Bytes(need), secs)}
+	if n := img.Metadata().UnreadableBytes(); n > 0 {
+		with := "zeros (restore --fill TEXT marks them)"
+		if opts.fill != "" {
+			with = fmt.Sprintf("%q repeated", opts.fill)
+		}
+		lines = append(lines, fmt.Sprintf("%s of the disk could not be read when the image was made (a failing disk, create --rescue): written as %s; platter info %s lists the files they hit", ui.Bytes(n), with, imagePath))
+	}
 	if verbose {
 		lines = append(lines, areaLines(img.Metadata())...)
 	}

@@ -129,6 +129,12 @@ func reportVerify(cmd *cobra.Command, r *image.Reader, image string, bad []error
 	if sum.OK {
 		lines = append(lines, fmt.Sprintf("%s: OK, %d chunks verified: %s in use on the disk, %s of image%s", image, len(r.Entries()), ui.Bytes(used), ui.Bytes(sum.ImageBytes), from))
 	}
+	if n := r.Metadata().UnreadableBytes(); n > 0 {
+		// Not damage: the image holds what could be read of a failing
+		// disk, and says what could not.
+		sum.UnreadableBytes = n
+		lines = append(lines, rescueLines(r.Metadata())[0])
+	}
 	if verbose {
 		lines = append(lines, areaLines(r.Metadata())...)
 	}
@@ -160,4 +166,7 @@ type verifySummary struct {
 	ImageBytes int64    `json:"image_bytes"` // the files read (the chain's)
 	Files      []string `json:"files"`
 	Damaged    []string `json:"damaged"`
+	// UnreadableBytes could not be read from the failing disk the image
+	// was made of (create --rescue): missing by design, not damage.
+	UnreadableBytes int64 `json:"unreadable_bytes,omitempty"`
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/platter-dev/platter/internal/codec"
 	"github.com/platter-dev/platter/internal/fsmap"
 	"github.com/platter-dev/platter/internal/image"
+	"github.com/platter-dev/platter/internal/rescue"
 	"github.com/platter-dev/platter/internal/seal"
 	"github.com/zeebo/blake3"
 )
@@ -103,6 +104,13 @@ type Options struct {
 	// passphrase and recipients. An incremental or differential of an
 	// encrypted parent must have one (the parent's: seal.Secrets.LockFor).
 	Lock *seal.Lock
+	// Rescue, if set, reads the source as a failing disk (create
+	// --rescue; see rescue.go): read errors do not stop the run, the
+	// bytes never read are stored as zeros and listed in
+	// Metadata.Rescue, with what they held as Classify says.
+	Rescue   *rescue.Rescuer
+	Retries  int // recorded in Metadata.Rescue
+	Classify Classifier
 }
 
 // Run images src into out and returns the metadata it wrote. It writes
@@ -190,6 +198,13 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 	p := newPipeline(src, mapSrc, l.areas, opts.ChunkSize, enc, w, opts.Progress)
 	p.detect = fsmap.Options{Keys: opts.Keys}
 	p.parent = opts.Parent
+	p.sourceName, p.tempDir = opts.SourceName, opts.TempDir
+	if opts.Rescue != nil {
+		if opts.Live != nil {
+			return nil, 0, errors.New("backup: a rescue is not a live image (internal error)")
+		}
+		p.rescue = &rescueState{r: opts.Rescue}
+	}
 	if opts.Parent != nil && opts.Changed != nil {
 		p.changed = map[chunkRef]bool{}
 		for _, r := range p.chunksOf(opts.Changed) {
@@ -201,6 +216,11 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 		return nil, 0, err
 	}
 	full := image.Pass{Kind: "full", Chunks: p.written, Seconds: time.Since(first).Seconds()}
+	if p.rescue != nil {
+		if err := p.completeRescue(ctx, opts.Workers); err != nil {
+			return nil, 0, err
+		}
+	}
 	var snap *image.Snapshot
 	if opts.Live != nil {
 		// Copies again what was written meanwhile, freezes, copies the
@@ -234,6 +254,9 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 		Type:        "full",
 
 		SectorBySector: opts.SectorBySector,
+	}
+	if p.rescue != nil {
+		meta.Rescue = p.rescueReport(opts.Classify, opts.Retries)
 	}
 	if pr := opts.Parent; pr != nil {
 		d := pr.ContentDigest()
@@ -293,8 +316,13 @@ type job struct {
 	inParent bool // the parent's chain holds the chunk as it is
 	preset   bool // known without reading it (Options.Changed): nothing to process
 	held     bool // read while frozen, processed after the thaw
-	err      error
-	done     chan struct{}
+	// A rescue's chunk not read whole: set aside in the spool (slot),
+	// its byte ranges wanted read again later.
+	pending bool
+	wanted  []block.Extent
+	slot    int64
+	err     error
+	done    chan struct{}
 }
 
 type frameRef struct {
@@ -313,6 +341,11 @@ type pipeline struct {
 	enc      *codec.Encoder
 	w        *image.Writer
 	progress Progress
+
+	sourceName string          // in read errors
+	tempDir    string          // for a rescue's spool
+	rescue     *rescueState    // nil unless Options.Rescue
+	ctx        context.Context // of the current run, for a rescue's long reads
 
 	// frames holds distinct chunk hashes seen, up to maxDedup: a worker
 	// claims a hash (offset -1) before compressing, the writer fills in
@@ -388,6 +421,7 @@ type chunkRef struct {
 func (p *pipeline) run(ctx context.Context, workers int, ps *pass) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	p.ctx = ctx
 	work := make(chan *job)
 	// Chunks finished out of turn wait here for the writer; deep enough
 	// that a slow (compressible) chunk does not leave workers idle.
@@ -606,6 +640,11 @@ func (p *pipeline) process(j *job) {
 			j.err = err
 			return
 		}
+		if j.pending {
+			j.err = p.setAside(j)
+			p.releaseBuf(j)
+			return
+		}
 	}
 	if allZero(j.buf) {
 		j.zero = true
@@ -653,12 +692,12 @@ func (p *pipeline) releaseBuf(j *job) {
 func (p *pipeline) read(a *area, j *job) error {
 	rel := j.off - a.meta.Start
 	if j.usedMap == nil {
+		if p.rescue != nil {
+			return p.readRescued(j, []block.Extent{{Off: j.off, Len: j.n}})
+		}
 		return p.readAt(j.buf, j.off)
 	}
-	var runs []block.Extent
-	j.usedMap.Runs(rel-j.mapBase, j.n, func(e block.Extent) {
-		runs = append(runs, block.Extent{Off: e.Off + j.mapBase, Len: e.Len})
-	})
+	runs := p.usedRuns(j)
 	first, last := runs[0].Off, runs[len(runs)-1].End()
 	var used int64
 	for _, r := range runs {
@@ -674,21 +713,47 @@ func (p *pipeline) read(a *area, j *job) error {
 		spans = []block.Extent{{Off: first, Len: last - first}}
 	}
 	const align = block.DirectAlign
+	reads := make([]block.Extent, 0, len(spans))
 	for _, sp := range spans {
 		abs := a.meta.Start + sp.Off
 		lo := max(rel, abs/align*align-a.meta.Start)
 		hi := min(rel+j.n, (abs+sp.Len+align-1)/align*align-a.meta.Start)
-		if err := p.readAt(j.buf[lo-rel:hi-rel], a.meta.Start+lo); err != nil {
+		reads = append(reads, block.Extent{Off: a.meta.Start + lo, Len: hi - lo})
+	}
+	if p.rescue != nil {
+		if err := p.readRescued(j, reads); err != nil {
 			return err
 		}
+	} else {
+		for _, r := range reads {
+			if err := p.readAt(j.buf[r.Off-j.off:r.End()-j.off], r.Off); err != nil {
+				return err
+			}
+		}
 	}
+	p.clearFree(a, j)
+	return nil
+}
+
+// usedRuns are the used runs of j's chunk, as bytes of its area.
+func (p *pipeline) usedRuns(j *job) []block.Extent {
+	rel := j.off - p.areas[j.area].meta.Start
+	var runs []block.Extent
+	j.usedMap.Runs(rel-j.mapBase, j.n, func(e block.Extent) {
+		runs = append(runs, block.Extent{Off: e.Off + j.mapBase, Len: e.Len})
+	})
+	return runs
+}
+
+// clearFree zeroes the bytes of j.buf outside the chunk's used runs.
+func (p *pipeline) clearFree(a *area, j *job) {
+	rel := j.off - a.meta.Start
 	pos := rel
-	for _, r := range runs {
+	for _, r := range p.usedRuns(j) {
 		clear(j.buf[pos-rel : r.Off-rel])
 		pos = r.End()
 	}
 	clear(j.buf[pos-rel:])
-	return nil
 }
 
 func (p *pipeline) readAt(b []byte, off int64) error {
@@ -699,8 +764,26 @@ func (p *pipeline) readAt(b []byte, off int64) error {
 	if err == nil || err == io.EOF {
 		err = io.ErrUnexpectedEOF
 	}
-	return fmt.Errorf("read source at byte %d: %w", off+int64(n), err)
+	return &ReadError{Source: p.sourceName, Off: off + int64(n), End: off + int64(len(b)), Err: err}
 }
+
+// ReadError is a read of the source that failed: a failing disk, most
+// often, which create --rescue images.
+type ReadError struct {
+	Source   string
+	Off, End int64 // the bytes the read asked for, from the first it could not read
+	Err      error
+}
+
+func (e *ReadError) Error() string {
+	name := e.Source
+	if name == "" {
+		name = "the source"
+	}
+	return fmt.Sprintf("cannot read %s at bytes %d-%d: %v", name, e.Off, e.End, e.Err)
+}
+
+func (e *ReadError) Unwrap() error { return e.Err }
 
 var zeroChunk = make([]byte, 1<<20)
 
@@ -729,6 +812,11 @@ func (p *pipeline) write(ctx context.Context, order chan *job, ps *pass) error {
 		}
 		if j.held {
 			p.held = append(p.held, j)
+			continue
+		}
+		if j.pending {
+			p.rescue.pending = append(p.rescue.pending, j)
+			p.progress.Add(j.used)
 			continue
 		}
 		e := image.Entry{Area: uint32(j.area), Chunk: uint64(j.chunk), RawLen: uint32(j.n), Hash: j.hash}

@@ -50,6 +50,57 @@ type Metadata struct {
 	// Snapshot says how a mounted source was held still; nil when it
 	// was not mounted read-write.
 	Snapshot *Snapshot `json:"snapshot,omitempty"`
+	// Rescue, for an image of a failing disk (create --rescue), lists
+	// the bytes that could not be read: the image holds zeros there, by
+	// design, not damage. nil for an ordinary image.
+	Rescue *Rescue `json:"rescue,omitempty"`
+}
+
+// Rescue is what a rescue of a failing disk could not read.
+type Rescue struct {
+	// SectorSize is the unit in which unreadable bytes were found: the
+	// device's logical sector size.
+	SectorSize int64 `json:"sector_size"`
+	// Retries is how many times each bad sector was read again.
+	Retries int `json:"retries"`
+	// Stalls counts reads given up after the read timeout.
+	Stalls     int64        `json:"stalls,omitempty"`
+	Unreadable []Unreadable `json:"unreadable"`
+}
+
+// Unreadable is one range of the source that could not be read, and what
+// it held.
+type Unreadable struct {
+	Offset int64 `json:"offset"` // byte of the source
+	Length int64 `json:"length"`
+	// Area is the index in Metadata.Areas of the area it lies in.
+	Area int `json:"area"`
+	// Hits say what the bytes held, by kind; none when the filesystem
+	// could not tell (or the area has none).
+	Hits []Hit `json:"hits,omitempty"`
+}
+
+// Hit is what part of an unreadable range held: Kind "file",
+// "directory", "metadata", "free space" or "unknown"; the files'
+// and directories' paths, or the metadata's names; and how many of the
+// range's bytes.
+type Hit struct {
+	Kind  string   `json:"kind"`
+	Paths []string `json:"paths,omitempty"`
+	Bytes int64    `json:"bytes"`
+}
+
+// UnreadableBytes is how many bytes of the source a rescue could not
+// read (0 for an ordinary image).
+func (m *Metadata) UnreadableBytes() int64 {
+	if m.Rescue == nil {
+		return 0
+	}
+	var n int64
+	for _, u := range m.Rescue.Unreadable {
+		n += u.Length
+	}
+	return n
 }
 
 // Snapshot describes how an image of a mounted, writable source was made

@@ -51,6 +51,11 @@ type Options struct {
 	Fresh    bool
 	Workers  int
 	Progress Progress
+	// Fill, if set, is written over the bytes a rescue of a failing
+	// disk could not read (Metadata.Rescue), repeated from the start
+	// of each sector, so they are told from real data; without it they
+	// are zeros, as the image holds them.
+	Fill []byte
 }
 
 // PartitionError reports a --partition the image does not hold.
@@ -127,7 +132,7 @@ func Run(ctx context.Context, img *image.Reader, t Target, opts Options) error {
 	}
 	opts.Progress.Start(total)
 
-	return each(ctx, opts.Workers, tasks, func() func(task) error {
+	err = each(ctx, opts.Workers, tasks, func() func(task) error {
 		// Aligned, so the target can take its writes directly.
 		buf := block.AlignedBuffer(int(m.ChunkSize))[:0]
 		var fill *filler
@@ -145,6 +150,41 @@ func Run(ctx context.Context, img *image.Reader, t Target, opts Options) error {
 			return err
 		}
 	})
+	if err != nil || len(opts.Fill) == 0 || m.Rescue == nil {
+		return err
+	}
+	return fillUnreadable(t, m, place, opts.Fill)
+}
+
+// fillUnreadable writes pattern over the bytes a rescue could not read,
+// where place puts them.
+func fillUnreadable(t Target, m *image.Metadata, place func(a *image.Area) (int64, bool), pattern []byte) error {
+	sector := max(m.Rescue.SectorSize, 1)
+	for _, u := range m.Rescue.Unreadable {
+		if u.Area < 0 || u.Area >= len(m.Areas) {
+			return fmt.Errorf("restore: unreadable range at byte %d names area %d of %d", u.Offset, u.Area, len(m.Areas))
+		}
+		a := &m.Areas[u.Area]
+		base, ok := place(a)
+		if !ok {
+			continue
+		}
+		if u.Offset < a.Start || u.Length < 0 || u.Offset+u.Length > a.Start+a.Size {
+			return fmt.Errorf("restore: unreadable range at byte %d (%d bytes) is not inside %s", u.Offset, u.Length, a.Label())
+		}
+		buf := make([]byte, min(u.Length, 1<<20))
+		for pos := u.Offset; pos < u.Offset+u.Length; {
+			b := buf[:min(int64(len(buf)), u.Offset+u.Length-pos)]
+			for i := range b {
+				b[i] = pattern[int((pos+int64(i))%sector)%len(pattern)]
+			}
+			if err := writeAt(t, b, base+pos-a.Start); err != nil {
+				return err
+			}
+			pos += int64(len(b))
+		}
+	}
+	return nil
 }
 
 // plan lists the chunks to put back, in the index's order: one task per

@@ -30,6 +30,9 @@ type Progress struct {
 	// Width, if set, gives the terminal's width in columns at each
 	// redraw (it may change): the bar never wraps onto a new line.
 	Width func() int
+	// Status, if set, gives a short word on the state at each redraw
+	// ("bad: 64 KiB in 1 areas"), shown after the counts.
+	Status func() string
 
 	total   atomic.Int64
 	done    atomic.Int64
@@ -80,6 +83,26 @@ func (p *Progress) Add(n int64) { p.done.Add(n) }
 // to need no work (an imaged raw area's zero chunks).
 func (p *Progress) Less(n int64) { p.total.Add(-n) }
 
+// RescuePhase starts a later pass of a rescue over bytes not read yet:
+// noted, and added to the total the bar and the ETA count.
+func (p *Progress) RescuePhase(name string, bytes int64) {
+	p.total.Add(bytes)
+	p.Say(fmt.Sprintf("rescue: %s (%s)", name, Bytes(bytes)))
+}
+
+// Say is Note of a plain message: in JSON mode, the object
+// {"op": label, "message": text}.
+func (p *Progress) Say(text string) {
+	if p.mode == JSON {
+		b, _ := json.Marshal(struct {
+			Op      string `json:"op"`
+			Message string `json:"message"`
+		}{p.label, text})
+		text = string(b)
+	}
+	p.Note(text)
+}
+
 // Finish draws the final state and ends the display. The total becomes
 // what was done: a total known only as an upper bound at Start (raw
 // areas, whose zero chunks are not counted) ends as the real figure.
@@ -103,6 +126,7 @@ type jsonProgress struct {
 	Total      int64    `json:"bytes_total"`
 	Rate       float64  `json:"bytes_per_second"`
 	ETASeconds *float64 `json:"eta_seconds"` // null while unknown
+	Status     string   `json:"status,omitempty"`
 	Finished   bool     `json:"finished"`
 }
 
@@ -134,9 +158,13 @@ func (p *Progress) draw(final bool) {
 	if known && total > done {
 		eta = float64(total-done) / rate
 	}
+	status := ""
+	if p.Status != nil {
+		status = p.Status()
+	}
 	switch p.mode {
 	case JSON:
-		jp := jsonProgress{Op: p.label, Done: done, Total: total, Rate: rate, Finished: final}
+		jp := jsonProgress{Op: p.label, Done: done, Total: total, Rate: rate, Status: status, Finished: final}
 		if known || final {
 			jp.ETASeconds = &eta
 		}
@@ -149,13 +177,13 @@ func (p *Progress) draw(final bool) {
 				width = w
 			}
 		}
-		fmt.Fprintf(p.w, "\r%s\033[K", barLine(p.label, done, total, rate, eta, known, final, secs, width))
+		fmt.Fprintf(p.w, "\r%s\033[K", barLine(p.label, done, total, rate, eta, known, final, secs, width, status))
 	}
 }
 
 // barLine lays out one line of the bar in fewer than width columns,
 // dropping the least useful parts first when it is narrow.
-func barLine(label string, done, total int64, rate, eta float64, known, final bool, secs float64, width int) string {
+func barLine(label string, done, total int64, rate, eta float64, known, final bool, secs float64, width int, status string) string {
 	pct := 100.0
 	if total > 0 {
 		pct = min(100, 100*float64(done)/float64(total))
@@ -172,6 +200,9 @@ func barLine(label string, done, total int64, rate, eta float64, known, final bo
 		Bytes(done) + " / " + Bytes(total),
 		when,
 		Bytes(int64(rate)) + "/s",
+	}
+	if status != "" {
+		parts = append(parts[:2], append([]string{status}, parts[2:]...)...)
 	}
 	room := width - 1 // never the last column: some terminals wrap there
 	for n := len(parts); n > 0; n-- {

@@ -19,7 +19,7 @@ func TestBarLine(t *testing.T) {
 			{1 << 30, 5 << 30, 300 << 20, 13.7, true, false},
 			{5 << 30, 5 << 30, 300 << 20, 0, true, true},
 		} {
-			l := barLine("restore", c.done, c.total, c.rate, c.eta, c.known, c.final, 17, w)
+			l := barLine("restore", c.done, c.total, c.rate, c.eta, c.known, c.final, 17, w, "")
 			if len(l) >= w {
 				t.Errorf("width %d: %d columns: %q", w, len(l), l)
 			}
