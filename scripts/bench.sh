@@ -23,7 +23,8 @@
 # loopback: make minio), ONLY=delta the delta restore rows, ONLY=clone
 # the clone rows, ONLY=convert the convert rows (CONVERT_FORMATS: which
 # formats, default "qcow2 vhdx vmdk"), ONLY=clonezilla the Clonezilla
-# image rows (import, extract's first and second open). Needs root (loop
+# image rows (import, extract's first and second open), ONLY=rescue the
+# failing-disk rows (create --rescue, ddrescue). Needs root (loop
 # mount).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -587,6 +588,86 @@ REPORT
 	rm -rf "$img" "$out" "$tgt" "$cache" "$want" "$DIR/cz-pc.log"
 }
 
+# Rescue (issue 20): the ext4 bench filesystem served as a block device
+# by test/faultdisk (FUSE, a loop device over it). Healthy: create
+# --rescue against a plain create of the same device, alternating; target
+# at most 1.05x. Failing: 1 % of the used bytes unreadable in scattered
+# 64 KiB runs; the first pass (until the first later pass is announced)
+# against the healthy create, target at most 1.5x; the whole rescue, and
+# GNU ddrescue of the same device with a domain map of the used blocks
+# (the map a healthy rescue leaves: exactly what create reads) and
+# without one, beside it.
+bench_rescue() {
+	local src mnt fdpid dev dmap img out r s used runs stamp
+	src=$(fixture ext4); img=$DIR/rescue.platter; out=$DIR/rescue.ddrescue
+	go build -o "$DIR/faultdisk" ./test/faultdisk
+	mnt=$(mktemp -d)
+	"$DIR/faultdisk" "$src" "$mnt" > "$DIR/faultdisk.log" 2>&1 & fdpid=$!
+	for _ in $(seq 50); do grep -q ready "$DIR/faultdisk.log" && break; sleep 0.1; done
+	dev=$(losetup -f --show -r "$mnt/disk")
+	dmap=$DIR/domain.map
+	rm -f "$dmap"
+	"$P" create --force --rescue --map "$dmap" --progress none "$dev" "$img" > /dev/null
+	used=$(awk '$3 == "+" { s += strtonum($2) } END { print s }' "$dmap")
+	for r in $(seq 1 "$ROUNDS"); do
+		echo "rescue healthy round $r/$ROUNDS"
+		rm -f "$img"; settle; s=$(now)
+		"$P" create --progress none "$dev" "$img" > /dev/null
+		add rs_plain "$(echo "$(now) - $s" | bc)"
+		rm -f "$img"; settle; s=$(now)
+		"$P" create --rescue --progress none "$dev" "$img" > /dev/null
+		add rs_rescue "$(echo "$(now) - $s" | bc)"
+	done
+	# 1 % of the used bytes in 64 KiB runs, spread over the used areas.
+	runs=$((used / 100 / 65536))
+	awk -v n="$runs" -v seed=20 '$3 == "+" { o[k] = strtonum($1); l[k] = strtonum($2); t += l[k]; k++ }
+		END { srand(seed); step = t / n; for (i = 0; i < n; i++) { p = int(i * step + rand() * (step - 65536)); for (j = 0; j < k && p >= l[j]; j++) p -= l[j];
+			if (j < k && l[j] >= 65536) { a = o[j] + int((p < l[j] - 65536 ? p : l[j] - 65536) / 65536) * 65536; if (a < o[j]) a = o[j]; printf "bad %d 65536\n", a } } }' "$dmap" > "$DIR/bad.lines"
+	while read -r line; do echo "$line" > "$mnt/ctl"; done < "$DIR/bad.lines"
+	for r in $(seq 1 "$ROUNDS"); do
+		echo "rescue failing round $r/$ROUNDS"
+		rm -f "$img" "$DIR/failing.map"; stamp=$(mktemp); settle; s=$(now)
+		"$P" create --rescue --map "$DIR/failing.map" --progress json "$dev" "$img" 2> >(while IFS= read -r l; do case $l in *'"message":"rescue: '*) [ -s "$stamp" ] || now > "$stamp" ;; esac; done) > /dev/null
+		add rs_fail "$(echo "$(now) - $s" | bc)"
+		sleep 0.5
+		add rs_pass1 "$(echo "$(cat "$stamp") - $s" | bc)"
+		rm -f "$stamp" "$out" "$DIR/dd.map"; settle; s=$(now)
+		ddrescue -q -d -m "$dmap" "$dev" "$out" "$DIR/dd.map" > /dev/null 2>&1 || true
+		add rs_dd_domain "$(echo "$(now) - $s" | bc)"
+		rm -f "$out" "$DIR/dd.map"; settle; s=$(now)
+		ddrescue -q -d "$dev" "$out" "$DIR/dd.map" > /dev/null 2>&1 || true
+		add rs_dd "$(echo "$(now) - $s" | bc)"
+	done
+	local plain rescue fail pass1 ddd dd badb
+	plain=$(med rs_plain); rescue=$(med rs_rescue); fail=$(med rs_fail); pass1=$(med rs_pass1); ddd=$(med rs_dd_domain); dd=$(med rs_dd)
+	badb=$(ddrescuelog -t "$DIR/failing.map" | awk '/bad-sector/ { print $2, $3 }')
+	cat <<REPORT
+
+Rescue: the ext4 bench filesystem ($GIB GiB, $((used / 1048576)) MiB used) as a block device (FUSE + loop); median of $ROUNDS alternating rounds
+
+| healthy device | time | ratio |
+|---|---|---|
+| platter create | $(printf '%.2f s' "$plain") | |
+| platter create --rescue | $(printf '%.2f s' "$rescue") | $(ratio "$rescue" "$plain" "the time of create" "<=" 1.05) |
+
+| $runs bad 64 KiB runs (1 % of the used bytes; $badb unreadable at the end) | time | ratio |
+|---|---|---|
+| platter create --rescue, first pass | $(printf '%.2f s' "$pass1") | $(ratio "$pass1" "$plain" "the healthy create's time" "<=" 1.5) |
+| platter create --rescue, whole | $(printf '%.2f s' "$fail") | |
+| ddrescue -d with the used blocks as domain (-m) | $(printf '%.2f s' "$ddd") | $(ratio "$ddd" "$fail" faster) |
+| ddrescue -d of the whole device | $(printf '%.2f s' "$dd") | $(ratio "$dd" "$fail" faster) |
+
+every run (s): create${T[rs_plain]}; --rescue${T[rs_rescue]}; failing --rescue${T[rs_fail]} (first pass${T[rs_pass1]}); ddrescue -m${T[rs_dd_domain]}; ddrescue${T[rs_dd]}
+REPORT
+	losetup -d "$dev"; kill "$fdpid"; wait "$fdpid" 2>/dev/null || true
+	rmdir "$mnt" 2>/dev/null || true
+	rm -f "$img" "$out" "$DIR/dd.map" "$DIR/failing.map" "$dmap" "$DIR/bad.lines"
+}
+
+if [ "${ONLY:-}" = rescue ]; then
+	bench_rescue
+	exit
+fi
 if [ "${ONLY:-}" = delta ]; then
 	bench_delta
 	exit
@@ -744,6 +825,7 @@ REPORT
 	bench_delta
 	bench_convert
 	bench_clonezilla
+	bench_rescue
 
 	# Opening an image without restoring it: FUSE and NBD against the
 	# restored disk file (test/e2e/open_bench_test.go).
