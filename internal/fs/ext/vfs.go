@@ -13,6 +13,7 @@ var FS = vfs.Filesystem{
 	Title:    "ext2/3/4",
 	Detect:   Detect,
 	Identify: identify,
+	Owners:   Owners,
 	OpenFiles: func(r io.ReaderAt, size int64) (vfs.Files, error) {
 		f, err := OpenFiles(r, size)
 		if err != nil {

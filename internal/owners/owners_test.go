@@ -1,0 +1,282 @@
+package owners
+
+import (
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/fsmap"
+	"github.com/platter-dev/platter/internal/tooltest"
+)
+
+// a case is one range and what the filesystem's own tools say it holds.
+type rangeCase struct {
+	name string
+	at   block.Extent
+	want []Hit // Range filled in by check
+}
+
+// check classifies every case's range in one call (as a rescue does)
+// and wants exactly what the tools said, nothing else.
+func check(t *testing.T, img, fs string, cases []rangeCase) {
+	t.Helper()
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := fsmap.Detect(f, st.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.FS != fs {
+		t.Fatalf("detected %s, want %s", u.FS, fs)
+	}
+	used := func(off, n int64) ([]block.Extent, error) {
+		var out []block.Extent
+		err := u.Runs(off, n, func(e block.Extent) { out = append(out, e) })
+		return out, err
+	}
+	sort.Slice(cases, func(i, j int) bool { return cases[i].at.Off < cases[j].at.Off })
+	var ranges []block.Extent
+	for _, c := range cases {
+		ranges = append(ranges, c.at)
+	}
+	hits, err := Classify(f, st.Size(), fs, used, ranges)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[block.Extent][]Hit{}
+	for _, h := range hits {
+		got[h.Range] = append(got[h.Range], h)
+	}
+	for _, c := range cases {
+		want := c.want
+		for i := range want {
+			want[i].Range = c.at
+			sort.Strings(want[i].Paths)
+		}
+		if !reflect.DeepEqual(got[c.at], want) {
+			t.Errorf("%s: bytes %d-%d hold\n  %+v\nthe tools say\n  %+v", c.name, c.at.Off, c.at.End(), got[c.at], want)
+		}
+		delete(got, c.at)
+	}
+	if len(got) > 0 {
+		t.Errorf("hits for ranges not asked about: %+v", got)
+	}
+}
+
+func hit(kind string, n int64, paths ...string) Hit {
+	if len(paths) == 0 {
+		paths = nil
+	}
+	return Hit{Kind: kind, Bytes: n, Paths: paths}
+}
+
+func debugfs(t *testing.T, img, cmd string) string {
+	t.Helper()
+	return tooltest.Run(t, "debugfs", "-R", cmd, img)
+}
+
+// extFixture makes a 32 MiB ext4 of 1 KiB blocks (four groups: backups
+// of the superblock) with mkfs.ext4 -d, and a fragmented file debugfs
+// writes into the hole a removed file left.
+func extFixture(t *testing.T) string {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	data := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(i*7 + n)
+		}
+		return b
+	}
+	write := func(p string, n int) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(src, p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(src, p), data(n), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("docs/thesis.odt", 20000)
+	write("a/orig.bin", 8192)
+	if err := os.MkdirAll(filepath.Join(src, "b"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(filepath.Join(src, "a/orig.bin"), filepath.Join(src, "b/hard.bin")); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 150; i++ {
+		write(fmt.Sprintf("many/file-with-a-longish-name-%d.txt", i), 10)
+	}
+	write("filler1", 30000)
+	write("filler2", 30000)
+	frag := filepath.Join(dir, "frag.bin")
+	if err := os.WriteFile(frag, data(70000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(dir, "ext4.img")
+	tooltest.Run(t, "mkfs.ext4", "-q", "-F", "-b", "1024", "-g", "8192", "-N", "512", "-d", src, img, "32M")
+	tooltest.Run(t, "debugfs", "-w", "-R", "rm /filler1", img)
+	tooltest.Run(t, "debugfs", "-w", "-R", "write "+frag+" frag.bin", img)
+	tooltest.Run(t, "e2fsck", "-fn", img)
+	return img
+}
+
+// extBlocks is what debugfs blocks lists of path: its data blocks.
+func extBlocks(t *testing.T, img, p string) []int64 {
+	t.Helper()
+	var out []int64
+	for _, f := range strings.Fields(lastLines(debugfs(t, img, "blocks "+p))) {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			t.Fatalf("debugfs blocks %s: %q", p, f)
+		}
+		out = append(out, n)
+	}
+	if len(out) == 0 {
+		t.Fatalf("debugfs blocks %s: none", p)
+	}
+	return out
+}
+
+// lastLines drops debugfs's banner.
+func lastLines(s string) string {
+	var keep []string
+	for _, l := range strings.Split(s, "\n") {
+		if !strings.HasPrefix(l, "debugfs ") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
+}
+
+// extOwner is what debugfs says holds block blk: icheck's inode,
+// ncheck's paths of it, and stat's type; "" if no inode holds it.
+func extOwner(t *testing.T, img string, blk int64) (kind string, ino int, paths []string) {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^` + strconv.FormatInt(blk, 10) + `\t(\d+)$`).FindStringSubmatch(debugfs(t, img, fmt.Sprintf("icheck %d", blk)))
+	if m == nil {
+		return "", 0, nil
+	}
+	ino, _ = strconv.Atoi(m[1])
+	for _, l := range strings.Split(debugfs(t, img, "ncheck "+m[1]), "\n") {
+		if f := strings.SplitN(l, "\t", 2); len(f) == 2 && f[0] == m[1] {
+			paths = append(paths, path.Clean(f[1])) // ncheck says "//b" of a directory in the root
+		}
+	}
+	kind = KindFile
+	if strings.Contains(debugfs(t, img, "stat <"+m[1]+">"), "Type: directory") {
+		kind = KindDir
+	}
+	return kind, ino, paths
+}
+
+// dumpe2fsAt finds a group's metadata block in dumpe2fs's listing: the
+// first number after what (in group g's lines).
+func dumpe2fsAt(t *testing.T, out string, g int, what string) int64 {
+	t.Helper()
+	i := strings.Index(out, fmt.Sprintf("\nGroup %d:", g))
+	if i < 0 {
+		t.Fatalf("dumpe2fs: no group %d", g)
+	}
+	m := regexp.MustCompile(regexp.QuoteMeta(what) + ` (\d+)`).FindStringSubmatch(out[i:])
+	if m == nil {
+		t.Fatalf("dumpe2fs: group %d has no %q", g, what)
+	}
+	n, _ := strconv.ParseInt(m[1], 10, 64)
+	return n
+}
+
+func TestClassifyExt4(t *testing.T) {
+	img := extFixture(t)
+	const bs = 1024
+	blk := func(b int64) block.Extent { return block.Extent{Off: b * bs, Len: bs} }
+	var cases []rangeCase
+	// A block of each file: what icheck and ncheck say of it.
+	owned := func(name, p string, i int) {
+		t.Helper()
+		b := extBlocks(t, img, p)[i]
+		kind, _, paths := extOwner(t, img, b)
+		if len(paths) == 0 {
+			t.Fatalf("debugfs finds no path of block %d of %s", b, p)
+		}
+		cases = append(cases, rangeCase{name, blk(b), []Hit{hit(kind, bs, paths...)}})
+	}
+	owned("a file", "/docs/thesis.odt", 3)
+	frag := extBlocks(t, img, "/frag.bin")
+	if frag[len(frag)-1]-frag[0] == int64(len(frag)-1) {
+		t.Fatalf("/frag.bin is not fragmented: blocks %v", frag)
+	}
+	owned("a fragmented file's first extent", "/frag.bin", 0)
+	owned("a fragmented file's last extent", "/frag.bin", len(frag)-1)
+	owned("a hard-linked file", "/b/hard.bin", 2)
+	owned("a directory", "/many", 1)
+	if c := cases[len(cases)-2]; len(c.want[0].Paths) != 2 {
+		t.Fatalf("ncheck gives the hard-linked file %v, not two paths", c.want[0].Paths)
+	}
+	// The journal's first block: icheck says inode 8.
+	jb := extBlocks(t, img, "<8>")[0]
+	if _, ino, _ := extOwner(t, img, jb); ino != 8 {
+		t.Fatalf("icheck: block %d of <8> is inode %d's", jb, ino)
+	}
+	cases = append(cases, rangeCase{"the journal", blk(jb), []Hit{hit(KindMeta, bs, "journal")}})
+
+	// Metadata where dumpe2fs says it is.
+	dump := tooltest.Run(t, "dumpe2fs", img)
+	for _, m := range []struct {
+		g    int
+		what string
+		name string
+	}{
+		{0, "Primary superblock at", "superblock"},
+		{1, "Backup superblock at", "superblock"},
+		{3, "Group descriptors at", "group descriptors"},
+		{0, "Reserved GDT blocks at", "reserved GDT"},
+		{1, "Block bitmap at", "block bitmap"},
+		{2, "Inode bitmap at", "inode bitmap"},
+	} {
+		b := dumpe2fsAt(t, dump, m.g, m.what)
+		cases = append(cases, rangeCase{fmt.Sprintf("group %d: %s", m.g, m.what), blk(b), []Hit{hit(KindMeta, bs, m.name)}})
+	}
+	// The resize inode's blocks in a backup group's reserved GDT.
+	rb := dumpe2fsAt(t, dump, 3, "Reserved GDT blocks at")
+	if _, ino, _ := extOwner(t, img, rb); ino != 7 {
+		t.Fatalf("icheck: reserved GDT block %d is inode %d's", rb, ino)
+	}
+	cases = append(cases, rangeCase{"a backup reserved GDT block", blk(rb), []Hit{hit(KindMeta, bs, "reserved GDT")}})
+
+	// An inode: its 256 bytes in the inode table (debugfs imap) hold
+	// the file as much as its data does.
+	m := regexp.MustCompile(`located at block (\d+), offset 0x([0-9a-f]+)`).FindStringSubmatch(debugfs(t, img, "imap /docs/thesis.odt"))
+	if m == nil {
+		t.Fatal("debugfs imap /docs/thesis.odt: no location")
+	}
+	ib, _ := strconv.ParseInt(m[1], 10, 64)
+	io, _ := strconv.ParseInt(m[2], 16, 64)
+	cases = append(cases, rangeCase{"an inode", block.Extent{Off: ib*bs + io, Len: 256},
+		[]Hit{hit(KindFile, 256, "/docs/thesis.odt"), hit(KindMeta, 256, "inode table")}})
+
+	// Free space: the last block, which testb says is free.
+	last := int64(32<<20)/bs - 1
+	if !strings.Contains(debugfs(t, img, fmt.Sprintf("testb %d", last)), "not in use") {
+		t.Fatalf("block %d is in use", last)
+	}
+	cases = append(cases, rangeCase{"free space", blk(last), []Hit{hit(KindFree, bs)}})
+
+	check(t, img, "ext4", cases)
+}
