@@ -280,3 +280,143 @@ func TestClassifyExt4(t *testing.T) {
 
 	check(t, img, "ext4", cases)
 }
+
+// fatFixture makes a FAT volume of 512-byte clusters with mkfs.fat and
+// mtools: a file, a directory of many entries (its chain interleaved
+// with its files'), a file fragmented by filling the volume, removing a
+// file and writing one larger than the hole. It returns the image, the
+// clusters the removed file had that nothing took again, and fsck.fat's
+// description of the volume.
+func fatFixture(t *testing.T, bits string, kib int) (img string, freed []int64, info string) {
+	dir := t.TempDir()
+	img = filepath.Join(dir, "fat.img")
+	tooltest.Run(t, "mkfs.fat", "-F", bits, "-s", "1", "-C", img, strconv.Itoa(kib))
+	t.Setenv("MTOOLS_SKIP_CHECK", "1")
+	put := func(name string, n int) {
+		t.Helper()
+		local := filepath.Join(dir, "local")
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(i*13 + n)
+		}
+		if err := os.WriteFile(local, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		tooltest.Run(t, "mcopy", "-i", img, local, "::"+name)
+	}
+	tooltest.Run(t, "mmd", "-i", img, "::/docs", "::/many")
+	put("/docs/thesis.odt", 20000)
+	put("/filler1", 30000)
+	for i := 1; i <= 40; i++ {
+		put(fmt.Sprintf("/many/file-with-a-longish-name-%d.txt", i), 10)
+	}
+	m := regexp.MustCompile(`(\d+)/(\d+) clusters`).FindStringSubmatch(tooltest.Run(t, "fsck.fat", "-n", img))
+	if m == nil {
+		t.Fatal("fsck.fat: no cluster count")
+	}
+	usedC, _ := strconv.Atoi(m[1])
+	allC, _ := strconv.Atoi(m[2])
+	put("/big.bin", (allC-usedC-100)*512) // 100 clusters left at the end
+	before := mshowfat(t, img, "/filler1")
+	tooltest.Run(t, "mdel", "-i", img, "::/filler1")
+	put("/frag.bin", 70000) // 137 clusters: the 100, then the hole
+	taken := map[int64]bool{}
+	for _, c := range mshowfat(t, img, "/frag.bin") {
+		taken[c] = true
+	}
+	if len(taken) == 0 || !taken[before[0]] {
+		t.Fatalf("frag.bin took none of the clusters filler1 left")
+	}
+	for _, c := range mshowfat(t, img, "/big.bin") {
+		taken[c] = true
+	}
+	// What filler1 left and frag.bin did not take, or the volume's
+	// last cluster: what mkfs.fat gave nobody, or mtools took back.
+	for _, c := range append(before, int64(allC)+1) {
+		if !taken[c] {
+			freed = append(freed, c)
+		}
+	}
+	if len(freed) == 0 {
+		t.Fatal("frag.bin took every cluster left")
+	}
+	return img, freed, tooltest.Run(t, "fsck.fat", "-n", "-v", img)
+}
+
+// mshowfat lists the clusters of name's chain.
+func mshowfat(t *testing.T, img, name string) []int64 {
+	t.Helper()
+	out := tooltest.Run(t, "mshowfat", "-i", img, "::"+name)
+	var cs []int64
+	for _, m := range regexp.MustCompile(`<(\d+)(?:-(\d+))?>`).FindAllStringSubmatch(out, -1) {
+		a, _ := strconv.ParseInt(m[1], 10, 64)
+		b := a
+		if m[2] != "" {
+			b, _ = strconv.ParseInt(m[2], 10, 64)
+		}
+		for c := a; c <= b; c++ {
+			cs = append(cs, c)
+		}
+	}
+	if len(cs) == 0 {
+		t.Fatalf("mshowfat %s: %q", name, out)
+	}
+	return cs
+}
+
+// fsckNumber finds the number before (or, with after set, after) what
+// in fsck.fat -v's description.
+func fsckNumber(t *testing.T, info, re string) int64 {
+	t.Helper()
+	m := regexp.MustCompile(re).FindStringSubmatch(info)
+	if m == nil {
+		t.Fatalf("fsck.fat -v says nothing like %q:\n%s", re, info)
+	}
+	n, _ := strconv.ParseInt(m[1], 10, 64)
+	return n
+}
+
+func testClassifyFAT(t *testing.T, bits string, kib int, fs string) {
+	img, freed, info := fatFixture(t, bits, kib)
+	const cs = 512
+	data := fsckNumber(t, info, `Data area starts at byte (\d+)`)
+	fat := fsckNumber(t, info, `First FAT starts at byte (\d+)`)
+	perFAT := fsckNumber(t, info, `(\d+) bytes per FAT`)
+	cl := func(c int64) block.Extent { return block.Extent{Off: data + (c-2)*cs, Len: cs} }
+	var cases []rangeCase
+	owned := func(name, p string, i int, kind string) []int64 {
+		t.Helper()
+		c := mshowfat(t, img, p)
+		cases = append(cases, rangeCase{name, cl(c[i]), []Hit{hit(kind, cs, p)}})
+		return c
+	}
+	owned("a file", "/docs/thesis.odt", 7, KindFile)
+	frag := mshowfat(t, img, "/frag.bin")
+	if frag[len(frag)-1]-frag[0] == int64(len(frag)-1) {
+		t.Fatalf("/frag.bin is not fragmented: %v", frag)
+	}
+	owned("a fragmented file's first run", "/frag.bin", 0, KindFile)
+	owned("a fragmented file's last run", "/frag.bin", len(frag)-1, KindFile)
+	if many := owned("a directory", "/many", 1, KindDir); len(many) < 2 {
+		t.Fatalf("/many has %d clusters", len(many))
+	}
+	cases = append(cases,
+		rangeCase{"free space", cl(freed[len(freed)-1]), []Hit{hit(KindFree, cs)}},
+		rangeCase{"the boot sector", block.Extent{Off: 0, Len: 512}, []Hit{hit(KindMeta, 512, "boot sector")}},
+		rangeCase{"the first FAT", block.Extent{Off: fat, Len: 1024}, []Hit{hit(KindMeta, 1024, "FAT")}},
+		rangeCase{"the second FAT's end", block.Extent{Off: fat + 2*perFAT - 512, Len: 512}, []Hit{hit(KindMeta, 512, "FAT")}},
+	)
+	if fs == "fat32" {
+		root := mshowfat(t, img, "/")
+		cases = append(cases,
+			rangeCase{"the root directory", cl(root[0]), []Hit{hit(KindDir, cs, "/")}},
+			rangeCase{"FSInfo", block.Extent{Off: 512, Len: 512}, []Hit{hit(KindMeta, 512, "reserved sectors")}})
+	} else {
+		at := fsckNumber(t, info, `Root directory starts at byte (\d+)`)
+		cases = append(cases, rangeCase{"the root directory", block.Extent{Off: at + 512, Len: 1024}, []Hit{hit(KindMeta, 1024, "root directory")}})
+	}
+	check(t, img, fs, cases)
+}
+
+func TestClassifyFAT32(t *testing.T) { testClassifyFAT(t, "32", 40960, "fat32") }
+func TestClassifyFAT16(t *testing.T) { testClassifyFAT(t, "16", 20480, "fat16") }

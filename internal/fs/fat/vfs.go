@@ -16,6 +16,7 @@ var FS = vfs.Filesystem{
 	Detect:   Detect,
 	Identify: identify,
 	Moved:    moved,
+	Owners:   Owners,
 	// The boot sector decides the FAT type, not the name an image
 	// recorded: images made before small FAT32 volumes were told from
 	// FAT16 name them fat12 or fat16.
