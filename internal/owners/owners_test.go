@@ -1,15 +1,20 @@
 package owners
 
 import (
+	"encoding/binary"
 	"fmt"
+	iofs "io/fs"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/platter-dev/platter/internal/block"
@@ -68,6 +73,7 @@ func check(t *testing.T, img, fs string, cases []rangeCase) {
 			want[i].Range = c.at
 			sort.Strings(want[i].Paths)
 		}
+		t.Logf("%s: %+v", c.name, got[c.at])
 		if !reflect.DeepEqual(got[c.at], want) {
 			t.Errorf("%s: bytes %d-%d hold\n  %+v\nthe tools say\n  %+v", c.name, c.at.Off, c.at.End(), got[c.at], want)
 		}
@@ -420,3 +426,225 @@ func testClassifyFAT(t *testing.T, bits string, kib int, fs string) {
 
 func TestClassifyFAT32(t *testing.T) { testClassifyFAT(t, "32", 40960, "fat32") }
 func TestClassifyFAT16(t *testing.T) { testClassifyFAT(t, "16", 20480, "fat16") }
+
+// ntfsFixture makes a 64 MiB NTFS of 4 KiB clusters with mkntfs and
+// writes its files through ntfs-3g: a file, a hard link, a directory
+// large enough for an $INDEX_ALLOCATION, a file fragmented by filling
+// the volume around a hole, and a removed file whose clusters stay
+// free. It returns the image and the clusters the removed file had.
+func ntfsFixture(t *testing.T) (img string, freed []int64) {
+	dir := t.TempDir()
+	img = filepath.Join(dir, "ntfs.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	tooltest.Run(t, "mkntfs", "-q", "-F", "-Q", "-c", "4096", img)
+	mnt := t.TempDir()
+	mount := func() {
+		tooltest.Run(t, "ntfs-3g", img, mnt)
+		t.Cleanup(func() { exec.Command("fusermount", "-u", mnt).Run() })
+	}
+	mount()
+	write := func(p string, n int64) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(mnt, p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(i*11 + int(n))
+		}
+		if err := os.WriteFile(filepath.Join(mnt, p), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	avail := func() int64 {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(mnt, &st); err != nil {
+			t.Fatal(err)
+		}
+		return int64(st.Bavail) * st.Bsize
+	}
+	write("docs/thesis.odt", 20000)
+	write("a/orig.bin", 8192)
+	if err := os.MkdirAll(filepath.Join(mnt, "b"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(filepath.Join(mnt, "a/orig.bin"), filepath.Join(mnt, "b/hard.bin")); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 150; i++ {
+		write(fmt.Sprintf("many/file-with-a-longish-name-%d.txt", i), 10)
+	}
+	write("small.txt", 6) // resident: in its MFT record only
+	write("filler1", 30000)
+	write("big.bin", avail()-40000)
+	if err := os.Remove(filepath.Join(mnt, "filler1")); err != nil {
+		t.Fatal(err)
+	}
+	write("frag.bin", avail()-2*4096) // the hole and the end both
+	tooltest.Run(t, "fusermount", "-u", mnt)
+	for _, r := range ntfsRuns(t, img, "/big.bin", 0x80) {
+		for c := r[0]; c < r[0]+r[1]; c++ {
+			freed = append(freed, c)
+		}
+	}
+	mount()
+	if err := os.Remove(filepath.Join(mnt, "big.bin")); err != nil {
+		t.Fatal(err)
+	}
+	tooltest.Run(t, "fusermount", "-u", mnt)
+	return img, freed
+}
+
+// ntfsRuns is what ntfscluster -F says of path's attribute typ: its
+// runs, as LCN and length.
+func ntfsRuns(t *testing.T, img, p string, typ int) [][2]int64 {
+	t.Helper()
+	out := tooltest.Run(t, "ntfscluster", "-F", p, img)
+	var runs [][2]int64
+	in := false
+	for _, l := range strings.Split(out, "\n") {
+		if m := regexp.MustCompile(`^\s+0x([0-9a-f]+) - `).FindStringSubmatch(l); m != nil {
+			v, _ := strconv.ParseInt(m[1], 16, 64)
+			in = int(v) == typ
+			continue
+		}
+		if m := regexp.MustCompile(`^\s+(\d+)\s+(\d+)\s+(\d+)\s*$`).FindStringSubmatch(l); m != nil && in {
+			lcn, _ := strconv.ParseInt(m[2], 10, 64)
+			n, _ := strconv.ParseInt(m[3], 10, 64)
+			runs = append(runs, [2]int64{lcn, n})
+		}
+	}
+	if len(runs) == 0 {
+		t.Fatalf("ntfscluster -F %s: no runs of attribute %#x:\n%s", p, typ, out)
+	}
+	return runs
+}
+
+// ntfsLinks finds every path of each MFT record through ntfs-3g (whose
+// inode numbers are MFT record numbers), as ncheck would.
+func ntfsLinks(t *testing.T, img string) map[uint64][]string {
+	t.Helper()
+	mnt := t.TempDir()
+	tooltest.Run(t, "ntfs-3g", "-o", "ro", img, mnt)
+	defer tooltest.Run(t, "fusermount", "-u", mnt)
+	links := map[uint64][]string{}
+	err := filepath.WalkDir(mnt, func(p string, d iofs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		ino := fi.Sys().(*syscall.Stat_t).Ino
+		rel := "/" + strings.TrimPrefix(strings.TrimPrefix(p, mnt), "/")
+		links[ino] = append(links[ino], path.Clean(rel))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return links
+}
+
+// ntfsOwners is what ntfscluster says holds the cluster or sector at:
+// each inode it finds, as Hits of n bytes, paths from links.
+func ntfsOwners(t *testing.T, img, flag string, at int64, n int64, links map[uint64][]string) []Hit {
+	t.Helper()
+	out := tooltest.Run(t, "ntfscluster", flag, strconv.FormatInt(at, 10), img)
+	byKind := map[string]map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^Inode (\d+) (.*)/(\$[A-Z_]+)[^/]*$`).FindAllStringSubmatch(out, -1) {
+		ino, _ := strconv.ParseUint(m[1], 10, 64)
+		kind, names := KindFile, links[ino]
+		switch {
+		case ino < 16 && ino != 5, strings.HasPrefix(m[2], "/$Extend"):
+			kind, names = KindMeta, []string{strings.TrimPrefix(m[2], "/")}
+		case m[3] == "$INDEX_ALLOCATION":
+			kind = KindDir
+		}
+		if len(names) == 0 {
+			t.Fatalf("ntfscluster %s %d: inode %d has no path through ntfs-3g", flag, at, ino)
+		}
+		if byKind[kind] == nil {
+			byKind[kind] = map[string]bool{}
+		}
+		for _, p := range names {
+			byKind[kind][p] = true
+		}
+	}
+	var hits []Hit
+	for _, kind := range []string{KindFile, KindDir, KindMeta} {
+		if byKind[kind] != nil {
+			hits = append(hits, hit(kind, n, sorted(byKind[kind])...))
+		}
+	}
+	if len(hits) == 0 {
+		if !strings.Contains(out, "no inode found") {
+			t.Fatalf("ntfscluster %s %d: %s", flag, at, out)
+		}
+		hits = []Hit{hit(KindFree, n)}
+	}
+	return hits
+}
+
+func TestClassifyNTFS(t *testing.T) {
+	img, freed := ntfsFixture(t)
+	links := ntfsLinks(t, img)
+	const cs = 4096
+	var cases []rangeCase
+	cluster := func(name string, c int64) {
+		t.Helper()
+		cases = append(cases, rangeCase{name, block.Extent{Off: c * cs, Len: cs}, ntfsOwners(t, img, "-c", c, cs, links)})
+	}
+	cluster("a file", ntfsRuns(t, img, "/docs/thesis.odt", 0x80)[0][0]+2)
+	frag := ntfsRuns(t, img, "/frag.bin", 0x80)
+	if len(frag) < 2 {
+		t.Fatalf("/frag.bin is not fragmented: %v", frag)
+	}
+	cluster("a fragmented file's first run", frag[0][0])
+	cluster("a fragmented file's last run", frag[len(frag)-1][0]+frag[len(frag)-1][1]-1)
+	cluster("a hard-linked file", ntfsRuns(t, img, "/a/orig.bin", 0x80)[0][0])
+	if c := cases[len(cases)-1]; len(c.want) != 1 || len(c.want[0].Paths) != 2 {
+		t.Fatalf("ntfs-3g does not give the hard-linked file two paths: %+v", c.want)
+	}
+	cluster("a directory's index", ntfsRuns(t, img, "/many", 0xa0)[0][0])
+	cluster("$LogFile", ntfsRuns(t, img, "/$LogFile", 0x80)[0][0]+3)
+	cluster("$Boot", 0)
+	cluster("free space", freed[len(freed)/2])
+	if c := cases[len(cases)-1]; c.want[0].Kind != KindFree {
+		t.Fatalf("the removed file's cluster is still held: %+v", c.want)
+	}
+	// A file's MFT record: $MFT's, and the file's (for a resident one,
+	// all it has).
+	b := make([]byte, 512)
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.ReadAt(b, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	mft := int64(binary.LittleEndian.Uint64(b[0x30:])) * cs
+	for _, p := range []string{"/docs/thesis.odt", "/small.txt"} {
+		var ino uint64
+		for i, ps := range links {
+			if slices.Contains(ps, p) {
+				ino = i
+			}
+		}
+		at := mft + int64(ino)*1024
+		want := ntfsOwners(t, img, "-s", at/512, 1024, links)
+		if len(want) != 1 || want[0].Kind != KindMeta || !reflect.DeepEqual(want[0].Paths, []string{"$MFT"}) {
+			t.Fatalf("ntfscluster: sector %d is not $MFT's: %+v", at/512, want)
+		}
+		cases = append(cases, rangeCase{"the MFT record of " + p, block.Extent{Off: at, Len: 1024},
+			[]Hit{hit(KindFile, 1024, p), want[0]}})
+	}
+	check(t, img, "ntfs", cases)
+}

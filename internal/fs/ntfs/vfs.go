@@ -15,6 +15,7 @@ var FS = vfs.Filesystem{
 	Detect:   Detect,
 	Identify: identify,
 	Moved:    moved,
+	Owners:   Owners,
 	OpenFiles: func(r io.ReaderAt, size int64) (vfs.Files, error) {
 		f, err := openFiles(r, size)
 		if err != nil {
