@@ -1,8 +1,10 @@
 // Package ext is all Platter knows of ext2, ext3 and ext4 (FS describes
 // it to the registry, internal/fsmap): their used blocks, from the
 // block-group bitmaps (Detect) as far as the filesystem says they can be
-// trusted (trust.go, journal.go), their files (OpenFiles, files.go) and
-// their label and UUID (vfs.go).
+// trusted (trust.go, journal.go), their files (OpenFiles, files.go),
+// their label and UUID (vfs.go), and what holds each block (Owners,
+// owners.go): a lost inode table block is "inode table" metadata, and
+// the files whose inodes lived in it are lost too, so it names them.
 package ext
 
 import (

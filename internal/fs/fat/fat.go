@@ -1,7 +1,8 @@
 // Package fat is all Platter knows of FAT12, FAT16 and FAT32 (FS
 // describes it to the registry, internal/fsmap): the used sectors, from
-// the file allocation tables (Detect), the files (OpenFiles, files.go)
-// and the volume label and id (vfs.go).
+// the file allocation tables (Detect), the files (OpenFiles, files.go),
+// the volume label and id (vfs.go), and what holds each sector (Owners,
+// owners.go: every file's and directory's cluster chain, the FATs).
 //
 // The FAT type is decided as the Linux kernel (fs/fat/inode.c) and
 // dosfstools (boot.c) decide it for every boot sector they accept: FAT32

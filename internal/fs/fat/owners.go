@@ -58,7 +58,7 @@ func Owners(r io.ReaderAt, size int64, visit func(vfs.Owner, []block.Extent) err
 	}
 	root := f.root()
 	queue := []dir{{root, "/"}}
-	seen := map[uint32]bool{0: true}
+	seen := map[uint32]bool{root.cluster: true} // 0 for FAT12/16's fixed root
 	for len(queue) > 0 {
 		d := queue[0]
 		queue = queue[1:]

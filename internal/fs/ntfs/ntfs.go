@@ -3,7 +3,8 @@
 // metadata file, as far as the volume says it can be trusted (ntfs.go,
 // trust.go); it reads its files as ntfs-3g shows them (files.go, with
 // index.go, stream.go and link.go beneath); and its label and serial
-// number (vfs.go). Both read the volume through one parser: the boot
+// number (vfs.go); and what holds each cluster (Owners, owners.go, one
+// pass over the MFT). All read the volume through one parser: the boot
 // sector here, MFT records, attributes and run lists in mft.go.
 package ntfs
 
