@@ -1,6 +1,7 @@
 package owners
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	iofs "io/fs"
@@ -284,6 +285,32 @@ func TestClassifyExt4(t *testing.T) {
 	}
 	cases = append(cases, rangeCase{"free space", blk(last), []Hit{hit(KindFree, bs)}})
 
+	// One range over a file's last two blocks and the two after them,
+	// each judged by icheck and testb.
+	fb := frag[len(frag)-1]
+	var fileBytes, freeBytes int64
+	for b := fb - 1; b < fb+3; b++ {
+		switch kind, _, paths := extOwner(t, img, b); {
+		case kind == KindFile && reflect.DeepEqual(paths, []string{"/frag.bin"}):
+			fileBytes += bs
+		case kind == "" && strings.Contains(debugfs(t, img, fmt.Sprintf("testb %d", b)), "not in use"):
+			freeBytes += bs
+		default:
+			t.Fatalf("block %d: %s %v", b, kind, paths)
+		}
+	}
+	if fileBytes != 2*bs || freeBytes != 2*bs {
+		t.Fatalf("blocks %d-%d: %d bytes of /frag.bin, %d free", fb-1, fb+2, fileBytes, freeBytes)
+	}
+	// (The case of the last extent's last block is replaced by this.)
+	for i, c := range cases {
+		if c.at == blk(fb) {
+			cases = append(cases[:i], cases[i+1:]...)
+			break
+		}
+	}
+	cases = append(cases, rangeCase{"a file's end and free space after it", block.Extent{Off: (fb - 1) * bs, Len: 4 * bs},
+		[]Hit{hit(KindFile, fileBytes, "/frag.bin"), hit(KindFree, freeBytes)}})
 	check(t, img, "ext4", cases)
 }
 
@@ -647,4 +674,72 @@ func TestClassifyNTFS(t *testing.T) {
 			[]Hit{hit(KindFile, 1024, p), want[0]}})
 	}
 	check(t, img, "ntfs", cases)
+}
+
+// The blocks a file's mapping takes are the file's: an ext4 extent
+// tree's leaf block and an ext3 indirect block (as icheck says); and
+// the quota and orphan files are metadata by name.
+func TestClassifyExtTrees(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "big.bin"), bytes.Repeat([]byte("b"), 100000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Twelve pieces apart: more extents than the inode holds.
+	sparse, err := os.Create(filepath.Join(src, "sparse.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range int64(12) {
+		if _, err := sparse.WriteAt(bytes.Repeat([]byte("z"), 1024), i*20480); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sparse.Close()
+	const bs = 1024
+	blk := func(b int64) block.Extent { return block.Extent{Off: b * bs, Len: bs} }
+	owner := func(img string, b int64) []Hit {
+		t.Helper()
+		kind, _, paths := extOwner(t, img, b)
+		if len(paths) == 0 {
+			t.Fatalf("debugfs finds no path of block %d", b)
+		}
+		return []Hit{hit(kind, bs, paths...)}
+	}
+	number := func(s, re string) int64 {
+		t.Helper()
+		m := regexp.MustCompile(re).FindStringSubmatch(s)
+		if m == nil {
+			t.Fatalf("no %q in\n%s", re, s)
+		}
+		n, _ := strconv.ParseInt(m[1], 10, 64)
+		return n
+	}
+
+	e4 := filepath.Join(dir, "ext4.img")
+	tooltest.Run(t, "mkfs.ext4", "-q", "-F", "-b", "1024", "-O", "quota,orphan_file", "-d", src, e4, "8M")
+	leaf := number(debugfs(t, e4, "ex /sparse.bin"), `(?m)^\s*0/\s*1\s+\d+/\s*\d+\s+\d+ -\s+\d+\s+(\d+)`)
+	quota := extBlocks(t, e4, "<3>")[0]
+	orphan := extBlocks(t, e4, "<12>")[0]
+	for b, ino := range map[int64]int{quota: 3, orphan: 12} {
+		if _, got, _ := extOwner(t, e4, b); got != ino {
+			t.Fatalf("icheck: block %d is inode %d's, not %d's", b, got, ino)
+		}
+	}
+	if !strings.Contains(tooltest.Run(t, "dumpe2fs", "-h", e4), "orphan_file") {
+		t.Fatal("mkfs.ext4 made no orphan file")
+	}
+	check(t, e4, "ext4", []rangeCase{
+		{"an extent tree leaf", blk(leaf), owner(e4, leaf)},
+		{"the user quota file", blk(quota), []Hit{hit(KindMeta, bs, "user quota")}},
+		{"the orphan file", blk(orphan), []Hit{hit(KindMeta, bs, "orphan file")}},
+	})
+
+	e3 := filepath.Join(dir, "ext3.img")
+	tooltest.Run(t, "mkfs.ext3", "-q", "-F", "-b", "1024", "-d", src, e3, "8M")
+	ind := number(debugfs(t, e3, "stat /big.bin"), `\(IND\):(\d+)`)
+	check(t, e3, "ext3", []rangeCase{{"an indirect block", blk(ind), owner(e3, ind)}})
 }
