@@ -506,6 +506,14 @@ func ntfsFixture(t *testing.T) (img string, freed []int64) {
 	for i := 1; i <= 150; i++ {
 		write(fmt.Sprintf("many/file-with-a-longish-name-%d.txt", i), 10)
 	}
+	// Sixty hard links of long names overflow the file's record: its
+	// $FILE_NAMEs go to extension records an $ATTRIBUTE_LIST names.
+	write("links/orig.dat", 9000)
+	for i := 1; i <= 60; i++ {
+		if err := os.Link(filepath.Join(mnt, "links/orig.dat"), filepath.Join(mnt, fmt.Sprintf("links/a-rather-long-name-for-a-hard-link-so-the-record-overflows-%d.dat", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
 	write("small.txt", 6) // resident: in its MFT record only
 	write("filler1", 30000)
 	write("big.bin", avail()-40000)
@@ -673,6 +681,30 @@ func TestClassifyNTFS(t *testing.T) {
 		cases = append(cases, rangeCase{"the MFT record of " + p, block.Extent{Off: at, Len: 1024},
 			[]Hit{hit(KindFile, 1024, p), want[0]}})
 	}
+	// The file of many links: its data and its attribute list name
+	// every link; so does an extension record of it.
+	cluster("a file of 61 links", ntfsRuns(t, img, "/links/orig.dat", 0x80)[0][0])
+	if c := cases[len(cases)-1]; len(c.want) != 1 || len(c.want[0].Paths) != 61 {
+		t.Fatalf("ntfs-3g does not give /links/orig.dat 61 paths: %+v", c.want)
+	}
+	cluster("an $ATTRIBUTE_LIST", ntfsRuns(t, img, "/links/orig.dat", 0x20)[0][0])
+	info := tooltest.Run(t, "ntfsinfo", "-v", "-F", "/links/orig.dat", img)
+	var base, ext int64 = -1, -1
+	for _, m := range regexp.MustCompile(`from mft record (\d+) `).FindAllStringSubmatch(info, -1) {
+		n, _ := strconv.ParseInt(m[1], 10, 64)
+		if base < 0 {
+			base = n
+		} else if n != base {
+			ext = n
+		}
+	}
+	if ext < 0 {
+		t.Fatalf("ntfsinfo: /links/orig.dat has no extension record:\n%s", info)
+	}
+	at := mft + ext*1024
+	want := ntfsOwners(t, img, "-s", at/512, 1024, links)
+	cases = append(cases, rangeCase{"an extension record", block.Extent{Off: at, Len: 1024},
+		[]Hit{hit(KindFile, 1024, cases[len(cases)-1].want[0].Paths...), want[0]}})
 	check(t, img, "ntfs", cases)
 }
 
