@@ -132,14 +132,13 @@ func (w *owners) meta(sb []byte) error {
 			add("group descriptors", b, 1)
 		}
 	}
-	err := f.descriptors(w.f.r, func(g uint64, d groupDesc) {
+	// OpenFiles read the descriptors: a read failing now loses the
+	// groups from there on, not the walk.
+	_ = f.descriptors(w.f.r, func(g uint64, d groupDesc) {
 		add("block bitmap", d.blockBitmap, 1)
 		add("inode bitmap", d.inodeBitmap, 1)
 		add("inode table", d.inodeTable, f.inodeTableBlocks())
 	})
-	if err != nil {
-		return err // OpenFiles read them: only a failing read ends here
-	}
 	if f.incompat&incompatMMP != 0 {
 		if b := le.Uint64(sb[sbMMPBlock:]); b != 0 {
 			add("MMP", b, 1)

@@ -14,8 +14,8 @@ package ntfs
 // metadata, by name: "$MFT" (all of the MFT: a hit there also names the
 // file whose record it is), "$MFTMirr", "$LogFile", "$Volume",
 // "$AttrDef", "$Bitmap", "$Boot", "$BadClus", "$Secure", "$UpCase",
-// "$Extend", "$Extend/$UsnJrnl" and so on, and the backup boot sector
-// at the volume's end. A file whose parent cannot be found (a damaged
+// "$Extend", "$Extend/$UsnJrnl" and so on, the reserved records 12-15
+// as "MFT record N", and the backup boot sector at the volume's end. A file whose parent cannot be found (a damaged
 // or reused parent record) is named "MFT record N/NAME", without a
 // leading slash: no path reaches it.
 //
