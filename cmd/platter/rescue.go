@@ -3,14 +3,17 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/platter-dev/platter/internal/backup"
 	"github.com/platter-dev/platter/internal/block"
 	"github.com/platter-dev/platter/internal/blockdev"
 	"github.com/platter-dev/platter/internal/image"
+	"github.com/platter-dev/platter/internal/owners"
 	"github.com/platter-dev/platter/internal/rescue"
 	"github.com/platter-dev/platter/internal/ui"
+	"github.com/platter-dev/platter/internal/view"
 	"github.com/spf13/cobra"
 )
 
@@ -76,8 +79,61 @@ func rescueHint(err error, opts createOptions) error {
 	return fmt.Errorf("%w\nno image was written. The disk may be failing: stop writing to it and image it with create --rescue --map FILE, which reads around bad sectors and lists the files they hit (docs/rescue.md)", err)
 }
 
-// classifyHits says what the unreadable ranges of a filesystem held.
-var classifyHits backup.Classifier
+// classifyHits says what the unreadable ranges of a filesystem held
+// (internal/owners), for the engine.
+func classifyHits(r io.ReaderAt, size int64, fs string, used func(off, n int64) ([]block.Extent, error), ranges []block.Extent) ([]backup.RangeHit, error) {
+	hits, err := owners.Classify(r, size, fs, used, ranges)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]backup.RangeHit, len(hits))
+	for i, h := range hits {
+		out[i] = backup.RangeHit{Range: h.Range, Hit: image.Hit{Kind: h.Kind, Paths: h.Paths, Bytes: h.Bytes}}
+	}
+	return out, nil
+}
+
+// damageHits says what each damaged chunk of an image held, as its
+// filesystem (read from the image itself, the damaged chunks failing)
+// says: for verify's report. Keyed by the chunk's area and index.
+func damageHits(r *image.Reader, bad []*image.ChunkError) map[[2]int64][]image.Hit {
+	m := r.Metadata()
+	byArea := map[int][]*image.ChunkError{}
+	for _, b := range bad {
+		byArea[int(b.Entry.Area)] = append(byArea[int(b.Entry.Area)], b)
+	}
+	out := map[[2]int64][]image.Hit{}
+	disk := view.New(r, 8)
+	defer disk.Close()
+	for i, chunks := range byArea {
+		if i >= len(m.Areas) || m.Areas[i].Kind != image.KindPartition {
+			continue
+		}
+		a := m.Areas[i]
+		var ranges []block.Extent
+		for _, b := range chunks {
+			off := int64(b.Entry.Chunk) * m.ChunkSize
+			ranges = append(ranges, block.Extent{Off: off, Len: min(m.ChunkSize, a.Size-off)})
+		}
+		var used func(off, n int64) ([]block.Extent, error)
+		if bm := r.Map(i); bm != nil {
+			used = func(off, n int64) ([]block.Extent, error) {
+				var out []block.Extent
+				bm.Runs(off, n, func(e block.Extent) { out = append(out, e) })
+				return out, nil
+			}
+		}
+		hits, err := owners.Classify(io.NewSectionReader(disk, a.Start, a.Size), a.Size, a.Filesystem, used, ranges)
+		if err != nil {
+			continue
+		}
+		for _, h := range hits {
+			k := [2]int64{int64(i), h.Range.Off / m.ChunkSize}
+			out[k] = append(out[k], image.Hit{Kind: h.Kind, Paths: h.Paths, Bytes: h.Bytes})
+		}
+	}
+	return out
+}
 
 // rescueLines describe what a rescue could not read, for create's
 // summary, info and verify.

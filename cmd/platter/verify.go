@@ -81,8 +81,15 @@ func runVerify(cmd *cobra.Command, progressFlag string, asJSON bool, path string
 		return err
 	}
 	msgs := make([]error, len(bad))
+	var hits map[[2]int64][]image.Hit
+	if len(bad) > 0 {
+		hits = damageHits(r, bad)
+	}
 	for i, b := range bad {
 		msgs[i] = f.inVolume(b)
+		if h := hits[[2]int64{int64(b.Entry.Area), int64(b.Entry.Chunk)}]; len(h) > 0 {
+			msgs[i] = fmt.Errorf("%w: %s", msgs[i], describeHits(h))
+		}
 	}
 	return reportVerify(cmd, r, path, msgs, "", asJSON)
 }
