@@ -76,7 +76,7 @@ func rescueHint(err error, opts createOptions) error {
 	if opts.rescue || !errors.As(err, &re) {
 		return err
 	}
-	return fmt.Errorf("%w\nno image was written. The disk may be failing: stop writing to it and image it with create --rescue --map FILE, which reads around bad sectors and lists the files they hit (docs/rescue.md)", err)
+	return fmt.Errorf("%w. No image was written. The disk may be failing: stop writing to it and image it with create --rescue --map FILE, which reads around bad sectors and lists the files they hit (docs/rescue.md)", err)
 }
 
 // classifyHits says what the unreadable ranges of a filesystem held

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"runtime"
 	"slices"
 	"sync"
@@ -780,7 +781,12 @@ func (e *ReadError) Error() string {
 	if name == "" {
 		name = "the source"
 	}
-	return fmt.Sprintf("cannot read %s at bytes %d-%d: %v", name, e.Off, e.End, e.Err)
+	err := e.Err
+	var pe *fs.PathError // "read /dev/sdb: input/output error" names the source twice
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	return fmt.Sprintf("cannot read %s at bytes %d-%d: %v", name, e.Off, e.End, err)
 }
 
 func (e *ReadError) Unwrap() error { return e.Err }

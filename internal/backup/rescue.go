@@ -220,6 +220,7 @@ func (p *pipeline) rescueReport(classify Classifier, retries int) *image.Rescue 
 					return out, nil
 				}
 			}
+			// An error leaves the ranges without hits: "cannot tell".
 			hits, _ = classify(io.NewSectionReader(view, a.meta.Start, a.meta.Size), a.meta.Size, a.meta.Filesystem, used, in)
 		}
 		for _, r := range in {

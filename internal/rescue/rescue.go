@@ -272,52 +272,81 @@ func (r *Rescuer) Copy(ctx context.Context, b []byte, off int64) (complete bool,
 	return complete, nil
 }
 
-// copyRun reads b at off in the first pass' way.
+// copyRun reads b at off in the first pass' way: one read; after an
+// error, the rest in pieces of 1 MiB (a failing chunk of a large read is
+// not read again whole in small reads), and a failed piece in clusters
+// that skip ahead past failures, the skip doubling while they go on.
 func (r *Rescuer) copyRun(ctx context.Context, b []byte, off int64) (bool, error) {
+	good, err := r.readOnce(ctx, b, off)
+	if err != nil || good == int64(len(b)) {
+		return err == nil, err
+	}
+	complete := true
+	end := off + int64(len(b))
+	for pos := off + good; pos < end; {
+		k := min(piece-pos%piece, end-pos)
+		n, err := r.readOnce(ctx, b[pos-off:pos-off+k], pos)
+		if err != nil {
+			return false, err
+		}
+		if n < k {
+			complete = false
+			if err := r.clusters(ctx, b[pos-off+n:pos-off+k], pos+n); err != nil {
+				return false, err
+			}
+		}
+		pos += k
+	}
+	return complete, nil
+}
+
+// piece is the unit a failed large read of the first pass is read again
+// in, before clusters.
+const piece = 1 << 20
+
+// readOnce reads b at off, marking what it read Finished, and says how
+// many bytes (whole sectors) it read; a shorter read failed at the
+// sector after them. A stall marks all of b NonTrimmed and returns
+// ErrStalled; ctx's end returns its cause.
+func (r *Rescuer) readOnce(ctx context.Context, b []byte, off int64) (int64, error) {
 	n, err := r.read(ctx, b, off)
-	if err != nil && ctx.Err() != nil {
-		return false, context.Cause(ctx)
-	}
-	if err == nil {
+	switch {
+	case err == nil:
 		r.set(off, int64(n), Finished)
-		return true, nil
-	}
-	if errors.Is(err, ErrStalled) {
+		return int64(n), nil
+	case ctx.Err() != nil:
+		return 0, context.Cause(ctx)
+	case errors.Is(err, ErrStalled):
 		r.set(off, int64(len(b)), NonTrimmed)
-		return false, err
+		return 0, err
 	}
 	good := int64(n) / r.sector * r.sector
 	r.set(off, good, Finished)
-	// Read the rest in clusters, skipping ahead past failures.
+	return good, nil
+}
+
+// clusters reads b at off (after a failure at off) in clusters, skipping
+// ahead past failures; the skipped bytes stay non-tried, for a later
+// pass.
+func (r *Rescuer) clusters(ctx context.Context, b []byte, off int64) error {
 	end := off + int64(len(b))
 	skip := int64(cluster)
-	for pos := off + good; pos < end; {
-		if err := ctx.Err(); err != nil {
-			return false, context.Cause(ctx)
-		}
+	for pos := off; pos < end; {
 		k := min(cluster-pos%cluster, end-pos)
-		n, err := r.read(ctx, b[pos-off:pos-off+k], pos)
-		if err != nil && ctx.Err() != nil {
-			return false, context.Cause(ctx)
+		good, err := r.readOnce(ctx, b[pos-off:pos-off+k], pos)
+		if err != nil {
+			return err
 		}
-		if err == nil {
-			r.set(pos, k, Finished)
+		if good == k {
 			pos += k
 			skip = cluster
 			continue
 		}
-		if errors.Is(err, ErrStalled) {
-			r.set(pos, k, NonTrimmed)
-			return false, err
-		}
-		good := int64(n) / r.sector * r.sector
-		r.set(pos, good, Finished)
 		r.set(pos+good, k-good, NonTrimmed)
-		// The skipped bytes stay non-tried: a later pass reads them.
 		pos += k + skip
 		skip = min(2*skip, maxSkip)
 	}
-	return false, nil
+	return nil
 }
 
 // Missing calls fn with each range of [off, off+n) not read (yet).
