@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/fs/vfs"
 	"github.com/platter-dev/platter/internal/tooltest"
 )
 
@@ -155,4 +157,24 @@ func TestFuzzSeeds(t *testing.T) {
 			t.Errorf("seed %d: untrusted %v (%s), want %v; %d bytes", i, u.Untrusted, u.Warning, !trusted[i], len(s))
 		}
 	}
+}
+
+// FuzzOwners feeds Owners with mutations of fuzzSeeds (checksums are not
+// read): it must end, without a panic, and name only bytes of the
+// filesystem.
+func FuzzOwners(f *testing.F) {
+	seeds, _ := fuzzSeeds(f)
+	for _, s := range seeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		Owners(unpack(data), fuzzSize, func(o vfs.Owner, at []block.Extent) error {
+			for _, e := range at {
+				if e.Off < 0 || e.Len <= 0 || e.End() > fuzzSize {
+					t.Fatalf("%v: extent %d+%d outside the filesystem", o, e.Off, e.Len)
+				}
+			}
+			return nil
+		})
+	})
 }

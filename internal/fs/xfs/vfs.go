@@ -7,7 +7,8 @@ import (
 )
 
 // FS is XFS as the registry (internal/fsmap) knows it. Platter does not
-// read its files: the kernel does, from a mounted image.
+// read its files (the kernel does, from a mounted image), but it knows
+// what holds each of their bytes (Owners).
 var FS = vfs.Filesystem{
 	Names:  []string{"xfs"},
 	Title:  "XFS",
@@ -19,4 +20,5 @@ var FS = vfs.Filesystem{
 		}
 		return vfs.Identity{Label: label, UUID: uuid}
 	},
+	Owners: Owners,
 }

@@ -1,7 +1,9 @@
 // Package xfs finds the used blocks of an XFS filesystem (FS describes
 // it to the registry, internal/fsmap): every block its free-space
 // B-trees do not call free, as far as the filesystem says it can be
-// trusted (trust.go, log.go). Its files Platter leaves to the kernel.
+// trusted (trust.go, log.go). Its files Platter leaves to the kernel,
+// but it knows which file, directory or metadata holds each byte
+// (Owners, owners.go: what a failing disk's unreadable sectors hit).
 //
 // XFS splits its data device into allocation groups (AGs). Each AG
 // starts with four sectors of headers (a superblock, the AGF, the AGI,
