@@ -3,7 +3,9 @@
 // fsid): every extent its extent tree allocates and every tree block
 // reachable from its roots (the log tree and the data it logged too), on
 // every stripe of every copy, plus the superblocks and the first MiB.
-// Its files Platter leaves to the kernel.
+// Its files Platter leaves to the kernel, but it knows which file,
+// directory or metadata holds each byte (Owners, owners.go: what a
+// failing disk's unreadable sectors hit).
 //
 // The walk (walk.go) reads the superblock, the system chunks it carries,
 // the chunk tree, the root tree and, from it, every tree; the map

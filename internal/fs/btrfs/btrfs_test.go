@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/fs/vfs"
 	"github.com/platter-dev/platter/internal/tooltest"
 )
 
@@ -1026,7 +1027,7 @@ func (p *packed) ReadAt(b []byte, off int64) (int, error) {
 	return len(b), nil
 }
 
-// A fuzz input is a list of edits to the packed blocks of a real btrfs
+// FuzzDetect also runs Owners on each input. A fuzz input is a list of edits to the packed blocks of a real btrfs
 // (a flags byte, then records of a 4-byte offset, a length byte and that
 // many bytes), so inputs stay small and every change lands in metadata.
 // Unless flag bit 0 says not to, the superblock and every block that
@@ -1091,5 +1092,15 @@ func FuzzDetect(f *testing.F) {
 		}
 		r := &packed{at: base.at, data: data, size: base.size}
 		tooltest.FuzzUsage(Detect(r, r.size))
+		// Owners, on the same damage, ends and names only the device's
+		// bytes.
+		Owners(r, r.size, func(o vfs.Owner, at []block.Extent) error {
+			for _, e := range at {
+				if e.Off < 0 || e.Len <= 0 || e.End() > r.size {
+					t.Fatalf("%v: extent %d+%d outside the device", o, e.Off, e.Len)
+				}
+			}
+			return nil
+		})
 	})
 }

@@ -7,12 +7,14 @@ import (
 )
 
 // FS is btrfs as the registry (internal/fsmap) knows it. Platter does
-// not read its files: the kernel does, from a mounted image.
+// not read its files (the kernel does, from a mounted image), but it
+// knows what holds each of their bytes (Owners).
 var FS = vfs.Filesystem{
 	Names:    []string{"btrfs"},
 	Title:    "btrfs",
 	Detect:   Detect,
 	Identify: identify,
+	Owners:   Owners,
 }
 
 // identify: the superblock holds the fsid at 0x20 and the label at
