@@ -1,6 +1,8 @@
 // Package exfat is all Platter knows of exFAT (FS describes it to the
 // registry, internal/fsmap): which of its sectors hold data (Detect), its
-// files (OpenFiles) and its label and serial number (vfs.go).
+// files (OpenFiles), what holds each byte (Owners: which file, directory
+// or metadata a failing disk's unreadable sectors hit) and its label and
+// serial number (vfs.go).
 //
 // An exFAT volume is two boot regions of 12 sectors each (the main one
 // at sector 0, its backup at sector 12), one FAT or, with TexFAT, two,

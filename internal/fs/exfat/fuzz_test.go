@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/fs/vfs"
 	"github.com/platter-dev/platter/internal/tooltest"
 )
 
@@ -78,5 +80,24 @@ func FuzzFiles(f *testing.F) {
 		r := &tooltest.SparseReader{B: b, Size: fuzzSize}
 		fs, err := FS.OpenFiles(r, r.Size)
 		tooltest.FuzzFiles(t, fs, err)
+	})
+}
+
+// FuzzOwners: b (then zeros) walked by Owners must end, without a panic,
+// and name only the volume's bytes.
+func FuzzOwners(f *testing.F) {
+	for _, s := range fuzzSeeds(f) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r := &tooltest.SparseReader{B: b, Size: fuzzSize}
+		Owners(r, r.Size, func(o vfs.Owner, at []block.Extent) error {
+			for _, e := range at {
+				if e.Off < 0 || e.Len <= 0 || e.End() > fuzzSize {
+					t.Fatalf("%v: extent %d+%d outside the volume", o, e.Off, e.Len)
+				}
+			}
+			return nil
+		})
 	})
 }

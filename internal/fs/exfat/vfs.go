@@ -14,6 +14,7 @@ var FS = vfs.Filesystem{
 	Detect:   Detect,
 	Identify: identify,
 	Moved:    moved,
+	Owners:   Owners,
 	OpenFiles: func(r io.ReaderAt, size int64) (vfs.Files, error) {
 		f, err := OpenFiles(r, size)
 		if err != nil {
