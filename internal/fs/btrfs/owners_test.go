@@ -302,6 +302,31 @@ func TestOwners(t *testing.T) {
 	if sys == nil {
 		t.Fatal("dump-super shows no DUP system chunk")
 	}
+	// The walk goes on past what it cannot read: with both copies of
+	// the root of subvolume sub's tree unreadable, sub's files are lost,
+	// not the snapshot's (which shares all but that block) or the rest.
+	subID := strings.TrimSpace(tooltest.Run(t, "btrfs", "inspect-internal", "rootid", filepath.Join(mnt, "sub")))
+	m := regexp.MustCompile(`(?m)^(?:leaf|node) (\d+) `).FindStringSubmatch(tooltest.Run(t, "btrfs", "inspect-internal", "dump-tree", "-t", subID, img))
+	if m == nil {
+		t.Fatalf("dump-tree -t %s shows no tree block", subID)
+	}
+	subRoot, _ := strconv.ParseInt(m[1], 10, 64)
+	var bad []block.Extent
+	for _, ph := range mapLogical(t, img, subRoot) {
+		bad = append(bad, block.Extent{Off: ph, Len: 4096})
+	}
+	lost := ownersPast(t, img, bad...)
+	for _, o := range []string{"file:/snap/in/f", "dir:/snap/in", "file:/frag", "file:/a/b/hard link", "dir:/big dir", "meta:metadata (extent tree)", "meta:superblock"} {
+		if !lost[o] {
+			t.Errorf("with subvolume sub's root unreadable, Owners no longer names %s", o)
+		}
+	}
+	for o := range lost {
+		if strings.HasPrefix(o, "file:/sub/") || strings.HasPrefix(o, "dir:/sub/") {
+			t.Errorf("with subvolume sub's root unreadable, Owners still names %s", o)
+		}
+	}
+
 	length, _ := strconv.ParseInt(sys[1], 10, 64)
 	for _, s := range sys[2:] {
 		off, _ := strconv.ParseInt(s, 10, 64)
@@ -310,4 +335,41 @@ func TestOwners(t *testing.T) {
 			t.Errorf("system chunk stripe at byte %d: Owners says %q", off, have)
 		}
 	}
+}
+
+// failing is a ReaderAt that fails every read that touches one of bad:
+// the unreadable sectors of a failing disk.
+type failing struct {
+	r   *os.File
+	bad []block.Extent
+}
+
+func (f failing) ReadAt(p []byte, off int64) (int, error) {
+	for _, b := range f.bad {
+		if off < b.End() && b.Off < off+int64(len(p)) {
+			return 0, fmt.Errorf("unreadable sector at byte %d", b.Off)
+		}
+	}
+	return f.r.ReadAt(p, off)
+}
+
+// ownersPast runs Owners on img with the bytes of bad unreadable and
+// returns the owners it names; it fails the test if Owners fails.
+func ownersPast(t *testing.T, img string, bad ...block.Extent) map[string]bool {
+	t.Helper()
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	named := map[string]bool{}
+	err = Owners(failing{f, bad}, st.Size(), func(o vfs.Owner, _ []block.Extent) error {
+		named[map[vfs.OwnerKind]string{vfs.OwnerFile: "file:", vfs.OwnerDir: "dir:", vfs.OwnerMeta: "meta:"}[o.Kind]+o.Path] = true
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Owners with %v unreadable: %v", bad, err)
+	}
+	return named
 }

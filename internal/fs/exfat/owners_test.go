@@ -157,6 +157,7 @@ func TestOwners(t *testing.T) {
 	}
 	found := map[string]int{}
 	dirClusters := map[string]int{}
+	abCluster := int64(-1) // the cluster of /a/b that lists frag2
 	for c := int64(2); c < clusters+2; c++ {
 		off := clusterOff(c)
 		b := raw[off : off+cluster]
@@ -186,6 +187,9 @@ func TestOwners(t *testing.T) {
 			}
 			return false
 		}
+		if holds("frag2") {
+			abCluster = off
+		}
 		for d, names := range dirNames {
 			for _, n := range names {
 				if holds(n) && !deleted[strings.TrimSuffix(d, "/")+"/"+n] {
@@ -203,7 +207,43 @@ func TestOwners(t *testing.T) {
 			t.Errorf("%s: %d of its %d clusters found tagged", p, found[p], n)
 		}
 	}
-	if dirClusters["/big"] < 2 || dirClusters["/a/b"] == 0 || dirClusters["/"] == 0 {
-		t.Errorf("directory clusters found by their entries' names: %v", dirClusters)
+	if dirClusters["/big"] < 2 || dirClusters["/a/b"] == 0 || dirClusters["/"] == 0 || abCluster < 0 {
+		t.Fatalf("directory clusters found by their entries' names: %v", dirClusters)
 	}
+
+	// The walk goes on past what it cannot read: /a/b's cluster
+	// unreadable loses what it lists, not /a/b itself (its parent lists
+	// it) or the rest.
+	named := map[string]bool{}
+	err = Owners(failing{bytes.NewReader(raw), block.Extent{Off: abCluster, Len: cluster}}, int64(len(raw)), func(o vfs.Owner, _ []block.Extent) error {
+		named[map[vfs.OwnerKind]string{vfs.OwnerFile: "file:", vfs.OwnerDir: "dir:", vfs.OwnerMeta: "meta:"}[o.Kind]+o.Path] = true
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Owners with /a/b's cluster unreadable: %v", err)
+	}
+	for _, o := range []string{"dir:/a/b", "file:/a/frag1", "file:/whole", "file:/big/f001", "meta:FAT"} {
+		if !named[o] {
+			t.Errorf("with /a/b's cluster unreadable, Owners no longer names %s", o)
+		}
+	}
+	for _, o := range []string{"file:/a/b/frag2", "dir:/a/b/c", "file:/a/b/c/deep"} {
+		if named[o] {
+			t.Errorf("with /a/b's cluster unreadable, Owners still names %s", o)
+		}
+	}
+}
+
+// failing is a ReaderAt that fails every read that touches bad: the
+// unreadable sectors of a failing disk.
+type failing struct {
+	r   *bytes.Reader
+	bad block.Extent
+}
+
+func (f failing) ReadAt(p []byte, off int64) (int, error) {
+	if off < f.bad.End() && f.bad.Off < off+int64(len(p)) {
+		return 0, fmt.Errorf("unreadable sector at byte %d", f.bad.Off)
+	}
+	return f.r.ReadAt(p, off)
 }

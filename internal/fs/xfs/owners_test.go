@@ -275,6 +275,32 @@ func TestOwners(t *testing.T) {
 				t.Errorf("no reflinked, rmapbt or refcountbt block: %v", seen)
 			}
 			t.Logf("blocks by type: %v", seen)
+
+			// The walk goes on past what it cannot read: /a's inode
+			// unreadable loses /a and what is under it, not the rest
+			// (/frag, whose other name is under /a, included).
+			var aIno int64
+			for ino, p := range paths {
+				if p[0] == "dir:/a" {
+					aIno = ino
+				}
+			}
+			m := regexp.MustCompile(`\((\d+)\)`).FindStringSubmatch(tooltest.Run(t, "xfs_db", "-r", "-c", fmt.Sprintf("convert inode %d daddr", aIno), img))
+			if m == nil {
+				t.Fatal("xfs_db converts no inode to a daddr")
+			}
+			daddr, _ := strconv.ParseInt(m[1], 10, 64)
+			lost := ownersPast(t, img, block.Extent{Off: daddr * 512, Len: 512})
+			for _, o := range []string{"dir:/", "file:/frag", "dir:/big dir", "file:/big dir/entry with a long name 0001", "meta:inode chunk", "meta:log"} {
+				if !lost[o] {
+					t.Errorf("with /a's inode unreadable, Owners no longer names %s", o)
+				}
+			}
+			for o := range lost {
+				if strings.HasPrefix(o, "dir:/a") || strings.HasPrefix(o, "file:/a/") {
+					t.Errorf("with /a's inode unreadable, Owners still names %s", o)
+				}
+			}
 		})
 	}
 }
@@ -282,3 +308,38 @@ func TestOwners(t *testing.T) {
 // ownerNames are the owners Owners must give inode ino: "dir:P" for a
 // directory, else "file:P", for each of its paths.
 func ownerNames(ino int64, paths map[int64][]string) []string { return paths[ino] }
+
+// failing is a ReaderAt that fails every read that touches bad: the
+// unreadable sectors of a failing disk.
+type failing struct {
+	r   *os.File
+	bad block.Extent
+}
+
+func (f failing) ReadAt(p []byte, off int64) (int, error) {
+	if off < f.bad.End() && f.bad.Off < off+int64(len(p)) {
+		return 0, fmt.Errorf("unreadable sector at byte %d", f.bad.Off)
+	}
+	return f.r.ReadAt(p, off)
+}
+
+// ownersPast runs Owners on img with the bytes of bad unreadable and
+// returns the owners it names; it fails the test if Owners fails.
+func ownersPast(t *testing.T, img string, bad block.Extent) map[string]bool {
+	t.Helper()
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	named := map[string]bool{}
+	err = Owners(failing{f, bad}, st.Size(), func(o vfs.Owner, _ []block.Extent) error {
+		named[map[vfs.OwnerKind]string{vfs.OwnerFile: "file:", vfs.OwnerDir: "dir:", vfs.OwnerMeta: "meta:"}[o.Kind]+o.Path] = true
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Owners with bytes %d-%d unreadable: %v", bad.Off, bad.End()-1, err)
+	}
+	return named
+}
