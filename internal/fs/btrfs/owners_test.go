@@ -2,6 +2,7 @@ package btrfs
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -316,6 +317,7 @@ func TestOwners(t *testing.T) {
 		bad = append(bad, block.Extent{Off: ph, Len: 4096})
 	}
 	lost := ownersPast(t, img, bad...)
+	stops(t, img)
 	for _, o := range []string{"file:/snap/in/f", "dir:/snap/in", "file:/frag", "file:/a/b/hard link", "dir:/big dir", "meta:metadata (extent tree)", "meta:superblock"} {
 		if !lost[o] {
 			t.Errorf("with subvolume sub's root unreadable, Owners no longer names %s", o)
@@ -372,4 +374,24 @@ func ownersPast(t *testing.T, img string, bad ...block.Extent) map[string]bool {
 		t.Fatalf("Owners with %v unreadable: %v", bad, err)
 	}
 	return named
+}
+
+// stops checks that Owners stops at visit's first error and returns it.
+func stops(t *testing.T, img string) {
+	t.Helper()
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	stop := errors.New("stop")
+	calls := 0
+	err = Owners(f, st.Size(), func(vfs.Owner, []block.Extent) error {
+		calls++
+		return stop
+	})
+	if err != stop || calls != 1 {
+		t.Errorf("Owners whose visit fails at once: %v after %d calls, want stop after 1", err, calls)
+	}
 }

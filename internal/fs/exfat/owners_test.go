@@ -2,6 +2,7 @@ package exfat
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -221,6 +222,15 @@ func TestOwners(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatalf("Owners with /a/b's cluster unreadable: %v", err)
+	}
+	// It stops at visit's first error, and returns it.
+	stop, calls := errors.New("stop"), 0
+	err = Owners(bytes.NewReader(raw), int64(len(raw)), func(vfs.Owner, []block.Extent) error {
+		calls++
+		return stop
+	})
+	if err != stop || calls != 1 {
+		t.Errorf("Owners whose visit fails at once: %v after %d calls, want stop after 1", err, calls)
 	}
 	for _, o := range []string{"dir:/a/b", "file:/a/frag1", "file:/whole", "file:/big/f001", "meta:FAT"} {
 		if !named[o] {
