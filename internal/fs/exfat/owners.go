@@ -62,9 +62,16 @@ func Owners(r io.ReaderAt, size int64, visit func(vfs.Owner, []block.Extent) err
 		}
 		return len(named) < 4
 	})
+	// Each name once: TexFAT has two bitmaps.
+	held := map[string][]block.Extent{}
 	for _, n := range named {
-		if err := meta(n.name, w.extents(n.d, n.name)...); err != nil {
-			return err
+		held[n.name] = append(held[n.name], w.extents(n.d, n.name)...)
+	}
+	for _, name := range []string{"allocation bitmap", "up-case table"} {
+		if es := held[name]; len(es) > 0 {
+			if err := meta(name, block.MergeExtents(es)...); err != nil {
+				return err
+			}
 		}
 	}
 	return w.tree(root)

@@ -97,8 +97,13 @@ func TestOwners(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := map[int64][]string{} // by cluster-sized block of the image
+	visited := map[string]bool{}
 	err = Owners(bytes.NewReader(raw), int64(len(raw)), func(o vfs.Owner, es []block.Extent) error {
 		name := map[vfs.OwnerKind]string{vfs.OwnerFile: "file:", vfs.OwnerDir: "dir:", vfs.OwnerMeta: "meta:"}[o.Kind] + o.Path
+		if visited[name] {
+			t.Fatalf("%s visited twice", name)
+		}
+		visited[name] = true
 		for _, e := range es {
 			if e.Off < 0 || e.Len <= 0 || e.End() > int64(len(raw)) {
 				t.Fatalf("%s: extent %d+%d outside the image", name, e.Off, e.Len)

@@ -141,15 +141,25 @@ func Owners(r io.ReaderAt, size int64, visit func(vfs.Owner, []block.Extent) err
 			name string
 		}{sbPQuotIno, "quota"})
 	}
+	// Each name once: the user, group and project quota files are all
+	// "quota".
+	var order []string
+	held := map[string][]block.Extent{}
 	for _, s := range special {
 		ino := be.Uint64(sb[s.at:])
 		if ino == 0 || ino == nullIno {
 			continue
 		}
 		if in := w.inode(ino); in != nil {
-			if err := visit(vfs.Owner{Kind: vfs.OwnerMeta, Path: s.name}, w.holds(in)); err != nil {
-				return err
+			if _, ok := held[s.name]; !ok {
+				order = append(order, s.name)
 			}
+			held[s.name] = append(held[s.name], w.holds(in)...)
+		}
+	}
+	for _, name := range order {
+		if err := visit(vfs.Owner{Kind: vfs.OwnerMeta, Path: name}, block.MergeExtents(held[name])); err != nil {
+			return err
 		}
 	}
 	return w.tree(be.Uint64(sb[sbRootIno:]))

@@ -30,8 +30,13 @@ func ownersOf(t *testing.T, img string, blockSize int64) map[int64]map[string]bo
 	defer f.Close()
 	st, _ := f.Stat()
 	at := map[int64]map[string]bool{}
+	visited := map[string]bool{}
 	err = Owners(f, st.Size(), func(o vfs.Owner, es []block.Extent) error {
 		name := map[vfs.OwnerKind]string{vfs.OwnerFile: "file:", vfs.OwnerDir: "dir:", vfs.OwnerMeta: "meta:"}[o.Kind] + o.Path
+		if visited[name] {
+			t.Fatalf("%s visited twice", name)
+		}
+		visited[name] = true
 		for _, e := range es {
 			if e.Off < 0 || e.Len <= 0 || e.End() > st.Size() {
 				t.Fatalf("%s: extent %d+%d outside the %d-byte image", name, e.Off, e.Len, st.Size())
