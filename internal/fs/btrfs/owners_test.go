@@ -143,9 +143,17 @@ func writeOwners(t *testing.T, mnt string) {
 // and inode-resolve); every tree block dump-tree lists, on each copy, is
 // metadata of its tree and of no file, and those holding a directory's
 // entries are that directory's too; the superblocks and system chunks
-// are named.
+// are named. Data in single and DUP chunks, metadata DUP.
 func TestOwners(t *testing.T) {
-	img := mkfs(t, 300<<20)
+	// (Not --mixed: btrfs-map-logical 6.2 finds no extent in its chunks.)
+	for _, args := range [][]string{nil, {"-d", "dup"}} {
+		t.Run(strings.Join(append([]string{"mkfs.btrfs"}, args...), " "), func(t *testing.T) { owners(t, args) })
+	}
+}
+
+// owners is TestOwners on a btrfs made by mkfs.btrfs with args.
+func owners(t *testing.T, args []string) {
+	img := mkfs(t, 300<<20, args...)
 	mnt, umount := tooltest.Mount(t, img, "rw")
 	writeOwners(t, mnt)
 	umount()
