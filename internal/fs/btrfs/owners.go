@@ -29,8 +29,6 @@ import (
 	"fmt"
 	"io"
 	"sort"
-	"strconv"
-	"strings"
 
 	"github.com/platter-dev/platter/internal/block"
 	"github.com/platter-dev/platter/internal/fs/vfs"
@@ -384,12 +382,10 @@ func (w *ownerWalk) subvolume(id uint64, path string) error {
 	return nil
 }
 
-// pathJoin adds name to dir; a name no path can hold (a slash or a NUL
-// in it, which btrfs does not allow) is quoted.
+// pathJoin adds name to dir, as the directory holds it: unchecked and
+// unescaped, as internal/owners hands paths on (a slash in a name, which
+// btrfs does not allow, is not told apart).
 func pathJoin(dir, name string) string {
-	if strings.ContainsAny(name, "/\x00") {
-		name = strconv.Quote(name)
-	}
 	if dir == "/" {
 		return "/" + name
 	}

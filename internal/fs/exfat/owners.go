@@ -11,7 +11,6 @@ import (
 	"encoding/binary"
 	"io"
 	"strconv"
-	"strings"
 
 	"github.com/platter-dev/platter/internal/block"
 	"github.com/platter-dev/platter/internal/fs/vfs"
@@ -170,12 +169,10 @@ func (w *ownerWalk) tree(root data) error {
 	return nil
 }
 
-// joinPath adds name to dir; a name no path can hold (a slash or a NUL
-// in it, which exFAT does not allow) is quoted.
+// joinPath adds name to dir, as the directory holds it: unchecked and
+// unescaped, as internal/owners hands paths on (a slash in a name, which
+// exFAT does not allow, is not told apart).
 func joinPath(dir, name string) string {
-	if strings.ContainsAny(name, "/\x00") {
-		name = strconv.Quote(name)
-	}
 	if dir == "/" {
 		return "/" + name
 	}

@@ -24,8 +24,6 @@ import (
 	"fmt"
 	"io"
 	"sort"
-	"strconv"
-	"strings"
 
 	"github.com/platter-dev/platter/internal/block"
 	"github.com/platter-dev/platter/internal/fs/vfs"
@@ -719,12 +717,10 @@ func (w *ownerWalk) tree(root uint64) error {
 	return nil
 }
 
-// pathJoin adds name to dir; a name no path can hold (a slash or a NUL
-// in it, which XFS does not allow) is quoted.
+// pathJoin adds name to dir, as the directory holds it: unchecked and
+// unescaped, as internal/owners hands paths on (a slash in a name, which
+// XFS does not allow, is not told apart).
 func pathJoin(dir, name string) string {
-	if strings.ContainsAny(name, "/\x00") {
-		name = strconv.Quote(name)
-	}
 	if dir == "/" {
 		return "/" + name
 	}
