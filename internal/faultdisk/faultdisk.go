@@ -1,0 +1,410 @@
+// Package faultdisk serves a disk image as a failing disk, for tests of
+// reading one: a FUSE filesystem holding one file, disk, whose bytes are
+// those of an image file, and whose reads fail with EIO or stall where a
+// Plan says. A loop device over MOUNT/disk (tooltest.FaultyDisk attaches
+// one) is then a real block device with real failing reads: what a
+// rescue has to meet on a dying disk, through the same kernel paths
+// (O_DIRECT, the page cache, readahead, ddrescue) as a real one.
+//
+// Beside disk are ctl, to which lines change the plan while mounted
+// (see Plan.Apply; reading it gives the plan), and stats, the counters
+// (see Stats). So a shell script drives it too:
+//
+//	faultdisk -bad 1048576+4096 disk.img /mnt/fault &
+//	losetup -f --show -r /mnt/fault/disk
+//	echo 'stall 0 65536 2s' > /mnt/fault/ctl
+//
+// disk is opened with FUSE direct I/O (FOPEN_DIRECT_IO): the kernel keeps
+// none of its bytes in the FUSE file's page cache, so a range made bad
+// after a good read fails on the next read, and every read the loop
+// device makes arrives here as it was made (split only at MaxRead). A
+// read request overlapping a bad range fails as a whole; the bytes of
+// the good requests are the image's. Writes go through to the image
+// (they fail only when the disk has vanished), but a loop device
+// attached read-only never writes.
+//
+// What the kernel makes of it, as measured on Linux 6.18 with a loop
+// device over disk (TestBufferedReadahead and TestDirectRead check it):
+//
+//   - An O_DIRECT read of the loop device is one request to disk of the
+//     same bytes (up to MaxRead): it fails with EIO if it covers a bad
+//     byte, and the sectors next to a bad range read back as they are,
+//     at 512- and 4096-byte logical sectors alike.
+//   - A buffered read goes through the loop device's page cache, which
+//     reads ahead (128 KiB windows, more as a sequential read goes on).
+//     A readahead request covering a bad range fails; the kernel then
+//     reads the page the caller asked for alone, so a buffered read fails
+//     only if its own pages hold a bad byte: with 512-byte sectors, a
+//     good sector sharing a 4 KiB page with a bad one is unreadable
+//     through the page cache, and readable with O_DIRECT. Data read
+//     before a range went bad stays in that cache until it is dropped
+//     (BLKFLSBUF, or closing the device's last opener): a rescue must
+//     read with O_DIRECT, as ddrescue -d does.
+//   - A loop request the FUSE layer splits, of which a part fails,
+//     completes its good leading part and fails the rest: the reader
+//     sees EIO for its whole request either way.
+package faultdisk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// MaxRead is the largest read request disk is sent: the kernel splits
+// larger ones (1 MiB, the most Linux FUSE allows).
+const MaxRead = 1 << 20
+
+// Stats counts what disk has served since the mount.
+type Stats struct {
+	Reads int64 // read requests answered with data
+	Bytes int64 // bytes of them
+	EIOs  int64 // read and write requests failed with EIO
+	// Stalled counts read requests held by a stall range.
+	Stalled int64
+	Writes  int64 // write requests written through
+}
+
+// FS is a mounted failing disk.
+type FS struct {
+	dir  string
+	srv  *fuse.Server
+	root *root
+}
+
+// Mount serves image as dir/disk failing as plan says, with dir/ctl and
+// dir/stats beside it, until Unmount. dir must be an empty directory.
+// image is opened read-write if it can be (writes go through), else
+// read-only (writes fail with EROFS).
+func Mount(dir, image string, plan Plan) (*FS, error) {
+	f, err := os.OpenFile(image, os.O_RDWR, 0)
+	if errors.Is(err, syscall.EROFS) || errors.Is(err, os.ErrPermission) {
+		f, err = os.Open(image)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("faultdisk: %w", err)
+	}
+	st, err := f.Stat()
+	if err == nil && !st.Mode().IsRegular() {
+		err = fmt.Errorf("%s is not a regular file", image)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("faultdisk: %w", err)
+	}
+	r := &root{img: f, closed: make(chan struct{})}
+	r.plan.Store(plan.clone())
+	srv, err := fs.Mount(dir, r, &fs.Options{
+		MountOptions: fuse.MountOptions{
+			FsName:      image,
+			Name:        "faultdisk",
+			DirectMount: true,
+			MaxWrite:    MaxRead,
+			// Splicing a reply of MaxRead bytes overflows the pipe, and
+			// go-fuse logs each fallback; a plain write is as fast.
+			DisableSplice: true,
+			// Root's mount is used by other processes' loop devices and tools.
+			AllowOther: os.Geteuid() == 0,
+		},
+	})
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("faultdisk: mount at %s: %w", dir, err)
+	}
+	return &FS{dir: dir, srv: srv, root: r}, nil
+}
+
+// Disk is the path of the failing file, dir/disk.
+func (f *FS) Disk() string { return f.dir + "/disk" }
+
+// Plan is the plan in force.
+func (f *FS) Plan() Plan { return *f.root.plan.Load().clone() }
+
+// SetPlan puts p in force for every read from now on (a read already
+// stalled keeps its delay).
+func (f *FS) SetPlan(p Plan) { f.root.setPlan(func(q *Plan) { *q = p }) }
+
+// Change applies change to a copy of the plan in force, and puts it in
+// force.
+func (f *FS) Change(change func(*Plan)) { f.root.setPlan(change) }
+
+// Control changes the plan by lines as the ctl file takes them (see
+// Plan.Apply). Nothing is changed if a line is bad.
+func (f *FS) Control(lines string) error { return f.root.control(lines) }
+
+// Stats are the counters so far.
+func (f *FS) Stats() Stats { return f.root.stats() }
+
+// Unmount unmounts dir, first ending any stall, and closes the image.
+// It fails (and leaves the server running) while the disk is in use, for
+// example by a loop device: detach that first.
+func (f *FS) Unmount() error {
+	f.root.endStalls()
+	if err := f.srv.Unmount(); err != nil {
+		return fmt.Errorf("faultdisk: unmount %s: %w", f.dir, err)
+	}
+	f.srv.Wait()
+	return f.root.img.Close()
+}
+
+// Request is a read request disk was sent, as Trace reports it.
+type Request struct {
+	Off int64
+	Len int
+	Err syscall.Errno // 0, or EIO as answered
+}
+
+// Trace has fn told of every read request disk answers, from other
+// goroutines, until Trace(nil): what the kernel asked for, to tests that
+// check (or learn) how it splits and retries reads.
+func (f *FS) Trace(fn func(Request)) {
+	if fn == nil {
+		f.root.trace.Store(nil)
+		return
+	}
+	f.root.trace.Store(&fn)
+}
+
+// Wait returns when the filesystem is unmounted (by Unmount, or by
+// umount from outside).
+func (f *FS) Wait() { f.srv.Wait() }
+
+// root is the directory of disk, ctl and stats, and holds what they
+// share.
+type root struct {
+	fs.Inode
+	img  *os.File
+	plan atomic.Pointer[Plan]
+	mu   sync.Mutex // serializes plan changes (reads only Load)
+
+	reads, bytes, eios, stalled, writes atomic.Int64
+
+	trace atomic.Pointer[func(Request)]
+
+	closeOnce sync.Once
+	closed    chan struct{} // closed on Unmount: stalls end
+}
+
+var _ = (fs.NodeOnAdder)((*root)(nil))
+
+func (r *root) OnAdd(ctx context.Context) {
+	add := func(name string, n fs.InodeEmbedder) {
+		r.AddChild(name, r.NewPersistentInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG}), true)
+	}
+	add("disk", &diskNode{r: r})
+	add("ctl", &textNode{r: r, text: func() string { return r.plan.Load().String() }, write: r.control})
+	add("stats", &textNode{r: r, text: func() string {
+		s := r.stats()
+		return fmt.Sprintf("reads %d\nbytes %d\neios %d\nstalled %d\nwrites %d\n", s.Reads, s.Bytes, s.EIOs, s.Stalled, s.Writes)
+	}})
+}
+
+func (r *root) setPlan(change func(*Plan)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.plan.Load().clone()
+	change(p)
+	r.plan.Store(p.clone())
+}
+
+func (r *root) control(lines string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.plan.Load().clone()
+	for _, l := range strings.Split(lines, "\n") {
+		if err := p.Apply(l); err != nil {
+			return err
+		}
+	}
+	r.plan.Store(p)
+	return nil
+}
+
+func (r *root) stats() Stats {
+	return Stats{Reads: r.reads.Load(), Bytes: r.bytes.Load(), EIOs: r.eios.Load(), Stalled: r.stalled.Load(), Writes: r.writes.Load()}
+}
+
+func (r *root) endStalls() { r.closeOnce.Do(func() { close(r.closed) }) }
+
+// diskNode is the failing disk.
+type diskNode struct {
+	fs.Inode
+	r *root
+}
+
+var (
+	_ = (fs.NodeGetattrer)((*diskNode)(nil))
+	_ = (fs.NodeSetattrer)((*diskNode)(nil))
+	_ = (fs.NodeOpener)((*diskNode)(nil))
+	_ = (fs.NodeReader)((*diskNode)(nil))
+	_ = (fs.NodeWriter)((*diskNode)(nil))
+	_ = (fs.NodeFsyncer)((*diskNode)(nil))
+	_ = (fs.NodeFlusher)((*diskNode)(nil))
+)
+
+func (n *diskNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	st, err := n.r.img.Stat()
+	if err != nil {
+		return fs.ToErrno(err)
+	}
+	out.Mode = 0o600
+	out.Size = uint64(st.Size())
+	out.Blocks = (out.Size + 511) / 512
+	out.Blksize = 4096
+	out.SetTimes(nil, &[]time.Time{st.ModTime()}[0], nil)
+	return 0
+}
+
+// Setattr allows only what changes nothing (an open with O_TRUNC of an
+// empty disk, touch): a disk's size is fixed.
+func (n *diskNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if sz, ok := in.GetSize(); ok {
+		if st, err := n.r.img.Stat(); err != nil || uint64(st.Size()) != sz {
+			return syscall.EPERM
+		}
+	}
+	return n.Getattr(ctx, fh, out)
+}
+
+func (n *diskNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	return nil, fuse.FOPEN_DIRECT_IO, 0
+}
+
+func (n *diskNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	r := n.r
+	delay, bad := r.plan.Load().fault(off, int64(len(dest)))
+	if delay > 0 {
+		r.stalled.Add(1)
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done(): // the reader was interrupted
+			t.Stop()
+			return nil, syscall.EINTR
+		case <-r.closed:
+			t.Stop()
+		}
+	}
+	if fn := r.trace.Load(); fn != nil {
+		e := syscall.Errno(0)
+		if bad {
+			e = syscall.EIO
+		}
+		(*fn)(Request{off, len(dest), e})
+	}
+	if bad {
+		r.eios.Add(1)
+		return nil, syscall.EIO
+	}
+	k, err := r.img.ReadAt(dest, off)
+	if err != nil && err != io.EOF { // past the end is a short read
+		return nil, fs.ToErrno(err)
+	}
+	r.reads.Add(1)
+	r.bytes.Add(int64(k))
+	return fuse.ReadResultData(dest[:k]), 0
+}
+
+func (n *diskNode) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	r := n.r
+	if r.plan.Load().Vanished {
+		r.eios.Add(1)
+		return 0, syscall.EIO
+	}
+	st, err := r.img.Stat()
+	if err != nil {
+		return 0, fs.ToErrno(err)
+	}
+	if off+int64(len(data)) > st.Size() {
+		return 0, syscall.ENOSPC // a disk does not grow
+	}
+	k, err := r.img.WriteAt(data, off)
+	if err != nil {
+		return uint32(k), fs.ToErrno(err)
+	}
+	r.writes.Add(1)
+	return uint32(k), 0
+}
+
+func (n *diskNode) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscall.Errno {
+	if n.r.plan.Load().Vanished {
+		return syscall.EIO
+	}
+	return fs.ToErrno(n.r.img.Sync())
+}
+
+func (n *diskNode) Flush(ctx context.Context, fh fs.FileHandle) syscall.Errno { return 0 }
+
+// textNode is ctl or stats: text made when read, and (ctl) lines taken
+// when written.
+type textNode struct {
+	fs.Inode
+	r     *root
+	text  func() string
+	write func(string) error
+}
+
+var (
+	_ = (fs.NodeGetattrer)((*textNode)(nil))
+	_ = (fs.NodeSetattrer)((*textNode)(nil))
+	_ = (fs.NodeOpener)((*textNode)(nil))
+	_ = (fs.NodeReader)((*textNode)(nil))
+	_ = (fs.NodeWriter)((*textNode)(nil))
+	_ = (fs.NodeFlusher)((*textNode)(nil))
+)
+
+func (n *textNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = 0o444
+	if n.write != nil {
+		out.Mode = 0o644
+	}
+	out.Size = uint64(len(n.text()))
+	return 0
+}
+
+// Setattr lets a shell's "> ctl" truncate: nothing to do.
+func (n *textNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if n.write == nil {
+		return syscall.EPERM
+	}
+	return n.Getattr(ctx, fh, out)
+}
+
+func (n *textNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if n.write == nil && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		return nil, 0, syscall.EPERM
+	}
+	return nil, fuse.FOPEN_DIRECT_IO, 0
+}
+
+func (n *textNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	s := n.text()
+	if off >= int64(len(s)) {
+		return fuse.ReadResultData(nil), 0
+	}
+	return fuse.ReadResultData([]byte(s[off:min(int64(len(s)), off+int64(len(dest)))])), 0
+}
+
+// Write takes whole lines: each write(2) is applied on its own, so a
+// line must not be split across two (echo and printf write one).
+func (n *textNode) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	if n.write == nil {
+		return 0, syscall.EPERM
+	}
+	if err := n.write(string(data)); err != nil {
+		return 0, syscall.EINVAL
+	}
+	return uint32(len(data)), 0
+}
+
+func (n *textNode) Flush(ctx context.Context, fh fs.FileHandle) syscall.Errno { return 0 }
