@@ -497,3 +497,48 @@ func TestDdrescue(t *testing.T) {
 		})
 	}
 }
+
+// A partition node added on the failing disk fails where the disk does.
+func TestPartition(t *testing.T) {
+	img, want := image(t, 2<<20)
+	h := tooltest.FaultyDisk(t, img, 512, faultdisk.Plan{Bad: []faultdisk.Range{{Off: 1<<20 + 512, Len: 512}}})
+	part := h.AddPartition(1, 1<<20, 512<<10)
+	if _, err := directRead(t, part, 512, 512); !errors.Is(err, syscall.EIO) {
+		t.Errorf("the partition's bad sector: %v, want EIO", err)
+	}
+	if got, err := directRead(t, part, 1024, 4096); err != nil || !bytes.Equal(got, want[1<<20+1024:][:4096]) {
+		t.Errorf("the partition's good sectors: %v, or other bytes than the image's", err)
+	}
+}
+
+// BenchmarkRead reads a healthy failing disk with O_DIRECT in 1 MiB
+// reads, against a loop device over the image itself.
+func BenchmarkRead(b *testing.B) {
+	const size = 256 << 20
+	img := tooltest.Garbage(b, size)
+	for _, c := range []struct {
+		name string
+		dev  func() string
+	}{
+		{"faultdisk", func() string { return tooltest.FaultyDisk(b, img, 512, faultdisk.Plan{}).Dev }},
+		{"plain", func() string { return tooltest.Loop(b, img, "-r") }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			dev := c.dev()
+			fd, err := unix.Open(dev, unix.O_RDONLY|unix.O_DIRECT, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer unix.Close(fd)
+			buf, _ := unix.Mmap(-1, 0, 1<<20, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
+			b.SetBytes(size)
+			for b.Loop() {
+				for off := int64(0); off < size; off += 1 << 20 {
+					if _, err := unix.Pread(fd, buf, off); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
+	}
+}

@@ -17,39 +17,48 @@
 // disk is opened with FUSE direct I/O (FOPEN_DIRECT_IO): the kernel keeps
 // none of its bytes in the FUSE file's page cache, so a range made bad
 // after a good read fails on the next read, and every read the loop
-// device makes arrives here as it was made (split only at MaxRead). A
-// read request overlapping a bad range fails as a whole; the bytes of
-// the good requests are the image's. Writes go through to the image
-// (they fail only when the disk has vanished), but a loop device
-// attached read-only never writes.
+// device makes arrives here as it was made (split at MaxRead). A read
+// request overlapping a bad range fails as a whole; the bytes of the
+// good requests are the image's, spliced from it. Writes go through to
+// the image (they fail only when the disk has vanished), but the loop
+// device tooltest.FaultyDisk attaches is read-only.
 //
-// What the kernel makes of it, as measured on Linux 6.18 with a loop
-// device over disk (TestBufferedReadahead and TestDirectRead check it):
+// What the kernel makes of it, measured on Linux 6.18 with a loop device
+// (buffered, not --direct-io) over disk (the sizes are this machine's;
+// TestDirectRead, TestBufferedRead and TestStall check what tests may
+// rely on):
 //
-//   - An O_DIRECT read of the loop device is one request to disk of the
-//     same bytes (up to MaxRead): it fails with EIO if it covers a bad
-//     byte, and the sectors next to a bad range read back as they are,
-//     at 512- and 4096-byte logical sectors alike.
-//   - A buffered read goes through the loop device's page cache, which
-//     reads ahead (128 KiB windows, more as a sequential read goes on).
-//     A readahead request covering a bad range fails; the kernel then
-//     reads the page the caller asked for alone, so a buffered read fails
-//     only if its own pages hold a bad byte: with 512-byte sectors, a
-//     good sector sharing a 4 KiB page with a bad one is unreadable
-//     through the page cache, and readable with O_DIRECT. Data read
-//     before a range went bad stays in that cache until it is dropped
-//     (BLKFLSBUF, or closing the device's last opener): a rescue must
-//     read with O_DIRECT, as ddrescue -d does.
-//   - A loop request the FUSE layer splits, of which a part fails,
-//     completes its good leading part and fails the rest: the reader
-//     sees EIO for its whole request either way.
+//   - An O_DIRECT read of the loop device reaches disk as requests of the
+//     same bytes: one per sector for a sector's read, and a large read
+//     cut by the block layer (here at 512 KiB). It fails with EIO if one
+//     of them covers a bad byte; the sectors next to a bad range read
+//     back as they are, at 512- and 4096-byte logical sectors alike.
+//     ddrescue -d finds exactly the bad sectors (TestDdrescue).
+//   - A buffered read goes through the loop device's page cache. A
+//     sequential reader's readahead grows (16 KiB, 64 KiB, ... 1 MiB
+//     requests); when one fails, the kernel reads again in 4 KiB
+//     requests, page by page, up to the bad page, so the reader gets
+//     every byte before it, then EIO. But the cache holds the device in
+//     folios of 64 KiB and more (256 KiB after that readahead), and a
+//     folio whose read failed is read again whole, failing again: good
+//     sectors in a folio with a bad one (a 512-byte sector's page-mates,
+//     and up to 252 KiB after it here) read EIO through the cache and
+//     fine with O_DIRECT. Data read before a range went bad stays in the
+//     cache until it is dropped (BLKFLSBUF, or the last close of the
+//     device). A rescue must read with O_DIRECT, as ddrescue -d does.
+//   - A failing page is asked for again on each buffered read that
+//     needs it: the kernel remembers no failure.
+//   - A stall holds the whole loop device: its requests are served in
+//     turn, so a read elsewhere waits behind the stalled one, as on a
+//     disk busy retrying a sector. disk itself answers reads
+//     concurrently (a read of MOUNT/disk is not held by another's
+//     stall).
 package faultdisk
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"sync"
@@ -62,8 +71,9 @@ import (
 )
 
 // MaxRead is the largest read request disk is sent: the kernel splits
-// larger ones (1 MiB, the most Linux FUSE allows).
-const MaxRead = 1 << 20
+// larger ones. A reply of 1 MiB (the most Linux allows) would not fit
+// the pipe go-fuse splices it through.
+const MaxRead = 512 << 10
 
 // Stats counts what disk has served since the mount.
 type Stats struct {
@@ -102,7 +112,7 @@ func Mount(dir, image string, plan Plan) (*FS, error) {
 		f.Close()
 		return nil, fmt.Errorf("faultdisk: %w", err)
 	}
-	r := &root{img: f, closed: make(chan struct{})}
+	r := &root{img: f, size: st.Size(), closed: make(chan struct{})}
 	r.plan.Store(plan.clone())
 	srv, err := fs.Mount(dir, r, &fs.Options{
 		MountOptions: fuse.MountOptions{
@@ -112,7 +122,6 @@ func Mount(dir, image string, plan Plan) (*FS, error) {
 			MaxWrite:    MaxRead,
 			// Splicing a reply of MaxRead bytes overflows the pipe, and
 			// go-fuse logs each fallback; a plain write is as fast.
-			DisableSplice: true,
 			// Root's mount is used by other processes' loop devices and tools.
 			AllowOther: os.Geteuid() == 0,
 		},
@@ -184,6 +193,7 @@ func (f *FS) Wait() { f.srv.Wait() }
 type root struct {
 	fs.Inode
 	img  *os.File
+	size int64 // the image's, at the mount
 	plan atomic.Pointer[Plan]
 	mu   sync.Mutex // serializes plan changes (reads only Load)
 
@@ -306,13 +316,11 @@ func (n *diskNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 		r.eios.Add(1)
 		return nil, syscall.EIO
 	}
-	k, err := r.img.ReadAt(dest, off)
-	if err != nil && err != io.EOF { // past the end is a short read
-		return nil, fs.ToErrno(err)
-	}
 	r.reads.Add(1)
-	r.bytes.Add(int64(k))
-	return fuse.ReadResultData(dest[:k]), 0
+	r.bytes.Add(max(0, min(int64(len(dest)), r.size-off)))
+	// Spliced from the image to the kernel, not copied: healthy reads
+	// go at near the image's speed.
+	return fuse.ReadResultFd(r.img.Fd(), off, len(dest)), 0
 }
 
 func (n *diskNode) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
