@@ -542,3 +542,53 @@ func BenchmarkRead(b *testing.B) {
 		})
 	}
 }
+
+// Unmount ends a stall in progress rather than wait for it, and a
+// failed Unmount (the disk busy) leaves stalls working.
+func TestUnmountEndsStall(t *testing.T) {
+	img, _ := image(t, 1<<20)
+	mnt := t.TempDir()
+	fsys, err := faultdisk.Mount(mnt, img, faultdisk.Plan{Stall: []faultdisk.Stall{{Range: faultdisk.Range{Off: 0, Len: 4096}, Delay: time.Hour}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if fsys.Unmount() != nil {
+			unix.Unmount(mnt, unix.MNT_DETACH)
+		}
+	})
+	f, err := os.Open(fsys.Disk())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Busy: the unmount fails, and a read still stalls.
+	if err := fsys.Unmount(); err == nil {
+		t.Fatal("unmounted with a file open")
+	}
+	read := make(chan error, 1)
+	go func() {
+		_, err := f.ReadAt(make([]byte, 512), 0)
+		f.Close()
+		read <- err
+	}()
+	select {
+	case err := <-read:
+		t.Fatalf("a read did not stall after a failed unmount: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	start := time.Now()
+	for fsys.Unmount() != nil {
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("the unmount still fails after 10 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	select {
+	case <-read:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stalled read goes on after the unmount")
+	}
+	if fsys.Unmount() != nil {
+		t.Error("a second Unmount fails")
+	}
+}

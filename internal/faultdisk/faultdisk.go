@@ -90,6 +90,9 @@ type FS struct {
 	dir  string
 	srv  *fuse.Server
 	root *root
+
+	mu        sync.Mutex // serializes Unmount
+	unmounted bool
 }
 
 // Mount serves image as dir/disk failing as plan says, with dir/ctl and
@@ -112,7 +115,8 @@ func Mount(dir, image string, plan Plan) (*FS, error) {
 		f.Close()
 		return nil, fmt.Errorf("faultdisk: %w", err)
 	}
-	r := &root{img: f, size: st.Size(), closed: make(chan struct{})}
+	r := &root{img: f, size: st.Size()}
+	r.rearmStalls()
 	r.plan.Store(plan.clone())
 	srv, err := fs.Mount(dir, r, &fs.Options{
 		MountOptions: fuse.MountOptions{
@@ -158,11 +162,18 @@ func (f *FS) Stats() Stats { return f.root.stats() }
 // It fails (and leaves the server running) while the disk is in use, for
 // example by a loop device: detach that first.
 func (f *FS) Unmount() error {
-	f.root.endStalls()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.unmounted {
+		return nil
+	}
+	rearm := f.root.endStalls()
 	if err := f.srv.Unmount(); err != nil {
+		rearm()
 		return fmt.Errorf("faultdisk: unmount %s: %w", f.dir, err)
 	}
 	f.srv.Wait()
+	f.unmounted = true
 	return f.root.img.Close()
 }
 
@@ -201,8 +212,10 @@ type root struct {
 
 	trace atomic.Pointer[func(Request)]
 
-	closeOnce sync.Once
-	closed    chan struct{} // closed on Unmount: stalls end
+	// unstall is closed as Unmount begins, ending the stalls in
+	// progress (they would hold it); a new one replaces it if the
+	// unmount fails.
+	unstall atomic.Pointer[chan struct{}]
 }
 
 var _ = (fs.NodeOnAdder)((*root)(nil))
@@ -244,7 +257,17 @@ func (r *root) stats() Stats {
 	return Stats{Reads: r.reads.Load(), Bytes: r.bytes.Load(), EIOs: r.eios.Load(), Stalled: r.stalled.Load(), Writes: r.writes.Load()}
 }
 
-func (r *root) endStalls() { r.closeOnce.Do(func() { close(r.closed) }) }
+// endStalls ends the stalls in progress, and returns a func that lets
+// later ones stall again.
+func (r *root) endStalls() (rearm func()) {
+	close(*r.unstall.Load())
+	return r.rearmStalls
+}
+
+func (r *root) rearmStalls() {
+	ch := make(chan struct{})
+	r.unstall.Store(&ch)
+}
 
 // diskNode is the failing disk.
 type diskNode struct {
@@ -301,7 +324,7 @@ func (n *diskNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 		case <-ctx.Done(): // the reader was interrupted
 			t.Stop()
 			return nil, syscall.EINTR
-		case <-r.closed:
+		case <-*r.unstall.Load():
 			t.Stop()
 		}
 	}
