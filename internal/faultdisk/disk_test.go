@@ -406,6 +406,9 @@ func TestCtl(t *testing.T) {
 	if p := h.FS.Plan(); len(p.Bad) != 2 {
 		t.Errorf("bad lines changed the plan: %+v", p)
 	}
+	if b, err := os.ReadFile(ctl); err != nil || !strings.HasSuffix(string(b), "stall 0 512 10ms\n# rejected: faultdisk: \"bad x y\": bad offset \"x\"\n") {
+		t.Errorf("ctl does not say why it refused a line: %q, %v", b, err)
+	}
 	if err := sh("echo clear > " + ctl); err != nil {
 		t.Fatal(err)
 	}

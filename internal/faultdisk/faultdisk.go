@@ -7,8 +7,9 @@
 // (O_DIRECT, the page cache, readahead, ddrescue) as a real one.
 //
 // Beside disk are ctl, to which lines change the plan while mounted
-// (see Plan.Apply; reading it gives the plan), and stats, the counters
-// (see Stats). So a shell script drives it too:
+// (see Plan.Apply; reading it gives the plan, and why the last write it
+// refused with EINVAL was refused), and stats, the counters (see Stats).
+// So a shell script drives it too:
 //
 //	faultdisk -bad 1048576+4096 disk.img /mnt/fault &
 //	losetup -f --show -r /mnt/fault/disk
@@ -60,6 +61,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -100,8 +102,10 @@ type FS struct {
 // image is opened read-write if it can be (writes go through), else
 // read-only (writes fail with EROFS).
 func Mount(dir, image string, plan Plan) (*FS, error) {
+	ro := false
 	f, err := os.OpenFile(image, os.O_RDWR, 0)
 	if errors.Is(err, syscall.EROFS) || errors.Is(err, os.ErrPermission) {
+		ro = true
 		f, err = os.Open(image)
 	}
 	if err != nil {
@@ -115,7 +119,7 @@ func Mount(dir, image string, plan Plan) (*FS, error) {
 		f.Close()
 		return nil, fmt.Errorf("faultdisk: %w", err)
 	}
-	r := &root{img: f, size: st.Size()}
+	r := &root{img: f, ro: ro, size: st.Size()}
 	r.rearmStalls()
 	r.plan.Store(plan.clone())
 	srv, err := fs.Mount(dir, r, &fs.Options{
@@ -124,8 +128,6 @@ func Mount(dir, image string, plan Plan) (*FS, error) {
 			Name:        "faultdisk",
 			DirectMount: true,
 			MaxWrite:    MaxRead,
-			// Splicing a reply of MaxRead bytes overflows the pipe, and
-			// go-fuse logs each fallback; a plain write is as fast.
 			// Root's mount is used by other processes' loop devices and tools.
 			AllowOther: os.Geteuid() == 0,
 		},
@@ -138,7 +140,7 @@ func Mount(dir, image string, plan Plan) (*FS, error) {
 }
 
 // Disk is the path of the failing file, dir/disk.
-func (f *FS) Disk() string { return f.dir + "/disk" }
+func (f *FS) Disk() string { return filepath.Join(f.dir, "disk") }
 
 // Plan is the plan in force.
 func (f *FS) Plan() Plan { return *f.root.plan.Load().clone() }
@@ -204,13 +206,15 @@ func (f *FS) Wait() { f.srv.Wait() }
 type root struct {
 	fs.Inode
 	img  *os.File
+	ro   bool  // img is open read-only
 	size int64 // the image's, at the mount
 	plan atomic.Pointer[Plan]
 	mu   sync.Mutex // serializes plan changes (reads only Load)
 
 	reads, bytes, eios, stalled, writes atomic.Int64
 
-	trace atomic.Pointer[func(Request)]
+	trace    atomic.Pointer[func(Request)]
+	rejected atomic.Pointer[string] // why ctl last refused a write
 
 	// unstall is closed as Unmount begins, ending the stalls in
 	// progress (they would hold it); a new one replaces it if the
@@ -225,7 +229,20 @@ func (r *root) OnAdd(ctx context.Context) {
 		r.AddChild(name, r.NewPersistentInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG}), true)
 	}
 	add("disk", &diskNode{r: r})
-	add("ctl", &textNode{r: r, text: func() string { return r.plan.Load().String() }, write: r.control})
+	add("ctl", &textNode{r: r, text: func() string {
+		s := r.plan.Load().String()
+		if e := r.rejected.Load(); e != nil {
+			s += "# rejected: " + *e + "\n"
+		}
+		return s
+	}, write: func(lines string) error {
+		err := r.control(lines)
+		if err != nil {
+			e := err.Error()
+			r.rejected.Store(&e)
+		}
+		return err
+	}})
 	add("stats", &textNode{r: r, text: func() string {
 		s := r.stats()
 		return fmt.Sprintf("reads %d\nbytes %d\neios %d\nstalled %d\nwrites %d\n", s.Reads, s.Bytes, s.EIOs, s.Stalled, s.Writes)
@@ -237,7 +254,7 @@ func (r *root) setPlan(change func(*Plan)) {
 	defer r.mu.Unlock()
 	p := r.plan.Load().clone()
 	change(p)
-	r.plan.Store(p.clone())
+	r.plan.Store(p.clone()) // not the caller's slices, which it may reuse
 }
 
 func (r *root) control(lines string) error {
@@ -351,6 +368,9 @@ func (n *diskNode) Write(ctx context.Context, fh fs.FileHandle, data []byte, off
 	if r.plan.Load().Vanished {
 		r.eios.Add(1)
 		return 0, syscall.EIO
+	}
+	if r.ro {
+		return 0, syscall.EROFS
 	}
 	st, err := r.img.Stat()
 	if err != nil {
