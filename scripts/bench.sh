@@ -599,16 +599,19 @@ REPORT
 # without one, beside it.
 bench_rescue() {
 	local src mnt fdpid dev dmap img out r s used runs stamp
+	# The mapfile's 0x numbers, in any awk (mawk has no strtonum).
+	local hexfn='function hex(s,  v, i) { s = tolower(substr(s, 3)); for (i = 1; i <= length(s); i++) v = v * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1; return v } '
 	src=$(fixture ext4); img=$DIR/rescue.platter; out=$DIR/rescue.ddrescue
 	go build -o "$DIR/faultdisk" ./test/faultdisk
 	mnt=$(mktemp -d)
 	"$DIR/faultdisk" "$src" "$mnt" > "$DIR/faultdisk.log" 2>&1 & fdpid=$!
 	for _ in $(seq 50); do grep -q ready "$DIR/faultdisk.log" && break; sleep 0.1; done
 	dev=$(losetup -f --show -r "$mnt/disk")
+	trap 'losetup -d "$dev" 2>/dev/null; kill "$fdpid" 2>/dev/null' EXIT
 	dmap=$DIR/domain.map
 	rm -f "$dmap"
 	"$P" create --force --rescue --map "$dmap" --progress none "$dev" "$img" > /dev/null
-	used=$(awk '$3 == "+" { s += strtonum($2) } END { print s }' "$dmap")
+	used=$(awk "$hexfn"'$3 == "+" { s += hex($2) } END { printf "%d\n", s }' "$dmap")
 	for r in $(seq 1 "$ROUNDS"); do
 		echo "rescue healthy round $r/$ROUNDS"
 		rm -f "$img"; settle; s=$(now)
@@ -620,7 +623,7 @@ bench_rescue() {
 	done
 	# 1 % of the used bytes in 64 KiB runs, spread over the used areas.
 	runs=$((used / 100 / 65536))
-	awk -v n="$runs" -v seed=20 '$3 == "+" { o[k] = strtonum($1); l[k] = strtonum($2); t += l[k]; k++ }
+	awk -v n="$runs" -v seed=20 "$hexfn"'$3 == "+" { o[k] = hex($1); l[k] = hex($2); t += l[k]; k++ }
 		END { srand(seed); step = t / n; for (i = 0; i < n; i++) { p = int(i * step + rand() * (step - 65536)); for (j = 0; j < k && p >= l[j]; j++) p -= l[j];
 			if (j < k && l[j] >= 65536) { a = o[j] + int((p < l[j] - 65536 ? p : l[j] - 65536) / 65536) * 65536; if (a < o[j]) a = o[j]; printf "bad %d 65536\n", a } } }' "$dmap" > "$DIR/bad.lines"
 	while read -r line; do echo "$line" > "$mnt/ctl"; done < "$DIR/bad.lines"
@@ -660,6 +663,7 @@ Rescue: the ext4 bench filesystem ($GIB GiB, $((used / 1048576)) MiB used) as a 
 every run (s): create${T[rs_plain]}; --rescue${T[rs_rescue]}; failing --rescue${T[rs_fail]} (first pass${T[rs_pass1]}); ddrescue -m${T[rs_dd_domain]}; ddrescue${T[rs_dd]}
 REPORT
 	losetup -d "$dev"; kill "$fdpid"; wait "$fdpid" 2>/dev/null || true
+	trap - EXIT
 	rmdir "$mnt" 2>/dev/null || true
 	rm -f "$img" "$out" "$DIR/dd.map" "$DIR/failing.map" "$dmap" "$DIR/bad.lines"
 }
