@@ -72,6 +72,12 @@ func startRescue(src *blockdev.Device, opts createOptions, progress *ui.Progress
 // rescueHint adds to a read error of a create without --rescue what to
 // do about a failing disk.
 func rescueHint(err error, opts createOptions) error {
+	if opts.rescue && errors.Is(err, rescue.ErrGone) {
+		if opts.mapFile == "" {
+			return fmt.Errorf("%w. No image was written. Reconnect the disk and run create --rescue again (with --map FILE, a rescue goes on where it stopped)", err)
+		}
+		return fmt.Errorf("%w. No image was written; %s keeps what was read. Reconnect the disk and run the same command: it goes on where it stopped", err, opts.mapFile)
+	}
 	var re *backup.ReadError
 	if opts.rescue || !errors.As(err, &re) {
 		return err

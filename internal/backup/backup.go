@@ -196,6 +196,12 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 	}
 	opts.Progress.Start(total)
 
+	if opts.Rescue != nil {
+		// A failing disk is read once: the maps too, now, while it
+		// answers (see keepRescueMaps).
+		closeMaps := keepRescueMaps(l, opts.TempDir)
+		defer closeMaps()
+	}
 	p := newPipeline(src, mapSrc, l.areas, opts.ChunkSize, enc, w, opts.Progress)
 	p.detect = fsmap.Options{Keys: opts.Keys}
 	p.parent = opts.Parent

@@ -108,6 +108,35 @@ func (p *pipeline) setAside(j *job) error {
 	return nil
 }
 
+// keepRescueMaps reads every area's allocation map whole, once, into a
+// temporary file the rest of the rescue reads it from: a failing disk's
+// bitmaps and FATs are not read again at every window (each read may
+// fail, or find the disk gone). An area whose map cannot be read is
+// imaged whole, as a raw area (its filesystem still named, for the
+// report), with a note saying why.
+func keepRescueMaps(l *layout, dir string) func() {
+	var closers []func() error
+	for i := range l.areas {
+		a := &l.areas[i]
+		if a.used == nil {
+			continue
+		}
+		kept, c, err := a.used.Keep(dir)
+		if err != nil {
+			a.used, a.meta.BlockSize = nil, 0
+			a.meta.Note = fmt.Sprintf("its allocation map could not be read from the failing disk (%v): imaged whole", err)
+			continue
+		}
+		closers = append(closers, c)
+		a.used = kept
+	}
+	return func() {
+		for _, c := range closers {
+			c()
+		}
+	}
+}
+
 // rescueProgress adapts the engine's Progress for rescue.Complete.
 type rescueProgress struct{ p Progress }
 

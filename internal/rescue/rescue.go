@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/platter-dev/platter/internal/block"
@@ -76,9 +77,21 @@ type Rescuer struct {
 	changed bool
 
 	stalls   atomic.Int64
+	failed   atomic.Int64 // first-pass reads failed in a row (streak)
 	stop     chan struct{}
 	saverErr chan error
 }
+
+// probeAfter is how many reads may fail in a row before a sector read
+// well before is read again: a disk that dropped off the bus fails every
+// read at once, and a rescue that went on would mark the whole disk bad.
+// If that sector fails too the device is gone (ErrGone); if it reads,
+// the failures are a dead area, and the rescue goes on.
+const probeAfter = 256
+
+// ErrGone says the device stopped answering: it is no longer there, or
+// maxStreak reads in a row failed.
+var ErrGone = errors.New("the device stopped answering")
 
 // ErrStalled says a read did not finish within the timeout. Its buffer
 // may still be written by the read, whenever the device answers: the
@@ -312,17 +325,65 @@ func (r *Rescuer) readOnce(ctx context.Context, b []byte, off int64) (int64, err
 	n, err := r.read(ctx, b, off)
 	switch {
 	case err == nil:
+		r.failed.Store(0)
 		r.set(off, int64(n), Finished)
 		return int64(n), nil
 	case ctx.Err() != nil:
 		return 0, context.Cause(ctx)
+	case gone(err):
+		return 0, fmt.Errorf("%w (%v at byte %d)", ErrGone, err, off)
 	case errors.Is(err, ErrStalled):
 		r.set(off, int64(len(b)), NonTrimmed)
 		return 0, err
 	}
+	if n == 0 {
+		if err := r.failure(ctx, off); err != nil {
+			r.set(off, int64(len(b)), NonTrimmed)
+			return 0, err
+		}
+	} else {
+		r.failed.Store(0)
+	}
 	good := int64(n) / r.sector * r.sector
 	r.set(off, good, Finished)
 	return good, nil
+}
+
+// failure counts a read that failed at off; after probeAfter in a row
+// it reads a sector read well before, and if that fails too the device
+// is gone.
+func (r *Rescuer) failure(ctx context.Context, off int64) error {
+	k := r.failed.Add(1)
+	if k%probeAfter != 0 {
+		return nil
+	}
+	var good int64 = -1
+	r.mu.Lock()
+	for _, x := range r.m.runs {
+		if x.Status == Finished && x.Len >= r.sector {
+			good = x.Off
+			break
+		}
+	}
+	r.mu.Unlock()
+	if good < 0 {
+		return nil // nothing read yet to compare with
+	}
+	b := block.AlignedBuffer(int(r.sector))
+	if _, err := r.read(ctx, b, good); err != nil {
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		return fmt.Errorf("%w: %d reads in a row failed, the last at byte %d, and byte %d, read well before, fails now too (%v)", ErrGone, k, off, good, err)
+	}
+	r.failed.Store(0)
+	return nil
+}
+
+// gone says err means the device itself is missing (unplugged, removed),
+// not a sector.
+func gone(err error) bool {
+	return errors.Is(err, syscall.ENODEV) || errors.Is(err, syscall.ENXIO)
 }
 
 // clusters reads b at off (after a failure at off) in clusters, skipping
@@ -384,6 +445,18 @@ func (r *Rescuer) Complete(ctx context.Context, wanted []block.Extent, put func(
 		if errors.Is(err, ErrStalled) {
 			buf = block.AlignedBuffer(cluster) // the old one is the stalled read's
 		}
+		switch {
+		case err == nil || ctx.Err() != nil:
+		case gone(err):
+			return 0, fmt.Errorf("%w (%v at byte %d)", ErrGone, err, off)
+		case got == 0:
+			if ferr := r.failure(ctx, off); ferr != nil {
+				return 0, ferr
+			}
+		}
+		if err == nil || got > 0 {
+			r.failed.Store(0)
+		}
 		good := int64(got) / r.sector * r.sector
 		if err == nil {
 			good = n
@@ -399,7 +472,7 @@ func (r *Rescuer) Complete(ctx context.Context, wanted []block.Extent, put func(
 		}
 		return good, err
 	}
-	isIO := func(err error) bool { return err != nil && ctx.Err() == nil }
+	isIO := func(err error) bool { return err != nil && ctx.Err() == nil && !errors.Is(err, ErrGone) }
 	steps := []step{
 		{"reading skipped areas", NonTried, NonTried, func(k run) error {
 			for pos := k.Off; pos < k.end(); {

@@ -358,6 +358,39 @@ func TestRescue(t *testing.T) {
 		}
 	})
 
+	t.Run("vanish", func(t *testing.T) {
+		// The disk drops off the bus mid-run (every read fails): the
+		// rescue stops saying so, not marking the whole disk bad; back
+		// again, the same command goes on to the same image.
+		mapFile := filepath.Join(dir, "vanish.map")
+		img4 := filepath.Join(dir, "vanished.platter")
+		h.SetStall(faultdisk.Stall{Range: faultdisk.Range{Off: bad[0].r.Off - 1<<20, Len: 4096}, Delay: 2 * time.Second})
+		cmd := exec.Command(platter, "create", "--rescue", "--map", mapFile, "--progress", "none", h.Dev, img4)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(700 * time.Millisecond)
+		h.Vanish()
+		h.SetStall()
+		err := cmd.Wait()
+		h.Return()
+		if err == nil || !strings.Contains(stderr.String(), "stopped answering") || !strings.Contains(stderr.String(), "run the same command") {
+			t.Fatalf("create --rescue of a disk that vanished: %v\n%s", err, stderr.String())
+		}
+		if _, err := os.Stat(img4); err == nil {
+			t.Fatal("a rescue that lost its disk left an image")
+		}
+		ok(t, "create", "--rescue", "--map", mapFile, "--progress", "none", h.Dev, img4)
+		again := filepath.Join(dir, "vanish.img")
+		ok(t, "restore", "--progress", "none", img4, again)
+		sameBytes(t, restored, again, 0, parts[3].start+parts[3].size, "the rescue after the disk came back and the first's")
+		if a, b := sh(t, "ddrescuelog", "-t", mapFile), sh(t, "ddrescuelog", "-t", filepath.Join(dir, "failing.map")); badLine(a) != badLine(b) {
+			t.Errorf("map after the disk came back: %s, first: %s", badLine(a), badLine(b))
+		}
+	})
+
 	t.Run("stall", func(t *testing.T) {
 		// A read the disk does not answer within --read-timeout is
 		// reported and given up; the run ends.
