@@ -293,7 +293,7 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 		sum.Rescue = meta.Rescue
 		lines = append(lines, rescueLines(meta)...)
 		if opts.mapFile != "" {
-			lines = append(lines, "map: "+opts.mapFile+" (GNU ddrescue's format; create --rescue --map with it again retries nothing read well, only what is missing: add --retries N)")
+			lines = append(lines, "map: "+opts.mapFile+" (GNU ddrescue's format; the same command with --retries N reads the bad sectors again)")
 		}
 	}
 	return report(cmd, opts.json, sum, lines...)

@@ -152,7 +152,7 @@ func rescueLines(m *image.Metadata) []string {
 	if n == 0 {
 		return []string{"made with --rescue: every sector was read"}
 	}
-	lines := []string{fmt.Sprintf("%d sectors (%s) unreadable at imaging (by design: stored as missing, restored as zeros or restore --fill), in %d ranges:",
+	lines := []string{fmt.Sprintf("%d sectors (%s) unreadable at imaging (by design: stored as missing, restored as zeros or restore --fill), in %d ranges",
 		n/max(r.SectorSize, 1), ui.Bytes(n), len(r.Unreadable))}
 	for _, u := range r.Unreadable {
 		where := fmt.Sprintf("bytes %d-%d of the disk", u.Offset, u.Offset+u.Length)
