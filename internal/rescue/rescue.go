@@ -110,7 +110,11 @@ func New(src block.Source, sector int64, opts Options) (*Rescuer, error) {
 	}
 	r := &Rescuer{src: src, size: src.Size(), sector: sector, opts: opts, m: NewMap(src.Size()), stop: make(chan struct{}), saverErr: make(chan error, 1)}
 	if opts.MapFile != "" {
-		f, err := os.Open(opts.MapFile)
+		// Never through a symlink: the map is written back where it is.
+		f, err := os.OpenFile(opts.MapFile, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+		if errors.Is(err, syscall.ELOOP) {
+			return nil, fmt.Errorf("mapfile %s is a symlink: Platter reads and writes no map through a link (name the file it points to)", opts.MapFile)
+		}
 		switch {
 		case err == nil:
 			m, err := ParseMap(f, r.size)

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -232,5 +233,25 @@ func TestRescueStall(t *testing.T) {
 		if (i < 1<<20 || i >= 1<<20+4096) && c != 9 {
 			t.Fatalf("byte %d not rescued", i)
 		}
+	}
+}
+
+// A map file planted as a symlink is neither read nor written through.
+func TestMapFileSymlink(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "secret")
+	if err := os.WriteFile(target, []byte("do not read\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "disk.map")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	f := &failing{data: make([]byte, 1<<20)}
+	if _, err := New(f, 512, Options{MapFile: link}); err == nil || !strings.Contains(err.Error(), "symlink") {
+		t.Fatalf("a symlinked map: %v", err)
+	}
+	if b, _ := os.ReadFile(target); string(b) != "do not read\n" {
+		t.Error("the link's target was written")
 	}
 }
