@@ -502,22 +502,7 @@ func TestRescueXFS(t *testing.T) {
 	if use := sh(t, "xfs_db", "-r", "-c", "blockget -n", "-c", fmt.Sprintf("fsblock %d", blk), "-c", "blockuse -n", fs); !strings.Contains(use, "inode ") || !strings.Contains(use, strings.TrimPrefix(name, "/")) {
 		t.Fatalf("xfs_db blockuse of block %d does not name %s:\n%s", blk, name, use)
 	}
-	h := tooltest.FaultyDisk(t, fs, 512, faultdisk.Plan{Bad: []faultdisk.Range{bad}})
-	img := filepath.Join(t.TempDir(), "xfs.platter")
-	ok(t, "create", "--rescue", "--progress", "none", h.Dev, img)
-	var j rescueInfo
-	if err := json.Unmarshal([]byte(ok(t, "info", "--json", img)), &j); err != nil {
-		t.Fatal(err)
-	}
-	if j.Rescue == nil || len(j.Rescue.Unreadable) != 1 {
-		t.Fatalf("info --json rescue: %+v", j.Rescue)
-	}
-	u := j.Rescue.Unreadable[0]
-	if u.Offset != bad.Off || u.Length != bad.Len || len(u.Hits) != 1 || u.Hits[0].Kind != "file" || !slices.Equal(u.Hits[0].Paths, []string{name}) {
-		t.Errorf("unreadable %+v, want bytes %d-%d holding file %s", u, bad.Off, bad.End(), name)
-	}
-	restored := filepath.Join(t.TempDir(), "restored.img")
-	ok(t, "restore", "--progress", "none", img, restored)
+	restored := rescueOneFile(t, fs, bad, name)
 	sh(t, "xfs_repair", "-n", "-f", restored)
 	mnt, umount := tooltest.Mount(t, restored, "ro")
 	defer umount()
@@ -552,8 +537,30 @@ func TestRescueBtrfs(t *testing.T) {
 	}
 	physical, _ := strconv.ParseInt(pm[1], 10, 64)
 	bad := faultdisk.Range{Off: physical, Len: 4096}
+	restored := rescueOneFile(t, fs, bad, name)
+	sh(t, "btrfs", "check", "--readonly", restored) // metadata; the lost block's data checksum cannot match
+	// The lost block fails its data checksum: read past it, it is zeros.
+	rmnt, rumount := tooltest.Mount(t, restored, "ro,rescue=ignoredatacsums")
+	defer rumount()
+	sameTreeBut(t, files, rmnt, []string{strings.TrimPrefix(name, "/")})
+	want, err := os.ReadFile(files + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clear(want[4*4096 : 5*4096])
+	if got, err := os.ReadFile(rmnt + name); err != nil || !bytes.Equal(got, want) {
+		t.Errorf("%s: not its readable bytes and zeros where the disk failed (%v)", name, err)
+	}
+}
+
+// rescueOneFile images the bare filesystem fs with bad unreadable (a
+// block of the file name) with create --rescue, checks that the report
+// names that range holding that file alone, and restores the image,
+// returning the restored file.
+func rescueOneFile(t *testing.T, fs string, bad faultdisk.Range, name string) string {
+	t.Helper()
 	h := tooltest.FaultyDisk(t, fs, 512, faultdisk.Plan{Bad: []faultdisk.Range{bad}})
-	img := filepath.Join(t.TempDir(), "btrfs.platter")
+	img := filepath.Join(t.TempDir(), "fs.platter")
 	ok(t, "create", "--rescue", "--progress", "none", h.Dev, img)
 	var j rescueInfo
 	if err := json.Unmarshal([]byte(ok(t, "info", "--json", img)), &j); err != nil {
@@ -568,17 +575,5 @@ func TestRescueBtrfs(t *testing.T) {
 	}
 	restored := filepath.Join(t.TempDir(), "restored.img")
 	ok(t, "restore", "--progress", "none", img, restored)
-	sh(t, "btrfs", "check", "--readonly", restored) // metadata; the lost block's data checksum cannot match
-	// The lost block fails its data checksum: read past it, it is zeros.
-	rmnt, rumount := tooltest.Mount(t, restored, "ro,rescue=ignoredatacsums")
-	defer rumount()
-	sameTreeBut(t, files, rmnt, []string{strings.TrimPrefix(name, "/")})
-	want, err := os.ReadFile(files + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	clear(want[4*4096 : 5*4096])
-	if got, err := os.ReadFile(rmnt + name); err != nil || !bytes.Equal(got, want) {
-		t.Errorf("%s: not its readable bytes and zeros where the disk failed (%v)", name, err)
-	}
+	return restored
 }

@@ -2,7 +2,6 @@ package btrfs
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -324,8 +323,8 @@ func owners(t *testing.T, args []string) {
 	for _, ph := range mapLogical(t, img, subRoot) {
 		bad = append(bad, block.Extent{Off: ph, Len: 4096})
 	}
-	lost := ownersPast(t, img, bad...)
-	stops(t, img)
+	lost := tooltest.OwnersPast(t, Owners, img, bad...)
+	tooltest.OwnersStop(t, Owners, img)
 	for _, o := range []string{"file:/snap/in/f", "dir:/snap/in", "file:/frag", "file:/a/b/hard link", "dir:/big dir", "meta:metadata (extent tree)", "meta:superblock"} {
 		if !lost[o] {
 			t.Errorf("with subvolume sub's root unreadable, Owners no longer names %s", o)
@@ -344,62 +343,5 @@ func owners(t *testing.T, args []string) {
 		if have := got.at(off + length - 1); !slices.Contains(have, "meta:system chunk") {
 			t.Errorf("system chunk stripe at byte %d: Owners says %q", off, have)
 		}
-	}
-}
-
-// failing is a ReaderAt that fails every read that touches one of bad:
-// the unreadable sectors of a failing disk.
-type failing struct {
-	r   *os.File
-	bad []block.Extent
-}
-
-func (f failing) ReadAt(p []byte, off int64) (int, error) {
-	for _, b := range f.bad {
-		if off < b.End() && b.Off < off+int64(len(p)) {
-			return 0, fmt.Errorf("unreadable sector at byte %d", b.Off)
-		}
-	}
-	return f.r.ReadAt(p, off)
-}
-
-// ownersPast runs Owners on img with the bytes of bad unreadable and
-// returns the owners it names; it fails the test if Owners fails.
-func ownersPast(t *testing.T, img string, bad ...block.Extent) map[string]bool {
-	t.Helper()
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, _ := f.Stat()
-	named := map[string]bool{}
-	err = Owners(failing{f, bad}, st.Size(), func(o vfs.Owner, _ []block.Extent) error {
-		named[map[vfs.OwnerKind]string{vfs.OwnerFile: "file:", vfs.OwnerDir: "dir:", vfs.OwnerMeta: "meta:"}[o.Kind]+o.Path] = true
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("Owners with %v unreadable: %v", bad, err)
-	}
-	return named
-}
-
-// stops checks that Owners stops at visit's first error and returns it.
-func stops(t *testing.T, img string) {
-	t.Helper()
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, _ := f.Stat()
-	stop := errors.New("stop")
-	calls := 0
-	err = Owners(f, st.Size(), func(vfs.Owner, []block.Extent) error {
-		calls++
-		return stop
-	})
-	if err != stop || calls != 1 {
-		t.Errorf("Owners whose visit fails at once: %v after %d calls, want stop after 1", err, calls)
 	}
 }

@@ -221,7 +221,7 @@ func TestOwners(t *testing.T) {
 	// unreadable loses what it lists, not /a/b itself (its parent lists
 	// it) or the rest.
 	named := map[string]bool{}
-	err = Owners(failing{bytes.NewReader(raw), block.Extent{Off: abCluster, Len: cluster}}, int64(len(raw)), func(o vfs.Owner, _ []block.Extent) error {
+	err = Owners(tooltest.Unreadable{R: bytes.NewReader(raw), Bad: []block.Extent{{Off: abCluster, Len: cluster}}}, int64(len(raw)), func(o vfs.Owner, _ []block.Extent) error {
 		named[map[vfs.OwnerKind]string{vfs.OwnerFile: "file:", vfs.OwnerDir: "dir:", vfs.OwnerMeta: "meta:"}[o.Kind]+o.Path] = true
 		return nil
 	})
@@ -247,18 +247,4 @@ func TestOwners(t *testing.T) {
 			t.Errorf("with /a/b's cluster unreadable, Owners still names %s", o)
 		}
 	}
-}
-
-// failing is a ReaderAt that fails every read that touches bad: the
-// unreadable sectors of a failing disk.
-type failing struct {
-	r   *bytes.Reader
-	bad block.Extent
-}
-
-func (f failing) ReadAt(p []byte, off int64) (int, error) {
-	if off < f.bad.End() && f.bad.Off < off+int64(len(p)) {
-		return 0, fmt.Errorf("unreadable sector at byte %d", f.bad.Off)
-	}
-	return f.r.ReadAt(p, off)
 }

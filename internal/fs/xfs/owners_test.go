@@ -2,7 +2,6 @@ package xfs
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -313,8 +312,8 @@ func TestOwners(t *testing.T) {
 				t.Fatal("xfs_db converts no inode to a daddr")
 			}
 			daddr, _ := strconv.ParseInt(m[1], 10, 64)
-			lost := ownersPast(t, img, block.Extent{Off: daddr * 512, Len: 512})
-			stops(t, img)
+			lost := tooltest.OwnersPast(t, Owners, img, block.Extent{Off: daddr * 512, Len: 512})
+			tooltest.OwnersStop(t, Owners, img)
 			for _, o := range []string{"dir:/", "file:/frag", "dir:/big dir", "file:/big dir/entry with a long name 0001", "meta:inode chunk", "meta:log"} {
 				if !lost[o] {
 					t.Errorf("with /a's inode unreadable, Owners no longer names %s", o)
@@ -332,41 +331,6 @@ func TestOwners(t *testing.T) {
 // ownerNames are the owners Owners must give inode ino: "dir:P" for a
 // directory, else "file:P", for each of its paths.
 func ownerNames(ino int64, paths map[int64][]string) []string { return paths[ino] }
-
-// failing is a ReaderAt that fails every read that touches bad: the
-// unreadable sectors of a failing disk.
-type failing struct {
-	r   *os.File
-	bad block.Extent
-}
-
-func (f failing) ReadAt(p []byte, off int64) (int, error) {
-	if off < f.bad.End() && f.bad.Off < off+int64(len(p)) {
-		return 0, fmt.Errorf("unreadable sector at byte %d", f.bad.Off)
-	}
-	return f.r.ReadAt(p, off)
-}
-
-// ownersPast runs Owners on img with the bytes of bad unreadable and
-// returns the owners it names; it fails the test if Owners fails.
-func ownersPast(t *testing.T, img string, bad block.Extent) map[string]bool {
-	t.Helper()
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, _ := f.Stat()
-	named := map[string]bool{}
-	err = Owners(failing{f, bad}, st.Size(), func(o vfs.Owner, _ []block.Extent) error {
-		named[map[vfs.OwnerKind]string{vfs.OwnerFile: "file:", vfs.OwnerDir: "dir:", vfs.OwnerMeta: "meta:"}[o.Kind]+o.Path] = true
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("Owners with bytes %d-%d unreadable: %v", bad.Off, bad.End()-1, err)
-	}
-	return named
-}
 
 // ncheckPaths returns each inode's owners as Owners must name them, by
 // xfs_db's ncheck (a directory "d" it lists as "d/."), the root "dir:/".
@@ -386,24 +350,4 @@ func ncheckPaths(t *testing.T, img string) map[int64][]string {
 		t.Fatalf("xfs_db ncheck lists %d inodes:\n%.2000s", len(paths), out)
 	}
 	return paths
-}
-
-// stops checks that Owners stops at visit's first error and returns it.
-func stops(t *testing.T, img string) {
-	t.Helper()
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, _ := f.Stat()
-	stop := errors.New("stop")
-	calls := 0
-	err = Owners(f, st.Size(), func(vfs.Owner, []block.Extent) error {
-		calls++
-		return stop
-	})
-	if err != stop || calls != 1 {
-		t.Errorf("Owners whose visit fails at once: %v after %d calls, want stop after 1", err, calls)
-	}
 }
