@@ -355,7 +355,7 @@ func (w *ownerWalk) subvolume(id uint64, path string) error {
 		sort.Slice(in.entries, func(i, j int) bool { return in.entries[i].index < in.entries[j].index })
 		var subs []dirEntry
 		for _, e := range in.entries {
-			p := pathJoin(d.path, e.name)
+			p := vfs.OwnerPath(d.path, e.name)
 			if e.sub != 0 {
 				subs = append(subs, dirEntry{name: p, sub: e.sub})
 				continue
@@ -380,14 +380,4 @@ func (w *ownerWalk) subvolume(id uint64, path string) error {
 		}
 	}
 	return nil
-}
-
-// pathJoin adds name to dir, as the directory holds it: unchecked and
-// unescaped, as internal/owners hands paths on (a slash in a name, which
-// btrfs does not allow, is not told apart).
-func pathJoin(dir, name string) string {
-	if dir == "/" {
-		return "/" + name
-	}
-	return dir + "/" + name
 }

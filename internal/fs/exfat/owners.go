@@ -140,7 +140,7 @@ func (w *ownerWalk) tree(root data) error {
 				return
 			}
 			f, _ := v.file(s) // damaged or not: its clusters are still its
-			p := joinPath(dd.path, f.Name)
+			p := vfs.OwnerPath(dd.path, f.Name)
 			if f.Mode.IsDir() {
 				stack = append(stack, dir{f.data, p})
 				return
@@ -167,14 +167,4 @@ func (w *ownerWalk) tree(root data) error {
 		}
 	}
 	return nil
-}
-
-// joinPath adds name to dir, as the directory holds it: unchecked and
-// unescaped, as internal/owners hands paths on (a slash in a name, which
-// exFAT does not allow, is not told apart).
-func joinPath(dir, name string) string {
-	if dir == "/" {
-		return "/" + name
-	}
-	return dir + "/" + name
 }

@@ -63,6 +63,16 @@ type Filesystem struct {
 	Owners func(r io.ReaderAt, size int64, visit func(o Owner, at []block.Extent) error) error
 }
 
+// OwnerPath is the path of name in directory dir, for Owner.Path: as
+// the directory holds it, unchecked and unescaped (internal/owners hands
+// paths on so; whoever prints them quotes them).
+func OwnerPath(dir, name string) string {
+	if dir == "/" {
+		return "/" + name
+	}
+	return dir + "/" + name
+}
+
 // OwnerKind says what an Owner is.
 type OwnerKind int
 

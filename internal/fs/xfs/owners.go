@@ -689,7 +689,7 @@ func (w *ownerWalk) tree(root uint64) error {
 			return err
 		}
 		for _, e := range w.entries(d.in) {
-			p := pathJoin(d.path, e.name)
+			p := vfs.OwnerPath(d.path, e.name)
 			if w.dirs[e.ino] {
 				continue // a second name for a directory (damage), or a loop
 			}
@@ -715,14 +715,4 @@ func (w *ownerWalk) tree(root uint64) error {
 		}
 	}
 	return nil
-}
-
-// pathJoin adds name to dir, as the directory holds it: unchecked and
-// unescaped, as internal/owners hands paths on (a slash in a name, which
-// XFS does not allow, is not told apart).
-func pathJoin(dir, name string) string {
-	if dir == "/" {
-		return "/" + name
-	}
-	return dir + "/" + name
 }
