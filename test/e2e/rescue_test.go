@@ -32,9 +32,10 @@ type planted struct {
 
 // rescueDisk is a copy of gpt-disk.sh's disk (FAT32, ext4, NTFS) with one
 // ext4 file deleted (its blocks free space between used ones), and
-// ranges in a file of each filesystem, an ext4 directory, the ext4
-// journal and the freed blocks, located with debugfs, mshowfat and
-// ntfsinfo.
+// ranges in a file of each filesystem, a directory of ext4 and of FAT32,
+// metadata of ext4 (the journal) and NTFS ($LogFile), and the freed
+// blocks, located with debugfs, mshowfat/minfo and ntfsinfo and named
+// by debugfs icheck/ncheck and ntfscluster.
 func rescueDisk(t *testing.T) (disk string, parts map[int]part, bad []planted) {
 	src := fixture(t, "gpt-disk.sh")
 	disk = filepath.Join(t.TempDir(), "failing.img")
@@ -107,6 +108,13 @@ func rescueDisk(t *testing.T) (disk string, parts map[int]part, bad []planted) {
 	data := (num(`reserved \(boot\) sectors: (\d+)`) + num(`fats: (\d+)`)*num(`Big fatlen=(\d+)`)) * sector
 	c := (first + last) / 2
 	bad = append(bad, planted{r: faultdisk.Range{Off: parts[1].start + data + (c-2)*cluster, Len: cluster}, kind: "file", path: "/bin/random 3M.bin", part: 1, index: (c - first) * cluster})
+	// and the first cluster of the directory /docs.
+	m = regexp.MustCompile(`<(\d+)`).FindStringSubmatch(sh(t, "mshowfat", "-i", p1, "::/docs"))
+	if m == nil {
+		t.Fatal("mshowfat ::/docs: no cluster")
+	}
+	dc, _ := strconv.ParseInt(m[1], 10, 64)
+	bad = append(bad, planted{r: faultdisk.Range{Off: parts[1].start + data + (dc-2)*cluster, Len: cluster}, kind: "directory", path: "/docs", part: 1})
 
 	// NTFS, partition 3: a cluster of the file, by ntfsinfo's runlist.
 	p3 := extract(t, disk, parts[3])
@@ -125,6 +133,18 @@ func rescueDisk(t *testing.T) (disk string, parts map[int]part, bad []planted) {
 	if owner := sh(t, "ntfscluster", "-c", strconv.FormatInt(lcn+n/2, 10), p3); !strings.Contains(owner, "/bin/random 3M.bin") {
 		t.Fatalf("ntfscluster -c %d: %q", lcn+n/2, owner)
 	}
+	// and a cluster in the middle of $LogFile (record 2): metadata, past
+	// the restart pages a clean volume's mount reads.
+	runs = regexp.MustCompile(`(?m)^\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s*$`).FindAllStringSubmatch(sh(t, "ntfsinfo", "-v", "-i", "2", p3), -1)
+	if len(runs) == 0 {
+		t.Fatal("ntfsinfo: no runlist for $LogFile")
+	}
+	lcn, _ = strconv.ParseInt(runs[0][2], 16, 64)
+	n, _ = strconv.ParseInt(runs[0][3], 16, 64)
+	if owner := sh(t, "ntfscluster", "-c", strconv.FormatInt(lcn+n/2, 10), p3); !strings.Contains(owner, "$LogFile") {
+		t.Fatalf("ntfscluster -c %d: %q", lcn+n/2, owner)
+	}
+	bad = append(bad, planted{r: faultdisk.Range{Off: parts[3].start + (lcn+n/2)*csize, Len: csize}, kind: "metadata", path: "$LogFile", part: 3})
 	slices.SortFunc(bad, func(a, b planted) int { return int(a.r.Off - b.r.Off) })
 	return disk, parts, bad
 }
@@ -272,7 +292,12 @@ func TestRescue(t *testing.T) {
 		}
 		sameTreeBut(t, filepath.Join(files, "p2"), extTree(t, p2), hit[2])
 		p1 := extract(t, restored, parts[1])
-		sh(t, "fsck.fat", "-n", p1)
+		// /docs lost its first cluster: fsck.fat -n finds that, and
+		// its files are lost with it.
+		if out, err := exec.Command("fsck.fat", "-n", p1).CombinedOutput(); err == nil || !strings.Contains(strings.ToLower(string(out)), "/docs\n") {
+			t.Errorf("fsck.fat -n of the restored FAT32 whose /docs cluster was lost: %v\n%s", err, out)
+		}
+		hit[1] = append(hit[1], "docs")
 		sameTreeBut(t, filepath.Join(files, "p1"), fatTree(t, p1), hit[1])
 		p3 := extract(t, restored, parts[3])
 		sh(t, "ntfsfix", "-n", p3)
