@@ -14,6 +14,7 @@ import (
 	"github.com/platter-dev/platter/internal/backup"
 	"github.com/platter-dev/platter/internal/block"
 	"github.com/platter-dev/platter/internal/blockdev"
+	"github.com/platter-dev/platter/internal/cbt"
 	"github.com/platter-dev/platter/internal/codec"
 	"github.com/platter-dev/platter/internal/image"
 	"github.com/platter-dev/platter/internal/live"
@@ -36,6 +37,8 @@ type createOptions struct {
 	incremental  string
 	differential string
 	created      string // hidden, for tests of retention rules
+	trackDir     string // where track keeps its maps
+	readAll      bool   // an incremental reads every chunk, map or not
 	sectors      bool
 	chunkSize    string
 	split        string
@@ -100,6 +103,8 @@ prints a warning naming the reason, and info shows it
 	f.IntVar(&opts.retries, "retries", 0, "with --rescue: read each bad sector this many more times at the end")
 	f.StringVar(&opts.mapFile, "map", "", "with --rescue: keep the rescue's state in `FILE` (GNU ddrescue's mapfile format: ddrescuelog reads it), saved every few seconds; the same --map again resumes an interrupted rescue")
 	f.DurationVar(&opts.readTimeout, "read-timeout", rescue.DefaultTimeout, "with --rescue: a read taking longer is reported as stalled and its bytes left for a later pass")
+	f.StringVar(&opts.trackDir, "track-dir", cbt.DefaultDir, "with --incremental or --differential: where platter track keeps its maps")
+	f.BoolVar(&opts.readAll, "read-all", false, "with --incremental or --differential: read every chunk in use, even where the tracking service's map says nothing changed")
 	f.StringVar(&opts.created, "test-created", "", "for tests: the creation time to record (RFC 3339)")
 	f.MarkHidden("test-created")
 	return cmd
@@ -257,6 +262,15 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 		if bopts.TempDir = tempDir(place); bopts.TempDir == "" {
 			bopts.TempDir = scratch
 		}
+		// Asked now, with the live tracker (if any) running: writes
+		// after the map's flush are the live passes' to catch.
+		if bopts.Parent != nil && src.IsDevice() && !opts.rescue {
+			if opts.readAll {
+				bopts.ChangedBy, bopts.ChangedNote = "read", "--read-all"
+			} else {
+				bopts.Changed, bopts.ChangedBy, bopts.ChangedNote = trackedChanges(opts.trackDir, source, bopts.Parent)
+			}
+		}
 		meta, size, err = backup.ToSink(ctx, data, sink, bopts)
 		return tooLarge(err)
 	})
@@ -286,6 +300,14 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 	}
 	lines := []string{fmt.Sprintf("created %s: %s used of %s, image %s, in %.1fs (%s/s)%s",
 		imagePath, ui.Bytes(sum.UsedBytes), ui.Bytes(meta.SourceSize), ui.Bytes(size), sum.Seconds, ui.Bytes(int64(float64(sum.UsedBytes)/max(sum.Seconds, 1e-9))), how)}
+	sum.ChangedBy, sum.ChangedNote = meta.ChangedBy, meta.ChangedNote
+	switch {
+	case meta.ChangedBy == "tracker":
+		sum.ReadChunks = &meta.ReadChunks
+		lines = append(lines, fmt.Sprintf("read %d of %d chunks: %s", meta.ReadChunks, meta.InUseChunks, meta.ChangedNote))
+	case meta.ChangedBy == "read" && meta.ChangedNote != "":
+		lines = append(lines, fmt.Sprintf("read all %d chunks in use: %s", meta.InUseChunks, meta.ChangedNote))
+	}
 	if verbose {
 		lines = append(lines, areaLines(meta)...)
 	}
@@ -338,11 +360,16 @@ type createSummary struct {
 	Seconds     float64 `json:"seconds"`
 	// ChangedChunks (of Chunks in use) are the chunks an incremental or
 	// differential stores itself rather than takes from its parent.
-	ChangedChunks *int            `json:"changed_chunks,omitempty"`
-	Chunks        int             `json:"chunks,omitempty"`
-	Snapshot      *image.Snapshot `json:"snapshot,omitempty"`
-	Encrypted     bool            `json:"encrypted,omitempty"`
-	Rescue        *image.Rescue   `json:"rescue,omitempty"`
+	ChangedChunks *int `json:"changed_chunks,omitempty"`
+	// ChangedBy says how the changed chunks were found ("tracker" or
+	// "read"), ChangedNote from what or why; ReadChunks were read.
+	ChangedBy   string          `json:"changed_by,omitempty"`
+	ChangedNote string          `json:"changed_note,omitempty"`
+	ReadChunks  *int            `json:"read_chunks,omitempty"`
+	Chunks      int             `json:"chunks,omitempty"`
+	Snapshot    *image.Snapshot `json:"snapshot,omitempty"`
+	Encrypted   bool            `json:"encrypted,omitempty"`
+	Rescue      *image.Rescue   `json:"rescue,omitempty"`
 }
 
 // changedChunks counts the chunks of the image at path that are not its

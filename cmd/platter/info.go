@@ -78,6 +78,12 @@ type infoJSON struct {
 	// differential holds itself rather than takes from its parent.
 	ChangedChunks *int `json:"changed_chunks,omitempty"`
 	ChunkCount    int  `json:"chunk_count"`
+	// ChangedBy says how an incremental's changes were found: "tracker"
+	// (a changed-block tracking map) or "read" (everything read).
+	ChangedBy   string `json:"changed_by,omitempty"`
+	ChangedNote string `json:"changed_note,omitempty"`
+	ReadChunks  int    `json:"read_chunks,omitempty"`
+	InUseChunks int    `json:"in_use_chunks,omitempty"`
 	// NotImaged are the partitions of the table left out of the image.
 	NotImaged []int `json:"not_imaged,omitempty"`
 	// Chain is the image and the images it depends on, newest first.
@@ -141,6 +147,7 @@ func describe(r *image.Reader, chunks bool) *infoJSON {
 		SourceSize: m.SourceSize, SectorSize: m.SectorSize, Table: m.Table, DiskID: m.DiskID,
 		ImageBytes: r.Size(), ChunkSize: m.ChunkSize, Compression: m.Compression,
 		Digest: hex.EncodeToString(d[:]), Warnings: m.Warnings, Snapshot: m.Snapshot,
+		ChangedBy: m.ChangedBy, ChangedNote: m.ChangedNote, ReadChunks: m.ReadChunks, InUseChunks: m.InUseChunks,
 		Partitions: []partitionJSON{}, Gaps: []gapJSON{}, Type: imageType(m),
 		SectorBySector: m.SectorBySector, Encryption: encryption(r),
 		Rescue: m.Rescue, rescueLines: rescueLines(m),
@@ -322,6 +329,16 @@ func printInfo(w io.Writer, opts infoOptions, path string, r *image.Reader) erro
 		for _, c := range info.Chain {
 			fmt.Fprintf(w, "             %-12s %s  %s  %s  %s\n", c.Type, c.ID, c.Created.Local().Format(time.RFC3339), ui.Bytes(c.ImageBytes), c.File)
 		}
+	}
+	switch info.ChangedBy {
+	case "tracker":
+		fmt.Fprintf(w, "Changes:     found by the tracker's map: read %d of %d chunks in use\n", info.ReadChunks, info.InUseChunks)
+	case "read":
+		note := ""
+		if info.ChangedNote != "" {
+			note = " (" + info.ChangedNote + ")"
+		}
+		fmt.Fprintf(w, "Changes:     found by reading every chunk in use%s\n", note)
 	}
 	if s := info.Snapshot; s != nil {
 		switch s.Method {

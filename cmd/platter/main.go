@@ -179,6 +179,7 @@ Platter image.`,
 	root.AddCommand(newVersionCommand())
 	root.AddCommand(newCreateCommand(), newCloneCommand(), newVerifyCommand(), newInfoCommand(), newRestoreCommand(), newConsolidateCommand(), newPruneCommand(), newListCommand(), newServeCommand(), newMountCommand(), newUmountCommand(), newLsCommand(), newExtractCommand())
 	root.AddCommand(newKeygenCommand(), newPasswdCommand(), newConvertCommand(), newBootCommand(), newImportCommand(), newCacheCommand())
+	root.AddCommand(newTrackCommand())
 	root.AddCommand(newDocsCommand()) // hidden: man pages for make install
 	return root
 }

@@ -95,6 +95,10 @@ type Options struct {
 	// the parent's is recorded as the parent's without being read. nil
 	// reads every chunk.
 	Changed []block.Extent
+	// ChangedBy and ChangedNote are recorded in the metadata: how the
+	// changed chunks were found ("tracker": from Changed; "read": every
+	// chunk read) and, for "read", why no map was used.
+	ChangedBy, ChangedNote string
 	// Created is the time recorded as the image's (zero: now).
 	Created time.Time
 	// SectorBySector images every byte of the disk, free blocks and
@@ -268,6 +272,11 @@ func Run(ctx context.Context, src block.Source, out io.Writer, opts Options) (*i
 	if pr := opts.Parent; pr != nil {
 		d := pr.ContentDigest()
 		meta.Type, meta.Parent, meta.ParentDigest = opts.Type, pr.ID().String(), hex.EncodeToString(d[:])
+		meta.ChangedBy, meta.ChangedNote = opts.ChangedBy, opts.ChangedNote
+		if meta.ChangedBy == "" {
+			meta.ChangedBy = "read"
+		}
+		meta.ReadChunks, meta.InUseChunks = p.inUse-p.unread, p.inUse
 	}
 	maps := make([]image.Bitmap, len(l.areas))
 	for i, a := range p.areas {
@@ -372,6 +381,8 @@ type pipeline struct {
 	stored  map[int]int64
 	held    []*job // pass.hold: chunks read, to be processed after the thaw
 	written int    // chunks written by the last run
+	inUse   int    // chunks holding used blocks, of the first pass
+	unread  int    // of those, the ones taken from the parent unread
 	pool    sync.Pool
 
 	holding atomic.Int32 // chunks held so far (pass.hold)
@@ -524,6 +535,9 @@ func (p *pipeline) produce(ps *pass, emit func(*job) bool) {
 			if copyIt && unchanged {
 				p.fromParent(j)
 			}
+			if copyIt {
+				p.count(ps, j)
+			}
 			return !copyIt || emit(j)
 		}
 		m, base, err := a.used.Window(off, n)
@@ -554,6 +568,7 @@ func (p *pipeline) produce(ps *pass, emit func(*job) bool) {
 		if unchanged && p.sameMap(i, off, n, m, base) {
 			p.fromParent(j)
 		}
+		p.count(ps, j)
 		return emit(j)
 	}
 	if ps.all || ps.scan {
@@ -580,6 +595,17 @@ func (p *pipeline) produce(ps *pass, emit func(*job) bool) {
 		if !visit(r.area, r.chunk) {
 			return
 		}
+	}
+}
+
+// count counts the chunks of the first pass, and those not read.
+func (p *pipeline) count(ps *pass, j *job) {
+	if !ps.all {
+		return
+	}
+	p.inUse++
+	if j.preset {
+		p.unread++
 	}
 }
 

@@ -36,6 +36,17 @@ type Metadata struct {
 	// into a full image by consolidation keeps its content).
 	Parent       string `json:"parent,omitempty"`
 	ParentDigest string `json:"parent_digest,omitempty"`
+	// ChangedBy, for an incremental or differential, says how the chunks
+	// that changed were found: "tracker" (only the chunks a
+	// changed-block tracking map marked, and those whose allocation
+	// changed, were read: docs/incrementals.md) or "read" (every chunk
+	// in use was read and compared). ChangedNote says, for "read", why
+	// no map was used; ReadChunks of InUseChunks were read from the
+	// source in the first copy. Empty in images made before.
+	ChangedBy   string `json:"changed_by,omitempty"`
+	ChangedNote string `json:"changed_note,omitempty"`
+	ReadChunks  int    `json:"read_chunks,omitempty"`
+	InUseChunks int    `json:"in_use_chunks,omitempty"`
 	// SectorBySector says every byte of the disk was imaged, free blocks
 	// and unpartitioned space included (create --sector-by-sector): a
 	// restore, mount or serve of it equals the source disk byte for byte.

@@ -1,0 +1,281 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/platter-dev/platter/internal/image"
+)
+
+// trackStart starts the tracking service of dev with its maps in maps,
+// and stops it when the test ends.
+func trackStart(t *testing.T, maps, dev string, extra ...string) {
+	t.Helper()
+	ok(t, append(append([]string{"track", "start", "--dir", maps}, extra...), dev)...)
+	t.Cleanup(func() { run(t, "track", "stop", "--dir", maps, dev) })
+}
+
+// trackedImage makes an incremental of parent from dev (unmounted) with
+// the maps in maps and returns create's summary.
+func trackedImage(t *testing.T, maps, parent, dev, img string, extra ...string) createJSON {
+	t.Helper()
+	var s createJSON
+	out := ok(t, append(append([]string{"create", "--json", "--progress", "none", "--track-dir", maps, "--incremental", parent}, extra...), dev, img)...)
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		t.Fatalf("create --json: %v\n%s", err, out)
+	}
+	return s
+}
+
+type createJSON struct {
+	ChangedBy   string `json:"changed_by"`
+	ChangedNote string `json:"changed_note"`
+	ReadChunks  *int   `json:"read_chunks"`
+	Chunks      int    `json:"chunks"`
+}
+
+// imageMeta reads an image's metadata and entries with the image package.
+func imageMeta(t *testing.T, img string) (*image.Metadata, []image.Entry) {
+	t.Helper()
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	r, err := image.NewReader(f, st.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	m := r.Metadata()
+	return m, slices.Clone(r.Entries())
+}
+
+// A busy mounted ext4, imaged live across several incrementals whose
+// changes come from the tracker's map: each restores to the writer's
+// files at its freeze, byte for byte (and the earlier rounds' files as
+// they were left), and each read fewer chunks than it holds.
+func TestTrackLiveIncrementals(t *testing.T) {
+	d := newLiveDisk(t, "ext4")
+	maps := t.TempDir()
+	trackStart(t, maps, d.part)
+	time.Sleep(1500 * time.Millisecond) // the map starts over 1s before the full image
+	dir := t.TempDir()
+	prev := filepath.Join(dir, "full.platter")
+	liveImage(t, d.part, prev)
+	type round struct {
+		ops []liveOp
+	}
+	var rounds []round
+	for r := 1; r <= 3; r++ {
+		wdir := filepath.Join(d.mnt, "live", fmt.Sprint(r))
+		if err := os.Mkdir(wdir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		w := startLiveWriter(t, wdir, 4_000_000, int64(100+r))
+		time.Sleep(1500 * time.Millisecond)
+		img := filepath.Join(dir, fmt.Sprintf("inc%d.platter", r))
+		frozen, thawed := liveImage(t, d.part, img, "--track-dir", maps, "--incremental", prev)
+		time.Sleep(300 * time.Millisecond)
+		ops := w.Stop()
+		rounds = append(rounds, round{ops})
+		m, _ := imageMeta(t, img)
+		if m.ChangedBy != "tracker" || m.ReadChunks >= m.InUseChunks || m.ReadChunks == 0 {
+			t.Fatalf("round %d: changed by %q (%s), read %d of %d chunks; want the tracker's map, and fewer", r, m.ChangedBy, m.ChangedNote, m.ReadChunks, m.InUseChunks)
+		}
+		t.Logf("round %d: read %d of %d chunks (%s)", r, m.ReadChunks, m.InUseChunks, m.ChangedNote)
+
+		back := filepath.Join(t.TempDir(), "back.img")
+		ok(t, "restore", "--yes", "--progress", "none", img, back)
+		root := checkedMount(t, "ext4", back)
+		verifyAtFreeze(t, filepath.Join(root, "live", fmt.Sprint(r)), ops, frozen, thawed)
+		end := time.Now().Add(time.Hour)
+		for q := 1; q < r; q++ { // finished before this round: as left
+			verifyAtFreeze(t, filepath.Join(root, "live", fmt.Sprint(q)), rounds[q-1].ops, end, end)
+		}
+		exec.Command("umount", root).Run()
+		prev = img
+	}
+}
+
+type entryKey struct {
+	Area  uint32
+	Chunk uint64
+	Flags uint32
+	Hash  [32]byte
+}
+
+func entryKeys(es []image.Entry) []entryKey {
+	out := make([]entryKey, len(es))
+	for i, e := range es {
+		out[i] = entryKey{e.Area, e.Chunk, e.Flags, e.Hash}
+	}
+	return out
+}
+
+// Over several rounds of writes, an incremental made from the tracker's
+// map and one made by reading everything, of the same source, have the
+// same entries: every chunk, its hash and whether the parent holds it.
+func TestTrackMatchesReadAll(t *testing.T) {
+	dev, mnt := mountedExt4(t, 512, "")
+	sh(t, "umount", mnt)
+	maps := t.TempDir()
+	trackStart(t, maps, dev)
+	time.Sleep(1500 * time.Millisecond)
+	dir := t.TempDir()
+	prev := filepath.Join(dir, "full.platter")
+	ok(t, "create", "--progress", "none", dev, prev)
+	var all [][]liveOp
+	for r := 1; r <= 4; r++ {
+		sh(t, "mount", dev, mnt)
+		wdir := filepath.Join(mnt, fmt.Sprint(r))
+		os.Mkdir(wdir, 0o755)
+		w := startLiveWriter(t, wdir, 8_000_000, int64(200+r))
+		time.Sleep(time.Second)
+		all = append(all, w.Stop())
+		if r%2 == 0 { // and a file of the first round deleted
+			os.Remove(filepath.Join(mnt, "1", "big1"))
+		}
+		sh(t, "umount", mnt)
+		a := filepath.Join(dir, fmt.Sprintf("inc%d.platter", r))
+		b := filepath.Join(dir, fmt.Sprintf("read%d.platter", r))
+		sa := trackedImage(t, maps, prev, dev, a)
+		sb := trackedImage(t, maps, prev, dev, b, "--read-all")
+		if sa.ChangedBy != "tracker" || sa.ReadChunks == nil || *sa.ReadChunks >= sa.Chunks {
+			t.Fatalf("round %d: %+v, want the tracker's map read and fewer chunks than all", r, sa)
+		}
+		if sb.ChangedBy != "read" {
+			t.Fatalf("round %d: --read-all: %+v", r, sb)
+		}
+		_, ea := imageMeta(t, a)
+		_, eb := imageMeta(t, b)
+		ka, kb := entryKeys(ea), entryKeys(eb)
+		if !slices.Equal(ka, kb) {
+			for i := range min(len(ka), len(kb)) {
+				if ka[i] != kb[i] {
+					t.Errorf("round %d: entry %d: from the map %+v, read %+v", r, i, ka[i], kb[i])
+				}
+			}
+			t.Fatalf("round %d: %d entries from the map, %d read", r, len(ka), len(kb))
+		}
+		t.Logf("round %d: read %d of %d chunks, %d entries identical to reading everything", r, *sa.ReadChunks, sa.Chunks, len(ka))
+		prev = a
+	}
+	// The last incremental restores to every round's files as left.
+	back := filepath.Join(t.TempDir(), "back.img")
+	ok(t, "restore", "--yes", "--progress", "none", prev, back)
+	root := checkedMount(t, "ext4", back)
+	end := time.Now().Add(time.Hour)
+	for r, ops := range all {
+		if r == 0 {
+			ops = append(slices.Clone(ops), liveOp{N: len(ops), Kind: liveUnlink, Name: "big1", Start: end.Add(-time.Minute), End: end.Add(-time.Minute)})
+		}
+		verifyAtFreeze(t, filepath.Join(root, fmt.Sprint(r+1)), ops, end, end)
+	}
+}
+
+// Whatever could hide a write makes the next incremental read
+// everything and say why.
+func TestTrackNegativeControls(t *testing.T) {
+	// setup makes an unmounted ext4 on a loop device tracked since
+	// before its full image.
+	setup := func(t *testing.T, extra ...string) (dev, mnt, maps, full string) {
+		dev, mnt = mountedExt4(t, 256, "")
+		sh(t, "umount", mnt)
+		maps = t.TempDir()
+		trackStart(t, maps, dev, extra...)
+		time.Sleep(1500 * time.Millisecond)
+		full = filepath.Join(t.TempDir(), "full.platter")
+		ok(t, "create", "--progress", "none", dev, full)
+		return
+	}
+	write := func(t *testing.T, dev, mnt string) {
+		sh(t, "mount", dev, mnt)
+		if err := os.WriteFile(filepath.Join(mnt, "f"), []byte(strings.Repeat("x", 3<<20)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sh(t, "umount", mnt)
+	}
+	expect := func(t *testing.T, s createJSON, want ...string) {
+		t.Helper()
+		if s.ChangedBy != "read" {
+			t.Fatalf("changed by %q (%s), want read", s.ChangedBy, s.ChangedNote)
+		}
+		for _, w := range want {
+			if !strings.Contains(s.ChangedNote, w) {
+				t.Errorf("note %q does not say %q", s.ChangedNote, w)
+			}
+		}
+		t.Logf("read everything: %s", s.ChangedNote)
+	}
+	t.Run("stopped, written, restarted", func(t *testing.T) {
+		dev, mnt, maps, full := setup(t)
+		ok(t, "track", "stop", "--dir", maps, dev)
+		write(t, dev, mnt) // mounted and written while not running
+		ok(t, "track", "start", "--dir", maps, dev)
+		s := trackedImage(t, maps, full, dev, filepath.Join(t.TempDir(), "inc.platter"))
+		expect(t, s, "the service was not running before then", "the mount count of "+dev+" went from", "while the service was not running")
+	})
+	t.Run("stopped", func(t *testing.T) {
+		dev, mnt, maps, full := setup(t)
+		ok(t, "track", "stop", "--dir", maps, dev)
+		write(t, dev, mnt)
+		s := trackedImage(t, maps, full, dev, filepath.Join(t.TempDir(), "inc.platter"))
+		expect(t, s, "the tracking service stopped at")
+	})
+	t.Run("killed", func(t *testing.T) {
+		dev, mnt, maps, full := setup(t)
+		var st struct {
+			PID int `json:"pid"`
+		}
+		json.Unmarshal([]byte(ok(t, "track", "status", "--json", "--dir", maps, dev)), &st)
+		if err := exec.Command("kill", "-9", fmt.Sprint(st.PID)).Run(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+		write(t, dev, mnt)
+		s := trackedImage(t, maps, full, dev, filepath.Join(t.TempDir(), "inc.platter"))
+		expect(t, s, "did not answer")
+	})
+	t.Run("events lost", func(t *testing.T) {
+		dev, _, maps, full := setup(t, "--test-fault", "tracefs-overrun")
+		// Thousands of small direct writes, past the filesystem's data:
+		// more events than the small buffer holds while read slowly.
+		sh(t, "dd", "if=/dev/urandom", "of="+dev, "bs=4k", "count=3000", "seek=40000", "oflag=direct", "status=none")
+		time.Sleep(2 * time.Second) // for the service to take, and find the loss
+		s := trackedImage(t, maps, full, dev, filepath.Join(t.TempDir(), "inc.platter"))
+		expect(t, s, "lost events")
+	})
+	t.Run("reboot", func(t *testing.T) {
+		dev, mnt, maps, full := setup(t, "--test-boot-id", "00000000-fake-boot")
+		write(t, dev, mnt)
+		s := trackedImage(t, maps, full, dev, filepath.Join(t.TempDir(), "inc.platter"))
+		expect(t, s, "another boot")
+	})
+	t.Run("no map", func(t *testing.T) {
+		dev, mnt := mountedExt4(t, 256, "")
+		sh(t, "umount", mnt)
+		full := filepath.Join(t.TempDir(), "full.platter")
+		ok(t, "create", "--progress", "none", dev, full)
+		s := trackedImage(t, t.TempDir(), full, dev, filepath.Join(t.TempDir(), "inc.platter"))
+		expect(t, s, "no tracker map")
+	})
+	// The control for the controls: the same steps without the fault
+	// use the map.
+	t.Run("control", func(t *testing.T) {
+		dev, mnt, maps, full := setup(t)
+		write(t, dev, mnt)
+		s := trackedImage(t, maps, full, dev, filepath.Join(t.TempDir(), "inc.platter"))
+		if s.ChangedBy != "tracker" {
+			t.Fatalf("without a fault: %+v", s)
+		}
+	})
+}
