@@ -11,6 +11,7 @@ TOOLS := sgdisk:gdisk sfdisk:fdisk mkfs.fat:dosfstools fsck.fat:dosfstools \
 	mkfs.exfat:exfatprogs /usr/bin/time:time blkid:util-linux losetup:mount \
 	fusermount:fuse3 bc:bc gcc:gcc qemu-system-x86_64:qemu-system-x86 \
 	nbd-client:nbd-client as:binutils setfattr:attr ip:iproute2 \
+	systemd-analyze:systemd \
 	unshare:util-linux nsenter:util-linux setpriv:util-linux man:man-db groff:groff-base \
 	/usr/share/bash-completion/bash_completion:bash-completion zsh:zsh fish:fish \
 	pvcreate:lvm2 cryptsetup:cryptsetup-bin mount.exfat-fuse:exfat-fuse \

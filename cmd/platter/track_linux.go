@@ -30,6 +30,7 @@ type trackOptions struct {
 	tracker    string
 	fault      string
 	bootID     string
+	gap        time.Duration
 	unitDir    string
 	json       bool
 }
@@ -76,6 +77,8 @@ See docs/incrementals.md.
 	f.MarkHidden("test-fault")
 	f.StringVar(&opts.bootID, "test-boot-id", "", "for tests: the boot id to record (as if started in another boot)")
 	f.MarkHidden("test-boot-id")
+	f.DurationVar(&opts.gap, "test-gap", 0, "for tests: the longest pause between takes before the map restarts (default 30s)")
+	f.MarkHidden("test-gap")
 	return cmd
 }
 
@@ -115,7 +118,7 @@ func trackForeground(cmd *cobra.Command, opts trackOptions, source, dir string) 
 	if tracker == "auto" {
 		tracker = ""
 	}
-	err := cbt.Serve(cmd.Context(), cbt.Options{Device: source, Dir: dir, Tracker: tracker, Fault: opts.fault, BootID: opts.bootID,
+	err := cbt.Serve(cmd.Context(), cbt.Options{Device: source, Dir: dir, Tracker: tracker, Fault: opts.fault, BootID: opts.bootID, Gap: opts.gap,
 		Ready: func(m *cbt.Map) {
 			fmt.Fprintf(cmd.OutOrStdout(), "tracking %s with %s since %s (pid %d, map %s)\n", source, m.Tracker, m.Since.Local().Format(time.RFC3339), m.PID, filepath.Join(dir, cbt.File))
 		}})
@@ -157,6 +160,9 @@ func trackDaemon(cmd *cobra.Command, opts trackOptions, source, dir string) erro
 	}
 	if opts.bootID != "" {
 		args = append(args, "--test-boot-id", opts.bootID)
+	}
+	if opts.gap != 0 {
+		args = append(args, "--test-gap", opts.gap.String())
 	}
 	c := exec.Command(self, append(args, source)...)
 	c.Stdout, c.Stderr = log, log

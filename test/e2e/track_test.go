@@ -34,6 +34,20 @@ func trackedImage(t *testing.T, maps, parent, dev, img string, extra ...string) 
 	return s
 }
 
+// trackPID is the process id of the service tracking dev.
+func trackPID(t *testing.T, maps, dev string) int {
+	t.Helper()
+	var st struct {
+		PID     int  `json:"pid"`
+		Running bool `json:"running"`
+	}
+	json.Unmarshal([]byte(ok(t, "track", "status", "--json", "--dir", maps, dev)), &st)
+	if !st.Running || st.PID == 0 {
+		t.Fatalf("track status: not running (%+v)", st)
+	}
+	return st.PID
+}
+
 type createJSON struct {
 	ChangedBy   string `json:"changed_by"`
 	ChangedNote string `json:"changed_note"`
@@ -233,11 +247,7 @@ func TestTrackNegativeControls(t *testing.T) {
 	})
 	t.Run("killed", func(t *testing.T) {
 		dev, mnt, maps, full := setup(t)
-		var st struct {
-			PID int `json:"pid"`
-		}
-		json.Unmarshal([]byte(ok(t, "track", "status", "--json", "--dir", maps, dev)), &st)
-		if err := exec.Command("kill", "-9", fmt.Sprint(st.PID)).Run(); err != nil {
+		if err := exec.Command("kill", "-9", fmt.Sprint(trackPID(t, maps, dev))).Run(); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -253,6 +263,17 @@ func TestTrackNegativeControls(t *testing.T) {
 		time.Sleep(2 * time.Second) // for the service to take, and find the loss
 		s := trackedImage(t, maps, full, dev, filepath.Join(t.TempDir(), "inc.platter"))
 		expect(t, s, "lost events")
+	})
+	t.Run("gap", func(t *testing.T) {
+		dev, mnt, maps, full := setup(t, "--test-gap", "2s")
+		pid := trackPID(t, maps, dev)
+		sh(t, "kill", "-STOP", fmt.Sprint(pid))
+		write(t, dev, mnt)
+		time.Sleep(3 * time.Second)
+		sh(t, "kill", "-CONT", fmt.Sprint(pid))
+		time.Sleep(1500 * time.Millisecond)
+		s := trackedImage(t, maps, full, dev, filepath.Join(t.TempDir(), "inc.platter"))
+		expect(t, s, "no take for")
 	})
 	t.Run("reboot", func(t *testing.T) {
 		dev, mnt, maps, full := setup(t, "--test-boot-id", "00000000-fake-boot")
@@ -278,4 +299,75 @@ func TestTrackNegativeControls(t *testing.T) {
 			t.Fatalf("without a fault: %+v", s)
 		}
 	})
+}
+
+// status says what runs and whether the map is valid; start refuses a
+// second service; stop keeps the map, no longer valid; install-unit
+// writes a unit systemd-analyze accepts.
+func TestTrackCommands(t *testing.T) {
+	dev, mnt := mountedExt4(t, 128, "")
+	maps := t.TempDir()
+	if out := ok(t, "track", "status", "--dir", maps, dev); !strings.Contains(out, "not tracked") {
+		t.Errorf("status before start: %s", out)
+	}
+	trackStart(t, maps, dev)
+	_, stderr, code := run(t, "track", "start", "--dir", maps, dev)
+	if code == 0 || !strings.Contains(stderr, "tracked already") {
+		t.Errorf("a second start: exit %d, %s", code, stderr)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "f"), make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sh(t, "sync")
+	time.Sleep(2500 * time.Millisecond)
+	var st struct {
+		Running     bool  `json:"running"`
+		Valid       bool  `json:"valid"`
+		MarkedBytes int64 `json:"marked_bytes"`
+	}
+	if err := json.Unmarshal([]byte(ok(t, "track", "status", "--json", "--dir", maps, dev)), &st); err != nil {
+		t.Fatal(err)
+	}
+	if !st.Running || !st.Valid || st.MarkedBytes < 1<<20 {
+		t.Errorf("status while tracking a 1 MiB write: %+v", st)
+	}
+	out := ok(t, "track", "status", "--dir", maps, dev)
+	for _, w := range []string{"tracked with", "ext2/3/4, mount count", "valid:   yes"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("status does not say %q:\n%s", w, out)
+		}
+	}
+	name, _ := filepath.EvalSymlinks(dev)
+	mapFile := filepath.Join(maps, filepath.Base(name), "map.json")
+	if fi, err := os.Stat(mapFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("map file %s: %v %v", mapFile, fi, err)
+	}
+	ok(t, "track", "stop", "--dir", maps, dev)
+	out = ok(t, "track", "status", "--dir", maps, dev)
+	if !strings.Contains(out, "not tracked now") || !strings.Contains(out, "valid:   no: the tracking service stopped") {
+		t.Errorf("status after stop:\n%s", out)
+	}
+
+	units := t.TempDir()
+	out = ok(t, "track", "install-unit", "--dir", maps, "--unit-dir", units, dev)
+	unit := filepath.Join(units, "platter-track-"+filepath.Base(name)+".service")
+	if !strings.Contains(out, unit) {
+		t.Errorf("install-unit: %s", out)
+	}
+	text, err := os.ReadFile(unit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(text), "track start --foreground --dir "+maps+" "+dev) {
+		t.Errorf("unit:\n%s", text)
+	}
+	if fi, _ := os.Stat(unit); fi.Mode().Perm() != 0o600 {
+		t.Errorf("unit mode %v", fi.Mode())
+	}
+	// systemd-analyze verify checks the unit's syntax and that its
+	// ExecStart exists and is executable.
+	cmd := exec.Command("systemd-analyze", "verify", unit)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("systemd-analyze verify %s: %v\n%s", unit, err, b)
+	}
 }
