@@ -251,8 +251,8 @@ func trackStatus(cmd *cobra.Command, opts trackOptions, source, dir string) erro
 		switch f.Kind {
 		case cbt.KindExt:
 			d = fmt.Sprintf("ext2/3/4, mount count %d, last written %s", f.MountCount, f.WTime.Local().Format(time.RFC3339))
-		case cbt.KindXFS:
-			d = "XFS (no mount count or write time to check: trusted on the service's continuity)"
+		case cbt.KindXFS, cbt.KindBtrfs, cbt.KindNTFS, cbt.KindFAT, cbt.KindSwap:
+			d = f.Kind + " (no mount count or write time to check: trusted on the service's continuity)"
 		case cbt.KindEmpty:
 			d = "no filesystem"
 		case cbt.KindUnknown:

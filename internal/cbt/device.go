@@ -21,6 +21,10 @@ import (
 const (
 	KindExt     = "ext"     // ext2/3/4: mount count and last write time checked
 	KindXFS     = "xfs"     // no mount count or write time in its superblock: trusted on continuity
+	KindBtrfs   = "btrfs"   // likewise (its generation moves at every commit)
+	KindNTFS    = "ntfs"    // likewise
+	KindFAT     = "fat"     // FAT12/16/32 and exFAT: likewise
+	KindSwap    = "swap"    // Linux swap: rewritten at each boot, no content to keep
 	KindEmpty   = "empty"   // its first 64 KiB are zeros: no filesystem
 	KindUnknown = "unknown" // a signature the map cannot vouch for
 )
@@ -117,7 +121,7 @@ func Probe(path string) (*Device, error) {
 	return d, nil
 }
 
-// probeFS reads the first 64 KiB of the device at path and says which
+// probeFS reads the first 128 KiB of the device at path and says which
 // filesystem it holds.
 func probeFS(path string) (FS, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
@@ -125,7 +129,7 @@ func probeFS(path string) (FS, error) {
 		return FS{}, fmt.Errorf("cbt: open %s: %w", path, err)
 	}
 	defer f.Close()
-	buf := block.AlignedBuffer(64 << 10)
+	buf := block.AlignedBuffer(128 << 10)
 	n, err := f.ReadAt(buf, 0)
 	if n < 4096 {
 		return FS{}, fmt.Errorf("cbt: read the superblock of %s: %d bytes, %v", path, n, err)
@@ -145,7 +149,16 @@ func classify(path string, b []byte) FS {
 		fs.WTime = time.Unix(w, 0).UTC()
 	case bytes.Equal(b[:4], []byte("XFSB")):
 		fs.Kind = KindXFS
-	case !bytes.ContainsFunc(b, func(r rune) bool { return r != 0 }):
+	case len(b) >= 0x10048 && bytes.Equal(b[0x10040:0x10048], []byte("_BHRfS_M")):
+		fs.Kind = KindBtrfs
+	case bytes.Equal(b[3:11], []byte("NTFS    ")):
+		fs.Kind = KindNTFS
+	case bytes.Equal(b[3:11], []byte("EXFAT   ")),
+		b[510] == 0x55 && b[511] == 0xAA && (bytes.HasPrefix(b[0x36:], []byte("FAT")) || bytes.HasPrefix(b[0x52:], []byte("FAT32"))):
+		fs.Kind = KindFAT
+	case bytes.Equal(b[4086:4096], []byte("SWAPSPACE2")):
+		fs.Kind = KindSwap
+	case !bytes.ContainsFunc(b[:64<<10], func(r rune) bool { return r != 0 }):
 		fs.Kind = KindEmpty
 	}
 	return fs

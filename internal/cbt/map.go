@@ -304,7 +304,7 @@ func (m *Map) Usable(instant time.Time, bootID string, now *Device) (bool, []str
 		why = append(why, compareFS(m.Filesystems, now.Filesystems, "since the service last looked")...)
 		for _, f := range now.Filesystems {
 			if f.Kind == KindUnknown {
-				why = append(why, fmt.Sprintf("%s holds a filesystem the tracker cannot vouch for (no ext2/3/4, XFS or empty signature)", f.Path))
+				why = append(why, fmt.Sprintf("%s holds a filesystem the tracker cannot vouch for (no signature of ext2/3/4, XFS, btrfs, NTFS, FAT, exFAT or swap, and not empty)", f.Path))
 			}
 		}
 	}

@@ -5,6 +5,7 @@ package cbt
 import (
 	"encoding/binary"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -154,5 +155,38 @@ func TestClassify(t *testing.T) {
 	binary.LittleEndian.PutUint32(b[1024+0x30:], 1700000000)
 	if f := classify("x", b); f.Kind != KindExt || f.MountCount != 7 || f.WTime.Unix() != 1700000000 {
 		t.Errorf("ext: %+v", f)
+	}
+}
+
+// The superblocks of real filesystems, made by their own tools.
+func TestClassifyReal(t *testing.T) {
+	for _, c := range []struct {
+		kind string
+		mkfs []string
+	}{
+		{KindExt, []string{"mkfs.ext4", "-q", "-F"}},
+		{KindXFS, []string{"mkfs.xfs", "-q", "-f"}},
+		{KindBtrfs, []string{"mkfs.btrfs", "-q", "-f"}},
+		{KindFAT, []string{"mkfs.fat", "-F", "32"}},
+		{KindNTFS, []string{"mkntfs", "-q", "-F", "-f"}},
+		{KindSwap, []string{"mkswap"}},
+	} {
+		img := filepath.Join(t.TempDir(), "fs.img")
+		if err := os.WriteFile(img, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(img, 320<<20); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command(c.mkfs[0], append(c.mkfs[1:], img)...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", c.mkfs[0], err, out)
+		}
+		b, err := os.ReadFile(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := classify(img, b[:128<<10]).Kind; got != c.kind {
+			t.Errorf("%s: %s, want %s", c.mkfs[0], got, c.kind)
+		}
 	}
 }
