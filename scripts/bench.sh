@@ -24,7 +24,8 @@
 # the clone rows, ONLY=convert the convert rows (CONVERT_FORMATS: which
 # formats, default "qcow2 vhdx vmdk"), ONLY=clonezilla the Clonezilla
 # image rows (import, extract's first and second open), ONLY=rescue the
-# failing-disk rows (create --rescue, ddrescue). Needs root (loop
+# failing-disk rows (create --rescue, ddrescue), ONLY=track the
+# changed-block tracking rows (platter track). Needs root (loop
 # mount).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -668,6 +669,83 @@ REPORT
 	rm -f "$img" "$out" "$DIR/dd.map" "$DIR/failing.map" "$dmap" "$DIR/bad.lines"
 }
 
+# Changed-block tracking (issue 21): after the incremental benchmark's 1 %
+# change, an incremental made with the tracking service's map against one
+# made by reading everything and a full image, of a loop device of a copy
+# of the ext4 bench filesystem, alternating (target: at most 5 % of the
+# full's time); and an fsync-heavy writer (64 KiB O_DSYNC writes on the
+# mounted filesystem) with and without the service running (target: at
+# most 2 % slower tracked).
+bench_track() {
+	local src dev maps mnt r s changed used full inct incr incf wt wu n
+	src=$DIR/track-src.img; maps=$DIR/track-maps
+	cp --sparse=always "$FS" "$src"
+	dev=$(losetup -f --show "$src")
+	rm -rf "$maps"
+	"$P" track start --dir "$maps" "$dev" > /dev/null
+	sleep 1.5
+	full=$DIR/track-full.platter
+	rm -f "$full"
+	"$P" create --progress=none "$dev" "$full" > /dev/null
+	used=$(used_bytes "$full")
+	mnt=$(mktemp -d)
+	mount "$dev" "$mnt"
+	mkdir "$mnt/changed"
+	head -c 12M < <(tar -cf - -C /usr/share/doc . 2>/dev/null) > "$mnt/changed/docs.tar"
+	head -c 4M /dev/urandom > "$mnt/changed/blob.bin"
+	changed=$(du -sb "$mnt/changed" | cut -f1)
+	umount "$mnt"
+	for r in $(seq 1 "$ROUNDS"); do
+		echo "track round $r/$ROUNDS"
+		rm -f "$DIR/track-inc.platter"; settle; s=$(now)
+		"$P" create --progress=none --track-dir "$maps" --incremental "$full" "$dev" "$DIR/track-inc.platter" > "$DIR/track-inc.out"
+		add tr_inc "$(echo "$(now) - $s" | bc)"
+		rm -f "$DIR/track-read.platter"; settle; s=$(now)
+		"$P" create --progress=none --track-dir "$maps" --read-all --incremental "$full" "$dev" "$DIR/track-read.platter" > /dev/null
+		add tr_read "$(echo "$(now) - $s" | bc)"
+		rm -f "$DIR/track-now.platter"; settle; s=$(now)
+		"$P" create --progress=none "$dev" "$DIR/track-now.platter" > /dev/null
+		add tr_full "$(echo "$(now) - $s" | bc)"
+	done
+	grep -q "the tracker's map since" "$DIR/track-inc.out" || { echo "the tracked incremental did not use the map:"; cat "$DIR/track-inc.out"; }
+	# The writer's cost: the same 256 MiB of 64 KiB synchronous writes,
+	# tracked and not, alternating.
+	mount "$dev" "$mnt"
+	for r in $(seq 1 "$ROUNDS"); do
+		for mode in tracked untracked; do
+			if [ $mode = untracked ]; then "$P" track stop --dir "$maps" "$dev" > /dev/null; fi
+			rm -f "$mnt/w"; settle; s=$(now)
+			dd if=/dev/zero of="$mnt/w" bs=64k count=4096 oflag=dsync status=none
+			add "tr_w_$mode" "$(echo "$(now) - $s" | bc)"
+			if [ $mode = untracked ]; then "$P" track start --dir "$maps" "$dev" > /dev/null; fi
+		done
+	done
+	rm -f "$mnt/w"; umount "$mnt"; rmdir "$mnt"
+	"$P" track stop --dir "$maps" "$dev" > /dev/null || true
+	inct=$(med tr_inc); incr=$(med tr_read); incf=$(med tr_full); wt=$(med tr_w_tracked); wu=$(med tr_w_untracked)
+	n=$(grep -o 'read [0-9]* of [0-9]* chunks' "$DIR/track-inc.out" || true)
+	cat <<REPORT
+
+Changed-block tracking: $((changed / 1048576)) MiB of $((used / 1048576)) MiB used changed ($(printf '%.1f' "$(echo "$changed * 100 / $used" | bc -l)") %), the ext4 bench filesystem on a loop device; median of $ROUNDS alternating rounds
+
+| | time | ratio (target) |
+|---|---|---|
+| full image | $(printf '%.2f s' "$incf") | |
+| incremental, reading everything (--read-all) | $(printf '%.2f s' "$incr") | $(printf '%.1f %%' "$(echo "$incr * 100 / $incf" | bc -l)") of the full |
+| incremental with the tracker's map ($n) | $(printf '%.2f s' "$inct") | $(printf '%.1f %%' "$(echo "$inct * 100 / $incf" | bc -l)") of the full (≤ 5 %) |
+| 256 MiB of 64 KiB O_DSYNC writes, untracked | $(printf '%.2f s' "$wu") | |
+| the same, tracked | $(printf '%.2f s' "$wt") | $(printf '%+.1f %%' "$(echo "($wt / $wu - 1) * 100" | bc -l)") (≤ +2 %) |
+
+every run (s): tracked incremental${T[tr_inc]}; --read-all${T[tr_read]}; full${T[tr_full]}; writes tracked${T[tr_w_tracked]}, untracked${T[tr_w_untracked]}
+REPORT
+	losetup -d "$dev"
+	rm -rf "$src" "$maps" "$full" "$DIR/track-inc.platter" "$DIR/track-read.platter" "$DIR/track-now.platter" "$DIR/track-inc.out"
+}
+
+if [ "${ONLY:-}" = track ]; then
+	bench_track
+	exit
+fi
 if [ "${ONLY:-}" = rescue ]; then
 	bench_rescue
 	exit
@@ -830,6 +908,7 @@ REPORT
 	bench_convert
 	bench_clonezilla
 	bench_rescue
+	bench_track
 
 	# Opening an image without restoring it: FUSE and NBD against the
 	# restored disk file (test/e2e/open_bench_test.go).

@@ -284,6 +284,8 @@ ExecStart=%[1]s track start --foreground --dir %[2]s %[3]s
 # Stopping saves the map as stopped: the next incremental reads everything.
 KillSignal=SIGTERM
 TimeoutStopSec=20
+# platter exits 128+15 after a SIGTERM it handled (the map saved).
+SuccessExitStatus=143
 Restart=on-failure
 
 [Install]
