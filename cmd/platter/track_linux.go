@@ -60,7 +60,7 @@ See docs/incrementals.md.
 		Example: `  platter track start /dev/nvme0n1
   platter track status /dev/nvme0n1
   platter create --incremental /backup/laptop-3.platter /dev/nvme0n1 /backup/laptop-4.platter
-  platter track install-unit /dev/nvme0n1 && systemctl enable --now platter-track-nvme0n1.service
+  platter track install-unit /dev/nvme0n1 && systemctl daemon-reload && systemctl enable --now platter-track-nvme0n1.service
   platter track stop /dev/nvme0n1`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
