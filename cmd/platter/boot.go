@@ -346,7 +346,9 @@ func saveBoot(cmd *cobra.Command, r *image.Reader, ov *view.Overlay, path, save 
 		// What the VM wrote: nothing else can differ from the parent
 		// (but for chunks whose blocks were freed, which the engine
 		// sees in the allocation maps). Not nil: nil reads everything.
-		Changed: append([]block.Extent{}, ov.Written(0, ov.Size())...),
+		Changed:     append([]block.Extent{}, ov.Written(0, ov.Size())...),
+		ChangedBy:   "overlay",
+		ChangedNote: "the VM's writes to its overlay",
 	}
 	if r.Encrypted() {
 		if bopts.Lock, err = lockOf(r); err != nil {

@@ -333,6 +333,8 @@ func printInfo(w io.Writer, opts infoOptions, path string, r *image.Reader) erro
 	switch info.ChangedBy {
 	case "tracker":
 		fmt.Fprintf(w, "Changes:     found by the tracker's map: read %d of %d chunks in use\n", info.ReadChunks, info.InUseChunks)
+	case "overlay":
+		fmt.Fprintf(w, "Changes:     the VM's writes (boot --save): read %d of %d chunks in use\n", info.ReadChunks, info.InUseChunks)
 	case "read":
 		note := ""
 		if info.ChangedNote != "" {

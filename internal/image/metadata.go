@@ -39,8 +39,9 @@ type Metadata struct {
 	// ChangedBy, for an incremental or differential, says how the chunks
 	// that changed were found: "tracker" (only the chunks a
 	// changed-block tracking map marked, and those whose allocation
-	// changed, were read: docs/incrementals.md) or "read" (every chunk
-	// in use was read and compared). ChangedNote says, for "read", why
+	// changed, were read: docs/incrementals.md), "overlay" (boot --save:
+	// only the chunks the VM wrote, and those whose allocation changed)
+	// or "read" (every chunk in use was read and compared). ChangedNote says, for "read", why
 	// no map was used; ReadChunks of InUseChunks were read from the
 	// source in the first copy. Empty in images made before.
 	ChangedBy   string `json:"changed_by,omitempty"`

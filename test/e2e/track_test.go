@@ -137,12 +137,26 @@ func entryKeys(es []image.Entry) []entryKey {
 
 // Over several rounds of writes, an incremental made from the tracker's
 // map and one made by reading everything, of the same source, have the
-// same entries: every chunk, its hash and whether the parent holds it.
+// same entries: every chunk, its hash and whether the parent holds it;
+// with either tracker.
 func TestTrackMatchesReadAll(t *testing.T) {
+	for _, tracker := range []string{"bpf", "tracefs"} {
+		t.Run(tracker, func(t *testing.T) { trackMatchesReadAll(t, tracker) })
+	}
+}
+
+func trackMatchesReadAll(t *testing.T, tracker string) {
 	dev, mnt := mountedExt4(t, 512, "")
 	sh(t, "umount", mnt)
 	maps := t.TempDir()
-	trackStart(t, maps, dev)
+	trackStart(t, maps, dev, "--tracker", tracker)
+	var st struct {
+		Tracker string `json:"tracker"`
+	}
+	json.Unmarshal([]byte(ok(t, "track", "status", "--json", "--dir", maps, dev)), &st)
+	if st.Tracker != tracker {
+		t.Fatalf("tracked with %q, want %s", st.Tracker, tracker)
+	}
 	time.Sleep(1500 * time.Millisecond)
 	dir := t.TempDir()
 	prev := filepath.Join(dir, "full.platter")
