@@ -159,8 +159,9 @@ func trackMatchesReadAll(t *testing.T, tracker string) {
 	}
 	time.Sleep(1500 * time.Millisecond)
 	dir := t.TempDir()
-	prev := filepath.Join(dir, "full.platter")
-	ok(t, "create", "--progress", "none", dev, prev)
+	full := filepath.Join(dir, "full.platter")
+	ok(t, "create", "--progress", "none", dev, full)
+	prev := full
 	var all [][]liveOp
 	for r := 1; r <= 4; r++ {
 		sh(t, "mount", dev, mnt)
@@ -197,6 +198,30 @@ func trackMatchesReadAll(t *testing.T, tracker string) {
 		t.Logf("round %d: read %d of %d chunks, %d entries identical to reading everything", r, *sa.ReadChunks, sa.Chunks, len(ka))
 		prev = a
 	}
+	// A differential against the full image, from the epochs since it,
+	// is the same as one made by reading everything too.
+	da := filepath.Join(dir, "diff.platter")
+	db := filepath.Join(dir, "diff-read.platter")
+	var sa, sb createJSON
+	for _, c := range []struct {
+		img   string
+		s     *createJSON
+		extra []string
+	}{{da, &sa, nil}, {db, &sb, []string{"--read-all"}}} {
+		out := ok(t, append(append([]string{"create", "--json", "--progress", "none", "--track-dir", maps, "--differential", full}, c.extra...), dev, c.img)...)
+		if err := json.Unmarshal([]byte(out), c.s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if sa.ChangedBy != "tracker" || sb.ChangedBy != "read" {
+		t.Fatalf("differentials: %+v, %+v", sa, sb)
+	}
+	_, ea := imageMeta(t, da)
+	_, eb := imageMeta(t, db)
+	if !slices.Equal(entryKeys(ea), entryKeys(eb)) {
+		t.Fatalf("the differential from the map differs from the one read")
+	}
+	t.Logf("differential: read %d of %d chunks, entries identical to reading everything", *sa.ReadChunks, sa.Chunks)
 	// The last incremental restores to every round's files as left.
 	back := filepath.Join(t.TempDir(), "back.img")
 	ok(t, "restore", "--yes", "--progress", "none", prev, back)
