@@ -77,7 +77,10 @@ type infoJSON struct {
 	// ChangedChunks (of Chunks) are those an incremental or
 	// differential holds itself rather than takes from its parent.
 	ChangedChunks *int `json:"changed_chunks,omitempty"`
-	ChunkCount    int  `json:"chunk_count"`
+	// DeltaChunks (of ChangedChunks) are stored as the sub-blocks that
+	// differ from the parent's chunk.
+	DeltaChunks *int `json:"delta_chunks,omitempty"`
+	ChunkCount  int  `json:"chunk_count"`
 	// ChangedBy says how an incremental's changes were found: "tracker"
 	// (a changed-block tracking map) or "read" (everything read).
 	ChangedBy   string `json:"changed_by,omitempty"`
@@ -136,6 +139,8 @@ type chunkJSON struct {
 	FrameSize   int64 `json:"frame_size"`
 	Zero        bool  `json:"zero"`
 	InParent    bool  `json:"in_parent,omitempty"` // stored in a parent image
+	// Delta: stored as the sub-blocks that differ from the parent's chunk.
+	Delta bool `json:"delta,omitempty"`
 }
 
 func describe(r *image.Reader, chunks bool) *infoJSON {
@@ -153,13 +158,16 @@ func describe(r *image.Reader, chunks bool) *infoJSON {
 		Rescue: m.Rescue, rescueLines: rescueLines(m),
 	}
 	if m.Parent != "" {
-		n := 0
+		n, d := 0, 0
 		for _, e := range r.Entries() {
 			if !e.InParent() {
 				n++
 			}
+			if e.Delta() {
+				d++
+			}
 		}
-		out.ChangedChunks = &n
+		out.ChangedChunks, out.DeltaChunks = &n, &d
 	}
 	ids := identities(r)
 	for c := r; c != nil; c = c.Parent() {
@@ -190,7 +198,7 @@ func describe(r *image.Reader, chunks bool) *infoJSON {
 			case e.InParent():
 				c.InParent = true
 			case !e.Zero():
-				c.FrameOffset, c.FrameSize = e.FrameOff, r.FrameSize(e)
+				c.FrameOffset, c.FrameSize, c.Delta = e.FrameOff, r.FrameSize(e), e.Delta()
 			}
 			out.Chunks = append(out.Chunks, c)
 		}
@@ -323,7 +331,11 @@ func printInfo(w io.Writer, opts infoOptions, path string, r *image.Reader) erro
 	if len(info.Chain) > 1 {
 		changed := ""
 		if info.ChangedChunks != nil {
-			changed = fmt.Sprintf(" (%d of its %d chunks changed since its parent)", *info.ChangedChunks, info.ChunkCount)
+			changed = fmt.Sprintf(" (%d of its %d chunks changed since its parent", *info.ChangedChunks, info.ChunkCount)
+			if d := info.DeltaChunks; d != nil && *d > 0 {
+				changed += fmt.Sprintf(", %d stored as deltas", *d)
+			}
+			changed += ")"
 		}
 		fmt.Fprintf(w, "Chain:       %s image%s; restores with:\n", info.Type, changed)
 		for _, c := range info.Chain {

@@ -86,7 +86,9 @@ func runVerifyStream(cmd *cobra.Command, mode ui.Mode, asJSON bool) error {
 			}
 			return fmt.Errorf("standard input: %w", err)
 		}
-		p.Add(int64(len(f.Data)))
+		if !f.Delta { // a delta is read over its parent's chunk below
+			p.Add(int64(len(f.Data)))
+		}
 	}
 	p.Finish()
 	files, r, err := finishStream(cmd.Context(), s)
@@ -105,10 +107,11 @@ func runVerifyStream(cmd *cobra.Command, mode ui.Mode, asJSON bool) error {
 			bad = append(bad, b)
 		}
 	}
-	// The chunks an incremental takes from its parents are read there.
+	// The chunks an incremental takes from its parents are read there,
+	// and its delta chunks (kept) over them.
 	buf := make([]byte, 0, r.Metadata().ChunkSize)
 	for _, e := range r.Entries() {
-		if !e.InParent() {
+		if !e.InParent() && !e.Delta() || named[e.FrameOff] && e.Delta() {
 			continue
 		}
 		if _, err := r.ReadChunk(e, buf); err != nil {

@@ -330,6 +330,7 @@ type job struct {
 	zero     bool
 	dup      bool
 	inParent bool // the parent's chain holds the chunk as it is
+	delta    bool // payload is a delta over the parent's chunk
 	preset   bool // known without reading it (Options.Changed): nothing to process
 	held     bool // read while frozen, processed after the thaw
 	// A rescue's chunk not read whole: set aside in the spool (slot),
@@ -344,6 +345,7 @@ type job struct {
 type frameRef struct {
 	off    int64
 	stored uint32
+	delta  bool
 }
 
 type pipeline struct {
@@ -685,12 +687,16 @@ func (p *pipeline) process(j *job) {
 		return
 	}
 	j.hash = blake3.Sum256(j.buf)
+	var base image.Entry
+	hasBase := false
 	if p.parent != nil {
-		if pe, ok := p.parent.Lookup(uint32(j.area), uint64(j.chunk)); ok && pe.Hash == j.hash {
+		pe, ok := p.parent.Lookup(uint32(j.area), uint64(j.chunk))
+		if ok && pe.Hash == j.hash {
 			j.inParent = true
 			p.releaseBuf(j)
 			return
 		}
+		base, hasBase = pe, ok && pe.RawLen == uint32(j.n)
 	}
 	p.mu.Lock()
 	_, j.dup = p.frames[j.hash]
@@ -704,14 +710,49 @@ func (p *pipeline) process(j *job) {
 	}
 	j.cbuf = p.buffer()
 	j.codec, j.payload = p.enc.Encode(j.cbuf[:0], j.buf)
+	if hasBase {
+		p.tryDelta(j, base)
+	}
 	// A job waiting for its turn to be written holds only its payload,
 	// so more of them fit in memory while a slow chunk holds the line.
-	if j.codec == codec.None {
+	if j.codec == codec.None && !j.delta {
 		p.release(j.cbuf)
 		j.cbuf = nil
 	} else {
 		p.releaseBuf(j)
 	}
+}
+
+// tryDelta makes j's payload a delta over the parent's chunk base (the
+// parent's chain's entry for the same chunk) when that is smaller than
+// the whole chunk compressed: the sub-blocks that differ, so scattered
+// small writes cost about what they changed. A parent chunk that cannot
+// be read leaves the chunk stored whole.
+func (p *pipeline) tryDelta(j *job, base image.Entry) {
+	bb := p.buffer()
+	defer p.release(bb)
+	old, err := p.parent.ReadChunk(base, bb[:0])
+	if err != nil {
+		return
+	}
+	bitmap, changed := image.DiffBlocks(old, j.buf, image.DeltaBlock, nil)
+	blocks := (len(j.buf) + image.DeltaBlock - 1) / image.DeltaBlock
+	// Nearly every sub-block changed (a chunk rewritten whole, the
+	// contiguous case): the delta cannot win, skip its cost.
+	if changed == 0 || changed*8 > blocks*7 {
+		return
+	}
+	data := image.AppendDeltaBlocks(bb[:0], j.buf, image.DeltaBlock, bitmap)
+	dbuf := p.buffer()
+	db := image.AppendDeltaHeader(dbuf[:0], image.DeltaBlock, image.DeltaBase{Area: uint32(j.area), Chunk: uint64(j.chunk), Hash: base.Hash}, bitmap)
+	id, enc := p.enc.Encode(db[len(db):], data)
+	payload := append(db, enc...)
+	if len(payload) >= len(j.payload) {
+		p.release(dbuf)
+		return
+	}
+	p.release(j.cbuf)
+	j.cbuf, j.payload, j.codec, j.delta = dbuf, payload, id, true
 }
 
 // releaseBuf returns the job's raw chunk buffer to the pool.
@@ -866,14 +907,17 @@ func (p *pipeline) write(ctx context.Context, order chan *job, ps *pass) error {
 		case j.dup:
 			e.FrameOff = -1 // resolved once every frame is written
 		default:
-			off, err := p.w.WriteFrame(&image.Frame{Area: e.Area, Chunk: e.Chunk, RawLen: int(j.n), Hash: j.hash, Codec: j.codec, Payload: j.payload})
+			off, err := p.w.WriteFrame(&image.Frame{Area: e.Area, Chunk: e.Chunk, RawLen: int(j.n), Hash: j.hash, Codec: j.codec, Payload: j.payload, Delta: j.delta})
 			if err != nil {
 				return err
 			}
 			e.FrameOff, e.Stored = off, uint32(len(j.payload))
+			if j.delta {
+				e.Flags = image.FlagDelta
+			}
 			p.mu.Lock()
 			if _, ok := p.frames[j.hash]; ok {
-				p.frames[j.hash] = frameRef{off: off, stored: e.Stored}
+				p.frames[j.hash] = frameRef{off: off, stored: e.Stored, delta: j.delta}
 			}
 			p.mu.Unlock()
 			p.stored[j.area] += p.w.Offset() - off // the frame as written (sealed or not)
@@ -939,5 +983,10 @@ func (p *pipeline) resolveDuplicate(e *image.Entry) error {
 		return fmt.Errorf("backup: internal error: duplicate chunk %d of area %d has no frame", e.Chunk, e.Area)
 	}
 	e.FrameOff, e.Stored = f.off, f.stored
+	if f.delta {
+		// The delta names its base: any chunk of the same content
+		// can share it.
+		e.Flags = image.FlagDelta
+	}
 	return nil
 }

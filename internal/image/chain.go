@@ -201,10 +201,84 @@ func (ir *Reader) CopyFrame(e Entry) (*Frame, error) {
 	if err != nil {
 		return nil, err
 	}
+	f := &Frame{Area: e.Area, Chunk: e.Chunk, RawLen: int(e.RawLen), Hash: e.Hash, Codec: codec.ID(h.Codec), Payload: payload}
+	if fe.Delta() {
+		d, err := parseDelta(payload, int(fe.RawLen))
+		if err == nil {
+			_, err = r.decodeDelta(fe, h, payload, make([]byte, fe.RawLen))
+		}
+		if err != nil {
+			return nil, err
+		}
+		f.Delta, f.Base = true, d.base
+		return f, nil
+	}
 	if _, err := r.decodeFrame(fe, h, payload, make([]byte, fe.RawLen)); err != nil {
 		return nil, err
 	}
-	return &Frame{Area: e.Area, Chunk: e.Chunk, RawLen: int(e.RawLen), Hash: e.Hash, Codec: codec.ID(h.Codec), Payload: payload}, nil
+	return f, nil
+}
+
+// deltaOf reads and parses the header of delta chunk e's frame (in ir's
+// file).
+func (ir *Reader) deltaOf(e Entry) (deltaHead, error) {
+	fb := make([]byte, ir.frameLen(e))
+	_, payload, err := ir.readFrame(e, fb)
+	if err != nil {
+		return deltaHead{}, err
+	}
+	d, err := parseDelta(payload, int(e.RawLen))
+	if err != nil {
+		return d, ir.chunkError(e, "%v", err)
+	}
+	return d, nil
+}
+
+// wholeStored estimates the stored bytes of chunk e (of ir's chain) as a
+// whole frame: a delta's is its base's unchanged part plus its own
+// sub-blocks. (Chains are short; depth bounds a hostile one.)
+func (ir *Reader) wholeStored(e Entry, depth int) int64 {
+	r, fe, err := ir.resolve(e)
+	switch {
+	case err != nil || depth > 64:
+		return int64(e.RawLen)
+	case fe.Zero():
+		return 0
+	case !fe.Delta():
+		return int64(fe.Stored)
+	}
+	d, err := r.deltaOf(fe)
+	if err != nil || r.parent == nil {
+		return int64(fe.Stored)
+	}
+	be, ok := r.parent.Lookup(d.base.Area, d.base.Chunk)
+	if !ok {
+		return int64(fe.Stored)
+	}
+	base := r.parent.wholeStored(be, depth+1)
+	kept := base - base*int64(d.dataLen)/max(int64(fe.RawLen), 1)
+	return kept + int64(len(d.data))
+}
+
+// holdsBase reports whether the chain of p (nil: none) holds the base of
+// a delta frame, so that the frame can be copied into a child of p.
+func holdsBase(p *Reader, f *Frame) bool {
+	if p == nil {
+		return false
+	}
+	be, ok := p.Lookup(f.Base.Area, f.Base.Chunk)
+	return ok && be.Hash == f.Base.Hash && int(be.RawLen) == f.RawLen
+}
+
+// materialize replaces delta frame f, whose base the new parent's chain
+// does not hold, by the whole chunk, encoded with enc.
+func materialize(child *Reader, e Entry, f *Frame, enc *codec.Encoder) (*Frame, error) {
+	data, err := child.ReadChunk(e, make([]byte, e.RawLen))
+	if err != nil {
+		return nil, err
+	}
+	id, payload := enc.Encode(make([]byte, 0, len(data)+len(data)/64+4096), data)
+	return &Frame{Area: f.Area, Chunk: f.Chunk, RawLen: f.RawLen, Hash: f.Hash, Codec: id, Payload: payload}, nil
 }
 
 // foldStep is what folding does with one of the child's entries: the
@@ -286,6 +360,18 @@ func PlanFold(child, newParent *Reader) (FoldCost, error) {
 		}
 		// The new file's frames are sealed as the child's are.
 		n := child.frameLen(st.fe)
+		if st.fe.Delta() {
+			// A delta whose base the new parent's chain does not
+			// hold is written whole: about its base's unchanged
+			// part plus its own sub-blocks.
+			d, err := st.from.deltaOf(st.fe)
+			if err != nil {
+				return FoldCost{}, err
+			}
+			if !holdsBase(newParent, &Frame{RawLen: int(st.fe.RawLen), Base: d.base}) {
+				n = child.frameLen(Entry{Stored: uint32(st.from.wholeStored(st.fe, 0))})
+			}
+		}
 		c.FrameBytes += n
 		if st.from != child {
 			c.CopiedFrames++
@@ -332,6 +418,10 @@ func Fold(w io.Writer, child, newParent *Reader, tempDir string) (int, error) {
 	}
 	written := map[where]Entry{} // frames copied, for chunks that share one
 	copied := 0
+	// A delta frame whose base the new parent's chain does not hold
+	// (folding into a full image, or onto another parent) is written as
+	// its whole chunk, compressed again.
+	var enc *codec.Encoder
 	for _, st := range steps {
 		out := st.out
 		if st.from != nil {
@@ -339,6 +429,24 @@ func Fold(w io.Writer, child, newParent *Reader, tempDir string) (int, error) {
 				f, err := child.CopyFrame(st.in)
 				if err != nil {
 					return copied, err
+				}
+				if f.Delta && !holdsBase(newParent, f) {
+					if enc == nil {
+						set, perr := codec.ParseSetting(child.meta.Compression)
+						if perr != nil {
+							set = codec.DefaultSetting
+						}
+						if enc, err = codec.NewEncoder(set, 1); err != nil {
+							return copied, err
+						}
+						defer enc.Close()
+					}
+					if f, err = materialize(child, st.in, f, enc); err != nil {
+						return copied, err
+					}
+				}
+				if f.Delta {
+					out.Flags = FlagDelta
 				}
 				if out.FrameOff, err = iw.WriteFrame(f); err != nil {
 					return copied, err
@@ -349,7 +457,7 @@ func Fold(w io.Writer, child, newParent *Reader, tempDir string) (int, error) {
 				copied++
 			} else {
 				prev := written[where{st.from, st.fe.FrameOff}]
-				out.FrameOff, out.Stored = prev.FrameOff, prev.Stored
+				out.FrameOff, out.Stored, out.Flags = prev.FrameOff, prev.Stored, prev.Flags
 			}
 		}
 		if err := iw.AddEntry(out); err != nil {

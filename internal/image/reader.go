@@ -42,11 +42,13 @@ type Reader struct {
 	digest  [32]byte
 	dec     *codec.Decoder
 	bufs    sync.Pool
-	maps    []*AreaMap
-	name    string  // the file, for messages
-	parent  *Reader // AttachParent
-	content [32]byte
-	tail    io.Closer // a streamed image's kept end (Stream.Finish)
+	// deltaBufs hold a delta chunk's decoded sub-blocks.
+	deltaBufs sync.Pool
+	maps      []*AreaMap
+	name      string  // the file, for messages
+	parent    *Reader // AttachParent
+	content   [32]byte
+	tail      io.Closer // a streamed image's kept end (Stream.Finish)
 
 	head      [headerSize]byte
 	foot      [footerSize]byte
@@ -432,10 +434,10 @@ func (ir *Reader) checkEntry(e Entry, i int, indexOff int64) error {
 	if want := min(cs, a.Size-int64(e.Chunk)*cs); int64(e.RawLen) != want {
 		return bad("chunk length %d, want %d", e.RawLen, want)
 	}
-	if e.Flags&^(FlagZero|FlagParent) != 0 || e.Flags == FlagZero|FlagParent {
+	if e.Flags&^(FlagZero|FlagParent|FlagDelta) != 0 || e.Flags == FlagZero|FlagParent || e.Delta() && e.Flags != FlagDelta {
 		return bad("unsupported flags %#x", e.Flags)
 	}
-	if e.InParent() && ir.meta.Parent == "" {
+	if (e.InParent() || e.Delta()) && ir.meta.Parent == "" {
 		return bad("chunk is in a parent, but the image has none")
 	}
 	if !e.Zero() && !e.InParent() {
@@ -514,6 +516,9 @@ func (ir *Reader) ReadChunk(e Entry, buf []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	if e.Delta() {
+		return ir.decodeDelta(e, h, payload, out)
+	}
 	return ir.decodeFrame(e, h, payload, out)
 }
 
@@ -565,6 +570,8 @@ func (ir *Reader) readFrame(e Entry, fb []byte) (frameHeader, []byte, error) {
 		return h, nil, ir.chunkError(e, "frame header hash disagrees with the index")
 	case crc(fb[frameHeaderSize:]) != h.Checksum:
 		return h, nil, ir.chunkError(e, "stored bytes checksum mismatch")
+	case h.Flags&^frameDelta != 0 || (h.Flags&frameDelta != 0) != e.Delta():
+		return h, nil, ir.chunkError(e, "frame flags %#x disagree with the index's %#x", h.Flags, e.Flags)
 	}
 	return h, fb[frameHeaderSize:], nil
 }

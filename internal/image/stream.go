@@ -48,11 +48,15 @@ type Stream struct {
 	bad     map[int64]bool // frames that failed their checks
 	kept    map[int64][]byte
 	keptLen int64
-	fbuf    []byte
-	mu      sync.Mutex // bad and kept, for Decode
-	marker  [4]byte    // the index block's marker, once met
-	atIndex bool
-	done    bool
+	// Delta frames are kept whatever Keep says: they are decoded over
+	// the parent's chunks, which the Reader Finish returns reads once
+	// the parents are attached.
+	deltaLen int64
+	fbuf     []byte
+	mu       sync.Mutex // bad and kept, for Decode
+	marker   [4]byte    // the index block's marker, once met
+	atIndex  bool
+	done     bool
 }
 
 // seenFrame is what a Stream remembers of each frame: enough to check
@@ -65,6 +69,10 @@ type seenFrame struct {
 
 // maxKept bounds the frames a Stream keeps for its Reader (Keep).
 const maxKept = 64 << 20
+
+// maxKeptDeltas bounds the delta frames a Stream keeps: an incremental
+// of scattered small changes holds a few MiB of them.
+const maxKeptDeltas = 512 << 20
 
 // StreamEndError is a stream that ends before the image does.
 type StreamEndError struct {
@@ -241,6 +249,10 @@ type StreamFrame struct {
 	// were read (the raw buffer given to ReadFrame; Next's own, valid
 	// until the next call of Next).
 	Data []byte
+	// Delta: the frame is a delta over a parent's chunk, checked (its
+	// stored bytes and header) and kept; Data is nil. The Reader Finish
+	// returns reads the chunk once its parents are attached.
+	Delta bool
 }
 
 // PendingFrame is a frame read from the stream whose header was checked
@@ -259,7 +271,14 @@ type PendingFrame struct {
 	head    [frameHeaderSize]byte // a plain frame's header, as read
 	payload []byte                // the stored bytes, in Raw
 	sealed  bool
+	delta   bool
+	// sealedBytes are a sealed frame's bytes as stored, when kept.
+	sealedBytes []byte
 }
+
+// Delta reports whether the frame is a delta over a parent's chunk:
+// Decode checks and keeps it, and returns no data.
+func (p *PendingFrame) Delta() bool { return p.delta }
 
 // Next reads the next frame, checks it and decodes it into buf (grown
 // when too small). It returns io.EOF when the index block begins (Finish
@@ -368,7 +387,8 @@ func (s *Stream) sealedFrame(off int64, raw []byte) (*PendingFrame, error) {
 		return nil, err
 	}
 	var kept []byte // the sealed bytes, which Open overwrites
-	if s.Keep != nil {
+	// (An incremental's frame may be a delta, kept in any case.)
+	if s.Keep != nil || s.layout != nil && s.layout.Parent != nil {
 		kept = bytes.Clone(fb)
 	}
 	in, err := s.ciphers.Frame.Open(fb[sealedFrameHead:sealedFrameHead], fb[8:sealedFrameHead], fb[sealedFrameHead:], frameAD(s.id, off))
@@ -381,10 +401,14 @@ func (s *Stream) sealedFrame(off int64, raw []byte) (*PendingFrame, error) {
 		s.markBad(off)
 		return nil, &ChunkError{Entry: Entry{FrameOff: off}, Where: "a frame", Msg: "sealed frame holds no frame header that fits it"}
 	}
-	if kept != nil {
+	p, err := s.pending(off, h, fb, in[frameHeaderSize:], in[5:8], true)
+	if p != nil {
+		p.sealedBytes = kept
+	}
+	if kept != nil && p != nil && !p.delta {
 		s.keep(off, h, kept)
 	}
-	return s.pending(off, h, fb, in[frameHeaderSize:], in[5:8], true)
+	return p, err
 }
 
 func (s *Stream) markBad(off int64) {
@@ -397,9 +421,10 @@ func (s *Stream) markBad(off int64) {
 // flags are the header's flags and reserved bytes, all zero.
 func (s *Stream) pending(off int64, h frameHeader, raw, payload, flags []byte, sealed bool) (*PendingFrame, error) {
 	p := &PendingFrame{Off: off, Area: h.Area, Chunk: h.Chunk, Raw: raw, s: s, h: h, payload: payload, sealed: sealed}
-	if flags[0]|flags[1]|flags[2] != 0 {
+	if flags[0]&^frameDelta|flags[1]|flags[2] != 0 {
 		return nil, p.bad("frame flags %x are not zero", flags)
 	}
+	p.delta = flags[0]&frameDelta != 0
 	if l := s.layout; l != nil {
 		if int(h.Area) >= len(l.Areas) {
 			return nil, p.bad("the frame names area %d; the layout has %d", h.Area, len(l.Areas))
@@ -451,6 +476,9 @@ func (p *PendingFrame) Decode(buf []byte) (*StreamFrame, error) {
 	if crc(p.payload) != h.Checksum {
 		return nil, p.bad("stored bytes checksum mismatch")
 	}
+	if p.delta {
+		return p.keepDelta()
+	}
 	var data []byte
 	if p.InPlace() {
 		if len(p.payload) != int(h.RawLen) {
@@ -477,6 +505,31 @@ func (p *PendingFrame) Decode(buf []byte) (*StreamFrame, error) {
 		p.s.keep(p.Off, h, append(p.head[:], p.payload...))
 	}
 	return &StreamFrame{Off: p.Off, Area: h.Area, Chunk: h.Chunk, Hash: h.Hash, Data: data}, nil
+}
+
+// keepDelta checks a delta frame's header and keeps the frame, as
+// stored, for the Reader Finish returns.
+func (p *PendingFrame) keepDelta() (*StreamFrame, error) {
+	h := p.h
+	if _, err := parseDelta(p.payload, int(h.RawLen)); err != nil {
+		return nil, p.bad("%v", err)
+	}
+	b := p.sealedBytes
+	if !p.sealed {
+		b = append(p.head[:], p.payload...)
+	}
+	if b == nil {
+		return nil, fmt.Errorf("image: internal error: sealed delta frame at byte %d not kept", p.Off)
+	}
+	s := p.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.deltaLen+int64(len(b)) > maxKeptDeltas {
+		return nil, fmt.Errorf("image: the stream's delta frames exceed %d MiB, more than are kept in memory: read the image from a file", maxKeptDeltas>>20)
+	}
+	s.kept[p.Off] = bytes.Clone(b)
+	s.deltaLen += int64(len(b))
+	return &StreamFrame{Off: p.Off, Area: h.Area, Chunk: h.Chunk, Hash: h.Hash, Delta: true}, nil
 }
 
 // keep copies a frame's bytes for the Reader when Keep asks for them.

@@ -133,6 +133,10 @@ type Frame struct {
 	Hash    [32]byte
 	Codec   codec.ID
 	Payload []byte
+	// Delta: Payload is a delta over a chunk of the parent's chain (a
+	// delta header, then the sub-blocks; Codec encodes the sub-blocks).
+	Delta bool
+	Base  DeltaBase // of a delta: the chunk of the parent's chain it is laid over
 }
 
 // WriteFrame writes f and returns the image offset of its frame. In an
@@ -148,6 +152,9 @@ func (w *Writer) WriteFrame(f *Frame) (int64, error) {
 		Stored:   uint32(len(f.Payload)),
 		Checksum: crc(f.Payload),
 		Hash:     f.Hash,
+	}
+	if f.Delta {
+		h.Flags = frameDelta
 	}
 	if w.ciphers != nil {
 		if err := w.writeSealedFrame(&h, f.Payload); err != nil {

@@ -233,6 +233,16 @@ func (sr *streamRestore) readFrames(ctx context.Context, s *image.Stream, opts S
 		if err != nil {
 			return err // damaged data is never written
 		}
+		if p.Delta() {
+			// Kept, and written from the parent's chunk once the
+			// parents are attached (finish).
+			_, err := p.Decode(nil)
+			sr.bufs <- buf
+			if err != nil {
+				return err
+			}
+			continue
+		}
 		at := loc{p.Area, p.Chunk}
 		sr.homes = append(sr.homes, home{p.Off, at})
 		had, err := sr.claim(at, p.Off)
@@ -432,7 +442,7 @@ func (sr *streamRestore) finish(ctx context.Context, s *image.Stream, img *image
 					return fmt.Errorf("zero target bytes %d-%d: %w", pos, pos+n-1, err)
 				}
 			}
-		case e.InParent():
+		case e.InParent() || e.Delta():
 			data, err := img.ReadChunk(e, buf)
 			if err != nil {
 				return err

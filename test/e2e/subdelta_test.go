@@ -1,0 +1,211 @@
+package e2e
+
+import (
+	"bytes"
+	crand "crypto/rand"
+	"fmt"
+	mrand "math/rand"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// scatterFS is a 256 MiB ext4 holding about 80 MB of files: 60 of 0.5-2
+// MB and 40 small ones (4-64 KiB) for deleting.
+func scatterFS(t *testing.T) *incFS {
+	dir := t.TempDir()
+	f := &incFS{t: t, file: sparseFile(t, filepath.Join(dir, "fs.img"), 256<<20), mnt: filepath.Join(dir, "mnt")}
+	sh(t, "mkfs.ext4", "-q", "-F", "-E", "nodiscard,lazy_itable_init=0,lazy_journal_init=0", f.file)
+	os.Mkdir(f.mnt, 0o755)
+	rng := mrand.New(mrand.NewSource(21))
+	f.change(func(root string) {
+		for i := range 60 {
+			writeRandom(t, filepath.Join(root, fmt.Sprintf("f%02d", i)), 512<<10+rng.Int63n(1536<<10))
+		}
+		for i := range 40 {
+			writeRandom(t, filepath.Join(root, fmt.Sprintf("s%02d", i)), 4<<10+rng.Int63n(60<<10))
+		}
+	})
+	return f
+}
+
+// scatter makes dozens of small changes through the kernel's ext4: 12
+// files of 4-256 KiB created, 12 appended to, 12 rewritten in place
+// (at any offset), 12 small ones deleted. It returns the bytes written.
+func scatter(t *testing.T, root string, rng *mrand.Rand, round int) []byte {
+	var wrote bytes.Buffer
+	data := func(n int) []byte {
+		b := make([]byte, n)
+		crand.Read(b[:n/2]) // half random, half text: compressible, not trivially
+		copy(b[n/2:], strings.Repeat(fmt.Sprintf("round %d line of text %d\n", round, n), n/20+1))
+		wrote.Write(b)
+		return b
+	}
+	size := func() int { return 4<<10 + rng.Intn(252<<10) }
+	for i := range 12 {
+		if err := os.WriteFile(filepath.Join(root, fmt.Sprintf("new%d-%02d", round, i)), data(size()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 12 {
+		f, err := os.OpenFile(filepath.Join(root, fmt.Sprintf("f%02d", (i*5+round)%60)), os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write(data(size() / 2)); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	for i := range 12 {
+		path := filepath.Join(root, fmt.Sprintf("f%02d", (i*5+2+round)%60))
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := min(int64(size()), fi.Size())
+		overwriteWith(t, path, data(int(n)), rng.Int63n(fi.Size()-n+1))
+	}
+	for i := range 12 {
+		if err := os.Remove(filepath.Join(root, fmt.Sprintf("s%02d", round*12+i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sh(t, "sync")
+	return wrote.Bytes()
+}
+
+func overwriteWith(t *testing.T, path string, b []byte, off int64) {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// zstdSize is the size of b compressed by the zstd tool at level 3.
+func zstdSize(t *testing.T, b []byte) int64 {
+	dir := t.TempDir()
+	in, out := filepath.Join(dir, "changed"), filepath.Join(dir, "changed.zst")
+	if err := os.WriteFile(in, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sh(t, "zstd", "-3", "-q", "-f", "-o", out, in)
+	fi, err := os.Stat(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
+}
+
+// Issue 21, item 1: after scattered small changes, an incremental (and a
+// differential) is at most 1.5x the changed bytes compressed plus 64 KiB
+// and its index, because changed chunks are stored as the 4 KiB
+// sub-blocks that differ from the parent's. Every image of the chain
+// (full → inc1 → inc2, a delta over a delta, and a differential)
+// verifies, restores to exactly its files and checks clean; ls and
+// extract read them; consolidating and pruning keep them exact.
+func TestSubChunkDeltaSize(t *testing.T) {
+	fs := scatterFS(t)
+	set := t.TempDir()
+	full := filepath.Join(set, "full.platter")
+	ok(t, "create", "--progress", "none", fs.file, full)
+	trees := map[string]string{full: fs.keep()}
+	rng := mrand.New(mrand.NewSource(1))
+
+	budget := func(img string, changed []byte) {
+		t.Helper()
+		j := info(t, img)
+		c := zstdSize(t, changed)
+		limit := c*3/2 + 64<<10 + (256<<20/j.ChunkSize)*64 // the index: an entry per chunk
+		t.Logf("%s: %d bytes; changed %d bytes, %d compressed; limit %d; full image %d", filepath.Base(img), j.ImageBytes, len(changed), c, limit, info(t, full).ImageBytes)
+		if j.ImageBytes > limit {
+			t.Errorf("%s is %d bytes, more than 1.5x the %d changed bytes compressed (%d) + 64 KiB + the index: %d", filepath.Base(img), j.ImageBytes, len(changed), c, limit)
+		}
+	}
+
+	var changed1, changed2 []byte
+	fs.change(func(root string) { changed1 = scatter(t, root, rng, 0) })
+	inc1 := filepath.Join(set, "inc1.platter")
+	ok(t, "create", "--progress", "none", "--incremental", full, fs.file, inc1)
+	trees[inc1] = fs.keep()
+	budget(inc1, changed1)
+
+	fs.change(func(root string) { changed2 = scatter(t, root, rng, 1) })
+	inc2 := filepath.Join(set, "inc2.platter")
+	ok(t, "create", "--progress", "none", "--incremental", inc1, fs.file, inc2)
+	trees[inc2] = fs.keep()
+	budget(inc2, changed2)
+	diff := filepath.Join(set, "diff.platter")
+	ok(t, "create", "--progress", "none", "--differential", full, fs.file, diff)
+	trees[diff] = trees[inc2]
+	budget(diff, append(append([]byte(nil), changed1...), changed2...))
+	if out := ok(t, "info", inc2); !strings.Contains(out, "stored as deltas") {
+		t.Errorf("info of inc2 does not show delta chunks:\n%s", out)
+	}
+
+	for _, img := range []string{full, inc1, inc2, diff} {
+		t.Run(filepath.Base(img), func(t *testing.T) {
+			ok(t, "verify", img)
+			checkRestores(t, img, trees[img])
+			// Through the image's view: extract every file.
+			got := filepath.Join(t.TempDir(), "x")
+			ok(t, "extract", img, "/", got)
+			os.RemoveAll(filepath.Join(got, "lost+found"))
+			sameTree(t, trees[img], got)
+		})
+	}
+
+	// Restore from a pipe: delta frames are kept as they pass and laid
+	// over the parents' chunks at the end.
+	t.Run("stdin", func(t *testing.T) {
+		back := filepath.Join(t.TempDir(), "back.img")
+		if o, e, code := piped(t, inc2, "restore", "--yes", "--progress", "none", "--search", set, "-", back); code != 0 {
+			t.Fatalf("restore - of inc2: exit %d\n%s%s", code, o, e)
+		}
+		sh(t, "e2fsck", "-fn", back)
+		root, err := mountImage(t, back, "ro")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := t.TempDir()
+		sh(t, "cp", "-a", root+"/.", got)
+		os.RemoveAll(filepath.Join(got, "lost+found"))
+		sameTree(t, trees[inc2], got)
+		if o, e, code := piped(t, inc2, "verify", "--search", set, "-"); code != 0 {
+			t.Fatalf("verify - of inc2: exit %d\n%s%s", code, o, e)
+		}
+	})
+
+	// Consolidate inc2 into a full image, on a copy: its deltas over
+	// inc1's and full's chunks are made whole.
+	t.Run("consolidate", func(t *testing.T) {
+		dir := t.TempDir()
+		sh(t, "cp", "-a", set+"/.", dir)
+		c2 := filepath.Join(dir, "inc2.platter")
+		ok(t, "consolidate", c2)
+		for _, p := range []string{"full.platter", "inc1.platter", "diff.platter"} {
+			os.Remove(filepath.Join(dir, p))
+		}
+		ok(t, "verify", c2)
+		checkRestores(t, c2, trees[inc2])
+	})
+	// Prune inc1 (the middle): inc2 is merged onto full.
+	t.Run("prune", func(t *testing.T) {
+		dir := t.TempDir()
+		for _, p := range []string{full, inc1, inc2} {
+			sh(t, "cp", "-a", p, dir)
+		}
+		ok(t, "prune", "--keep-last", "1", dir)
+		left, _ := filepath.Glob(filepath.Join(dir, "*.platter"))
+		if len(left) != 1 {
+			t.Fatalf("prune left %v", left)
+		}
+		ok(t, "verify", left[0])
+		checkRestores(t, left[0], trees[inc2])
+	})
+}
