@@ -69,7 +69,12 @@ needs; a filesystem its checker would repair (errors recorded, bitmaps or
 counts that disagree, an NTFS marked dirty) is stored whole, and FAT copies
 that disagree are united; a damaged or unknown one is stored raw. Create
 prints a warning naming the reason, and info shows it
-(docs/filesystems.md).`,
+(docs/filesystems.md).
+
+With --incremental or --differential only the chunks that changed since the
+parent are stored, and a changed chunk as the 4 KiB sub-blocks that differ
+from the parent's when that is smaller: scattered small writes cost about
+what they changed.`,
 		Example: `  platter create /dev/nvme0n1 /backup/laptop.platter        # a whole disk, live if mounted
   platter create /dev/sda2 /backup/root.platter              # one partition
   platter create --partitions 1,2 disk.img two.platter       # some partitions of a disk file

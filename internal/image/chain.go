@@ -234,30 +234,14 @@ func (ir *Reader) deltaOf(e Entry) (deltaHead, error) {
 	return d, nil
 }
 
-// wholeStored estimates the stored bytes of chunk e (of ir's chain) as a
-// whole frame: a delta's is its base's unchanged part plus its own
-// sub-blocks. (Chains are short; depth bounds a hostile one.)
-func (ir *Reader) wholeStored(e Entry, depth int) int64 {
-	r, fe, err := ir.resolve(e)
-	switch {
-	case err != nil || depth > 64:
-		return int64(e.RawLen)
-	case fe.Zero():
-		return 0
-	case !fe.Delta():
-		return int64(fe.Stored)
+// foldEncoder compresses the chunks Fold writes whole, with the image's
+// own setting.
+func foldEncoder(child *Reader) (*codec.Encoder, error) {
+	set, err := codec.ParseSetting(child.meta.Compression)
+	if err != nil {
+		set = codec.DefaultSetting
 	}
-	d, err := r.deltaOf(fe)
-	if err != nil || r.parent == nil {
-		return int64(fe.Stored)
-	}
-	be, ok := r.parent.Lookup(d.base.Area, d.base.Chunk)
-	if !ok {
-		return int64(fe.Stored)
-	}
-	base := r.parent.wholeStored(be, depth+1)
-	kept := base - base*int64(d.dataLen)/max(int64(fe.RawLen), 1)
-	return kept + int64(len(d.data))
+	return codec.NewEncoder(set, 1)
 }
 
 // holdsBase reports whether the chain of p (nil: none) holds the base of
@@ -347,6 +331,7 @@ func PlanFold(child, newParent *Reader) (FoldCost, error) {
 		return FoldCost{}, err
 	}
 	var c FoldCost
+	var enc *codec.Encoder
 	own := map[int64]bool{}
 	for _, e := range child.entries {
 		if !e.InParent() && !e.Zero() && !own[e.FrameOff] {
@@ -362,14 +347,25 @@ func PlanFold(child, newParent *Reader) (FoldCost, error) {
 		n := child.frameLen(st.fe)
 		if st.fe.Delta() {
 			// A delta whose base the new parent's chain does not
-			// hold is written whole: about its base's unchanged
-			// part plus its own sub-blocks.
+			// hold is written whole (a cost of a dry run: such
+			// chunks are decoded and compressed to be counted).
 			d, err := st.from.deltaOf(st.fe)
 			if err != nil {
 				return FoldCost{}, err
 			}
 			if !holdsBase(newParent, &Frame{RawLen: int(st.fe.RawLen), Base: d.base}) {
-				n = child.frameLen(Entry{Stored: uint32(st.from.wholeStored(st.fe, 0))})
+				// Compressed as Fold will: exactly what it writes.
+				if enc == nil {
+					if enc, err = foldEncoder(child); err != nil {
+						return FoldCost{}, err
+					}
+					defer enc.Close()
+				}
+				f, err := materialize(child, st.in, &Frame{RawLen: int(st.fe.RawLen)}, enc)
+				if err != nil {
+					return FoldCost{}, err
+				}
+				n = child.frameLen(Entry{Stored: uint32(len(f.Payload))})
 			}
 		}
 		c.FrameBytes += n
@@ -432,11 +428,7 @@ func Fold(w io.Writer, child, newParent *Reader, tempDir string) (int, error) {
 				}
 				if f.Delta && !holdsBase(newParent, f) {
 					if enc == nil {
-						set, perr := codec.ParseSetting(child.meta.Compression)
-						if perr != nil {
-							set = codec.DefaultSetting
-						}
-						if enc, err = codec.NewEncoder(set, 1); err != nil {
+						if enc, err = foldEncoder(child); err != nil {
 							return copied, err
 						}
 						defer enc.Close()

@@ -202,3 +202,24 @@ func (ir *Reader) decodeDelta(e Entry, h frameHeader, payload, out []byte) ([]by
 	}
 	return base, nil
 }
+
+// CheckFrame reads chunk e's frame (e must have one in this file) and
+// checks it against the index, its CRC and, for a delta, its header,
+// without decoding it or reading a parent: it proves the frame is this
+// image's where a delta's base may not be attached yet (the volumes of
+// a split image are checked before the chain is found).
+func (ir *Reader) CheckFrame(e Entry) error {
+	if e.Zero() || e.InParent() {
+		return nil
+	}
+	_, payload, err := ir.readFrame(e, make([]byte, ir.frameLen(e)))
+	if err != nil {
+		return err
+	}
+	if e.Delta() {
+		if _, err := parseDelta(payload, int(e.RawLen)); err != nil {
+			return ir.chunkError(e, "%v", err)
+		}
+	}
+	return nil
+}

@@ -141,6 +141,7 @@ type infoJSON struct {
 		FrameSize   int64 `json:"frame_size"`
 		Zero        bool  `json:"zero"`
 		InParent    bool  `json:"in_parent"`
+		Delta       bool  `json:"delta"`
 	} `json:"chunks"`
 	Snapshot       *image.Snapshot `json:"snapshot"`
 	Type           string          `json:"type"`

@@ -181,6 +181,54 @@ func TestSubChunkDeltaSize(t *testing.T) {
 		}
 	})
 
+	// A flipped byte in a delta frame is a damaged chunk, named; a
+	// damaged chunk of the parent makes the delta over it damaged too.
+	t.Run("damage", func(t *testing.T) {
+		j := info(t, inc1, "--chunks")
+		var at, frame, size, length int64 = -1, 0, 0, 0
+		for _, c := range j.Chunks {
+			if c.Delta {
+				at, frame, size, length = c.Offset, c.FrameOffset, c.FrameSize, c.Length
+				break
+			}
+		}
+		if at < 0 {
+			t.Fatal("inc1 has no delta chunk")
+		}
+		where := fmt.Sprintf("bytes %d-%d", at, at+length-1)
+		dir := t.TempDir()
+		for _, p := range []string{full, inc1} {
+			sh(t, "cp", "-a", p, dir)
+		}
+		bad := filepath.Join(dir, "inc1.platter")
+		b := readAt(t, bad, 1, frame+size-10)
+		writeAt(t, bad, []byte{b[0] ^ 0x20}, frame+size-10)
+		o, e, code := run(t, "verify", bad)
+		if code != 3 || !strings.Contains(o+e, where) {
+			t.Errorf("verify of a damaged delta frame: exit %d, want 3 naming %s:\n%s%s", code, where, o, e)
+		}
+		writeAt(t, bad, b, frame+size-10)
+		ok(t, "verify", bad)
+
+		var pframe int64 = -1
+		for _, c := range info(t, full, "--chunks").Chunks {
+			if c.Offset == at && c.FrameOffset > 0 {
+				pframe = c.FrameOffset
+			}
+		}
+		if pframe < 0 {
+			t.Fatal("the delta's base chunk has no frame in full")
+		}
+		pf := filepath.Join(dir, "full.platter")
+		pb := readAt(t, pf, 1, pframe+200)
+		writeAt(t, pf, []byte{pb[0] ^ 0x20}, pframe+200)
+		o, e, code = run(t, "verify", bad)
+		if code != 3 || !strings.Contains(o+e, where) || !strings.Contains(o+e, "delta over") {
+			t.Errorf("verify of a delta over a damaged parent chunk: exit %d, want 3 naming %s as a delta over a damaged chunk:\n%s%s", code, where, o, e)
+		}
+		t.Logf("verify said:\n%s%s", o, e)
+	})
+
 	// Consolidate inc2 into a full image, on a copy: its deltas over
 	// inc1's and full's chunks are made whole.
 	t.Run("consolidate", func(t *testing.T) {
