@@ -1,6 +1,7 @@
 package image
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -72,7 +73,7 @@ func DiffBlocks(base, chunk []byte, size int, bitmap []byte) ([]byte, int) {
 	changed := 0
 	for i := 0; i < n; i++ {
 		lo, hi := i*size, min((i+1)*size, len(chunk))
-		if string(base[lo:hi]) != string(chunk[lo:hi]) {
+		if !bytes.Equal(base[lo:hi], chunk[lo:hi]) {
 			bitmap[i/8] |= 1 << (i % 8)
 			changed++
 		}

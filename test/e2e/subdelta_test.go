@@ -257,3 +257,99 @@ func TestSubChunkDeltaSize(t *testing.T) {
 		checkRestores(t, left[0], trees[inc2])
 	})
 }
+
+// The same scattered changes on XFS (512 MiB, about 80 MB of files; its
+// log and B-tree blocks move with them): the incremental is within the
+// same budget, and restores to exactly the files, xfs_repair clean.
+func TestSubChunkDeltaSizeXFS(t *testing.T) {
+	dir := t.TempDir()
+	file := xfsGarbage(t, filepath.Join(dir, "fs.img"), 512<<20)
+	sh(t, "mkfs.xfs", "-q", "-f", "-K", file)
+	rng := mrand.New(mrand.NewSource(21))
+	mnt, umount := xfsMount(t, file, "rw")
+	for i := range 60 {
+		writeRandom(t, filepath.Join(mnt, fmt.Sprintf("f%02d", i)), 512<<10+rng.Int63n(1536<<10))
+	}
+	for i := range 40 {
+		writeRandom(t, filepath.Join(mnt, fmt.Sprintf("s%02d", i)), 4<<10+rng.Int63n(60<<10))
+	}
+	umount()
+	full := filepath.Join(dir, "full.platter")
+	ok(t, "create", "--progress", "none", file, full)
+
+	mnt, umount = xfsMount(t, file, "rw")
+	changed := scatter(t, mnt, rng, 0)
+	want := xfsManifest(t, mnt)
+	umount()
+	inc := filepath.Join(dir, "inc.platter")
+	ok(t, "create", "--progress", "none", "--incremental", full, file, inc)
+	j := info(t, inc)
+	c := zstdSize(t, changed)
+	limit := c*3/2 + 64<<10 + (512<<20/j.ChunkSize)*64
+	t.Logf("XFS incremental: %d bytes; changed %d bytes, %d compressed; limit %d; full image %d", j.ImageBytes, len(changed), c, limit, info(t, full).ImageBytes)
+	if j.ImageBytes > limit {
+		t.Errorf("the incremental is %d bytes, more than 1.5x the %d changed bytes compressed (%d) + 64 KiB + the index: %d", j.ImageBytes, len(changed), c, limit)
+	}
+	ok(t, "verify", inc)
+	back := filepath.Join(dir, "back.img")
+	ok(t, "restore", "--yes", "--progress", "none", inc, back)
+	xfsRepairClean(t, back)
+	m, _ := xfsMount(t, back, "ro,nouuid")
+	got := xfsManifest(t, m)
+	if len(got) != len(want) {
+		t.Errorf("%d entries restored, %d written", len(got), len(want))
+	}
+	xfsSameFiles(t, want, got)
+}
+
+// The same scattered changes on NTFS, written through ntfs-3g (256 MiB,
+// about 80 MB of files; the MFT records, $Bitmap and $LogFile move with
+// them): the incremental is within the same budget, and restores to
+// exactly the files, which ntfs-3g reads back and ntfsfix -n finds clean.
+func TestSubChunkDeltaSizeNTFS(t *testing.T) {
+	dir := t.TempDir()
+	file := sparseFile(t, filepath.Join(dir, "ntfs.img"), 256<<20)
+	sh(t, "mkntfs", "-q", "-F", "-Q", file)
+	mnt := filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	ntfs := func(img, opts string, fn func(root string)) {
+		t.Helper()
+		sh(t, "ntfs-3g", "-o", opts, img, mnt)
+		defer sh(t, "fusermount", "-u", mnt)
+		fn(mnt)
+	}
+	rng := mrand.New(mrand.NewSource(21))
+	ntfs(file, "rw", func(root string) {
+		for i := range 60 {
+			writeRandom(t, filepath.Join(root, fmt.Sprintf("f%02d", i)), 512<<10+rng.Int63n(1536<<10))
+		}
+		for i := range 40 {
+			writeRandom(t, filepath.Join(root, fmt.Sprintf("s%02d", i)), 4<<10+rng.Int63n(60<<10))
+		}
+	})
+	full := filepath.Join(dir, "full.platter")
+	ok(t, "create", "--progress", "none", file, full)
+
+	var changed []byte
+	want := t.TempDir()
+	ntfs(file, "rw", func(root string) {
+		changed = scatter(t, root, rng, 0)
+		sh(t, "cp", "-r", root+"/.", want)
+	})
+	inc := filepath.Join(dir, "inc.platter")
+	ok(t, "create", "--progress", "none", "--incremental", full, file, inc)
+	j := info(t, inc)
+	c := zstdSize(t, changed)
+	limit := c*3/2 + 64<<10 + (256<<20/j.ChunkSize)*64
+	t.Logf("NTFS incremental: %d bytes; changed %d bytes, %d compressed; limit %d; full image %d", j.ImageBytes, len(changed), c, limit, info(t, full).ImageBytes)
+	if j.ImageBytes > limit {
+		t.Errorf("the incremental is %d bytes, more than 1.5x the %d changed bytes compressed (%d) + 64 KiB + the index: %d", j.ImageBytes, len(changed), c, limit)
+	}
+	ok(t, "verify", inc)
+	back := filepath.Join(dir, "back.img")
+	ok(t, "restore", "--yes", "--progress", "none", inc, back)
+	sh(t, "ntfsfix", "-n", back)
+	got := t.TempDir()
+	ntfs(back, "ro", func(root string) { sh(t, "cp", "-r", root+"/.", got) })
+	sameTree(t, want, got)
+}
