@@ -708,10 +708,9 @@ func (p *pipeline) process(j *job) {
 		p.releaseBuf(j)
 		return
 	}
-	j.cbuf = p.buffer()
-	j.codec, j.payload = p.enc.Encode(j.cbuf[:0], j.buf)
-	if hasBase {
-		p.tryDelta(j, base)
+	if !hasBase || !p.tryDelta(j, base) {
+		j.cbuf = p.buffer()
+		j.codec, j.payload = p.enc.Encode(j.cbuf[:0], j.buf)
 	}
 	// A job waiting for its turn to be written holds only its payload,
 	// so more of them fit in memory while a slow chunk holds the line.
@@ -726,33 +725,44 @@ func (p *pipeline) process(j *job) {
 // tryDelta makes j's payload a delta over the parent's chunk base (the
 // parent's chain's entry for the same chunk) when that is smaller than
 // the whole chunk compressed: the sub-blocks that differ, so scattered
-// small writes cost about what they changed. A parent chunk that cannot
-// be read leaves the chunk stored whole.
-func (p *pipeline) tryDelta(j *job, base image.Entry) {
+// small writes cost about what they changed. It reports whether j's
+// payload is set (the delta, or the whole chunk it was compared with);
+// if not, the caller compresses the whole chunk. A parent chunk that
+// cannot be read leaves the chunk to be stored whole.
+func (p *pipeline) tryDelta(j *job, base image.Entry) bool {
 	bb := p.buffer()
 	defer p.release(bb)
 	old, err := p.parent.ReadChunk(base, bb[:0])
 	if err != nil {
-		return
+		return false
 	}
 	bitmap, changed := image.DiffBlocks(old, j.buf, image.DeltaBlock, nil)
 	blocks := (len(j.buf) + image.DeltaBlock - 1) / image.DeltaBlock
 	// Nearly every sub-block changed (a chunk rewritten whole, the
 	// contiguous case): the delta cannot win, skip its cost.
 	if changed == 0 || changed*8 > blocks*7 {
-		return
+		return false
 	}
 	data := image.AppendDeltaBlocks(bb[:0], j.buf, image.DeltaBlock, bitmap)
 	dbuf := p.buffer()
 	db := image.AppendDeltaHeader(dbuf[:0], image.DeltaBlock, image.DeltaBase{Area: uint32(j.area), Chunk: uint64(j.chunk), Hash: base.Hash}, bitmap)
 	id, enc := p.enc.Encode(db[len(db):], data)
 	payload := append(db, enc...)
-	if len(payload) >= len(j.payload) {
-		p.release(dbuf)
-		return
+	// At most half the chunk changed: its sub-blocks are a part of the
+	// chunk, which compresses no smaller whole (but for the delta's header
+	// and bitmap, 308 bytes for 8 MiB), so the whole is not compressed
+	// to compare.
+	if changed*2 > blocks {
+		j.cbuf = p.buffer()
+		j.codec, j.payload = p.enc.Encode(j.cbuf[:0], j.buf)
+		if len(payload) >= len(j.payload) {
+			p.release(dbuf)
+			return true
+		}
+		p.release(j.cbuf)
 	}
-	p.release(j.cbuf)
 	j.cbuf, j.payload, j.codec, j.delta = dbuf, payload, id, true
+	return true
 }
 
 // releaseBuf returns the job's raw chunk buffer to the pool.
