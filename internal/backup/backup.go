@@ -723,10 +723,9 @@ func (p *pipeline) process(j *job) {
 }
 
 // tryDelta makes j's payload a delta over the parent's chunk base (the
-// parent's chain's entry for the same chunk) when that is smaller than
-// the whole chunk compressed: the sub-blocks that differ, so scattered
-// small writes cost about what they changed. It reports whether j's
-// payload is set (the delta, or the whole chunk it was compared with);
+// parent's chain's entry for the same chunk) when at most half of its
+// sub-blocks differ: only those are stored, so scattered small writes
+// cost about what they changed. It reports whether it set j's payload;
 // if not, the caller compresses the whole chunk. A parent chunk that
 // cannot be read leaves the chunk to be stored whole.
 func (p *pipeline) tryDelta(j *job, base image.Entry) bool {
@@ -738,9 +737,14 @@ func (p *pipeline) tryDelta(j *job, base image.Entry) bool {
 	}
 	bitmap, changed := image.DiffBlocks(old, j.buf, image.DeltaBlock, nil)
 	blocks := (len(j.buf) + image.DeltaBlock - 1) / image.DeltaBlock
-	// Nearly every sub-block changed (a chunk rewritten whole, the
-	// contiguous case): the delta cannot win, skip its cost.
-	if changed == 0 || changed*8 > blocks*7 {
+	// More than half the sub-blocks changed (a chunk rewritten whole,
+	// new files written over free space: the contiguous case): the
+	// delta saves little and would cost a second compression to
+	// compare, so the chunk is stored whole. At most half changed:
+	// its sub-blocks are a part of the chunk, which compresses no
+	// smaller whole (but for the delta's header and bitmap, 308 bytes
+	// for 8 MiB), so the whole chunk is not compressed at all.
+	if changed == 0 || changed*2 > blocks {
 		return false
 	}
 	data := image.AppendDeltaBlocks(bb[:0], j.buf, image.DeltaBlock, bitmap)
@@ -748,19 +752,6 @@ func (p *pipeline) tryDelta(j *job, base image.Entry) bool {
 	db := image.AppendDeltaHeader(dbuf[:0], image.DeltaBlock, image.DeltaBase{Area: uint32(j.area), Chunk: uint64(j.chunk), Hash: base.Hash}, bitmap)
 	id, enc := p.enc.Encode(db[len(db):], data)
 	payload := append(db, enc...)
-	// At most half the chunk changed: its sub-blocks are a part of the
-	// chunk, which compresses no smaller whole (but for the delta's header
-	// and bitmap, 308 bytes for 8 MiB), so the whole is not compressed
-	// to compare.
-	if changed*2 > blocks {
-		j.cbuf = p.buffer()
-		j.codec, j.payload = p.enc.Encode(j.cbuf[:0], j.buf)
-		if len(payload) >= len(j.payload) {
-			p.release(dbuf)
-			return true
-		}
-		p.release(j.cbuf)
-	}
 	j.cbuf, j.payload, j.codec, j.delta = dbuf, payload, id, true
 	return true
 }
