@@ -72,9 +72,9 @@ prints a warning naming the reason, and info shows it
 (docs/filesystems.md).
 
 With --incremental or --differential only the chunks that changed since the
-parent are stored, and a changed chunk as the 4 KiB sub-blocks that differ
-from the parent's when that is smaller: scattered small writes cost about
-what they changed.`,
+parent are stored, and a changed chunk of which at most half differs as the
+4 KiB sub-blocks that differ from the parent's: scattered small writes cost
+about what they changed.`,
 		Example: `  platter create /dev/nvme0n1 /backup/laptop.platter        # a whole disk, live if mounted
   platter create /dev/sda2 /backup/root.platter              # one partition
   platter create --partitions 1,2 disk.img two.platter       # some partitions of a disk file
