@@ -331,11 +331,10 @@ func printInfo(w io.Writer, opts infoOptions, path string, r *image.Reader) erro
 	if len(info.Chain) > 1 {
 		changed := ""
 		if info.ChangedChunks != nil {
-			changed = fmt.Sprintf(" (%d of its %d chunks changed since its parent", *info.ChangedChunks, info.ChunkCount)
+			changed = fmt.Sprintf(" (%d of its %d chunks changed since its parent)", *info.ChangedChunks, info.ChunkCount)
 			if d := info.DeltaChunks; d != nil && *d > 0 {
-				changed += fmt.Sprintf(", %d stored as deltas", *d)
+				changed += fmt.Sprintf(", %d of them stored as sub-block deltas", *d)
 			}
-			changed += ")"
 		}
 		fmt.Fprintf(w, "Chain:       %s image%s; restores with:\n", info.Type, changed)
 		for _, c := range info.Chain {

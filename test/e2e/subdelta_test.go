@@ -144,7 +144,7 @@ func TestSubChunkDeltaSize(t *testing.T) {
 	ok(t, "create", "--progress", "none", "--differential", full, fs.file, diff)
 	trees[diff] = trees[inc2]
 	budget(diff, append(append([]byte(nil), changed1...), changed2...))
-	if out := ok(t, "info", inc2); !strings.Contains(out, "stored as deltas") {
+	if out := ok(t, "info", inc2); !strings.Contains(out, "stored as sub-block deltas") {
 		t.Errorf("info of inc2 does not show delta chunks:\n%s", out)
 	}
 
