@@ -24,7 +24,8 @@
 # the clone rows, ONLY=convert the convert rows (CONVERT_FORMATS: which
 # formats, default "qcow2 vhdx vmdk"), ONLY=clonezilla the Clonezilla
 # image rows (import, extract's first and second open), ONLY=rescue the
-# failing-disk rows (create --rescue, ddrescue), ONLY=track the
+# failing-disk rows (create --rescue, ddrescue), ONLY=scatter the
+# incremental after scattered small changes, ONLY=track the
 # changed-block tracking rows (platter track). Needs root (loop
 # mount).
 set -euo pipefail
@@ -742,12 +743,62 @@ REPORT
 	rm -rf "$src" "$maps" "$full" "$DIR/track-inc.platter" "$DIR/track-read.platter" "$DIR/track-now.platter" "$DIR/track-inc.out"
 }
 
+# Scattered small changes (issue 21, item 1): on a copy of the ext4
+# bench filesystem, a full image, then 48 files of 4-256 KiB created,
+# appended to, rewritten in place and deleted (16 each of create,
+# append, rewrite; 8 files deleted) through a kernel mount, and an
+# incremental and a differential; their sizes against the changed bytes
+# compressed with zstd -3 (target: at most 1.5x plus a small fixed
+# overhead).
+bench_scatter() {
+	local src mnt full inc diff changed z i n sz f
+	src=$DIR/scatter-src.img; full=$DIR/scatter-full.platter; inc=$DIR/scatter-inc.platter; diff=$DIR/scatter-diff.platter
+	cp --sparse=always "$FS" "$src"
+	rm -f "$full" "$inc" "$diff"
+	"$P" create --progress=none "$src" "$full" > /dev/null
+	mnt=$(mktemp -d)
+	mount -o loop "$src" "$mnt"
+	changed=$(mktemp)
+	mkdir -p "$mnt/scatter"
+	for i in $(seq 1 16); do
+		sz=$(( (RANDOM % 64 + 1) * 4096 ))
+		head -c "$sz" /dev/urandom | tee "$mnt/scatter/new-$i.bin" >> "$changed"                  # created
+		f=$(find "$mnt/text" -type f -size +300k | sed -n "${i}p")
+		awk -v i="$i" 'BEGIN { for (n = 0; n < 500; n++) print "appended line " n " of " i }' | tee -a "$f" >> "$changed"  # appended
+		f=$(find "$mnt/bin" -type f -size +1M | sed -n "${i}p")
+		head -c $(( (RANDOM % 16 + 1) * 4096 )) /dev/urandom > "$DIR/scatter.piece"
+		dd if="$DIR/scatter.piece" of="$f" bs=4096 seek=$((RANDOM % 64)) conv=notrunc status=none   # rewritten in place
+		cat "$DIR/scatter.piece" >> "$changed"
+	done
+	for i in $(seq 1 8); do rm -f "$(find "$mnt/bin" -type f -size -256k | sed -n "${i}p")"; done   # deleted
+	umount "$mnt"; rmdir "$mnt"
+	"$P" create --progress=none --incremental "$full" "$src" "$inc" > /dev/null
+	"$P" create --progress=none --differential "$full" "$src" "$diff" > /dev/null
+	n=$(stat -c %s "$changed"); z=$(zstd -3 -q -c < "$changed" | wc -c)
+	cat <<REPORT
+
+Scattered small changes on the ext4 bench filesystem: $(mib "$n") written in 48 files (created, appended to, rewritten in place) and 8 files deleted; $(mib "$z") compressed with zstd -3
+
+| image | size | ratio to the changed bytes compressed (target ≤ 1.5x + a small fixed overhead) |
+|---|---|---|
+| full | $(mib "$(stat -c %s "$full")") | |
+| incremental | $(mib "$(stat -c %s "$inc")") | $(ratio "$(stat -c %s "$inc")" "$z" size) |
+| differential | $(mib "$(stat -c %s "$diff")") | $(ratio "$(stat -c %s "$diff")" "$z" size) |
+REPORT
+	rm -f "$src" "$full" "$inc" "$diff" "$changed" "$DIR/scatter.piece"
+}
+
+if [ "${ONLY:-}" = scatter ]; then
+	bench_scatter
+	exit
+fi
 if [ "${ONLY:-}" = track ]; then
 	bench_track
 	exit
 fi
 if [ "${ONLY:-}" = rescue ]; then
 	bench_rescue
+	bench_scatter
 	exit
 fi
 if [ "${ONLY:-}" = delta ]; then
