@@ -806,7 +806,7 @@ func (p *pipeline) read(a *area, j *job) error {
 			}
 		}
 	}
-	p.clearFree(a, j)
+	p.clearFree(j, runs)
 	return nil
 }
 
@@ -820,11 +820,12 @@ func (p *pipeline) usedRuns(j *job) []block.Extent {
 	return runs
 }
 
-// clearFree zeroes the bytes of j.buf outside the chunk's used runs.
-func (p *pipeline) clearFree(a *area, j *job) {
-	rel := j.off - a.meta.Start
+// clearFree zeroes the bytes of j.buf outside runs, the chunk's used
+// runs (usedRuns).
+func (p *pipeline) clearFree(j *job, runs []block.Extent) {
+	rel := j.off - p.areas[j.area].meta.Start
 	pos := rel
-	for _, r := range p.usedRuns(j) {
+	for _, r := range runs {
 		clear(j.buf[pos-rel : r.Off-rel])
 		pos = r.End()
 	}

@@ -51,6 +51,9 @@ type rescueState struct {
 	spool   *os.File
 	slots   int64
 	pending []*job // set-aside chunks, in disk order (owned by the writer goroutine)
+	// wanted are the byte ranges the pending chunks read, merged: what
+	// the later passes read and the report lists the unread bytes of.
+	wanted []block.Extent
 }
 
 // readRescued reads the byte ranges reads (of the source, within the
@@ -154,11 +157,10 @@ func (p *pipeline) completeRescue(ctx context.Context, workers int) error {
 	if s.spool != nil {
 		defer s.spool.Close()
 	}
-	var wanted []block.Extent
 	for _, j := range s.pending {
-		wanted = append(wanted, j.wanted...)
+		s.wanted = append(s.wanted, j.wanted...)
 	}
-	wanted = block.MergeExtents(wanted)
+	s.wanted = block.MergeExtents(s.wanted)
 	put := func(off int64, b []byte) error {
 		for len(b) > 0 {
 			// The pending chunk holding off: the last starting at or before it.
@@ -183,7 +185,7 @@ func (p *pipeline) completeRescue(ctx context.Context, workers int) error {
 		}
 		return nil
 	}
-	if err := s.r.Complete(ctx, wanted, put, rescueProgress{p.progress}); err != nil {
+	if err := s.r.Complete(ctx, s.wanted, put, rescueProgress{p.progress}); err != nil {
 		return err
 	}
 	// Process them from the spool, a few at a time (each holds a
@@ -200,7 +202,7 @@ func (p *pipeline) completeRescue(ctx context.Context, workers int) error {
 			// Bytes read between the used runs (in a span read whole)
 			// are free blocks: cleared as on the first read.
 			if j.usedMap != nil {
-				p.clearFree(&p.areas[j.area], j)
+				p.clearFree(j, p.usedRuns(j))
 			}
 		}
 		if err := p.run(ctx, workers, &pass{jobs: jobs}); err != nil {
@@ -212,14 +214,11 @@ func (p *pipeline) completeRescue(ctx context.Context, workers int) error {
 
 // rescueReport lists what the rescue could not read, by area, and what
 // each range held (classify, if set, reads the filesystem as rescued).
+// It follows completeRescue.
 func (p *pipeline) rescueReport(classify Classifier, retries int) *image.Rescue {
 	s := p.rescue
 	rep := &image.Rescue{SectorSize: s.r.SectorSize(), Retries: retries, Stalls: s.r.Stalls(), Unreadable: []image.Unreadable{}}
-	var wanted []block.Extent
-	for _, j := range s.pending {
-		wanted = append(wanted, j.wanted...)
-	}
-	unread := s.r.Unread(block.MergeExtents(wanted))
+	unread := s.r.Unread(s.wanted)
 	if len(unread) == 0 {
 		return rep
 	}

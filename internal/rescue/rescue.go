@@ -76,10 +76,9 @@ type Rescuer struct {
 	m       *Map
 	changed bool
 
-	stalls   atomic.Int64
-	failed   atomic.Int64 // first-pass reads failed in a row (streak)
-	stop     chan struct{}
-	saverErr chan error
+	stalls atomic.Int64
+	failed atomic.Int64 // first-pass reads failed in a row (streak)
+	stop   chan struct{}
 }
 
 // probeAfter is how many reads may fail in a row before a sector read
@@ -108,7 +107,7 @@ func New(src block.Source, sector int64, opts Options) (*Rescuer, error) {
 	if sector <= 0 || sector&(sector-1) != 0 {
 		return nil, fmt.Errorf("rescue: sector size %d", sector)
 	}
-	r := &Rescuer{src: src, size: src.Size(), sector: sector, opts: opts, m: NewMap(src.Size()), stop: make(chan struct{}), saverErr: make(chan error, 1)}
+	r := &Rescuer{src: src, size: src.Size(), sector: sector, opts: opts, m: NewMap(src.Size()), stop: make(chan struct{})}
 	if opts.MapFile != "" {
 		// Never through a symlink: the map is written back where it is.
 		f, err := os.OpenFile(opts.MapFile, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
@@ -439,8 +438,7 @@ func (r *Rescuer) Complete(ctx context.Context, wanted []block.Extent, put func(
 	buf := block.AlignedBuffer(cluster)
 	type step struct {
 		name   string
-		phase  Phase
-		status Status
+		status Status // the runs it works on; also the map's current_status meanwhile
 		do     func(k run) error
 	}
 	// readInto reads [off, off+n) (n ≤ cluster) and hands it to put.
@@ -478,7 +476,7 @@ func (r *Rescuer) Complete(ctx context.Context, wanted []block.Extent, put func(
 	}
 	isIO := func(err error) bool { return err != nil && ctx.Err() == nil && !errors.Is(err, ErrGone) }
 	steps := []step{
-		{"reading skipped areas", NonTried, NonTried, func(k run) error {
+		{"reading skipped areas", NonTried, func(k run) error {
 			for pos := k.Off; pos < k.end(); {
 				n := min(cluster-pos%cluster, k.end()-pos)
 				good, err := readInto(pos, n)
@@ -493,7 +491,7 @@ func (r *Rescuer) Complete(ctx context.Context, wanted []block.Extent, put func(
 			}
 			return nil
 		}},
-		{"trimming", NonTrimmed, NonTrimmed, func(k run) error {
+		{"trimming", NonTrimmed, func(k run) error {
 			lo, hi := k.Off, k.end()
 			for lo < hi { // forward from the leading edge
 				good, err := readInto(lo, r.sector)
@@ -526,10 +524,10 @@ func (r *Rescuer) Complete(ctx context.Context, wanted []block.Extent, put func(
 			}
 			return nil
 		}},
-		{"scraping", NonScraped, NonScraped, r.sectors(readInto, isIO, progress)},
+		{"scraping", NonScraped, r.sectors(readInto, isIO, progress)},
 	}
 	for i := range r.opts.Retries {
-		steps = append(steps, step{fmt.Sprintf("retry %d of %d", i+1, r.opts.Retries), Bad, Bad, r.sectors(readInto, isIO, progress)})
+		steps = append(steps, step{fmt.Sprintf("retry %d of %d", i+1, r.opts.Retries), Bad, r.sectors(readInto, isIO, progress)})
 	}
 	for _, st := range steps {
 		var todo []run
@@ -546,7 +544,7 @@ func (r *Rescuer) Complete(ctx context.Context, wanted []block.Extent, put func(
 			continue
 		}
 		r.mu.Lock()
-		r.m.SetPhase(st.phase, todo[0].Off)
+		r.m.SetPhase(st.status, todo[0].Off)
 		r.mu.Unlock()
 		progress.Phase(st.name, total)
 		for _, k := range todo {
