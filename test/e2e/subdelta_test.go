@@ -102,6 +102,21 @@ func zstdSize(t *testing.T, b []byte) int64 {
 	return fi.Size()
 }
 
+// sizeBudget fails the test if img, an incremental or differential of
+// full on a disk of diskBytes, is more than 1.5x the changed bytes
+// compressed with zstd -3, plus 64 KiB and its index (an entry per
+// chunk).
+func sizeBudget(t *testing.T, img, full string, changed []byte, diskBytes int64) {
+	t.Helper()
+	j := info(t, img)
+	c := zstdSize(t, changed)
+	limit := c*3/2 + 64<<10 + (diskBytes/j.ChunkSize)*64
+	t.Logf("%s: %d bytes; changed %d bytes, %d compressed; limit %d; full image %d", filepath.Base(img), j.ImageBytes, len(changed), c, limit, info(t, full).ImageBytes)
+	if j.ImageBytes > limit {
+		t.Errorf("%s is %d bytes, more than 1.5x the %d changed bytes compressed (%d) + 64 KiB + the index: %d", filepath.Base(img), j.ImageBytes, len(changed), c, limit)
+	}
+}
+
 // Issue 21, item 1: after scattered small changes, an incremental (and a
 // differential) is at most 1.5x the changed bytes compressed plus 64 KiB
 // and its index, because changed chunks are stored as the 4 KiB
@@ -117,16 +132,7 @@ func TestSubChunkDeltaSize(t *testing.T) {
 	trees := map[string]string{full: fs.keep()}
 	rng := mrand.New(mrand.NewSource(1))
 
-	budget := func(img string, changed []byte) {
-		t.Helper()
-		j := info(t, img)
-		c := zstdSize(t, changed)
-		limit := c*3/2 + 64<<10 + (256<<20/j.ChunkSize)*64 // the index: an entry per chunk
-		t.Logf("%s: %d bytes; changed %d bytes, %d compressed; limit %d; full image %d", filepath.Base(img), j.ImageBytes, len(changed), c, limit, info(t, full).ImageBytes)
-		if j.ImageBytes > limit {
-			t.Errorf("%s is %d bytes, more than 1.5x the %d changed bytes compressed (%d) + 64 KiB + the index: %d", filepath.Base(img), j.ImageBytes, len(changed), c, limit)
-		}
-	}
+	budget := func(img string, changed []byte) { sizeBudget(t, img, full, changed, 256<<20) }
 
 	var changed1, changed2 []byte
 	fs.change(func(root string) { changed1 = scatter(t, root, rng, 0) })
@@ -283,13 +289,7 @@ func TestSubChunkDeltaSizeXFS(t *testing.T) {
 	umount()
 	inc := filepath.Join(dir, "inc.platter")
 	ok(t, "create", "--progress", "none", "--incremental", full, file, inc)
-	j := info(t, inc)
-	c := zstdSize(t, changed)
-	limit := c*3/2 + 64<<10 + (512<<20/j.ChunkSize)*64
-	t.Logf("XFS incremental: %d bytes; changed %d bytes, %d compressed; limit %d; full image %d", j.ImageBytes, len(changed), c, limit, info(t, full).ImageBytes)
-	if j.ImageBytes > limit {
-		t.Errorf("the incremental is %d bytes, more than 1.5x the %d changed bytes compressed (%d) + 64 KiB + the index: %d", j.ImageBytes, len(changed), c, limit)
-	}
+	sizeBudget(t, inc, full, changed, 512<<20)
 	ok(t, "verify", inc)
 	back := filepath.Join(dir, "back.img")
 	ok(t, "restore", "--yes", "--progress", "none", inc, back)
@@ -338,13 +338,7 @@ func TestSubChunkDeltaSizeNTFS(t *testing.T) {
 	})
 	inc := filepath.Join(dir, "inc.platter")
 	ok(t, "create", "--progress", "none", "--incremental", full, file, inc)
-	j := info(t, inc)
-	c := zstdSize(t, changed)
-	limit := c*3/2 + 64<<10 + (256<<20/j.ChunkSize)*64
-	t.Logf("NTFS incremental: %d bytes; changed %d bytes, %d compressed; limit %d; full image %d", j.ImageBytes, len(changed), c, limit, info(t, full).ImageBytes)
-	if j.ImageBytes > limit {
-		t.Errorf("the incremental is %d bytes, more than 1.5x the %d changed bytes compressed (%d) + 64 KiB + the index: %d", j.ImageBytes, len(changed), c, limit)
-	}
+	sizeBudget(t, inc, full, changed, 256<<20)
 	ok(t, "verify", inc)
 	back := filepath.Join(dir, "back.img")
 	ok(t, "restore", "--yes", "--progress", "none", inc, back)
