@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -108,6 +109,12 @@ func Serve(ctx context.Context, o Options) error {
 	lastSave := lastTake
 	poll := time.NewTicker(100 * time.Millisecond)
 	defer poll.Stop()
+	// Flush wakes the service with SIGUSR1 after writing its request, so
+	// a create waits for the save, not for the poll. The handler stays
+	// installed after Serve returns: a late wake must not kill the
+	// process (SIGUSR1's default action) while it exits.
+	wake := make(chan os.Signal, 1)
+	signal.Notify(wake, unix.SIGUSR1)
 	take := func() {
 		now := time.Now()
 		es, err := tr.Take()
@@ -151,6 +158,7 @@ func Serve(ctx context.Context, o Options) error {
 			m.Stopped = time.Now().UTC()
 			return save()
 		case <-poll.C:
+		case <-wake:
 		}
 		if id, why, err := readRequest(o.Dir); err == nil && id != "" && id != m.Answered {
 			take()
@@ -254,9 +262,18 @@ func Flush(dir, device string, wait time.Duration, reset string) (*Map, *Device,
 		os.Remove(tmp)
 		return nil, nil, fmt.Errorf("cbt: ask the service: %w", err)
 	}
+	// Wake the service (it also finds the request at its next poll, if
+	// the signal cannot be sent).
+	unix.Kill(m.PID, unix.SIGUSR1)
 	deadline := time.Now().Add(wait)
+	var seen os.FileInfo // the map last read: read again only once replaced
 	for time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
+		st, err := os.Lstat(filepath.Join(dir, File))
+		if err != nil || seen != nil && os.SameFile(st, seen) {
+			continue
+		}
+		seen = st
 		if m2, err := Load(dir); err == nil && m2.Answered == id {
 			dev, err := Probe(device)
 			if err != nil {
