@@ -26,8 +26,8 @@
 # image rows (import, extract's first and second open), ONLY=rescue the
 # failing-disk rows (create --rescue, ddrescue), ONLY=scatter the
 # incremental after scattered small changes, ONLY=track the
-# changed-block tracking rows (platter track). Needs root (loop
-# mount).
+# changed-block tracking rows (platter track), ONLY=incremental the
+# incremental after a contiguous 1 % change. Needs root (loop mount).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -670,6 +670,48 @@ REPORT
 	rm -f "$img" "$out" "$DIR/dd.map" "$DIR/failing.map" "$dmap" "$DIR/bad.lines"
 }
 
+# Incremental (ONLY=incremental): about 1% of the used data changed (12 MiB
+# of documentation in a tar and 4 MiB of random bytes added), then an
+# incremental of the full image against a full image of the same state,
+# alternating (targets: at most 25 % of the full's time, at most 1.5x the
+# changed data compressed with zstd -3).
+bench_incremental() {
+	local INC_SRC mnt changed changedz r s inct incf incs used
+	INC_SRC=$DIR/inc-src.img
+	cp --sparse=always "$FS" "$INC_SRC"
+	"$P" create --force --progress=none "$INC_SRC" "$DIR/inc-full.platter" > /dev/null
+	used=$(used_bytes "$DIR/inc-full.platter")
+	mnt=$(mktemp -d)
+	mount -o loop "$INC_SRC" "$mnt"
+	mkdir "$mnt/changed"
+	head -c 12M < <(tar -cf - -C /usr/share/doc . 2>/dev/null) > "$mnt/changed/docs.tar"
+	head -c 4M /dev/urandom > "$mnt/changed/blob.bin"
+	changed=$(du -sb "$mnt/changed" | cut -f1)
+	changedz=$(tar -C "$mnt" -cf - changed | zstd -3 -q | wc -c)
+	umount "$mnt"; rmdir "$mnt"
+	for r in $(seq 1 "$ROUNDS"); do
+		rm -f "$DIR/inc.platter"; settle; s=$(now)
+		"$P" create --progress=none --incremental "$DIR/inc-full.platter" "$INC_SRC" "$DIR/inc.platter" > /dev/null
+		add inc "$(echo "$(now) - $s" | bc)"
+		rm -f "$DIR/inc-now.platter"; settle; s=$(now)
+		"$P" create --progress=none "$INC_SRC" "$DIR/inc-now.platter" > /dev/null
+		add incfull "$(echo "$(now) - $s" | bc)"
+	done
+	inct=$(med inc); incf=$(med incfull); incs=$(stat -c %s "$DIR/inc.platter")
+	cat <<REPORT
+
+Incremental after changing $((changed / 1048576)) MiB of $((used / 1048576)) MiB used ($(printf '%.1f' "$(echo "$changed * 100 / $used" | bc -l)") %), median of $ROUNDS alternating rounds
+
+| | full image | incremental | ratio (target) |
+|---|---|---|---|
+| time | $(printf '%.2f s' "$incf") | $(printf '%.2f s' "$inct") | $(printf '%.0f %%' "$(echo "$inct * 100 / $incf" | bc -l)") of the full (≤ 25 %) |
+| size | $(printf '%.1f MiB' "$(echo "$(stat -c %s "$DIR/inc-now.platter") / 1048576" | bc -l)") | $(printf '%.1f MiB' "$(echo "$incs / 1048576" | bc -l)") | $(printf '%.2fx' "$(echo "$incs / $changedz" | bc -l)") the changed data compressed with zstd -3, $(printf '%.1f MiB' "$(echo "$changedz / 1048576" | bc -l)") (≤ 1.5x) |
+
+every run (s): incremental${T[inc]}; full${T[incfull]}
+REPORT
+	rm -f "$INC_SRC" "$DIR/inc-full.platter" "$DIR/inc.platter" "$DIR/inc-now.platter"
+}
+
 # Changed-block tracking (issue 21): after the incremental benchmark's 1 %
 # change, an incremental made with the tracking service's map against one
 # made by reading everything and a full image, of a loop device of a copy
@@ -790,6 +832,10 @@ REPORT
 
 if [ "${ONLY:-}" = scatter ]; then
 	bench_scatter
+	exit
+fi
+if [ "${ONLY:-}" = incremental ]; then
+	bench_incremental
 	exit
 fi
 if [ "${ONLY:-}" = track ]; then
@@ -919,41 +965,7 @@ raw zstd, one core, 8 MiB blocks, on the $rawmb MiB of binaries and text:$rawspe
 $levels
 REPORT
 
-	# Incremental: about 1% of the used data changed (12 MiB of documentation
-	# in a tar and 4 MiB of random bytes added), then an incremental of the
-	# full image against a full image of the same state, alternating.
-	INC_SRC=$DIR/inc-src.img
-	cp --sparse=always "$FS" "$INC_SRC"
-	"$P" create --force --progress=none "$INC_SRC" "$DIR/inc-full.platter" > /dev/null
-	mnt=$(mktemp -d)
-	mount -o loop "$INC_SRC" "$mnt"
-	mkdir "$mnt/changed"
-	head -c 12M < <(tar -cf - -C /usr/share/doc . 2>/dev/null) > "$mnt/changed/docs.tar"
-	head -c 4M /dev/urandom > "$mnt/changed/blob.bin"
-	changed=$(du -sb "$mnt/changed" | cut -f1)
-	changedz=$(tar -C "$mnt" -cf - changed | zstd -3 -q | wc -c)
-	umount "$mnt"; rmdir "$mnt"
-	for r in $(seq 1 "$ROUNDS"); do
-		rm -f "$DIR/inc.platter"; settle; s=$(now)
-		"$P" create --progress=none --incremental "$DIR/inc-full.platter" "$INC_SRC" "$DIR/inc.platter" > /dev/null
-		add inc "$(echo "$(now) - $s" | bc)"
-		rm -f "$DIR/inc-now.platter"; settle; s=$(now)
-		"$P" create --progress=none "$INC_SRC" "$DIR/inc-now.platter" > /dev/null
-		add incfull "$(echo "$(now) - $s" | bc)"
-	done
-	inct=$(med inc); incf=$(med incfull); incs=$(stat -c %s "$DIR/inc.platter")
-	cat <<REPORT
-
-Incremental after changing $((changed / 1048576)) MiB of $((used / 1048576)) MiB used ($(printf '%.1f' "$(echo "$changed * 100 / $used" | bc -l)") %), median of $ROUNDS alternating rounds
-
-| | full image | incremental | ratio (target) |
-|---|---|---|---|
-| time | $(printf '%.2f s' "$incf") | $(printf '%.2f s' "$inct") | $(printf '%.0f %%' "$(echo "$inct * 100 / $incf" | bc -l)") of the full (≤ 25 %) |
-| size | $(printf '%.1f MiB' "$(echo "$(stat -c %s "$DIR/inc-now.platter") / 1048576" | bc -l)") | $(printf '%.1f MiB' "$(echo "$incs / 1048576" | bc -l)") | $(printf '%.2fx' "$(echo "$incs / $changedz" | bc -l)") the changed data compressed with zstd -3, $(printf '%.1f MiB' "$(echo "$changedz / 1048576" | bc -l)") (≤ 1.5x) |
-
-every run (s): incremental${T[inc]}; full${T[incfull]}
-REPORT
-	rm -f "$INC_SRC" "$DIR/inc-full.platter" "$DIR/inc.platter" "$DIR/inc-now.platter"
+	bench_incremental
 
 	bench_delta
 	bench_convert
