@@ -40,7 +40,8 @@ FUZZ := ./internal/ptable:FuzzMBR ./internal/ptable:FuzzGPT \
 	./internal/fs/f2fs:FuzzDetect ./internal/fs/swap:FuzzDetect \
 	./internal/vdisk:FuzzOpenQCOW2 ./internal/vdisk:FuzzOpenVHD ./internal/vdisk:FuzzOpenVHDX ./internal/vdisk:FuzzOpenVMDK \
 	./internal/partclone:FuzzPartclone ./internal/clonezilla:FuzzSfdisk \
-	./internal/mrimgx:FuzzMrimgx ./internal/ntfsclone:FuzzReader ./internal/owners:FuzzClassify
+	./internal/mrimgx:FuzzMrimgx ./internal/ntfsclone:FuzzReader ./internal/owners:FuzzClassify \
+	./internal/calendar:FuzzParse
 
 .PHONY: all build build-purego deps minio bootkernel ntfs3kernel test unit e2e fuzz vet demo bench clean install uninstall
 
