@@ -1,37 +1,41 @@
 // Package calendar parses systemd calendar expressions (OnCalendar=, see
 // systemd.time(7), "CALENDAR EVENTS") and finds when they elapse, so a
-// backup plan's schedule means exactly what the same line means in a
-// systemd timer. Its answers are tested against systemd-analyze calendar.
+// backup plan's schedule means exactly what the same line means to a
+// systemd timer. The tests judge it with systemd-analyze calendar
+// (systemd 252): the same expressions accepted and refused, the same
+// normalized form, the same elapses.
 //
 // The grammar supported:
 //
-//	minutely hourly daily weekly monthly yearly annually quarterly
-//	semiannually semi-annually biannually bi-annually   (any case)
+//	minutely hourly daily weekly monthly yearly annually anually
+//	quarterly semiannually semi-annually biannually bi-annually  (any case)
 //	[WEEKDAYS] [DATE] [TIME] [TIMEZONE]
-//	@EPOCH [TIMEZONE]                                   (seconds since 1970, digits only)
+//	[WEEKDAYS] @EPOCH [TIMEZONE]          (seconds since 1970, digits only; in UTC)
 //
 // WEEKDAYS is a comma-separated list of names (Mon or Monday, any case)
-// and ranges (Mon..Fri; Mon-Fri is accepted too); a trailing comma is
-// allowed. DATE is YEAR-MONTH-DAY or MONTH-DAY; DAY may follow "~" instead
-// of "-" to count from the month's end (~1 is the last day, ~2 the one
-// before). TIME is HOUR:MINUTE[:SECOND]; SECOND may have a fraction of up
-// to six digits (rounded at the seventh). Each of YEAR, MONTH, DAY, HOUR,
-// MINUTE and SECOND is "*" or a comma-separated list of values, ranges
-// (1..5) and repetitions (START/STEP or START..STOP/STEP, e.g. *-*-1/7 or
-// *:0/15 -- written from a value, not from "*"). A two-digit year means
-// 19xx from 70 and 20xx below. A missing DATE means every day, a missing
-// TIME 00:00:00, missing seconds :00. Years run from 1970 to 2199.
-// TIMEZONE is "UTC" (any case) or an IANA zone name such as Europe/Berlin;
-// without one, times are those of Next's argument's Location.
+// and ranges (Mon..Fri, or Mon-Fri); a trailing comma is allowed. DATE is
+// YEAR-MONTH-DAY or MONTH-DAY; DAY may follow "~" instead of "-" to count
+// from the month's end (~1 is the last day, ~2 the one before, at most
+// ~28). TIME is HOUR:MINUTE[:SECOND]; SECOND may have a fraction of up to
+// six digits (rounded at the seventh). Each of YEAR, MONTH, DAY, HOUR,
+// MINUTE and SECOND is "*" or a comma-separated list (at most 240 items)
+// of values (5), ranges (1..5) and repetitions (START/STEP or
+// START..STOP/STEP, as in *-*-1/7 or *:0/15; a repetition starts from a
+// value, "*/15" is refused as systemd 252 refuses it). A two-digit year
+// means 19YY from 70 and 20YY below. No DATE means every day, no TIME
+// 00:00:00, no seconds :00. Years run from 1970 to 2199. TIMEZONE is UTC
+// (any case) or an IANA zone name such as Europe/Berlin; without one,
+// Next works in its argument's Location. Zone abbreviations that systemd
+// reads as the local zone in standard or summer time (CET when TZ is
+// Europe/Berlin) are not supported: an abbreviation that is itself a zone
+// name (CET, EST, GMT) means that zone.
 //
-// Next follows systemd's own search, including how it treats a
-// daylight-saving change (a time skipped by the clock change does not
-// elapse that day; a repeated hour elapses once), and C's mktime, which
-// that search relies on, is reproduced so the answers agree with systemd's
-// to the microsecond. Time-zone abbreviations other than UTC (CET, EST...),
-// which systemd reads as "the local zone in its standard or summer time",
-// are refused unless they are IANA zone names themselves (CET and EST are:
-// then they mean that zone, as they do to systemd under another TZ).
+// Next follows systemd's own search step by step, and reproduces glibc's
+// mktime, which that search leans on, so it agrees with systemd where
+// clocks change: a time that a change skips does not elapse that day,
+// and a repeated hour elapses once. Where systemd gives up its search
+// (after 1000 steps; it happens around some clock changes), Next returns
+// the zero Time, as a systemd timer would find no elapse.
 package calendar
 
 import (
