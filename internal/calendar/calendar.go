@@ -10,7 +10,7 @@
 //	minutely hourly daily weekly monthly yearly annually anually
 //	quarterly semiannually semi-annually biannually bi-annually  (any case)
 //	[WEEKDAYS] [DATE] [TIME] [TIMEZONE]
-//	[WEEKDAYS] @EPOCH [TIMEZONE]          (seconds since 1970, digits only; in UTC)
+//	[WEEKDAYS] @EPOCH [TIMEZONE]          (seconds since 1970; that one instant)
 //
 // WEEKDAYS is a comma-separated list of names (Mon or Monday, any case)
 // and ranges (Mon..Fri, or Mon-Fri); a trailing comma is allowed. DATE is
@@ -28,7 +28,8 @@
 // Next works in its argument's Location. Zone abbreviations that systemd
 // reads as the local zone in standard or summer time (CET when TZ is
 // Europe/Berlin) are not supported: an abbreviation that is itself a zone
-// name (CET, EST, GMT) means that zone.
+// name (CET, EST, GMT) means that zone. The leap-second zones right/...
+// are refused.
 //
 // Next follows systemd's own search step by step, and reproduces glibc's
 // mktime, which that search leans on, so it agrees with systemd where
@@ -102,6 +103,10 @@ func Parse(expr string) (*Spec, error) {
 		body = body[:n-4]
 	} else if i := strings.LastIndexByte(body, ' '); i >= 0 {
 		zoneAt, zoneWord = i+1, body[i+1:]
+		if rest, ok := strings.CutPrefix(zoneWord, "right/"); ok && rest != "" {
+			// Leap seconds count in these zones; Go's time does not.
+			return nil, &Error{Expr: expr, Offset: zoneAt, Msg: fmt.Sprintf("leap-second time zone %q is not supported (%q is the same without leap seconds)", zoneWord, rest)}
+		}
 		if loc, ok := loadZone(zoneWord); ok {
 			s.zone, s.loc = zoneWord, loc
 			body = body[:i]
@@ -397,9 +402,20 @@ func (p *parser) date() (epoch bool, err error) {
 func (p *parser) epoch() error {
 	at := p.i
 	p.i++
+	// systemd reads the number with strtoul: spaces and a sign first.
+	for strings.IndexByte(" \t\n\v\f\r", p.peek(0)) >= 0 && p.peek(0) != 0 {
+		p.i++
+	}
+	minus := p.peek(0) == '-'
+	if minus || p.peek(0) == '+' {
+		p.i++
+	}
 	v, ok := p.digits()
 	if !ok {
 		return p.errorf(at, "\"@\" must be followed by seconds since 1970")
+	}
+	if minus && v != 0 {
+		return p.errorf(at, "%s is before 1970", p.s[at:p.i])
 	}
 	if v > math.MaxInt64/usecPerSec {
 		return p.errorf(at, "@%s is too far in the future", p.s[at+1:p.i])
