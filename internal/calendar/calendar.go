@@ -222,6 +222,18 @@ var shorthands = map[string]string{
 	"bi-annually":   "*-01,07-01 00:00:00",
 }
 
+// asciiLower folds A-Z only, as systemd compares (strings.ToLower would
+// also turn the Kelvin sign into a k).
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
 func (p *parser) parse() error {
 	if strings.IndexByte(p.expr, 0) >= 0 {
 		return p.errorf(strings.IndexByte(p.expr, 0), "NUL byte")
@@ -229,7 +241,7 @@ func (p *parser) parse() error {
 	if p.s == "" {
 		return p.errorf(0, "no date or time before the time zone")
 	}
-	if long, ok := shorthands[strings.ToLower(p.s)]; ok {
+	if long, ok := shorthands[asciiLower(p.s)]; ok {
 		// The shorthand's long form parses the same way (and cannot fail).
 		q := &parser{expr: long, s: long, spec: p.spec}
 		return q.parse()

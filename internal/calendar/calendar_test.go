@@ -269,7 +269,7 @@ var grammar = []string{
 	"*:*:59.9999995", "*-*-* 4:5:6",
 	// epoch
 	"@1800000000", "@1700000000", "@0", "Fri @1800000000", "Mon @1800000000",
-	"@+1800000000", "@ 1800000000", "@-0", "@-5", "@1800000000.5", "@7258118399", "@7258118400",
+	"@+1800000000", "@ 1800000000", "@1800000000 Europe/Berlin", "Mon..Fri 2027-*-* 9:00 UTC", "@-0", "@-5", "@1800000000.5", "@7258118399", "@7258118400",
 	// zones
 	"daily Europe/Berlin", "Mon 08:00 America/New_York", "*:0/30 Asia/Kolkata", "daily Etc/UTC",
 	"12:00 utc", "12:00 UTC", "*:00 Australia/Lord_Howe", "hourly Asia/Kathmandu", "daily GMT",
@@ -459,6 +459,7 @@ func TestErrors(t *testing.T) {
 		{"foo", 0, "\"foo\" is not a weekday, a date, a time"},
 		{"", 0, "empty expression"},
 		{"   ", 0, ""},
+		{"wee\u212aly", 0, "is not a weekday, a date, a time"}, // a Kelvin sign, not a k
 		{"daily Mars/Base", 6, "\"Mars/Base\" is not UTC or a known IANA time zone"},
 		{"daily Local", 6, "\"Local\" is not UTC"},
 		{"12:00 CET+", 6, "not UTC or a known IANA time zone"},
