@@ -36,9 +36,10 @@ type createOptions struct {
 	json         bool
 	incremental  string
 	differential string
-	created      string // hidden, for tests of retention rules
-	trackDir     string // where track keeps its maps
-	readAll      bool   // an incremental reads every chunk, map or not
+	created      string    // hidden, for tests of retention rules
+	at           time.Time // the time to record (plan run's time); zero: now
+	trackDir     string    // where track keeps its maps
+	readAll      bool      // an incremental reads every chunk, map or not
 	sectors      bool
 	chunkSize    string
 	split        string
@@ -55,6 +56,13 @@ type createOptions struct {
 
 func newCreateCommand() *cobra.Command {
 	var opts createOptions
+	return createCommand(&opts)
+}
+
+// createCommand is create with its flags parsed into opts, for plan run
+// to set them as a plan says.
+func createCommand(o *createOptions) *cobra.Command {
+	opts := o
 	cmd := &cobra.Command{
 		Use:   "create [flags] SOURCE IMAGE",
 		Short: "Image a disk, a partition or a bare filesystem",
@@ -84,7 +92,7 @@ about what they changed.`,
   platter create --rescue --map sdb.map /dev/sdb /backup/failing.platter  # a failing disk (docs/rescue.md)`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runCreate(cmd, opts, args[0], args[1])
+			return runCreate(cmd, *opts, args[0], args[1])
 		},
 	}
 	f := cmd.Flags()
@@ -207,6 +215,7 @@ func runCreate(cmd *cobra.Command, opts createOptions, source, imagePath string)
 	if bopts.Keys, err = luksKeys(opts); err != nil {
 		return err
 	}
+	bopts.Created = opts.at
 	if opts.created != "" {
 		if bopts.Created, err = time.Parse(time.RFC3339, opts.created); err != nil {
 			return usagef("--test-created: %v", err)

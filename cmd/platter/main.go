@@ -179,7 +179,7 @@ Platter image.`,
 	root.AddCommand(newVersionCommand())
 	root.AddCommand(newCreateCommand(), newCloneCommand(), newVerifyCommand(), newInfoCommand(), newRestoreCommand(), newConsolidateCommand(), newPruneCommand(), newListCommand(), newServeCommand(), newMountCommand(), newUmountCommand(), newLsCommand(), newExtractCommand())
 	root.AddCommand(newKeygenCommand(), newPasswdCommand(), newConvertCommand(), newBootCommand(), newImportCommand(), newCacheCommand())
-	root.AddCommand(newTrackCommand())
+	root.AddCommand(newTrackCommand(), newPlanCommand())
 	root.AddCommand(newDocsCommand()) // hidden: man pages for make install
 	return root
 }

@@ -34,6 +34,13 @@ type restoreOptions struct {
 
 func newRestoreCommand() *cobra.Command {
 	var opts restoreOptions
+	return restoreCommand(&opts)
+}
+
+// restoreCommand is restore with its flags parsed into opts (plan
+// restore restores with restore's own flags and checks).
+func restoreCommand(o *restoreOptions) *cobra.Command {
+	opts := o
 	cmd := &cobra.Command{
 		Use:   "restore [flags] IMAGE TARGET",
 		Short: "Write an image back to a disk, a partition or a file",
@@ -66,7 +73,7 @@ modification times, chattr flags and project ID (not its change time).`,
   platter restore --layout fit --recreate-xfs --plan laptop.platter /dev/sdb   # a smaller disk, XFS copied file by file`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runRestore(cmd, opts, args[0], args[1])
+			return runRestore(cmd, *opts, args[0], args[1])
 		},
 	}
 	f := cmd.Flags()
