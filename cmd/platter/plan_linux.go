@@ -118,21 +118,33 @@ docs/plans.md describes every key of a plan file.`,
 		},
 	}
 	uninstall.Flags().StringVar(&opts.root, "root", "/", "remove the units under `DIR`")
-	var ropts restoreOptions
-	restore := restoreCommand(&ropts)
-	restore.Use = "restore [flags] NAME TARGET"
-	restore.Short = "Restore the plan's newest restore point (or the one in force at --at)"
-	restore.Long = "Restore writes the plan's newest restore point, or with --at TIME the newest made at or before TIME, onto TARGET with restore's checks and flags (platter help restore)."
-	restore.Example = `  platter plan restore laptop /dev/sdb --yes
-  platter plan restore laptop --at "2026-03-04 20:00" disk.img`
-	restore.Args = planArgs(&opts, 1)
-	restore.RunE = func(cmd *cobra.Command, args []string) error {
-		name, target := "", args[len(args)-1]
-		if len(args) == 2 {
-			name = args[0]
-		}
-		return runPlanRestore(cmd, opts, ropts, name, target)
+	// restore's own --plan (print the layout plan) would shadow the
+	// plan file's: plan restore takes the flags of restore it needs.
+	ropts := restoreOptions{progress: "auto"}
+	restore := &cobra.Command{
+		Use:   "restore [flags] NAME TARGET",
+		Short: "Restore the plan's newest restore point (or the one in force at --at)",
+		Long: `Restore writes the plan's newest restore point that restores, or with --at
+TIME the newest made at or before TIME, onto TARGET: with the same code and
+checks as platter restore (a mounted target, one too small, or a device
+without --yes is refused).`,
+		Example: `  platter plan restore laptop /dev/sdb --yes
+  platter plan restore laptop --at "2026-03-04 20:00" disk.img
+  platter plan restore laptop --partition 2 /dev/sdb2 --yes`,
+		Args: planArgs(&opts, 1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, target := "", args[len(args)-1]
+			if len(args) == 2 {
+				name = args[0]
+			}
+			return runPlanRestore(cmd, opts, ropts, name, target)
+		},
 	}
+	rf := restore.Flags()
+	rf.BoolVar(&ropts.yes, "yes", false, "do not ask before overwriting a block device")
+	rf.IntVar(&ropts.partition, "partition", 0, "restore only partition N's contents into TARGET")
+	rf.StringVar(&ropts.progress, "progress", "auto", "progress display: auto, json or none")
+	rf.BoolVar(&ropts.json, "json", false, "print the result as JSON on stdout")
 	restore.Flags().StringVar(&opts.at, "at", "", "restore the newest restore point made at or before `TIME` (RFC 3339, or local 2026-03-04 20:00)")
 	cmd.AddCommand(run, status, install, uninstall, restore)
 	return cmd
@@ -348,7 +360,13 @@ func runPlanRun(cmd *cobra.Command, opts planOptions, name string) error {
 	if err != nil {
 		return err
 	}
-	d := p.Due(at, set.points(brokenSince(recs)))
+	var made []plan.Made
+	for _, r := range recs {
+		if k, ok := plan.ParseKind(r.Kind); ok && r.OK && r.Kind != "" {
+			made = append(made, plan.Made{Kind: k, At: r.At})
+		}
+	}
+	d := p.Due(at, set.points(brokenSince(recs)), made)
 	out := cmd.OutOrStdout()
 	if !d.Due {
 		if opts.json {

@@ -29,25 +29,41 @@ type Decision struct {
 	Parent *Point
 }
 
-// Due decides what is due at now, given the set's images oldest first.
-// A kind is due when the set has no image that stands for it (a full
-// image stands for every kind, a differential for an incremental) or
-// its schedule elapsed since the newest such image was made; the
-// largest kind due is made. A differential or incremental that has no
+// Made is an image a run made: it counts for the schedule after prune
+// deleted it (else a differential merged away by prune would make the
+// next run a differential again).
+type Made struct {
+	Kind Kind
+	At   time.Time
+}
+
+// Due decides what is due at now, given the set's images oldest first
+// and the images the plan's runs made (their records). A kind is due
+// when no image stands for it (a full image stands for every kind, a
+// differential for an incremental) or its schedule elapsed since the
+// newest such image was made; the largest kind due is made. A differential or incremental that has no
 // sound image to be made on becomes a full image.
-func (p *Plan) Due(now time.Time, set []Point) Decision {
+func (p *Plan) Due(now time.Time, set []Point, made []Made) Decision {
 	var d Decision
 	for _, k := range Kinds {
 		spec := p.specs[k]
 		if spec == nil {
 			continue
 		}
-		last := newest(set, k)
-		if last == nil {
+		var last time.Time
+		if n := newest(set, k); n != nil {
+			last = n.Created
+		}
+		for _, m := range made {
+			if m.Kind >= k && m.At.After(last) {
+				last = m.At
+			}
+		}
+		if last.IsZero() {
 			d.Due, d.Kind = true, k
 			continue
 		}
-		next := spec.Next(last.Created)
+		next := spec.Next(last)
 		if next.IsZero() {
 			continue // the schedule elapses no more
 		}
