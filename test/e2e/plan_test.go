@@ -293,8 +293,8 @@ monthly = %[6]d
 			// status names the restore points and the runs.
 			var st []struct {
 				Points []struct{ Image string } `json:"restore_points"`
-				Runs   []planRecord            `json:"runs"`
-				Next   *time.Time              `json:"next_run"`
+				Runs   []planRecord             `json:"runs"`
+				Next   *time.Time               `json:"next_run"`
 			}
 			if err := json.Unmarshal([]byte(ok(t, "plan", "status", "--json", "--plan", pf)), &st); err != nil {
 				t.Fatal(err)
