@@ -212,6 +212,8 @@ Wants=network-online.target
 
 [Service]
 Type=oneshot
+# S3 credentials and endpoint (AWS_*), PLATTER_PASSWORD: KEY=VALUE lines, 0600.
+EnvironmentFile=-/etc/platter/plans/%[1]s.env
 ExecStart=%[2]s
 Nice=10
 IOSchedulingClass=idle

@@ -592,3 +592,62 @@ incremental = "*-*-* 02:30:00"
 		}
 	}
 }
+
+// A plan whose destination is a bucket: images, prune and run records
+// in the bucket, the lock under /run/lock/platter.
+func TestPlanS3(t *testing.T) {
+	srv := s3Server(t)
+	dir := t.TempDir()
+	src := srcFS(t, dir, 64)
+	pf := writePlan(t, dir, "cloud", fmt.Sprintf(`source = %q
+destination = "s3://platter/laptop/"
+verify = true
+[schedule]
+full = "monthly"
+incremental = "daily"
+[keep]
+last = 2
+`, src))
+	now := time.Date(2026, 3, 1, 20, 0, 0, 0, time.UTC)
+	var kinds []string
+	for day := 0; day < 4; day++ {
+		putFile(t, src, fmt.Sprintf("f%d", day), 1<<20)
+		r, e, code := planRun(t, pf, now.AddDate(0, 0, day))
+		if code != 0 || !r.OK {
+			t.Fatalf("day %d: exit %d %s %+v", day, code, e, r)
+		}
+		kinds = append(kinds, r.Kind)
+	}
+	if strings.Join(kinds, " ") != "full incremental incremental incremental" {
+		t.Errorf("kinds %v", kinds)
+	}
+	objs := srv.Objects("platter", "laptop/")
+	var imgs, recs []string
+	for k := range objs {
+		switch {
+		case strings.HasSuffix(k, ".platter"):
+			imgs = append(imgs, k)
+		case strings.HasPrefix(k, "laptop/.platter-runs/cloud-") && strings.HasSuffix(k, ".json"):
+			recs = append(recs, k)
+		}
+	}
+	sort.Strings(imgs)
+	if strings.Join(imgs, " ") != "laptop/cloud-20260303-2000-incremental.platter laptop/cloud-20260304-2000-incremental.platter" || len(recs) != 4 {
+		t.Fatalf("bucket holds %v", objs)
+	}
+	for _, im := range imgs {
+		ok(t, "verify", "s3://platter/"+im)
+	}
+	if _, err := os.Stat("/run/lock/platter/cloud.plan.lock"); err != nil {
+		t.Errorf("lock: %v", err)
+	}
+	back := filepath.Join(dir, "back.img")
+	ok(t, "plan", "restore", "--plan", pf, back)
+	sh(t, "e2fsck", "-fn", back)
+	if o := sh(t, "debugfs", "-R", "ls /", back); !strings.Contains(o, "f3") {
+		t.Errorf("restored: %s", o)
+	}
+	if o := ok(t, "plan", "status", "--plan", pf); !strings.Contains(o, "restore points: 2") {
+		t.Errorf("status: %s", o)
+	}
+}
