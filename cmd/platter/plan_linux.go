@@ -187,6 +187,15 @@ func loadPlan(opts planOptions, name string) (*plan.Plan, error) {
 	if name != "" && opts.file != "" && name != p.Name {
 		return nil, usagef("--plan %s is plan %s, not %s (a plan is named by its file)", opts.file, p.Name, name)
 	}
+	// The plan's secrets open its images for every step (reading the
+	// set, create's parent, verify, prune, restore), unless the command
+	// line gives its own.
+	if p.PasswordFile != "" && secretFlags.passwordFile == "" {
+		secretFlags.passwordFile = p.PasswordFile
+	}
+	if len(secretFlags.identities) == 0 {
+		secretFlags.identities = p.Identities
+	}
 	return p, nil
 }
 
@@ -456,12 +465,6 @@ func planRun(ctx context.Context, p *plan.Plan, set *planImages, d plan.Decision
 		for _, r := range p.Recipients {
 			args = append(args, "--recipient", r)
 		}
-	}
-	if p.PasswordFile != "" && secretFlags.passwordFile == "" {
-		secretFlags.passwordFile = p.PasswordFile
-	}
-	if len(secretFlags.identities) == 0 {
-		secretFlags.identities = p.Identities
 	}
 	var copts createOptions
 	ccmd := createCommand(&copts)

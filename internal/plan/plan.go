@@ -17,6 +17,7 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/platter-dev/platter/internal/calendar"
+	"github.com/platter-dev/platter/internal/codec"
 )
 
 // Dir is where plans are kept: NAME.toml.
@@ -202,6 +203,11 @@ func Parse(path, name string, b []byte) (*Plan, error) {
 	case "", "auto", "track", "freeze", "none":
 	default:
 		return nil, bad("snapshot", "takes auto, track, freeze or none, not %q", p.Snapshot)
+	}
+	if p.Compression != "" {
+		if _, err := codec.ParseSetting(p.Compression); err != nil {
+			return nil, bad("compression", "%v", err)
+		}
 	}
 	if p.PasswordFile != "" && !p.Encrypt {
 		return nil, bad("password_file", "gives the passphrase of encrypt = true; add it (or remove password_file)")

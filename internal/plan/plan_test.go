@@ -101,6 +101,7 @@ func TestParseErrors(t *testing.T) {
 		{shape + "[keep]\nweekly = -2\n", `p.toml:8: "keep.weekly": must be 0 or more`},
 		{strings.Replace(shape, `"daily"`, `"25:00"`, 1), `p.toml:6: "schedule.incremental": calendar expression`},
 		{"source = \"/dev/sda\"\ndestination = \"/b\"\n", `[schedule] has no`},
+		{top + "compression = \"zstd:99\"\n" + shape[len(top):], `p.toml:3: "compression": `},
 		{shape + "bogus = 1\n", `p.toml:7: unknown field "schedule.bogus"`},
 		{top + "encrypt = \"yes\"\n" + shape[len(top):], `p.toml:3: "encrypt": wrong type: a string where true or false is expected`},
 		{top + "password_file = \"/k\"\n" + shape[len(top):], `p.toml:3: "password_file": gives the passphrase of encrypt = true`},

@@ -651,3 +651,53 @@ last = 2
 		t.Errorf("status: %s", o)
 	}
 }
+
+// An encrypted plan: the full image encrypted with the passphrase of
+// password_file, incrementals as their parent; every step opens them.
+func TestPlanEncrypted(t *testing.T) {
+	dir := t.TempDir()
+	src := srcFS(t, dir, 64)
+	pass := filepath.Join(dir, "pass")
+	os.WriteFile(pass, []byte("correct horse\n"), 0o600)
+	dest := filepath.Join(dir, "dest")
+	pf := writePlan(t, dir, "secret", fmt.Sprintf(`source = %q
+destination = %q
+verify = true
+encrypt = true
+password_file = %q
+[schedule]
+full = "monthly"
+incremental = "daily"
+[keep]
+last = 2
+`, src, dest, pass))
+	now := time.Date(2026, 3, 1, 20, 0, 0, 0, time.UTC)
+	var kinds []string
+	for day := 0; day < 3; day++ {
+		putFile(t, src, fmt.Sprintf("f%d", day), 1<<20)
+		r, e, code := planRun(t, pf, now.AddDate(0, 0, day))
+		if code != 0 || !r.OK {
+			t.Fatalf("day %d: exit %d %s %+v", day, code, e, r)
+		}
+		kinds = append(kinds, r.Kind)
+	}
+	if strings.Join(kinds, " ") != "full incremental incremental" {
+		t.Errorf("kinds %v", kinds)
+	}
+	imgs := planImages(t, dest)
+	if len(imgs) != 2 {
+		t.Fatalf("set %v", imgs)
+	}
+	for _, im := range imgs {
+		if _, e, code := run(t, "verify", filepath.Join(dest, im)); code == 0 || !strings.Contains(e, "encrypted") {
+			t.Errorf("verify of %s without the passphrase: exit %d %s", im, code, e)
+		}
+		ok(t, "verify", "--password-file", pass, filepath.Join(dest, im))
+	}
+	back := filepath.Join(dir, "back.img")
+	ok(t, "plan", "restore", "--plan", pf, back)
+	sh(t, "e2fsck", "-fn", back)
+	if o := sh(t, "debugfs", "-R", "ls /", back); !strings.Contains(o, "f2") {
+		t.Errorf("restored: %s", o)
+	}
+}
