@@ -591,6 +591,29 @@ incremental = "*-*-* 02:30:00"
 			t.Errorf("%s is still there after uninstall", f)
 		}
 	}
+
+	// track = true: the tracking service of the source too, enabled.
+	dev := loop(t, srcFS(t, t.TempDir(), 16))
+	tf := writePlan(t, dir, "tracked", fmt.Sprintf("source = %q\ndestination = %q\ntrack = true\n[schedule]\nincremental = \"hourly\"\n", dev, filepath.Join(dir, "dest2")))
+	ok(t, "plan", "install", "--plan", tf, "--root", root)
+	track := filepath.Join(units, "platter-track-"+filepath.Base(dev)+".service")
+	b, err := os.ReadFile(track)
+	if err != nil || !strings.Contains(string(b), " track start --foreground ") {
+		t.Fatalf("tracking unit: %v\n%s", err, b)
+	}
+	if target, err := os.Readlink(filepath.Join(units, "multi-user.target.wants", filepath.Base(track))); err != nil || target != "/etc/systemd/system/"+filepath.Base(track) {
+		t.Errorf("tracking unit's enable link: %q %v", target, err)
+	}
+	if out, err := exec.Command("systemd-analyze", "verify", "--man=no", track, filepath.Join(units, "platter-plan-tracked.timer"), filepath.Join(units, "platter-plan-tracked.service")).CombinedOutput(); err != nil {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+	ok(t, "plan", "uninstall", "--plan", tf, "--root", root)
+	if ents, _ := filepath.Glob(filepath.Join(units, "*", "platter-*")); len(ents) > 0 {
+		t.Errorf("left after uninstall: %v", ents)
+	}
+	if ents, _ := filepath.Glob(filepath.Join(units, "platter-*")); len(ents) > 0 {
+		t.Errorf("left after uninstall: %v", ents)
+	}
 }
 
 // A plan whose destination is a bucket: images, prune and run records
