@@ -724,3 +724,22 @@ last = 2
 		t.Errorf("restored: %s", o)
 	}
 }
+
+// A failure command that fails is reported, not fatal: the run's own
+// failure is what its exit status says.
+func TestPlanFailureCommandFails(t *testing.T) {
+	dir := t.TempDir()
+	pf := writePlan(t, dir, "gone", fmt.Sprintf("source = %q\ndestination = %q\non_failure = \"echo ran >&2; exit 7\"\n[schedule]\nfull = \"daily\"\n", filepath.Join(dir, "no-such-disk"), filepath.Join(dir, "dest")))
+	r, e, code := planRun(t, pf, time.Date(2026, 3, 1, 20, 0, 0, 0, time.UTC))
+	if code != 1 || r.OK || r.OnFailure == nil || r.OnFailure.Exit != 7 || !strings.Contains(e, "on_failure") || !strings.Contains(r.Error, "no-such-disk") {
+		t.Fatalf("exit %d, %s, record %+v", code, e, r)
+	}
+	recs, _ := filepath.Glob(filepath.Join(dir, "dest", ".platter-runs", "gone-*.json"))
+	if len(recs) != 1 {
+		t.Fatalf("records %v", recs)
+	}
+	b, _ := os.ReadFile(recs[0])
+	if !strings.Contains(string(b), `"exit": 7`) || !strings.Contains(string(b), `"output": "ran"`) {
+		t.Errorf("record:\n%s", b)
+	}
+}
