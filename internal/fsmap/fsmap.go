@@ -21,6 +21,7 @@ import (
 	"github.com/platter-dev/platter/internal/fs/lvm"
 	"github.com/platter-dev/platter/internal/fs/ntfs"
 	"github.com/platter-dev/platter/internal/fs/swap"
+	"github.com/platter-dev/platter/internal/fs/udf"
 	"github.com/platter-dev/platter/internal/fs/vfs"
 	"github.com/platter-dev/platter/internal/fs/xfs"
 )
@@ -36,7 +37,7 @@ var Containers = []vfs.Container{luks.Container, lvm.Container}
 // last: its signature ends the first page, where a filesystem made over
 // an old swap area may have left it (mkswap wipes the signatures it
 // finds).
-var Filesystems = []vfs.Filesystem{ntfs.FS, fat.FS, ext.FS, xfs.FS, btrfs.FS, f2fs.FS, exfat.FS, swap.FS}
+var Filesystems = []vfs.Filesystem{ntfs.FS, fat.FS, ext.FS, xfs.FS, btrfs.FS, f2fs.FS, exfat.FS, udf.FS, swap.FS}
 
 // Lookup finds the filesystem named fs, as Usage.FS and image metadata
 // name it ("ext4", "fat32", "ntfs").

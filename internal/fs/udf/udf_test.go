@@ -1,0 +1,426 @@
+package udf
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	iofs "io/fs"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/tooltest"
+)
+
+// source makes the tree the fixtures are made from: files of many sizes
+// (empty, under, at and over a block, many blocks), a long name, a deep
+// directory, non-ASCII names unless ascii (udfclient writes a UTF-8
+// name's bytes as 8-bit characters, "é" as "Ã©", and fails on others).
+// Names hold no spaces: udfclient's command line splits on them. Every
+// mtime is set, to the second.
+func source(t testing.TB, ascii bool) string {
+	t.Helper()
+	src := filepath.Join(t.TempDir(), "src")
+	deep := filepath.Join(src, "d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8")
+	if err := os.MkdirAll(deep, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rnd := rand.New(rand.NewSource(24))
+	data := func(n int) []byte {
+		b := make([]byte, n)
+		rnd.Read(b)
+		return b
+	}
+	files := map[string][]byte{
+		"a.txt":                           []byte("hello\n"),
+		"empty":                           nil,
+		"one":                             {'x'},
+		"s2047":                           data(2047),
+		"s2048":                           data(2048),
+		"s2049":                           data(2049),
+		"d1/big.bin":                      data(300000),
+		"d1/d2/d3/d4/d5/d6/d7/d8/deep":    data(5000),
+		"Ünïcödé_✓_日本語.txt":               []byte("unicode\n"),
+		"d1/Latin1_é.txt":                 []byte("latin\n"),
+		strings.Repeat("L", 96) + ".txt": data(100),
+	}
+	if ascii {
+		for name := range files {
+			if strings.ContainsFunc(name, func(r rune) bool { return r > 127 }) {
+				delete(files, name)
+			}
+		}
+	}
+	when := time.Date(2021, 6, 7, 8, 9, 10, 0, time.UTC)
+	for name, b := range files {
+		p := filepath.Join(src, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		when = when.Add(time.Hour + time.Second)
+		os.Chtimes(p, when, when)
+	}
+	return src
+}
+
+// want is what a fixture should hold: every path of src (files and
+// directories), with its bytes.
+func want(t testing.TB, src string) map[string][]byte {
+	t.Helper()
+	m := map[string][]byte{}
+	filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			t.Fatal(err)
+		}
+		rel, _ := filepath.Rel(src, p)
+		if rel == "." {
+			return nil
+		}
+		if fi.IsDir() {
+			m[filepath.ToSlash(rel)] = nil
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b == nil {
+			b = []byte{}
+		}
+		m[filepath.ToSlash(rel)] = b
+		return nil
+	})
+	return m
+}
+
+// walk lists every entry of f by path.
+func walk(t testing.TB, f *Files) map[string]File {
+	t.Helper()
+	got := map[string]File{}
+	var dir func(d string)
+	dir = func(d string) {
+		es, err := f.ReadDir(d)
+		if err != nil {
+			t.Fatalf("ReadDir %q: %v", d, err)
+		}
+		for _, e := range es {
+			if e.Err != nil {
+				t.Fatalf("%s/%s: %v", d, e.Name, e.Err)
+			}
+			p := path.Join(d, e.Name)
+			if _, dup := got[p]; dup {
+				t.Fatalf("%s listed twice", p)
+			}
+			got[p] = e
+			if e.Mode.IsDir() {
+				dir(p)
+			}
+		}
+	}
+	dir("")
+	return got
+}
+
+// same checks that f holds exactly the files of src, byte for byte, and
+// calls check on each entry with its source's FileInfo.
+func same(t *testing.T, f *Files, src string, check func(p string, e File, fi os.FileInfo)) {
+	t.Helper()
+	w := want(t, src)
+	got := walk(t, f)
+	for p, b := range w {
+		e, ok := got[p]
+		if !ok {
+			t.Errorf("%s: missing", p)
+			continue
+		}
+		fi, _ := os.Lstat(filepath.Join(src, p))
+		if e.Mode.IsDir() != fi.IsDir() {
+			t.Errorf("%s: mode %v, the source's %v", p, e.Mode, fi.Mode())
+			continue
+		}
+		check(p, e, fi)
+		if fi.IsDir() {
+			continue
+		}
+		if e.Size != int64(len(b)) {
+			t.Errorf("%s: size %d, want %d", p, e.Size, len(b))
+		}
+		rc, err := f.Open(p)
+		if err != nil {
+			t.Errorf("open %s: %v", p, err)
+			continue
+		}
+		data, err := io.ReadAll(rc)
+		if err != nil || !bytes.Equal(data, b) {
+			t.Errorf("%s: read %d bytes (%v), not the source's %d", p, len(data), err, len(b))
+		}
+		if st, err := f.Stat(p); err != nil || st.Size != e.Size {
+			t.Errorf("stat %s: %+v, %v", p, st, err)
+		}
+	}
+	for p := range got {
+		if _, ok := w[p]; !ok {
+			t.Errorf("%s: not in the source", p)
+		}
+	}
+}
+
+func openImage(t testing.TB, img string) (*os.File, int64) {
+	t.Helper()
+	fh, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fh.Close() })
+	st, _ := fh.Stat()
+	return fh, st.Size()
+}
+
+// judged checks Detect and Identify against udfinfo and blkid: the label,
+// the UUID, and the volume's blocks.
+func judged(t *testing.T, img string) {
+	t.Helper()
+	r, size := openImage(t, img)
+	info := tooltest.Run(t, "udfinfo", img)
+	field := func(k string) string {
+		m := regexp.MustCompile(`(?m)^` + k + `=(.*)$`).FindStringSubmatch(info)
+		if m == nil {
+			t.Fatalf("udfinfo gives no %s:\n%s", k, info)
+		}
+		return m[1]
+	}
+	id := identify(r, size)
+	if id.Label != field("label") {
+		t.Errorf("label %q, udfinfo's %q", id.Label, field("label"))
+	}
+	blkid := tooltest.Run(t, "blkid", "-p", "-o", "udev", img)
+	if !strings.Contains(blkid, "ID_FS_UUID="+id.UUID+"\n") || id.UUID == "" {
+		t.Errorf("UUID %q; blkid says:\n%s", id.UUID, blkid)
+	}
+	if !strings.Contains(blkid, "ID_FS_LABEL_ENC=") || !strings.Contains(blkid, "ID_FS_TYPE=udf\n") {
+		t.Errorf("blkid does not see UDF:\n%s", blkid)
+	}
+	u, err := Detect(r, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs, _ := strconv.ParseInt(field("blocksize"), 10, 64)
+	blocks, _ := strconv.ParseInt(field("blocks"), 10, 64)
+	m, err := u.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.BlockSize() != bs || m.Count() != blocks {
+		t.Errorf("used %d blocks of %d bytes; udfinfo: a volume of %d blocks of %d", m.Count(), m.BlockSize(), blocks, bs)
+	}
+}
+
+// TestGenisoimage reads the UDF 1.02 side of a bridge disc genisoimage
+// makes (-udf -J -R): every file byte for byte, its mtime (genisoimage
+// copies the source's) and the modes genisoimage records (read-only for
+// all, 0444, directories 0555).
+func TestGenisoimage(t *testing.T) {
+	src := source(t, false)
+	img := filepath.Join(t.TempDir(), "bridge.iso")
+	tooltest.Run(t, "genisoimage", "-quiet", "-udf", "-J", "-joliet-long", "-R", "-V", "Bridge_✓", "-o", img, src)
+	r, size := openImage(t, img)
+	f, err := OpenFiles(r, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same(t, f, src, func(p string, e File, fi os.FileInfo) {
+		if want := iofs.FileMode(0o444); fi.IsDir() {
+			if e.Mode != iofs.ModeDir|0o555 {
+				t.Errorf("%s: mode %v", p, e.Mode)
+			}
+		} else if e.Mode != want {
+			t.Errorf("%s: mode %v, want %v", p, e.Mode, want)
+		}
+		if !e.ModTime.Equal(fi.ModTime().Truncate(time.Second)) && !fi.IsDir() {
+			t.Errorf("%s: mtime %v, the source's %v", p, e.ModTime, fi.ModTime())
+		}
+	})
+	judged(t, img)
+}
+
+// udfclientFill makes a UDF of blocks of bs bytes with mkudffs (UDF
+// revision rev) and puts src into it with udfclient, which writes a UDF
+// image without a kernel driver. It returns the image and when the
+// writing started and ended.
+func udfclientFill(t *testing.T, rev string, bs int, src string) (string, time.Time, time.Time) {
+	img := filepath.Join(t.TempDir(), "udf.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Truncate(img, 64<<20)
+	tooltest.Run(t, "mkudffs", "--media-type=hd", "--udfrev="+rev, "-b", strconv.Itoa(bs), "--label=Platter_"+rev, img)
+	list := udfclient(t, img, bs, "ls")
+	m := regexp.MustCompile(`(?m)^d\S+\s+\S+\s+\S+\s+\d+\s+(\S+LinuxUDF)$`).FindStringSubmatch(list)
+	if m == nil {
+		t.Fatalf("udfclient shows no volume:\n%s", list)
+	}
+	script := []string{"cd " + m[1]}
+	var put func(dir, rel string)
+	put = func(dir, rel string) {
+		es, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		script = append(script, "lcd "+dir)
+		for _, e := range es {
+			if e.IsDir() {
+				script = append(script, "mkdir "+e.Name(), "cd "+e.Name())
+				put(filepath.Join(dir, e.Name()), path.Join(rel, e.Name()))
+				script = append(script, "cd ..", "lcd "+dir)
+			} else {
+				script = append(script, "put "+e.Name())
+			}
+		}
+	}
+	put(src, "")
+	start := time.Now().Add(-time.Second)
+	udfclient(t, img, bs, strings.Join(script, "\n"), "-W")
+	return img, start, time.Now().Add(time.Second)
+}
+
+// udfclient runs udfclient's commands on img and returns its output.
+func udfclient(t *testing.T, img string, bs int, commands string, flags ...string) string {
+	t.Helper()
+	args := append(flags, "-b", strconv.Itoa(bs), img)
+	cmd := exec.Command("udfclient", args...)
+	cmd.Stdin = strings.NewReader(commands + "\nquit\n")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("udfclient %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// udfclientModes is what udfclient's ls says of every entry of dir (the
+// volume's path inside udfclient): mode, uid and gid.
+func udfclientModes(t *testing.T, img string, bs int, vol, dir string) map[string]string {
+	out := udfclient(t, img, bs, "cd "+path.Join(vol, dir)+"\nls")
+	m := map[string]string{}
+	for _, l := range regexp.MustCompile(`(?m)^([-dl][-rwxsStT]{9})\s+(-?\d+)\s+(-?\d+)\s+\d+\s+(.+)$`).FindAllStringSubmatch(out, -1) {
+		if l[4] != "." && l[4] != ".." {
+			m[l[4]] = l[1] + " " + l[2] + " " + l[3]
+		}
+	}
+	return m
+}
+
+// TestUdfclient reads UDF volumes mkudffs makes (revisions 1.02, 1.50 and
+// 2.01; blocks of 512 and 2048 bytes) and udfclient fills: every
+// file byte for byte; modes, uid and gid as udfclient lists them; mtimes
+// within the minutes udfclient wrote them (it stamps the time it writes).
+func TestUdfclient(t *testing.T) {
+	src := source(t, true)
+	for _, c := range []struct {
+		rev string
+		bs  int
+	}{{"0x0201", 2048}, {"0x0201", 512}, {"0x0102", 2048}, {"0x0150", 2048}} {
+		t.Run(fmt.Sprintf("%s-%d", c.rev, c.bs), func(t *testing.T) {
+			img, start, end := udfclientFill(t, c.rev, c.bs, src)
+			r, size := openImage(t, img)
+			f, err := OpenFiles(r, size)
+			if err != nil {
+				t.Fatal(err)
+			}
+			list := udfclient(t, img, c.bs, "ls")
+			vol := "/" + regexp.MustCompile(`(\S+LinuxUDF)\n`).FindStringSubmatch(list)[1]
+			modes := map[string]map[string]string{}
+			same(t, f, src, func(p string, e File, fi os.FileInfo) {
+				d := path.Dir(p)
+				if d == "." {
+					d = ""
+				}
+				if modes[d] == nil {
+					modes[d] = udfclientModes(t, img, c.bs, vol, d)
+				}
+				ls := fmt.Sprintf("%v %d %d", e.Mode, int32(e.Uid), int32(e.Gid))
+				ls = strings.Replace(ls, "d", "d", 1)
+				if want := modes[d][path.Base(p)]; ls != want {
+					t.Errorf("%s: %q, udfclient lists %q", p, ls, want)
+				}
+				if e.ModTime.Before(start) || e.ModTime.After(end) {
+					t.Errorf("%s: mtime %v, written between %v and %v", p, e.ModTime, start, end)
+				}
+			})
+			judged(t, img)
+		})
+	}
+}
+
+// TestVirtualRefused: mkudffs's BD-R volume (UDF 2.50, a Virtual
+// Allocation Table) is found and named, and its files refused with a
+// clear error.
+func TestVirtualRefused(t *testing.T) {
+	img := filepath.Join(t.TempDir(), "bdr.img")
+	os.WriteFile(img, nil, 0o600)
+	os.Truncate(img, 16<<20)
+	tooltest.Run(t, "mkudffs", "--media-type=bdr", "--udfrev=0x0250", "--label=BluRay", img)
+	judgedLabel(t, img, "BluRay")
+	r, size := openImage(t, img)
+	if _, err := OpenFiles(r, size); err == nil || !strings.Contains(err.Error(), `"*UDF Virtual Partition", which Platter does not read`) {
+		t.Fatalf("OpenFiles: %v", err)
+	}
+	if _, err := Detect(r, size); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func judgedLabel(t *testing.T, img, label string) {
+	t.Helper()
+	r, size := openImage(t, img)
+	if id := identify(r, size); id.Label != label || !strings.Contains(tooltest.Run(t, "blkid", "-p", "-o", "udev", img), "ID_FS_UUID="+id.UUID+"\n") {
+		t.Errorf("identity %+v", id)
+	}
+}
+
+// TestNotUDF: an ISO 9660 without UDF, zeros and a short file are not
+// UDF.
+func TestNotUDF(t *testing.T) {
+	src := source(t, false)
+	img := filepath.Join(t.TempDir(), "plain.iso")
+	tooltest.Run(t, "genisoimage", "-quiet", "-J", "-joliet-long", "-R", "-o", img, src)
+	r, size := openImage(t, img)
+	for _, c := range []struct {
+		r    io.ReaderAt
+		size int64
+	}{{r, size}, {&tooltest.SparseReader{Size: 1 << 20}, 1 << 20}, {&tooltest.SparseReader{Size: 100}, 100}} {
+		if _, err := Detect(c.r, c.size); !errors.Is(err, block.ErrNotMine) {
+			t.Errorf("Detect: %v", err)
+		}
+	}
+}
+
+// TestBlockSizes: empty volumes of blocks of 1024 and 4096 bytes, as
+// mkudffs makes them, are found, named and sized as udfinfo and blkid
+// say, and their root directories read (udfclient loses files it puts
+// into a volume of 4096-byte blocks, so none are put).
+func TestBlockSizes(t *testing.T) {
+	for _, bs := range []string{"1024", "4096"} {
+		img := filepath.Join(t.TempDir(), "udf.img")
+		os.WriteFile(img, nil, 0o600)
+		os.Truncate(img, 16<<20)
+		tooltest.Run(t, "mkudffs", "--media-type=hd", "-b", bs, "--label=Blocks"+bs, img)
+		judged(t, img)
+		r, size := openImage(t, img)
+		f, err := OpenFiles(r, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if es, err := f.ReadDir(""); err != nil || len(es) != 0 {
+			t.Errorf("%s-byte blocks: the root lists %v, %v", bs, es, err)
+		}
+	}
+}
