@@ -25,7 +25,7 @@ TOOLS := sgdisk:gdisk sfdisk:fdisk mkfs.fat:dosfstools fsck.fat:dosfstools \
 	/usr/lib/grub/i386-pc/boot.img:grub-pc-bin /usr/lib/grub/x86_64-efi/normal.mod:grub-efi-amd64-bin \
 	/usr/share/OVMF/OVMF_CODE.fd:ovmf /usr/share/doc/busybox-static:busybox-static \
 	ocs-sr:clonezilla parted:parted partclone.restore:partclone lz4:lz4 xz:xz-utils bzip2:bzip2 split:coreutils \
-	ntfsclone:ntfs-3g xfs_repair:xfsprogs ddrescue:gddrescue ddrescuelog:gddrescue addpart:util-linux
+	ntfsclone:ntfs-3g xfs_repair:xfsprogs genisoimage:genisoimage mkudffs:udftools udfinfo:udftools udfclient:udfclient ddrescue:gddrescue ddrescuelog:gddrescue addpart:util-linux
 
 # Fuzz targets run for FUZZTIME each in `make test`.
 FUZZTIME ?= 10s
@@ -37,7 +37,7 @@ FUZZ := ./internal/ptable:FuzzMBR ./internal/ptable:FuzzGPT \
 	./internal/fs/xfs:FuzzDetect ./internal/fs/btrfs:FuzzDetect \
 	./internal/fs/lvm:FuzzDetect ./internal/fs/lvm:FuzzMetadata ./internal/fs/luks:FuzzHeader \
 	./internal/fs/exfat:FuzzDetect ./internal/fs/exfat:FuzzFiles \
-	./internal/fs/f2fs:FuzzDetect ./internal/fs/swap:FuzzDetect \
+	./internal/fs/f2fs:FuzzDetect ./internal/fs/swap:FuzzDetect ./internal/fs/udf:FuzzUDF \
 	./internal/vdisk:FuzzOpenQCOW2 ./internal/vdisk:FuzzOpenVHD ./internal/vdisk:FuzzOpenVHDX ./internal/vdisk:FuzzOpenVMDK \
 	./internal/partclone:FuzzPartclone ./internal/clonezilla:FuzzSfdisk \
 	./internal/mrimgx:FuzzMrimgx ./internal/ntfsclone:FuzzReader ./internal/owners:FuzzClassify \

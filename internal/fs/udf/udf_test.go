@@ -41,16 +41,16 @@ func source(t testing.TB, ascii bool) string {
 		return b
 	}
 	files := map[string][]byte{
-		"a.txt":                           []byte("hello\n"),
-		"empty":                           nil,
-		"one":                             {'x'},
-		"s2047":                           data(2047),
-		"s2048":                           data(2048),
-		"s2049":                           data(2049),
-		"d1/big.bin":                      data(300000),
-		"d1/d2/d3/d4/d5/d6/d7/d8/deep":    data(5000),
-		"Ünïcödé_✓_日本語.txt":               []byte("unicode\n"),
-		"d1/Latin1_é.txt":                 []byte("latin\n"),
+		"a.txt":                          []byte("hello\n"),
+		"empty":                          nil,
+		"one":                            {'x'},
+		"s2047":                          data(2047),
+		"s2048":                          data(2048),
+		"s2049":                          data(2049),
+		"d1/big.bin":                     data(300000),
+		"d1/d2/d3/d4/d5/d6/d7/d8/deep":   data(5000),
+		"Ünïcödé_✓_日本語.txt":              []byte("unicode\n"),
+		"d1/Latin1_é.txt":                []byte("latin\n"),
 		strings.Repeat("L", 96) + ".txt": data(100),
 	}
 	if ascii {
@@ -256,12 +256,13 @@ func TestGenisoimage(t *testing.T) {
 // revision rev) and puts src into it with udfclient, which writes a UDF
 // image without a kernel driver. It returns the image and when the
 // writing started and ended.
-func udfclientFill(t *testing.T, rev string, bs int, src string) (string, time.Time, time.Time) {
+func udfclientFill(t testing.TB, rev string, bs int, src string, size int64) (string, time.Time, time.Time) {
+	t.Helper()
 	img := filepath.Join(t.TempDir(), "udf.img")
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	os.Truncate(img, 64<<20)
+	os.Truncate(img, size)
 	tooltest.Run(t, "mkudffs", "--media-type=hd", "--udfrev="+rev, "-b", strconv.Itoa(bs), "--label=Platter_"+rev, img)
 	list := udfclient(t, img, bs, "ls")
 	m := regexp.MustCompile(`(?m)^d\S+\s+\S+\s+\S+\s+\d+\s+(\S+LinuxUDF)$`).FindStringSubmatch(list)
@@ -293,7 +294,7 @@ func udfclientFill(t *testing.T, rev string, bs int, src string) (string, time.T
 }
 
 // udfclient runs udfclient's commands on img and returns its output.
-func udfclient(t *testing.T, img string, bs int, commands string, flags ...string) string {
+func udfclient(t testing.TB, img string, bs int, commands string, flags ...string) string {
 	t.Helper()
 	args := append(flags, "-b", strconv.Itoa(bs), img)
 	cmd := exec.Command("udfclient", args...)
@@ -329,7 +330,7 @@ func TestUdfclient(t *testing.T) {
 		bs  int
 	}{{"0x0201", 2048}, {"0x0201", 512}, {"0x0102", 2048}, {"0x0150", 2048}} {
 		t.Run(fmt.Sprintf("%s-%d", c.rev, c.bs), func(t *testing.T) {
-			img, start, end := udfclientFill(t, c.rev, c.bs, src)
+			img, start, end := udfclientFill(t, c.rev, c.bs, src, 64<<20)
 			r, size := openImage(t, img)
 			f, err := OpenFiles(r, size)
 			if err != nil {
@@ -423,4 +424,146 @@ func TestBlockSizes(t *testing.T) {
 			t.Errorf("%s-byte blocks: the root lists %v, %v", bs, es, err)
 		}
 	}
+}
+
+// bridge makes a genisoimage bridge disc of source's tree and returns
+// its bytes.
+func bridge(t testing.TB, src string) []byte {
+	t.Helper()
+	img := filepath.Join(t.TempDir(), "bridge.iso")
+	tooltest.Run(t, "genisoimage", "-quiet", "-udf", "-J", "-joliet-long", "-R", "-o", img, src)
+	b, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func openBytes(b []byte) (*Files, error) { return OpenFiles(bytes.NewReader(b), int64(len(b))) }
+
+// retag sets the CRC and checksum of the descriptor at byte at of b
+// after an edit, so that only the edit is damage.
+func retag(b []byte, at int64) {
+	d := b[at:]
+	n := le.Uint16(d[10:])
+	le.PutUint16(d[8:], crc16(d[16:16+int(n)]))
+	var sum byte
+	for i := 0; i < 16; i++ {
+		if i != 4 {
+			sum += d[i]
+		}
+	}
+	d[4] = sum
+}
+
+// fidAt is the byte of the volume where the File Identifier Descriptor
+// of name in the root directory starts.
+func fidAt(t *testing.T, f *Files, name string) int64 {
+	t.Helper()
+	b, err := f.contents(f.root.node, maxDirBytes, "the root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ := f.v.data(f.root.node)
+	for pos := 0; pos+38 <= len(b); {
+		lfi, liu := int(b[pos+19]), int(le.Uint16(b[pos+36:]))
+		if n, _ := dchars(b[pos+38+liu : pos+38+liu+lfi]); n == name {
+			return d.phys(int64(pos))
+		}
+		pos += (38 + liu + lfi + 3) &^ 3
+	}
+	t.Fatalf("no %s in the root", name)
+	return 0
+}
+
+// TestHostile: damage gives a clear error naming what and where, never a
+// panic or a loop.
+func TestHostile(t *testing.T) {
+	orig := bridge(t, source(t, false))
+	f, err := openBytes(orig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big, _ := f.Stat("d1/big.bin")
+	bigAt := big.node.at
+	rootAt := f.root.node.at
+
+	t.Run("truncated", func(t *testing.T) {
+		for _, n := range []int{100, 32768 + 100, 256*2048 + 100, int(bigAt) + 10, len(orig) / 2} {
+			b := orig[:n]
+			f, err := openBytes(b)
+			tooltest.FuzzFiles(t, vfsOf(f), err)
+			Detect(bytes.NewReader(b), int64(len(b)))
+		}
+		// The volume cut inside its partition: named at open.
+		if _, err := openBytes(orig[:bigAt+2048]); err == nil || !strings.Contains(err.Error(), "runs past the volume's") {
+			t.Errorf("a volume cut short: %v", err)
+		}
+	})
+	t.Run("checksum", func(t *testing.T) {
+		b := bytes.Clone(orig)
+		b[rootAt+4]++
+		_, err := openBytes(b)
+		if err == nil || !strings.Contains(err.Error(), "checksum") || !strings.Contains(err.Error(), fmt.Sprintf("at byte %d", rootAt)) {
+			t.Errorf("a root entry with a bad checksum: %v", err)
+		}
+		b = bytes.Clone(orig)
+		b[bigAt+4]++
+		f, err := openBytes(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		es, err := f.ReadDir("d1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, e := range es {
+			if e.Name == "big.bin" {
+				found = e.Err != nil && strings.Contains(e.Err.Error(), fmt.Sprintf("at byte %d", bigAt))
+			}
+		}
+		if !found {
+			t.Errorf("a damaged entry in d1 is not named: %+v", es)
+		}
+	})
+	t.Run("crc", func(t *testing.T) {
+		b := bytes.Clone(orig)
+		b[bigAt+60]++ // its size
+		f, _ := openBytes(b)
+		if _, err := f.Stat("d1/big.bin"); err == nil || !strings.Contains(err.Error(), "CRC") {
+			t.Errorf("a File Entry with a bad CRC: %v", err)
+		}
+	})
+	t.Run("loop", func(t *testing.T) {
+		// a.txt's identifier made to point at the root directory.
+		b := bytes.Clone(orig)
+		at := fidAt(t, f, "a.txt")
+		le.PutUint32(b[at+20+4:], f.root.key.lbn)
+		retag(b, at)
+		g, err := openBytes(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e, err := g.Stat("a.txt/a.txt/a.txt/d1/big.bin"); err != nil || e.Size != 300000 {
+			t.Errorf("through the loop: %+v, %v", e, err)
+		}
+		tooltest.FuzzFiles(t, vfsOf(g), nil)
+	})
+	t.Run("huge", func(t *testing.T) {
+		b := bytes.Clone(orig)
+		le.PutUint64(b[bigAt+56:], 1<<62)
+		retag(b, bigAt)
+		g, _ := openBytes(b)
+		if _, err := g.Open("d1/big.bin"); err == nil || !strings.Contains(err.Error(), "allocation descriptors of a file end") {
+			t.Errorf("a file of 2^62 bytes: %v", err)
+		}
+		b = bytes.Clone(orig)
+		le.PutUint64(b[rootAt+56:], 1<<40)
+		retag(b, rootAt)
+		g, _ = openBytes(b)
+		if _, err := g.ReadDir(""); err == nil || !strings.Contains(err.Error(), "more than the") {
+			t.Errorf("a root directory of 2^40 bytes: %v", err)
+		}
+	})
 }
