@@ -39,7 +39,7 @@ func newLsCommand() *cobra.Command {
 of IMAGE (` + readableList(", ") + `); without :N, the first partition
 with a filesystem platter can read. Needs no root and no mount. Names are
 sorted byte by byte (as LC_ALL=C ls sorts them); -l adds the mode, owner
-(ext only: uid and gid as numbers; "-" where the filesystem has none),
+(ext and UDF: uid and gid as numbers; "-" where the filesystem has none),
 size and modification time; -R lists every directory below PATH too.
 An entry the image cannot give (a damaged inode or entry, a name that is
 not a plain name) is left out and named on stderr, the rest listed, and

@@ -634,3 +634,127 @@ func TestHostile(t *testing.T) {
 		}
 	})
 }
+
+// metadataVolume turns a udfclient-filled mkudffs volume (UDF 2.01,
+// 2048-byte blocks) into one with a metadata partition, as UDF 2.50+
+// and Blu-ray discs have it (no tool here makes one): a type 2 map
+// "*UDF Metadata Partition" over the physical partition, its metadata
+// file and mirror (File Entries of file types 250 and 251 in the
+// partition's last two blocks) mapping the partition's other blocks one
+// to one, and the File Set Descriptor and the root directory reached
+// through it. It returns the volume and the bytes of the two File
+// Entries.
+func metadataVolume(t *testing.T, src string) (b []byte, fileAt, mirrorAt int64) {
+	t.Helper()
+	img, _, _ := udfclientFill(t, "0x0201", 2048, src, 64<<20)
+	b, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const bs = 2048
+	anchor := b[256*bs:]
+	vdsLoc := int64(le.Uint32(anchor[20:]))
+	var lvdAt, pdAt int64 = -1, -1
+	for i := vdsLoc; i < vdsLoc+16; i++ {
+		switch le.Uint16(b[i*bs:]) {
+		case tagLVD:
+			lvdAt = i * bs
+		case tagPD:
+			pdAt = i * bs
+		}
+	}
+	if lvdAt < 0 || pdAt < 0 {
+		t.Fatal("no LVD or PD in the main VDS")
+	}
+	lvd, pd := b[lvdAt:lvdAt+bs], b[pdAt:pdAt+bs]
+	partStart, partLen := int64(le.Uint32(pd[188:])), int64(le.Uint32(pd[192:]))
+	if le.Uint32(lvd[268:]) != 1 || le.Uint32(lvd[264:]) != 6 {
+		t.Fatalf("mkudffs made %d partition maps", le.Uint32(lvd[268:]))
+	}
+	partNum := le.Uint16(lvd[440+4:])
+
+	// The metadata file and its mirror: one short extent over the
+	// partition's blocks but the last two.
+	metaBlocks := partLen - 2
+	entry := func(lbn int64, ftype byte) int64 {
+		at := (partStart + lbn) * bs
+		fe := b[at : at+bs]
+		clear(fe)
+		le.PutUint16(fe[0:], tagFE)
+		le.PutUint16(fe[2:], 3)
+		le.PutUint32(fe[12:], uint32(lbn))
+		fe[16+11] = ftype
+		le.PutUint16(fe[16+4:], 4)  // strategy 4
+		le.PutUint16(fe[16+18:], 0) // short allocation descriptors
+		le.PutUint32(fe[36:], noID)
+		le.PutUint32(fe[40:], noID)
+		le.PutUint64(fe[56:], uint64(metaBlocks*bs))
+		le.PutUint32(fe[172:], 8)
+		le.PutUint32(fe[176:], uint32(metaBlocks*bs))
+		le.PutUint32(fe[180:], 0)
+		le.PutUint16(fe[10:], 176+8-16)
+		retag(b, at)
+		return at
+	}
+	fileAt, mirrorAt = entry(partLen-1, ftMeta), entry(partLen-2, ftMirror)
+
+	m := lvd[446 : 446+64]
+	m[0], m[1] = 2, 64
+	copy(m[5:], "*UDF Metadata Partition")
+	le.PutUint16(m[28:], 0x0250)
+	le.PutUint16(m[36:], 1)
+	le.PutUint16(m[38:], partNum)
+	le.PutUint32(m[40:], uint32(partLen-1))
+	le.PutUint32(m[44:], uint32(partLen-2))
+	le.PutUint32(m[48:], noID)
+	le.PutUint32(m[52:], 32)
+	le.PutUint16(m[56:], 1)
+	le.PutUint32(lvd[264:], 6+64)
+	le.PutUint32(lvd[268:], 2)
+	fsd := parseLongAD(lvd[248:])
+	le.PutUint16(lvd[248+8:], 1) // the FSD in the metadata partition
+	le.PutUint16(lvd[10:], uint16(440+6+64-16))
+	retag(b, lvdAt)
+
+	fsdAt := (partStart + int64(fsd.lbn)) * bs
+	le.PutUint16(b[fsdAt+400+8:], 1) // the root directory too
+	retag(b, fsdAt)
+	return b, fileAt, mirrorAt
+}
+
+// TestMetadataPartition: a volume whose File Set Descriptor and root
+// directory are in a metadata partition reads whole (as 7-Zip reads it), through the
+// metadata file or, when it is damaged, its mirror; both damaged is an
+// error naming them.
+func TestMetadataPartition(t *testing.T) {
+	src := source(t, true)
+	b, fileAt, mirrorAt := metadataVolume(t, src)
+	f, err := openBytes(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.v.parts) != 2 || f.root.key.part != 1 {
+		t.Fatalf("%d partitions, the root in partition %d", len(f.v.parts), f.root.key.part)
+	}
+	same(t, f, src, func(string, File, os.FileInfo) {})
+	// 7-Zip and udfinfo read the volume made so: the construction is
+	// judged by readers other than the one under test.
+	img := filepath.Join(t.TempDir(), "meta.img")
+	if err := os.WriteFile(img, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sameAs7z(t, f, img)
+	judged(t, img)
+
+	b[fileAt+4]++ // the metadata file's tag checksum
+	if f, err = openBytes(b); err != nil {
+		t.Fatalf("with the mirror: %v", err)
+	}
+	same(t, f, src, func(string, File, os.FileInfo) {})
+
+	b[mirrorAt+4]++
+	_, err = openBytes(b)
+	if err == nil || !strings.Contains(err.Error(), "metadata partition's file and its mirror") || !strings.Contains(err.Error(), fmt.Sprintf("at byte %d", fileAt)) {
+		t.Fatalf("both damaged: %v", err)
+	}
+}
