@@ -76,7 +76,7 @@ poweroff -f
 `
 
 // vmModules are the modules vmKernel unpacks: what the tests' VMs load.
-var vmModules = []string{"virtio_blk", "ntfs3", "fat", "vfat", "nls_cp437", "nls_utf8"}
+var vmModules = []string{"virtio_blk", "ntfs3", "fat", "vfat", "nls_cp437", "nls_utf8", "crc-itu-t", "cdrom", "udf"}
 
 var (
 	vmKernelOnce sync.Once
@@ -115,6 +115,9 @@ func vmKernel(t *testing.T) vmKernelFiles {
 		}
 		for _, name := range vmModules {
 			found, _ := filepath.Glob(filepath.Join(x, "lib", "modules", "*", "kernel", "*", "*", name+".ko*"))
+			if len(found) == 0 { // kernel/lib/crc-itu-t.ko: one level deep
+				found, _ = filepath.Glob(filepath.Join(x, "lib", "modules", "*", "kernel", "*", name+".ko*"))
+			}
 			if len(found) != 1 {
 				t.Fatalf("%s holds %q for %s, want one module", deb, found, name)
 			}

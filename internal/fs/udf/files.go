@@ -111,6 +111,9 @@ func (f *Files) file(name string, ad longAD, at int64) File {
 		if e.Err != nil {
 			e.Err = fmt.Errorf("the symlink %q: %w", name, e.Err)
 		}
+		// The length of its target, as Linux's udf driver gives a
+		// symlink's size (the path components it holds are longer).
+		e.Size = int64(len(e.Target))
 	}
 	return e
 }
