@@ -4,8 +4,8 @@ package e2e
 // disc genisoimage -udf makes and a mkudffs volume udfclient fills are
 // imaged whole (optical filesystems are written whole; Platter reads no
 // UDF space bitmap yet), restore byte for byte, are named with blkid's
-// label and UUID, and ls -R --json and extract show what 7z -tudf shows:
-// paths, types, sizes, mtimes and every byte. A volume Linux's udf driver
+// label and UUID, and ls -R --json, extract and mount --files show what
+// 7z -tudf shows: paths, types, sizes, mtimes and every byte. A volume Linux's udf driver
 // writes (in a VM) lists as that driver lists it: symlinks, hard links,
 // modes, owners, sparse and embedded files.
 
@@ -166,6 +166,21 @@ func TestUDF(t *testing.T) {
 			want := filepath.Join(t.TempDir(), "7z")
 			sh(t, "7z", "x", "-tudf", "-o"+want, src)
 			tooltest.SameManifest(t, tooltest.Manifest(t, want), tooltest.Manifest(t, dest), 8)
+
+			// mount --files shows the same.
+			mnt := t.TempDir()
+			ok(t, "mount", "--daemon", "--files", spec, mnt)
+			tooltest.SameManifest(t, tooltest.Manifest(t, want), tooltest.Manifest(t, mnt), 8)
+			for try := 0; ; try++ {
+				_, stderr, code := run(t, "umount", mnt)
+				if code == 0 || try == 50 {
+					if code != 0 {
+						t.Errorf("umount %s: exit %d\n%s", mnt, code, stderr)
+					}
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
 		})
 	}
 }
