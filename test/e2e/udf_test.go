@@ -253,7 +253,7 @@ chown 1000:100 big.bin; chown 123:456 deep/a
 touch -d '2001-02-03 04:05:06' empty
 cd /
 umount /mnt
-mount -t udf -o ro,iocharset=utf8 /dev/vda /mnt
+mount -t udf -o ro,iocharset=utf8,bs=@BS@ /dev/vda /mnt
 cd /mnt
 find . | while read -r p; do
 	[ "$p" = . ] && continue
@@ -302,86 +302,92 @@ func udfLsMode(typ string, octal string) string {
 	return string(b)
 }
 
-// TestUDFKernel: a volume mkudffs makes and Linux's udf driver fills
+// TestUDFKernel: a volume mkudffs makes (blocks of 2048 and 4096 bytes)
+// and Linux's udf driver fills
 // (in a VM: this machine's kernel has no udf) is listed by ls -R --json
 // as the driver lists it (types, modes with their special bits, owners,
 // sizes, mtimes, symlink targets) and extracted as it reads it, byte for
 // byte.
 func TestUDFKernel(t *testing.T) {
-	img := sparseFile(t, filepath.Join(t.TempDir(), "udf.img"), 64<<20)
-	sh(t, "mkudffs", "--media-type=hd", "--udfrev=0x0201", "--label=Kernel", img)
-	log := vmRun(t, img, []string{"crc-itu-t", "cdrom", "udf", "nls_utf8"}, "mount -t udf -o iocharset=utf8 /dev/vda /mnt", udfKernelScript)
-	type kEntry struct{ typ, mode, uid, gid, size, mtime, x string }
-	want := map[string]kEntry{}
-	for _, l := range strings.Split(log, "\n") {
-		if i := strings.Index(l, "E|"); i > 0 {
-			l = l[i:] // after the console's escape sequences
-		}
-		f := strings.SplitN(strings.TrimRight(l, "\r"), "|", 9)
-		if len(f) != 9 || f[0] != "E" {
-			continue
-		}
-		typ := map[string]string{"regular file": "file", "regular empty file": "file", "directory": "dir", "symbolic link": "symlink", "fifo": "fifo"}[f[1]]
-		want[f[8]] = kEntry{typ, f[2], f[3], f[4], f[5], f[6], f[7]}
-	}
-	if len(want) < 170 {
-		t.Fatalf("the VM listed %d entries:\n%s", len(want), log)
-	}
+	for _, bs := range []string{"2048", "4096"} {
+		t.Run(bs, func(t *testing.T) {
+			img := sparseFile(t, filepath.Join(t.TempDir(), "udf.img"), 64<<20)
+			sh(t, "mkudffs", "--media-type=hd", "--udfrev=0x0201", "-b", bs, "--label=Kernel", img)
+			script := strings.ReplaceAll(udfKernelScript, "@BS@", bs)
+			log := vmRun(t, img, []string{"crc-itu-t", "cdrom", "udf", "nls_utf8"}, "mount -t udf -o iocharset=utf8,bs="+bs+" /dev/vda /mnt", script)
+			type kEntry struct{ typ, mode, uid, gid, size, mtime, x string }
+			want := map[string]kEntry{}
+			for _, l := range strings.Split(log, "\n") {
+				if i := strings.Index(l, "E|"); i > 0 {
+					l = l[i:] // after the console's escape sequences
+				}
+				f := strings.SplitN(strings.TrimRight(l, "\r"), "|", 9)
+				if len(f) != 9 || f[0] != "E" {
+					continue
+				}
+				typ := map[string]string{"regular file": "file", "regular empty file": "file", "directory": "dir", "symbolic link": "symlink", "fifo": "fifo"}[f[1]]
+				want[f[8]] = kEntry{typ, f[2], f[3], f[4], f[5], f[6], f[7]}
+			}
+			if len(want) < 170 {
+				t.Fatalf("the VM listed %d entries:\n%s", len(want), log)
+			}
 
-	pimg := filepath.Join(t.TempDir(), "udf.platter")
-	ok(t, "create", "--progress", "none", img, pimg)
-	stdout := ok(t, "ls", "-R", "--json", pimg+":1", "/")
-	var all []struct {
-		Path, Type, Mode string
-		Size             int64
-		ModTime          time.Time `json:"mtime"`
-		UID, GID         *uint32
-		Target           string
-	}
-	if err := json.Unmarshal([]byte(stdout), &all); err != nil {
-		t.Fatal(err)
-	}
-	seen := 0
-	for _, e := range all {
-		p := strings.TrimPrefix(e.Path, "/")
-		w, found := want[p]
-		if !found {
-			t.Errorf("ls lists %s; the kernel does not", p)
-			continue
-		}
-		seen++
-		got := kEntry{typ: e.Type, mode: e.Mode, size: strconv.FormatInt(e.Size, 10), mtime: strconv.FormatInt(e.ModTime.Unix(), 10), x: w.x}
-		if e.UID != nil && e.GID != nil {
-			got.uid, got.gid = strconv.FormatUint(uint64(*e.UID), 10), strconv.FormatUint(uint64(*e.GID), 10)
-		}
-		if e.Type == "symlink" {
-			got.x = e.Target
-		}
-		w.mode = udfLsMode(w.typ, w.mode)
-		if w.typ == "dir" || w.typ == "fifo" {
-			got.size, w.size = "", ""
-		}
-		if got != w {
-			t.Errorf("%s: ls %+v; the kernel %+v", p, got, w)
-		}
-	}
-	if seen != len(want) {
-		t.Errorf("ls lists %d of the kernel's %d entries", seen, len(want))
-	}
+			pimg := filepath.Join(t.TempDir(), "udf.platter")
+			ok(t, "create", "--progress", "none", img, pimg)
+			stdout := ok(t, "ls", "-R", "--json", pimg+":1", "/")
+			var all []struct {
+				Path, Type, Mode string
+				Size             int64
+				ModTime          time.Time `json:"mtime"`
+				UID, GID         *uint32
+				Target           string
+			}
+			if err := json.Unmarshal([]byte(stdout), &all); err != nil {
+				t.Fatal(err)
+			}
+			seen := 0
+			for _, e := range all {
+				p := strings.TrimPrefix(e.Path, "/")
+				w, found := want[p]
+				if !found {
+					t.Errorf("ls lists %s; the kernel does not", p)
+					continue
+				}
+				seen++
+				got := kEntry{typ: e.Type, mode: e.Mode, size: strconv.FormatInt(e.Size, 10), mtime: strconv.FormatInt(e.ModTime.Unix(), 10), x: w.x}
+				if e.UID != nil && e.GID != nil {
+					got.uid, got.gid = strconv.FormatUint(uint64(*e.UID), 10), strconv.FormatUint(uint64(*e.GID), 10)
+				}
+				if e.Type == "symlink" {
+					got.x = e.Target
+				}
+				w.mode = udfLsMode(w.typ, w.mode)
+				if w.typ == "dir" || w.typ == "fifo" {
+					got.size, w.size = "", ""
+				}
+				if got != w {
+					t.Errorf("%s: ls %+v; the kernel %+v", p, got, w)
+				}
+			}
+			if seen != len(want) {
+				t.Errorf("ls lists %d of the kernel's %d entries", seen, len(want))
+			}
 
-	dest := filepath.Join(t.TempDir(), "out")
-	run(t, "extract", pimg+":1", "/", dest) // exit 3 is fine: the FIFO is not extracted
-	m := map[string]string{}
-	for p, w := range want {
-		switch w.typ {
-		case "file":
-			m[p] = "file:" + w.size + ":" + w.x
-		case "symlink":
-			m[p] = "link:" + w.x
-		case "dir":
-			m[p] = "dir"
-		}
+			dest := filepath.Join(t.TempDir(), "out")
+			run(t, "extract", pimg+":1", "/", dest) // exit 3 is fine: the FIFO is not extracted
+			m := map[string]string{}
+			for p, w := range want {
+				switch w.typ {
+				case "file":
+					m[p] = "file:" + w.size + ":" + w.x
+				case "symlink":
+					m[p] = "link:" + w.x
+				case "dir":
+					m[p] = "dir"
+				}
+			}
+			got := tooltest.Manifest(t, dest)
+			tooltest.SameManifest(t, m, got, 170)
+		})
 	}
-	got := tooltest.Manifest(t, dest)
-	tooltest.SameManifest(t, m, got, 170)
 }
