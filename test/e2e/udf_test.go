@@ -228,7 +228,10 @@ func udf7z(t *testing.T, img string) map[string]udf7zEntry {
 // symlinks (relative, absolute, to a directory), a hard link, a FIFO, a
 // sparse file, setuid/setgid/sticky modes, owners, a set mtime, a
 // directory whose identifiers span many blocks, non-ASCII and long
-// names. It then mounts the volume again and lists it from the disk, one
+// names, and two files written a block at a time in turn, each in 520
+// extents (some 513 on 4096-byte blocks): more long allocation
+// descriptors than its entry holds (114 on 2048-byte blocks, 242 on
+// 4096), continued in Allocation Extent Descriptors. It then mounts the volume again and lists it from the disk, one
 // "E|type|mode|uid|gid|size|mtime|sha256 or target|path" line an entry.
 const udfKernelScript = `
 grep -q ' /mnt udf ' /proc/mounts
@@ -247,6 +250,11 @@ ln -s ../../small.txt deep/a/up-link
 ln -s deep/a dir-link
 ln small.txt hard.txt
 mkfifo fifo
+i=0; while [ $i -lt 520 ]; do
+	dd if=/dev/urandom of=frag-a bs=@BS@ count=1 seek=$i conv=notrunc 2>/dev/null
+	dd if=/dev/urandom of=frag-b bs=@BS@ count=1 seek=$i conv=notrunc 2>/dev/null
+	i=$((i+1))
+done
 dd if=/dev/urandom of=sparse bs=4096 seek=1000 count=1 2>/dev/null
 chmod 4755 small.txt; chmod 1777 many; chmod 0600 big.bin; chmod 2750 deep
 chown 1000:100 big.bin; chown 123:456 deep/a
