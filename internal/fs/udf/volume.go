@@ -186,8 +186,10 @@ func recognise(r io.ReaderAt, size, step int64) bool {
 
 // open finds the UDF volume in the size bytes of r. Not UDF (no NSR
 // descriptor in the Volume Recognition Sequence): an error wrapping
-// block.ErrNotMine; UDF but no anchor, no readable descriptor sequence
-// or an unusable logical volume: a *block.CorruptError.
+// block.ErrNotMine; UDF but no anchor or no readable descriptor
+// sequence: a *block.CorruptError. A volume whose partitions cannot be
+// read (a virtual or sparable partition map, a damaged metadata file)
+// is returned, named, with mapErr saying why.
 func open(r io.ReaderAt, size int64) (*volume, error) {
 	found := false
 	for _, step := range []int64{2048, 4096} {
