@@ -546,7 +546,8 @@ func fidAt(t *testing.T, f *Files, name string) int64 {
 // TestHostile: damage gives a clear error naming what and where, never a
 // panic or a loop.
 func TestHostile(t *testing.T) {
-	orig := bridge(t, source(t, false))
+	src := source(t, false)
+	orig := bridge(t, src)
 	f, err := openBytes(orig)
 	if err != nil {
 		t.Fatal(err)
@@ -565,6 +566,47 @@ func TestHostile(t *testing.T) {
 		// The volume cut inside its partition: named at open.
 		if _, err := openBytes(orig[:bigAt+2048]); err == nil || !strings.Contains(err.Error(), "runs past the volume's") {
 			t.Errorf("a volume cut short: %v", err)
+		}
+	})
+	t.Run("reserve", func(t *testing.T) {
+		// The main sequence's Logical Volume Descriptor damaged: the
+		// reserve sequence is read; both damaged: an error naming the
+		// main one's damage.
+		lvdIn := func(b []byte, extent int) int64 {
+			loc := int64(le.Uint32(b[256*2048+extent+4:]))
+			for i := loc; i < loc+16; i++ {
+				if le.Uint16(b[i*2048:]) == tagLVD {
+					return i * 2048
+				}
+			}
+			t.Fatalf("no LVD in the sequence at block %d", loc)
+			return 0
+		}
+		b := bytes.Clone(orig)
+		main := lvdIn(b, 16)
+		b[main+4]++
+		g, err := openBytes(b)
+		if err != nil {
+			t.Fatalf("with the reserve sequence: %v", err)
+		}
+		same(t, g, src, func(string, File, os.FileInfo) {})
+		b[lvdIn(b, 24)+4]++
+		if _, err := openBytes(b); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("at byte %d", main)) || !strings.Contains(err.Error(), "reserve") {
+			t.Errorf("both sequences damaged: %v", err)
+		}
+	})
+	t.Run("anchor", func(t *testing.T) {
+		// No anchor at sector 256: the one at N-1 is read.
+		b := bytes.Clone(orig)
+		clear(b[256*2048 : 257*2048])
+		g, err := openBytes(b)
+		if err != nil {
+			t.Fatalf("with the anchor at N-1: %v", err)
+		}
+		same(t, g, src, func(string, File, os.FileInfo) {})
+		clear(b[len(b)-2048:])
+		if _, err := openBytes(b); err == nil || !strings.Contains(err.Error(), "no Anchor Volume Descriptor Pointer") {
+			t.Errorf("no anchor: %v", err)
 		}
 	})
 	t.Run("checksum", func(t *testing.T) {

@@ -236,6 +236,11 @@ func openAnchor(r io.ReaderAt, size, bs, sector int64) (*volume, error) {
 	if err := vfs.ReadFull(r, b, off); err != nil {
 		return nil, errNoAnchor{err}
 	}
+	if int64(le.Uint32(b[12:])) != sector {
+		// Not written for this sector: an anchor of another block size
+		// (a 2048-byte volume's N-1 read as 512-byte sectors), or none.
+		return nil, errNoAnchor{corrupt(off, "no anchor for block %d", sector)}
+	}
 	if id, err := checkTag(b, off, tagAVDP, sector); err != nil {
 		if id != tagAVDP {
 			return nil, errNoAnchor{err}
