@@ -344,25 +344,40 @@ func withFS(spec string, fn func(fsread.FS, string) error) error {
 // counted with the reader's.
 func withFSSkips(spec string, fn func(fsread.FS, string, *skips) error) error {
 	imgPath, part := splitSpec(spec)
-	files, r, err := openImage(imgPath)
+	var parts []diskPart
+	bare, err := openBare(imgPath)
 	if err != nil {
 		return err
 	}
-	defer files.Close()
-	defer r.Close()
-	disk := view.New(r, 32)
-	defer disk.Close() // before the reader: readahead may be decoding
-	areas := map[int]image.Area{}
-	for _, a := range r.Metadata().Areas {
-		if a.Kind == image.KindPartition {
-			areas[a.Index] = a
+	if bare != nil {
+		defer bare.Close()
+		parts = bare.parts
+	} else {
+		files, r, err := openImage(imgPath)
+		if err != nil {
+			return err
+		}
+		defer files.Close()
+		defer r.Close()
+		disk := view.New(r, 32)
+		defer disk.Close() // before the reader: readahead may be decoding
+		areas := map[int]image.Area{}
+		for _, a := range r.Metadata().Areas {
+			if a.Kind == image.KindPartition {
+				areas[a.Index] = a
+			}
+		}
+		for _, p := range view.Partitions(r, disk) {
+			a := areas[p.Index]
+			a.Filesystem = p.Filesystem
+			parts = append(parts, diskPart{Area: a, R: &p.Section})
 		}
 	}
 	var have []string
 	var other, swapped *image.Area // a partition holding something, or swap, for the hint
-	for _, p := range view.Partitions(r, disk) {
-		have = append(have, fmt.Sprintf("%d (%s)", p.Index, p.Filesystem))
-		switch a := areas[p.Index]; {
+	for _, p := range parts {
+		have = append(have, partName(p))
+		switch a := p.Area; {
 		case a.Filesystem == "raw":
 		case isSwap(a.Filesystem):
 			swapped = cmp.Or(swapped, &a)
@@ -373,11 +388,18 @@ func withFSSkips(spec string, fn func(fsread.FS, string, *skips) error) error {
 			continue
 		}
 		if !fsread.Readable(p.Filesystem) {
-			return usagef("partition %d of %s holds %s: %s", p.Index, imgPath, p.Filesystem, noFiles(imgPath, areas[p.Index]))
+			return usagef("partition %d of %s holds %s: %s", p.Index, imgPath, p.Filesystem, noFiles(imgPath, p.Area))
 		}
-		s := &skips{label: fmt.Sprintf("%s:%d", imgPath, p.Index)}
-		fsys, err := fsread.Opener{Skipped: s.note}.Open(&p.Section, p.Len, p.Filesystem)
+		label := fmt.Sprintf("%s:%d", imgPath, p.Index)
+		if p.Index == 0 {
+			label = imgPath
+		}
+		s := &skips{label: label}
+		fsys, err := fsread.Opener{Skipped: s.note}.Open(p.R, p.Size, p.Filesystem)
 		if err != nil {
+			if p.Index == 0 {
+				return fmt.Errorf("%s: %w", imgPath, err)
+			}
 			return fmt.Errorf("%s, partition %d: %w", imgPath, p.Index, err)
 		}
 		if err := fn(fsys, s.label, s); err != nil {

@@ -45,6 +45,12 @@ func (e *UsageError) Error() string { return e.Msg }
 func planLayout(src block.Source, only []int, all bool, detect fsmap.Options) (*layout, error) {
 	size := src.Size()
 	t, err := ptable.Read(src, size, src.SectorSize())
+	optical := Optical(src, t, err)
+	if optical {
+		// The disk is the optical filesystem, the table (if any) inside
+		// it: one area, kept whole.
+		t, err, all = &ptable.Table{Kind: "none", SectorSize: src.SectorSize(), DiskSize: size}, nil, true
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read partition table: %w", err)
 	}
@@ -79,6 +85,36 @@ func planLayout(src block.Source, only []int, all bool, detect fsmap.Options) (*
 	}
 	sort.SliceStable(l.areas, func(i, j int) bool { return l.areas[i].meta.Start < l.areas[j].meta.Start })
 	return l, nil
+}
+
+// Optical says whether the disk src is an optical filesystem (ISO 9660,
+// UDF) from its byte 0, whatever partition table (t, or the error of
+// reading it) it also carries: a disc (2048-byte sectors), a bare .iso,
+// or a hybrid ISO whose MBR or GPT partitions lie inside the volume (as
+// xorriso -isohybrid-gpt-basdat and grub-mkrescue make them). An
+// optical filesystem is written whole, so such a disk is imaged whole,
+// byte for byte, as one area named by the filesystem. A table with a
+// partition past the volume's end is a disk repartitioned over an old
+// image: its table wins.
+func Optical(src block.Source, t *ptable.Table, tableErr error) bool {
+	size := src.Size()
+	u, err := fsmap.DetectOptical(src, size)
+	if err != nil || u == nil {
+		return false
+	}
+	if tableErr != nil || t == nil || t.Kind == "none" || src.SectorSize() == 2048 {
+		return true
+	}
+	used, err := u.UsedBytes()
+	if err != nil {
+		return false
+	}
+	for _, p := range t.Partitions {
+		if p.End() > used {
+			return false
+		}
+	}
+	return true
 }
 
 func checkSelection(parts []ptable.Partition, only []int) error {

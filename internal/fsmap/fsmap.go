@@ -10,6 +10,7 @@ package fsmap
 import (
 	"errors"
 	"io"
+	"slices"
 
 	"github.com/platter-dev/platter/internal/block"
 	"github.com/platter-dev/platter/internal/fs/btrfs"
@@ -17,6 +18,7 @@ import (
 	"github.com/platter-dev/platter/internal/fs/ext"
 	"github.com/platter-dev/platter/internal/fs/f2fs"
 	"github.com/platter-dev/platter/internal/fs/fat"
+	"github.com/platter-dev/platter/internal/fs/iso9660"
 	"github.com/platter-dev/platter/internal/fs/luks"
 	"github.com/platter-dev/platter/internal/fs/lvm"
 	"github.com/platter-dev/platter/internal/fs/ntfs"
@@ -36,8 +38,36 @@ var Containers = []vfs.Container{luks.Container, lvm.Container}
 // ext superblock cannot carry, while ext's magic sits at byte 1080. Swap
 // last: its signature ends the first page, where a filesystem made over
 // an old swap area may have left it (mkswap wipes the signatures it
-// finds).
-var Filesystems = []vfs.Filesystem{ntfs.FS, fat.FS, ext.FS, xfs.FS, btrfs.FS, f2fs.FS, exfat.FS, udf.FS, swap.FS}
+// finds). The optical filesystems (Optical) come after the others,
+// whose signatures sit where an ISO 9660 or UDF volume holds only its
+// system area; UDF before ISO 9660, as Linux mounts with -t udf,iso9660:
+// a UDF bridge disc (genisoimage -udf, DVD video) holds both, and its UDF
+// is the fuller view.
+var Filesystems = []vfs.Filesystem{ntfs.FS, fat.FS, ext.FS, xfs.FS, btrfs.FS, f2fs.FS, exfat.FS,
+	udf.FS, iso9660.FS, swap.FS}
+
+// Optical are the names of the optical filesystems: written whole, so
+// their used set is the whole volume, and found from byte 0 of a disk
+// whatever partition table it also carries (a hybrid ISO).
+var Optical = []string{"udf", "iso9660"}
+
+// DetectOptical is Detect for the optical filesystems only, in the
+// registry's order: (nil, nil) when r holds none of them.
+func DetectOptical(r io.ReaderAt, size int64) (*block.Usage, error) {
+	for _, f := range Filesystems {
+		if !slices.ContainsFunc(f.Names, func(n string) bool { return slices.Contains(Optical, n) }) {
+			continue
+		}
+		u, err := f.Detect(r, size)
+		if err == nil {
+			return u, nil
+		}
+		if !errors.Is(err, block.ErrNotMine) {
+			return nil, err
+		}
+	}
+	return nil, nil
+}
 
 // Lookup finds the filesystem named fs, as Usage.FS and image metadata
 // name it ("ext4", "fat32", "ntfs").
