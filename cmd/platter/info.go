@@ -122,6 +122,9 @@ type partitionJSON struct {
 	// Detail and Volumes describe a container (LVM2, LUKS).
 	Detail  string         `json:"detail,omitempty"`
 	Volumes []block.Volume `json:"volumes,omitempty"`
+	// Boot are an optical filesystem's boot records (El Torito).
+	Boot     []bootJSON `json:"boot,omitempty"`
+	bootNote string
 }
 
 type gapJSON struct {
@@ -185,6 +188,7 @@ func describe(r *image.Reader, chunks bool) *infoJSON {
 			Index: a.Index, Start: a.Start, Size: a.Size, Type: a.Type, TypeName: ptable.TypeName(a.Type), GUID: a.GUID, Name: a.Name,
 			Bootable: a.Bootable, Filesystem: a.Filesystem, Note: a.Note, UsedBytes: a.UsedBytes, StoredBytes: a.StoredBytes,
 			Label: ids[a.Index].Label, UUID: ids[a.Index].UUID, Detail: a.Detail, Volumes: a.Volumes,
+			Boot: ids[a.Index].boot, bootNote: ids[a.Index].bootNote,
 		})
 	}
 	if chunks {
@@ -248,14 +252,24 @@ func (e *encryptionJSON) describe() string {
 
 // identities reads the label and UUID of each partition's filesystem
 // from the image (a chunk or two each), by partition number.
-func identities(r *image.Reader) map[int]vfs.Identity {
+func identities(r *image.Reader) map[int]identity {
 	disk := view.New(r, 4)
 	defer disk.Close()
-	out := map[int]vfs.Identity{}
+	out := map[int]identity{}
 	for _, p := range view.Partitions(r, disk) {
-		out[p.Index] = fsmap.Identify(&p.Section, p.Len, p.Filesystem)
+		id := identity{Identity: fsmap.Identify(&p.Section, p.Len, p.Filesystem)}
+		id.boot, id.bootNote = bootRecords(&p.Section, p.Len, p.Filesystem)
+		out[p.Index] = id
 	}
 	return out
+}
+
+// identity is what info reads of a partition's filesystem from the
+// image: its label and UUID, and an optical one's boot records.
+type identity struct {
+	vfs.Identity
+	boot     []bootJSON
+	bootNote string
 }
 
 // imageType is "full", "incremental" or "differential" (images made
@@ -280,6 +294,14 @@ func runInfo(w io.Writer, opts infoOptions, path string) error {
 		return runInfoClonezilla(w, opts, path)
 	case kindMrimgx:
 		return runInfoMrimgx(w, opts, path)
+	}
+	bare, err := openBare(path)
+	if err != nil {
+		return err
+	}
+	if bare != nil {
+		defer bare.Close()
+		return printBareInfo(w, opts, path, bare)
 	}
 	f, r, err := openImage(path)
 	if err != nil {
@@ -404,6 +426,10 @@ func printInfo(w io.Writer, opts infoOptions, path string, r *image.Reader) erro
 		}
 		if p.Detail != "" {
 			fmt.Fprintf(w, "Partition %d: %s %s\n", p.Index, p.Filesystem, p.Detail)
+		}
+		printBoot(w, fmt.Sprintf("partition %d", p.Index), p.Boot)
+		if p.bootNote != "" {
+			fmt.Fprintf(w, "Note: partition %d: %s\n", p.Index, p.bootNote)
 		}
 		for _, v := range p.Volumes {
 			note := ""

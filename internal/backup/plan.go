@@ -49,7 +49,14 @@ func planLayout(src block.Source, only []int, all bool, detect fsmap.Options) (*
 	if optical {
 		// The disk is the optical filesystem, the table (if any) inside
 		// it: one area, kept whole.
-		t, err, all = &ptable.Table{Kind: "none", SectorSize: src.SectorSize(), DiskSize: size}, nil, true
+		ss := src.SectorSize()
+		if err == nil && t.SectorSize > 0 {
+			ss = t.SectorSize
+		}
+		if ss <= 0 {
+			ss = 512
+		}
+		t, err, all = &ptable.Table{Kind: "none", SectorSize: ss, DiskSize: size}, nil, true
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read partition table: %w", err)

@@ -356,7 +356,7 @@ func (f *Files) file(rec record, parents []int64) File {
 	}
 	if e.Mode.IsDir() || e.Mode.IsRegular() {
 		if length > 0 && (start < 0 || start+length > v.end()) {
-			e.Err = corrupt(rec.off, "the data of %q (%d bytes at byte %d) lies outside the %d-byte volume", e.Name, length, start, v.end())
+			e.Err = corrupt(rec.off, "the data of %q (%d bytes at byte %d) lies past byte %d, where the volume ends (or the source, cut short)", e.Name, length, start, v.end())
 			return e
 		}
 		if e.refuse == nil {

@@ -1,0 +1,329 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/platter-dev/platter/internal/tooltest"
+)
+
+// isoTree makes the tree the ISO fixtures hold: long and non-ASCII
+// names, a tree deeper than ISO 9660's 8 levels (Rock Ridge relocates
+// it), symlinks (relative and absolute), modes with setuid, a fixed
+// time, and a file of several sectors.
+func isoTree(t *testing.T) string {
+	src := filepath.Join(t.TempDir(), "src")
+	deep := filepath.Join(src, "a", "b", "c", "d", "e", "f", "g", "h", "i", "j")
+	must(t, os.MkdirAll(deep, 0o755))
+	must(t, os.WriteFile(filepath.Join(deep, "deep.txt"), []byte("deep\n"), 0o644))
+	must(t, os.WriteFile(filepath.Join(src, "A long file name with spaces and ünïcödé ✓ — more than 64 characters of it, for Joliet.txt"), []byte("hello\n"), 0o644))
+	must(t, os.WriteFile(filepath.Join(src, "run.sh"), []byte("#!/bin/sh\n"), 0o755))
+	must(t, os.WriteFile(filepath.Join(src, "private"), []byte("secret\n"), 0o600))
+	rnd := make([]byte, 300000)
+	for i := range rnd {
+		rnd[i] = byte(i*7 + i/1000)
+	}
+	must(t, os.WriteFile(filepath.Join(src, "data.bin"), rnd, 0o644))
+	must(t, os.Symlink("a/b/c", filepath.Join(src, "link")))
+	must(t, os.Symlink("/etc/passwd", filepath.Join(src, "abs")))
+	must(t, os.Chmod(filepath.Join(src, "a"), 0o750))
+	must(t, os.Chmod(filepath.Join(src, "run.sh"), os.ModeSetuid|0o755))
+	when := time.Date(2021, 3, 4, 5, 6, 7, 0, time.UTC)
+	for _, p := range []string{"run.sh", "data.bin", "private", "a/b"} {
+		must(t, os.Chtimes(filepath.Join(src, p), when, when))
+	}
+	return src
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// isoManifest is tooltest.Manifest with each entry's permissions and,
+// for files, the modification time (to the second).
+func isoManifest(t *testing.T, root string, modes bool) map[string]string {
+	m := tooltest.Manifest(t, root)
+	for k, v := range m {
+		fi, err := os.Lstat(filepath.Join(root, k))
+		must(t, err)
+		if modes && fi.Mode()&os.ModeSymlink == 0 {
+			v += fmt.Sprintf(" %v", fi.Mode())
+		}
+		if fi.Mode().IsRegular() {
+			v += " " + fi.ModTime().UTC().Truncate(time.Second).Format(time.RFC3339)
+		}
+		m[k] = v
+	}
+	return m
+}
+
+func sameManifest(t *testing.T, what string, want, got map[string]string) {
+	t.Helper()
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s: %q: platter gives %q, want %q", what, k, got[k], v)
+		}
+	}
+	for k, v := range got {
+		if _, ok := want[k]; !ok {
+			t.Errorf("%s: %q (%s) extracted by platter only", what, k, v)
+		}
+	}
+}
+
+// TestISO: ISO images made by xorriso and genisoimage, with Rock Ridge
+// and Joliet, Joliet only, and neither, are listed and extracted in
+// place (no root, no conversion), and what platter extracts equals what
+// xorriso -osirrox extracts (Rock Ridge: names, bytes, modes, times,
+// symlinks), or 7z x (the Joliet and plain names).
+func TestISO(t *testing.T) {
+	src := isoTree(t)
+	dir := t.TempDir()
+	for _, c := range []struct {
+		name  string
+		make  []string
+		judge string // xorriso or 7z
+	}{
+		{"xorriso-rr-joliet", []string{"xorriso", "-as", "mkisofs", "-R", "-J", "-joliet-long", "-V", "ROCKY"}, "xorriso"},
+		{"genisoimage-rr-joliet", []string{"genisoimage", "-quiet", "-R", "-J", "-joliet-long", "-V", "GENISO"}, "xorriso"},
+		{"genisoimage-joliet", []string{"genisoimage", "-quiet", "-J", "-joliet-long", "-D", "-V", "JOLIET"}, "7z"},
+		{"genisoimage-plain", []string{"genisoimage", "-quiet", "-D", "-V", "PLAIN"}, "7z"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			iso := filepath.Join(dir, c.name+".iso")
+			sh(t, c.make[0], append(c.make[1:], "-o", iso, src)...)
+			want := filepath.Join(dir, c.name+".want")
+			if c.judge == "xorriso" {
+				sh(t, "xorriso", "-osirrox", "on", "-indev", iso, "-extract", "/", want)
+			} else {
+				sh(t, "7z", "x", "-o"+want, iso)
+			}
+			got := filepath.Join(dir, c.name+".got")
+			ok(t, "extract", iso, "/", got)
+			modes := c.judge == "xorriso"
+			sameManifest(t, c.name, isoManifest(t, want, modes), isoManifest(t, got, modes))
+
+			// ls lists what the tree holds.
+			if c.judge == "xorriso" {
+				out := ok(t, "ls", "-l", iso, "/")
+				for _, w := range []string{"-rwsr-xr-x", "abs -> /etc/passwd", "link -> a/b/c", "drwxr-x---", "A long file name with spaces and ünïcödé ✓"} {
+					if !strings.Contains(out, w) {
+						t.Errorf("ls -l %s / lacks %q:\n%s", iso, w, out)
+					}
+				}
+				out = ok(t, "ls", iso, "/a/b/c/d/e/f/g/h/i/j")
+				if strings.TrimSpace(out) != "deep.txt" {
+					t.Errorf("ls of the deepest directory: %q", out)
+				}
+			}
+			// Label as blkid reads it.
+			lbl := strings.TrimSpace(sh(t, "blkid", "-o", "value", "-s", "LABEL", iso))
+			uuid := strings.TrimSpace(sh(t, "blkid", "-o", "value", "-s", "UUID", iso))
+			out := ok(t, "info", iso)
+			if !strings.Contains(out, lbl) || !strings.Contains(out, uuid) || !strings.Contains(out, "iso9660") {
+				t.Errorf("info %s lacks iso9660, label %q or UUID %q:\n%s", iso, lbl, uuid, out)
+			}
+		})
+	}
+}
+
+// TestISOBoot: an El Torito catalog (BIOS no-emulation and EFI entries)
+// made by xorriso is listed by info, and a hybrid ISO
+// (-isohybrid-gpt-basdat: a GPT and MBR inside the volume) is read as
+// the ISO, its EFI partition by number.
+func TestISOBoot(t *testing.T) {
+	src := isoTree(t)
+	dir := t.TempDir()
+	boot := filepath.Join(src, "boot")
+	must(t, os.MkdirAll(boot, 0o755))
+	must(t, os.WriteFile(filepath.Join(boot, "bios.img"), bytes.Repeat([]byte{0xeb}, 2048), 0o644))
+	efi := filepath.Join(boot, "efi.img")
+	must(t, os.WriteFile(efi, nil, 0o644))
+	must(t, os.Truncate(efi, 1<<20))
+	sh(t, "mkfs.fat", "-n", "EFIBOOT", efi)
+	sh(t, "mcopy", "-i", efi, filepath.Join(src, "run.sh"), "::/startup.nsh")
+	iso := filepath.Join(dir, "boot.iso")
+	// -isohybrid-gpt-basdat needs an MBR template (ISOLINUX's
+	// isohdpfx.bin); any 432 bytes do for a disk that is only read.
+	mbr := filepath.Join(dir, "mbr.bin")
+	must(t, os.WriteFile(mbr, make([]byte, 432), 0o600))
+	sh(t, "xorriso", "-as", "mkisofs", "-R", "-J", "-V", "INSTALLER", "-isohybrid-mbr", mbr, "-b", "boot/bios.img", "-no-emul-boot", "-boot-load-size", "4",
+		"-eltorito-alt-boot", "-e", "boot/efi.img", "-no-emul-boot", "-isohybrid-gpt-basdat", "-o", iso, src)
+	out := ok(t, "info", iso)
+	for _, w := range []string{"INSTALLER", "iso9660", "El Torito", "x86", "EFI", "no emulation"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("info %s lacks %q:\n%s", iso, w, out)
+		}
+	}
+	got := filepath.Join(dir, "got")
+	ok(t, "extract", iso, "/", got)
+	want := filepath.Join(dir, "want")
+	sh(t, "xorriso", "-osirrox", "on", "-indev", iso, "-extract", "/", want)
+	sameManifest(t, "hybrid", isoManifest(t, want, true), isoManifest(t, got, true))
+	// The EFI partition xorriso put in the GPT holds the FAT image.
+	found := false
+	for n := range sfdiskParts(t, iso) {
+		if out, _, code := run(t, "ls", fmt.Sprintf("%s:%d", iso, n), "/"); code == 0 && strings.Contains(strings.ToLower(out), "startup.nsh") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no partition of %s lists the EFI image's startup.nsh", iso)
+	}
+}
+
+// TestISORoundTrip: create from a disc (a loop device of 2048-byte
+// sectors) keeps every byte of the volume: restore gives back the .iso,
+// sha256 equal; info names the filesystem and label.
+func TestISORoundTrip(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root for losetup")
+	}
+	src := isoTree(t)
+	dir := t.TempDir()
+	iso := filepath.Join(dir, "disc.iso")
+	sh(t, "xorriso", "-as", "mkisofs", "-R", "-J", "-V", "DISC", "-b", "data.bin", "-no-emul-boot", "-o", iso, src)
+	loop := strings.TrimSpace(sh(t, "losetup", "-b", "2048", "-r", "-f", "--show", iso))
+	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
+	img := filepath.Join(dir, "disc.platter")
+	ok(t, "create", loop, img)
+	j := info(t, img)
+	if j.SectorSize != 2048 || len(j.Partitions) != 1 || j.Partitions[0].Filesystem != "iso9660" {
+		t.Errorf("info: sector size %d, partitions %+v", j.SectorSize, j.Partitions)
+	}
+	out := ok(t, "info", img)
+	for _, w := range []string{"DISC", "iso9660", "El Torito"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("info %s lacks %q:\n%s", img, w, out)
+		}
+	}
+	back := filepath.Join(dir, "back.iso")
+	ok(t, "restore", img, back)
+	if a, b := fileSHA(t, iso), fileSHA(t, back); a != b {
+		t.Errorf("restored %s differs from the .iso: %s, want %s", back, b, a)
+	}
+	// And the image's files read as the ISO's.
+	got := filepath.Join(dir, "got")
+	ok(t, "extract", img, "/", got)
+	want := filepath.Join(dir, "want")
+	sh(t, "xorriso", "-osirrox", "on", "-indev", iso, "-extract", "/", want)
+	sameManifest(t, "round trip", isoManifest(t, want, true), isoManifest(t, got, true))
+	// The file itself as a source too.
+	img2 := filepath.Join(dir, "file.platter")
+	ok(t, "create", iso, img2)
+	back2 := filepath.Join(dir, "back2.iso")
+	ok(t, "restore", img2, back2)
+	if a, b := fileSHA(t, iso), fileSHA(t, back2); a != b {
+		t.Errorf("restored %s differs from the .iso", back2)
+	}
+}
+
+func fileSHA(t *testing.T, p string) string {
+	f, err := os.Open(p)
+	must(t, err)
+	defer f.Close()
+	h := sha256.New()
+	_, err = io.Copy(h, f)
+	must(t, err)
+	return fmt.Sprintf("%x", h.Sum(nil))
+}
+
+// TestISOHostile: damaged ISOs give clear errors, never a panic or a
+// hang: cut short, a directory that holds its own parent (a loop), a
+// Rock Ridge continuation area that continues into itself, lengths past
+// the volume.
+func TestISOHostile(t *testing.T) {
+	src := isoTree(t)
+	dir := t.TempDir()
+	iso := filepath.Join(dir, "good.iso")
+	sh(t, "genisoimage", "-quiet", "-R", "-o", iso, src)
+	good, err := os.ReadFile(iso)
+	must(t, err)
+	le := binary.LittleEndian
+	rootLBA := le.Uint32(good[32768+156+2:])
+	rootAt := int(rootLBA) * 2048
+	// The records of the root: find "a" (a directory).
+	findRec := func(b []byte, at int, name string) int {
+		for pos := at; pos < at+2048 && b[pos] != 0; pos += int(b[pos]) {
+			if string(b[pos+33:pos+33+int(b[pos+32])]) == name {
+				return pos
+			}
+		}
+		t.Fatalf("no record %q", name)
+		return 0
+	}
+	aRec := findRec(good, rootAt, "A")
+	aAt := int(le.Uint32(good[aRec+2:])) * 2048
+	bRec := findRec(good, aAt, "B")
+
+	cases := map[string]func(b []byte) []byte{
+		"truncated": func(b []byte) []byte { return b[:len(b)/2] },
+		"loop": func(b []byte) []byte { // a/b is the root again
+			le.PutUint32(b[bRec+2:], rootLBA)
+			binary.BigEndian.PutUint32(b[bRec+6:], rootLBA)
+			return b
+		},
+		"huge": func(b []byte) []byte { // a's extent: 4 GiB
+			le.PutUint32(b[aRec+10:], 0xfffff800)
+			return b
+		},
+		"ce-loop": func(b []byte) []byte { // a CE entry pointing at itself, in the root's "." record
+			su := rootAt + 34
+			ce := []byte{'C', 'E', 28, 1}
+			ce = le.AppendUint32(ce, rootLBA)
+			ce = binary.BigEndian.AppendUint32(ce, rootLBA)
+			ce = le.AppendUint32(ce, uint32(su-rootAt))
+			ce = binary.BigEndian.AppendUint32(ce, uint32(su-rootAt))
+			ce = le.AppendUint32(ce, 28)
+			ce = binary.BigEndian.AppendUint32(ce, 28)
+			// Every record's SU area in the root: overwrite "a"'s with the CE.
+			suA := aRec + 33 + int(good[aRec+32])
+			if good[aRec+32]%2 == 0 {
+				suA++
+			}
+			copy(b[suA:], ce)
+			le.PutUint32(b[suA+12:], uint32(suA-rootAt))
+			binary.BigEndian.PutUint32(b[suA+16:], uint32(suA-rootAt))
+			return b
+		},
+	}
+	for name, damage := range cases {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join(dir, name+".iso")
+			must(t, os.WriteFile(p, damage(bytes.Clone(good)), 0o600))
+			done := make(chan struct{})
+			var o, e string
+			var code int
+			go func() {
+				o, e, code = run(t, "ls", "-R", p, "/")
+				close(done)
+			}()
+			select {
+			case <-done:
+			case <-time.After(60 * time.Second):
+				t.Fatal("ls -R did not end")
+			}
+			if code == 0 {
+				t.Errorf("ls -R of a damaged ISO (%s) exits 0:\n%s%s", name, o, e)
+			}
+			if !strings.Contains(e, "iso9660") {
+				t.Errorf("the error does not name the ISO 9660 damage:\n%s", e)
+			}
+			t.Logf("%s: exit %d: %s", name, code, strings.TrimSpace(e))
+			x := filepath.Join(dir, name+".x")
+			run(t, "extract", p, "/", x)
+		})
+	}
+}
