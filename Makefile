@@ -11,7 +11,7 @@ TOOLS := sgdisk:gdisk sfdisk:fdisk mkfs.fat:dosfstools fsck.fat:dosfstools \
 	mkfs.exfat:exfatprogs /usr/bin/time:time blkid:util-linux losetup:mount \
 	fusermount:fuse3 bc:bc gcc:gcc qemu-system-x86_64:qemu-system-x86 \
 	nbd-client:nbd-client as:binutils setfattr:attr ip:iproute2 \
-	systemd-analyze:systemd \
+	systemd-analyze:systemd xorriso:xorriso genisoimage:genisoimage 7z:p7zip-full \
 	unshare:util-linux nsenter:util-linux setpriv:util-linux man:man-db groff:groff-base \
 	/usr/share/bash-completion/bash_completion:bash-completion zsh:zsh fish:fish \
 	pvcreate:lvm2 cryptsetup:cryptsetup-bin mount.exfat-fuse:exfat-fuse \
@@ -36,7 +36,7 @@ FUZZ := ./internal/ptable:FuzzMBR ./internal/ptable:FuzzGPT \
 	./internal/fs/ntfs:FuzzDetect ./internal/image:FuzzReader ./internal/image:FuzzStream ./internal/seal:FuzzDecode \
 	./internal/fs/xfs:FuzzDetect ./internal/fs/btrfs:FuzzDetect \
 	./internal/fs/lvm:FuzzDetect ./internal/fs/lvm:FuzzMetadata ./internal/fs/luks:FuzzHeader \
-	./internal/fs/exfat:FuzzDetect ./internal/fs/exfat:FuzzFiles \
+	./internal/fs/exfat:FuzzDetect ./internal/fs/exfat:FuzzFiles ./internal/fs/iso9660:FuzzISO9660 \
 	./internal/fs/f2fs:FuzzDetect ./internal/fs/swap:FuzzDetect ./internal/fs/udf:FuzzUDF \
 	./internal/vdisk:FuzzOpenQCOW2 ./internal/vdisk:FuzzOpenVHD ./internal/vdisk:FuzzOpenVHDX ./internal/vdisk:FuzzOpenVMDK \
 	./internal/partclone:FuzzPartclone ./internal/clonezilla:FuzzSfdisk \
