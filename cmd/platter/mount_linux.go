@@ -75,6 +75,13 @@ func runMount(cmd *cobra.Command, spec, dir string, cache int) error {
 	// warning written then must not kill the mount (SIGPIPE).
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	path, part := splitSpec(spec)
+	if b, err := openBare(path); err != nil || b != nil {
+		if b != nil {
+			b.Close()
+			return usagef("%s is a bare disk image, not a Platter image: its bytes are the file itself (mount -o loop,ro %s MOUNTPOINT); platter mount --files %s DIR shows its files without root", path, path, spec)
+		}
+		return err
+	}
 	files, r, err := openImage(path)
 	if err != nil {
 		return err

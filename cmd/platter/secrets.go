@@ -303,6 +303,13 @@ func childSecrets(path string) ([]string, []*os.File, error) {
 		}
 		d.Close()
 	default:
+		if b, err := openBare(path); err != nil || b != nil {
+			// A bare disk image (an .iso) is read in place: no secrets.
+			if b != nil {
+				b.Close()
+			}
+			return nil, nil, err
+		}
 		files, r, err := openImage(path)
 		if err != nil {
 			return nil, nil, err

@@ -172,6 +172,14 @@ func TestISOBoot(t *testing.T) {
 	want := filepath.Join(dir, "want")
 	sh(t, "xorriso", "-osirrox", "on", "-indev", iso, "-extract", "/", want)
 	sameManifest(t, "hybrid", isoManifest(t, want, true), isoManifest(t, got, true))
+	// mount --files: the same files through FUSE, without root's loop
+	// mount.
+	mnt := t.TempDir()
+	ok(t, "mount", "--daemon", "--files", iso, mnt)
+	t.Cleanup(func() { unmountPlatter(t, mnt) })
+	viaFuse := filepath.Join(dir, "fuse")
+	sh(t, "cp", "-a", mnt+"/.", viaFuse)
+	sameManifest(t, "mount --files", isoManifest(t, want, true), isoManifest(t, viaFuse, true))
 	// The EFI partition xorriso put in the GPT holds the FAT image.
 	found := false
 	for n := range sfdiskParts(t, iso) {
@@ -326,4 +334,50 @@ func TestISOHostile(t *testing.T) {
 			run(t, "extract", p, "/", x)
 		})
 	}
+}
+
+// TestISOHuge: a file over 4 GiB (5 GiB, sparse in the source) is
+// recorded by xorriso in several extents (-iso-level 3); the ISO is kept
+// sparse on disk, and platter reads the file as one, byte for byte.
+func TestISOHuge(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	must(t, os.MkdirAll(src, 0o755))
+	huge := filepath.Join(src, "huge.bin")
+	const size = 5 << 30
+	f, err := os.Create(huge)
+	must(t, err)
+	must(t, f.Truncate(size))
+	_, err = f.WriteAt([]byte("the start"), 0)
+	must(t, err)
+	_, err = f.WriteAt([]byte("past 4 GiB"), 4<<30+12345)
+	must(t, err)
+	_, err = f.WriteAt([]byte("the end"), size-7)
+	must(t, err)
+	must(t, f.Close())
+	iso := filepath.Join(dir, "big.iso")
+	// Through a pipe into cp --sparse=always: the ISO's zeros stay holes.
+	sh(t, "bash", "-c", fmt.Sprintf("set -o pipefail; xorriso -file_size_limit off -- -as mkisofs -iso-level 3 -R -J -o - %q 2>/dev/null | cp --sparse=always /dev/stdin %q", src, iso))
+	if du := sh(t, "du", "-k", iso); !strings.HasPrefix(du, "") || duKiB(t, du) > 64<<10 {
+		t.Fatalf("the ISO is not sparse: du says %s", du)
+	}
+	if l := sh(t, "xorriso", "-indev", iso, "-lsl", "/huge.bin"); !strings.Contains(l, fmt.Sprint(size)) {
+		t.Fatalf("xorriso does not list a %d-byte file:\n%s", size, l)
+	}
+	out := ok(t, "ls", "-l", iso, "/")
+	if !strings.Contains(out, fmt.Sprint(size)) {
+		t.Errorf("ls -l: %s", out)
+	}
+	x := filepath.Join(dir, "x")
+	must(t, os.MkdirAll(x, 0o755))
+	ok(t, "extract", iso, "/huge.bin", x)
+	sh(t, "cmp", huge, filepath.Join(x, "huge.bin"))
+}
+
+func duKiB(t *testing.T, du string) int64 {
+	var n int64
+	if _, err := fmt.Sscan(du, &n); err != nil {
+		t.Fatalf("du: %q", du)
+	}
+	return n
 }
