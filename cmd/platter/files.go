@@ -37,15 +37,19 @@ func newLsCommand() *cobra.Command {
 		Short: "List files in an image, without restoring or mounting it",
 		Long: `Ls lists a directory (or describes a file) of the filesystem in partition N
 of IMAGE (` + readableList(", ") + `); without :N, the first partition
-with a filesystem platter can read. Needs no root and no mount. Names are
-sorted byte by byte (as LC_ALL=C ls sorts them); -l adds the mode, owner
-(ext and UDF: uid and gid as numbers; "-" where the filesystem has none),
+with a filesystem platter can read. IMAGE may be a bare disk image too (an
+.iso, a raw disk), read in place: an .iso's files with its Rock Ridge or
+Joliet names (a UDF bridge disc's with its UDF names), a hybrid ISO's
+partition N by :N. Needs no root and no mount. Names are sorted byte by
+byte (as LC_ALL=C ls sorts them); -l adds the mode, owner (ext, UDF and
+Rock Ridge: uid and gid as numbers; "-" where the filesystem has none),
 size and modification time; -R lists every directory below PATH too.
 An entry the image cannot give (a damaged inode or entry, a name that is
 not a plain name) is left out and named on stderr, the rest listed, and
 the exit code is 3.`,
 		Example: `  platter ls disk.platter:2 /home/ann
   platter ls -l disk.platter:2 /etc/ssh
+  platter ls debian.iso /install.amd          # an .iso, in place, no root
   platter ls -R --json disk.platter:1 / > efi-files.json`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -235,6 +239,7 @@ DEST/. to extract into the directory it points to. An entry the image cannot
 give is skipped and named, the rest extracted, and the exit code is 3.`,
 		Example: `  platter extract set/wed.platter:2 /home/ann/thesis.tex ~/recovered/
   platter extract disk.platter:1 / ./efi-partition/     # a whole partition's files
+  platter extract debian.iso /install.amd ./netboot/    # out of an .iso
   platter extract disk.platter:3 "/Users/Ann/My Documents" /srv/restore/.`,
 		Args: exactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {

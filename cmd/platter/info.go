@@ -36,7 +36,8 @@ func newInfoCommand() *cobra.Command {
   platter info --json --chunks disk.platter   # where every chunk's frame is
   ssh nas cat disk.platter | platter info -     # from a pipe, in one pass
   platter info /home/partimag/2024-05-01-img    # a Clonezilla image directory
-  platter info D684BA87241263E2-00-00.mrimgx    # a Macrium Reflect X image: its disks, partitions, files`,
+  platter info D684BA87241263E2-00-00.mrimgx    # a Macrium Reflect X image: its disks, partitions, files
+  platter info debian.iso                       # an .iso read in place: label, filesystems, El Torito boot records`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runInfo(cmd.OutOrStdout(), opts, args[0])

@@ -34,11 +34,13 @@ With --files, DIR shows the files of the filesystem in partition N
 (` + readableList(", ") + `; without :N the first platter reads), read
 in place: no root, no loop device, no kernel driver for the filesystem; an
 entry the image cannot give is left out and named on stderr, the rest
-shown, and the mount ends with exit code 3. It
+shown, and the mount ends with exit code 3. --files also reads a bare
+disk image (an .iso, a raw disk) in place. It
 runs until unmounted (platter umount DIR) or interrupted; --daemon returns
 once mounted and leaves it running.`,
 		Example: `  platter mount --daemon disk.platter /mnt/img && mount -o loop,ro /mnt/img/p2.img /mnt/root
   platter mount --daemon --files disk.platter:3 /mnt/data   # NTFS or FAT files, no kernel driver
+  platter mount --daemon --files debian.iso /mnt/iso        # an .iso's files, no root
   platter umount /mnt/img`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
