@@ -36,6 +36,7 @@ var ErrInterleaved = errors.New("the file is recorded interleaved (file unit siz
 // Files is an ISO 9660 volume opened for reading its files.
 type Files struct {
 	v      *volume
+	root   File
 	tree   *vfs.Tree[File, int64]
 	rock   bool // names from Rock Ridge
 	joliet bool // names from the Joliet tree
@@ -104,6 +105,7 @@ func OpenFiles(r io.ReaderAt, size int64) (*Files, error) {
 			root, f.joliet = jr, true
 		}
 	}
+	f.root = root
 	f.tree = vfs.NewTree(root, f.list, entry, File.key, func(s string) string { return s })
 	return f, nil
 }

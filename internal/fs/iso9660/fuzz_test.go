@@ -6,6 +6,8 @@ import (
 	"os"
 	"testing"
 
+	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/fs/vfs"
 	"github.com/platter-dev/platter/internal/tooltest"
 )
 
@@ -13,7 +15,7 @@ import (
 // zeros.
 const fuzzSize = 2 << 20
 
-// FuzzISO9660: b (after the 32 KiB system area, then zeros) detected, opened (Rock Ridge, Joliet and
+// FuzzISO9660: b (after the 32 KiB system area, then zeros) detected, walked by Owners, opened (Rock Ridge, Joliet and
 // plain names), walked and its boot catalog read: every error is fine,
 // a panic or a runaway is not. Seeds are small ISOs made by xorriso and
 // genisoimage, from their first volume descriptor, trailing zeros
@@ -41,6 +43,14 @@ func FuzzISO9660(f *testing.F) {
 		tooltest.FuzzUsage(Detect(r, r.Size))
 		identify(r, r.Size)
 		ReadBoot(r, r.Size)
+		Owners(r, r.Size, func(o vfs.Owner, at []block.Extent) error {
+			for _, e := range at {
+				if e.Off < 0 || e.Len <= 0 || e.End() > fuzzSize {
+					t.Fatalf("%v: extent %d+%d outside the volume", o, e.Off, e.Len)
+				}
+			}
+			return nil
+		})
 		fs, err := FS.OpenFiles(r, r.Size)
 		tooltest.FuzzFiles(t, fs, err)
 	})

@@ -59,6 +59,7 @@ type volume struct {
 	bootCat   int64  // the El Torito boot catalog's logical block, -1 without one
 	pvdOff    int64
 	jolietOff int64
+	descEnd   int64 // the first byte after the terminator
 }
 
 // open reads the volume descriptor set of the volume in r.
@@ -90,6 +91,7 @@ func open(r io.ReaderAt, size int64) (*volume, error) {
 			if v.pvd == nil {
 				return nil, corrupt(off, "the volume descriptor set ends without a primary volume descriptor")
 			}
+			v.descEnd = off + descSize
 			return v, v.geometry()
 		case vdPrimary:
 			if v.pvd == nil {

@@ -3,6 +3,7 @@ package iso9660
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	iofs "io/fs"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/platter-dev/platter/internal/block"
+	"github.com/platter-dev/platter/internal/fs/vfs"
 	"github.com/platter-dev/platter/internal/tooltest"
 )
 
@@ -152,5 +154,54 @@ func TestBoot(t *testing.T) {
 	raw[b.CatalogBlock*2048+28]++
 	if _, err := ReadBoot(bytes.NewReader(raw), int64(len(raw))); err == nil || !strings.Contains(err.Error(), "checksum") {
 		t.Errorf("a damaged validation entry: %v", err)
+	}
+}
+
+// Owners names each file by the extents xorriso reports for it
+// (-exec report_lba), and the metadata by name.
+func TestOwners(t *testing.T) {
+	iso := makeISO(t, "genisoimage", "-quiet", "-R", "-J", "-b", "boot.img", "-no-emul-boot")
+	f, size := openISO(t, iso)
+	got := map[string][]block.Extent{}
+	err := Owners(f, size, func(o vfs.Owner, at []block.Extent) error {
+		for _, e := range at {
+			if e.Off < 0 || e.Len <= 0 || e.End() > size {
+				t.Errorf("%v: extent %+v outside the volume", o, e)
+			}
+		}
+		got[o.Path] = at
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{"system area", "volume descriptors", "path tables", "boot catalog", "/", "/1/2/3/4/5/6/7/8/9"} {
+		if len(got[m]) == 0 {
+			t.Errorf("no %q among the owners", m)
+		}
+	}
+	report := tooltest.Run(t, "xorriso", "-indev", iso, "-find", "/", "-exec", "report_lba", "--")
+	n := 0
+	for _, l := range strings.Split(report, "\n") {
+		if !strings.HasPrefix(l, "File data lba:") {
+			continue
+		}
+		var xt, lba, blocks, fsize int64
+		fields := strings.SplitN(strings.TrimPrefix(l, "File data lba:"), ",", 5)
+		if len(fields) != 5 {
+			continue
+		}
+		for i, p := range []*int64{&xt, &lba, &blocks, &fsize} {
+			fmt.Sscan(strings.TrimSpace(fields[i]), p)
+		}
+		name := strings.Trim(strings.TrimSpace(fields[4]), "'")
+		es := got[name]
+		if len(es) != 1 || es[0].Off != lba*2048 || (es[0].Len+2047)/2048 != blocks {
+			t.Errorf("%s: owners give %+v, xorriso block %d, %d blocks", name, es, lba, blocks)
+		}
+		n++
+	}
+	if n < 3 {
+		t.Errorf("xorriso reported %d files:\n%s", n, report)
 	}
 }

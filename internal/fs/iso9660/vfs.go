@@ -12,6 +12,7 @@ var FS = vfs.Filesystem{
 	Title:    "ISO 9660",
 	Detect:   Detect,
 	Identify: identify,
+	Owners:   Owners,
 	OpenFiles: func(r io.ReaderAt, size int64) (vfs.Files, error) {
 		f, err := OpenFiles(r, size)
 		if err != nil {
