@@ -25,10 +25,6 @@ const (
 	maxDepth = 256
 )
 
-// ErrZisofs is the error of opening a file compressed with zisofs
-// (mkisofs -z, Rock Ridge ZF): Platter does not decompress it.
-var ErrZisofs = errors.New("the file is compressed with zisofs (Rock Ridge ZF), which platter does not read; mount the image to read it")
-
 // ErrInterleaved is the error of opening an interleaved file (a file
 // unit size in its record), which platter does not read.
 var ErrInterleaved = errors.New("the file is recorded interleaved (file unit size set), which platter does not read")
@@ -61,7 +57,9 @@ type File struct {
 	extents []extent
 	off     int64   // its record's byte; the descriptor's for the root
 	parents []int64 // the extents (bytes) of the directories above it
-	refuse  error   // why Open refuses it (zisofs, interleaved)
+	refuse  error   // why Open refuses it (interleaved)
+	zf      bool    // compressed with zisofs: extents hold its stored bytes
+	stored  int64   // of a zisofs file
 }
 
 func (f File) key() int64 {
@@ -145,8 +143,8 @@ func (f *Files) Stat(name string) (File, error) { return f.tree.Stat(name) }
 func (f *Files) ReadDir(name string) ([]File, error) { return f.tree.ReadDir(name) }
 
 // Open returns a reader of a file's contents (also an io.ReaderAt, safe
-// for parallel calls, and an io.Seeker). A zisofs or interleaved file is
-// refused with ErrZisofs or ErrInterleaved.
+// for parallel calls, and an io.Seeker); a zisofs file's are
+// decompressed. An interleaved file is refused with ErrInterleaved.
 func (f *Files) Open(name string) (io.ReadCloser, error) {
 	e, err := f.tree.File(name)
 	if err != nil {
@@ -157,6 +155,14 @@ func (f *Files) Open(name string) (io.ReadCloser, error) {
 	}
 	if !e.Mode.IsRegular() {
 		return nil, fmt.Errorf("%s: %w", name, vfs.ErrNotRegular)
+	}
+	if e.zf {
+		stored := &extents{r: f.v.r, ext: e.extents, size: e.stored}
+		z, err := openZisofs(stored, e.stored, e.Size, e.off, fmt.Sprintf("%q", name))
+		if err != nil {
+			return nil, err
+		}
+		return vfs.Section(z, e.Size), nil
 	}
 	return vfs.Section(&extents{r: f.v.r, ext: e.extents, size: e.Size}, e.Size), nil
 }
@@ -334,8 +340,8 @@ func (f *Files) file(rec record, parents []int64) File {
 			e.Target = ro.linkTarget()
 			e.Size = int64(len(e.Target))
 		}
-		if ro.zf {
-			e.Size, e.refuse = ro.zfSize, ErrZisofs
+		if ro.zf && e.Mode.IsRegular() {
+			e.Size, e.zf, e.stored = ro.zfSize, true, length
 		}
 		if ro.child >= 0 {
 			// A deep directory relocated: its records are at CL's block.
@@ -361,11 +367,7 @@ func (f *Files) file(rec record, parents []int64) File {
 			e.Err = corrupt(rec.off, "the data of %q (%d bytes at byte %d) lies past byte %d, where the volume ends (or the source, cut short)", e.Name, length, start, v.end())
 			return e
 		}
-		if e.refuse == nil {
-			e.extents = []extent{{start, length}}
-		} else {
-			e.extents = []extent{{start, 0}}
-		}
+		e.extents = []extent{{start, length}}
 	}
 	if e.Mode.IsDir() {
 		if e.Size == 0 || e.Size > maxDirBytes {

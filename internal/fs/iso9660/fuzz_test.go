@@ -25,16 +25,25 @@ func FuzzISO9660(f *testing.F) {
 	// uses f.Add's seeds: it makes none.
 	worker := flag.Lookup("test.fuzzworker")
 	for _, args := range [][]string{
-		{"xorriso", "-as", "mkisofs", "-R", "-J", "-b", "boot.img", "-no-emul-boot", "-eltorito-alt-boot", "-e", "boot.img", "-no-emul-boot"},
-		{"genisoimage", "-quiet", "-R", "-J"},
-		{"genisoimage", "-quiet", "-D"},
+		{"xorriso", "-as", "mkisofs", "-R", "-J", "-b", "boot.img", "-no-emul-boot", "-eltorito-alt-boot", "-e", "boot.img", "-no-emul-boot", "-o", "ISO", "SRC"},
+		{"genisoimage", "-quiet", "-R", "-J", "-o", "ISO", "SRC"},
+		{"genisoimage", "-quiet", "-D", "-o", "ISO", "SRC"},
+		{"xorriso", "-outdev", "ISO", "-map", "SRC", "/", "-set_filter_r", "--zisofs", "/", "--"}, // zisofs
 	} {
 		if worker != nil && worker.Value.String() == "true" {
 			break
 		}
 		src := makeTree(f)
 		iso := f.TempDir() + "/x.iso"
-		tooltest.Run(f, args[0], append(args[1:], "-o", iso, src)...)
+		for i, a := range args {
+			switch a {
+			case "ISO":
+				args[i] = iso
+			case "SRC":
+				args[i] = src
+			}
+		}
+		tooltest.Run(f, args[0], args[1:]...)
 		b, _ := os.ReadFile(iso)
 		f.Add(bytes.TrimRight(b[descStart:], "\x00"))
 	}
