@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -182,6 +183,31 @@ func TestISOBoot(t *testing.T) {
 	for _, w := range []string{"INSTALLER", "iso9660", "El Torito", "x86", "EFI", "no emulation"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("info %s lacks %q:\n%s", iso, w, out)
+		}
+	}
+	var j struct {
+		Table      string `json:"table"`
+		Partitions []struct {
+			Index      int    `json:"index"`
+			Filesystem string `json:"filesystem"`
+			Label      string `json:"label"`
+			Boot       []struct {
+				Platform, Emulation string
+				Sectors             int
+				Offset              int64
+			} `json:"boot"`
+		} `json:"partitions"`
+	}
+	if err := json.Unmarshal([]byte(ok(t, "info", "--json", iso)), &j); err != nil {
+		t.Fatal(err)
+	}
+	if len(j.Partitions) == 0 || j.Partitions[0].Index != 0 || j.Partitions[0].Filesystem != "iso9660" || j.Partitions[0].Label != "INSTALLER" ||
+		len(j.Partitions[0].Boot) != 2 || j.Partitions[0].Boot[0].Platform != "x86" || j.Partitions[0].Boot[0].Sectors != 4 || j.Partitions[0].Boot[1].Platform != "EFI" {
+		t.Errorf("info --json: %+v", j)
+	} else {
+		// The x86 entry's image is bios.img, where the catalog says.
+		if !bytes.Equal(readAt(t, iso, 2048, j.Partitions[0].Boot[0].Offset), bytes.Repeat([]byte{0xeb}, 2048)) {
+			t.Errorf("the x86 entry's image at byte %d is not bios.img", j.Partitions[0].Boot[0].Offset)
 		}
 	}
 	got := filepath.Join(dir, "got")

@@ -233,7 +233,6 @@ func (f *Files) list(d File) ([]File, error) {
 	lost := func(at int64, format string, args ...any) {
 		out = append(out, File{Err: &vfs.LostEntriesError{Err: corrupt(at, format, args...)}})
 	}
-	first := true
 	for sec := int64(0); sec < ext.n; sec += descSize {
 		end := min(sec+descSize, ext.n)
 		for pos := sec; pos < end; {
@@ -253,12 +252,8 @@ func (f *Files) list(d File) ([]File, error) {
 				continue
 			}
 			if len(rec.name) == 1 && rec.name[0] <= 1 {
-				if first && rec.name[0] == 0 {
-					first = false
-				}
 				continue // "." and ".."
 			}
-			first = false
 			e := f.file(rec, parents)
 			if e.Name == "" && e.Err == nil {
 				continue // relocated, associated, or nameless
