@@ -27,7 +27,7 @@ const (
 
 // ErrInterleaved is the error of opening an interleaved file (a file
 // unit size in its record), which platter does not read.
-var ErrInterleaved = errors.New("the file is recorded interleaved (file unit size set), which platter does not read")
+var ErrInterleaved = errors.New("iso9660: the file is recorded interleaved (file unit size set), which platter does not read")
 
 // Files is an ISO 9660 volume opened for reading its files.
 type Files struct {

@@ -205,3 +205,34 @@ func TestOwners(t *testing.T) {
 		t.Errorf("xorriso reported %d files:\n%s", n, report)
 	}
 }
+
+// An interleaved file (a file unit size in its record) is listed and
+// refused by Open with ErrInterleaved; the others still read.
+func TestInterleaved(t *testing.T) {
+	raw, err := os.ReadFile(makeISO(t, "genisoimage", "-quiet", "-R"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs, err := OpenFiles(bytes.NewReader(raw), int64(len(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := fs.Stat("boot.img")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw[e.off+26] = 1 // file unit size
+	fs, err = OpenFiles(bytes.NewReader(raw), int64(len(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fs.Stat("boot.img"); err != nil {
+		t.Errorf("an interleaved file is not listed: %v", err)
+	}
+	if _, err := fs.Open("boot.img"); !errors.Is(err, ErrInterleaved) {
+		t.Errorf("Open of an interleaved file: %v", err)
+	}
+	if _, err := fs.Open("1/2/3/4/5/6/7/8/9/deep.txt"); err != nil {
+		t.Errorf("the other files: %v", err)
+	}
+}
