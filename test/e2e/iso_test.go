@@ -233,6 +233,18 @@ func TestISOBoot(t *testing.T) {
 	if !found {
 		t.Errorf("no partition of %s lists the EFI image's startup.nsh", iso)
 	}
+	// create keeps the hybrid whole (its table lies inside the volume):
+	// restore gives back the file, byte for byte.
+	img := filepath.Join(dir, "hybrid.platter")
+	ok(t, "create", iso, img)
+	if j := info(t, img); j.Table != "none" || len(j.Partitions) != 1 || j.Partitions[0].Filesystem != "iso9660" {
+		t.Errorf("info of the hybrid's image: table %s, partitions %+v", j.Table, j.Partitions)
+	}
+	back := filepath.Join(dir, "back.iso")
+	ok(t, "restore", img, back)
+	if a, b := fileSHA(t, iso), fileSHA(t, back); a != b {
+		t.Errorf("the restored hybrid differs from %s", iso)
+	}
 }
 
 // TestISORoundTrip: create from a disc (a loop device of 2048-byte
