@@ -165,7 +165,7 @@ func Detect(r io.ReaderAt, size int64) (*block.Usage, error) {
 // Volume is what the volume descriptors say of a volume, for info.
 type Volume struct {
 	Label     string // the volume identifier, Joliet's where there is one
-	UUID      string // as blkid shows it: the creation time
+	UUID      string // as blkid shows it: the modification time
 	BlockSize int64
 	Size      int64 // the volume space, in bytes
 	Joliet    bool
@@ -197,10 +197,12 @@ func (v *volume) label() string {
 	return strings.TrimRight(string(v.pvd[40:72]), " \x00")
 }
 
-// uuid is the UUID blkid gives an ISO 9660 volume: its creation time
-// (its modification time when that is unset) as "2024-01-02-03-04-05-00".
+// uuid is the UUID blkid gives an ISO 9660 volume: its modification
+// time (its creation time when that is unset) as "2024-01-02-03-04-05-00",
+// as libblkid reads it (its modification time first, not its creation
+// time: checked against blkid in TestDetectIdentify).
 func (v *volume) uuid() string {
-	for _, at := range []int{813, 830} {
+	for _, at := range []int{830, 813} {
 		d := v.pvd[at : at+16]
 		if allDigits(d) && !bytes.Equal(d, []byte("0000000000000000")) {
 			return fmt.Sprintf("%s-%s-%s-%s-%s-%s-%s", d[0:4], d[4:6], d[6:8], d[8:10], d[10:12], d[12:14], d[14:16])

@@ -126,6 +126,14 @@ func TestDetectIdentify(t *testing.T) {
 	if id.Label != want("LABEL") || id.UUID != want("UUID") {
 		t.Errorf("identity %+v; blkid: %q %q", id, want("LABEL"), want("UUID"))
 	}
+	// Creation and modification times apart: blkid shows the latter.
+	dated := filepath.Join(t.TempDir(), "dated.iso")
+	tooltest.Run(t, "xorriso", "-outdev", dated, "-volume_date", "c", "2020010203040500", "-volume_date", "m", "2021010203040500", "-map", makeTree(t), "/")
+	df, dsize := openISO(t, dated)
+	blkid := strings.TrimSpace(tooltest.Run(t, "blkid", "-o", "value", "-s", "UUID", dated))
+	if got := identify(df, dsize).UUID; got != blkid || got != "2021-01-02-03-04-05-00" {
+		t.Errorf("UUID %q; blkid %q", got, blkid)
+	}
 	if _, err := Detect(bytes.NewReader(make([]byte, 1<<20)), 1<<20); !errors.Is(err, block.ErrNotMine) {
 		t.Errorf("zeros: %v", err)
 	}
