@@ -18,6 +18,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf16"
 
 	"github.com/platter-dev/platter/internal/block"
@@ -186,15 +187,40 @@ func ReadVolume(r io.ReaderAt, size int64) (*Volume, error) {
 	return out, nil
 }
 
-// label is the volume identifier: Joliet's (UCS-2) when there is one,
-// as blkid prefers it, else the primary descriptor's.
+// label is the volume identifier as blkid shows it: the primary
+// descriptor's bytes as they are. With Joliet, whose label holds only 16
+// characters: when the primary label begins with the Joliet one (ASCII,
+// case aside), the Joliet characters then the rest of the primary label,
+// each byte a Latin-1 character (as blkid merges them); else the Joliet
+// label alone.
 func (v *volume) label() string {
-	if v.joliet != nil {
-		if l := strings.TrimRight(ucs2(v.joliet[40:72]), " \x00"); l != "" {
-			return l
+	pvd := v.pvd[40:72]
+	latin1 := func(b []byte) string {
+		r := make([]rune, len(b))
+		for i, c := range b {
+			r[i] = rune(c)
 		}
+		return string(r)
 	}
-	return strings.TrimRight(string(v.pvd[40:72]), " \x00")
+	trim := func(s string) string { return strings.TrimRight(s, " \x00") }
+	if v.joliet == nil {
+		return trim(string(pvd))
+	}
+	j := v.joliet[40:72]
+	var out []rune
+	i := 0
+	for ; i < 16; i++ {
+		c := rune(binary.BigEndian.Uint16(j[2*i:]))
+		if c == 0 {
+			break
+		}
+		if c >= 0x80 || unicode.ToUpper(c) != unicode.ToUpper(rune(pvd[i])) {
+			// Not a truncated copy of the primary label: Joliet's own.
+			return trim(ucs2(j))
+		}
+		out = append(out, c)
+	}
+	return trim(string(out) + latin1(pvd[i:]))
 }
 
 // uuid is the UUID blkid gives an ISO 9660 volume: its modification

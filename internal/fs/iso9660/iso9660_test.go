@@ -126,6 +126,21 @@ func TestDetectIdentify(t *testing.T) {
 	if id.Label != want("LABEL") || id.UUID != want("UUID") {
 		t.Errorf("identity %+v; blkid: %q %q", id, want("LABEL"), want("UUID"))
 	}
+	// Labels as blkid merges them: a Joliet label (16 characters) that
+	// begins the primary one, and one that does not.
+	for _, c := range [][]string{
+		{"genisoimage", "-quiet", "-J", "-V", "Mixed Case Label ünï — long"},
+		{"xorriso", "-as", "mkisofs", "-J", "-V", "Ünïcode label"},
+		{"xorriso", "-as", "mkisofs", "-V", "no Joliet ü"},
+	} {
+		p := filepath.Join(t.TempDir(), "label.iso")
+		tooltest.Run(t, c[0], append(c[1:], "-o", p, makeTree(t))...)
+		lf, lsize := openISO(t, p)
+		blkid := strings.TrimSpace(tooltest.Run(t, "blkid", "-o", "value", "-s", "LABEL", p))
+		if got := identify(lf, lsize).Label; got != blkid {
+			t.Errorf("%v: label %q; blkid %q", c, got, blkid)
+		}
+	}
 	// Creation and modification times apart: blkid shows the latter.
 	dated := filepath.Join(t.TempDir(), "dated.iso")
 	tooltest.Run(t, "xorriso", "-outdev", dated, "-volume_date", "c", "2020010203040500", "-volume_date", "m", "2021010203040500", "-map", makeTree(t), "/")
