@@ -459,3 +459,46 @@ func TestISOZisofs(t *testing.T) {
 		t.Errorf("ls -l: %s", out)
 	}
 }
+
+// TestISOGrubRescue: a real bootable hybrid ISO, as grub-mkrescue makes
+// it (an ISO 9660 from byte 0 with a GPT inside: an EFI system partition
+// and an HFS+ one), is read as the ISO, its EFI partition by number;
+// create keeps it whole and restore gives it back byte for byte.
+func TestISOGrubRescue(t *testing.T) {
+	dir := t.TempDir()
+	tree := filepath.Join(dir, "tree")
+	must(t, os.MkdirAll(filepath.Join(tree, "boot", "grub"), 0o755))
+	must(t, os.WriteFile(filepath.Join(tree, "boot", "grub", "grub.cfg"), []byte("set timeout=1\n"), 0o644))
+	must(t, os.MkdirAll(filepath.Join(tree, "install.amd"), 0o755))
+	must(t, os.WriteFile(filepath.Join(tree, "install.amd", "vmlinuz"), bytes.Repeat([]byte("kernel"), 100000), 0o644))
+	iso := filepath.Join(dir, "rescue.iso")
+	sh(t, "grub-mkrescue", "-o", iso, tree, "--", "-volid", "RESCUE")
+	out := ok(t, "info", iso)
+	for _, w := range []string{"Table:       gpt", "RESCUE", "EFI System", "El Torito x86", "El Torito EFI"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("info lacks %q:\n%s", w, out)
+		}
+	}
+	got := filepath.Join(dir, "got")
+	ok(t, "extract", iso, "/", got)
+	want := filepath.Join(dir, "want")
+	sh(t, "xorriso", "-osirrox", "on", "-indev", iso, "-extract", "/", want)
+	sameManifest(t, "grub-mkrescue", isoManifest(t, want, true), isoManifest(t, got, true))
+	// The EFI system partition: FAT, holding EFI/BOOT, as mtools reads it.
+	efi := ""
+	for n := range sfdiskParts(t, iso) {
+		if o, _, code := run(t, "ls", fmt.Sprintf("%s:%d", iso, n), "/"); code == 0 && strings.Contains(strings.ToLower(o), "efi") {
+			efi = fmt.Sprintf("%s:%d", iso, n)
+		}
+	}
+	if efi == "" {
+		t.Errorf("no partition of %s lists the EFI system partition's files", iso)
+	}
+	img := filepath.Join(dir, "rescue.platter")
+	ok(t, "create", iso, img)
+	back := filepath.Join(dir, "back.iso")
+	ok(t, "restore", img, back)
+	if a, b := fileSHA(t, iso), fileSHA(t, back); a != b {
+		t.Errorf("the restored rescue ISO differs")
+	}
+}
