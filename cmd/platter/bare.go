@@ -31,6 +31,9 @@ type diskPart struct {
 type bareDisk struct {
 	dev   *blockdev.Device
 	parts []diskPart
+	// notes say what is wrong with the disk's optical filesystem (a
+	// volume cut short), for the commands to warn of.
+	notes []string
 }
 
 func (b *bareDisk) Close() error { return b.dev.Close() }
@@ -69,6 +72,9 @@ func openBare(path string) (*bareDisk, error) {
 		named = named || a.Filesystem != "raw"
 		b.parts = append(b.parts, diskPart{Area: a, R: io.NewSectionReader(dev, a.Start, a.Size)})
 	}
+	if u, err := fsmap.DetectOptical(dev, dev.Size()); err == nil && u != nil && u.Warning != "" {
+		b.notes = append(b.notes, u.Warning)
+	}
 	if d.Table == "none" && backup.Optical(dev, nil, nil) {
 		// A hybrid ISO: its table's partitions, inside the volume, by
 		// number after the disk's own filesystem.
@@ -86,7 +92,14 @@ func openBare(path string) (*bareDisk, error) {
 		}
 	}
 	if !named && d.Table == "none" {
+		// Neither a filesystem nor a table: perhaps a damaged Platter
+		// image, which openImage names; but a filesystem recognised and
+		// found damaged is the answer.
+		_, err := fsmap.Detect(dev, dev.Size())
 		dev.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%s is not a Platter image; read as a disk image: %w", path, err)
+		}
 		return nil, nil
 	}
 	return b, nil

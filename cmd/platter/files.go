@@ -357,6 +357,9 @@ func withFSSkips(spec string, fn func(fsread.FS, string, *skips) error) error {
 	if bare != nil {
 		defer bare.Close()
 		parts = bare.parts
+		for _, n := range bare.notes {
+			warn("%s: %s", imgPath, n)
+		}
 	} else {
 		files, r, err := openImage(imgPath)
 		if err != nil {
