@@ -25,7 +25,7 @@ TOOLS := sgdisk:gdisk sfdisk:fdisk mkfs.fat:dosfstools fsck.fat:dosfstools \
 	/usr/lib/grub/i386-pc/boot.img:grub-pc-bin /usr/lib/grub/x86_64-efi/normal.mod:grub-efi-amd64-bin \
 	/usr/share/OVMF/OVMF_CODE.fd:ovmf /usr/share/doc/busybox-static:busybox-static \
 	ocs-sr:clonezilla parted:parted partclone.restore:partclone lz4:lz4 xz:xz-utils bzip2:bzip2 split:coreutils \
-	ntfsclone:ntfs-3g xfs_repair:xfsprogs genisoimage:genisoimage mkudffs:udftools udfinfo:udftools udfclient:udfclient 7z:p7zip-full ddrescue:gddrescue ddrescuelog:gddrescue addpart:util-linux
+	ntfsclone:ntfs-3g xfs_repair:xfsprogs mkudffs:udftools udfinfo:udftools udfclient:udfclient ddrescue:gddrescue ddrescuelog:gddrescue addpart:util-linux
 
 # Fuzz targets run for FUZZTIME each in `make test`.
 FUZZTIME ?= 10s
