@@ -396,6 +396,7 @@ func TestUdfclient(t *testing.T) {
 		bs  int
 	}{{"0x0201", 2048}, {"0x0201", 512}, {"0x0102", 2048}, {"0x0150", 2048}} {
 		t.Run(fmt.Sprintf("%s-%d", c.rev, c.bs), func(t *testing.T) {
+			t.Parallel() // udfclient spends most of its time waiting, not computing
 			img, start, end := udfclientFill(t, c.rev, c.bs, src, 64<<20)
 			r, size := openImage(t, img)
 			f, err := OpenFiles(r, size)
