@@ -27,7 +27,9 @@
 # failing-disk rows (create --rescue, ddrescue), ONLY=scatter the
 # incremental after scattered small changes, ONLY=track the
 # changed-block tracking rows (platter track), ONLY=incremental the
-# incremental after a contiguous 1 % change. Needs root (loop mount).
+# incremental after a contiguous 1 % change, ONLY=mixes the data mixes
+# against the machine's ceilings (MIXES, MIX_GIB: see bench_mixes).
+# Needs root (loop mount).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -118,6 +120,24 @@ add() { T[$1]="${T[$1]:-} $2"; }
 # finished, so no run pays for another's cleanup.
 settle() { sync; sleep "${SETTLE:-3}"; }
 med() { echo ${T[$1]} | tr ' ' '\n' | median; }
+# timed KEY CMD...: after settle, runs CMD and adds its wall time to
+# KEY's runs. Delete the previous output before calling it.
+timed() {
+	local k=$1 s
+	shift
+	settle
+	s=$(now)
+	"$@"
+	add "$k" "$(echo "$(now) - $s" | bc)"
+}
+# What a Clonezilla user runs, and Platter's default commands:
+# cz_create FSTYPE FS X, cz_restore FSTYPE X TARGET, pl_create FS IMAGE,
+# pl_restore IMAGE TARGET (PL=another platter binary, for A/B runs).
+cz_create() { "$(partclone_of "$1")" -q -c -s "$2" -o - 2>/dev/null | zstd -q -T0 -3 > "$3"; }
+cz_restore() { zstd -q -d -T0 < "$2" | "$(partclone_of "$1")" -q -r -s - -O "$3" 2>/dev/null; }
+pl_create() { "${PL:-$P}" create --progress=none "$1" "$2" > /dev/null; }
+pl_restore() { "${PL:-$P}" restore --yes --progress=none "$1" "$2" > /dev/null; }
+fresh_target() { rm -f "$1"; truncate -s "$2" "$1"; } # fresh_target FILE SIZE
 # cpu_of CMD...: runs CMD (output discarded), its user + system CPU
 # seconds in CPU.
 cpu_of() {
@@ -197,24 +217,16 @@ vs_clonezilla() {
 		# Every timed run starts alike: no previous output to delete, no
 		# other run's dirty pages still being written back (the Clonezilla
 		# pipeline does not sync its output; platter syncs its image).
-		rm -f "$x"; settle; s=$(now)
-		"$pc" -q -c -s "$src" -o - 2>/dev/null | zstd -q -T0 -3 > "$x"
-		add "${fs}_cz_create" "$(echo "$(now) - $s" | bc)"
-		rm -f "$img"; settle; s=$(now)
-		"$P" create --progress=none "$src" "$img" > /dev/null
-		add "${fs}_pl_create" "$(echo "$(now) - $s" | bc)"
+		rm -f "$x"; timed "${fs}_cz_create" cz_create "$fs" "$src" "$x"
+		rm -f "$img"; timed "${fs}_pl_create" pl_create "$src" "$img"
 		if [ "$fs" = ext4 ]; then
 			rm -f "$DIR/fast.platter"; settle; s=$(now)
 			"$P" create --progress=none --compress fast "$src" "$DIR/fast.platter" > /dev/null
 			add "${fs}_pl_fast" "$(echo "$(now) - $s" | bc)"
 		fi
 
-		rm -f "$tgt"; truncate -s "$size" "$tgt"; settle; s=$(now)
-		zstd -q -d -T0 < "$x" | "$pc" -q -r -s - -O "$tgt" 2>/dev/null
-		add "${fs}_cz_restore" "$(echo "$(now) - $s" | bc)"
-		rm -f "$tgt"; truncate -s "$size" "$tgt"; settle; s=$(now)
-		"$P" restore --yes --progress=none "$img" "$tgt" > /dev/null
-		add "${fs}_pl_restore" "$(echo "$(now) - $s" | bc)"
+		fresh_target "$tgt" "$size"; timed "${fs}_cz_restore" cz_restore "$fs" "$x" "$tgt"
+		fresh_target "$tgt" "$size"; timed "${fs}_pl_restore" pl_restore "$img" "$tgt"
 	done
 	fsck=$(check "$fs" "$src" "$tgt")
 	used=$(used_bytes "$img")
@@ -830,6 +842,161 @@ REPORT
 	rm -f "$src" "$full" "$inc" "$diff" "$changed" "$DIR/scatter.piece"
 }
 
+# Data mixes (issue 23): Platter against Clonezilla's pipeline and against
+# the machine's own ceilings, on ext4 filesystems each holding one kind of
+# data. MIXES picks them (default "text binary small media today"), each
+# but "today" an ext4 of MIX_GIB GiB (default 1) made over random bytes
+# (a used disk's free space is not zero), about half used, built once in
+# BENCH_DIR and reused:
+#
+#   text    /usr/share/doc, Go's source tree, generated logs
+#   binary  /usr/lib and /usr/bin as they are
+#   small   tens of thousands of real files under 16 KiB (/usr, Go's tree)
+#   media   mostly incompressible: random data in files of 256 KiB-32 MiB,
+#           and a sixth already-compressed real files (.gz, .xz, .png)
+#   today   the ext4 bench filesystem above (FS_GIB GiB)
+#
+# The ceilings, measured in the same rounds on the same used bytes (read
+# once into /dev/shm by scripts/usedbytes, Platter's own detector):
+# create against `zstd -3 -T$(nproc)` compressing them from memory into
+# memory; restore against `dd bs=8M oflag=direct conv=fsync` writing them
+# to the restore's target, a fresh file of the filesystem's size; the
+# image's size against their `zstd -3`. PL_AB=another platter binary adds
+# its create and restore to every round (A/B of a change).
+MIX_GIB=${MIX_GIB:-1}
+MIXES=${MIXES:-text binary small media today}
+
+mix_fixture() { if [ "$1" = today ]; then echo "$FS"; else echo "$DIR/mix-$1-${MIX_GIB}g.img"; fi; }
+
+# upto MIB [COUNT]: of the lines "SIZE PATH" on standard input (find
+# -printf '%s %p\n'), the paths until their sizes add up to MIB MiB or
+# COUNT files (reading to the end: find is not cut off by a closed pipe).
+upto() { awk -v max=$(($1 * 1048576)) -v count="${2:-0}" '{ s += $1; if (s > max || (count && NR > count)) done = 1; if (!done) print substr($0, index($0, " ") + 1) }'; }
+# copy_list LIST DIR: the files LIST names into DIR, with their paths.
+copy_list() { tar -cf - -T "$1" 2>/dev/null | tar -xf - -C "$2" || true; }
+
+build_mix() {
+	local name=$1 out mnt budget list i n goroot
+	out=$(mix_fixture "$name")
+	[ -f "$out" ] && return
+	echo "building $out ($MIX_GIB GiB ext4, the $name mix, about half used)..."
+	head -c $((MIX_GIB * 1024 * 1024 * 1024)) /dev/urandom > "$out.tmp"
+	if [ "$name" = small ]; then
+		mkfs.ext4 -q -F -E nodiscard -N $((MIX_GIB * 160000)) "$out.tmp"
+	else
+		mkfs.ext4 -q -F -E nodiscard "$out.tmp"
+	fi
+	mnt=$(mktemp -d)
+	mount -o loop "$out.tmp" "$mnt"
+	trap 'umount "$mnt" 2>/dev/null; rm -f "$out.tmp"' EXIT
+	budget=$((MIX_GIB * 1024 / 2)) # MiB of files
+	list=$(mktemp)
+	goroot=$(go env GOROOT)
+	case $name in
+	text)
+		cp -r /usr/share/doc "$mnt/doc"
+		cp -r "$goroot/src" "$mnt/go-src"
+		i=0
+		while [ "$(du -sm "$mnt" | cut -f1)" -lt "$budget" ]; do
+			awk -v i="$i" 'BEGIN { for (n = 0; n < 200000; n++) printf "2026-11-%02dT%02d:%02d:%02dZ host%d sshd[%d]: Accepted publickey for user%d from 10.%d.%d.%d port %d ssh2: ED25519 SHA256:%08x\n", 1 + i % 28, n % 24, n % 60, (n * 7) % 60, n % 17, 1000 + n, n % 97, n % 256, (n * 7) % 256, i, 30000 + n, n * 2654435761 % 4294967296 }' > "$mnt/log-$i.txt"
+			i=$((i + 1))
+		done ;;
+	binary)
+		find /usr/lib /usr/bin -xdev -type f -printf '%s %p\n' 2>/dev/null | upto "$budget" > "$list"
+		copy_list "$list" "$mnt" ;;
+	small)
+		find /usr/share /usr/lib /usr/include "$goroot" -xdev -type f -size -16k -printf '%s %p\n' 2>/dev/null |
+			upto "$budget" $((MIX_GIB * 60000)) > "$list"
+		copy_list "$list" "$mnt" ;;
+	media)
+		find /usr/share /usr/lib -xdev -type f \( -name '*.gz' -o -name '*.xz' -o -name '*.png' -o -name '*.jpg' \) -printf '%s %p\n' 2>/dev/null |
+			upto $((budget / 6)) > "$list"
+		copy_list "$list" "$mnt"
+		mkdir "$mnt/media"
+		i=0
+		while [ "$(du -sm "$mnt" | cut -f1)" -lt "$budget" ]; do
+			n=$(( (256 << (i % 8)) )) # KiB: 256 KiB to 32 MiB
+			head -c "${n}K" /dev/urandom > "$mnt/media/clip-$i.bin"
+			i=$((i + 1))
+		done ;;
+	*) echo "bench: MIXES: no mix $name (text binary small media today)" >&2; exit 2 ;;
+	esac
+	rm -f "$list"
+	sync
+	echo "$(find "$mnt" -type f | wc -l) files; $(df -h "$mnt" | tail -1)"
+	umount "$mnt"
+	trap - EXIT
+	rmdir "$mnt"
+	mv "$out.tmp" "$out"
+}
+
+# bench_mix NAME: ROUNDS alternating rounds of Clonezilla's pipeline,
+# platter and the two ceilings on mix NAME, and the report.
+bench_mix() {
+	local name=$1 src k used raw z x img tgt size r fsck zs pls czs ab=""
+	src=$(mix_fixture "$name"); k=mix_$name
+	x=$DIR/mix.pc.zst; img=$DIR/mix.platter; tgt=$DIR/mix-target.img; z=/dev/shm/platter-bench-used.zst
+	raw=/dev/shm/platter-bench-used
+	size=$(stat -c %s "$src")
+	rm -f "$raw"
+	used=$("$DIR/usedbytes" "$src" "$raw")
+	cat "$src" > /dev/null # into the page cache, as the other benchmarks read it
+	for r in $(seq 1 "$ROUNDS"); do
+		echo "mix $name round $r/$ROUNDS"
+		rm -f "$z"; timed "${k}_zstd" zstd -q -3 -T"$(nproc)" "$raw" -o "$z"
+		rm -f "$x"; timed "${k}_cz_create" cz_create ext4 "$src" "$x"
+		rm -f "$img"; timed "${k}_pl_create" pl_create "$src" "$img"
+		fresh_target "$tgt" "$size"; timed "${k}_dd" dd if="$raw" of="$tgt" bs=8M oflag=direct conv=fsync,notrunc status=none
+		fresh_target "$tgt" "$size"; timed "${k}_cz_restore" cz_restore ext4 "$x" "$tgt"
+		fresh_target "$tgt" "$size"; timed "${k}_pl_restore" pl_restore "$img" "$tgt"
+		if [ -n "${PL_AB:-}" ]; then
+			rm -f "$img.ab"; PL=$PL_AB timed "${k}_ab_create" pl_create "$src" "$img.ab"
+			fresh_target "$tgt" "$size"; PL=$PL_AB timed "${k}_ab_restore" pl_restore "$img.ab" "$tgt"
+			fresh_target "$tgt" "$size"; timed "${k}_pl_restore2" pl_restore "$img" "$tgt"
+		fi
+	done
+	fsck=$(check ext4 "$src" "$tgt")
+	zs=$(stat -c %s "$z"); pls=$(stat -c %s "$img"); czs=$(stat -c %s "$x")
+	local zc czc plc dd czr plr
+	zc=$(med "${k}_zstd"); czc=$(med "${k}_cz_create"); plc=$(med "${k}_pl_create")
+	dd=$(med "${k}_dd"); czr=$(med "${k}_cz_restore"); plr=$(med "${k}_pl_restore")
+	if [ -n "${PL_AB:-}" ]; then
+		ab="| create, $PL_AB | | $(printf '%.2f s' "$(med "${k}_ab_create")") | | $(ratio "$(med "${k}_ab_create")" "$zc" "the ceiling") | |
+| restore, $PL_AB | | $(printf '%.2f s' "$(med "${k}_ab_restore")") | | $(ratio "$(med "${k}_ab_restore")" "$dd" "the ceiling") | |
+| restore, again | | $(printf '%.2f s' "$(med "${k}_pl_restore2")") | | $(ratio "$(med "${k}_pl_restore2")" "$dd" "the ceiling") | |
+| size, $PL_AB | | $(mib "$(stat -c %s "$img.ab")") | | $(ratio "$(stat -c %s "$img.ab")" "$zs" size) | |
+"
+	fi
+	cat <<REPORT
+
+ext4 mix "$name": $((size / 1048576)) MiB, $(mib "$used") used, zstd -3 makes it $(printf '%.2f' "$(echo "$zs / $used" | bc -l)") of that; median of $ROUNDS alternating rounds
+
+| step | Clonezilla (partclone.extfs + zstd -3) | platter | ceiling | platter / ceiling | Clonezilla / platter |
+|------|------|------|------|------|------|
+| create | $(printf '%.2f s' "$czc") | $(printf '%.2f s' "$plc") | $(printf '%.2f s' "$zc") (zstd -3 -T$(nproc), memory to memory) | $(ratio "$plc" "$zc" "the ceiling" "<=" 1.15) | $(ratio "$czc" "$plc" faster ">=" 1) |
+| restore | $(printf '%.2f s' "$czr") | $(printf '%.2f s' "$plr") | $(printf '%.2f s' "$dd") (dd bs=8M oflag=direct conv=fsync) | $(ratio "$plr" "$dd" "the ceiling" "<=" 1.3) | $(ratio "$czr" "$plr" faster ">=" 1) |
+| size | $(mib "$czs") | $(mib "$pls") | $(mib "$zs") (zstd -3) | $(ratio "$pls" "$zs" size "<=" 1.05) | |
+${ab}
+every run (s): zstd -3${T[${k}_zstd]}; Clonezilla create${T[${k}_cz_create]}; platter create${T[${k}_pl_create]}
+               dd${T[${k}_dd]}; Clonezilla restore${T[${k}_cz_restore]}; platter restore${T[${k}_pl_restore]}${PL_AB:+
+               $PL_AB create${T[${k}_ab_create]}; restore${T[${k}_ab_restore]}; platter restore again${T[${k}_pl_restore2]}}
+platter's restore: $fsck
+REPORT
+	rm -f "$raw" "$z" "$x" "$img" "$img.ab" "$tgt"
+	[ "${fsck%% *}" = clean ]
+}
+
+bench_mixes() {
+	local m
+	go build -o "$DIR/usedbytes" ./scripts/usedbytes
+	for m in $MIXES; do build_mix "$m"; done
+	for m in $MIXES; do bench_mix "$m"; done
+}
+
+if [ "${ONLY:-}" = mixes ]; then
+	bench_mixes
+	exit
+fi
 if [ "${ONLY:-}" = scatter ]; then
 	bench_scatter
 	exit
@@ -972,6 +1139,7 @@ REPORT
 	bench_clonezilla
 	bench_rescue
 	bench_track
+	bench_mixes
 
 	# Opening an image without restoring it: FUSE and NBD against the
 	# restored disk file (test/e2e/open_bench_test.go).
