@@ -14,7 +14,6 @@ import (
 	"github.com/platter-dev/platter/internal/layout"
 	"github.com/platter-dev/platter/internal/ptable"
 	"github.com/platter-dev/platter/internal/restore"
-	"github.com/platter-dev/platter/internal/store"
 	"github.com/platter-dev/platter/internal/ui"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -121,11 +120,6 @@ func runRestore(cmd *cobra.Command, opts restoreOptions, imagePath, target strin
 	}
 	defer f.Close()
 	defer img.Close()
-	// Every frame is read once: around the page cache (a fifth of a
-	// restore's CPU went to caching the image, docs/performance.md).
-	for _, o := range f {
-		store.ReadAround(o)
-	}
 	if mode, relayout, err := chooseLayout(opts, img, target, need); err != nil {
 		return err
 	} else if relayout {

@@ -3,9 +3,7 @@ package blockdev
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"sync"
 	"sync/atomic"
 
 	"github.com/platter-dev/platter/internal/block"
@@ -178,77 +176,5 @@ func (w *FileWriter) Close() error {
 	}
 	err := w.direct.Close()
 	w.direct = nil
-	return err
-}
-
-// DirectReader reads a file around the page cache where the filesystem
-// allows it (O_DIRECT): a read of at least DirectReadMin bytes reads the
-// whole 4 KiB blocks that hold it into an aligned buffer and copies the
-// bytes asked for out of it. Restore reads each frame of an image once,
-// and images are written around the page cache, so reading them through
-// it only costs: on 2 cores the page cache's reads were a fifth of a
-// restore's CPU (page allocation and the kernel's copy), the copy here a
-// small part of that. Smaller reads (headers, the index) and every read
-// where O_DIRECT is refused (at open or at the first read) go through
-// the page cache. ReadAt is safe for parallel calls.
-type DirectReader struct {
-	f        *os.File
-	direct   *os.File // the same file with O_DIRECT, nil if refused
-	noDirect atomic.Bool
-	bufs     sync.Pool // *[]byte, aligned
-}
-
-// DirectReadMin is the smallest read DirectReader takes around the page
-// cache.
-const DirectReadMin = 256 << 10
-
-// NewDirectReader reads f, opened for reading; f stays the caller's to
-// close. Close the DirectReader first.
-func NewDirectReader(f *os.File) *DirectReader {
-	return &DirectReader{f: f, direct: openDirectRead(f)}
-}
-
-// ReadAt reads len(p) bytes at off, as os.File.ReadAt does: fewer only
-// with an error, io.EOF at the end of the file.
-func (r *DirectReader) ReadAt(p []byte, off int64) (int, error) {
-	if r.direct == nil || r.noDirect.Load() || len(p) < DirectReadMin || off < 0 {
-		return r.f.ReadAt(p, off)
-	}
-	const align = block.DirectAlign
-	lo := off &^ (align - 1)
-	hi := (off + int64(len(p)) + align - 1) &^ (align - 1)
-	need := int(hi - lo)
-	bp, _ := r.bufs.Get().(*[]byte)
-	if bp == nil || cap(*bp) < need {
-		b := block.AlignedBuffer((need + 1<<20 - 1) &^ (1<<20 - 1))
-		bp = &b
-	}
-	defer r.bufs.Put(bp)
-	got, err := r.direct.ReadAt((*bp)[:need], lo)
-	if errors.Is(err, errInvalid) {
-		r.noDirect.Store(true) // refused: through the page cache from now on
-		return r.f.ReadAt(p, off)
-	}
-	skip := int(off - lo)
-	n := 0
-	if got > skip {
-		n = copy(p, (*bp)[skip:got])
-	}
-	if n < len(p) {
-		if err == nil {
-			err = io.EOF
-		}
-		return n, err
-	}
-	return n, nil
-}
-
-// Close closes the second, direct descriptor; the file stays open.
-func (r *DirectReader) Close() error {
-	if r.direct == nil {
-		return nil
-	}
-	err := r.direct.Close()
-	r.direct = nil
 	return err
 }

@@ -2,7 +2,6 @@ package blockdev
 
 import (
 	"bytes"
-	"fmt"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -86,68 +85,5 @@ func TestSeqWriterRenamed(t *testing.T) {
 	}
 	if fi, err := os.Stat(f.Name()); err != nil || fi.Size() != 0 {
 		t.Fatalf("the file now under the old name was written to (%v)", err)
-	}
-}
-
-// DirectReader answers every read as os.File.ReadAt does — the same
-// bytes, count and error, at the end of the file too — through O_DIRECT
-// and through the page-cache fallback alike, reads in parallel.
-func TestDirectReader(t *testing.T) {
-	const size = 3<<20 + 1234
-	path := filepath.Join(t.TempDir(), "image")
-	want := make([]byte, size)
-	rand.New(rand.NewSource(1)).Read(want)
-	if err := os.WriteFile(path, want, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	for _, direct := range []bool{true, false} {
-		r := NewDirectReader(f)
-		if direct && r.direct == nil {
-			t.Fatalf("%s refuses O_DIRECT; this test needs a filesystem that takes it", path)
-		}
-		if !direct {
-			r.noDirect.Store(true)
-		}
-		type read struct {
-			off int64
-			n   int
-		}
-		reads := []read{{0, DirectReadMin}, {1, DirectReadMin}, {4095, 1 << 20}, {size - DirectReadMin, DirectReadMin},
-			{size - DirectReadMin + 7, DirectReadMin}, {size - 10, DirectReadMin}, {size, DirectReadMin}, {size + 4096, DirectReadMin},
-			{12345, 100}, {0, size}, {1, size}}
-		rng := rand.New(rand.NewSource(2))
-		for range 64 {
-			reads = append(reads, read{rng.Int63n(size + 8192), 1 + rng.Intn(2<<20)})
-		}
-		done := make(chan string, len(reads))
-		for _, rd := range reads {
-			go func() {
-				got := make([]byte, rd.n)
-				n, err := r.ReadAt(got, rd.off)
-				wantB := make([]byte, rd.n)
-				wn, werr := f.ReadAt(wantB, rd.off)
-				switch {
-				case n != wn || (err == nil) != (werr == nil) || (err != nil && err.Error() != werr.Error()):
-					done <- fmt.Sprintf("direct=%v, %d bytes at %d: %d, %v; os.File: %d, %v", direct, rd.n, rd.off, n, err, wn, werr)
-				case !bytes.Equal(got[:n], wantB[:wn]):
-					done <- fmt.Sprintf("direct=%v, %d bytes at %d: not the file's bytes", direct, rd.n, rd.off)
-				default:
-					done <- ""
-				}
-			}()
-		}
-		for range reads {
-			if msg := <-done; msg != "" {
-				t.Error(msg)
-			}
-		}
-		if err := r.Close(); err != nil {
-			t.Fatal(err)
-		}
 	}
 }

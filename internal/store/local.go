@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync/atomic"
 
 	"github.com/platter-dev/platter/internal/blockdev"
 	"github.com/platter-dev/platter/internal/outfile"
@@ -87,42 +86,12 @@ func (e *existsError) Is(target error) bool { return target == ErrExists }
 type file struct {
 	f    *os.File
 	size int64
-	// around, once set by ReadAround, reads large pieces around the
-	// page cache.
-	around atomic.Pointer[blockdev.DirectReader]
 }
 
-func (o *file) ReadAt(p []byte, off int64) (int, error) {
-	if r := o.around.Load(); r != nil {
-		return r.ReadAt(p, off)
-	}
-	return o.f.ReadAt(p, off)
-}
-func (o *file) Size() int64  { return o.size }
-func (o *file) Name() string { return o.f.Name() }
-func (o *file) Close() error {
-	if r := o.around.Swap(nil); r != nil {
-		r.Close()
-	}
-	return o.f.Close()
-}
-
-// ReadAround makes o's image files (each volume of a split image) read
-// frames around the page cache where their filesystem allows it
-// (blockdev.DirectReader), for a reader that reads each frame once: a
-// restore. Images are written around the page cache, so caching them as
-// they are read costs page allocation and a copy in the kernel and keeps
-// nothing of use. Objects that are not local files are left as they are.
-func ReadAround(o Object) {
-	if f, ok := o.(*file); ok && f.around.Load() == nil {
-		if r := blockdev.NewDirectReader(f.f); !f.around.CompareAndSwap(nil, r) {
-			r.Close()
-		}
-	}
-	for _, v := range Volumes(o) {
-		ReadAround(v.Object)
-	}
-}
+func (o *file) ReadAt(p []byte, off int64) (int, error) { return o.f.ReadAt(p, off) }
+func (o *file) Size() int64                             { return o.size }
+func (o *file) Name() string                            { return o.f.Name() }
+func (o *file) Close() error                            { return o.f.Close() }
 
 // Stat describes the open file: which file it is, whatever its name now
 // (os.SameFile).
