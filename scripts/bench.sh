@@ -934,12 +934,12 @@ build_mix() {
 # bench_mix NAME: ROUNDS alternating rounds of Clonezilla's pipeline,
 # platter and the two ceilings on mix NAME, and the report.
 bench_mix() {
-	local name=$1 src k used raw z x img tgt size r fsck zs pls czs ab=""
+	local name=$1 src k used shm raw z x img tgt size r fsck zs pls czs ab=""
 	src=$(mix_fixture "$name"); k=mix_$name
-	x=$DIR/mix.pc.zst; img=$DIR/mix.platter; tgt=$DIR/mix-target.img; z=/dev/shm/platter-bench-used.zst
-	raw=/dev/shm/platter-bench-used
+	x=$DIR/mix.pc.zst; img=$DIR/mix.platter; tgt=$DIR/mix-target.img
+	shm=$(mktemp -d /dev/shm/platter-bench.XXXXXX) # private (0700): no planted names
+	raw=$shm/used; z=$shm/used.zst
 	size=$(stat -c %s "$src")
-	rm -f "$raw"
 	used=$("$DIR/usedbytes" "$src" "$raw")
 	cat "$src" > /dev/null # into the page cache, as the other benchmarks read it
 	for r in $(seq 1 "$ROUNDS"); do
@@ -980,7 +980,8 @@ every run (s): zstd -3${T[${k}_zstd]}; Clonezilla create${T[${k}_cz_create]}; pl
                $PL_AB restore${T[${k}_ab_restore]}; platter restore again${T[${k}_pl_restore2]}}
 platter's restore: $fsck
 REPORT
-	rm -f "$raw" "$z" "$x" "$img" "$tgt"
+	rm -rf "$shm"
+	rm -f "$x" "$img" "$tgt"
 	[ "${fsck%% *}" = clean ]
 }
 
