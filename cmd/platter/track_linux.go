@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -308,24 +307,7 @@ func installUnit(cmd *cobra.Command, opts trackOptions, source, dir string) erro
 	}
 	name := "platter-track-" + filepath.Base(dir) + ".service"
 	path := filepath.Join(opts.unitDir, name)
-	if err := outfile.Replaceable(path); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	tmp := path + ".partial"
-	os.Remove(tmp)
-	f, err := outfile.Create(tmp)
-	if err != nil {
-		return err
-	}
-	_, err = io.WriteString(f, unitText(self, opts.dir, source))
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
+	if err := writeUnit(path, unitText(self, opts.dir, source)); err != nil {
 		return err
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (systemctl daemon-reload && systemctl enable --now %s)\n", path, name)

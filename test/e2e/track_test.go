@@ -400,7 +400,7 @@ func TestTrackCommands(t *testing.T) {
 	if !strings.Contains(string(text), "track start --foreground --dir "+maps+" "+dev) {
 		t.Errorf("unit:\n%s", text)
 	}
-	if fi, _ := os.Stat(unit); fi.Mode().Perm() != 0o600 {
+	if fi, _ := os.Stat(unit); fi.Mode().Perm() != 0o644 {
 		t.Errorf("unit mode %v", fi.Mode())
 	}
 	// systemd-analyze verify checks the unit's syntax and that its
