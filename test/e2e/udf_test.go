@@ -137,28 +137,7 @@ func TestUDF(t *testing.T) {
 
 			// ls -R --json against 7z's listing.
 			spec := img + ":1"
-			stdout, stderr, code := run(t, "ls", "-R", "--json", spec, "/")
-			var all []struct {
-				Path, Type string
-				Size       int64
-				ModTime    time.Time `json:"mtime"`
-			}
-			if err := json.Unmarshal([]byte(stdout), &all); err != nil || code != 0 {
-				t.Fatalf("ls -R --json: exit %d, %v\n%s", code, err, stderr)
-			}
-			sz := udf7z(t, src)
-			if len(all) != len(sz) {
-				t.Errorf("ls lists %d entries, 7z %d", len(all), len(sz))
-			}
-			for _, e := range all {
-				w, found := sz[strings.TrimPrefix(e.Path, "/")]
-				switch {
-				case !found:
-					t.Errorf("ls lists %s, 7z does not", e.Path)
-				case (e.Type == "dir") != w.dir || (!w.dir && e.Size != w.size) || !e.ModTime.Equal(w.mtime):
-					t.Errorf("%s: %s %d bytes %v; 7z: dir %v %d bytes %v", e.Path, e.Type, e.Size, e.ModTime, w.dir, w.size, w.mtime)
-				}
-			}
+			lsMatches7z(t, spec, src)
 
 			// extract against 7z x -tudf, byte for byte.
 			dest := filepath.Join(t.TempDir(), "out")
@@ -185,42 +164,33 @@ func TestUDF(t *testing.T) {
 	}
 }
 
-type udf7zEntry struct {
-	dir   bool
-	size  int64
-	mtime time.Time
-}
-
-// udf7z is what 7z l -slt -tudf lists of img, by path.
-func udf7z(t *testing.T, img string) map[string]udf7zEntry {
+// lsMatches7z checks that ls -R --json of spec lists what 7-Zip's own
+// UDF reader lists of the volume img: every path, its type, size and
+// mtime.
+func lsMatches7z(t *testing.T, spec, img string) {
 	t.Helper()
-	cmd := exec.Command("7z", "l", "-slt", "-tudf", img)
-	cmd.Env = append(os.Environ(), "TZ=UTC")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("7z l: %v\n%s", err, out)
+	stdout, stderr, code := run(t, "ls", "-R", "--json", spec, "/")
+	var all []struct {
+		Path, Type string
+		Size       int64
+		ModTime    time.Time `json:"mtime"`
 	}
-	_, list, _ := strings.Cut(string(out), "\n----------\n")
-	m := map[string]udf7zEntry{}
-	for _, block := range strings.Split(list, "\n\n") {
-		kv := map[string]string{}
-		for _, l := range strings.Split(block, "\n") {
-			if k, v, ok := strings.Cut(l, " = "); ok {
-				kv[k] = v
-			}
-		}
-		if kv["Path"] == "" {
-			continue
-		}
-		var e udf7zEntry
-		e.dir = kv["Folder"] == "+"
-		json.Unmarshal([]byte(kv["Size"]), &e.size)
-		if e.mtime, err = time.Parse("2006-01-02 15:04:05.999999999", kv["Modified"]); err != nil {
-			t.Fatalf("7z: %s: %v", kv["Path"], err)
-		}
-		m[kv["Path"]] = e
+	if err := json.Unmarshal([]byte(stdout), &all); err != nil || code != 0 {
+		t.Fatalf("ls -R --json: exit %d, %v\n%s", code, err, stderr)
 	}
-	return m
+	sz := tooltest.SevenZip(t, img, "udf")
+	if len(all) != len(sz) {
+		t.Errorf("ls lists %d entries, 7z %d", len(all), len(sz))
+	}
+	for _, e := range all {
+		w, found := sz[strings.TrimPrefix(e.Path, "/")]
+		switch {
+		case !found:
+			t.Errorf("ls lists %s, 7z does not", e.Path)
+		case (e.Type == "dir") != w.Dir || (!w.Dir && e.Size != w.Size) || !e.ModTime.Equal(w.MTime):
+			t.Errorf("%s: %s %d bytes %v; 7z: dir %v %d bytes %v", e.Path, e.Type, e.Size, e.ModTime, w.Dir, w.Size, w.MTime)
+		}
+	}
 }
 
 // udfKernelScript fills a UDF in the VM with Linux's udf driver, which

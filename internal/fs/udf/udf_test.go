@@ -185,63 +185,21 @@ func openImage(t testing.TB, img string) (*os.File, int64) {
 	return fh, st.Size()
 }
 
-// sevenZip is what 7-Zip's own UDF reader (7z l -slt -tudf) lists of
-// img: by path, whether a directory, the size and the mtime (UTC).
-type szEntry struct {
-	dir   bool
-	size  int64
-	mtime time.Time
-}
-
-func sevenZip(t testing.TB, img string) map[string]szEntry {
-	t.Helper()
-	cmd := exec.Command("7z", "l", "-slt", "-tudf", img)
-	cmd.Env = append(os.Environ(), "TZ=UTC")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("7z l -slt -tudf %s: %v\n%s", img, err, out)
-	}
-	_, list, ok := strings.Cut(string(out), "\n----------\n")
-	if !ok {
-		t.Fatalf("7z lists nothing:\n%s", out)
-	}
-	m := map[string]szEntry{}
-	for _, block := range strings.Split(list, "\n\n") {
-		kv := map[string]string{}
-		for _, l := range strings.Split(block, "\n") {
-			if k, v, ok := strings.Cut(l, " = "); ok {
-				kv[k] = v
-			}
-		}
-		if kv["Path"] == "" {
-			continue
-		}
-		e := szEntry{dir: kv["Folder"] == "+"}
-		e.size, _ = strconv.ParseInt(kv["Size"], 10, 64)
-		e.mtime, err = time.Parse("2006-01-02 15:04:05.999999999", kv["Modified"])
-		if err != nil {
-			t.Fatalf("7z: %s: %v", kv["Path"], err)
-		}
-		m[kv["Path"]] = e
-	}
-	return m
-}
-
 // sameAs7z checks that f lists what 7-Zip lists of img: every path, its
 // type, size and mtime (to the microsecond, as both read it).
 func sameAs7z(t *testing.T, f *Files, img string) {
 	t.Helper()
-	sz := sevenZip(t, img)
+	sz := tooltest.SevenZip(t, img, "udf")
 	got := walk(t, f)
 	for p, w := range sz {
 		e, ok := got[p]
 		switch {
 		case !ok:
 			t.Errorf("7z lists %s; Platter does not", p)
-		case e.Mode.IsDir() != w.dir || (!w.dir && e.Size != w.size):
-			t.Errorf("%s: %v %d bytes; 7z: dir %v, %d bytes", p, e.Mode, e.Size, w.dir, w.size)
-		case !e.ModTime.Equal(w.mtime):
-			t.Errorf("%s: mtime %v; 7z: %v", p, e.ModTime, w.mtime)
+		case e.Mode.IsDir() != w.Dir || (!w.Dir && e.Size != w.Size):
+			t.Errorf("%s: %v %d bytes; 7z: dir %v, %d bytes", p, e.Mode, e.Size, w.Dir, w.Size)
+		case !e.ModTime.Equal(w.MTime):
+			t.Errorf("%s: mtime %v; 7z: %v", p, e.ModTime, w.MTime)
 		}
 	}
 	if len(got) != len(sz) {
