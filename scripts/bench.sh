@@ -135,7 +135,7 @@ timed() {
 # pl_restore IMAGE TARGET (PL=another platter binary, for A/B runs).
 cz_create() { "$(partclone_of "$1")" -q -c -s "$2" -o - 2>/dev/null | zstd -q -T0 -3 > "$3"; }
 cz_restore() { zstd -q -d -T0 < "$2" | "$(partclone_of "$1")" -q -r -s - -O "$3" 2>/dev/null; }
-pl_create() { "${PL:-$P}" create --progress=none "$1" "$2" > /dev/null; }
+pl_create() { "${PL:-$P}" create --progress=none ${PL_CREATE_FLAGS:-} "$1" "$2" > /dev/null; } # PL_CREATE_FLAGS: words
 pl_restore() { "${PL:-$P}" restore --yes --progress=none "$1" "$2" > /dev/null; }
 fresh_target() { rm -f "$1"; truncate -s "$2" "$1"; } # fresh_target FILE SIZE
 # cpu_of CMD...: runs CMD (output discarded), its user + system CPU
@@ -319,23 +319,38 @@ REPORT
 # Then what a random 4 KiB read of the image mounted from the bucket
 # fetches, counted by MinIO's own metrics, and the peak memory of a create
 # into the bucket (at most 300 MiB).
-bench_s3() {
-	local minio data port pid img=$DIR/s3-local.platter url=s3://bench/ext4.platter tgt=$DIR/s3-target.img
-	local size used r s m lc sc lr sr fsck mnt off before after fetched chunk rss
+# start_minio runs a MinIO server on loopback with a bucket "bench", its
+# data in a new directory under BENCH_DIR, and exports the AWS_*
+# variables that reach it; MINIO_PID is the server, stop_minio ends it.
+start_minio() {
+	local minio r port
 	minio=$(command -v minio || echo "${XDG_CACHE_HOME:-$HOME/.cache}/platter/minio/minio")
 	[ -x "$minio" ] || { echo "bench needs minio: make minio" >&2; exit 1; }
-	data=$(mktemp -d "$DIR/minio.XXXXXX")
-	mkdir "$data/bench" # a directory in a MinIO drive is a bucket
+	MINIO_DATA=$(mktemp -d "$DIR/minio.XXXXXX")
+	mkdir "$MINIO_DATA/bench" # a directory in a MinIO drive is a bucket
 	port=$((20000 + RANDOM % 20000))
 	export AWS_ACCESS_KEY_ID=bench$RANDOM AWS_SECRET_ACCESS_KEY=secret$RANDOM$RANDOM$RANDOM AWS_REGION=us-east-1
 	export AWS_ENDPOINT_URL=http://127.0.0.1:$port
 	MINIO_ROOT_USER=$AWS_ACCESS_KEY_ID MINIO_ROOT_PASSWORD=$AWS_SECRET_ACCESS_KEY MINIO_BROWSER=off \
-		MINIO_PROMETHEUS_AUTH_TYPE=public HOME=$data \
-		"$minio" server --quiet --address "127.0.0.1:$port" --console-address "127.0.0.1:$((port + 1))" "$data" > "$data.log" 2>&1 &
-	pid=$!
-	trap 'kill $pid 2>/dev/null' EXIT
+		MINIO_PROMETHEUS_AUTH_TYPE=public HOME=$MINIO_DATA \
+		"$minio" server --quiet --address "127.0.0.1:$port" --console-address "127.0.0.1:$((port + 1))" "$MINIO_DATA" > "$MINIO_DATA.log" 2>&1 &
+	MINIO_PID=$!
+	trap 'kill $MINIO_PID 2>/dev/null' EXIT
 	for r in $(seq 1 600); do "$P" list s3://bench/ > /dev/null 2>&1 && break; sleep 0.1; done
-	"$P" list s3://bench/ > /dev/null || { echo "bench: minio did not start:" >&2; cat "$data.log" >&2; exit 1; }
+	"$P" list s3://bench/ > /dev/null || { echo "bench: minio did not start:" >&2; cat "$MINIO_DATA.log" >&2; exit 1; }
+}
+stop_minio() {
+	kill "$MINIO_PID"; wait "$MINIO_PID" 2>/dev/null || true
+	trap - EXIT
+	unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION AWS_ENDPOINT_URL
+	rm -rf "$MINIO_DATA" "$MINIO_DATA.log"
+}
+
+bench_s3() {
+	local pid img=$DIR/s3-local.platter url=s3://bench/ext4.platter tgt=$DIR/s3-target.img
+	local size used r s m lc sc lr sr fsck mnt off before after fetched chunk rss
+	start_minio
+	pid=$MINIO_PID
 	# The bytes MinIO has sent in answers (its v3 metrics are current).
 	sent() { curl -s "$AWS_ENDPOINT_URL/minio/metrics/v3/api/requests" | awk '/^minio_api_requests_traffic_sent_bytes.*s3/ { printf "%.0f\n", $2 }'; }
 	size=$(stat -c %s "$FS")
@@ -391,10 +406,8 @@ every run (s): local create${T[s3_local_create]}; s3 create${T[s3_create]}
                local restore${T[s3_local_restore]}; s3 restore${T[s3_restore]}
 the restore from S3: $fsck
 REPORT
-	kill "$pid"; wait "$pid" 2>/dev/null || true
-	trap - EXIT
-	unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION AWS_ENDPOINT_URL
-	rm -rf "$data" "$data.log" "$img" "$tgt"
+	stop_minio
+	rm -f "$img" "$tgt"
 	[ "${fsck%% *}" = clean ]
 }
 
@@ -855,6 +868,12 @@ REPORT
 #   media   mostly incompressible: random data in files of 256 KiB-32 MiB,
 #           and a sixth already-compressed real files (.gz, .xz, .png)
 #   today   the ext4 bench filesystem above (FS_GIB GiB)
+#   xfs     today's files on XFS, btrfs today's files on btrfs (the
+#           XFS and btrfs bench filesystems above; partclone.xfs and
+#           partclone.btrfs in Clonezilla's pipeline)
+#   encrypt today's ext4, imaged with --encrypt (a passphrase)
+#   s3      today's ext4, imaged into a bucket of a MinIO server on
+#           loopback and restored from it (make minio)
 #
 # The ceilings, measured in the same rounds on the same used bytes (read
 # once into /dev/shm by scripts/usedbytes, Platter's own detector):
@@ -865,9 +884,16 @@ REPORT
 # its restore of the same image to every round, then platter's again
 # (A/B/A of a restore change).
 MIX_GIB=${MIX_GIB:-1}
-MIXES=${MIXES:-text binary small media today}
+MIXES=${MIXES:-text binary small media today xfs btrfs encrypt s3}
 
-mix_fixture() { if [ "$1" = today ]; then echo "$FS"; else echo "$DIR/mix-$1-${MIX_GIB}g.img"; fi; }
+mix_fixture() {
+	case $1 in
+	today | encrypt | s3) echo "$FS" ;;
+	xfs | btrfs) fixture "$1" ;;
+	*) echo "$DIR/mix-$1-${MIX_GIB}g.img" ;;
+	esac
+}
+mix_fs() { case $1 in xfs | btrfs) echo "$1" ;; *) echo ext4 ;; esac; } # its filesystem
 
 # upto MIB [COUNT]: of the lines "SIZE PATH" on standard input (find
 # -printf '%s %p\n'), the paths until their sizes add up to MIB MiB or
@@ -878,6 +904,10 @@ copy_list() { tar -cf - -T "$1" 2>/dev/null | tar -xf - -C "$2" || true; }
 
 build_mix() {
 	local name=$1 out mnt budget list i n goroot
+	case $name in
+	today | encrypt | s3) return ;; # the ext4 bench filesystem, built already
+	xfs | btrfs) build_copy "$name"; return ;;
+	esac
 	out=$(mix_fixture "$name")
 	[ -f "$out" ] && return
 	echo "building $out ($MIX_GIB GiB ext4, the $name mix, about half used)..."
@@ -920,7 +950,7 @@ build_mix() {
 			head -c "${n}K" /dev/urandom > "$mnt/media/clip-$i.bin"
 			i=$((i + 1))
 		done ;;
-	*) echo "bench: MIXES: no mix $name (text binary small media today)" >&2; exit 2 ;;
+	*) echo "bench: MIXES: no mix $name (text binary small media today xfs btrfs encrypt s3)" >&2; exit 2 ;;
 	esac
 	rm -f "$list"
 	sync
@@ -934,9 +964,13 @@ build_mix() {
 # bench_mix NAME: ROUNDS alternating rounds of Clonezilla's pipeline,
 # platter and the two ceilings on mix NAME, and the report.
 bench_mix() {
-	local name=$1 src k used shm raw z x img tgt size r fsck zs pls czs ab=""
-	src=$(mix_fixture "$name"); k=mix_$name
+	local name=$1 src k used shm raw z x img tgt size r fsck zs pls czs fs ab="" PL_CREATE_FLAGS=""
+	src=$(mix_fixture "$name"); k=mix_$name; fs=$(mix_fs "$name")
 	x=$DIR/mix.pc.zst; img=$DIR/mix.platter; tgt=$DIR/mix-target.img
+	case $name in
+	encrypt) export PLATTER_PASSWORD=platter-bench-passphrase; PL_CREATE_FLAGS=--encrypt ;;
+	s3) start_minio; img=s3://bench/mix.platter; PL_CREATE_FLAGS=--force ;;
+	esac
 	shm=$(mktemp -d /dev/shm/platter-bench.XXXXXX) # private (0700): no planted names
 	raw=$shm/used; z=$shm/used.zst
 	size=$(stat -c %s "$src")
@@ -945,18 +979,19 @@ bench_mix() {
 	for r in $(seq 1 "$ROUNDS"); do
 		echo "mix $name round $r/$ROUNDS"
 		rm -f "$z"; timed "${k}_zstd" zstd -q -3 -T"$(nproc)" "$raw" -o "$z"
-		rm -f "$x"; timed "${k}_cz_create" cz_create ext4 "$src" "$x"
+		rm -f "$x"; timed "${k}_cz_create" cz_create "$fs" "$src" "$x"
 		rm -f "$img"; timed "${k}_pl_create" pl_create "$src" "$img"
 		fresh_target "$tgt" "$size"; timed "${k}_dd" dd if="$raw" of="$tgt" bs=8M oflag=direct conv=fsync,notrunc status=none
-		fresh_target "$tgt" "$size"; timed "${k}_cz_restore" cz_restore ext4 "$x" "$tgt"
+		fresh_target "$tgt" "$size"; timed "${k}_cz_restore" cz_restore "$fs" "$x" "$tgt"
 		fresh_target "$tgt" "$size"; timed "${k}_pl_restore" pl_restore "$img" "$tgt"
 		if [ -n "${PL_AB:-}" ]; then
 			fresh_target "$tgt" "$size"; PL=$PL_AB timed "${k}_ab_restore" pl_restore "$img" "$tgt"
 			fresh_target "$tgt" "$size"; timed "${k}_pl_restore2" pl_restore "$img" "$tgt"
 		fi
 	done
-	fsck=$(check ext4 "$src" "$tgt")
-	zs=$(stat -c %s "$z"); pls=$(stat -c %s "$img"); czs=$(stat -c %s "$x")
+	fsck=$(check "$fs" "$src" "$tgt")
+	zs=$(stat -c %s "$z"); czs=$(stat -c %s "$x")
+	pls=$("$P" info --json "$img" | awk -F': ' '/"image_bytes"/ { gsub(",", "", $2); print $2; exit }')
 	local zc czc plc dd czr plr
 	zc=$(med "${k}_zstd"); czc=$(med "${k}_cz_create"); plc=$(med "${k}_pl_create")
 	dd=$(med "${k}_dd"); czr=$(med "${k}_cz_restore"); plr=$(med "${k}_pl_restore")
@@ -967,9 +1002,9 @@ bench_mix() {
 	fi
 	cat <<REPORT
 
-ext4 mix "$name": $((size / 1048576)) MiB, $(mib "$used") used, zstd -3 makes it $(printf '%.2f' "$(echo "$zs / $used" | bc -l)") of that; median of $ROUNDS alternating rounds
+$fs mix "$name"$(case $name in encrypt) echo ", platter with --encrypt" ;; s3) echo ", platter's image in MinIO on loopback" ;; esac): $((size / 1048576)) MiB, $(mib "$used") used, zstd -3 makes it $(printf '%.2f' "$(echo "$zs / $used" | bc -l)") of that; median of $ROUNDS alternating rounds
 
-| step | Clonezilla (partclone.extfs + zstd -3) | platter | ceiling | platter / ceiling | Clonezilla / platter |
+| step | Clonezilla ($(partclone_of "$fs") + zstd -3) | platter | ceiling | platter / ceiling | Clonezilla / platter |
 |------|------|------|------|------|------|
 | create | $(printf '%.2f s' "$czc") | $(printf '%.2f s' "$plc") | $(printf '%.2f s' "$zc") (zstd -3 -T$(nproc), memory to memory) | $(ratio "$plc" "$zc" "the ceiling" "<=" 1.15) | $(ratio "$czc" "$plc" faster ">=" 1) |
 | restore | $(printf '%.2f s' "$czr") | $(printf '%.2f s' "$plr") | $(printf '%.2f s' "$dd") (dd bs=8M oflag=direct conv=fsync) | $(ratio "$plr" "$dd" "the ceiling" "<=" 1.3) | $(ratio "$czr" "$plr" faster ">=" 1) |
@@ -981,7 +1016,12 @@ every run (s): zstd -3${T[${k}_zstd]}; Clonezilla create${T[${k}_cz_create]}; pl
 platter's restore: $fsck
 REPORT
 	rm -rf "$shm"
-	rm -f "$x" "$img" "$tgt"
+	rm -f "$x" "$tgt"
+	case $name in
+	encrypt) unset PLATTER_PASSWORD ;;
+	s3) stop_minio ;;
+	esac
+	rm -f "$DIR/mix.platter"
 	[ "${fsck%% *}" = clean ]
 }
 
