@@ -54,7 +54,8 @@ expressions for full, differential and incremental images), what to keep
                        newest at or before TIME) as platter restore does
 
 docs/plans.md describes every key of a plan file.`,
-		Example: `  cat > /etc/platter/plans/laptop.toml <<EOF
+		Example: `  platter plan status                # every plan: last runs, restore points, next run
+  cat > /etc/platter/plans/laptop.toml <<EOF
   source = "/"                       # the disk holding /
   destination = "/backup/laptop"
   verify = true
@@ -78,7 +79,10 @@ docs/plans.md describes every key of a plan file.`,
 	run := &cobra.Command{
 		Use:   "run [flags] NAME",
 		Short: "Do what the plan has due now: create, verify, prune",
-		Args:  planArgs(&opts, 0),
+		Example: `  platter plan run laptop
+  platter plan run --plan ./laptop.toml --now "2026-03-04 20:00"   # as at that time: to catch up, or to test a plan
+  platter plan run --wait --json laptop`,
+		Args: planArgs(&opts, 0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runPlanRun(cmd, opts, argOr(args, 0))
 		},
@@ -89,6 +93,9 @@ docs/plans.md describes every key of a plan file.`,
 	status := &cobra.Command{
 		Use:   "status [flags] [NAME]",
 		Short: "Last runs, restore points, size and next run of each plan",
+		Example: `  platter plan status            # every plan in /etc/platter/plans
+  platter plan status laptop
+  platter plan status --json laptop`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 1 {
 				return usagef("plan status takes at most one plan name")
@@ -103,16 +110,19 @@ docs/plans.md describes every key of a plan file.`,
 	install := &cobra.Command{
 		Use:   "install [flags] NAME",
 		Short: "Write and enable the plan's systemd service and timer",
-		Args:  planArgs(&opts, 0),
+		Example: `  platter plan install laptop
+  platter plan install --root pkgroot laptop   # the units under pkgroot/etc/systemd/system, for a package`,
+		Args: planArgs(&opts, 0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runPlanInstall(cmd, opts, argOr(args, 0))
 		},
 	}
 	install.Flags().StringVar(&opts.root, "root", "/", "write the units under `DIR` (for packaging and tests); with / systemd is told too")
 	uninstall := &cobra.Command{
-		Use:   "uninstall [flags] NAME",
-		Short: "Disable and remove the plan's systemd units",
-		Args:  planArgs(&opts, 0),
+		Use:     "uninstall [flags] NAME",
+		Short:   "Disable and remove the plan's systemd units",
+		Example: `  platter plan uninstall laptop`,
+		Args:    planArgs(&opts, 0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runPlanUninstall(cmd, opts, argOr(args, 0))
 		},
