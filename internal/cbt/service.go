@@ -275,6 +275,16 @@ func Flush(dir, device string, wait time.Duration, reset string) (*Map, *Device,
 		}
 		seen = st
 		if m2, err := Load(dir); err == nil && m2.Answered == id {
+			// The image that asked records its instant after this
+			// returns: it must fall more than Margin after the new
+			// epoch's start, or the next incremental would take the
+			// epoch before it too (the answer can come within a few
+			// milliseconds of the split).
+			if n := len(m2.Epochs); n > 0 {
+				if wait := time.Until(m2.Epochs[n-1].Since.Add(Margin + time.Millisecond)); wait > 0 {
+					time.Sleep(wait)
+				}
+			}
 			dev, err := Probe(device)
 			if err != nil {
 				return nil, nil, err
