@@ -327,16 +327,7 @@ func TestExfatRoundTrip(t *testing.T) {
 			mnt := t.TempDir()
 			ok(t, "mount", "--daemon", "--files", spec, mnt)
 			exfatSame(t, "mount --files", want, exfatTree(t, mnt))
-			for try := 0; ; try++ {
-				_, stderr, code := run(t, "umount", mnt)
-				if code == 0 || try == 50 {
-					if code != 0 {
-						t.Errorf("umount %s: exit %d\n%s", mnt, code, stderr)
-					}
-					break
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
+			unmountPlatter(t, mnt)
 		})
 	}
 }

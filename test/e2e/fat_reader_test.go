@@ -204,19 +204,7 @@ func frCheck(t *testing.T, img, fsImg string, bad ...string) {
 	// file extract skips fails to read.
 	mnt := t.TempDir()
 	ok(t, "mount", "--daemon", "--files", img, mnt)
-	defer func() {
-		// The kernel may hold the mount a moment after the last read.
-		for try := 0; ; try++ {
-			_, stderr, code := run(t, "umount", mnt)
-			if code == 0 || try == 50 {
-				if code != 0 {
-					t.Errorf("umount %s: exit %d\n%s", mnt, code, stderr)
-				}
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}()
+	defer unmountPlatter(t, mnt) // the kernel may hold the mount a moment after the last read
 	listed := 0
 	filepath.Walk(mnt, func(p string, fi os.FileInfo, err error) error {
 		if err != nil {

@@ -150,16 +150,7 @@ func TestUDF(t *testing.T) {
 			mnt := t.TempDir()
 			ok(t, "mount", "--daemon", "--files", spec, mnt)
 			tooltest.SameManifest(t, tooltest.Manifest(t, want), tooltest.Manifest(t, mnt), 8)
-			for try := 0; ; try++ {
-				_, stderr, code := run(t, "umount", mnt)
-				if code == 0 || try == 50 {
-					if code != 0 {
-						t.Errorf("umount %s: exit %d\n%s", mnt, code, stderr)
-					}
-					break
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
+			unmountPlatter(t, mnt)
 		})
 	}
 }
