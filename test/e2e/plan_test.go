@@ -344,6 +344,24 @@ func srcFS(t *testing.T, dir string, mib int) string {
 }
 
 // putFile writes n random bytes to path inside the ext4 image src.
+// planDays runs the plan once a day for n days from 2026-03-01 20:00 UTC,
+// a new 1 MiB file put in src before each run, and returns the kinds
+// made; a run that fails ends the test.
+func planDays(t *testing.T, pf, src string, n int) []string {
+	t.Helper()
+	now := time.Date(2026, 3, 1, 20, 0, 0, 0, time.UTC)
+	var kinds []string
+	for day := range n {
+		putFile(t, src, fmt.Sprintf("f%d", day), 1<<20)
+		r, e, code := planRun(t, pf, now.AddDate(0, 0, day))
+		if code != 0 || !r.OK {
+			t.Fatalf("day %d: exit %d %s %+v", day, code, e, r)
+		}
+		kinds = append(kinds, r.Kind)
+	}
+	return kinds
+}
+
 func putFile(t *testing.T, src, name string, n int) {
 	t.Helper()
 	f := filepath.Join(t.TempDir(), "f")
@@ -631,17 +649,7 @@ incremental = "daily"
 [keep]
 last = 2
 `, src))
-	now := time.Date(2026, 3, 1, 20, 0, 0, 0, time.UTC)
-	var kinds []string
-	for day := 0; day < 4; day++ {
-		putFile(t, src, fmt.Sprintf("f%d", day), 1<<20)
-		r, e, code := planRun(t, pf, now.AddDate(0, 0, day))
-		if code != 0 || !r.OK {
-			t.Fatalf("day %d: exit %d %s %+v", day, code, e, r)
-		}
-		kinds = append(kinds, r.Kind)
-	}
-	if strings.Join(kinds, " ") != "full incremental incremental incremental" {
+	if kinds := planDays(t, pf, src, 4); strings.Join(kinds, " ") != "full incremental incremental incremental" {
 		t.Errorf("kinds %v", kinds)
 	}
 	objs := srv.Objects("platter", "laptop/")
@@ -694,17 +702,7 @@ incremental = "daily"
 [keep]
 last = 2
 `, src, dest, pass))
-	now := time.Date(2026, 3, 1, 20, 0, 0, 0, time.UTC)
-	var kinds []string
-	for day := 0; day < 3; day++ {
-		putFile(t, src, fmt.Sprintf("f%d", day), 1<<20)
-		r, e, code := planRun(t, pf, now.AddDate(0, 0, day))
-		if code != 0 || !r.OK {
-			t.Fatalf("day %d: exit %d %s %+v", day, code, e, r)
-		}
-		kinds = append(kinds, r.Kind)
-	}
-	if strings.Join(kinds, " ") != "full incremental incremental" {
+	if kinds := planDays(t, pf, src, 3); strings.Join(kinds, " ") != "full incremental incremental" {
 		t.Errorf("kinds %v", kinds)
 	}
 	imgs := planImages(t, dest)
