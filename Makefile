@@ -41,7 +41,7 @@ FUZZ := ./internal/ptable:FuzzMBR ./internal/ptable:FuzzGPT \
 	./internal/vdisk:FuzzOpenQCOW2 ./internal/vdisk:FuzzOpenVHD ./internal/vdisk:FuzzOpenVHDX ./internal/vdisk:FuzzOpenVMDK \
 	./internal/partclone:FuzzPartclone ./internal/clonezilla:FuzzSfdisk \
 	./internal/mrimgx:FuzzMrimgx ./internal/ntfsclone:FuzzReader ./internal/owners:FuzzClassify \
-	./internal/calendar:FuzzParse
+	./internal/calendar:FuzzParse ./internal/codec:FuzzDecode
 
 .PHONY: all build build-purego deps minio bootkernel ntfs3kernel test unit e2e fuzz vet demo bench clean install uninstall
 

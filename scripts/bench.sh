@@ -138,6 +138,20 @@ cz_restore() { zstd -q -d -T0 < "$2" | "$(partclone_of "$1")" -q -r -s - -O "$3"
 pl_create() { "${PL:-$P}" create --progress=none ${PL_CREATE_FLAGS:-} "$1" "$2" > /dev/null; } # PL_CREATE_FLAGS: words
 pl_restore() { "${PL:-$P}" restore --yes --progress=none "$1" "$2" > /dev/null; }
 fresh_target() { rm -f "$1"; truncate -s "$2" "$1"; } # fresh_target FILE SIZE
+# evict FILE: FILE's pages out of the page cache, so the next run reads it
+# from the disk as a restore from another disk or a fresh boot does (an
+# image written through the page cache would otherwise be read from
+# memory, one written around it from the disk). No-op for s3://.
+evict() { case $1 in s3://*) ;; *) dd if="$1" iflag=nocache count=0 status=none ;; esac; }
+# io_floor IMAGE USED TARGET: the least a restore from an image on the
+# restore's own disk can take: reading the image and writing the used
+# bytes, both around the page cache and at once.
+io_floor() {
+	dd if="$1" of=/dev/null bs=8M iflag=direct status=none &
+	local reader=$!
+	dd if="$2" of="$3" bs=8M oflag=direct conv=fsync,notrunc status=none
+	wait "$reader"
+}
 # cpu_of CMD...: runs CMD (output discarded), its user + system CPU
 # seconds in CPU.
 cpu_of() {
@@ -225,8 +239,8 @@ vs_clonezilla() {
 			add "${fs}_pl_fast" "$(echo "$(now) - $s" | bc)"
 		fi
 
-		fresh_target "$tgt" "$size"; timed "${fs}_cz_restore" cz_restore "$fs" "$x" "$tgt"
-		fresh_target "$tgt" "$size"; timed "${fs}_pl_restore" pl_restore "$img" "$tgt"
+		fresh_target "$tgt" "$size"; evict "$x"; timed "${fs}_cz_restore" cz_restore "$fs" "$x" "$tgt"
+		fresh_target "$tgt" "$size"; evict "$img"; timed "${fs}_pl_restore" pl_restore "$img" "$tgt"
 	done
 	fsck=$(check "$fs" "$src" "$tgt")
 	used=$(used_bytes "$img")
@@ -964,7 +978,7 @@ build_mix() {
 # bench_mix NAME: ROUNDS alternating rounds of Clonezilla's pipeline,
 # platter and the two ceilings on mix NAME, and the report.
 bench_mix() {
-	local name=$1 src k used shm raw z x img tgt size r fsck zs pls czs fs ab="" PL_CREATE_FLAGS=""
+	local name=$1 src k used shm raw z x img tgt size r fsck zs pls czs fs ab="" floor PL_CREATE_FLAGS=""
 	src=$(mix_fixture "$name"); k=mix_$name; fs=$(mix_fs "$name")
 	x=$DIR/mix.pc.zst; img=$DIR/mix.platter; tgt=$DIR/mix-target.img
 	case $name in
@@ -982,11 +996,14 @@ bench_mix() {
 		rm -f "$x"; timed "${k}_cz_create" cz_create "$fs" "$src" "$x"
 		rm -f "$img"; timed "${k}_pl_create" pl_create "$src" "$img"
 		fresh_target "$tgt" "$size"; timed "${k}_dd" dd if="$raw" of="$tgt" bs=8M oflag=direct conv=fsync,notrunc status=none
-		fresh_target "$tgt" "$size"; timed "${k}_cz_restore" cz_restore "$fs" "$x" "$tgt"
-		fresh_target "$tgt" "$size"; timed "${k}_pl_restore" pl_restore "$img" "$tgt"
+		if [ "$name" != s3 ]; then
+			fresh_target "$tgt" "$size"; evict "$img"; timed "${k}_floor" io_floor "$img" "$raw" "$tgt"
+		fi
+		fresh_target "$tgt" "$size"; evict "$x"; timed "${k}_cz_restore" cz_restore "$fs" "$x" "$tgt"
+		fresh_target "$tgt" "$size"; evict "$img"; timed "${k}_pl_restore" pl_restore "$img" "$tgt"
 		if [ -n "${PL_AB:-}" ]; then
-			fresh_target "$tgt" "$size"; PL=$PL_AB timed "${k}_ab_restore" pl_restore "$img" "$tgt"
-			fresh_target "$tgt" "$size"; timed "${k}_pl_restore2" pl_restore "$img" "$tgt"
+			fresh_target "$tgt" "$size"; evict "$img"; PL=$PL_AB timed "${k}_ab_restore" pl_restore "$img" "$tgt"
+			fresh_target "$tgt" "$size"; evict "$img"; timed "${k}_pl_restore2" pl_restore "$img" "$tgt"
 		fi
 	done
 	fsck=$(check "$fs" "$src" "$tgt")
@@ -995,6 +1012,11 @@ bench_mix() {
 	local zc czc plc dd czr plr
 	zc=$(med "${k}_zstd"); czc=$(med "${k}_cz_create"); plc=$(med "${k}_pl_create")
 	dd=$(med "${k}_dd"); czr=$(med "${k}_cz_restore"); plr=$(med "${k}_pl_restore")
+	floor=""
+	if [ "$name" != s3 ]; then
+		floor="| restore's I/O floor | | | $(printf '%.2f s' "$(med "${k}_floor")") (dd reading platter's image while dd writes the used bytes) | $(ratio "$plr" "$(med "${k}_floor")" "the floor") | |
+"
+	fi
 	if [ -n "${PL_AB:-}" ]; then
 		ab="| restore, $PL_AB | | $(printf '%.2f s' "$(med "${k}_ab_restore")") | | $(ratio "$(med "${k}_ab_restore")" "$dd" "the ceiling") | |
 | restore, platter again | | $(printf '%.2f s' "$(med "${k}_pl_restore2")") | | $(ratio "$(med "${k}_pl_restore2")" "$dd" "the ceiling") | |
@@ -1009,9 +1031,9 @@ $fs mix "$name"$(case $name in encrypt) echo ", platter with --encrypt" ;; s3) e
 | create | $(printf '%.2f s' "$czc") | $(printf '%.2f s' "$plc") | $(printf '%.2f s' "$zc") (zstd -3 -T$(nproc), memory to memory) | $(ratio "$plc" "$zc" "the ceiling" "<=" 1.15) | $(ratio "$czc" "$plc" faster ">=" 1) |
 | restore | $(printf '%.2f s' "$czr") | $(printf '%.2f s' "$plr") | $(printf '%.2f s' "$dd") (dd bs=8M oflag=direct conv=fsync) | $(ratio "$plr" "$dd" "the ceiling" "<=" 1.3) | $(ratio "$czr" "$plr" faster ">=" 1) |
 | size | $(mib "$czs") | $(mib "$pls") | $(mib "$zs") (zstd -3) | $(ratio "$pls" "$zs" size "<=" 1.05) | |
-${ab}
+${floor}${ab}
 every run (s): zstd -3${T[${k}_zstd]}; Clonezilla create${T[${k}_cz_create]}; platter create${T[${k}_pl_create]}
-               dd${T[${k}_dd]}; Clonezilla restore${T[${k}_cz_restore]}; platter restore${T[${k}_pl_restore]}${PL_AB:+
+               dd${T[${k}_dd]};${T[${k}_floor]:+ I/O floor${T[${k}_floor]};} Clonezilla restore${T[${k}_cz_restore]}; platter restore${T[${k}_pl_restore]}${PL_AB:+
                $PL_AB restore${T[${k}_ab_restore]}; platter restore again${T[${k}_pl_restore2]}}
 platter's restore: $fsck
 REPORT

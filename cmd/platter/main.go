@@ -165,7 +165,7 @@ that reads an IMAGE also takes a Clonezilla image directory (ocs-sr
 savedisk's or saveparts') or a Macrium Reflect X image (.mrimgx), converted once and
 kept in a cache (platter cache); platter import converts either into a
 Platter image.`,
-		Version:       version + " (zstd encoder: " + codec.EncoderName + ")",
+		Version:       version + " (zstd encoder: " + codec.EncoderName + ", decoder: " + codec.DecoderName + ")",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}

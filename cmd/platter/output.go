@@ -58,7 +58,7 @@ func newVersionCommand() *cobra.Command {
 		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			v := versionInfo()
-			return report(cmd, asJSON, v, fmt.Sprintf("platter %s (%s, %s/%s, zstd encoder: %s, image format %d)", v.Version, v.Go, v.OS, v.Arch, v.Zstd, v.Format))
+			return report(cmd, asJSON, v, fmt.Sprintf("platter %s (%s, %s/%s, zstd encoder: %s, decoder: %s, image format %d)", v.Version, v.Go, v.OS, v.Arch, v.Zstd, v.ZstdDecoder, v.Format))
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -66,17 +66,18 @@ func newVersionCommand() *cobra.Command {
 }
 
 type versionJSON struct {
-	Version string `json:"version"`
-	Commit  string `json:"commit,omitempty"`
-	Go      string `json:"go"`
-	OS      string `json:"os"`
-	Arch    string `json:"arch"`
-	Zstd    string `json:"zstd_encoder"`
-	Format  int    `json:"image_format"`
+	Version     string `json:"version"`
+	Commit      string `json:"commit,omitempty"`
+	Go          string `json:"go"`
+	OS          string `json:"os"`
+	Arch        string `json:"arch"`
+	Zstd        string `json:"zstd_encoder"`
+	ZstdDecoder string `json:"zstd_decoder"`
+	Format      int    `json:"image_format"`
 }
 
 func versionInfo() versionJSON {
-	v := versionJSON{Version: version, Go: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH, Zstd: codec.EncoderName, Format: image.Version}
+	v := versionJSON{Version: version, Go: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH, Zstd: codec.EncoderName, ZstdDecoder: codec.DecoderName, Format: image.Version}
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range bi.Settings {
 			if s.Key == "vcs.revision" {

@@ -156,20 +156,26 @@ func (e *Encoder) Close() {
 
 // Decoder decompresses chunks; Decode is safe for concurrent use.
 type Decoder struct {
-	zdec *zstd.Decoder
+	zdec *chunkDecoder
 }
 
 // NewDecoder returns a decoder serving up to concurrency parallel callers.
 func NewDecoder(concurrency int) (*Decoder, error) {
-	z, err := zstd.NewReader(nil,
-		zstd.WithDecoderConcurrency(concurrency),
-		zstd.WithDecodeAllCapLimit(true),
-		zstd.WithDecoderMaxMemory(1<<30),
-	)
+	z, err := newChunkDecoder(concurrency)
 	if err != nil {
 		return nil, fmt.Errorf("codec: %w", err)
 	}
 	return &Decoder{zdec: z}, nil
+}
+
+// newGoDecoder is the pure-Go zstd decoder of whole chunks: it never
+// writes past its output's capacity and holds at most 1 GiB.
+func newGoDecoder(concurrency int) (*zstd.Decoder, error) {
+	return zstd.NewReader(nil,
+		zstd.WithDecoderConcurrency(concurrency),
+		zstd.WithDecodeAllCapLimit(true),
+		zstd.WithDecoderMaxMemory(1<<30),
+	)
 }
 
 // Decode decodes src stored with codec id into dst, which must have a
@@ -184,7 +190,7 @@ func (d *Decoder) Decode(id ID, dst, src []byte) ([]byte, error) {
 		}
 		return append(dst[:0], src...), nil
 	case Zstd:
-		out, err := d.zdec.DecodeAll(src, dst[:0])
+		out, err := d.zdec.decode(dst, src)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
 		}
@@ -197,7 +203,7 @@ func (d *Decoder) Decode(id ID, dst, src []byte) ([]byte, error) {
 }
 
 // Close releases the decoder's resources.
-func (d *Decoder) Close() { d.zdec.Close() }
+func (d *Decoder) Close() { d.zdec.close() }
 
 // NewStreamEncoder returns a zstd stream writer into w, for data too
 // large to hold twice in memory. Close flushes it.

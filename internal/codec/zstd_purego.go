@@ -11,6 +11,9 @@ import (
 // EncoderName says which zstd encoder this binary uses.
 const EncoderName = "pure Go (klauspost/compress)"
 
+// DecoderName says which zstd decoder this binary uses.
+const DecoderName = "pure Go (klauspost/compress)"
+
 type chunkEncoder struct{ z *zstd.Encoder }
 
 func newChunkEncoder(s Setting, concurrency int) (*chunkEncoder, error) {
@@ -31,3 +34,22 @@ func (e *chunkEncoder) encode(dst, src []byte) ([]byte, bool) {
 }
 
 func (e *chunkEncoder) close() { e.z.Close() }
+
+// chunkDecoder decodes a chunk into the caller's buffer, never past its
+// capacity, with at most 1 GiB of the decoder's own memory.
+type chunkDecoder struct{ z *zstd.Decoder }
+
+func newChunkDecoder(concurrency int) (*chunkDecoder, error) {
+	z, err := newGoDecoder(concurrency)
+	if err != nil {
+		return nil, err
+	}
+	return &chunkDecoder{z: z}, nil
+}
+
+// decode decodes src into dst[:cap(dst)] and returns what it wrote.
+func (d *chunkDecoder) decode(dst, src []byte) ([]byte, error) {
+	return d.z.DecodeAll(src, dst[:0])
+}
+
+func (d *chunkDecoder) close() { d.z.Close() }

@@ -522,6 +522,24 @@ func (ir *Reader) ReadChunk(e Entry, buf []byte) ([]byte, error) {
 	return ir.decodeFrame(e, h, payload, out)
 }
 
+// Prefetch asks the storage holding chunk e's frame to start reading it
+// now, where it can (a local file: the kernel's read-ahead), so that a
+// ReadChunk soon after finds it in memory. It returns the bytes asked
+// for, and never fails: a prefetch that cannot be done is not done.
+func (ir *Reader) Prefetch(e Entry) int64 {
+	r, e, err := ir.resolve(e)
+	if err != nil || e.Zero() {
+		return 0
+	}
+	p, ok := r.r.(interface{ Prefetch(off, n int64) })
+	if !ok {
+		return 0
+	}
+	n := r.frameLen(e)
+	p.Prefetch(e.FrameOff, n)
+	return n
+}
+
 // storeName names the image in messages ("the image" when unnamed).
 func (ir *Reader) storeName() string {
 	if ir.name == "" {

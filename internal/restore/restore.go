@@ -132,11 +132,19 @@ func Run(ctx context.Context, img *image.Reader, t Target, opts Options) error {
 	}
 	opts.Progress.Start(total)
 
+	// The image's frames are asked for ahead of the workers, so the disk
+	// keeps reading while they decode and write.
+	pf := newPrefetcher(img, tasks)
+	pctx, stop := context.WithCancel(ctx)
+	prefetched := make(chan struct{})
+	go func() { pf.run(pctx); close(prefetched) }()
+	defer func() { stop(); <-prefetched }() // done with the image before Run returns
 	err = each(ctx, opts.Workers, tasks, func() func(task) error {
 		// Aligned, so the target can take its writes directly.
 		buf := block.AlignedBuffer(int(m.ChunkSize))[:0]
 		var fill *filler
 		return func(tk task) error {
+			pf.start()
 			err := restoreChunk(img, t, tk, buf, opts.Fresh)
 			if err == nil && tk.fill {
 				if fill == nil {

@@ -477,3 +477,20 @@ func (s *splitPlace) Remove(ctx context.Context, name string) error {
 	}
 	return err
 }
+
+// Prefetch passes a prefetch on to the volumes that hold [off, off+n)
+// and can take it.
+func (o *volumes) Prefetch(off, n int64) {
+	for n > 0 {
+		v := VolumeAt(o, off)
+		if v == nil {
+			return
+		}
+		rel := off - v.Off
+		k := min(n, v.Size()-rel)
+		if p, ok := v.Object.(interface{ Prefetch(off, n int64) }); ok {
+			p.Prefetch(rel, k)
+		}
+		off, n = off+k, n-k
+	}
+}
