@@ -41,10 +41,9 @@ type Setting struct {
 	Level int
 }
 
-// DefaultSetting is what create uses without --compress: with the C
-// encoder, the fastest level whose ratio on independent 8 MiB chunks still
-// beats streaming `zstd -3` (docs/performance.md).
-var DefaultSetting = Setting{ID: Zstd, Level: 3}
+// DefaultSetting is what create uses without --compress: the encoder's
+// defaultLevel (docs/performance.md, "Choices").
+var DefaultSetting = Setting{ID: Zstd, Level: defaultLevel}
 
 func (s Setting) String() string {
 	if s.ID == Zstd {
