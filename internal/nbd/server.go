@@ -163,17 +163,19 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		backoff = 0
 		if s.active.Load() >= int64(s.lim.MaxConnections) {
-			conn.Close()
+			// Logged before the close, so whoever sees the connection
+			// closed finds the reason already written.
 			if time.Since(lastRefusal) < time.Second {
 				refused++
-				continue
+			} else {
+				more := ""
+				if refused > 0 {
+					more = fmt.Sprintf(" (and %d more since the last such line)", refused)
+				}
+				s.logf("nbd: %s: refused: already serving %d connections, the limit%s", s.who(conn), s.lim.MaxConnections, more)
+				lastRefusal, refused = time.Now(), 0
 			}
-			more := ""
-			if refused > 0 {
-				more = fmt.Sprintf(" (and %d more since the last such line)", refused)
-			}
-			s.logf("nbd: %s: refused: already serving %d connections, the limit%s", s.who(conn), s.lim.MaxConnections, more)
-			lastRefusal, refused = time.Now(), 0
+			conn.Close()
 			continue
 		}
 		s.active.Add(1)
