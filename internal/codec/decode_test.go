@@ -75,7 +75,8 @@ func TestDecodersAgree(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g.Close()
-	for _, src := range decodeSeeds(t) {
+	seeds := decodeSeeds(t)
+	for _, src := range seeds {
 		for _, size := range []int{0, 1, 4096, 70000, 199999, 200000, 400000} {
 			checkDecoders(t, d, g, src, size)
 		}
@@ -90,7 +91,6 @@ func TestDecodersAgree(t *testing.T) {
 	if _, err := dec.Decode(Zstd, make([]byte, 0, 10), nil); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("empty frame: %v, want ErrCorrupt", err)
 	}
-	seeds := decodeSeeds(t)
 	if _, err := dec.Decode(Zstd, make([]byte, 0, 100), seeds[0]); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("frame longer than the chunk: %v, want ErrCorrupt", err)
 	}

@@ -522,6 +522,10 @@ func (ir *Reader) ReadChunk(e Entry, buf []byte) ([]byte, error) {
 	return ir.decodeFrame(e, h, payload, out)
 }
 
+// Prefetcher is storage that can start reading a range ahead of a read
+// (a local file, the volumes of a split image).
+type Prefetcher interface{ Prefetch(off, n int64) }
+
 // Prefetch asks the storage holding chunk e's frame to start reading it
 // now, where it can (a local file: the kernel's read-ahead), so that a
 // ReadChunk soon after finds it in memory. It returns the bytes asked
@@ -531,7 +535,7 @@ func (ir *Reader) Prefetch(e Entry) int64 {
 	if err != nil || e.Zero() {
 		return 0
 	}
-	p, ok := r.r.(interface{ Prefetch(off, n int64) })
+	p, ok := r.r.(Prefetcher)
 	if !ok {
 		return 0
 	}

@@ -488,7 +488,7 @@ func (o *volumes) Prefetch(off, n int64) {
 		}
 		rel := off - v.Off
 		k := min(n, v.Size()-rel)
-		if p, ok := v.Object.(interface{ Prefetch(off, n int64) }); ok {
+		if p, ok := v.Object.(image.Prefetcher); ok {
 			p.Prefetch(rel, k)
 		}
 		off, n = off+k, n-k
