@@ -582,9 +582,7 @@ func luksKeys(opts createOptions) ([][]byte, error) {
 		if !term.IsTerminal(int(os.Stdin.Fd())) {
 			return nil, usagef("--luks-passphrase asks on a terminal, and there is none: use --luks-key-file")
 		}
-		fmt.Fprint(os.Stderr, "LUKS passphrase: ")
-		b, err := term.ReadPassword(int(os.Stdin.Fd()))
-		fmt.Fprintln(os.Stderr)
+		b, err := ask("LUKS passphrase: ")
 		if err != nil {
 			return nil, err
 		}

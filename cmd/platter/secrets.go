@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -202,9 +203,21 @@ func onTerminal() bool { return term.IsTerminal(int(os.Stdin.Fd())) }
 
 // ask reads a passphrase typed on the terminal, without echo.
 func ask(prompt string) ([]byte, error) {
-	fmt.Fprint(os.Stderr, prompt)
-	b, err := term.ReadPassword(int(os.Stdin.Fd()))
-	fmt.Fprintln(os.Stderr)
+	return askOn(int(os.Stdin.Fd()), os.Stderr, prompt)
+}
+
+// askOn shows prompt on w and reads a line from the terminal fd. Echo is
+// off before the prompt is shown, so nothing typed at the prompt is
+// echoed, however fast.
+func askOn(fd int, w io.Writer, prompt string) ([]byte, error) {
+	restore, err := echoOff(fd)
+	if err != nil {
+		return nil, fmt.Errorf("read passphrase: terminal: %w", err)
+	}
+	defer restore()
+	fmt.Fprint(w, prompt)
+	b, err := term.ReadPassword(fd)
+	fmt.Fprintln(w)
 	if err != nil {
 		return nil, fmt.Errorf("read passphrase: %w", err)
 	}

@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/platter-dev/platter/internal/tooltest"
 )
 
 // sha256File is the hex SHA-256 of a file's bytes.
@@ -244,7 +246,7 @@ func TestBootStops(t *testing.T) {
 	args := []string{"boot", "--accel", bootAccel(), "--memory", "256M", "--cpus", "1", img}
 
 	t.Run("Ctrl-]", func(t *testing.T) {
-		master, slave := openPTY(t)
+		master, slave := tooltest.OpenPTY(t)
 		defer master.Close()
 		defer slave.Close() // kept open: the terminal's modes are read after platter ends
 		before, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)

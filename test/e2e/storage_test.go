@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/platter-dev/platter/internal/tooltest"
 )
 
 // volumes lists the files of a split image in dir: NAME, NAME.002, ...
@@ -316,7 +318,7 @@ func TestCreateToStdout(t *testing.T) {
 	sameFiles(t, back, fileBack)
 
 	// A terminal as standard output: refused before anything is read.
-	master, slave := openPTY(t)
+	master, slave := tooltest.OpenPTY(t)
 	defer master.Close()
 	defer slave.Close()
 	cmd := exec.Command(platter, "create", "--progress", "none", disk, "-")

@@ -3,16 +3,14 @@ package e2e
 import (
 	"bytes"
 	"errors"
-	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/platter-dev/platter/internal/tooltest"
 )
 
 // answer is what a user types at a prompt: when the output shows
@@ -25,7 +23,7 @@ type answer struct{ prompt, line string }
 // does not appear within a minute fails the test.
 func runTTY(t testing.TB, answers []answer, args ...string) (shown string, code int) {
 	t.Helper()
-	master, slave := openPTY(t)
+	master, slave := tooltest.OpenPTY(t)
 	defer master.Close()
 	cmd := exec.Command(platter, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
@@ -89,28 +87,4 @@ func runTTY(t testing.TB, answers []answer, args ...string) (shown string, code 
 		t.Fatalf("platter %v panicked:\n%s", args, shown)
 	}
 	return shown, code
-}
-
-// openPTY opens a new pseudo-terminal pair.
-func openPTY(t testing.TB) (master, slave *os.File) {
-	t.Helper()
-	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatalf("open /dev/ptmx: %v", err)
-	}
-	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		master.Close()
-		t.Fatalf("unlock pty: %v", err)
-	}
-	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		master.Close()
-		t.Fatalf("pty number: %v", err)
-	}
-	slave, err = os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		master.Close()
-		t.Fatalf("open pty: %v", err)
-	}
-	return master, slave
 }
