@@ -5,6 +5,9 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Mount mounts dev with the kernel's driver and mount options opts
@@ -15,6 +18,12 @@ import (
 // detached when the test ends, not at the unmount: each mount in a test
 // keeps a device (and a device name) of its own, which btrfs, mounting
 // copies of one filesystem at once, needs.
+//
+// The unmount returns once the kernel has let go of the device: umount(2)
+// can return while the filesystem lives on (a process passing through
+// the mount point holds the last reference, and the filesystem's final
+// commit runs when it lets go), and a test that reads the image then
+// reads it while it still changes.
 func Mount(t testing.TB, dev, opts string) (mnt string, umount func()) {
 	t.Helper()
 	if st, err := os.Stat(dev); err == nil && st.Mode().IsRegular() {
@@ -33,6 +42,7 @@ func Mount(t testing.TB, dev, opts string) (mnt string, umount func()) {
 		if !done {
 			done = true
 			Umount(t, mnt)
+			Released(t, dev)
 		}
 	}
 	t.Cleanup(func() {
@@ -42,4 +52,23 @@ func Mount(t testing.TB, dev, opts string) (mnt string, umount func()) {
 		umount()
 	})
 	return mnt, umount
+}
+
+// Released waits until no filesystem holds the block device dev (it opens
+// with O_EXCL) and fails the test if one still does after a minute.
+func Released(t testing.TB, dev string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		fd, err := unix.Open(dev, unix.O_RDONLY|unix.O_EXCL|unix.O_CLOEXEC, 0)
+		if err == nil {
+			unix.Close(fd)
+			return
+		}
+		if err != unix.EBUSY || time.Now().After(deadline) {
+			t.Errorf("%s is still held after its unmount: %v", dev, err)
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

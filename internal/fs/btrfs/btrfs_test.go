@@ -306,6 +306,21 @@ func (d dumped) allocated(t testing.TB, size int64) *block.Map {
 	return m
 }
 
+// superblock is the primary superblock of the btrfs in img.
+func superblock(t testing.TB, img string) []byte {
+	t.Helper()
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 4096)
+	if _, err := f.ReadAt(b, 64<<10); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // diff returns the bytes a marks and b does not, as runs.
 func diff(a, b *block.Map) []block.Extent {
 	var out []block.Extent
@@ -381,6 +396,7 @@ func TestAgainstTruth(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := mkfs(t, tc.size, tc.args...)
 			populate(t, p, 1)
+			sb := superblock(t, p)
 			u, err := detectFile(t, p)
 			if err != nil {
 				t.Fatal(err)
@@ -400,6 +416,9 @@ func TestAgainstTruth(t *testing.T) {
 			// (btrfs check; scrub reads every copy of every block) and
 			// holds the same files.
 			kept := tooltest.KeepOnly(t, p, m)
+			if now := superblock(t, p); !bytes.Equal(now, sb) {
+				t.Fatalf("%s was written after its unmount (superblock generation %d, then %d): the map was made of an older filesystem", p, binary.LittleEndian.Uint64(sb[0x48:]), binary.LittleEndian.Uint64(now[0x48:]))
+			}
 			checkClean(t, kept)
 			sameFiles(t, p, kept)
 		})
