@@ -24,7 +24,6 @@ import (
 	"github.com/platter-dev/platter/internal/ui"
 	"github.com/platter-dev/platter/internal/vdisk"
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 )
 
 type createOptions struct {
@@ -579,7 +578,7 @@ func luksKeys(opts createOptions) ([][]byte, error) {
 		keys = append(keys, b)
 	}
 	if opts.askKey {
-		if !term.IsTerminal(int(os.Stdin.Fd())) {
+		if !onTerminal() {
 			return nil, usagef("--luks-passphrase asks on a terminal, and there is none: use --luks-key-file")
 		}
 		b, err := ask("LUKS passphrase: ")

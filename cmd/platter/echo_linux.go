@@ -13,7 +13,6 @@ func echoOff(fd int) (restore func(), err error) {
 	}
 	quiet := *old
 	quiet.Lflag &^= unix.ECHO
-	quiet.Lflag |= unix.ICANON | unix.ISIG
 	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &quiet); err != nil {
 		return nil, err
 	}

@@ -19,11 +19,9 @@ import (
 // keeps a device (and a device name) of its own, which btrfs, mounting
 // copies of one filesystem at once, needs.
 //
-// The unmount returns once the kernel has let go of the device: umount(2)
-// can return while the filesystem lives on (a process passing through
-// the mount point holds the last reference, and the filesystem's final
-// commit runs when it lets go), and a test that reads the image then
-// reads it while it still changes.
+// The unmount returns once the kernel has let go of the device: should
+// the filesystem live on after umount(2) (mounted again elsewhere), a
+// test reading the image next would read it while it still changes.
 func Mount(t testing.TB, dev, opts string) (mnt string, umount func()) {
 	t.Helper()
 	if st, err := os.Stat(dev); err == nil && st.Mode().IsRegular() {
